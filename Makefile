@@ -1,0 +1,30 @@
+# Two commands do everything (see README):
+#   make run   — set up a virtual environment and run the looping example
+#   make test  — set up everything the tests need and run the whole suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	ITERFLOW_HOME=$${ITERFLOW_HOME:-.iterflow} $(PY) examples/accumulate.py
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	bash .ci/services.sh $(VENV)/bin/pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks examples
+
+bench: $(STAMP)
+	$(PY) benchmarks/loop_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,101 @@
+"""``iterflow.context``: what a running task can know about its run.
+
+The engine keeps its own run context explicit (passed as arguments); only at
+the boundary where user code reads it does it live in a :class:`ContextVar`,
+so it is correct per thread, per asyncio task and per Dask worker. The runner
+sets it for each task run and updates the loop keys in place on each
+iteration, which keeps the loop's hot path cheap.
+
+Keys while a task runs: ``flow_name``, ``flow_run_id``, ``task_name``,
+``task_slug``, ``task_run_id``, ``map_index``, ``loop_index``,
+``loop_result`` (absent on iteration 0), ``task_run_count``, ``parameters``,
+``logger``, and the Prefect Core aliases ``task_loop_count``
+(= ``loop_index + 1``) and ``task_loop_result``.
+
+>>> import iterflow
+>>> with iterflow.context(tenant="acme"):
+...     iterflow.context.tenant
+'acme'
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from typing import Any
+
+__all__ = ["Context", "context", "current"]
+
+_current: ContextVar[dict[str, Any]] = ContextVar("iterflow_context", default={})  # noqa: B039
+
+
+def current() -> dict[str, Any]:
+    """The live context mapping of this thread (the engine's handle; do not mutate)."""
+    return _current.get()
+
+
+def _set(mapping: dict[str, Any]):
+    return _current.set(mapping)
+
+
+def _reset(token) -> None:
+    _current.reset(token)
+
+
+class Context(Mapping[str, Any]):
+    """A read-mostly mapping over the current run's context, with attribute access.
+
+    Read ``context.loop_index`` or ``context.get("loop_result", 0)``; add keys
+    for a block with ``with context(key=value):``.
+    """
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return _current.get()[name]
+        except KeyError:
+            raise AttributeError(
+                f"iterflow.context has no key {name!r}; keys are set while a task runs "
+                f"(use context.get({name!r}, default) to read an optional key)"
+            ) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(
+            "iterflow.context is read-only; use `with iterflow.context(key=value):` "
+            "or flow.run(context={...}) to add keys"
+        )
+
+    def __getitem__(self, key: str) -> Any:
+        return _current.get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict(_current.get()))
+
+    def __len__(self) -> int:
+        return len(_current.get())
+
+    def __contains__(self, key: object) -> bool:
+        return key in _current.get()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return _current.get().get(key, default)
+
+    @contextlib.contextmanager
+    def __call__(self, **values: Any) -> Iterator[Context]:
+        token = _current.set({**_current.get(), **values})
+        try:
+            yield self
+        finally:
+            _current.reset(token)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A snapshot of the current context as a plain dict."""
+        return dict(_current.get())
+
+    def __repr__(self) -> str:
+        return f"<iterflow.context {dict(_current.get())!r}>"
+
+
+context = Context()

@@ -1,0 +1,337 @@
+"""Flows: a named graph of tasks, built by calling tasks or imperatively.
+
+A :class:`Flow` is a description. It knows its tasks, edges and constants,
+keeps them acyclic (an edge that would close a cycle is refused at once with
+the cycle's path), and hands itself to :mod:`iterflow.runtime` to run.
+
+>>> from iterflow import Flow, task
+>>> @task
+... def inc(x):
+...     return x + 1
+>>> with Flow("count") as flow:
+...     a = inc(1)
+...     b = inc(a)
+>>> [t.slug for t in flow.sorted_tasks()]
+['inc', 'inc-2']
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from iterflow.core.graph import Edge, find_path, topological_order
+from iterflow.core.task import Task, flatten, unmapped
+from iterflow.errors import CycleError, FlowDefinitionError, ParameterError
+
+if TYPE_CHECKING:
+    from iterflow.core.parameter import Parameter
+    from iterflow.core.state import State
+
+__all__ = ["Flow"]
+
+_active_flow: ContextVar[Flow | None] = ContextVar("iterflow_active_flow", default=None)
+# Blocks (``case``, ``loop``) that want to know which tasks are created inside them.
+_block_stack: ContextVar[tuple[Any, ...]] = ContextVar("iterflow_block_stack", default=())
+
+
+class Flow:
+    """A named graph of tasks.
+
+    Options: ``executor`` (the default for :meth:`run`), ``state_handlers``
+    (callables ``(flow, old_state, new_state) -> state``), ``serializer``
+    (``"pickle"`` or ``"json"``: the default for the flow's stored results).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        executor: Any = None,
+        state_handlers: Iterable[Callable] | None = None,
+        serializer: str | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a flow needs a non-empty name, got {name!r}")
+        self.name = name
+        self.executor = executor
+        self.state_handlers = list(state_handlers or [])
+        self.serializer = serializer
+        self._tasks: dict[Task, None] = {}  # insertion-ordered set
+        self._edges: dict[Edge, None] = {}
+        self._upstream: dict[Task, list[Edge]] = {}
+        self._downstream: dict[Task, list[Edge]] = {}
+        self._slugs: dict[str, Task] = {}
+        self.constants: dict[Task, dict[str, Any]] = {}
+        self._token = None
+
+    # -- the active flow ------------------------------------------------------
+    @staticmethod
+    def active() -> Flow | None:
+        """The flow of the innermost ``with Flow(...)`` block in this context, if any."""
+        return _active_flow.get()
+
+    def __enter__(self) -> Flow:
+        self._tokens = getattr(self, "_tokens", [])
+        self._tokens.append(_active_flow.set(self))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        _active_flow.reset(self._tokens.pop())
+
+    # -- tasks and edges ------------------------------------------------------
+    @property
+    def tasks(self) -> set[Task]:
+        """The flow's tasks."""
+        return set(self._tasks)
+
+    @property
+    def edges(self) -> set[Edge]:
+        """The flow's edges."""
+        return set(self._edges)
+
+    def add_task(self, task: Task) -> Task:
+        """Add ``task`` (as is, not a copy) and give it a slug unique in this flow."""
+        if not isinstance(task, Task):
+            raise TypeError(
+                f"flow {self.name!r}: add_task() needs a Task, got {type(task).__name__} {task!r}"
+            )
+        if task in self._tasks:
+            return task
+        from iterflow.core.parameter import Parameter
+
+        if isinstance(task, Parameter):
+            existing = self._slugs.get(task.name)
+            if existing is not None and existing is not task:
+                raise ParameterError(
+                    f"flow {self.name!r} already has a parameter or task named {task.name!r}; "
+                    f"parameter names must be unique"
+                )
+            slug = task.name
+        else:
+            slug = task.name
+            n = 1
+            while slug in self._slugs:
+                n += 1
+                slug = f"{task.name}-{n}"
+        if task.slug is not None and not isinstance(task, Parameter):
+            # Already in another flow: a task belongs to one flow; calling it makes a copy.
+            raise FlowDefinitionError(
+                f"task {task.name!r} already belongs to another flow; call it inside "
+                f"`with Flow({self.name!r}):` to add a copy instead"
+            )
+        task.slug = slug
+        self._slugs[slug] = task
+        self._tasks[task] = None
+        self._upstream[task] = []
+        self._downstream[task] = []
+        for block in _block_stack.get():
+            block.task_added(self, task)
+        return task
+
+    def add_edge(
+        self,
+        upstream_task: Task,
+        downstream_task: Task,
+        key: str | None = None,
+        mapped: bool = False,
+        flattened: bool = False,
+    ) -> Edge:
+        """Add an edge, refusing at once one that would close a cycle.
+
+        >>> flow.add_edge(a, b, key="x")   # doctest: +SKIP
+        """
+        for t in (upstream_task, downstream_task):
+            self.add_task(t)
+        if key is not None:
+            for edge in self._upstream[downstream_task]:
+                if edge.key == key:
+                    raise FlowDefinitionError(
+                        f"task {downstream_task.name!r} in flow {self.name!r} already has an "
+                        f"input {key!r} (from {edge.upstream_task.name!r})"
+                    )
+        children = {t: [e.downstream_task for e in edges] for t, edges in self._downstream.items()}
+        path = find_path(downstream_task, upstream_task, children)
+        if path is not None:
+            names = [t.slug for t in path] + [downstream_task.slug]
+            raise CycleError(
+                f"flow {self.name!r}: the edge {upstream_task.slug} -> {downstream_task.slug} "
+                f"would close a cycle: {' -> '.join(names)}. A flow is acyclic; to repeat "
+                f"work, raise LOOP inside a task instead.",
+                path=names,
+            )
+        edge = Edge(upstream_task, downstream_task, key=key, mapped=mapped, flattened=flattened)
+        self._edges[edge] = None
+        self._upstream[downstream_task].append(edge)
+        self._downstream[upstream_task].append(edge)
+        return edge
+
+    def set_dependencies(
+        self,
+        task: Task,
+        upstream_tasks: Iterable[Any] | None = None,
+        downstream_tasks: Iterable[Task] | None = None,
+        keyword_tasks: dict[str, Any] | None = None,
+        mapped: bool = False,
+    ) -> None:
+        """Wire ``task``: ordering edges, data edges (tasks) and constants (other values).
+
+        With ``mapped=True`` every keyword argument is mapped over, except those
+        wrapped in :class:`unmapped`; constant iterables become constant tasks.
+        """
+        self.add_task(task)
+        for up in upstream_tasks or ():
+            self.add_edge(self._as_task(up), task)
+        for down in downstream_tasks or ():
+            self.add_edge(task, down)
+        for key, value in (keyword_tasks or {}).items():
+            is_mapped = mapped
+            flattened = False
+            if isinstance(value, unmapped):
+                is_mapped, value = False, value.value
+            if isinstance(value, flatten):
+                if not mapped:
+                    raise FlowDefinitionError(
+                        f"task {task.name!r} in flow {self.name!r}: flatten() only makes "
+                        f"sense for an argument of task.map(...)"
+                    )
+                flattened, value = True, value.value
+            if isinstance(value, Task):
+                self.add_edge(value, task, key=key, mapped=is_mapped, flattened=flattened)
+            elif is_mapped:
+                from iterflow.tasks.helpers import Constant
+
+                self.add_edge(
+                    Constant(value, name=f"{task.name}.{key}"), task, key=key, mapped=True,
+                    flattened=flattened,
+                )
+            else:
+                self.constants.setdefault(task, {})[key] = value
+
+    def _as_task(self, value: Any) -> Task:
+        if isinstance(value, Task):
+            return value
+        raise TypeError(
+            f"flow {self.name!r}: upstream_tasks takes tasks, got {type(value).__name__} {value!r}"
+        )
+
+    # -- reading the graph ----------------------------------------------------
+    def upstream_edges(self, task: Task) -> list[Edge]:
+        """Edges into ``task``."""
+        return list(self._upstream.get(task, ()))
+
+    def downstream_edges(self, task: Task) -> list[Edge]:
+        """Edges out of ``task``."""
+        return list(self._downstream.get(task, ()))
+
+    def upstream_tasks(self, task: Task) -> set[Task]:
+        """Tasks ``task`` waits for."""
+        return {e.upstream_task for e in self._upstream.get(task, ())}
+
+    def downstream_tasks(self, task: Task) -> set[Task]:
+        """Tasks waiting for ``task``."""
+        return {e.downstream_task for e in self._downstream.get(task, ())}
+
+    def root_tasks(self) -> set[Task]:
+        """Tasks with no upstream."""
+        return {t for t in self._tasks if not self._upstream[t]}
+
+    def terminal_tasks(self) -> set[Task]:
+        """Tasks with no downstream."""
+        return {t for t in self._tasks if not self._downstream[t]}
+
+    def sorted_tasks(self) -> tuple[Task, ...]:
+        """Every task in dependency order (ties in the order the tasks were added)."""
+        children = {t: [e.downstream_task for e in edges] for t, edges in self._downstream.items()}
+        return tuple(topological_order(self._tasks, children))
+
+    def parameters(self) -> set[Parameter]:
+        """The flow's :class:`~iterflow.Parameter` tasks."""
+        from iterflow.core.parameter import Parameter
+
+        return {t for t in self._tasks if isinstance(t, Parameter)}
+
+    def get_tasks(self, name: str | None = None, slug: str | None = None) -> list[Task]:
+        """Tasks with this name and/or slug, in the order they were added."""
+        return [
+            t for t in self._tasks
+            if (name is None or t.name == name) and (slug is None or t.slug == slug)
+        ]
+
+    def validate(self) -> None:
+        """Check the graph: edges within the flow, no cycle, every task's arguments.
+
+        Raises :class:`~iterflow.errors.FlowDefinitionError` (or ``TypeError``
+        for a task whose inputs its function cannot accept) naming the task.
+        """
+        for edge in self._edges:
+            for t in (edge.upstream_task, edge.downstream_task):
+                if t not in self._tasks:
+                    raise FlowDefinitionError(
+                        f"flow {self.name!r}: edge {edge} refers to task {t.name!r}, which is "
+                        f"not in the flow"
+                    )
+        try:
+            self.sorted_tasks()
+        except ValueError:
+            raise CycleError(f"flow {self.name!r} has a cycle") from None
+        for t in self._tasks:
+            self._check_inputs(t)
+
+    def _check_inputs(self, task: Task) -> None:
+        keys = {e.key for e in self._upstream[task] if e.key is not None}
+        keys |= set(self.constants.get(task, {}))
+        sig = task._signature()
+        try:
+            sig.bind(**dict.fromkeys(keys))
+        except TypeError as exc:
+            params = [
+                p for p in sig.parameters.values()
+                if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+            ]
+            raise TypeError(
+                f"Task {task.name!r} in flow {self.name!r} has inputs {sorted(keys)} its "
+                f"function cannot take: {exc}. It accepts: {', '.join(p.name for p in params)}."
+            ) from None
+
+    # -- running --------------------------------------------------------------
+    def run(
+        self,
+        parameters: dict[str, Any] | None = None,
+        executor: Any = None,
+        store: Any = "default",
+        context: dict[str, Any] | None = None,
+        *,
+        resume: str | None = None,
+        progress: bool = False,
+        run_id: str | None = None,
+        source: str | None = None,
+    ) -> State:
+        """Run the flow and return its final state.
+
+        ``state.result`` maps each task to its final task state. ``executor``
+        overrides the flow's default; ``store=None`` turns recording off (the
+        default records to ``ITERFLOW_STORE_URL`` or the embedded SQLite file);
+        ``resume=run_id`` continues a failed, cancelled or crashed run.
+
+        >>> state = flow.run(parameters={"n": 10})   # doctest: +SKIP
+        >>> state.result[total].result               # doctest: +SKIP
+        """
+        from iterflow import runtime  # lazy: building a flow never loads the engine
+
+        return runtime.run_flow(
+            self,
+            parameters=parameters,
+            executor=executor,
+            store=store,
+            context=context,
+            resume=resume,
+            progress=progress,
+            run_id=run_id,
+            source=source,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Flow {self.name!r}: {len(self._tasks)} tasks>"

@@ -1,0 +1,86 @@
+"""Edges, and the graph algorithms a flow needs: order and cycle detection.
+
+Kept apart from :mod:`iterflow.core.flow` so that the flow class stays a
+description with a small API, and these algorithms can be tested on their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Edge", "find_path", "topological_order"]
+
+
+@dataclass(frozen=True, eq=False)
+class Edge:
+    """``upstream`` must finish before ``downstream`` starts.
+
+    With a ``key`` the edge also carries data: the upstream's result becomes
+    the downstream's argument ``key``. ``mapped`` makes the downstream map over
+    it; ``flattened`` flattens it one level first.
+    """
+
+    upstream_task: Any
+    downstream_task: Any
+    key: str | None = None
+    mapped: bool = False
+    flattened: bool = False
+
+    def __repr__(self) -> str:
+        key = f" [{self.key}{', mapped' if self.mapped else ''}]" if self.key else ""
+        return f"<Edge {self.upstream_task.name} -> {self.downstream_task.name}{key}>"
+
+
+def find_path(
+    start: Hashable, goal: Hashable, children: Mapping[Hashable, Iterable[Hashable]]
+) -> list[Hashable] | None:
+    """A path from ``start`` to ``goal`` following ``children``, or None.
+
+    Iterative depth-first search, so deep graphs do not hit the recursion limit.
+    """
+    if start == goal:
+        return [start]
+    parent: dict[Hashable, Hashable] = {start: start}
+    stack = [start]
+    while stack:
+        node = stack.pop()
+        for child in children.get(node, ()):
+            if child in parent:
+                continue
+            parent[child] = node
+            if child == goal:
+                path = [child]
+                while path[-1] != start:
+                    path.append(parent[path[-1]])
+                return path[::-1]
+            stack.append(child)
+    return None
+
+
+def topological_order(
+    nodes: Iterable[Hashable], children: Mapping[Hashable, Iterable[Hashable]]
+) -> list[Hashable]:
+    """Nodes in dependency order; ties keep the order of ``nodes`` (stable, deterministic)."""
+    nodes = list(nodes)
+    position = {node: i for i, node in enumerate(nodes)}
+    indegree = dict.fromkeys(nodes, 0)
+    for node in nodes:
+        for child in children.get(node, ()):
+            indegree[child] += 1
+    import heapq
+
+    ready = [position[n] for n in nodes if indegree[n] == 0]
+    heapq.heapify(ready)
+    order: list[Hashable] = []
+    while ready:
+        node = nodes[heapq.heappop(ready)]
+        order.append(node)
+        for child in children.get(node, ()):
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                heapq.heappush(ready, position[child])
+    if len(order) != len(nodes):
+        raise ValueError("graph has a cycle")  # callers check cycles first; a safety net
+    return order

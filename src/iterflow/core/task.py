@@ -1,0 +1,326 @@
+"""Tasks: frozen descriptions of a unit of work.
+
+A :class:`Task` says *what* to run and *how* (retries, timeout, loop limit,
+trigger, caching). It never holds run-time data: a task *run* is keyed by
+(task, map_index) and lives in the engine. Calling a task inside
+``with Flow(...)`` adds a **copy** of it to the flow, wired to its arguments,
+and returns that copy — so one ``@task`` function can appear many times in a
+flow, each call its own node.
+
+>>> from iterflow import task, Flow
+>>> @task(max_retries=2, retry_delay=0.5)
+... def fetch(url):
+...     return url.upper()
+>>> with Flow("demo") as flow:
+...     page = fetch("a")
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import inspect
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from iterflow.core.flow import Flow
+
+__all__ = ["FunctionTask", "Task", "flatten", "task", "unmapped"]
+
+_CHECKPOINT_MODES = (None, False, "batched", "every")
+_SERIALIZERS = (None, "pickle", "json")
+
+
+def _seconds(value: Any, option: str, owner: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(
+            f"Task {owner!r}: {option} must be a number of seconds or a timedelta >= 0, "
+            f"got {value!r}"
+        )
+    return float(value)
+
+
+class Task:
+    """A unit of work. Subclass it and override :meth:`run`, or use :func:`task`.
+
+    All options are keyword-only:
+
+    - ``name``: shown in logs, the store and the CLI (default: the class or
+      function name).
+    - ``max_retries`` / ``retry_delay``: retries *per iteration*; a retry
+      resumes the same iteration with the same ``loop_result``.
+    - ``timeout``: seconds allowed for each run of the function (each iteration).
+    - ``max_loops``: iterations 0..max_loops-1 may run; a ``LOOP`` on the last
+      one fails the task.
+    - ``trigger``: a function of the upstream states (``iterflow.triggers``).
+    - ``skip_on_upstream_skip``: skip when any upstream was skipped (default True).
+    - ``cache_for`` / ``cache_key``: reuse the final value for this long; tasks
+      sharing a ``cache_key`` share the cache.
+    - ``checkpoint``: ``"every"`` commits each iteration before the next starts;
+      ``False`` records states but not results.
+    - ``serializer``: ``"pickle"`` (default) or ``"json"`` for stored results.
+    - ``state_handlers``: callables ``(task, old_state, new_state) -> state``.
+    - ``tags``, ``nout`` (iterate the result into ``nout`` items), ``log_stdout``.
+
+    >>> class Double(Task):
+    ...     def run(self, x):
+    ...         return 2 * x
+    """
+
+    slug: str | None = None
+    #: When True the runner passes upstream *states* instead of their results
+    #: (what ``merge`` needs to tell a skipped branch from a ``None`` result).
+    receives_states: bool = False
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        max_retries: int = 0,
+        retry_delay: float | datetime.timedelta | None = None,
+        timeout: float | datetime.timedelta | None = None,
+        cache_for: float | datetime.timedelta | None = None,
+        max_loops: int | None = None,
+        trigger: Callable[[dict], bool] | None = None,
+        skip_on_upstream_skip: bool = True,
+        cache_key: str | None = None,
+        checkpoint: str | bool | None = None,
+        state_handlers: Iterable[Callable] | None = None,
+        tags: Iterable[str] | None = None,
+        nout: int | None = None,
+        log_stdout: bool = False,
+        serializer: str | None = None,
+    ) -> None:
+        self.name = name or type(self).__name__
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise ValueError(f"Task {self.name!r}: max_retries must be an int >= 0, got {max_retries!r}")
+        if max_loops is not None and (
+            not isinstance(max_loops, int) or isinstance(max_loops, bool) or max_loops < 1
+        ):
+            raise ValueError(f"Task {self.name!r}: max_loops must be an int >= 1, got {max_loops!r}")
+        if checkpoint is True:
+            checkpoint = "batched"
+        if checkpoint not in _CHECKPOINT_MODES:
+            raise ValueError(
+                f"Task {self.name!r}: checkpoint must be one of 'every', 'batched' or False, "
+                f"got {checkpoint!r}"
+            )
+        if serializer not in _SERIALIZERS:
+            raise ValueError(
+                f"Task {self.name!r}: serializer must be 'pickle' or 'json', got {serializer!r}"
+            )
+        if nout is not None and (not isinstance(nout, int) or nout < 0):
+            raise ValueError(f"Task {self.name!r}: nout must be an int >= 0, got {nout!r}")
+        self.max_retries = max_retries
+        self.retry_delay = _seconds(retry_delay, "retry_delay", self.name) or 0.0
+        self.timeout = _seconds(timeout, "timeout", self.name)
+        if self.timeout == 0:
+            raise ValueError(f"Task {self.name!r}: timeout must be > 0 seconds")
+        self.cache_for = _seconds(cache_for, "cache_for", self.name)
+        self.cache_key = cache_key
+        self.max_loops = max_loops
+        if trigger is None:
+            from iterflow.core.triggers import all_successful
+
+            trigger = all_successful
+        self.trigger = trigger
+        self.skip_on_upstream_skip = skip_on_upstream_skip
+        self.checkpoint = checkpoint
+        self.serializer = serializer
+        self.state_handlers = list(state_handlers or [])
+        self.tags = frozenset(tags or ())
+        self.nout = nout
+        self.log_stdout = log_stdout
+
+    # -- the work -------------------------------------------------------------
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """The work itself; override in subclasses."""
+        raise NotImplementedError(f"Task {self.name!r} does not implement run()")
+
+    def _signature(self) -> inspect.Signature:
+        return inspect.signature(self.run)
+
+    # -- building flows -----------------------------------------------------
+    def copy(self, **options: Any) -> Task:
+        """A fresh copy of this task, not in any flow, with some options changed."""
+        new = copy.copy(self)
+        new.slug = None
+        new.state_handlers = list(self.state_handlers)
+        for key, value in options.items():
+            if not hasattr(new, key):
+                raise TypeError(f"Task {self.name!r} has no option {key!r}")
+            setattr(new, key, value)
+        return new
+
+    def _bind_arguments(self, args: tuple, kwargs: dict, flow: Flow) -> dict[str, Any]:
+        """Turn a call's arguments into keyword arguments, or raise TypeError naming the task."""
+        sig = self._signature()
+        try:
+            bound = sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            accepted = ", ".join(sig.parameters) or "no arguments"
+            raise TypeError(
+                f"Task {self.name!r} in flow {flow.name!r} cannot be called this way: {exc}. "
+                f"Its function accepts: {accepted}."
+            ) from None
+        result: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            kind = sig.parameters[name].kind
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                result.update(value)
+            else:
+                # *args are passed through as one tuple under their own name.
+                result[name] = value
+        return result
+
+    def __call__(
+        self,
+        *args: Any,
+        upstream_tasks: Iterable[Any] | None = None,
+        flow: Flow | None = None,
+        **kwargs: Any,
+    ) -> Task:
+        """Add a copy of this task to the active flow, wired to these arguments."""
+        return self._add_call(args, kwargs, upstream_tasks, flow, mapped=False)
+
+    def map(
+        self,
+        *args: Any,
+        upstream_tasks: Iterable[Any] | None = None,
+        flow: Flow | None = None,
+        **kwargs: Any,
+    ) -> Task:
+        """Add a mapped copy: one child run per element of the iterable arguments.
+
+        Several mapped arguments are zipped (the shortest decides the length);
+        wrap an argument in :class:`unmapped` to pass it whole to every child,
+        or in :class:`flatten` to map over a list of lists.
+
+        >>> with Flow("m") as flow:             # doctest: +SKIP
+        ...     squares = square.map([1, 2, 3])
+        """
+        return self._add_call(args, kwargs, upstream_tasks, flow, mapped=True)
+
+    def _add_call(self, args, kwargs, upstream_tasks, flow, mapped: bool) -> Task:
+        from iterflow.core.flow import Flow
+
+        flow = flow or Flow.active()
+        if flow is None:
+            raise RuntimeError(
+                f"Task {self.name!r} was called outside a flow. Call it inside "
+                f"`with Flow(...):` to add it to the flow, or call {self.name}.run(...) "
+                f"to run the function directly."
+            )
+        arguments = self._bind_arguments(args, kwargs, flow)
+        new = self.copy()
+        flow.set_dependencies(
+            new,
+            upstream_tasks=upstream_tasks,
+            keyword_tasks=arguments,
+            mapped=mapped,
+        )
+        return new
+
+    def set_upstream(self, task: Any, key: str | None = None, mapped: bool = False,
+                     flow: Flow | None = None) -> None:
+        """Make ``task`` an upstream of this one (a data edge when ``key`` is given)."""
+        from iterflow.core.flow import Flow
+
+        flow = self._require_flow(flow or Flow.active(), "set_upstream")
+        if key is None:
+            flow.set_dependencies(self, upstream_tasks=[task])
+        else:
+            flow.set_dependencies(self, keyword_tasks={key: task}, mapped=mapped)
+
+    def set_downstream(self, task: Task, key: str | None = None, mapped: bool = False,
+                       flow: Flow | None = None) -> None:
+        """Make ``task`` a downstream of this one."""
+        task.set_upstream(self, key=key, mapped=mapped, flow=flow)
+
+    def _require_flow(self, flow, what: str):
+        if flow is None:
+            raise RuntimeError(f"Task {self.name!r}: {what}() needs an active flow or flow=")
+        return flow
+
+    def __getitem__(self, key: Any) -> Task:
+        """``t[k]`` inside a flow: a small task that returns ``t``'s result ``[k]``."""
+        from iterflow.core.flow import Flow
+        from iterflow.tasks.helpers import GetItem
+
+        flow = self._require_flow(Flow.active(), "__getitem__")
+        return GetItem(name=f"{self.name}[{key!r}]")(self, key, flow=flow)
+
+    def __iter__(self) -> Iterator[Task]:
+        if self.nout is None:
+            raise TypeError(
+                f"Task {self.name!r} is not iterable: give it nout=N (the number of "
+                f"items its result has) to unpack its result into N tasks"
+            )
+        return (self[i] for i in range(self.nout))
+
+    def __repr__(self) -> str:
+        slug = f" ({self.slug})" if self.slug and self.slug != self.name else ""
+        return f"<Task: {self.name}{slug}>"
+
+
+class FunctionTask(Task):
+    """A task whose work is a plain function; made by :func:`task`."""
+
+    def __init__(self, fn: Callable[..., Any], name: str | None = None, **options: Any) -> None:
+        if not callable(fn):
+            raise TypeError(f"@task needs a function, got {fn!r}")
+        self.fn = fn
+        super().__init__(name=name or getattr(fn, "__name__", None) or "task", **options)
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__wrapped__ = fn
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def _signature(self) -> inspect.Signature:
+        return inspect.signature(self.fn)
+
+
+def task(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+    """Turn a function into a :class:`Task`; use bare (``@task``) or with options.
+
+    >>> from iterflow import task
+    >>> @task
+    ... def add(x, y):
+    ...     return x + y
+    >>> @task(max_loops=100, checkpoint="every")
+    ... def step(x):
+    ...     return x
+    """
+    if fn is None:
+        return lambda f: FunctionTask(f, **options)
+    return FunctionTask(fn, **options)
+
+
+class unmapped:  # noqa: N801 - lower-case like the function it reads as
+    """Pass ``value`` whole to every child of a mapped task: ``t.map(xs, unmapped(k))``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"unmapped({self.value!r})"
+
+
+class flatten:  # noqa: N801
+    """Map over the items of a list of lists: ``t.map(flatten(list_of_lists))``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"flatten({self.value!r})"

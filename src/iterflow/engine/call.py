@@ -1,0 +1,142 @@
+"""Run one iteration of a task's function and capture what happened.
+
+:func:`call_once` never lets an exception out (except ``BaseException``s like
+``KeyboardInterrupt``, which belong to the runner): a return value, a signal,
+an error or a timeout all come back as an :class:`Outcome`. The loop driver
+(:mod:`iterflow.engine.expand`) turns outcomes into states.
+
+A per-iteration ``timeout`` runs the function on a daemon thread and waits at
+most that long; a hung iteration is abandoned (Python cannot kill a thread),
+so it never hangs the flow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import io
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from iterflow.signals import FAIL, LOOP, RETRY, SKIP, SUCCESS
+
+__all__ = [
+    "ERRORED",
+    "FAILED",
+    "LOOPED",
+    "RETRY_ASKED",
+    "RETURNED",
+    "SKIPPED",
+    "SUCCEEDED",
+    "TIMED_OUT",
+    "Outcome",
+    "call_once",
+]
+
+# Outcome kinds, as small ints: the loop's hot path compares them often.
+RETURNED, LOOPED, FAILED, SUCCEEDED, SKIPPED, RETRY_ASKED, ERRORED, TIMED_OUT = range(8)
+
+_SIGNAL_KINDS = {LOOP: LOOPED, FAIL: FAILED, SUCCESS: SUCCEEDED, SKIP: SKIPPED, RETRY: RETRY_ASKED}
+
+
+class Outcome:
+    """What one run of the function produced: ``kind``, ``value`` and, for errors, text."""
+
+    __slots__ = ("kind", "message", "traceback", "value")
+
+    def __init__(self, kind: int, value: Any = None, message: str | None = None,
+                 tb: str | None = None) -> None:
+        self.kind = kind
+        self.value = value
+        self.message = message
+        self.traceback = tb
+
+
+def _from_exception(exc: Exception) -> Outcome:
+    kind = _SIGNAL_KINDS.get(type(exc))
+    if kind is None:
+        for signal_type, signal_kind in _SIGNAL_KINDS.items():
+            if isinstance(exc, signal_type):
+                kind = signal_kind
+                break
+    if kind is not None:
+        return Outcome(kind, exc.result, exc.message)
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return Outcome(ERRORED, exc, f"{type(exc).__name__}: {exc}", text)
+
+
+def call_once(
+    fn: Callable[..., Any],
+    inputs: dict[str, Any],
+    timeout: float | None = None,
+    stdout: Callable[[str], None] | None = None,
+) -> Outcome:
+    """Call ``fn(**inputs)`` once; return its :class:`Outcome`."""
+    if timeout is None and stdout is None:
+        try:
+            return Outcome(RETURNED, fn(**inputs))
+        except Exception as exc:
+            return _from_exception(exc)
+    if stdout is not None:
+        fn = _capturing_stdout(fn, stdout)
+    if timeout is None:
+        try:
+            return Outcome(RETURNED, fn(**inputs))
+        except Exception as exc:
+            return _from_exception(exc)
+    return _call_with_timeout(fn, inputs, timeout)
+
+
+def _call_with_timeout(fn: Callable[..., Any], inputs: dict[str, Any], timeout: float) -> Outcome:
+    ctx = contextvars.copy_context()
+    box: list[Outcome] = []
+
+    def target() -> None:
+        try:
+            box.append(Outcome(RETURNED, ctx.run(fn, **inputs)))
+        except Exception as exc:
+            box.append(_from_exception(exc))
+        except BaseException as exc:  # SystemExit in a task thread: report, don't vanish
+            box.append(_from_exception(RuntimeError(f"task raised {type(exc).__name__}: {exc}")))
+
+    thread = threading.Thread(target=target, daemon=True, name="iterflow-timeout")
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive() or not box:
+        return Outcome(
+            TIMED_OUT, None, f"the iteration ran longer than its timeout of {timeout:g} s"
+        )
+    return box[0]
+
+
+class _LineWriter(io.TextIOBase):
+    def __init__(self, sink: Callable[[str], None]) -> None:
+        self._sink = sink
+        self._buffer = ""
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        while "\n" in self._buffer:
+            line, self._buffer = self._buffer.split("\n", 1)
+            if line:
+                self._sink(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._sink(self._buffer)
+            self._buffer = ""
+
+
+def _capturing_stdout(fn: Callable[..., Any], sink: Callable[[str], None]) -> Callable[..., Any]:
+    def wrapped(**inputs: Any) -> Any:
+        writer = _LineWriter(sink)
+        try:
+            with contextlib.redirect_stdout(writer):
+                return fn(**inputs)
+        finally:
+            writer.flush()
+
+    return wrapped

@@ -1,0 +1,141 @@
+"""Event records: every state transition of a run, as a small frozen value.
+
+The runner emits one event per transition to a list of *sinks* (the run store,
+the progress display, a test's recorder). The store's history is simply this
+event log; the progress display reads the same events.
+
+A sink is any object with a ``handle(event)`` method, and optionally
+``flush()`` (called before ``flow.run()`` returns) and ``close()``. ``handle``
+is called synchronously in the thread that made the transition — on the
+worker for remote executors, via a batching relay — so a sink that needs a
+snapshot of a mutable result (the store) can take it right there. A sink that
+raises :class:`~iterflow.errors.SerializationError` from ``handle`` for a
+``Looped`` event fails that task run with the error's message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from iterflow.core.state import State
+
+__all__ = [
+    "Event",
+    "EventBus",
+    "EventSink",
+    "FlowRunEvent",
+    "LogEvent",
+    "ResumePoint",
+    "TaskRunEvent",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRunEvent:
+    """A task run moved to ``state``.
+
+    ``loop_index`` is the iteration the state belongs to (for a finished state,
+    the last iteration that ran). ``sync`` asks durable sinks to commit before
+    the task continues (the task's ``checkpoint="every"``).
+    """
+
+    flow_run_id: str
+    task_run_id: str
+    task_slug: str
+    task_name: str
+    map_index: int | None
+    loop_index: int
+    state: State
+    sync: bool = False
+    serializer: str | None = None
+    block_index: int | None = None
+
+    @property
+    def time(self) -> float:
+        return self.state.timestamp
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRunEvent:
+    """A flow run moved to ``state``; the first event of a run carries its set-up."""
+
+    flow_run_id: str
+    flow_name: str
+    state: State
+    parameters: dict[str, Any] | None = None
+    tasks: tuple[tuple[str, str], ...] = ()  # (slug, name) of every task
+    source: str | None = None  # where the flow came from ("path/to/file.py:flow")
+    resumed: bool = False
+
+    @property
+    def time(self) -> float:
+        return self.state.timestamp
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    """A log record written by a task (or by the engine) during a run."""
+
+    flow_run_id: str
+    task_run_id: str | None
+    task_slug: str | None
+    map_index: int | None
+    loop_index: int | None
+    level: int
+    message: str
+    time: float
+
+
+Event = TaskRunEvent | FlowRunEvent | LogEvent
+
+
+@runtime_checkable
+class EventSink(Protocol):
+    """Receives every event of a run; see the module docstring for the contract."""
+
+    def handle(self, event: Event) -> None: ...
+
+
+@dataclass
+class ResumePoint:
+    """What a resumed run already has, keyed by ``(task_slug, map_index)``.
+
+    ``finished`` holds final states (their results loaded) of task runs that
+    need not run again. ``loops`` holds, for each task run that was looping
+    when the run stopped, ``(next_loop_index, loop_result)``: it continues
+    there. ``parameters`` are the original run's parameters.
+    """
+
+    run_id: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    finished: dict[tuple[str, int | None], State] = field(default_factory=dict)
+    loops: dict[tuple[str, int | None], tuple[int, Any]] = field(default_factory=dict)
+
+
+class EventBus:
+    """Fans events out to sinks. With no sinks, the engine skips making events."""
+
+    __slots__ = ("sinks",)
+
+    def __init__(self, sinks: list[Any] | None = None) -> None:
+        self.sinks = [s for s in (sinks or []) if s is not None]
+
+    def __bool__(self) -> bool:
+        return bool(self.sinks)
+
+    def emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            sink.handle(event)
+
+    def flush(self) -> None:
+        for sink in self.sinks:
+            flush = getattr(sink, "flush", None)
+            if flush is not None:
+                flush()
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)
+            if close is not None:
+                close()

@@ -1,0 +1,353 @@
+"""Unrolling: a task run's loop, iteration by iteration, and a map into children.
+
+:func:`run_task_run` is the job an executor runs. It drives one task run to
+its end with a plain ``while`` loop: set the context's loop keys, call the
+function once (:func:`~iterflow.engine.call.call_once`), turn the outcome
+into the next state. ``LOOP`` is caught the moment it is raised and becomes
+a ``Looped`` outcome; nothing recurses. Only the last loop result is kept, so
+memory does not grow with the number of iterations; the history streams out
+as events.
+
+This is the engine's hot path. With no state handler and no event sink the
+loop makes no state objects for ``Running``/``Looped`` at all; with them, each
+transition goes through :class:`_Transitions`.
+
+:func:`expand_map` computes a mapped task's children: their inputs and their
+element-wise upstream states.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from iterflow.context import _reset as _reset_context
+from iterflow.context import _set as _set_context
+from iterflow.core.state import (
+    Failed,
+    Looped,
+    Pending,
+    Retrying,
+    Running,
+    Skipped,
+    State,
+    Success,
+    TimedOut,
+)
+from iterflow.engine.call import (
+    FAILED,
+    LOOPED,
+    RETRY_ASKED,
+    RETURNED,
+    SKIPPED,
+    SUCCEEDED,
+    TIMED_OUT,
+    call_once,
+)
+from iterflow.engine.events import TaskRunEvent
+from iterflow.engine.tasklog import TaskLogger
+from iterflow.errors import InvalidTransition, IterflowError, LoopLimitError
+
+__all__ = ["NOTHING", "MapError", "TaskRunSpec", "expand_map", "run_task_run"]
+
+
+class _Nothing:
+    """Marks an absent value (a first iteration has no loop_result)."""
+
+    def __repr__(self) -> str:
+        return "NOTHING"
+
+    def __reduce__(self) -> str:
+        return "NOTHING"
+
+
+NOTHING: Any = _Nothing()
+
+
+class MapError(IterflowError):
+    """A mapped argument cannot be mapped over (not iterable)."""
+
+
+@dataclass(slots=True)
+class TaskRunSpec:
+    """Everything a job needs to run one task run, anywhere (picklable with cloudpickle)."""
+
+    task: Any
+    map_index: int | None
+    inputs: dict[str, Any]
+    flow_run_id: str
+    task_run_id: str
+    base_context: dict[str, Any] = field(default_factory=dict)
+    start_loop_index: int = 0
+    loop_result: Any = NOTHING
+    serializer: str | None = None
+    #: Where a re-scheduled job (a lost Dask worker) can find the last recorded
+    #: iteration of this task run: an object with ``last_loop(run, slug, map_index)``.
+    checkpoint_source: Any = None
+
+
+def run_task_run(spec: TaskRunSpec, emit: Any = None) -> State:
+    """Run one task run — every iteration, retry and timeout — and return its final state."""
+    task = spec.task
+    start, loop_result = spec.start_loop_index, spec.loop_result
+    if spec.checkpoint_source is not None:
+        found = spec.checkpoint_source.last_loop(spec.flow_run_id, task.slug, spec.map_index)
+        if found is not None and found[0] > start:
+            start, loop_result = found
+    ctx = dict(spec.base_context)
+    ctx["task_name"] = task.name
+    ctx["task_slug"] = task.slug
+    ctx["task_run_id"] = spec.task_run_id
+    ctx["task_tags"] = task.tags
+    ctx["map_index"] = spec.map_index
+    ctx["logger"] = TaskLogger(ctx, emit)
+    token = _set_context(ctx)
+    try:
+        return _drive(spec, task, ctx, emit, start, loop_result)
+    finally:
+        _reset_context(token)
+
+
+def _drive(spec: TaskRunSpec, task: Any, ctx: dict, emit: Any, loop_index: int,
+           loop_result: Any) -> State:
+    fn = task.run
+    inputs = spec.inputs
+    timeout = task.timeout
+    stdout = ctx["logger"].info if task.log_stdout else None
+    max_loops = task.max_loops
+    max_retries = task.max_retries
+    moves = _Transitions(spec, task, emit) if (task.state_handlers or emit is not None) else None
+    state: State = Pending()
+    has_result = loop_result is not NOTHING
+    run_count = 1
+    while True:
+        ctx["loop_index"] = loop_index
+        ctx["task_loop_count"] = loop_index + 1
+        ctx["task_run_count"] = run_count
+        if has_result:
+            ctx["loop_result"] = ctx["task_loop_result"] = loop_result
+        if moves is not None:
+            state = moves.move(state, Running(loop_index=loop_index), loop_index)
+            if state.is_finished():
+                return moves.ended(state, loop_index)
+
+        outcome = call_once(fn, inputs, timeout, stdout)
+        kind = outcome.kind
+
+        if kind == LOOPED:
+            if max_loops is not None and loop_index + 1 >= max_loops:
+                final: State = _loop_limit(spec, task, loop_index)
+            else:
+                loop_result = outcome.value
+                has_result = True
+                if moves is not None:
+                    looped = Looped(outcome.message, loop_result, loop_index=loop_index)
+                    state = moves.move(state, looped, loop_index)
+                    if state.is_finished():
+                        return moves.ended(state, loop_index)
+                loop_index += 1
+                run_count = 1
+                continue
+        elif kind == RETURNED:
+            final = Success(result=outcome.value, loop_count=loop_index + 1)
+        elif kind == SUCCEEDED:
+            final = Success(outcome.message, outcome.value, loop_count=loop_index + 1)
+        elif kind == SKIPPED:
+            final = Skipped(outcome.message, loop_count=loop_index + 1)
+        elif kind == FAILED:
+            final = Failed(
+                outcome.message or f"task {task.name!r} raised FAIL", loop_count=loop_index + 1
+            )
+        else:  # ERRORED, TIMED_OUT, RETRY_ASKED
+            if kind == RETRY_ASKED or run_count <= max_retries:
+                if moves is not None:
+                    note = outcome.message or "RETRY requested"
+                    retrying = Retrying(
+                        f"{note}; retry {run_count} of iteration {loop_index}",
+                        loop_index=loop_index,
+                        run_count=run_count,
+                    )
+                    state = moves.move(state, retrying, loop_index)
+                    if state.is_finished():
+                        return moves.ended(state, loop_index)
+                if task.retry_delay:
+                    time.sleep(task.retry_delay)
+                run_count += 1
+                continue
+            cls = TimedOut if kind == TIMED_OUT else Failed
+            where = _where(spec, task, loop_index)
+            final = cls(
+                f"{where} failed: {outcome.message}",
+                outcome.value,
+                loop_count=loop_index + 1,
+                traceback=outcome.traceback,
+            )
+        if moves is not None:
+            state = moves.move(state, final, loop_index)
+            return moves.ended(state, loop_index)
+        return final
+
+
+def _where(spec: TaskRunSpec, task: Any, loop_index: int) -> str:
+    flow = spec.base_context.get("flow_name")
+    mapped = f" (map_index {spec.map_index})" if spec.map_index is not None else ""
+    return f"task {task.name!r}{mapped} in flow {flow!r}, iteration {loop_index},"
+
+
+def _loop_limit(spec: TaskRunSpec, task: Any, loop_index: int) -> Failed:
+    mapped = f" (map_index {spec.map_index})" if spec.map_index is not None else ""
+    error = LoopLimitError(
+        f"task {task.name!r}{mapped} in flow {spec.base_context.get('flow_name')!r} raised LOOP "
+        f"at loop_index {loop_index}, but max_loops={task.max_loops} allows iterations "
+        f"0..{task.max_loops - 1}; raise max_loops, or return normally to end the loop"
+    )
+    return Failed(str(error), error, loop_count=loop_index + 1)
+
+
+class _Transitions:
+    """The slow path of a transition: state handlers, checks and events."""
+
+    __slots__ = ("emit", "handlers", "history", "serializer", "spec", "sync", "task")
+
+    def __init__(self, spec: TaskRunSpec, task: Any, emit: Any) -> None:
+        self.spec = spec
+        self.task = task
+        self.emit = emit
+        self.handlers = task.state_handlers
+        self.history: collections.deque[State] = collections.deque(maxlen=6)
+        self.sync = task.checkpoint == "every"
+        self.serializer = task.serializer or spec.serializer
+
+    def move(self, old: State, new: State, loop_index: int) -> State:
+        from iterflow.engine.machine import check_transition
+
+        task = self.task
+        for handler in self.handlers:
+            try:
+                returned = handler(task, old, new)
+                if returned is not None:
+                    check_transition(old, returned, task.name, list(self.history))
+                    new = returned
+            except InvalidTransition as exc:
+                new = Failed(f"state handler {_name(handler)}: {exc}", exc, loop_count=loop_index + 1)
+            except Exception as exc:
+                new = Failed(
+                    f"state handler {_name(handler)} of task {task.name!r} raised "
+                    f"{type(exc).__name__}: {exc}",
+                    exc,
+                    loop_count=loop_index + 1,
+                )
+        if self.emit is not None:
+            try:
+                self.emit(self._event(new, loop_index))
+            except Exception as exc:
+                # Recording failed (an unserializable loop result, a full disk): fail the
+                # task run rather than go on unrecorded, and try to record that.
+                new = Failed(str(exc), exc, loop_count=loop_index + 1)
+                try:
+                    self.emit(self._event(new, loop_index))
+                except Exception:
+                    pass
+        self.history.append(old)
+        return new
+
+    def ended(self, state: State, loop_index: int) -> State:
+        if state.loop_count is None:
+            state.loop_count = loop_index + 1
+        return state
+
+    def _event(self, state: State, loop_index: int) -> TaskRunEvent:
+        spec = self.spec
+        return TaskRunEvent(
+            spec.flow_run_id,
+            spec.task_run_id,
+            self.task.slug,
+            self.task.name,
+            spec.map_index,
+            loop_index,
+            state,
+            self.sync,
+            self.serializer,
+        )
+
+
+def _name(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+# -- mapping --------------------------------------------------------------------
+def expand_map(
+    task: Any, edges: list, upstream: dict[Any, State], shared_inputs: dict[str, Any]
+) -> list[tuple[dict[str, Any], dict[Any, State]]]:
+    """The children of a mapped task: ``[(inputs, upstream_states), ...]``.
+
+    Mapped arguments are zipped (the shortest decides how many children); an
+    upstream that is itself mapped is taken element-wise, states included.
+    """
+    columns = []
+    for edge in edges:
+        if not edge.mapped:
+            continue
+        state = upstream[edge.upstream_task]
+        if state.is_mapped():
+            items = list(state.result)
+            item_states: list[State] | None = list(state.map_states)
+        else:
+            items = _as_list(task, edge, state.result)
+            item_states = None
+        if edge.flattened:
+            items, item_states = _flatten(task, edge, items, item_states)
+        columns.append((edge, items, item_states))
+    count = min(len(items) for _, items, _ in columns) if columns else 0
+    wants_states = task.receives_states
+    children = []
+    for i in range(count):
+        inputs = dict(shared_inputs)
+        child_upstream = dict(upstream)
+        for edge, items, item_states in columns:
+            if item_states is not None:
+                child_upstream[edge.upstream_task] = item_states[i]
+            if edge.key is not None:
+                inputs[edge.key] = (
+                    (item_states[i] if item_states is not None else Success(result=items[i]))
+                    if wants_states
+                    else items[i]
+                )
+        children.append((inputs, child_upstream))
+    return children
+
+
+def _as_list(task: Any, edge: Any, value: Any) -> list:
+    if isinstance(value, (str, bytes)):
+        # Almost always a mistake: a string would map character by character.
+        raise MapError(_not_iterable(task, edge, value, "is a {kind}, which would map by character"))
+    try:
+        return list(value)
+    except TypeError:
+        raise MapError(_not_iterable(task, edge, value, "is a {kind}, which is not iterable")) from None
+
+
+def _not_iterable(task: Any, edge: Any, value: Any, why: str) -> str:
+    return (
+        f"task {task.name!r} maps over argument {edge.key!r}, but the value from "
+        f"{edge.upstream_task.slug!r} {why.format(kind=type(value).__name__)}; pass a list, "
+        f"or wrap the argument in unmapped(...) to give it whole to every child"
+    )
+
+
+def _flatten(task, edge, items, item_states):
+    flat: list = []
+    flat_states: list[State] | None = [] if item_states is not None else None
+    for j, item in enumerate(items):
+        child_state = item_states[j] if item_states is not None else None
+        if child_state is not None and not child_state.is_successful():
+            flat.append(None)  # one slot carrying the failure to the matching child
+            flat_states.append(child_state)
+            continue
+        for sub in _as_list(task, edge, item):
+            flat.append(sub)
+            if flat_states is not None:
+                flat_states.append(child_state)
+    return flat, flat_states

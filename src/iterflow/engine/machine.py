@@ -1,0 +1,261 @@
+"""The flow's brain: a pure state machine, events in, instructions out.
+
+:class:`FlowMachine` knows the graph and the final state of every task run so
+far. Tell it that a task run finished (:meth:`FlowMachine.task_run_finished`)
+and it answers with instructions: :class:`RunTask` for task runs that became
+ready, :class:`Finished` for task runs it decided itself without running them
+(skipped, trigger failed, a mapped parent whose children are all done, a task
+already finished in the run being resumed). It does no I/O, starts no thread,
+and never calls a task — the runner (:mod:`iterflow.engine.runner`) does that —
+so every scheduling rule can be tested with plain values.
+
+The rules, in the order they apply when a task's upstreams have all finished:
+
+1. A task finished in the run being resumed keeps that state.
+2. With ``skip_on_upstream_skip`` (the default), a skipped upstream skips it.
+3. Its trigger sees ``{upstream_task: state}``; not met gives ``TriggerFailed``
+   naming the upstream states that failed it.
+4. Otherwise it runs, with each data edge's upstream result as an argument.
+
+A mapped task applies 2–3 once to its unmapped upstreams, then again per child
+with that child's element-wise upstream states, so one failed child of an
+upstream map fails only the matching child downstream. Its parent state is
+``Mapped`` once every child finished.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from iterflow.core.state import (
+    TRANSITIONS,
+    Failed,
+    Mapped,
+    Skipped,
+    State,
+    Success,
+    TriggerFailed,
+)
+from iterflow.core.task import Task
+from iterflow.core.triggers import offending_states
+from iterflow.engine.expand import NOTHING, MapError, expand_map
+from iterflow.errors import InvalidTransition
+
+__all__ = ["NOTHING", "Finished", "FlowMachine", "RunTask", "check_transition"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunTask:
+    """Run ``task`` (child ``map_index`` of a mapped task, or None) with ``inputs``.
+
+    ``start_loop_index``/``loop_result`` say where its loop starts (a resumed
+    run continues an unfinished loop).
+    """
+
+    task: Task
+    map_index: int | None
+    inputs: dict[str, Any]
+    start_loop_index: int = 0
+    loop_result: Any = NOTHING
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The machine decided this task run's final state without running it."""
+
+    task: Task
+    map_index: int | None
+    state: State
+    resumed: bool = False
+
+
+def check_transition(old: State, new: State, task_name: str, history: list[State] | None = None) -> None:
+    """Raise :class:`InvalidTransition` unless ``old -> new`` is a legal move."""
+    if new.kind not in TRANSITIONS[old.kind]:
+        recent = list(history or []) + [old]
+        raise InvalidTransition(
+            f"task {task_name!r} cannot move from {old.name} to {new.name}; "
+            f"recent states: {' -> '.join(s.name for s in recent)}",
+            history=recent,
+        )
+
+
+class FlowMachine:
+    """Decides which task runs are ready and what to do with each; see module docstring."""
+
+    def __init__(
+        self,
+        flow: Any,
+        resume_finished: dict[tuple[str, int | None], State] | None = None,
+        resume_loops: dict[tuple[str, int | None], tuple[int, Any]] | None = None,
+    ) -> None:
+        self.flow = flow
+        self.order: tuple[Task, ...] = flow.sorted_tasks()
+        self.edges_in = {t: flow.upstream_edges(t) for t in self.order}
+        self.downstream: dict[Task, list[Task]] = {}
+        for t in self.order:
+            seen: dict[Task, None] = {}
+            for e in flow.downstream_edges(t):
+                seen[e.downstream_task] = None
+            self.downstream[t] = list(seen)
+        self.remaining = {t: len({e.upstream_task for e in self.edges_in[t]}) for t in self.order}
+        self.constants = flow.constants
+        self.states: dict[Task, State] = {}
+        self.resume_finished = resume_finished or {}
+        self.resume_loops = resume_loops or {}
+        self._children: dict[Task, list[State | None]] = {}
+        self._children_left: dict[Task, int] = {}
+        self._ready: deque[Task] = deque()
+
+    # -- inputs from the runner -------------------------------------------------
+    def start(self) -> list[RunTask | Finished]:
+        """Instructions for the tasks with no upstream."""
+        self._ready.extend(t for t in self.order if self.remaining[t] == 0)
+        return self._drain([])
+
+    def task_run_finished(self, task: Task, map_index: int | None, state: State) -> list:
+        """A task run the runner started has finished with ``state``."""
+        out: list[RunTask | Finished] = []
+        if map_index is None:
+            self._finish(task, state)
+        else:
+            self._child_finished(task, map_index, state, out)
+        return self._drain(out)
+
+    @property
+    def done(self) -> bool:
+        """Every task has a final state."""
+        return len(self.states) == len(self.order)
+
+    def unfinished(self) -> list[Task]:
+        """Tasks without a final state yet, in order."""
+        return [t for t in self.order if t not in self.states]
+
+    # -- internals ------------------------------------------------------------
+    def _drain(self, out: list) -> list:
+        # A worklist, not recursion: a long chain of skips must not hit the recursion limit.
+        while self._ready:
+            self._on_ready(self._ready.popleft(), out)
+        return out
+
+    def _finish(self, task: Task, state: State) -> None:
+        self.states[task] = state
+        for down in self.downstream[task]:
+            self.remaining[down] -= 1
+            if self.remaining[down] == 0:
+                self._ready.append(down)
+
+    def _decide(self, task: Task, state: State, out: list, resumed: bool = False) -> None:
+        out.append(Finished(task, None, state, resumed))
+        self._finish(task, state)
+
+    def _child_finished(self, task: Task, map_index: int, state: State, out: list) -> None:
+        self._children[task][map_index] = state
+        self._children_left[task] -= 1
+        if self._children_left[task] == 0:
+            children = self._children.pop(task)
+            del self._children_left[task]
+            self._decide(task, Mapped(map_states=children), out)
+
+    def _on_ready(self, task: Task, out: list) -> None:
+        slug = task.slug
+        previous = self.resume_finished.get((slug, None))
+        if previous is not None:
+            self._decide(task, previous, out, resumed=True)
+            return
+        edges = self.edges_in[task]
+        upstream = {e.upstream_task: self.states[e.upstream_task] for e in edges}
+        mapped = [e for e in edges if e.mapped]
+        if not mapped:
+            verdict = self._gate(task, upstream)
+            if verdict is not None:
+                self._decide(task, verdict, out)
+                return
+            out.append(self._run(task, None, self._inputs(task, edges, upstream)))
+            return
+        # A mapped task: gate on what is shared, then expand into children.
+        per_child = {e.upstream_task for e in mapped if upstream[e.upstream_task].is_mapped()}
+        shared = {t: s for t, s in upstream.items() if t not in per_child}
+        verdict = self._gate(task, shared)
+        if verdict is not None:
+            self._decide(task, verdict, out)
+            return
+        try:
+            children = expand_map(task, edges, upstream, self._inputs(task, edges, upstream, mapped=False))
+        except MapError as exc:
+            self._decide(task, Failed(str(exc), result=exc, loop_count=0), out)
+            return
+        if not children:
+            self._decide(task, Mapped(map_states=[]), out)
+            return
+        self._children[task] = [None] * len(children)
+        self._children_left[task] = len(children)
+        for index, (inputs, child_upstream) in enumerate(children):
+            previous = self.resume_finished.get((slug, index))
+            if previous is not None:
+                out.append(Finished(task, index, previous, True))
+                self._child_finished(task, index, previous, out)
+                continue
+            verdict = self._gate(task, child_upstream)
+            if verdict is not None:
+                out.append(Finished(task, index, verdict))
+                self._child_finished(task, index, verdict, out)
+                continue
+            out.append(self._run(task, index, inputs))
+
+    def _run(self, task: Task, map_index: int | None, inputs: dict[str, Any]) -> RunTask:
+        start = self.resume_loops.get((task.slug, map_index))
+        if start is None:
+            return RunTask(task, map_index, inputs)
+        return RunTask(task, map_index, inputs, start[0], start[1])
+
+    def _inputs(self, task: Task, edges, upstream: dict, mapped: bool = True) -> dict[str, Any]:
+        inputs = dict(self.constants.get(task, ()))
+        wants_states = task.receives_states
+        for e in edges:
+            if e.key is None or (e.mapped and not mapped):
+                continue
+            state = upstream[e.upstream_task]
+            inputs[e.key] = state if wants_states else state.result
+        return inputs
+
+    def _gate(self, task: Task, upstream: dict[Task, State]) -> State | None:
+        if task.skip_on_upstream_skip:
+            skipped = [t.slug for t, s in upstream.items() if s.is_skipped()]
+            if skipped:
+                return Skipped(f"upstream task skipped: {', '.join(skipped)}", loop_count=0)
+        trigger = task.trigger
+        try:
+            met = trigger(upstream)
+        except Exception as exc:
+            return TriggerFailed(
+                f"task {task.name!r}: its trigger {_name(trigger)} raised "
+                f"{type(exc).__name__}: {exc}",
+                result=exc,
+                loop_count=0,
+            )
+        if met:
+            return None
+        bad = offending_states(trigger, upstream)
+        described = ", ".join(f"{t.slug}: {s.name}" for t, s in bad.items())
+        return TriggerFailed(
+            f"trigger {_name(trigger)} of task {task.name!r} was not met by upstream "
+            f"states ({described})",
+            loop_count=0,
+        )
+
+    def flow_state(self) -> State:
+        """The flow's state once :attr:`done`: Success iff every terminal task succeeded or skipped."""
+        terminal = [t for t in self.order if not self.downstream[t]]
+        bad = [t for t in terminal if not self.states[t].is_successful()]
+        if bad:
+            names = ", ".join(f"{t.slug} ({self.states[t].name})" for t in bad)
+            return Failed(f"some terminal tasks did not succeed: {names}")
+        return Success("all terminal tasks succeeded")
+
+
+def _name(fn: Any) -> str:
+    return getattr(fn, "__name__", None) or repr(fn)
+

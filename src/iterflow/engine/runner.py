@@ -1,0 +1,262 @@
+"""The flow runner: drives the :class:`FlowMachine` with an executor.
+
+It reads like a small scheduler. There are three collections:
+
+- ``todo``: instructions from the machine not yet acted on;
+- ``running``: futures of submitted jobs, each one task run;
+- the machine's own record of finished task runs.
+
+The loop: act on every instruction in ``todo`` (submit a job, or record a
+state the machine decided), then wait until at least one running job
+finishes, tell the machine, and put its answer in ``todo``. It ends when
+nothing is left to do and nothing is running. A job runs a task run to its
+end, loop included, so the runner sees one result per task run however many
+iterations it took.
+
+Parameters and cache hits finish on the spot, without a job. A job that
+cannot be sent (an unpicklable task on Dask) or that crashes outside the task
+(a worker lost for good) fails its task run with a message naming the cause.
+Ctrl-C (or SIGTERM, turned into :class:`RunCancelled` by the runtime) marks
+everything unfinished ``Cancelled``, records it, and re-raises.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from typing import Any
+
+from iterflow.core.parameter import Parameter
+from iterflow.core.state import (
+    Cached,
+    Cancelled,
+    Failed,
+    Pending,
+    Running,
+    State,
+    Success,
+)
+from iterflow.engine.cache import MemoryCache, cache_fingerprint
+from iterflow.engine.events import EventBus, FlowRunEvent, ResumePoint, TaskRunEvent
+from iterflow.engine.expand import TaskRunSpec, run_task_run
+from iterflow.engine.machine import Finished, FlowMachine, RunTask, check_transition
+
+__all__ = ["FlowRunner", "RunCancelled", "task_run_id"]
+
+
+class RunCancelled(BaseException):
+    """Raised in the runner's thread to cancel the run (SIGTERM, a cancel request).
+
+    A ``BaseException`` like ``KeyboardInterrupt``, so a task's ``except
+    Exception`` does not swallow it.
+    """
+
+
+def task_run_id(flow_run_id: str, slug: str, map_index: int | None) -> str:
+    """The id of a task run: deterministic, so a resumed run reuses its task runs."""
+    return f"{flow_run_id}/{slug}" if map_index is None else f"{flow_run_id}/{slug}/{map_index}"
+
+
+class FlowRunner:
+    """Runs one flow run to its end; built by :mod:`iterflow.runtime`."""
+
+    def __init__(
+        self,
+        flow: Any,
+        executor: Any,
+        bus: EventBus | None = None,
+        parameters: dict[str, Any] | None = None,
+        context: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        resume: ResumePoint | None = None,
+        cache: MemoryCache | None = None,
+        checkpoint_source: Any = None,
+        source: str | None = None,
+    ) -> None:
+        self.flow = flow
+        self.executor = executor
+        self.bus = bus if bus else None
+        self.parameters = dict(parameters or {})
+        self.user_context = dict(context or {})
+        self.resume = resume
+        self.run_id = resume.run_id if resume else (run_id or uuid.uuid4().hex)
+        self.cache = cache if cache is not None else MemoryCache()
+        self.checkpoint_source = checkpoint_source
+        self.source = source
+        # Inputs of submitted task runs that will fill the cache when they succeed.
+        self._cached_inputs: dict[tuple[Any, int | None], dict[str, Any]] = {}
+
+    # -- public ---------------------------------------------------------------
+    def run(self) -> State:
+        """Run the flow; return its final state (``result``: task -> final state)."""
+        flow = self.flow
+        emit = self.bus.emit if self.bus is not None else None
+        machine = FlowMachine(
+            flow,
+            resume_finished=self.resume.finished if self.resume else None,
+            resume_loops=self.resume.loops if self.resume else None,
+        )
+        self.base_context = {
+            **self.user_context,
+            "flow_name": flow.name,
+            "flow_run_id": self.run_id,
+            "parameters": self.parameters,
+        }
+        state = self._flow_move(Pending(), Running("running"), initial=True)
+        running: dict[Any, tuple[Any, int | None]] = {}
+        try:
+            if state.is_finished():  # a flow state handler ended the run before it began
+                return self._finish(state, machine)
+            with self.executor.start():
+                relay = self.executor.event_relay(emit)
+                todo: deque = deque(machine.start())
+                while todo or running:
+                    while todo:
+                        self._act(todo.popleft(), machine, running, todo, relay, emit)
+                    if running:
+                        done, _ = self.executor.wait(list(running))
+                        for future in done:
+                            task, map_index = running.pop(future)
+                            final = self._job_result(future, task, map_index, emit)
+                            self._remember(task, map_index, final)
+                            todo.extend(machine.task_run_finished(task, map_index, final))
+            final_state = machine.flow_state()
+        except BaseException as exc:
+            if not isinstance(exc, (KeyboardInterrupt, RunCancelled)):
+                raise
+            self.executor.cancel(list(running))
+            why = "cancelled by Ctrl-C" if isinstance(exc, KeyboardInterrupt) else str(exc) or "cancelled"
+            self._cancel_unfinished(machine, running, emit, why)
+            self._finish(Cancelled(why), machine)
+            raise
+        return self._finish(final_state, machine)
+
+    # -- acting on instructions -------------------------------------------------
+    def _act(self, instr, machine, running, todo, relay, emit) -> None:
+        if isinstance(instr, Finished):
+            if emit is not None and not instr.resumed:
+                emit(self._event(instr.task, instr.map_index, instr.state))
+            return
+        task, map_index = instr.task, instr.map_index
+        quick = self._finish_without_job(instr)
+        if quick is not None:
+            if emit is not None:
+                emit(self._event(task, map_index, quick))
+            todo.extend(machine.task_run_finished(task, map_index, quick))
+            return
+        spec = TaskRunSpec(
+            task=task,
+            map_index=map_index,
+            inputs=instr.inputs,
+            flow_run_id=self.run_id,
+            task_run_id=task_run_id(self.run_id, task.slug, map_index),
+            base_context=self.base_context,
+            start_loop_index=instr.start_loop_index,
+            loop_result=instr.loop_result,
+            serializer=self.flow.serializer,
+            checkpoint_source=self.checkpoint_source,
+        )
+        try:
+            future = self.executor.submit(run_task_run, spec, relay, key=spec.task_run_id)
+        except Exception as exc:
+            failed = Failed(
+                f"task {task.name!r} in flow {self.flow.name!r} could not be sent to "
+                f"{self.executor!r}: {type(exc).__name__}: {exc}",
+                exc,
+                loop_count=0,
+            )
+            if emit is not None:
+                emit(self._event(task, map_index, failed))
+            todo.extend(machine.task_run_finished(task, map_index, failed))
+            return
+        running[future] = (task, map_index)
+        if task.cache_for is not None:
+            self._cached_inputs[(task, map_index)] = instr.inputs
+
+    def _finish_without_job(self, instr: RunTask) -> State | None:
+        task = instr.task
+        if isinstance(task, Parameter):
+            return Success(result=self.parameters.get(task.name, task.default), loop_count=1)
+        if task.cache_for is not None:
+            hit = self.cache.get(self._cache_key(task), cache_fingerprint(instr.inputs))
+            if hit is not None:
+                value, loop_count, _expires = hit
+                return Cached("cached final value", value, loop_count=loop_count)
+        return None
+
+    def _remember(self, task: Any, map_index: int | None, state: State) -> None:
+        if task.cache_for is not None:
+            inputs = self._cached_inputs.pop((task, map_index), None)
+            if inputs is not None and state.kind is Success.kind:
+                self.cache.put(
+                    self._cache_key(task), cache_fingerprint(inputs), state.result,
+                    state.loop_count, task.cache_for,
+                )
+
+    def _cache_key(self, task: Any) -> str:
+        return task.cache_key or f"{self.flow.name}/{task.slug}"
+
+    def _job_result(self, future: Any, task: Any, map_index: int | None, emit) -> State:
+        try:
+            return self.executor.result(future)
+        except Exception as exc:
+            failed = Failed(
+                f"task {task.name!r} in flow {self.flow.name!r} did not finish on "
+                f"{self.executor!r}: {type(exc).__name__}: {exc}",
+                exc,
+                loop_count=0,
+            )
+            if emit is not None:
+                emit(self._event(task, map_index, failed))
+            return failed
+
+    # -- ending -----------------------------------------------------------------
+    def _cancel_unfinished(self, machine: FlowMachine, running, emit, why: str) -> None:
+        for task, map_index in list(running.values()):
+            if emit is not None:
+                emit(self._event(task, map_index, Cancelled(why, loop_count=0)))
+        for task in machine.unfinished():
+            machine.states[task] = Cancelled(why, loop_count=0)
+
+    def _finish(self, state: State, machine: FlowMachine) -> State:
+        state = self._flow_move(self._flow_state, state)
+        state.result = dict(machine.states)
+        state.run_id = self.run_id
+        if self.bus is not None:
+            self.bus.flush()
+        return state
+
+    def _flow_move(self, old: State, new: State, initial: bool = False) -> State:
+        for handler in self.flow.state_handlers:
+            returned = handler(self.flow, old, new)
+            if returned is not None:
+                check_transition(old, returned, f"flow {self.flow.name}")
+                new = returned
+        self._flow_state = new
+        if self.bus is not None:
+            tasks = tuple((t.slug, t.name) for t in self.flow.sorted_tasks()) if initial else ()
+            self.bus.emit(
+                FlowRunEvent(
+                    self.run_id,
+                    self.flow.name,
+                    new,
+                    parameters=self.parameters if initial else None,
+                    tasks=tasks,
+                    source=self.source,
+                    resumed=self.resume is not None,
+                )
+            )
+        return new
+
+    def _event(self, task: Any, map_index: int | None, state: State) -> TaskRunEvent:
+        return TaskRunEvent(
+            self.run_id,
+            task_run_id(self.run_id, task.slug, map_index),
+            task.slug,
+            task.name,
+            map_index,
+            max((state.loop_count or 1) - 1, 0),
+            state,
+            False,
+            task.serializer or self.flow.serializer,
+        )

@@ -1,0 +1,61 @@
+"""``context.logger``: a logger that knows which task run and iteration it is in.
+
+Each record carries ``flow_run_id``, ``task_name``, ``map_index`` and
+``loop_index`` as attributes (read when the record is made, so the loop index
+is the current iteration's), goes to the ``iterflow.task`` logger like any
+record, and is also emitted as a :class:`~iterflow.engine.events.LogEvent` so
+the run store keeps it with the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from iterflow.engine.events import LogEvent
+
+__all__ = ["TaskLogger"]
+
+_base = logging.getLogger("iterflow.task")
+
+
+class TaskLogger(logging.LoggerAdapter):
+    """Logs with the task run's identity attached; see the module docstring."""
+
+    def __init__(self, ctx: dict[str, Any], emit: Callable[[Any], None] | None) -> None:
+        super().__init__(_base, {})
+        self._ctx = ctx
+        self._emit = emit
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        ctx = self._ctx
+        extra = {
+            "flow_run_id": ctx.get("flow_run_id"),
+            "flow_name": ctx.get("flow_name"),
+            "task_name": ctx.get("task_name"),
+            "task_run_id": ctx.get("task_run_id"),
+            "map_index": ctx.get("map_index"),
+            "loop_index": ctx.get("loop_index"),
+        }
+        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
+        return msg, kwargs
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if self._emit is not None:
+            ctx = self._ctx
+            text = str(msg) % args if args else str(msg)
+            self._emit(
+                LogEvent(
+                    flow_run_id=ctx.get("flow_run_id"),
+                    task_run_id=ctx.get("task_run_id"),
+                    task_slug=ctx.get("task_slug"),
+                    map_index=ctx.get("map_index"),
+                    loop_index=ctx.get("loop_index"),
+                    level=level,
+                    message=text,
+                    time=time.time(),
+                )
+            )
+        super().log(level, msg, *args, **kwargs)

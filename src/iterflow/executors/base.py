@@ -1,0 +1,59 @@
+"""The executor contract: submit a job, wait for some to finish. That is all.
+
+The flow runner decides *what* runs and in which order; an executor only
+decides *where*. A job is a plain callable that runs one task run to its end —
+every iteration of its loop, its retries, its timeouts — and returns the task
+run's final state, so a looping task never costs a round trip per iteration.
+
+An executor also carries events from where jobs run back to the runner's sinks:
+:meth:`Executor.event_relay` turns the runner's ``emit`` into something a job
+can call where it runs (for in-process executors, ``emit`` itself).
+
+Every executor must pass the contract tests in ``tests/executors``.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+__all__ = ["Executor"]
+
+
+class Executor(abc.ABC):
+    """Runs jobs somewhere. Subclasses implement the four abstract methods."""
+
+    #: How many jobs may run at once (None: no limit the runner must respect).
+    capacity: int | None = None
+
+    @contextlib.contextmanager
+    def start(self) -> Iterator[Executor]:
+        """Set up what the executor needs for one flow run, and tear it down after."""
+        yield self
+
+    @abc.abstractmethod
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str | None = None) -> Any:
+        """Start ``fn(*args)`` and return a future for it."""
+
+    @abc.abstractmethod
+    def wait(self, futures: Iterable[Any]) -> tuple[set[Any], set[Any]]:
+        """Block until at least one future is done; return ``(done, not_done)``."""
+
+    @abc.abstractmethod
+    def result(self, future: Any) -> Any:
+        """The value of a finished future (re-raising its exception)."""
+
+    def event_relay(self, emit: Callable[[Any], None] | None) -> Callable[[Any], None] | None:
+        """What jobs call to emit events; in-process executors pass ``emit`` through."""
+        return emit
+
+    def cancel(self, futures: Iterable[Any]) -> None:
+        """Try to cancel futures that have not finished (best effort)."""
+        for future in futures:
+            with contextlib.suppress(Exception):
+                future.cancel()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

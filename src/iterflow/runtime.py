@@ -1,0 +1,125 @@
+"""The composition root: ``flow.run()`` lands here.
+
+This module alone wires a flow run together: it checks the flow and its
+parameters, picks the executor, opens the run store and the progress display
+as event sinks, builds a :class:`~iterflow.engine.runner.FlowRunner`, and
+cleans up. Nothing below it knows about the store or the terminal; nothing
+above it knows how a run is driven.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from iterflow.core.state import State
+from iterflow.engine.cache import MemoryCache
+from iterflow.engine.events import EventBus
+from iterflow.engine.runner import FlowRunner
+from iterflow.errors import ParameterError
+
+__all__ = ["default_cache", "resolve_parameters", "run_flow"]
+
+#: Final values cached in this process (``cache_for``), shared by every run.
+default_cache = MemoryCache()
+
+_DEFAULT = "default"
+
+
+def resolve_parameters(flow: Any, given: dict[str, Any] | None) -> dict[str, Any]:
+    """Every parameter's value for a run, or :class:`ParameterError` naming what is wrong."""
+    given = dict(given or {})
+    declared = {p.name: p for p in flow.parameters()}
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        valid = ", ".join(sorted(declared)) or "none"
+        raise ParameterError(
+            f"flow {flow.name!r} got unknown parameter(s) {', '.join(unknown)}; "
+            f"its parameters are: {valid}"
+        )
+    missing = sorted(n for n, p in declared.items() if p.required and n not in given)
+    if missing:
+        raise ParameterError(
+            f"flow {flow.name!r} needs parameter(s) {', '.join(missing)}: pass them with "
+            f"flow.run(parameters={{{', '.join(repr(m) + ': ...' for m in missing)}}})"
+        )
+    return {n: given.get(n, p.default) for n, p in declared.items()}
+
+
+def run_flow(
+    flow: Any,
+    parameters: dict[str, Any] | None = None,
+    executor: Any = None,
+    store: Any = _DEFAULT,
+    context: dict[str, Any] | None = None,
+    resume: str | None = None,
+    progress: bool = False,
+    run_id: str | None = None,
+    source: str | None = None,
+    sinks: list[Any] | None = None,
+) -> State:
+    """Run ``flow`` (see :meth:`iterflow.Flow.run` for the arguments)."""
+    flow.validate()
+    from iterflow import context as user_context
+
+    run_store = _open_store(store, resume)
+    resume_point = None
+    if resume is not None:
+        if run_store is None:
+            raise ParameterError(
+                f"flow {flow.name!r}: resume={resume!r} needs a run store; do not pass store=None"
+            )
+        run_store.check_resumable(resume)
+        resume_point = run_store.resume_point(resume)
+        if parameters is None:
+            parameters = resume_point.parameters
+    values = resolve_parameters(flow, parameters)
+
+    if executor is None:
+        executor = flow.executor
+    if executor is None:
+        from iterflow.executors.local import LocalExecutor
+
+        executor = LocalExecutor()
+
+    all_sinks = list(sinks or [])
+    store_sink = None
+    if run_store is not None:
+        store_sink = run_store.sink()
+        all_sinks.append(store_sink)
+    if progress:
+        from iterflow.progress import ProgressDisplay
+
+        all_sinks.append(ProgressDisplay.for_flow(flow))
+    bus = EventBus(all_sinks)
+    runner = FlowRunner(
+        flow,
+        executor,
+        bus=bus,
+        parameters=values,
+        context={**user_context.to_dict(), **(context or {})},
+        run_id=run_id,
+        resume=resume_point,
+        cache=default_cache,
+        checkpoint_source=run_store.checkpoint_source() if run_store is not None else None,
+        source=source,
+    )
+    try:
+        return runner.run()
+    finally:
+        bus.close()
+
+
+def _open_store(store: Any, resume: str | None) -> Any:
+    """The run store for this run, or None when recording is off."""
+    if store is None:
+        return None
+    try:
+        from iterflow.store import RunStore, open_store
+    except ImportError:  # the store package is optional until it lands
+        return None
+    if isinstance(store, RunStore):
+        return store
+    if store == _DEFAULT:
+        return open_store(os.environ.get("ITERFLOW_STORE_URL"))
+    return open_store(store)

@@ -1,0 +1,1 @@
+"""Built-in tasks: control flow and small helpers the graph builder uses."""
