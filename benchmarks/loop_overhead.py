@@ -1,0 +1,116 @@
+"""Per-iteration overhead of a task loop, against a plain Python loop.
+
+Runs the accumulate loop (DESIGN §2) for N iterations through the engine and
+calls the same function N times in a plain ``for`` loop; the difference per
+iteration is the engine's overhead. Also measures peak memory of a long loop
+(tracemalloc), which must not grow with N.
+
+    python benchmarks/loop_overhead.py            # N = 10,000 and 100,000
+    python benchmarks/loop_overhead.py --memory   # also 1,000,000 iterations under tracemalloc
+    python benchmarks/loop_overhead.py --store    # also with the run store on (batched, every)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import tracemalloc
+
+import iterflow
+from iterflow import LOOP, Flow, task
+
+
+def make_flow(checkpoint=None) -> tuple[Flow, object]:
+    @task(checkpoint=checkpoint)
+    def accumulate(x, iterations):
+        ctx = iterflow.context
+        result = x + ctx.get("loop_result", 0)
+        if ctx.loop_index < iterations:
+            raise LOOP(result=result)
+        return result
+
+    with Flow("loop overhead") as flow:
+        y = accumulate(x=1, iterations=iterflow.Parameter("n"))
+    return flow, y
+
+
+def plain_loop(n: int) -> float:
+    """The same work with no engine: call, raise, catch, carry the result."""
+
+    def step(x, iterations, loop_index, loop_result):
+        result = x + loop_result
+        if loop_index < iterations:
+            raise LOOP(result=result)
+        return result
+
+    start = time.perf_counter()
+    result, i = 0, 0
+    while True:
+        try:
+            step(1, n, i, result)
+            break
+        except LOOP as sig:
+            result = sig.result
+            i += 1
+    return time.perf_counter() - start
+
+
+def engine_loop(n: int, store=None, checkpoint=None) -> float:
+    flow, y = make_flow(checkpoint)
+    start = time.perf_counter()
+    state = flow.run(parameters={"n": n - 1}, store=store)
+    elapsed = time.perf_counter() - start
+    assert state.is_successful(), state
+    assert state.result[y].result == n, state.result[y]
+    return elapsed
+
+
+def report(label: str, n: int, engine: float, plain: float) -> None:
+    per_engine = engine / n * 1e6
+    per_plain = plain / n * 1e6
+    print(
+        f"{label:<28} N={n:>9,}  engine {per_engine:6.2f} µs/it  plain {per_plain:5.2f} µs/it"
+        f"  overhead {per_engine - per_plain:6.2f} µs/it  ratio {per_engine / per_plain:5.1f}x"
+    )
+
+
+def peak_memory(n: int, store=None) -> float:
+    flow, _ = make_flow()
+    tracemalloc.start()
+    flow.run(parameters={"n": n - 1}, store=store)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--memory", action="store_true", help="measure peak memory at 1e6")
+    parser.add_argument("--store", action="store_true", help="also run with the store on")
+    parser.add_argument("-n", type=int, nargs="*", default=[10_000, 100_000])
+    args = parser.parse_args()
+    for n in args.n:
+        engine_loop(min(n, 1000))  # warm up imports and caches
+        report("no store", n, min(engine_loop(n) for _ in range(3)), min(plain_loop(n) for _ in range(3)))
+    if args.store:
+        with tempfile.TemporaryDirectory() as home:
+            os.environ["ITERFLOW_HOME"] = home
+            url = f"sqlite:///{home}/bench.db"
+            for n in args.n:
+                plain = min(plain_loop(n) for _ in range(3))
+                report("store, batched", n, engine_loop(n, store=url), plain)
+                report('store, checkpoint="every"', min(n, 10_000), engine_loop(min(n, 10_000), store=url, checkpoint="every"), plain_loop(min(n, 10_000)))
+            size = os.path.getsize(f"{home}/bench.db") + sum(
+                os.path.getsize(os.path.join(home, f)) for f in os.listdir(home) if f.endswith("-wal")
+            )
+            print(f"SQLite file after the store runs: {size / 1e6:.1f} MB")
+    if args.memory:
+        small, large = peak_memory(10_000), peak_memory(1_000_000)
+        print(f"peak traced memory: N=10,000 {small:.2f} MB, N=1,000,000 {large:.2f} MB "
+              f"(growth {large - small:.2f} MB)")
+
+
+if __name__ == "__main__":
+    main()
