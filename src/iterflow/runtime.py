@@ -9,13 +9,17 @@ above it knows how a run is driven.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from iterflow.core.state import State
 from iterflow.engine.cache import MemoryCache
 from iterflow.engine.events import EventBus
-from iterflow.engine.runner import FlowRunner
+from iterflow.engine.runner import FlowRunner, RunCancelled
 from iterflow.errors import ParameterError
 
 __all__ = ["default_cache", "resolve_parameters", "run_flow"]
@@ -105,9 +109,31 @@ def run_flow(
         source=source,
     )
     try:
-        return runner.run()
+        with _sigterm_cancels():
+            return runner.run()
     finally:
         bus.close()
+
+
+@contextlib.contextmanager
+def _sigterm_cancels() -> Iterator[None]:
+    """Turn SIGTERM into :class:`RunCancelled` while the run is driven from the main thread.
+
+    The runner records a cancelled run as ``Cancelled`` (resumable) rather than
+    dying mid-write; signal handlers can only be installed from the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def cancel(signum: int, frame: Any) -> None:
+        raise RunCancelled("cancelled by SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, cancel)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _open_store(store: Any, resume: str | None) -> Any:

@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 
-class Kind(str, enum.Enum):
+class Kind(enum.StrEnum):
     """The closed set of state kinds."""
 
     PENDING = "Pending"

@@ -98,11 +98,15 @@ class Task:
     ) -> None:
         self.name = name or type(self).__name__
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
-            raise ValueError(f"Task {self.name!r}: max_retries must be an int >= 0, got {max_retries!r}")
+            raise ValueError(
+                f"Task {self.name!r}: max_retries must be an int >= 0, got {max_retries!r}"
+            )
         if max_loops is not None and (
             not isinstance(max_loops, int) or isinstance(max_loops, bool) or max_loops < 1
         ):
-            raise ValueError(f"Task {self.name!r}: max_loops must be an int >= 1, got {max_loops!r}")
+            raise ValueError(
+                f"Task {self.name!r}: max_loops must be an int >= 1, got {max_loops!r}"
+            )
         if checkpoint is True:
             checkpoint = "batched"
         if checkpoint not in _CHECKPOINT_MODES:

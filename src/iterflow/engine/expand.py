@@ -231,7 +231,8 @@ class _Transitions:
                     check_transition(old, returned, task.name, list(self.history))
                     new = returned
             except InvalidTransition as exc:
-                new = Failed(f"state handler {_name(handler)}: {exc}", exc, loop_count=loop_index + 1)
+                message = f"state handler {_name(handler)}: {exc}"
+                new = Failed(message, exc, loop_count=loop_index + 1)
             except Exception as exc:
                 new = Failed(
                     f"state handler {_name(handler)} of task {task.name!r} raised "
@@ -322,11 +323,13 @@ def expand_map(
 def _as_list(task: Any, edge: Any, value: Any) -> list:
     if isinstance(value, (str, bytes)):
         # Almost always a mistake: a string would map character by character.
-        raise MapError(_not_iterable(task, edge, value, "is a {kind}, which would map by character"))
+        why = "is a {kind}, which would map by character"
+        raise MapError(_not_iterable(task, edge, value, why))
     try:
         return list(value)
     except TypeError:
-        raise MapError(_not_iterable(task, edge, value, "is a {kind}, which is not iterable")) from None
+        why = "is a {kind}, which is not iterable"
+        raise MapError(_not_iterable(task, edge, value, why)) from None
 
 
 def _not_iterable(task: Any, edge: Any, value: Any, why: str) -> str:

@@ -17,7 +17,7 @@ The rules, in the order they apply when a task's upstreams have all finished:
    naming the upstream states that failed it.
 4. Otherwise it runs, with each data edge's upstream result as an argument.
 
-A mapped task applies 2–3 once to its unmapped upstreams, then again per child
+A mapped task applies 2 and 3 once to its unmapped upstreams, then again per child
 with that child's element-wise upstream states, so one failed child of an
 upstream map fails only the matching child downstream. Its parent state is
 ``Mapped`` once every child finished.
@@ -71,10 +71,12 @@ class Finished:
     resumed: bool = False
 
 
-def check_transition(old: State, new: State, task_name: str, history: list[State] | None = None) -> None:
+def check_transition(
+    old: State, new: State, task_name: str, history: list[State] | None = None
+) -> None:
     """Raise :class:`InvalidTransition` unless ``old -> new`` is a legal move."""
     if new.kind not in TRANSITIONS[old.kind]:
-        recent = list(history or []) + [old]
+        recent = [*(history or []), old]
         raise InvalidTransition(
             f"task {task_name!r} cannot move from {old.name} to {new.name}; "
             f"recent states: {' -> '.join(s.name for s in recent)}",
@@ -183,7 +185,8 @@ class FlowMachine:
             self._decide(task, verdict, out)
             return
         try:
-            children = expand_map(task, edges, upstream, self._inputs(task, edges, upstream, mapped=False))
+            shared_inputs = self._inputs(task, edges, upstream, mapped=False)
+            children = expand_map(task, edges, upstream, shared_inputs)
         except MapError as exc:
             self._decide(task, Failed(str(exc), result=exc, loop_count=0), out)
             return
@@ -247,7 +250,10 @@ class FlowMachine:
         )
 
     def flow_state(self) -> State:
-        """The flow's state once :attr:`done`: Success iff every terminal task succeeded or skipped."""
+        """The flow's state once :attr:`done`.
+
+        Success when every terminal task succeeded or was skipped, else Failed.
+        """
         terminal = [t for t in self.order if not self.downstream[t]]
         bad = [t for t in terminal if not self.states[t].is_successful()]
         if bad:

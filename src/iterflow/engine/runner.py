@@ -125,7 +125,10 @@ class FlowRunner:
             if not isinstance(exc, (KeyboardInterrupt, RunCancelled)):
                 raise
             self.executor.cancel(list(running))
-            why = "cancelled by Ctrl-C" if isinstance(exc, KeyboardInterrupt) else str(exc) or "cancelled"
+            if isinstance(exc, KeyboardInterrupt):
+                why = "cancelled by Ctrl-C"
+            else:
+                why = str(exc) or "cancelled"
             self._cancel_unfinished(machine, running, emit, why)
             self._finish(Cancelled(why), machine)
             raise
