@@ -73,7 +73,8 @@ def run_flow(
             raise ParameterError(
                 f"flow {flow.name!r}: resume={resume!r} needs a run store; do not pass store=None"
             )
-        run_store.check_resumable(resume)
+        # Check and take over the run in one transaction: two processes never drive one run.
+        run_store.check_resumable(resume, claim=True)
         resume_point = run_store.resume_point(resume)
         if parameters is None:
             parameters = resume_point.parameters
@@ -105,14 +106,29 @@ def run_flow(
         run_id=run_id,
         resume=resume_point,
         cache=default_cache,
-        checkpoint_source=run_store.checkpoint_source() if run_store is not None else None,
+        # Only a job that can be re-scheduled elsewhere (a lost Dask worker) needs to look up
+        # where its loop got to; in-process jobs never restart on their own.
+        checkpoint_source=(
+            run_store.checkpoint_source()
+            if run_store is not None and getattr(executor, "remote", False)
+            else None
+        ),
         source=source,
     )
     try:
         with _sigterm_cancels():
-            return runner.run()
-    finally:
+            state = runner.run()
         bus.close()
+    except BaseException:
+        # The run's own exception matters more than a store that also failed to close.
+        with contextlib.suppress(Exception):
+            bus.close()
+        raise
+    finally:
+        if run_store is not None and run_store is not store:
+            with contextlib.suppress(Exception):
+                run_store.close()
+    return state
 
 
 @contextlib.contextmanager
@@ -140,10 +156,7 @@ def _open_store(store: Any, resume: str | None) -> Any:
     """The run store for this run, or None when recording is off."""
     if store is None:
         return None
-    try:
-        from iterflow.store import RunStore, open_store
-    except ImportError:  # the store package is optional until it lands
-        return None
+    from iterflow.store import RunStore, open_store
     if isinstance(store, RunStore):
         return store
     if store == _DEFAULT:

@@ -88,6 +88,26 @@ for _kind in _FINISHED:
     TRANSITIONS[_kind] = frozenset()
 
 
+def check_transition(
+    old: State, new: State, task_name: str, history: list[State] | None = None, *,
+    owner: str = "task",
+) -> None:
+    """Raise :class:`~iterflow.errors.InvalidTransition` unless ``old -> new`` is legal.
+
+    The message names the task (or, with ``owner="flow"``, the flow); ``history``
+    holds its recent states, shown to explain how it got there.
+    """
+    if new.kind not in TRANSITIONS[old.kind]:
+        from iterflow.errors import InvalidTransition
+
+        recent = [*(history or []), old]
+        raise InvalidTransition(
+            f"{owner} {task_name!r} cannot move from {old.name} to {new.name}; "
+            f"recent states: {' -> '.join(s.name for s in recent)}",
+            history=recent,
+        )
+
+
 class State:
     """A moment in the life of a task run or a flow run.
 

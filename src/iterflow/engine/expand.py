@@ -35,6 +35,7 @@ from iterflow.core.state import (
     State,
     Success,
     TimedOut,
+    check_transition,
 )
 from iterflow.engine.call import (
     FAILED,
@@ -97,6 +98,9 @@ def run_task_run(spec: TaskRunSpec, emit: Any = None) -> State:
         if found is not None and found[0] > start:
             start, loop_result = found
     ctx = dict(spec.base_context)
+    # A flow run started inside a task copies that task's context; its loop is not ours.
+    ctx.pop("loop_result", None)
+    ctx.pop("task_loop_result", None)
     ctx["task_name"] = task.name
     ctx["task_slug"] = task.slug
     ctx["task_run_id"] = spec.task_run_id
@@ -147,6 +151,8 @@ def _drive(spec: TaskRunSpec, task: Any, ctx: dict, emit: Any, loop_index: int,
                     state = moves.move(state, looped, loop_index)
                     if state.is_finished():
                         return moves.ended(state, loop_index)
+                    if state.is_looped():  # a handler's Looped state is the one used
+                        loop_result = state.result
                 loop_index += 1
                 run_count = 1
                 continue
@@ -221,8 +227,34 @@ class _Transitions:
         self.serializer = task.serializer or spec.serializer
 
     def move(self, old: State, new: State, loop_index: int) -> State:
-        from iterflow.engine.machine import check_transition
+        if self.handlers:
+            new = self._handle(old, new, loop_index)
+        if self.emit is not None:
+            try:
+                self.emit(
+                    TaskRunEvent(
+                        self.spec.flow_run_id,
+                        self.spec.task_run_id,
+                        self.task.slug,
+                        self.task.name,
+                        self.spec.map_index,
+                        loop_index,
+                        new,
+                        self.sync,
+                        self.serializer,
+                    )
+                )
+            except Exception as exc:
+                # Recording failed (an unserializable loop result, a full disk): fail the
+                # task run rather than go on unrecorded, and try to record that.
+                new = Failed(str(exc), exc, loop_count=loop_index + 1)
+                try:
+                    self.emit(self._event(new, loop_index))
+                except Exception:
+                    pass
+        return new
 
+    def _handle(self, old: State, new: State, loop_index: int) -> State:
         task = self.task
         for handler in self.handlers:
             try:
@@ -240,17 +272,6 @@ class _Transitions:
                     exc,
                     loop_count=loop_index + 1,
                 )
-        if self.emit is not None:
-            try:
-                self.emit(self._event(new, loop_index))
-            except Exception as exc:
-                # Recording failed (an unserializable loop result, a full disk): fail the
-                # task run rather than go on unrecorded, and try to record that.
-                new = Failed(str(exc), exc, loop_count=loop_index + 1)
-                try:
-                    self.emit(self._event(new, loop_index))
-                except Exception:
-                    pass
         self.history.append(old)
         return new
 

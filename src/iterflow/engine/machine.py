@@ -30,18 +30,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from iterflow.core.state import (
-    TRANSITIONS,
     Failed,
     Mapped,
     Skipped,
     State,
     Success,
     TriggerFailed,
+    check_transition,
 )
 from iterflow.core.task import Task
 from iterflow.core.triggers import offending_states
 from iterflow.engine.expand import NOTHING, MapError, expand_map
-from iterflow.errors import InvalidTransition
 
 __all__ = ["NOTHING", "Finished", "FlowMachine", "RunTask", "check_transition"]
 
@@ -69,19 +68,6 @@ class Finished:
     map_index: int | None
     state: State
     resumed: bool = False
-
-
-def check_transition(
-    old: State, new: State, task_name: str, history: list[State] | None = None
-) -> None:
-    """Raise :class:`InvalidTransition` unless ``old -> new`` is a legal move."""
-    if new.kind not in TRANSITIONS[old.kind]:
-        recent = [*(history or []), old]
-        raise InvalidTransition(
-            f"task {task_name!r} cannot move from {old.name} to {new.name}; "
-            f"recent states: {' -> '.join(s.name for s in recent)}",
-            history=recent,
-        )
 
 
 class FlowMachine:

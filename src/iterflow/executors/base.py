@@ -27,6 +27,9 @@ class Executor(abc.ABC):
 
     #: How many jobs may run at once (None: no limit the runner must respect).
     capacity: int | None = None
+    #: True when jobs run in other processes and may be re-run after a loss, so a job
+    #: must look up where its loop got to (see ``TaskRunSpec.checkpoint_source``).
+    remote: bool = False
 
     @contextlib.contextmanager
     def start(self) -> Iterator[Executor]:

@@ -1,0 +1,85 @@
+"""The run store: every run, task run and iteration, recorded in a database.
+
+Public names are loaded on first use, so ``import iterflow`` (and even
+``import iterflow.store``) does not import SQLAlchemy; only a run that records,
+or a query, pays for it.
+
+>>> from iterflow.store import open_store, list_runs       # doctest: +SKIP
+>>> store = open_store()                  # ITERFLOW_STORE_URL or ~/.iterflow/iterflow.db
+>>> [run.state for run in list_runs(store=store)]           # doctest: +SKIP
+
+Modules: :mod:`~iterflow.store.schema` (tables, versions, migrations),
+:mod:`~iterflow.store.results` (serializers, previews, result files),
+:mod:`~iterflow.store.writer` (the event sink), :mod:`~iterflow.store.queries`
+(reading), :mod:`~iterflow.store.runstore` (opening a store, resuming).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from iterflow.store.queries import (
+        IterationRecord,
+        LogEntry,
+        RunInfo,
+        TaskRunInfo,
+        get_run,
+        iterations,
+        list_runs,
+        load_result,
+        logs,
+        resume_point,
+        task_runs,
+    )
+    from iterflow.store.runstore import CheckpointSource, RunStore, open_store
+    from iterflow.store.schema import SCHEMA_VERSION
+    from iterflow.store.writer import StoreSink
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CheckpointSource",
+    "IterationRecord",
+    "LogEntry",
+    "RunInfo",
+    "RunStore",
+    "StoreSink",
+    "TaskRunInfo",
+    "get_run",
+    "iterations",
+    "list_runs",
+    "load_result",
+    "logs",
+    "open_store",
+    "resume_point",
+    "task_runs",
+]
+
+_HOME = {
+    "open_store": "runstore",
+    "RunStore": "runstore",
+    "CheckpointSource": "runstore",
+    "StoreSink": "writer",
+    "SCHEMA_VERSION": "schema",
+    **{
+        name: "queries"
+        for name in (
+            "list_runs", "get_run", "task_runs", "iterations", "logs", "load_result",
+            "resume_point", "RunInfo", "TaskRunInfo", "IterationRecord", "LogEntry",
+        )
+    },
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'iterflow.store' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"iterflow.store.{module}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,193 @@
+"""Connections to the store's database: engine set-up, write transactions, retries.
+
+SQLite needs care to be safe with several processes writing at once:
+
+* WAL mode (set once per file by :func:`iterflow.store.schema.prepare`): readers
+  never block the writer and the writer never blocks readers.
+* ``synchronous=NORMAL``: in WAL mode a commit survives the process being
+  killed (SIGKILL), only a power cut may lose the last commits — the same
+  promise the rest of the store makes.
+* We emit ``BEGIN`` ourselves (pysqlite's own transaction handling is turned
+  off), and a write transaction starts with ``BEGIN IMMEDIATE``: it takes the
+  write lock up front, so waiting for it is handled by SQLite's busy timeout.
+  A deferred transaction that reads and then tries to write can fail with
+  "database is locked" at once, without waiting, when another process
+  committed in between.
+* "database is locked" that outlasts the busy timeout is retried with back-off
+  until the store's ``lock_timeout``; only then is it an error.
+
+Errors leave this module as :class:`~iterflow.errors.StoreError` naming the
+store and saying what to do. A failed transaction is rolled back whole, so what
+was committed before it is never touched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+
+from iterflow.errors import StoreError
+
+__all__ = [
+    "create_engine",
+    "describe_error",
+    "display_url",
+    "read",
+    "sqlite_path",
+    "write",
+]
+
+T = TypeVar("T")
+
+#: Execution option that makes the SQLite begin hook take the write lock.
+_WRITE_OPTION = "iterflow_write"
+# Longest single wait inside SQLite; beyond it our own loop retries, so that a
+# short lock_timeout (tests) is honoured and a long one still retries.
+_BUSY_SLICE = 5.0
+# PostgreSQL errors worth retrying: serialization failure, deadlock, lock not available.
+_PG_RETRY = frozenset({"40001", "40P01", "55P03"})
+
+
+def display_url(url: str | URL) -> str:
+    """The URL as it may be shown in a message: the password hidden."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def sqlite_path(url: str | URL) -> str | None:
+    """The file of a SQLite URL (``None`` for other databases)."""
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite":
+        return None
+    return u.database or ""
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take BEGIN away from pysqlite: _sqlite_begin emits it (see module docstring).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    # Straight to the DB-API connection: this runs once per transaction, and
+    # going through conn.exec_driver_sql costs more than the BEGIN itself.
+    write = conn.get_execution_options().get(_WRITE_OPTION)
+    conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def create_engine(url: str, *, lock_timeout: float) -> sa.Engine:
+    """An engine for ``url``, set up for the store (see the module docstring)."""
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        database = u.database or ""
+        if database in ("", ":memory:") or u.query.get("mode") == "memory":
+            raise StoreError(
+                f"The run store cannot be an in-memory SQLite database ({url!r}): the "
+                f"background writer and readers would each see their own empty database. "
+                f"Use a file (sqlite:///path/to/iterflow.db), or store=None to record nothing."
+            )
+        engine = sa.create_engine(
+            u,
+            connect_args={
+                "timeout": min(lock_timeout, _BUSY_SLICE),
+                # Pooled connections move between the caller's thread and the writer's.
+                "check_same_thread": False,
+            },
+        )
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return sa.create_engine(u, pool_pre_ping=True)
+
+
+def _retryable(orig: BaseException) -> bool:
+    if getattr(orig, "sqlstate", None) in _PG_RETRY:
+        return True
+    text = str(orig).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
+def describe_error(exc: BaseException, name: str, *, lock_timeout: float | None = None) -> str:
+    """A message for a failed store operation: what happened, and what to do."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig)
+    lower = text.lower()
+    if "locked" in lower or "busy" in lower:
+        waited = f" for {lock_timeout:g} s" if lock_timeout is not None else ""
+        return (
+            f"The run store {name} stayed locked by another process{waited} ({text}). "
+            f"Another program holds a long write transaction on it; close it, or raise "
+            f"the store's lock_timeout. Everything committed before this point is kept."
+        )
+    disk_full = getattr(orig, "sqlstate", "") == "53100"  # PostgreSQL's disk_full
+    if disk_full or "disk is full" in lower or "no space left" in lower:
+        return (
+            f"The run store {name} cannot be written: the disk is full ({text}). Free some "
+            f"space and resume the run; everything committed before this point is kept."
+        )
+    if "not a database" in lower or "file is encrypted" in lower:
+        return (
+            f"{name} is not an iterflow run store: it is not a SQLite database ({text}). "
+            f"Move the file aside, or point ITERFLOW_STORE_URL at another file."
+        )
+    if "readonly" in lower or "read-only" in lower or "permission" in lower:
+        return (
+            f"The run store {name} is read-only here ({text}). Make it writable, or point "
+            f"ITERFLOW_STORE_URL at a store you can write."
+        )
+    return f"The run store {name} failed: {type(orig).__name__}: {text}"
+
+
+def write(
+    engine: sa.Engine, fn: Callable[[sa.Connection], T], *, name: str, lock_timeout: float
+) -> T:
+    """Run ``fn(conn)`` in one write transaction, retrying while the database is locked.
+
+    ``fn`` may run more than once (each time in a fresh transaction), so it
+    must build everything it writes from scratch. Any failure is rolled back
+    and raised as :class:`StoreError`.
+    """
+    deadline = time.monotonic() + lock_timeout
+    delay = 0.005
+    while True:
+        try:
+            with engine.connect() as conn:
+                conn.execution_options(**{_WRITE_OPTION: True})
+                with conn.begin():
+                    return fn(conn)
+        except Exception as exc:
+            # The driver's own error comes unwrapped from the SQLite begin hook.
+            if isinstance(exc, sa.exc.DBAPIError):
+                orig: BaseException = exc.orig
+            elif isinstance(exc, engine.dialect.loaded_dbapi.Error):
+                orig = exc
+            elif isinstance(exc, (sa.exc.SQLAlchemyError, OSError)):
+                raise StoreError(describe_error(exc, name)) from exc
+            else:
+                raise
+            if _retryable(orig) and time.monotonic() + delay < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
+                continue
+            raise StoreError(describe_error(exc, name, lock_timeout=lock_timeout)) from exc
+
+
+def read(engine: sa.Engine, fn: Callable[[sa.Connection], T], *, name: str) -> T:
+    """Run ``fn(conn)`` in a read transaction (one consistent snapshot)."""
+    try:
+        with engine.connect() as conn, conn.begin():
+            return fn(conn)
+    except StoreError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, sa.exc.SQLAlchemyError | engine.dialect.loaded_dbapi.Error):
+            raise StoreError(describe_error(exc, name)) from exc
+        raise

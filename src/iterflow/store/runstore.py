@@ -1,0 +1,351 @@
+"""The run store object: one database (and its results directory), opened and checked.
+
+:func:`open_store` is the way in. Opening checks the store before anything
+is written (not a database, a newer schema: :class:`~iterflow.errors.StoreError`
+naming the file or URL) and creates or upgrades the schema
+(:mod:`iterflow.store.schema`). The store then hands out a sink for a run
+(:meth:`RunStore.sink`), answers queries (:mod:`iterflow.store.queries`),
+and tells a resumed run where to start (:meth:`RunStore.resume_point`).
+
+>>> store = open_store("sqlite:///runs.db")            # doctest: +SKIP
+>>> sink = store.sink()                                 # give it to the runner
+>>> store.list_runs(limit=5)                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import sqlalchemy as sa
+
+from iterflow.engine.events import ResumePoint
+from iterflow.errors import RunNotResumable, StoreError
+from iterflow.store import db, queries
+from iterflow.store.schema import MIGRATIONS, Migration, check_sqlite_file, flow_runs, prepare
+from iterflow.store.schema import task_runs as task_runs_table
+
+__all__ = [
+    "CheckpointSource",
+    "RunStore",
+    "close_checkpoint_stores",
+    "default_home",
+    "default_url",
+    "open_store",
+]
+
+if TYPE_CHECKING:
+    from iterflow.store.writer import StoreSink
+
+T = TypeVar("T")
+
+_RESUMABLE = frozenset({"Failed", "Cancelled", "Crashed"})
+
+
+def default_home() -> Path:
+    """``$ITERFLOW_HOME``, or ``~/.iterflow``."""
+    return Path(os.environ.get("ITERFLOW_HOME") or "~/.iterflow").expanduser()
+
+
+def default_url() -> str:
+    """``$ITERFLOW_STORE_URL``, or the SQLite file ``$ITERFLOW_HOME/iterflow.db``.
+
+    Creates ``$ITERFLOW_HOME`` when the default file is used.
+    """
+    url = os.environ.get("ITERFLOW_STORE_URL")
+    if url:
+        return url
+    home = default_home()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"Cannot create the iterflow home directory {home} ({exc}). Set ITERFLOW_HOME "
+            f"to a writable directory, or ITERFLOW_STORE_URL to a store."
+        ) from exc
+    return f"sqlite:///{home.resolve() / 'iterflow.db'}"
+
+
+def open_store(url: str | None = None, **options: Any) -> RunStore:
+    """Open (creating if needed) the run store at ``url``; see :class:`RunStore`.
+
+    With no ``url``: ``$ITERFLOW_STORE_URL``, else ``sqlite:///$ITERFLOW_HOME/iterflow.db``.
+    """
+    return RunStore(url or default_url(), **options)
+
+
+class RunStore:
+    """An open run store: a database reached through SQLAlchemy, and a results directory.
+
+    ``lock_timeout`` is how long a write may wait for a locked database before
+    failing; ``stale_after`` how old a heartbeat may be before a live-looking
+    run counts as ``Crashed``. ``home`` holds ``results/`` (large results).
+    A store is safe to share between threads; open one per process.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        home: str | os.PathLike[str] | None = None,
+        lock_timeout: float = 30.0,
+        stale_after: float = 30.0,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> None:
+        self.url = str(url)
+        self.lock_timeout = lock_timeout
+        self.stale_after = stale_after
+        self.home = Path(home) if home is not None else default_home()
+        self.results_dir = self.home / "results"
+        try:
+            path = db.sqlite_path(self.url)
+        except sa.exc.ArgumentError as exc:
+            raise StoreError(
+                f"{self.url!r} is not a valid store URL ({exc}). Use a SQLAlchemy URL such as "
+                f"sqlite:///path/to/iterflow.db or postgresql+psycopg://user@host/db."
+            ) from exc
+        #: How messages name this store: the file for SQLite, else the URL sans password.
+        self.name = (
+            str(Path(path).expanduser().resolve()) if path else db.display_url(self.url)
+        )
+        if path:
+            check_sqlite_file(path)
+        try:
+            self.engine = db.create_engine(self.url, lock_timeout=lock_timeout)
+        except StoreError:
+            raise
+        except Exception as exc:  # a missing driver, a bad option
+            raise StoreError(f"Cannot open the run store {self.name}: {exc}") from exc
+        try:
+            self.schema_version = prepare(
+                self.engine, self.name, migrations=migrations, lock_timeout=lock_timeout
+            )
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    # -- plumbing used by the writer and the queries --------------------------
+    def write(self, fn: Callable[[sa.Connection], T]) -> T:
+        """Run ``fn(conn)`` in one write transaction (retried while locked)."""
+        return db.write(self.engine, fn, name=self.name, lock_timeout=self.lock_timeout)
+
+    def read(self, fn: Callable[[sa.Connection], T]) -> T:
+        """Run ``fn(conn)`` in one read transaction."""
+        return db.read(self.engine, fn, name=self.name)
+
+    # -- recording ----------------------------------------------------------------
+    def sink(self, **options: Any) -> StoreSink:
+        """A new :class:`~iterflow.store.writer.StoreSink` writing to this store.
+
+        ``options`` go to the sink: ``batch_interval``, ``batch_size``,
+        ``max_pending``, ``heartbeat_interval``.
+        """
+        from iterflow.store.writer import StoreSink
+
+        return StoreSink(self, **options)
+
+    def checkpoint_source(self) -> CheckpointSource:
+        """A picklable reader of loop checkpoints, for jobs in other processes."""
+        return CheckpointSource(self.url)
+
+    # -- queries (see iterflow.store.queries) -------------------------------------
+    def list_runs(
+        self, limit: int | None = 20, flow_name: str | None = None, state: str | None = None
+    ) -> list[queries.RunInfo]:
+        """See :func:`iterflow.store.queries.list_runs`."""
+        return queries.list_runs(limit, flow_name, state, store=self)
+
+    def get_run(self, run_id: str) -> queries.RunInfo:
+        """See :func:`iterflow.store.queries.get_run`."""
+        return queries.get_run(run_id, store=self)
+
+    def task_runs(self, run_id: str) -> list[queries.TaskRunInfo]:
+        """See :func:`iterflow.store.queries.task_runs`."""
+        return queries.task_runs(run_id, store=self)
+
+    def iterations(
+        self, run_id: str, task: str, map_index: int | None = None
+    ) -> list[queries.IterationRecord]:
+        """See :func:`iterflow.store.queries.iterations`."""
+        return queries.iterations(run_id, task, map_index, store=self)
+
+    def logs(self, run_id: str, task: str | None = None) -> list[queries.LogEntry]:
+        """See :func:`iterflow.store.queries.logs`."""
+        return queries.logs(run_id, task, store=self)
+
+    def load_result(self, result_id: int) -> Any:
+        """See :func:`iterflow.store.queries.load_result`."""
+        return queries.load_result(result_id, store=self)
+
+    # -- resuming -------------------------------------------------------------------
+    def resume_point(self, run_id: str) -> ResumePoint:
+        """See :func:`iterflow.store.queries.resume_point`."""
+        return queries.resume_point(run_id, store=self)
+
+    def check_resumable(self, run_id: str, *, claim: bool = False) -> queries.RunInfo:
+        """Raise :class:`RunNotResumable` unless the run is Failed, Cancelled or Crashed.
+
+        A live run is refused so that two processes never drive one run. With
+        ``claim=True`` the check and taking the run over (state ``Running``,
+        this process's pid and host, a fresh heartbeat) happen in one write
+        transaction, so of two processes resuming at once only one succeeds;
+        the run's sink then keeps the heartbeat going.
+
+        >>> info = store.check_resumable(run_id, claim=True)   # doctest: +SKIP
+        """
+
+        def check(conn: sa.Connection) -> queries.RunInfo:
+            row = queries.find_run(
+                conn, run_id, self.name, error=RunNotResumable, for_update=claim
+            )
+            info = queries.run_info(row, self.stale_after)
+            if info.state not in _RESUMABLE:
+                raise RunNotResumable(_refusal(info))
+            if claim:
+                conn.execute(
+                    sa.update(flow_runs)
+                    .where(flow_runs.c.run_id == info.run_id)
+                    .values(
+                        state="Running", ended=None, pid=os.getpid(),
+                        host=queries.HOST, heartbeat=time.time(),
+                    )
+                )
+            return info
+
+        return self.write(check) if claim else self.read(check)
+
+    def last_loop(
+        self, flow_run_id: str, task_slug: str, map_index: int | None
+    ) -> tuple[int, Any] | None:
+        """``(next_loop_index, loop_result)`` from the task run's latest recorded ``Looped``.
+
+        ``None`` when it recorded none (start at iteration 0). Used by a job
+        that was rescheduled after its worker died, to continue the loop.
+        """
+        t = task_runs_table
+
+        def query(conn: sa.Connection) -> tuple[int, Any] | None:
+            index = t.c.map_index.is_(None) if map_index is None else t.c.map_index == map_index
+            rows = conn.execute(
+                sa.select(t.c.task_run_id, t.c.looped_index, t.c.looped_result_id).where(
+                    t.c.flow_run_id == flow_run_id, t.c.task_slug == task_slug, index,
+                    t.c.looped_index.is_not(None),
+                )
+            ).all()
+            # Only the run's top-level task run: inside a loop block every
+            # iteration has a task run with this slug.
+            top = [
+                r for r in rows
+                if queries.scope_prefix(r.task_run_id, task_slug, map_index) in (None, flow_run_id)
+            ]
+            if not top:
+                return None
+            row = max(top, key=lambda r: r.looped_index)
+            if row.looped_result_id is None:
+                return row.looped_index + 1, None
+            value = queries.load_results(conn, [row.looped_result_id])[row.looped_result_id]
+            return row.looped_index + 1, value
+
+        return self.read(query)
+
+    # -- lifetime -------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the database connections (sinks must be closed first)."""
+        self.engine.dispose()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RunStore({self.name!r})"
+
+
+def _refusal(info: queries.RunInfo) -> str:
+    who = f"flow {info.flow_name!r}"
+    if info.state in ("Running", "Pending"):
+        age = ""
+        if info.heartbeat is not None:
+            age = f", last heartbeat {time.time() - info.heartbeat:.0f} s ago"
+        return (
+            f"Run {info.run_id} of {who} is still running (process {info.pid} on "
+            f"{info.host}{age}); two processes must not drive one run. Wait for it to "
+            f"finish, or stop it (Ctrl-C or SIGTERM record it as Cancelled), then resume."
+        )
+    if info.state in ("Success", "Skipped"):
+        return (
+            f"Run {info.run_id} of {who} already finished successfully; there is nothing "
+            f"to resume. Start a new run instead."
+        )
+    return (
+        f"Run {info.run_id} of {who} is {info.state}; only Failed, Cancelled or Crashed "
+        f"runs can be resumed."
+    )
+
+
+# One store per URL per process for CheckpointSource: a rescheduled job may ask
+# often, and opening a store costs a schema check.
+_SOURCES: dict[str, tuple[int, RunStore]] = {}
+_SOURCES_LOCK = threading.Lock()
+
+
+@atexit.register
+def close_checkpoint_stores() -> None:
+    """Close the stores :class:`CheckpointSource` opened in this process."""
+    with _SOURCES_LOCK:
+        for pid, store in _SOURCES.values():
+            if pid == os.getpid():
+                store.close()
+        _SOURCES.clear()
+
+
+class CheckpointSource:
+    """Reads loop checkpoints from the store at ``url``, from any process.
+
+    It pickles as its URL alone, so it can travel to a Dask worker; the store
+    is opened there on first use and kept for the life of the process.
+
+    >>> source = CheckpointSource("sqlite:////tmp/iterflow.db")   # doctest: +SKIP
+    >>> source.last_loop(flow_run_id, "accumulate-1", None)       # doctest: +SKIP
+    (4, 10)
+    """
+
+    __slots__ = ("url",)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def last_loop(
+        self, flow_run_id: str, task_slug: str, map_index: int | None
+    ) -> tuple[int, Any] | None:
+        """See :meth:`RunStore.last_loop`."""
+        return self._store().last_loop(flow_run_id, task_slug, map_index)
+
+    def _store(self) -> RunStore:
+        pid = os.getpid()
+        with _SOURCES_LOCK:
+            cached = _SOURCES.get(self.url)
+            # A forked child must not share its parent's connections.
+            if cached is None or cached[0] != pid:
+                cached = (pid, RunStore(self.url))
+                _SOURCES[self.url] = cached
+            return cached[1]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CheckpointSource, (self.url,))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CheckpointSource) and other.url == self.url
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+    def __repr__(self) -> str:
+        return f"CheckpointSource({db.display_url(self.url)!r})"

@@ -1,0 +1,334 @@
+"""The store's tables, their version, and how a store moves from one version to the next.
+
+Tables (SQLAlchemy Core; times are epoch seconds as floats, ids of runs and
+task runs are the strings the runner makes)::
+
+    flows              name, created, updated, tasks (JSON list of [slug, name])
+    flow_runs          run_id, flow_name, state, started, ended, parameters (JSON),
+                       parameters_result_id, source, pid, host, heartbeat, message
+    task_runs          task_run_id, flow_run_id, task_slug, task_name, map_index,
+                       state, loop_count, loop_index (of the latest event),
+                       looped_index + looped_result_id (the latest Looped: where a
+                       resumed run continues), result_id (final), started, ended, message
+    state_transitions  id, flow_run_id, task_run_id (NULL: the flow run's own),
+                       kind, loop_index, block_index, message, traceback,
+                       result_id, time
+    results            id, serializer, data (inline) or path (a file), size, preview
+    logs               id, flow_run_id, task_run_id, task_slug, map_index,
+                       loop_index, level, message, time
+    counters           name, value — hands out result ids in blocks (see writer)
+    schema_version     version — one row
+
+There are no foreign-key constraints, on purpose: the writer must never lose a
+batch because events arrived in an unusual order (a log line before its task
+run's first state, say); the references hold by construction.
+
+Versions and migrations
+-----------------------
+``schema_version`` holds one integer. :data:`MIGRATIONS` is an ordered tuple of
+functions; ``MIGRATIONS[i]`` takes a store from version ``i + 1`` to ``i + 2``,
+so :data:`SCHEMA_VERSION` is ``1 + len(MIGRATIONS)``. To change the schema,
+edit the tables below *and* append a migration that makes the same change to
+an existing store, in plain DDL (``ALTER TABLE ...`` through
+``conn.exec_driver_sql``) rather than through the table objects here, which
+always describe the newest version. Released migrations are never edited.
+
+:func:`prepare` runs on every open, in this order:
+
+1. Read the version without writing anything. Newer than this code knows:
+   :class:`StoreError`, nothing touched. Equal: done (the common case, one query).
+2. Otherwise take the write lock (``BEGIN IMMEDIATE`` on SQLite, an advisory
+   lock on PostgreSQL), read the version again — another process may have
+   just done the work — and then either create every table at the newest
+   version (an empty store) or apply the pending migrations in order, bumping
+   the version after each. All of it is one transaction (DDL is transactional
+   on SQLite and PostgreSQL), so a failing migration leaves the store as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from iterflow.errors import StoreError
+from iterflow.store import db
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Migration",
+    "check_sqlite_file",
+    "counters",
+    "flow_runs",
+    "flows",
+    "logs",
+    "metadata",
+    "prepare",
+    "results",
+    "schema_version",
+    "state_transitions",
+    "task_runs",
+]
+
+Migration = Callable[[sa.Connection], None]
+
+# INTEGER PRIMARY KEY is SQLite's rowid (compact, auto-assigned); BIGINT elsewhere.
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+_TIME = sa.Double()
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+counters = sa.Table(
+    "counters",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+flows = sa.Table(
+    "flows",
+    metadata,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("created", _TIME),
+    sa.Column("updated", _TIME),
+    sa.Column("tasks", sa.JSON(none_as_null=True)),
+)
+
+flow_runs = sa.Table(
+    "flow_runs",
+    metadata,
+    sa.Column("run_id", sa.String, primary_key=True),
+    sa.Column("flow_name", sa.String, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("started", _TIME),
+    sa.Column("ended", _TIME),
+    sa.Column("parameters", sa.JSON(none_as_null=True)),
+    # Set when the parameters are not exactly representable as JSON: the
+    # pickled originals, so a resumed run gets the very same values.
+    sa.Column("parameters_result_id", sa.BigInteger),
+    sa.Column("source", sa.Text),
+    sa.Column("pid", sa.Integer),
+    sa.Column("host", sa.String),
+    sa.Column("heartbeat", _TIME),
+    sa.Column("message", sa.Text),
+    sa.Index("ix_flow_runs_started", "started"),
+    sa.Index("ix_flow_runs_flow_name", "flow_name", "started"),
+    sa.Index("ix_flow_runs_state", "state"),
+)
+
+task_runs = sa.Table(
+    "task_runs",
+    metadata,
+    sa.Column("task_run_id", sa.String, primary_key=True),
+    sa.Column("flow_run_id", sa.String, nullable=False),
+    sa.Column("task_slug", sa.String, nullable=False),
+    sa.Column("task_name", sa.String, nullable=False),
+    sa.Column("map_index", sa.Integer),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("loop_count", sa.Integer),
+    sa.Column("loop_index", sa.Integer),
+    sa.Column("looped_index", sa.Integer),
+    sa.Column("looped_result_id", sa.BigInteger),
+    sa.Column("result_id", sa.BigInteger),
+    sa.Column("started", _TIME),
+    sa.Column("ended", _TIME),
+    sa.Column("message", sa.Text),
+    sa.Index("ix_task_runs_flow_run", "flow_run_id", "task_slug", "map_index"),
+)
+
+state_transitions = sa.Table(
+    "state_transitions",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("flow_run_id", sa.String, nullable=False),
+    sa.Column("task_run_id", sa.String),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("loop_index", sa.Integer),
+    sa.Column("block_index", sa.Integer),
+    sa.Column("message", sa.Text),
+    sa.Column("traceback", sa.Text),
+    sa.Column("result_id", sa.BigInteger),
+    sa.Column("time", _TIME, nullable=False),
+    # A task run's history in order. (SQLite appends the rowid to every index
+    # entry, so this is ordered by id there too.)
+    sa.Index("ix_state_transitions_task_run", "task_run_id"),
+)
+
+results = sa.Table(
+    "results",
+    metadata,
+    # Assigned by the writer from `counters`, so one batch can insert results
+    # and the rows that point at them without a round trip per row.
+    sa.Column("id", _ID, primary_key=True, autoincrement=False),
+    sa.Column("serializer", sa.String(16), nullable=False),
+    sa.Column("data", sa.LargeBinary),
+    sa.Column("path", sa.Text),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("preview", sa.Text, nullable=False),
+)
+
+logs = sa.Table(
+    "logs",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("flow_run_id", sa.String, nullable=False),
+    sa.Column("task_run_id", sa.String),
+    sa.Column("task_slug", sa.String),
+    sa.Column("map_index", sa.Integer),
+    sa.Column("loop_index", sa.Integer),
+    sa.Column("level", sa.Integer, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("time", _TIME, nullable=False),
+    sa.Index("ix_logs_flow_run", "flow_run_id"),
+)
+
+#: Ordered migrations: ``MIGRATIONS[i]`` upgrades a store from version i+1 to i+2.
+MIGRATIONS: tuple[Migration, ...] = ()
+#: The version this code writes and reads.
+SCHEMA_VERSION = 1 + len(MIGRATIONS)
+
+_OUR_TABLES = frozenset(metadata.tables)
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+# Any constant works; it only has to be the same in every iterflow process.
+_PG_LOCK_KEY = 0x69746572666C6F77 & 0x7FFFFFFFFFFFFFFF  # "iterflow"
+
+
+def check_sqlite_file(path: str) -> None:
+    """Refuse a file that exists but is not a SQLite database, before opening it.
+
+    SQLite only notices on the first read, and by then a connection hook may
+    already have tried to change the file; checking the 16-byte header first
+    means nothing is ever written to somebody else's file.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise StoreError(
+            f"The run store {path} is a directory, not a file. Point ITERFLOW_STORE_URL "
+            f"at a file (sqlite:///{p / 'iterflow.db'})."
+        )
+    try:
+        with open(p, "rb") as fh:
+            header = fh.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        return  # a new store
+    except OSError as exc:
+        raise StoreError(f"The run store {path} cannot be read ({exc}).") from exc
+    if header and header != _SQLITE_MAGIC:
+        raise StoreError(
+            f"{path} is not an iterflow run store: it is not a SQLite database (it starts "
+            f"with {header[:8]!r}). Move the file aside, or point ITERFLOW_STORE_URL at "
+            f"another file."
+        )
+
+
+def _read_version(conn: sa.Connection) -> tuple[int | None, list[str]]:
+    names = sa.inspect(conn).get_table_names()
+    if "schema_version" not in names:
+        return None, names
+    version = conn.execute(sa.select(schema_version.c.version)).scalar()
+    return (0 if version is None else int(version)), names
+
+
+def _too_new(version: int, target: int, name: str) -> StoreError:
+    return StoreError(
+        f"The run store {name} was written by a newer iterflow (schema version {version}; "
+        f"this iterflow knows versions up to {target}). Upgrade iterflow, or point "
+        f"ITERFLOW_STORE_URL (or flow.run(store=...)) at another store."
+    )
+
+
+def _check_not_foreign(dialect: str, names: list[str], name: str) -> None:
+    # A SQLite file belongs to one application: any table means it is not ours.
+    # A server database may host other applications; only clashes matter there.
+    sqlite = dialect == "sqlite"
+    foreign = sorted(names) if sqlite else sorted(set(names) & _OUR_TABLES)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise StoreError(
+            f"{name} is a database but not an iterflow run store (it has the tables "
+            f"{shown} and no schema_version). Point ITERFLOW_STORE_URL at another database."
+        )
+
+
+def _set_wal(engine: sa.Engine, name: str) -> None:
+    # journal_mode cannot change inside a transaction, so use the raw DB-API
+    # connection (autocommit: pysqlite's BEGIN handling is off, see db.py).
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        cursor.close()
+    finally:
+        raw.close()
+    if str(mode).lower() != "wal":
+        raise StoreError(f"The run store {name} cannot use SQLite's WAL mode (got {mode!r}).")
+
+
+def prepare(
+    engine: sa.Engine,
+    name: str,
+    *,
+    migrations: Sequence[Migration] = MIGRATIONS,
+    lock_timeout: float = 30.0,
+) -> int:
+    """Check the store's version and bring it to the newest; return that version.
+
+    See the module docstring for the steps. ``name`` (the file or URL) is used
+    in messages; ``migrations`` is a parameter so tests can play a future release.
+    """
+    target = 1 + len(migrations)
+    try:
+        version, names = db.read(engine, _read_version, name=name)
+        if version is not None and version > target:
+            raise _too_new(version, target, name)
+        if version is None:
+            _check_not_foreign(engine.dialect.name, names, name)
+        if engine.dialect.name == "sqlite":
+            # After the version check (WAL is a persistent change to the file)
+            # and outside the transaction below (it cannot be inside one).
+            _set_wal(engine, name)
+        if version == target:
+            return target
+
+        def upgrade(conn: sa.Connection) -> int:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+            current, names = _read_version(conn)
+            if current is None:
+                _check_not_foreign(conn.dialect.name, names, name)
+                metadata.create_all(conn)
+                conn.execute(sa.insert(schema_version).values(version=target))
+                conn.execute(sa.insert(counters).values(name="results", value=0))
+                return target
+            if current > target:
+                raise _too_new(current, target, name)
+            if current < 1:
+                raise StoreError(
+                    f"The run store {name} is damaged: its schema_version table is empty. "
+                    f"Move it aside and start a new store."
+                )
+            for step in range(current, target):
+                try:
+                    migrations[step - 1](conn)
+                except Exception as exc:
+                    raise StoreError(
+                        f"Upgrading the run store {name} from schema version {step} to "
+                        f"{step + 1} failed ({type(exc).__name__}: {exc}); the store was "
+                        f"left at version {current}, unchanged."
+                    ) from exc
+                conn.execute(sa.update(schema_version).values(version=step + 1))
+            return target
+
+        return db.write(engine, upgrade, name=name, lock_timeout=lock_timeout)
+    except StoreError:
+        raise
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        raise StoreError(db.describe_error(exc, name)) from exc

@@ -1,0 +1,857 @@
+"""The store's event sink: events in, batched transactions out, on one background thread.
+
+:meth:`StoreSink.handle` runs in the thread that made the transition, so it
+does only what must happen there:
+
+* it **snapshots the result** of ``Looped``, ``Success`` and ``Cached``
+  states — serializes it, makes its preview, and writes results over 1 MiB
+  to their file — so a later iteration that mutates the same object cannot
+  change the record (DESIGN §7.10). A value that cannot be serialized raises
+  :class:`~iterflow.errors.SerializationError` naming the task, the iteration
+  and the type. Other states' results (a failure's exception) are kept on a
+  best-effort basis: a preview if nothing else;
+* it turns the event into a small tuple (never holding the live result) and
+  appends it to a bounded buffer.
+
+The writer thread wakes every ``batch_interval`` (50 ms), or as soon as
+``batch_size`` records are waiting, and commits what is waiting in
+transactions of at most ``batch_size`` records. Back-pressure keeps memory
+flat: ``handle`` waits while ``max_pending`` records (or 64 MiB of result
+bytes) are queued.
+
+What is recorded
+----------------
+* every ``Looped`` state with its result (``state_transitions`` + ``results``);
+* every ``Retrying``, failed and finished state, with message and traceback;
+* ``Running`` only where a task run (re)starts: its first ``Running``, one
+  after a ``Retrying``, the first one of a resumed run. The ``Running`` that
+  follows each ``Looped`` is implied by it and skipped — it is half of all
+  events in a loop. ``Pending`` task states are not recorded;
+* every flow-run state, log line, and a heartbeat for each open flow run;
+* ``task_runs`` holds each task run's latest state, updated once per batch.
+
+Durability
+----------
+``event.sync`` (``checkpoint="every"``) makes ``handle`` return only after
+the event is committed; so does every :class:`FlowRunEvent` (a run's start
+must be visible — with its pid — before any task runs, and its end before
+``flow.run()`` returns). :meth:`flush` waits for everything queued.
+
+A failed transaction (a full disk, a database locked past ``lock_timeout``)
+is rolled back whole, so what was committed stays. The sink then stops
+writing: ``handle`` and ``flush`` raise the :class:`~iterflow.errors.StoreError`
+(every time, so the runner cannot miss it), and ``close`` raises it if nobody
+has seen it yet.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import json
+import os
+import pickle
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from iterflow.core.state import Kind, State
+from iterflow.engine.events import FlowRunEvent, LogEvent, TaskRunEvent
+from iterflow.errors import SerializationError, StoreError
+from iterflow.store.queries import HOST
+from iterflow.store.results import (
+    SERIALIZERS,
+    Stored,
+    describe_failure,
+    make_stored,
+    preview,
+    preview_only,
+)
+from iterflow.store.schema import (
+    counters,
+    flow_runs,
+    flows,
+    logs,
+    results,
+    state_transitions,
+    task_runs,
+)
+
+if TYPE_CHECKING:
+    from iterflow.store.runstore import RunStore
+
+__all__ = ["StoreSink"]
+
+# Record tags: the first item of every buffered tuple; the last is the
+# threading.Event to set once it is committed (or None).
+_TASK, _FLOW, _LOG, _MARK = range(4)
+# Where things sit in a _TASK record (see StoreSink._task_event).
+_T_ROLE, _T_TIME, _T_STORED = 8, 9, 13
+
+# What handle() does with a task run's state, by kind:
+_SKIP = 0  # Pending: not recorded
+_START = 1  # Running: recorded unless it follows a Looped
+_LOOP = 2  # Looped: recorded with its result, which must serialize
+_KEEP = 3  # Retrying: recorded, result best-effort
+_END_STRICT = 4  # Success, Cached: finished, result must serialize
+_END = 5  # Failed & co, Skipped, Cancelled: finished, result best-effort
+_END_MAPPED = 6  # Mapped: finished; its result is its children's, stored with them
+_ROLE_BY_KIND = {
+    Kind.PENDING: _SKIP,
+    Kind.RUNNING: _START,
+    Kind.LOOPED: _LOOP,
+    Kind.RETRYING: _KEEP,
+    Kind.SUCCESS: _END_STRICT,
+    Kind.CACHED: _END_STRICT,
+    Kind.MAPPED: _END_MAPPED,
+}
+# (kind name, role) per state class, filled on first sight: a dict lookup by
+# class is several times cheaper than going through the Kind enum each time.
+_ROLES: dict[type, tuple[str, int]] = {}
+
+# Loop results common enough for a fast path in _snapshot.
+_SCALARS = frozenset({int, float, bool})
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+# Results counted against the byte budget (small ones are bounded by the count).
+_BIG = 4096
+_MAX_PENDING_BYTES = 64 * 1024 * 1024
+
+
+def _role_of(cls: type[State]) -> tuple[str, int]:
+    kind = cls.kind
+    info = _ROLES[cls] = (kind.value, _ROLE_BY_KIND.get(kind, _END))
+    return info
+
+
+class _Prepared:
+    """A Core statement compiled once per dialect, then run with plain tuples.
+
+    ``conn.execute(statement, params)`` spends tens of microseconds per call
+    (cache keys, parameter processing) and a few more per row; for what the
+    writer runs in every transaction — the per-iteration inserts, the result
+    ids, the ``task_runs`` upsert — that was most of its cost, and with
+    ``checkpoint="every"`` a transaction per iteration. The statement is still
+    built and compiled by SQLAlchemy for the dialect; only plain values (str,
+    int, float, bytes, None) go through, which need no processing.
+    """
+
+    def __init__(self, build: Callable[[str], Any], columns: tuple[str, ...]) -> None:
+        self.build = build  # dialect name -> statement
+        self.columns = columns
+        self._compiled: dict[str, tuple[str, list[int] | None]] = {}
+
+    def _prepare(self, dialect: sa.Dialect) -> tuple[str, list[int] | None]:
+        entry = self._compiled.get(dialect.name)
+        if entry is None:
+            compiled = self.build(dialect.name).compile(
+                dialect=dialect, column_keys=list(self.columns), for_executemany=True
+            )
+            order = None
+            if compiled.positional:
+                order = [self.columns.index(name) for name in compiled.positiontup or ()]
+            entry = self._compiled[dialect.name] = (str(compiled), order)
+        return entry
+
+    def _params(self, rows: list[tuple[Any, ...]], order: list[int] | None) -> list[Any]:
+        if order is None:  # a named paramstyle (psycopg)
+            return [dict(zip(self.columns, row)) for row in rows]
+        if order == list(range(len(self.columns))):
+            return rows
+        return [tuple(row[i] for i in order) for row in rows]
+
+    def run(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+        """Execute for every row (``executemany``)."""
+        if rows:
+            sql, order = self._prepare(conn.dialect)
+            conn.exec_driver_sql(sql, self._params(rows, order))
+
+    def scalar(self, conn: sa.Connection, row: tuple[Any, ...]) -> Any:
+        """Execute once; the first column of the one row it returns."""
+        sql, order = self._prepare(conn.dialect)
+        return conn.exec_driver_sql(sql, self._params([row], order)[0]).scalar_one()
+
+
+class _FastInsert(_Prepared):
+    """``INSERT`` of many rows; on SQLite as multi-row ``VALUES (...), (...)``.
+
+    pysqlite's ``executemany`` releases and retakes the GIL around every row
+    it steps, and each retake can wait for the task's thread, so one
+    statement per few hundred rows keeps the writer from slowing the loop.
+    Chunk sizes are powers of two so that few distinct statements are prepared.
+    """
+
+    _CHUNK = 256  # x at most 10 columns: far below SQLite's 32766 variables
+
+    def __init__(self, table: sa.Table, columns: tuple[str, ...]) -> None:
+        super().__init__(lambda _dialect: table.insert(), columns)
+        self._multi: dict[int, str] = {}
+
+    def run(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        sql, order = self._prepare(conn.dialect)
+        params = self._params(rows, order)
+        if conn.dialect.name != "sqlite" or order is None:
+            conn.exec_driver_sql(sql, params)
+            return
+        start, total = 0, len(params)
+        while start < total:
+            size = self._CHUNK
+            while size > total - start:
+                size //= 2
+            chunk = params[start : start + size]
+            start += size
+            if size == 1:
+                conn.exec_driver_sql(sql, chunk[0])
+                continue
+            statement = self._multi.get(size)
+            if statement is None:
+                head, _, group = sql.partition(" VALUES ")
+                statement = self._multi[size] = f"{head} VALUES {', '.join([group] * size)}"
+            conn.exec_driver_sql(statement, tuple(itertools.chain.from_iterable(chunk)))
+
+
+_insert_results = _FastInsert(
+    results, ("id", "serializer", "data", "path", "size", "preview")
+)
+_insert_transitions = _FastInsert(
+    state_transitions,
+    ("flow_run_id", "task_run_id", "kind", "loop_index", "block_index", "message",
+     "traceback", "result_id", "time"),
+)
+_insert_logs = _FastInsert(
+    logs,
+    ("flow_run_id", "task_run_id", "task_slug", "map_index", "loop_index", "level",
+     "message", "time"),
+)
+
+# How an upsert treats each column already in the row: "new" takes the new
+# value, "old" keeps a value once set, "new_or_old" takes the new one unless
+# it is NULL. Columns not listed are not touched by an update.
+_TASK_RUN_RULES = {
+    "flow_run_id": "new",
+    "task_slug": "new",
+    "task_name": "new",
+    "map_index": "new",
+    "state": "new",
+    "loop_index": "new",
+    "message": "new",
+    "ended": "new",
+    "result_id": "new",
+    "started": "old",
+    "loop_count": "new_or_old",
+    "looped_index": "new_or_old",
+    # NULL is a real value here (a LOOP() without result), so follow looped_index.
+    "looped_result_id": "with_looped_index",
+}
+
+
+_TASK_RUN_COLUMNS = tuple(task_runs.c.keys())
+_NATIVE_UPSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+_UPSERTS: dict[tuple[Any, ...], Any] = {}
+
+
+def _upsert_statement(table: sa.Table, dialect: str, key: str, rules: dict[str, str]) -> Any:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` following ``rules`` (SQLite, PostgreSQL)."""
+    # Built once per shape: constructing the statement costs more than running it.
+    cache_key = (table.name, dialect, key, tuple(rules.items()))
+    stmt = _UPSERTS.get(cache_key)
+    if stmt is None:
+        ins = _NATIVE_UPSERT[dialect](table)
+        new = ins.excluded
+        stmt = _UPSERTS[cache_key] = ins.on_conflict_do_update(
+            index_elements=[key], set_=_set_clause(table, rules, lambda c: new[c])
+        )
+    return stmt
+
+
+_upsert_task_runs = _Prepared(
+    lambda dialect: _upsert_statement(task_runs, dialect, "task_run_id", _TASK_RUN_RULES),
+    _TASK_RUN_COLUMNS,
+)
+
+
+def _upsert(
+    conn: sa.Connection, table: sa.Table, key: str, rows: list[dict[str, Any]],
+    rules: dict[str, str],
+) -> None:
+    """Insert ``rows``, or update those whose ``key`` exists, following ``rules``."""
+    if not rows:
+        return
+    name = conn.dialect.name
+    if name in _NATIVE_UPSERT:
+        conn.execute(_upsert_statement(table, name, key, rules), rows)
+        return
+    # Other databases: update, and insert when nothing was there.
+    for row in rows:
+        values = _set_clause(
+            table, {c: r for c, r in rules.items() if c in row},
+            lambda c, row=row: sa.literal(row[c], type_=table.c[c].type),
+        )
+        done = conn.execute(sa.update(table).where(table.c[key] == row[key]).values(values))
+        if done.rowcount == 0:
+            conn.execute(sa.insert(table).values(row))
+
+
+def _set_clause(table: sa.Table, rules: dict[str, str], new: Any) -> dict[str, Any]:
+    old = table.c
+    clause: dict[str, Any] = {}
+    for column, rule in rules.items():
+        if rule == "new":
+            clause[column] = new(column)
+        elif rule == "old":
+            clause[column] = sa.func.coalesce(old[column], new(column))
+        elif rule == "new_or_old":
+            clause[column] = sa.func.coalesce(new(column), old[column])
+        elif rule == "with_looped_index":
+            clause[column] = sa.case(
+                (new("looped_index").is_(None), old[column]), else_=new(column)
+            )
+        else:  # pragma: no cover - a typo in the rules above
+            raise ValueError(rule)
+    return clause
+
+
+_TAKE_IDS = (
+    sa.update(counters)
+    .where(counters.c.name == sa.bindparam("counter", type_=sa.String))
+    .values(value=counters.c.value + sa.bindparam("count", type_=sa.BigInteger))
+)
+_take_ids = _Prepared(
+    lambda _dialect: _TAKE_IDS.returning(counters.c.value), ("count", "counter")
+)
+
+
+def _allocate_result_ids(conn: sa.Connection, count: int) -> int:
+    """Reserve ``count`` result ids; return the first.
+
+    One statement per batch, under the transaction's write lock, so several
+    processes never get the same ids.
+    """
+    if conn.dialect.update_returning:
+        top = _take_ids.scalar(conn, (count, "results"))
+    else:
+        conn.execute(_TAKE_IDS, {"count": count, "counter": "results"})
+        top = conn.execute(
+            sa.select(counters.c.value).where(counters.c.name == "results")
+        ).scalar_one()
+    return int(top) - count + 1
+
+
+def _stored_of(record: tuple[Any, ...]) -> Stored | None:
+    """The result a buffered record carries, if any."""
+    tag = record[0]
+    if tag == _TASK:
+        return record[_T_STORED]
+    if tag == _FLOW:
+        return record[7]
+    return None
+
+
+def _task_label(event: TaskRunEvent) -> str:
+    mapped = "" if event.map_index is None else f" (map_index {event.map_index})"
+    return f"task {event.task_name!r}{mapped}"
+
+
+def _dir_name(run_id: str) -> str:
+    # Run ids are the runner's hex strings; keep a stray separator from escaping.
+    return run_id.replace(os.sep, "_").replace("/", "_")
+
+
+class StoreSink:
+    """Records a run's events in a :class:`~iterflow.store.runstore.RunStore`.
+
+    Give one to the runner as an event sink for each flow run, and call
+    :meth:`close` (or :meth:`flush`) before ``flow.run()`` returns::
+
+        sink = store.sink()
+        try:
+            ...            # the runner calls sink.handle(event) for every event
+        finally:
+            sink.close()   # commits the rest; raises StoreError if writing failed
+
+    See the module docstring for what is recorded and when it is committed.
+    """
+
+    def __init__(
+        self,
+        store: RunStore,
+        *,
+        batch_interval: float = 0.05,
+        batch_size: int = 500,
+        max_pending: int = 10_000,
+        heartbeat_interval: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.batch_interval = batch_interval
+        self.batch_size = batch_size
+        self.max_pending = max(max_pending, batch_size)
+        self.heartbeat_interval = heartbeat_interval
+        self._buffer: deque[tuple[Any, ...]] = deque()
+        self._wake = threading.Event()
+        self._room = threading.Condition()
+        self._big_bytes = 0
+        self._big_lock = threading.Lock()
+        # Role of the last recorded state of each task run still going: tells
+        # which Running to skip. Entries leave when the task run finishes, so
+        # this never outgrows the task runs in flight.
+        self._last_role: dict[str, int] = {}
+        self._error: StoreError | None = None
+        self._error_seen = False
+        self._closed = False
+        # One flag for handle() to test: set once writing failed or the sink closed.
+        self._unusable = False
+        self._stopping = False
+        self._open_runs: dict[str, None] = {}  # flow runs to keep heartbeating
+        self._next_beat = 0.0
+        self._thread = threading.Thread(
+            target=self._run, name=f"iterflow-store-writer-{id(self):x}", daemon=True
+        )
+        self._thread.start()
+        _LIVE_SINKS.add(self)
+
+    # -- the emitting side ------------------------------------------------------------
+    def handle(self, event: Any) -> None:
+        """Record ``event`` (see the module docstring); cheap unless ``event.sync``."""
+        if self._unusable:
+            self._raise()
+        cls = type(event)
+        if cls is TaskRunEvent:
+            # The hot path, twice per iteration in the task's thread: the Running
+            # that follows a Looped is settled here without another call.
+            info = _ROLES.get(type(event.state)) or _role_of(type(event.state))
+            if info[1] == _START:
+                last = self._last_role
+                previous = last.get(event.task_run_id)
+                last[event.task_run_id] = _START
+                if previous == _LOOP:
+                    return  # implied by the Looped row (see "What is recorded")
+            self._task_event(event, info)
+        elif cls is FlowRunEvent:
+            self._flow_event(event)
+        elif cls is LogEvent:
+            self._put(
+                (_LOG, event.flow_run_id, event.task_run_id, event.task_slug, event.map_index,
+                 event.loop_index, event.level, event.message, event.time, None),
+                None,
+            )
+        # Anything else is not ours to record.
+
+    def _task_event(self, event: TaskRunEvent, info: tuple[str, int]) -> None:
+        state = event.state
+        kind_name, role = info
+        task_run_id = event.task_run_id
+        last = self._last_role
+        stored: Stored | None = None
+        if role == _START:
+            pass  # handle() has decided to record it
+        elif role == _LOOP:
+            if state.result is not None:
+                stored = self._snapshot(event, state.result, True)  # may raise: not recorded
+            last[task_run_id] = _LOOP
+        elif role == _SKIP:
+            return
+        else:
+            if role == _KEEP:
+                last[task_run_id] = _KEEP
+            else:
+                last.pop(task_run_id, None)
+            if state.result is not None and role != _END_MAPPED:
+                stored = self._snapshot(event, state.result, role == _END_STRICT)
+        signal = threading.Event() if event.sync else None
+        # A _TASK record: tag, flow_run_id, task_run_id, slug, name, map_index,
+        # loop_index, kind, role, time, message, traceback, block_index, stored,
+        # loop_count, signal (see _T_* for the indexes the writer reads).
+        self._put(
+            (_TASK, event.flow_run_id, task_run_id, event.task_slug, event.task_name,
+             event.map_index, event.loop_index, kind_name, role, state.timestamp,
+             state.message, state.traceback, event.block_index, stored, state.loop_count,
+             signal),
+            signal,
+        )
+
+    def _snapshot(self, event: TaskRunEvent, value: Any, strict: bool) -> Stored:
+        serializer = event.serializer
+        if serializer is not None and serializer not in SERIALIZERS:
+            raise SerializationError(
+                f"{_task_label(event).capitalize()} asks for the serializer {serializer!r}; "
+                f"iterflow has {', '.join(map(repr, SERIALIZERS))}."
+            )
+        if type(value) in _SCALARS and serializer != "json":
+            # The common loop result (a number, a short string): nothing can fail,
+            # nothing goes to a file, so skip the general path.
+            data = pickle.dumps(value, _PROTOCOL)
+            return ("pickle", data, None, len(data), preview(value))
+        try:
+            stored = make_stored(value, serializer, lambda: self._results_dir(event.flow_run_id))
+        except StoreError:
+            raise  # the results directory cannot be written: a store problem
+        except Exception as exc:
+            if not strict:
+                return preview_only(value, serializer)
+            what = (
+                f"the loop result of {_task_label(event)} at iteration {event.loop_index}"
+                if type(event.state).kind is Kind.LOOPED
+                else f"the result of {_task_label(event)} (iteration {event.loop_index})"
+            )
+            raise SerializationError(
+                f"Cannot record {what}: {describe_failure(value, serializer, exc)}"
+            ) from exc
+        if stored[3] > _BIG and stored[1] is not None:
+            with self._big_lock:
+                self._big_bytes += stored[3]
+        return stored
+
+    def _results_dir(self, run_id: str) -> Any:
+        return self.store.results_dir / _dir_name(run_id)
+
+    def _flow_event(self, event: FlowRunEvent) -> None:
+        state = event.state
+        params_json = params_stored = None
+        if event.parameters is not None:
+            params_json, params_stored = self._snapshot_parameters(event)
+        signal = threading.Event()
+        self._put(
+            (_FLOW, event.flow_run_id, event.flow_name, state.kind.value, state.timestamp,
+             state.message, params_json, params_stored,
+             [list(pair) for pair in event.tasks] or None, event.source, state.is_finished(),
+             signal),
+            signal,
+        )
+
+    def _snapshot_parameters(self, event: FlowRunEvent) -> tuple[dict[str, Any], Stored | None]:
+        params = event.parameters or {}
+        try:
+            as_json = json.loads(json.dumps(params))
+            if as_json == params:
+                return as_json, None
+        except (TypeError, ValueError):
+            pass
+        # Not exactly JSON (tuples, datetimes, objects): keep a readable JSON
+        # version for display and the pickled originals for resuming.
+        shown: dict[str, Any] = {}
+        for key, value in params.items():
+            try:
+                json.dumps(value)
+                shown[str(key)] = value
+            except (TypeError, ValueError):
+                shown[str(key)] = preview(value)
+        try:
+            stored = make_stored(
+                dict(params), "pickle", lambda: self._results_dir(event.flow_run_id)
+            )
+        except StoreError:
+            raise
+        except Exception:
+            stored = preview_only(params, "pickle")
+        return shown, stored
+
+    def _put(self, record: tuple[Any, ...], signal: threading.Event | None) -> None:
+        buffer = self._buffer
+        buffer.append(record)
+        if len(buffer) >= self.batch_size:
+            self._wake.set()
+            if len(buffer) >= self.max_pending or self._big_bytes > _MAX_PENDING_BYTES:
+                self._wait_for_room()
+        if signal is not None:
+            self._wake.set()
+            self._wait(signal)
+
+    def _wait_for_room(self) -> None:
+        with self._room:
+            while (
+                (len(self._buffer) >= self.max_pending or self._big_bytes > _MAX_PENDING_BYTES)
+                and self._error is None
+                and self._thread.is_alive()
+            ):
+                self._wake.set()
+                self._room.wait(0.1)
+        if self._error is not None:
+            self._raise()
+
+    def _wait(self, signal: threading.Event) -> None:
+        while not signal.wait(0.5):
+            if not self._thread.is_alive():
+                break
+        if self._error is not None or not signal.is_set():
+            self._raise()
+
+    def _raise(self) -> None:
+        error = self._error
+        if error is None:
+            if self._closed:
+                raise StoreError(f"The sink for the run store {self.store.name} is closed.")
+            error = StoreError(f"The writer for the run store {self.store.name} stopped.")
+        self._error_seen = True
+        raise StoreError(str(error)) from error
+
+    def _fail(self, error: StoreError) -> None:
+        if self._error is None:
+            self._error = error
+        self._unusable = True
+
+    def flush(self) -> None:
+        """Block until everything handed to :meth:`handle` is committed."""
+        if self._error is not None:
+            self._raise()
+        if self._closed:
+            return
+        signal = threading.Event()
+        self._buffer.append((_MARK, signal))
+        self._wake.set()
+        self._wait(signal)
+
+    def close(self) -> None:
+        """Commit what is queued and stop the writer thread. Safe to call twice."""
+        if self._closed:
+            return
+        try:
+            if self._error is None:
+                self.flush()
+        finally:
+            self._closed = True
+            self._unusable = True
+            self._stopping = True
+            self._wake.set()
+            self._thread.join(timeout=self.store.lock_timeout + 5)
+            _LIVE_SINKS.discard(self)
+        if self._error is not None and not self._error_seen:
+            self._raise()
+
+    def __enter__(self) -> StoreSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"StoreSink({self.store.name!r}, pending={len(self._buffer)})"
+
+    # -- the writer thread ----------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while True:
+                self._wake.wait(self.batch_interval)
+                self._wake.clear()
+                stopping = self._stopping
+                self._drain()
+                if self._open_runs and self._error is None and time.monotonic() >= self._next_beat:
+                    self._commit([], 0)  # nothing queued, but the heartbeat is due
+                if stopping and not self._buffer:
+                    return
+        except BaseException as exc:  # a bug here must not leave handle() waiting forever
+            self._fail(StoreError(
+                f"The writer for the run store {self.store.name} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ))
+            self._discard_all()
+
+    def _drain(self) -> None:
+        buffer = self._buffer
+        while buffer:
+            batch: list[tuple[Any, ...]] = []
+            signals: list[threading.Event] = []
+            released = n_results = 0
+            while buffer and len(batch) < self.batch_size:
+                record = buffer.popleft()
+                signal = record[-1]
+                if signal is not None:
+                    signals.append(signal)
+                if record[0] == _MARK:
+                    continue
+                batch.append(record)
+                stored = _stored_of(record)
+                if stored is not None:
+                    n_results += 1
+                    if stored[1] is not None and stored[3] > _BIG:
+                        released += stored[3]
+            if batch and self._error is None:
+                try:
+                    self._commit(batch, n_results)
+                except StoreError as exc:
+                    self._fail(exc)
+                except Exception as exc:
+                    self._fail(StoreError(
+                        f"Recording to the run store {self.store.name} failed: "
+                        f"{type(exc).__name__}: {exc}"
+                    ))
+            if released:
+                with self._big_lock:
+                    self._big_bytes -= released
+            for signal in signals:
+                signal.set()
+            with self._room:
+                self._room.notify_all()
+
+    def _discard_all(self) -> None:
+        while self._buffer:
+            signal = self._buffer.popleft()[-1]
+            if signal is not None:
+                signal.set()
+        with self._room:
+            self._room.notify_all()
+
+    def _commit(self, batch: list[tuple[Any, ...]], n_results: int) -> None:
+        beat = time.monotonic() >= self._next_beat
+        committed_runs: dict[str, None] = {}
+
+        def transaction(conn: sa.Connection) -> None:
+            # Everything is rebuilt on each attempt: a retry gets fresh result ids.
+            next_id = _allocate_result_ids(conn, n_results) if n_results else 0
+            result_rows: list[tuple[Any, ...]] = []
+            transitions: list[tuple[Any, ...]] = []
+            log_rows: list[tuple[Any, ...]] = []
+            # Per task run: time of its first record, its last record (and that
+            # record's result id), its last Looped (index, result id).
+            first: dict[str, float] = {}
+            latest: dict[str, tuple[tuple[Any, ...], int | None]] = {}
+            looped: dict[str, tuple[int, int | None]] = {}
+            runs = dict(self._open_runs)
+            for record in batch:
+                tag = record[0]
+                if tag == _TASK:
+                    stored = record[_T_STORED]
+                    result_id = None
+                    if stored is not None:
+                        result_id = next_id
+                        next_id += 1
+                        result_rows.append((result_id, *stored))
+                    task_run_id = record[2]
+                    # flow_run_id, task_run_id, kind, loop_index, block_index, message,
+                    # traceback, result_id, time
+                    transitions.append((record[1], task_run_id, record[7], record[6],
+                                        record[12], record[10], record[11], result_id,
+                                        record[_T_TIME]))
+                    if task_run_id not in first:
+                        first[task_run_id] = record[_T_TIME]
+                    latest[task_run_id] = (record, result_id)
+                    if record[_T_ROLE] == _LOOP:
+                        looped[task_run_id] = (record[6], result_id)
+                elif tag == _LOG:
+                    log_rows.append(record[1:-1])
+                elif tag == _FLOW:
+                    next_id = self._write_flow(conn, record, next_id, result_rows,
+                                               transitions, runs)
+            snapshots: list[tuple[Any, ...]] = [
+                _task_run_row(record, result_id, first[task_run_id], looped.get(task_run_id))
+                for task_run_id, (record, result_id) in latest.items()
+            ]
+            _insert_results.run(conn, result_rows)
+            if conn.dialect.name in _NATIVE_UPSERT:
+                _upsert_task_runs.run(conn, snapshots)
+            else:
+                _upsert(conn, task_runs, "task_run_id",
+                        [dict(zip(_TASK_RUN_COLUMNS, row)) for row in snapshots],
+                        _TASK_RUN_RULES)
+            _insert_transitions.run(conn, transitions)
+            _insert_logs.run(conn, log_rows)
+            if beat and runs:
+                conn.execute(
+                    sa.update(flow_runs)
+                    .where(flow_runs.c.run_id.in_(list(runs)))
+                    .values(heartbeat=time.time())
+                )
+            committed_runs.clear()
+            committed_runs.update(runs)
+
+        self.store.write(transaction)
+        # Only now, with the transaction committed, does the run set change.
+        self._open_runs = committed_runs
+        if beat:
+            self._next_beat = time.monotonic() + self.heartbeat_interval
+
+    def _write_flow(
+        self,
+        conn: sa.Connection,
+        record: tuple[Any, ...],
+        next_id: int,
+        result_rows: list[tuple[Any, ...]],
+        transitions: list[tuple[Any, ...]],
+        runs: dict[str, None],
+    ) -> int:
+        (_, run_id, flow_name, kind, at, message, params_json, params_stored, tasks, source,
+         finished, _signal) = record
+        if tasks is not None:
+            _upsert(conn, flows, "name",
+                    [{"name": flow_name, "created": at, "updated": at, "tasks": tasks}],
+                    {"created": "old", "updated": "new", "tasks": "new"})
+        row: dict[str, Any] = {
+            "run_id": run_id, "flow_name": flow_name, "state": kind, "started": at,
+            "message": message, "ended": at if finished else None, "source": source,
+        }
+        rules = {"flow_name": "new", "state": "new", "message": "new", "ended": "new",
+                 "started": "old", "source": "new_or_old"}
+        if params_json is not None:
+            # A resumed run sends the original parameters again: keep the first record.
+            row["parameters"] = params_json
+            row["parameters_result_id"] = None
+            if params_stored is not None:
+                row["parameters_result_id"] = next_id
+                result_rows.append((next_id, *params_stored))
+                next_id += 1
+            rules["parameters"] = "old"
+            rules["parameters_result_id"] = "old"
+        if finished:
+            runs.pop(run_id, None)
+        else:
+            row.update(pid=os.getpid(), host=HOST, heartbeat=time.time())
+            rules.update(pid="new", host="new", heartbeat="new")
+            runs[run_id] = None
+        _upsert(conn, flow_runs, "run_id", [row], rules)
+        transitions.append((run_id, None, kind, None, None, message, None, None, at))
+        return next_id
+
+
+def _task_run_row(
+    record: tuple[Any, ...],
+    result_id: int | None,
+    started: float,
+    looped: tuple[int, int | None] | None,
+) -> tuple[Any, ...]:
+    """The ``task_runs`` row after a batch (in table order), from its last record there."""
+    (_, flow_run_id, task_run_id, slug, name, map_index, loop_index, kind, role, at,
+     message, _traceback, _block, _stored, loop_count, _signal) = record
+    finished = role >= _END_STRICT
+    if not finished:
+        loop_count = None
+    looped_index = looped_result_id = None
+    if looped is not None:
+        looped_index, looped_result_id = looped
+        if loop_count is None:
+            loop_count = looped_index + 1  # iterations recorded so far
+    row = (
+        task_run_id, flow_run_id, slug, name, map_index, kind, loop_count, loop_index,
+        looped_index, looped_result_id, result_id if finished else None, started,
+        at if finished else None, message,
+    )
+    return row
+
+
+_ROW_ORDER = (
+    "task_run_id", "flow_run_id", "task_slug", "task_name", "map_index", "state",
+    "loop_count", "loop_index", "looped_index", "looped_result_id", "result_id", "started",
+    "ended", "message",
+)
+# _task_run_row builds its tuple in the table's column order; keep them in step.
+assert _ROW_ORDER == _TASK_RUN_COLUMNS, "task_runs columns changed: update _task_run_row"
+
+
+# Sinks whose writer may still hold records: flushed at interpreter exit, so a
+# script that forgets close() still leaves a complete record.
+_LIVE_SINKS: weakref.WeakSet[StoreSink] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for sink in list(_LIVE_SINKS):
+        try:
+            sink.close()
+        except Exception:
+            pass

@@ -1,0 +1,91 @@
+"""Fixtures for the store tests: a fresh store per test, on SQLite and, when
+``ITERFLOW_TEST_POSTGRES_URL`` is set, on PostgreSQL too.
+
+Each PostgreSQL test gets its own schema (through ``search_path`` in the URL),
+dropped afterwards, so tests never see each other's rows and the suite needs
+only one database.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+PG_URL = os.environ.get("ITERFLOW_TEST_POSTGRES_URL")
+
+BACKENDS = [
+    "sqlite",
+    pytest.param(
+        "postgres",
+        marks=[
+            pytest.mark.postgres,
+            pytest.mark.skipif(not PG_URL, reason="ITERFLOW_TEST_POSTGRES_URL is not set"),
+        ],
+    ),
+]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """``ITERFLOW_HOME`` for this test (results files land under it)."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("ITERFLOW_HOME", str(path))
+    monkeypatch.delenv("ITERFLOW_STORE_URL", raising=False)
+    return path
+
+
+def _pg_schema_url(schema: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request, tmp_path, home) -> Iterator[str]:
+    """A URL for an empty store: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield _pg_schema_url(schema)
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path, home) -> str:
+    """A SQLite store URL, for what only SQLite can show (files, locks, full disks)."""
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.fixture
+def store(store_url):
+    """An open store at ``store_url``."""
+    from iterflow.store import open_store
+
+    st = open_store(store_url)
+    yield st
+    st.close()
+
+
+@pytest.fixture
+def sink(store):
+    """A sink on ``store`` with the default batching, closed after the test."""
+    s = store.sink()
+    yield s
+    try:
+        s.close()
+    except Exception:
+        pass  # a test that broke the store on purpose has already checked the error

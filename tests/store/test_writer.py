@@ -1,0 +1,413 @@
+"""The event sink: what it records, when it commits, and how it fails."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from iterflow.errors import SerializationError, StoreError
+from iterflow.states import Failed, Looped, Mapped, Pending, Retrying, Running, Success
+from iterflow.store import open_store
+from iterflow.store.results import FILE_THRESHOLD
+
+from .helpers import RunEvents
+
+
+def rows(store, sql: str, **params):
+    with store.engine.connect() as conn:
+        return conn.execute(sa.text(sql), params).all()
+
+
+def looped_count(store, run_id: str) -> int:
+    return rows(
+        store,
+        "SELECT count(*) FROM state_transitions WHERE flow_run_id = :r AND kind = 'Looped'",
+        r=run_id,
+    )[0][0]
+
+
+def wait_for(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+# -- what is recorded -------------------------------------------------------------------
+
+
+def test_a_loop_is_recorded_iteration_by_iteration(store, sink):
+    run = RunEvents(sink, flow_name="acc")
+    run.start(parameters={"n": 3}, tasks=(("acc-1", "accumulate"),))
+    run.loop("acc-1", [1, 3, 6], final=10, name="accumulate")
+    run.finish()
+    sink.flush()
+
+    history = store.iterations(run.run_id, "accumulate")
+    assert [(h.state, h.loop_index, h.preview) for h in history] == [
+        ("Looped", 0, "1"), ("Looped", 1, "3"), ("Looped", 2, "6"), ("Success", 3, "10"),
+    ]
+    assert [store.load_result(h.result_id) for h in history] == [1, 3, 6, 10]
+    (task_run,) = store.task_runs(run.run_id)
+    assert (task_run.state, task_run.loop_count, task_run.loop_index) == ("Success", 4, 3)
+    assert task_run.result_preview == "10"
+    info = store.get_run(run.run_id)
+    assert (info.state, info.flow_name, info.parameters) == ("Success", "acc", {"n": 3})
+    assert info.ended is not None and info.started <= info.ended
+
+
+def test_running_after_looped_and_pending_are_not_rows(store, sink):
+    # The choice documented in writer.py: the Running that follows each Looped
+    # is implied by it; Pending is not history. Starts and restarts are kept.
+    run = RunEvents(sink)
+    run.start()
+    run.task("t", Pending())
+    run.task("t", Running(loop_index=0))
+    run.task("t", Looped(result=1, loop_index=0))
+    run.task("t", Running(loop_index=1), loop_index=1)
+    run.task("t", Retrying("boom", loop_index=1), loop_index=1)
+    run.task("t", Running(loop_index=1), loop_index=1)
+    run.task("t", Success(result=2, loop_count=2), loop_index=1)
+    run.finish()
+    sink.flush()
+    kinds = rows(
+        store,
+        "SELECT kind, loop_index FROM state_transitions WHERE task_run_id = :t ORDER BY id",
+        t=run.task_run_id("t"),
+    )
+    assert [tuple(r) for r in kinds] == [
+        ("Running", 0), ("Looped", 0), ("Retrying", 1), ("Running", 1), ("Success", 1),
+    ]
+    # The flow run's own states are recorded too (task_run_id NULL).
+    flow_kinds = rows(
+        store,
+        "SELECT kind FROM state_transitions WHERE flow_run_id = :r AND task_run_id IS NULL "
+        "ORDER BY id",
+        r=run.run_id,
+    )
+    assert [r[0] for r in flow_kinds] == ["Running", "Success"]
+
+
+def test_a_mutated_loop_result_keeps_its_recorded_value(store, sink):
+    run = RunEvents(sink)
+    run.start()
+    carried = [0]
+    for i in range(3):
+        run.task("t", Running(loop_index=i), loop_index=i)
+        run.task("t", Looped(result=carried, loop_index=i), loop_index=i)
+        carried.append(i + 1)  # the next iteration mutates the same object
+    sink.flush()
+    values = [store.load_result(h.result_id) for h in store.iterations(run.run_id, "t")]
+    assert values == [[0], [0, 1], [0, 1, 2]]
+
+
+def test_unserializable_loop_result_names_task_iteration_and_type(store, sink):
+    run = RunEvents(sink)
+    run.start()
+    run.task("t", Running(loop_index=4), loop_index=4, name="train")
+    with pytest.raises(SerializationError) as caught:
+        run.task("t", Looped(result=threading.Lock(), loop_index=4), loop_index=4, name="train")
+    message = str(caught.value)
+    assert "task 'train'" in message and "iteration 4" in message
+    assert "_thread.lock" in message
+    assert "store=None" in message and "json" in message
+    # Nothing half-recorded, and the sink still works (the runner records Failed).
+    run.task("t", Failed("cannot record"), loop_index=4)
+    sink.flush()
+    assert looped_count(store, run.run_id) == 0
+    assert store.task_runs(run.run_id)[0].state == "Failed"
+
+
+def test_unserializable_final_result_also_raises(sink):
+    run = RunEvents(sink)
+    run.start()
+    with pytest.raises(SerializationError, match=r"result of task 't' \(map_index 2\)"):
+        run.task("t", Success(result=threading.Lock()), map_index=2)
+
+
+def test_json_serializer(store, sink):
+    run = RunEvents(sink)
+    run.start()
+    run.task("t", Looped(result={"k": (1, 2)}, loop_index=0), serializer="json")
+    with pytest.raises(SerializationError, match=r"with 'json'.*JSON-friendly"):
+        run.task("t", Looped(result={1, 2}, loop_index=1), loop_index=1, serializer="json")
+    with pytest.raises(SerializationError, match="serializer 'yaml'"):
+        run.task("t", Looped(result=1, loop_index=1), loop_index=1, serializer="yaml")
+    sink.flush()
+    (history,) = store.iterations(run.run_id, "t")
+    assert history.serializer == "json"
+    assert store.load_result(history.result_id) == {"k": [1, 2]}
+
+
+def test_failed_state_keeps_an_unpicklable_exception_as_a_preview(store, sink):
+    class Unpicklable(Exception):
+        def __reduce__(self):
+            raise TypeError("no pickling")
+
+    run = RunEvents(sink)
+    run.start()
+    run.task("t", Running())
+    failed = Failed("it broke", Unpicklable("bad"))
+    failed.traceback = "Traceback (most recent call last): ..."
+    run.task("t", failed)  # must not raise: the failure is what matters
+    sink.flush()
+    (history,) = store.iterations(run.run_id, "t")
+    assert history.state == "Failed" and history.message == "it broke"
+    assert history.traceback.startswith("Traceback")
+    assert "Unpicklable('bad')" in history.preview
+    with pytest.raises(StoreError, match="only its preview"):
+        store.load_result(history.result_id)
+
+
+def test_large_result_goes_to_a_file_under_iterflow_home(store, sink, home):
+    value = "x" * (FILE_THRESHOLD + 10)
+    run = RunEvents(sink)
+    run.start()
+    run.task("t", Looped(result=value, loop_index=0))
+    sink.flush()
+    (history,) = store.iterations(run.run_id, "t")
+    path, data = rows(store, "SELECT path, data FROM results WHERE id = :i", i=history.result_id)[0]
+    assert data is None and path.startswith(str(home / "results"))
+    assert history.size > FILE_THRESHOLD
+    assert history.preview.startswith("'xxx") and len(history.preview) <= 200
+    assert store.load_result(history.result_id) == value
+
+
+class Bomb:
+    """Unpickling it raises: shows that displays never unpickle."""
+
+    def __reduce__(self):
+        return (_explode, ())
+
+    def __repr__(self):
+        return "Bomb()"
+
+
+def _explode():
+    raise RuntimeError("unpickled!")
+
+
+def test_previews_are_shown_without_unpickling(store, sink):
+    run = RunEvents(sink)
+    run.start()
+    run.loop("t", [Bomb()], final=Bomb())
+    run.finish()
+    sink.flush()
+    assert [h.preview for h in store.iterations(run.run_id, "t")] == ["Bomb()", "Bomb()"]
+    assert store.task_runs(run.run_id)[0].result_preview == "Bomb()"
+    assert store.list_runs()[0].run_id == run.run_id
+    with pytest.raises(RuntimeError, match="unpickled!"):
+        store.load_result(store.iterations(run.run_id, "t")[0].result_id)
+
+
+def test_none_results_take_no_result_row(store, sink):
+    run = RunEvents(sink)
+    run.start()
+    run.loop("t", [None, None], final=None)
+    sink.flush()
+    history = store.iterations(run.run_id, "t")
+    assert [(h.result_id, h.preview) for h in history] == [(None, None)] * 3
+    assert rows(store, "SELECT count(*) FROM results")[0][0] == 0
+
+
+def test_mapped_parent_result_is_not_stored_twice(store, sink):
+    run = RunEvents(sink)
+    run.start()
+    children = []
+    for i in range(3):
+        run.task("m", Running(), map_index=i)
+        children.append(Success(result=i * 10, loop_count=1))
+        run.task("m", children[-1], map_index=i)
+    run.task("m", Mapped(map_states=children))
+    sink.flush()
+    assert rows(store, "SELECT count(*) FROM results")[0][0] == 3
+    states = {(t.map_index, t.state) for t in store.task_runs(run.run_id)}
+    assert states == {(None, "Mapped"), (0, "Success"), (1, "Success"), (2, "Success")}
+
+
+def test_logs_are_recorded(store, sink):
+    run = RunEvents(sink)
+    run.start()
+    run.task("a", Running(), name="alpha")
+    run.task("b", Running(), name="beta")
+    run.log("from a", slug="a", loop_index=0)
+    run.log("from b", slug="b", level=40)
+    run.log("from the engine")
+    sink.flush()
+    assert [e.message for e in store.logs(run.run_id)] == ["from a", "from b", "from the engine"]
+    (only_b,) = store.logs(run.run_id, task="beta")
+    assert (only_b.message, only_b.level_name, only_b.task_slug) == ("from b", "ERROR", "b")
+    assert [e.message for e in store.logs(run.run_id, task="a")] == ["from a"]
+
+
+# -- when it commits -----------------------------------------------------------------------
+
+
+def test_events_wait_for_a_batch_until_flush(store):
+    sink = store.sink(batch_interval=30, batch_size=10_000)
+    run = RunEvents(sink)
+    run.start()  # flow events are committed at once
+    run.loop("t", list(range(50)), final=0)
+    time.sleep(0.1)
+    assert looped_count(store, run.run_id) == 0  # still waiting for its batch
+    sink.flush()
+    assert looped_count(store, run.run_id) == 50
+    sink.close()
+
+
+def test_a_full_batch_commits_without_flush(store):
+    sink = store.sink(batch_interval=30, batch_size=20)
+    run = RunEvents(sink)
+    run.start()
+    run.loop("t", list(range(45)), final=0)  # 45 Looped + 2 more records
+    assert wait_for(lambda: looped_count(store, run.run_id) >= 40)
+    sink.close()
+    assert looped_count(store, run.run_id) == 45
+
+
+def test_batches_commit_within_the_interval(store):
+    sink = store.sink(batch_interval=0.05)
+    run = RunEvents(sink)
+    run.start()
+    run.task("t", Looped(result=1, loop_index=0))
+    started = time.monotonic()
+    assert wait_for(lambda: looped_count(store, run.run_id) == 1, timeout=2)
+    assert time.monotonic() - started < 1.0
+    sink.close()
+
+
+def test_sync_events_are_committed_before_handle_returns(store):
+    sink = store.sink(batch_interval=30, batch_size=10_000)
+    run = RunEvents(sink)
+    run.start()
+    run.task("t", Running())
+    for i in range(3):
+        run.task("t", Looped(result=i, loop_index=i), loop_index=i, sync=True)
+        assert looped_count(store, run.run_id) == i + 1
+    sink.close()
+
+
+def test_close_commits_and_then_refuses_events(store):
+    sink = store.sink(batch_interval=30, batch_size=10_000)
+    run = RunEvents(sink)
+    run.start()
+    run.loop("t", [1, 2], final=3)
+    sink.close()
+    assert looped_count(store, run.run_id) == 2
+    sink.close()  # twice is fine
+    with pytest.raises(StoreError, match="closed"):
+        run.task("t", Running())
+
+
+def test_memory_stays_flat_with_back_pressure(store, monkeypatch):
+    # A slow database must make handle() wait, not pile events up in memory.
+    write = store.write
+
+    def slow_write(fn):
+        time.sleep(0.01)
+        return write(fn)
+
+    monkeypatch.setattr(store, "write", slow_write)
+    sink = store.sink(batch_interval=0.01, batch_size=20, max_pending=50)
+    run = RunEvents(sink)
+    run.start()
+    largest = 0
+    for i in range(400):
+        run.task("t", Looped(result=i, loop_index=i), loop_index=i)
+        largest = max(largest, len(sink._buffer))
+    sink.close()
+    assert largest <= 50
+    assert looped_count(store, run.run_id) == 400
+
+
+def test_heartbeat_is_kept_while_the_run_is_open(store):
+    sink = store.sink(heartbeat_interval=0.05)
+    run = RunEvents(sink)
+    run.start()
+    first = store.get_run(run.run_id).heartbeat
+    assert wait_for(lambda: store.get_run(run.run_id).heartbeat > first, timeout=3)
+    info = store.get_run(run.run_id)
+    assert info.state == "Running" and info.pid is not None and info.host
+    run.finish()
+    sink.close()
+    assert store.get_run(run.run_id).state == "Success"
+
+
+# -- how it fails ----------------------------------------------------------------------------
+
+
+def test_locked_database_fails_clearly_and_keeps_what_was_committed(sqlite_url):
+    store = open_store(sqlite_url, lock_timeout=0.3)
+    sink = store.sink(batch_interval=30, batch_size=10_000)
+    run = RunEvents(sink)
+    run.start()
+    run.loop("t", [1, 2, 3], end=Running(loop_index=3))
+    sink.flush()
+
+    blocker = sa.create_engine(sqlite_url).raw_connection()
+    blocker.isolation_level = None
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        run.task("t", Looped(result=4, loop_index=3), loop_index=3)
+        with pytest.raises(StoreError, match=r"locked.*Everything committed before"):
+            sink.flush()
+        with pytest.raises(StoreError, match="locked"):
+            run.task("t", Running(loop_index=4), loop_index=4)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    sink.close()  # the error was seen: close does not raise it again
+    assert looped_count(store, run.run_id) == 3
+    store.close()
+
+
+def test_a_short_lock_is_waited_out(sqlite_url):
+    store = open_store(sqlite_url, lock_timeout=10)
+    sink = store.sink(batch_interval=30, batch_size=10_000)
+    run = RunEvents(sink)
+    run.start()
+    blocker = sa.create_engine(sqlite_url).raw_connection()
+    blocker.isolation_level = None
+    blocker.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.3, lambda: blocker.execute("ROLLBACK")).start()
+    run.loop("t", [1, 2], final=3)
+    sink.close()  # waits for the lock, then commits
+    blocker.close()
+    assert looped_count(store, run.run_id) == 2
+    store.close()
+
+
+def test_full_disk_fails_clearly_and_keeps_what_was_committed(sqlite_url):
+    store = open_store(sqlite_url)
+    sink = store.sink(batch_interval=30, batch_size=200)
+    run = RunEvents(sink)
+    run.start()
+    run.loop("t", list(range(10)), end=Running(loop_index=10))
+    sink.flush()
+
+    # From now on the database may not grow: SQLite reports SQLITE_FULL, exactly
+    # as on a full disk.
+    def cap(dbapi_connection, _record):
+        pages = dbapi_connection.execute("PRAGMA page_count").fetchone()[0]
+        dbapi_connection.execute(f"PRAGMA max_page_count = {pages}")
+
+    sa.event.listen(store.engine, "connect", cap)
+    store.engine.dispose()
+    with pytest.raises(StoreError, match="disk is full"):
+        for i in range(10, 5000):
+            run.task("t", Looped(result="y" * 1000, loop_index=i), loop_index=i)
+        sink.flush()
+    with pytest.raises(StoreError, match="disk is full"):
+        sink.flush()
+    sink.close()
+    store.close()
+
+    reopened = open_store(sqlite_url)
+    assert looped_count(reopened, run.run_id) == 10
+    assert [h.loop_index for h in reopened.iterations(run.run_id, "t")] == list(range(10))
+    reopened.close()
