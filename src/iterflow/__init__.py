@@ -15,6 +15,7 @@
 """
 
 from iterflow.context import context
+from iterflow.core.block import loop
 from iterflow.core.flow import Flow
 from iterflow.core.parameter import Parameter
 from iterflow.core.task import Task, flatten, task, unmapped
@@ -37,6 +38,7 @@ __all__ = [
     "context",
     "flatten",
     "ifelse",
+    "loop",
     "merge",
     "switch",
     "task",

@@ -116,7 +116,9 @@ class ResumePoint:
     whose loop result is the carried value. ``iterations`` holds what the
     task runs *inside* blocks already have, per block iteration: the key is
     the iteration's task-run-id prefix, ``f"{run_id}/{block_slug}/{k}"``
-    (a nested block adds ``/{inner_slug}/{k2}``), and the value has the same
+    (a nested block adds ``/{inner_slug}/{k2}``; the second and later attempts
+    at a retried iteration add ``/attempt{n}``, and a resumed block continues
+    the latest attempt it finds), and the value has the same
     ``finished`` and ``loops`` as above for the task runs of that iteration
     (a nested block's node among them). A store builds it by grouping task
     runs by their id with ``/{slug}`` or ``/{slug}/{map_index}`` cut off:

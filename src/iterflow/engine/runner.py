@@ -13,6 +13,12 @@ nothing is left to do and nothing is running. A job runs a task run to its
 end, loop included, so the runner sees one result per task run however many
 iterations it took.
 
+Loop blocks (:mod:`iterflow.engine.block`) add *scopes*: every instruction
+and every running job belongs to one, the flow itself or one iteration of a
+block, which has its own small machine. The runner treats them all alike;
+when it meets a block node it hands it to :class:`~iterflow.engine.block.Blocks`,
+whose iterations then feed ``todo`` like the flow's machine does.
+
 Parameters and cache hits finish on the spot, without a job. A job that
 cannot be sent (an unpicklable task on Dask) or that crashes outside the task
 (a worker lost for good) fails its task run with a message naming the cause.
@@ -36,6 +42,16 @@ from iterflow.core.state import (
     State,
     Success,
 )
+from iterflow.engine.block import (
+    Blocks,
+    EndOfIteration,
+    LoopBlock,
+    Pause,
+    Scope,
+    compile_blocks,
+    pause,
+    task_run_id,
+)
 from iterflow.engine.cache import MemoryCache, cache_fingerprint
 from iterflow.engine.events import EventBus, FlowRunEvent, ResumePoint, TaskRunEvent
 from iterflow.engine.expand import TaskRunSpec, run_task_run
@@ -50,11 +66,6 @@ class RunCancelled(BaseException):
     A ``BaseException`` like ``KeyboardInterrupt``, so a task's ``except
     Exception`` does not swallow it.
     """
-
-
-def task_run_id(flow_run_id: str, slug: str, map_index: int | None) -> str:
-    """The id of a task run: deterministic, so a resumed run reuses its task runs."""
-    return f"{flow_run_id}/{slug}" if map_index is None else f"{flow_run_id}/{slug}/{map_index}"
 
 
 class FlowRunner:
@@ -85,14 +96,18 @@ class FlowRunner:
         self.source = source
         # Inputs of submitted task runs that will fill the cache when they succeed.
         self._cached_inputs: dict[tuple[Any, int | None], dict[str, Any]] = {}
+        self._blocks: Blocks | None = None  # the flow's loop blocks, when it has any
 
     # -- public ---------------------------------------------------------------
     def run(self) -> State:
         """Run the flow; return its final state (``result``: task -> final state)."""
         flow = self.flow
         emit = self.bus.emit if self.bus is not None else None
+        root_view, plans = compile_blocks(flow)  # checks blocks before anything runs
+        if plans:
+            self._blocks = Blocks(flow, plans, self.run_id, emit, self.resume, self.executor)
         machine = FlowMachine(
-            flow,
+            root_view,
             resume_finished=self.resume.finished if self.resume else None,
             resume_loops=self.resume.loops if self.resume else None,
         )
@@ -103,23 +118,28 @@ class FlowRunner:
             "parameters": self.parameters,
         }
         state = self._flow_move(Pending(), Running("running"), initial=True)
-        running: dict[Any, tuple[Any, int | None]] = {}
+        running: dict[Any, tuple[Scope, Any, int | None]] = {}
         try:
             if state.is_finished():  # a flow state handler ended the run before it began
                 return self._finish(state, machine)
             with self.executor.start():
                 relay = self.executor.event_relay(emit)
-                todo: deque = deque(machine.start())
+                root = Scope(machine, self.run_id, self.base_context, relay)
+                todo: deque = deque(root.start())
                 while todo or running:
                     while todo:
-                        self._act(todo.popleft(), machine, running, todo, relay, emit)
+                        scope, instr = todo.popleft()
+                        self._act(instr, scope, running, todo, emit)
                     if running:
                         done, _ = self.executor.wait(list(running))
                         for future in done:
-                            task, map_index = running.pop(future)
-                            final = self._job_result(future, task, map_index, emit)
+                            scope, task, map_index = running.pop(future)
+                            if isinstance(task, Pause):
+                                todo.extend(task.over())
+                                continue
+                            final = self._job_result(future, scope, task, map_index, emit)
                             self._remember(task, map_index, final)
-                            todo.extend(machine.task_run_finished(task, map_index, final))
+                            todo.extend(scope.task_run_finished(task, map_index, final))
             final_state = machine.flow_state()
         except BaseException as exc:
             if not isinstance(exc, (KeyboardInterrupt, RunCancelled)):
@@ -135,32 +155,48 @@ class FlowRunner:
         return self._finish(final_state, machine)
 
     # -- acting on instructions -------------------------------------------------
-    def _act(self, instr, machine, running, todo, relay, emit) -> None:
+    def _act(self, instr, scope: Scope, running, todo, emit) -> None:
         if isinstance(instr, Finished):
             if emit is not None and not instr.resumed:
-                emit(self._event(instr.task, instr.map_index, instr.state))
+                emit(self._event(scope, instr.task, instr.map_index, instr.state))
+            return
+        if isinstance(instr, EndOfIteration):  # a block judges its iteration and goes on
+            todo.extend(instr.take())
+            return
+        if isinstance(instr, Pause):  # a block's retry delay, run as a job
+            try:
+                running[self.executor.submit(pause, instr.seconds, key=instr.key)] = (
+                    scope, instr, None
+                )
+            except Exception:  # no worker to wait on: skip the delay rather than stall
+                todo.extend(instr.over())
             return
         task, map_index = instr.task, instr.map_index
+        if isinstance(task, LoopBlock):
+            todo.extend(self._blocks.start(scope, instr))
+            return
         quick = self._finish_without_job(instr)
         if quick is not None:
             if emit is not None:
-                emit(self._event(task, map_index, quick))
-            todo.extend(machine.task_run_finished(task, map_index, quick))
+                emit(self._event(scope, task, map_index, quick))
+            todo.extend(scope.task_run_finished(task, map_index, quick))
             return
         spec = TaskRunSpec(
             task=task,
             map_index=map_index,
             inputs=instr.inputs,
             flow_run_id=self.run_id,
-            task_run_id=task_run_id(self.run_id, task.slug, map_index),
-            base_context=self.base_context,
+            task_run_id=scope.task_run_id(task, map_index),
+            base_context=scope.base_context,
             start_loop_index=instr.start_loop_index,
             loop_result=instr.loop_result,
             serializer=self.flow.serializer,
-            checkpoint_source=self.checkpoint_source,
+            # A store finds a task run's last iteration by (slug, map_index), which
+            # inside a block names every iteration's run of the task at once.
+            checkpoint_source=self.checkpoint_source if scope.run is None else None,
         )
         try:
-            future = self.executor.submit(run_task_run, spec, relay, key=spec.task_run_id)
+            future = self.executor.submit(run_task_run, spec, scope.relay, key=spec.task_run_id)
         except Exception as exc:
             failed = Failed(
                 f"task {task.name!r} in flow {self.flow.name!r} could not be sent to "
@@ -169,10 +205,10 @@ class FlowRunner:
                 loop_count=0,
             )
             if emit is not None:
-                emit(self._event(task, map_index, failed))
-            todo.extend(machine.task_run_finished(task, map_index, failed))
+                emit(self._event(scope, task, map_index, failed))
+            todo.extend(scope.task_run_finished(task, map_index, failed))
             return
-        running[future] = (task, map_index)
+        running[future] = (scope, task, map_index)
         if task.cache_for is not None:
             self._cached_inputs[(task, map_index)] = instr.inputs
 
@@ -199,7 +235,8 @@ class FlowRunner:
     def _cache_key(self, task: Any) -> str:
         return task.cache_key or f"{self.flow.name}/{task.slug}"
 
-    def _job_result(self, future: Any, task: Any, map_index: int | None, emit) -> State:
+    def _job_result(self, future: Any, scope: Scope, task: Any, map_index: int | None,
+                    emit) -> State:
         try:
             return self.executor.result(future)
         except Exception as exc:
@@ -210,20 +247,24 @@ class FlowRunner:
                 loop_count=0,
             )
             if emit is not None:
-                emit(self._event(task, map_index, failed))
+                emit(self._event(scope, task, map_index, failed))
             return failed
 
     # -- ending -----------------------------------------------------------------
     def _cancel_unfinished(self, machine: FlowMachine, running, emit, why: str) -> None:
-        for task, map_index in list(running.values()):
-            if emit is not None:
-                emit(self._event(task, map_index, Cancelled(why, loop_count=0)))
+        for scope, task, map_index in list(running.values()):
+            if emit is not None and not isinstance(task, Pause):
+                emit(self._event(scope, task, map_index, Cancelled(why, loop_count=0)))
+        if self._blocks is not None:
+            self._blocks.cancel(why)
         for task in machine.unfinished():
             machine.states[task] = Cancelled(why, loop_count=0)
 
     def _finish(self, state: State, machine: FlowMachine) -> State:
-        state = self._flow_move(self._flow_state, state)
-        state.result = dict(machine.states)
+        if state is not self._flow_state:  # a flow handler may have ended the run already
+            state = self._flow_move(self._flow_state, state)
+        blocks = self._blocks
+        state.result = dict(machine.states) if blocks is None else blocks.results(machine.states)
         state.run_id = self.run_id
         if self.bus is not None:
             self.bus.flush()
@@ -233,7 +274,7 @@ class FlowRunner:
         for handler in self.flow.state_handlers:
             returned = handler(self.flow, old, new)
             if returned is not None:
-                check_transition(old, returned, f"flow {self.flow.name}")
+                check_transition(old, returned, self.flow.name, owner="flow")
                 new = returned
         self._flow_state = new
         if self.bus is not None:
@@ -251,10 +292,11 @@ class FlowRunner:
             )
         return new
 
-    def _event(self, task: Any, map_index: int | None, state: State) -> TaskRunEvent:
+    def _event(self, scope: Scope, task: Any, map_index: int | None,
+               state: State) -> TaskRunEvent:
         return TaskRunEvent(
             self.run_id,
-            task_run_id(self.run_id, task.slug, map_index),
+            scope.task_run_id(task, map_index),
             task.slug,
             task.name,
             map_index,
@@ -262,4 +304,5 @@ class FlowRunner:
             state,
             False,
             task.serializer or self.flow.serializer,
+            scope.block_index,
         )
