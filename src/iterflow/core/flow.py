@@ -18,7 +18,7 @@ the cycle's path), and hands itself to :mod:`iterflow.runtime` to run.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,22 @@ __all__ = ["Flow"]
 _active_flow: ContextVar[Flow | None] = ContextVar("iterflow_active_flow", default=None)
 # Blocks (``case``, ``loop``) that want to know which tasks are created inside them.
 _block_stack: ContextVar[tuple[Any, ...]] = ContextVar("iterflow_block_stack", default=())
+
+
+class _Children(Mapping[Task, list[Task]]):
+    """A read-only view of each task's downstream tasks, for the cycle check."""
+
+    def __init__(self, downstream: dict[Task, list[Edge]]) -> None:
+        self._downstream = downstream
+
+    def __getitem__(self, task: Task) -> list[Task]:
+        return [e.downstream_task for e in self._downstream[task]]
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(self._downstream)
+
+    def __len__(self) -> int:
+        return len(self._downstream)
 
 
 class Flow:
@@ -152,8 +168,8 @@ class Flow:
                         f"task {downstream_task.name!r} in flow {self.name!r} already has an "
                         f"input {key!r} (from {edge.upstream_task.name!r})"
                     )
-        children = {t: [e.downstream_task for e in edges] for t, edges in self._downstream.items()}
-        path = find_path(downstream_task, upstream_task, children)
+        # Read children on demand: copying the whole graph per edge made building quadratic.
+        path = find_path(downstream_task, upstream_task, _Children(self._downstream))
         if path is not None:
             names = [t.slug for t in path] + [downstream_task.slug]
             raise CycleError(

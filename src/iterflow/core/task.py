@@ -177,8 +177,14 @@ class Task:
             kind = sig.parameters[name].kind
             if kind is inspect.Parameter.VAR_KEYWORD:
                 result.update(value)
+            elif kind is inspect.Parameter.VAR_POSITIONAL:
+                # Inputs reach the function by keyword, which cannot fill *args.
+                raise TypeError(
+                    f"Task {self.name!r} in flow {flow.name!r} cannot take {len(value)} "
+                    f"argument(s) through *{name}: tasks get their inputs by keyword. Pass "
+                    f"them as one list argument or by name (**kwargs)."
+                )
             else:
-                # *args are passed through as one tuple under their own name.
                 result[name] = value
         return result
 
