@@ -50,6 +50,34 @@ def resolve_parameters(flow: Any, given: dict[str, Any] | None) -> dict[str, Any
     return {n: given.get(n, p.default) for n, p in declared.items()}
 
 
+def _resumed_parameters(flow: Any, given: dict[str, Any] | None, point: Any) -> dict[str, Any]:
+    """A resumed run keeps its parameters: refuse values that differ from them.
+
+    Finished Parameter tasks load their values from the store, so the context
+    must hold the same ones. A parameter the original run did not have (the
+    flow gained it since) may be given.
+    """
+    original = point.parameters
+    given = given or {}
+    changed = []
+    for name, value in given.items():
+        if name not in original:
+            continue
+        try:
+            same = bool(original[name] == value)
+        except Exception:  # a value that cannot be compared (an array, say)
+            same = original[name] is value
+        if not same:
+            changed.append(name)
+    if changed:
+        raise ParameterError(
+            f"flow {flow.name!r}: run {point.run_id} resumes with the parameters it started "
+            f"with; {', '.join(map(repr, sorted(changed)))} differ from them. Leave parameters "
+            f"out to resume, or start a new run to use other values."
+        )
+    return {**given, **original}
+
+
 def run_flow(
     flow: Any,
     parameters: dict[str, Any] | None = None,
@@ -67,54 +95,67 @@ def run_flow(
     from iterflow import context as user_context
 
     run_store = _open_store(store, resume)
-    resume_point = None
-    if resume is not None:
-        if run_store is None:
-            raise ParameterError(
-                f"flow {flow.name!r}: resume={resume!r} needs a run store; do not pass store=None"
-            )
-        # Check and take over the run in one transaction: two processes never drive one run.
-        run_store.check_resumable(resume, claim=True)
-        resume_point = run_store.resume_point(resume)
-        if parameters is None:
-            parameters = resume_point.parameters
-    values = resolve_parameters(flow, parameters)
+    claimed = store_sink = None
+    try:
+        resume_point = None
+        if resume is not None:
+            if run_store is None:
+                raise ParameterError(
+                    f"flow {flow.name!r}: resume={resume!r} needs a run store; "
+                    f"do not pass store=None"
+                )
+            # Check and take over the run in one transaction: two processes never drive one run.
+            claimed = run_store.check_resumable(resume, claim=True)
+            resume_point = run_store.resume_point(resume)
+            parameters = _resumed_parameters(flow, parameters, resume_point)
+        values = resolve_parameters(flow, parameters)
 
-    if executor is None:
-        executor = flow.executor
-    if executor is None:
-        from iterflow.executors.local import LocalExecutor
+        if executor is None:
+            executor = flow.executor
+        if executor is None:
+            from iterflow.executors.local import LocalExecutor
 
-        executor = LocalExecutor()
+            executor = LocalExecutor()
 
-    all_sinks = list(sinks or [])
-    store_sink = None
-    if run_store is not None:
-        store_sink = run_store.sink()
-        all_sinks.append(store_sink)
-    if progress:
-        from iterflow.progress import ProgressDisplay
+        all_sinks = list(sinks or [])
+        if run_store is not None:
+            store_sink = run_store.sink()
+            all_sinks.append(store_sink)
+        if progress:
+            from iterflow.progress import ProgressDisplay
 
-        all_sinks.append(ProgressDisplay.for_flow(flow))
-    bus = EventBus(all_sinks)
-    runner = FlowRunner(
-        flow,
-        executor,
-        bus=bus,
-        parameters=values,
-        context={**user_context.to_dict(), **(context or {})},
-        run_id=run_id,
-        resume=resume_point,
-        cache=default_cache,
-        # Only a job that can be re-scheduled elsewhere (a lost Dask worker) needs to look up
-        # where its loop got to; in-process jobs never restart on their own.
-        checkpoint_source=(
-            run_store.checkpoint_source()
-            if run_store is not None and getattr(executor, "remote", False)
-            else None
-        ),
-        source=source,
-    )
+            all_sinks.append(ProgressDisplay.for_flow(flow))
+        bus = EventBus(all_sinks)
+        runner = FlowRunner(
+            flow,
+            executor,
+            bus=bus,
+            parameters=values,
+            context={**user_context.to_dict(), **(context or {})},
+            run_id=run_id,
+            resume=resume_point,
+            cache=default_cache,
+            # Only a job that can be re-scheduled elsewhere (a lost Dask worker) needs to look
+            # up where its loop got to; in-process jobs never restart on their own.
+            checkpoint_source=(
+                run_store.checkpoint_source()
+                if run_store is not None and getattr(executor, "remote", False)
+                else None
+            ),
+            source=source,
+        )
+    except BaseException:
+        # The run never started: leave the store as it was, and close what we opened.
+        with contextlib.suppress(Exception):
+            if store_sink is not None:
+                store_sink.close()
+        with contextlib.suppress(Exception):
+            if claimed is not None:
+                run_store.release(claimed)
+        if run_store is not None and run_store is not store:
+            with contextlib.suppress(Exception):
+                run_store.close()
+        raise
     try:
         with _sigterm_cancels():
             state = runner.run()

@@ -219,6 +219,31 @@ class RunStore:
 
         return self.write(check) if claim else self.read(check)
 
+    def release(self, claimed: queries.RunInfo) -> None:
+        """Undo :meth:`check_resumable` ``(claim=True)`` for a resume that did not start.
+
+        ``claimed`` is what the claim returned. The run gets back its recorded
+        state, pid, host and heartbeat, so it stays resumable (by this process
+        too); a run some other process has taken since is left alone.
+        """
+
+        def undo(conn: sa.Connection) -> None:
+            conn.execute(
+                sa.update(flow_runs)
+                .where(
+                    flow_runs.c.run_id == claimed.run_id,
+                    flow_runs.c.state == "Running",
+                    flow_runs.c.pid == os.getpid(),
+                    flow_runs.c.host == queries.HOST,
+                )
+                .values(
+                    state=claimed.recorded_state, ended=claimed.ended, pid=claimed.pid,
+                    host=claimed.host, heartbeat=claimed.heartbeat,
+                )
+            )
+
+        self.write(undo)
+
     def last_loop(
         self, flow_run_id: str, task_slug: str, map_index: int | None
     ) -> tuple[int, Any] | None:

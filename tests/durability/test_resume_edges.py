@@ -1,0 +1,152 @@
+"""Resumes that must not start, in this process: what they leave behind."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+import iterflow
+from iterflow import LOOP, Flow, Parameter, task
+from iterflow.errors import ParameterError, RunNotResumable
+from iterflow.store import get_run, list_runs
+from iterflow.store.runstore import RunStore
+
+
+@pytest.fixture
+def open_stores(monkeypatch):
+    """Every RunStore made during the test, and whether it was closed."""
+    made: dict[int, list] = {}
+    init, close = RunStore.__init__, RunStore.close
+
+    def tracking_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made[id(self)] = [self, False]
+
+    def tracking_close(self):
+        close(self)
+        if id(self) in made:
+            made[id(self)][1] = True
+
+    monkeypatch.setattr(RunStore, "__init__", tracking_init)
+    monkeypatch.setattr(RunStore, "close", tracking_close)
+
+    def still_open() -> list[RunStore]:
+        return [store for store, closed in made.values() if not closed]
+
+    return still_open
+
+
+def counting_flow(fail_at: dict) -> Flow:
+    @task
+    def count(n):
+        i = iterflow.context.loop_index
+        if i == fail_at.get("i"):
+            raise RuntimeError(f"stopped at {i}")
+        if i < n - 1:
+            raise LOOP(result=iterflow.context.get("loop_result", 0) + i)
+        return iterflow.context.get("loop_result", 0) + i
+
+    with Flow("edges") as flow:
+        count(Parameter("n"))
+    return flow
+
+
+def test_a_run_that_was_refused_or_failed_to_start_closes_its_store(store_url, open_stores):
+    fail_at = {"i": 2}
+    flow = counting_flow(fail_at)
+    failed = flow.run(parameters={"n": 4}, store=store_url)
+    assert failed.is_failed() and open_stores() == []
+    fail_at.clear()
+    flow.run(resume=failed.run_id, store=store_url)
+    assert open_stores() == []
+
+    with pytest.raises(RunNotResumable, match="finished successfully"):
+        flow.run(resume=failed.run_id, store=store_url)
+    assert open_stores() == [], "a refused resume left its store open"
+    with pytest.raises(RunNotResumable, match="No run 'nosuchrun'"):
+        flow.run(resume="nosuchrun", store=store_url)
+    assert open_stores() == [], "a resume of an unknown run left its store open"
+    with pytest.raises(ParameterError, match="unknown parameter"):
+        flow.run(parameters={"n": 1, "bogus": 2}, store=store_url)
+    assert open_stores() == [], "a run with a bad parameter left its store open"
+
+
+BOX = """
+class Box:
+    def __init__(self, value):
+        self.value = value
+"""
+
+
+def test_a_resume_that_cannot_start_leaves_the_run_resumable(store_url, tmp_path, monkeypatch):
+    # The loop result is an instance of a class from a module that the resuming
+    # process cannot import: the resume is refused with a clear message, and
+    # once the module is back the same process resumes the run.
+    (tmp_path / "boxes_for_resume.py").write_text(BOX)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import boxes_for_resume
+
+    fail_at = {"i": 2}
+
+    @task
+    def boxed(n):
+        i = iterflow.context.loop_index
+        if i == fail_at.get("i"):
+            raise RuntimeError("stop here")
+        total = iterflow.context.get("loop_result", boxes_for_resume.Box(0)).value + i
+        if i < n - 1:
+            raise LOOP(result=boxes_for_resume.Box(total))
+        return total
+
+    with Flow("boxes") as flow:
+        boxed(Parameter("n"))
+
+    run_id = flow.run(parameters={"n": 5}, store=store_url).run_id
+    assert get_run(run_id, store=store_url).state == "Failed"
+
+    (tmp_path / "boxes_for_resume.py").rename(tmp_path / "boxes_elsewhere.py")
+    monkeypatch.delitem(sys.modules, "boxes_for_resume")
+    with pytest.raises(RunNotResumable, match=r"cannot be loaded.*importable"):
+        flow.run(resume=run_id, store=store_url)
+    info = get_run(run_id, store=store_url)
+    assert info.state == "Failed", f"the failed resume left the run {info.state} ({info})"
+
+    (tmp_path / "boxes_elsewhere.py").rename(tmp_path / "boxes_for_resume.py")
+    fail_at.clear()
+    state = flow.run(resume=run_id, store=store_url)
+    assert state.is_successful() and state.run_id == run_id
+    assert list(state.result.values())[-1].result == sum(range(5))
+    assert [r.state for r in list_runs(store=store_url)] == ["Success"]
+
+
+def test_a_resume_runs_with_the_original_parameters_or_refuses_others(store_url):
+    # Parameter tasks finished in the original run, so their values come from
+    # the store; a different value given now would reach only the context.
+    seen: list[tuple[int, int]] = []
+    fail_at = {"i": 2}
+
+    @task
+    def count(n):
+        i = iterflow.context.loop_index
+        seen.append((n, iterflow.context.parameters["n"]))
+        if i == fail_at.get("i"):
+            raise RuntimeError("stop here")
+        if i < n - 1:
+            raise LOOP(result=i)
+        return n
+
+    with Flow("original parameters") as flow:
+        count(Parameter("n"))
+    run_id = flow.run(parameters={"n": 4}, store=store_url).run_id
+    fail_at.clear()
+    seen.clear()
+    with pytest.raises(ParameterError, match=r"'n'.*differ") as refused:
+        flow.run(resume=run_id, parameters={"n": 3}, store=store_url)
+    assert run_id in str(refused.value)
+    assert seen == [], "a task ran with parameters the original run did not have"
+    assert get_run(run_id, store=store_url).state == "Failed"
+
+    state = flow.run(resume=run_id, parameters={"n": 4}, store=store_url)  # the same: fine
+    assert state.is_successful()
+    assert seen == [(4, 4), (4, 4)]
