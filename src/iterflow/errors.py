@@ -17,6 +17,8 @@ what was found, and how to fix it, naming the task and the flow.
     └── StoreError                 the run store cannot be opened or written
         └── RunNotResumable        a run cannot be resumed (alive, finished, unknown)
 
+    RunCancelled (a BaseException, like KeyboardInterrupt: not an error but a stop)
+
 ``TypeError`` is raised, not an ``IterflowError``, when a task is called with
 arguments its function does not accept: that is what Python itself does.
 """
@@ -31,6 +33,7 @@ __all__ = [
     "IterflowError",
     "LoopLimitError",
     "ParameterError",
+    "RunCancelled",
     "RunNotResumable",
     "SerializationError",
     "StoreError",
@@ -87,3 +90,12 @@ class StoreError(IterflowError):
 
 class RunNotResumable(StoreError):
     """The run asked for cannot be resumed: unknown, still alive, or finished."""
+
+
+class RunCancelled(BaseException):
+    """Raised in the runner's thread to cancel a run (SIGTERM, a cancel request).
+
+    A ``BaseException`` like ``KeyboardInterrupt``, so that a task's ``except
+    Exception`` does not swallow it. The run is recorded as ``Cancelled`` and
+    can be resumed.
+    """

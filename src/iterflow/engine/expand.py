@@ -26,6 +26,7 @@ from typing import Any
 from iterflow.context import _reset as _reset_context
 from iterflow.context import _set as _set_context
 from iterflow.core.state import (
+    Cancelled,
     Failed,
     Looped,
     Pending,
@@ -49,7 +50,7 @@ from iterflow.engine.call import (
 )
 from iterflow.engine.events import TaskRunEvent
 from iterflow.engine.tasklog import TaskLogger
-from iterflow.errors import InvalidTransition, IterflowError, LoopLimitError
+from iterflow.errors import InvalidTransition, IterflowError, LoopLimitError, RunCancelled
 
 __all__ = ["NOTHING", "MapError", "TaskRunSpec", "expand_map", "run_task_run"]
 
@@ -87,6 +88,9 @@ class TaskRunSpec:
     #: Where a re-scheduled job (a lost Dask worker) can find the last recorded
     #: iteration of this task run: an object with ``last_loop(run, slug, map_index)``.
     checkpoint_source: Any = None
+    #: Set by the runner to stop the loop before its next iteration (a cancelled
+    #: run); an object with ``is_set()``, or None where jobs run in other processes.
+    cancel: Any = None
 
 
 def run_task_run(spec: TaskRunSpec, emit: Any = None) -> State:
@@ -126,7 +130,14 @@ def _drive(spec: TaskRunSpec, task: Any, ctx: dict, emit: Any, loop_index: int,
     state: State = Pending()
     has_result = loop_result is not NOTHING
     run_count = 1
+    cancel = spec.cancel
     while True:
+        if cancel is not None and cancel.is_set():
+            # The run was cancelled: stop before this iteration, recorded and resumable.
+            stopped = Cancelled("cancelled before this iteration started", loop_count=loop_index)
+            if moves is None:
+                return stopped
+            return moves.ended(moves.move(state, stopped, loop_index), loop_index)
         ctx["loop_index"] = loop_index
         ctx["task_loop_count"] = loop_index + 1
         ctx["task_run_count"] = run_count
@@ -137,7 +148,15 @@ def _drive(spec: TaskRunSpec, task: Any, ctx: dict, emit: Any, loop_index: int,
             if state.is_finished():
                 return moves.ended(state, loop_index)
 
-        outcome = call_once(fn, inputs, timeout, stdout)
+        try:
+            outcome = call_once(fn, inputs, timeout, stdout)
+        except (KeyboardInterrupt, RunCancelled) as stop:
+            # Interrupted inside the function (Ctrl-C or SIGTERM in this thread): record
+            # this task run as Cancelled at this iteration, then let the runner stop.
+            if moves is not None:
+                why = "cancelled by Ctrl-C" if isinstance(stop, KeyboardInterrupt) else str(stop)
+                moves.move(state, Cancelled(why, loop_count=loop_index + 1), loop_index)
+            raise
         kind = outcome.kind
 
         if kind == LOOPED:

@@ -28,6 +28,8 @@ everything unfinished ``Cancelled``, records it, and re-raises.
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections import deque
 from typing import Any
@@ -56,16 +58,13 @@ from iterflow.engine.cache import MemoryCache, cache_fingerprint
 from iterflow.engine.events import EventBus, FlowRunEvent, ResumePoint, TaskRunEvent
 from iterflow.engine.expand import TaskRunSpec, run_task_run
 from iterflow.engine.machine import Finished, FlowMachine, RunTask, check_transition
+from iterflow.errors import RunCancelled
 
 __all__ = ["FlowRunner", "RunCancelled", "task_run_id"]
 
 
-class RunCancelled(BaseException):
-    """Raised in the runner's thread to cancel the run (SIGTERM, a cancel request).
-
-    A ``BaseException`` like ``KeyboardInterrupt``, so a task's ``except
-    Exception`` does not swallow it.
-    """
+#: Seconds a cancelled run waits for in-process loops to stop at their next iteration.
+CANCEL_GRACE = 2.0
 
 
 class FlowRunner:
@@ -97,6 +96,8 @@ class FlowRunner:
         # Inputs of submitted task runs that will fill the cache when they succeed.
         self._cached_inputs: dict[tuple[Any, int | None], dict[str, Any]] = {}
         self._blocks: Blocks | None = None  # the flow's loop blocks, when it has any
+        # Set on Ctrl-C / SIGTERM: in-process loops stop before their next iteration.
+        self._cancel = threading.Event()
 
     # -- public ---------------------------------------------------------------
     def run(self) -> State:
@@ -144,11 +145,11 @@ class FlowRunner:
         except BaseException as exc:
             if not isinstance(exc, (KeyboardInterrupt, RunCancelled)):
                 raise
-            self.executor.cancel(list(running))
             if isinstance(exc, KeyboardInterrupt):
                 why = "cancelled by Ctrl-C"
             else:
                 why = str(exc) or "cancelled"
+            self._stop_running(running, emit)
             self._cancel_unfinished(machine, running, emit, why)
             self._finish(Cancelled(why), machine)
             raise
@@ -194,6 +195,7 @@ class FlowRunner:
             # A store finds a task run's last iteration by (slug, map_index), which
             # inside a block names every iteration's run of the task at once.
             checkpoint_source=self.checkpoint_source if scope.run is None else None,
+            cancel=None if getattr(self.executor, "remote", False) else self._cancel,
         )
         try:
             future = self.executor.submit(run_task_run, spec, scope.relay, key=spec.task_run_id)
@@ -251,10 +253,32 @@ class FlowRunner:
             return failed
 
     # -- ending -----------------------------------------------------------------
+    def _stop_running(self, running: dict, emit) -> None:
+        """Ask running jobs to stop at their next iteration and give them a moment to.
+
+        In-process loops see the cancel flag before their next iteration and record
+        themselves ``Cancelled``; jobs still running after the grace period (a long
+        iteration, a remote worker) are cancelled and recorded here by the caller.
+        """
+        self._cancel.set()
+        deadline = time.monotonic() + CANCEL_GRACE
+        while running and time.monotonic() < deadline:
+            for future in [f for f in running if f.done()]:
+                running.pop(future)
+                try:
+                    self.executor.result(future)  # its own events were emitted by the job
+                except Exception:
+                    pass
+            if running:
+                time.sleep(0.01)
+        self.executor.cancel(list(running))
+
     def _cancel_unfinished(self, machine: FlowMachine, running, emit, why: str) -> None:
         for scope, task, map_index in list(running.values()):
             if emit is not None and not isinstance(task, Pause):
-                emit(self._event(scope, task, map_index, Cancelled(why, loop_count=0)))
+                # How far its loop got is unknown here (the job is still inside an
+                # iteration); the store counts the iterations it recorded.
+                emit(self._event(scope, task, map_index, Cancelled(why)))
         if self._blocks is not None:
             self._blocks.cancel(why)
         for task in machine.unfinished():
