@@ -1,0 +1,235 @@
+"""``iterflow runs`` and ``iterflow show``: what the run store knows about past runs.
+
+Both read the store through its queries (:mod:`iterflow.store.queries`), never
+unpickling a result: tables show the stored previews. ``--json`` prints the
+shapes DESIGN §9 promises — ``runs``: a list of run objects; ``show``: one
+run object with its ``task_runs`` — with every field the store gives, times
+as ISO 8601 (UTC) and ``duration`` in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+
+from iterflow.cli.common import (
+    EXIT_USAGE,
+    CliError,
+    debug_option,
+    duration,
+    format_time,
+    json_row,
+    resolve_run,
+    short_id,
+    state_style,
+    store_session,
+)
+
+__all__ = ["runs_command", "show_command"]
+
+#: States ``--state`` accepts (flow-run states, and Crashed for a dead live run).
+RUN_STATES = ("Running", "Pending", "Success", "Failed", "Cancelled", "Crashed")
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def _elapsed(row: dict[str, Any]) -> float | None:
+    """A run's duration; for a run still going, how long it has been going."""
+    seconds = duration(row)
+    if seconds is None and row.get("started") and row.get("state") in ("Running", "Pending"):
+        seconds = max(time.time() - float(row["started"]), 0.0)
+    return seconds
+
+
+@click.command("runs")
+@click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Show at most this many runs, newest first.")
+@click.option("--flow", "flow_name", metavar="NAME", help="Only runs of the flow with this name.")
+@click.option("--state", type=click.Choice(RUN_STATES, case_sensitive=False),
+              help="Only runs in this state.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@debug_option
+def runs_command(limit: int, flow_name: str | None, state: str | None, as_json: bool) -> None:
+    """List recorded runs, newest first.
+
+    A run whose process died (or whose heartbeat stopped) shows as Crashed;
+    `iterflow resume RUN` continues it.
+    """
+    with store_session() as store:
+        rows = [r.as_dict() for r in store.list_runs(limit=limit, flow_name=flow_name,
+                                                     state=state)]
+        store_name = store.name
+    if as_json:
+        _print_json([json_row(r) for r in rows])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from iterflow.progress import format_duration
+
+    console = Console(highlight=False)
+    if not rows:
+        what = " matching these filters" if (flow_name or state) else ""
+        console.print(f"No runs{what} in {store_name}.", style="dim")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("run", no_wrap=True)
+    table.add_column("flow")
+    table.add_column("state", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    for row in rows:
+        table.add_row(
+            short_id(row["run_id"]),
+            row.get("flow_name") or "",
+            f"[{state_style(row.get('state'))}]{row.get('state')}[/]",
+            format_time(row.get("started")),
+            format_duration(_elapsed(row)),
+        )
+    console.print(table)
+
+
+@click.command("show")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option("--iterations", "iterations_of", metavar="TASK",
+              help="List one task's recorded iterations (by task name or slug), with result "
+                   "previews.")
+@click.option("--map-index", type=int, metavar="N",
+              help="With --iterations: the mapped child to show.")
+@debug_option
+def show_command(
+    run_ref: str, as_json: bool, iterations_of: str | None, map_index: int | None
+) -> None:
+    """Show one run: its state and every task run's state, duration and iterations.
+
+    RUN is a run id or a unique prefix of one.
+    """
+    from iterflow.errors import StoreError
+
+    with store_session() as store:
+        run = resolve_run(store, run_ref)
+        if iterations_of is not None:
+            try:
+                history = [r.as_dict() for r in store.iterations(
+                    run["run_id"], iterations_of, map_index=map_index)]
+            except StoreError as exc:
+                raise CliError(
+                    str(exc), f"`iterflow show {short_id(run['run_id'])}` lists its task runs",
+                    EXIT_USAGE,
+                ) from exc
+        else:
+            task_runs = [r.as_dict() for r in store.task_runs(run["run_id"])]
+    if iterations_of is not None:
+        if as_json:
+            _print_json([json_row(r) for r in history])
+        else:
+            _print_iterations(run, iterations_of, map_index, history)
+        return
+    if as_json:
+        _print_json({**json_row(run), "task_runs": [json_row(t) for t in task_runs]})
+        return
+    _print_run(run, task_runs)
+
+
+def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from iterflow.progress import format_duration
+
+    console = Console(highlight=False)
+    state = run.get("state")
+    console.print(Text.assemble("Run ", (run["run_id"], "bold"), " of flow ",
+                                (repr(run.get("flow_name")), "bold")))
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="dim")
+    facts.add_column()
+    facts.add_row("state", Text(str(state), style=state_style(state)))
+    facts.add_row("started", format_time(run.get("started")))
+    if run.get("ended") is not None:
+        facts.add_row("ended", f"{format_time(run['ended'])} "
+                               f"({format_duration(duration(run))})")
+    elif state == "Crashed" and run.get("pid"):
+        facts.add_row("process", f"{run['pid']} on {run.get('host')} (gone)")
+    if run.get("parameters"):
+        facts.add_row("parameters", Text(json.dumps(run["parameters"], default=str)))
+    if run.get("source"):
+        facts.add_row("source", Text(run["source"]))
+    if run.get("message") and state in ("Failed", "Cancelled"):
+        facts.add_row("message", Text(run["message"]))
+    console.print(facts)
+    if state in ("Failed", "Cancelled", "Crashed"):
+        console.print(f"Continue it with `iterflow resume {short_id(run['run_id'])}`.",
+                      style="dim")
+    console.print()
+    if not task_runs:
+        console.print("No task runs recorded.", style="dim")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("task")
+    table.add_column("map", justify="right", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("iterations", justify="right", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    # The result's preview when the task run ended well, else why it did not.
+    table.add_column("outcome", overflow="fold")
+    for task_run in task_runs:
+        task_state = task_run.get("state")
+        failed = task_state in ("Failed", "TriggerFailed", "TimedOut", "Cancelled")
+        note = task_run.get("message") if failed or not task_run.get("result_preview") else (
+            task_run.get("result_preview"))
+        map_index = task_run.get("map_index")
+        table.add_row(
+            task_run.get("task_name") or task_run.get("task_slug") or "",
+            "" if map_index is None else str(map_index),
+            Text(str(task_state), style=state_style(task_state)),
+            "" if task_run.get("loop_count") is None else str(task_run["loop_count"]),
+            format_time(task_run.get("started")),
+            format_duration(duration(task_run)),
+            Text(note or "", style="red" if failed else "dim"),
+        )
+    console.print(table)
+
+
+def _print_iterations(
+    run: dict[str, Any], task: str, map_index: int | None, history: list[dict[str, Any]]
+) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(highlight=False)
+    child = f"[{map_index}]" if map_index is not None else ""
+    count = f"{len(history)} state" + ("" if len(history) == 1 else "s")
+    console.print(Text.assemble("Iterations of ", (f"{task}{child}", "bold"), " in run ",
+                                (short_id(run["run_id"]), "bold"), f" ({count})"))
+    if not history:
+        console.print("No iterations recorded.", style="dim")
+        return
+    if map_index is None and all(row.get("state") == "Mapped" for row in history):
+        console.print(f"{task} is mapped: its children loop, each on its own; pick one with "
+                      f"--map-index N.", style="dim")
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("iteration", justify="right", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("time", no_wrap=True)
+    table.add_column("result", overflow="fold")
+    table.add_column("message", overflow="fold")
+    for row in history:
+        row_state = row.get("state")
+        table.add_row(
+            "" if row.get("loop_index") is None else str(row["loop_index"]),
+            Text(str(row_state), style=state_style(row_state)),
+            format_time(row.get("time")),
+            Text(row.get("preview") or "", style="dim"),
+            Text(row.get("message") or ""),
+        )
+    console.print(table)

@@ -1,0 +1,203 @@
+"""The progress display: plain lines, the live table, thread safety, and its hot-path cost."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import pytest
+from rich.console import Console
+
+import iterflow
+from iterflow import LOOP, Flow, Parameter, task
+from iterflow.core.state import Looped, Running, Success
+from iterflow.engine.events import FlowRunEvent, TaskRunEvent
+from iterflow.executors import ThreadExecutor
+from iterflow.progress import ProgressDisplay, format_duration
+from iterflow.runtime import run_flow
+
+
+def _plain_console() -> Console:
+    return Console(file=io.StringIO(), width=120, color_system=None)
+
+
+def _terminal_console() -> Console:
+    return Console(file=io.StringIO(), width=120, force_terminal=True, color_system=None)
+
+
+def _text(console: Console) -> str:
+    return console.file.getvalue()
+
+
+@task
+def count_to(n):
+    if iterflow.context.loop_index < n:
+        raise LOOP(result=iterflow.context.loop_index)
+    return n
+
+
+@task
+def fails():
+    raise ValueError("no good")
+
+
+@task
+def double(x):
+    if x == 3:
+        raise ValueError("three")
+    return 2 * x
+
+
+def _loop_flow(n: int = 50) -> Flow:
+    with Flow("counting") as flow:
+        limit = Parameter("limit", default=n)
+        count_to(limit)
+    return flow
+
+
+# -- plain output ----------------------------------------------------------------------
+def test_plain_output_has_one_line_per_task_not_per_iteration():
+    console = _plain_console()
+    flow = _loop_flow(50)
+    run_flow(flow, store=None, sinks=[ProgressDisplay.for_flow(flow, console=console)])
+    lines = _text(console).splitlines()
+    assert lines[0].startswith("Running flow 'counting' (run ") and lines[0].endswith(", 1 task)")
+    assert len(lines) == 3, lines  # start, the task, the end: no line per iteration
+    assert "count_to Success (51 iterations" in lines[1]
+    assert lines[2].startswith("Flow 'counting' finished Success in ")
+    assert lines[2].endswith("(1/1 tasks)")  # the parameter is neither shown nor counted
+
+
+def test_plain_output_names_failures_and_mapped_children():
+    with Flow("mixed") as flow:
+        fails()
+        double.map([1, 2, 3])
+    console = _plain_console()
+    state = run_flow(flow, store=None, sinks=[ProgressDisplay.for_flow(flow, console=console)])
+    assert state.is_failed()
+    out = _text(console)
+    assert "fails Failed" in out and "ValueError: no good" in out
+    assert "double[2] Failed" in out and "ValueError: three" in out  # a failed child: a line
+    assert "double[0]" not in out  # a child that succeeded: no line of its own
+    assert "double Mapped (3 children)" in out
+    assert "finished Failed" in out and "failed" in out.splitlines()[-1]
+
+
+def test_quiet_or_not_a_terminal_means_plain():
+    flow = _loop_flow()
+    assert ProgressDisplay.for_flow(flow, console=_plain_console()).live is False
+    assert ProgressDisplay.for_flow(flow, console=_terminal_console()).live is True
+    assert ProgressDisplay.for_flow(flow, console=_terminal_console(), quiet=True).live is False
+
+
+def test_a_resumed_run_counts_the_tasks_it_does_not_run_again():
+    console = _plain_console()
+    display = ProgressDisplay(total_tasks=3, console=console, live=False)
+    display.count_already_finished(2)
+    display.handle(FlowRunEvent("r1", "f", Running(), resumed=True))
+    display.handle(FlowRunEvent("r1", "f", Success("done")))
+    display.close()
+    first, last = _text(console).splitlines()
+    assert first == "Resuming flow 'f' (run r1, 3 tasks, 2 already finished)"
+    assert last.endswith("(2/3 tasks)")
+
+
+# -- the live display ---------------------------------------------------------------------
+@task
+def slow_count(n):
+    time.sleep(0.002)
+    if iterflow.context.loop_index < n:
+        raise LOOP()
+    return n
+
+
+def test_live_display_shows_the_current_iteration_and_rate():
+    with Flow("slow") as flow:
+        slow_count(250)  # about half a second at 20 redraws a second
+    console = _terminal_console()
+    display = ProgressDisplay(
+        total_tasks=1, console=console, refresh_per_second=20
+    )
+    run_flow(flow, store=None, sinks=[display])
+    out = _text(console)
+    assert "0/1 tasks finished, 1 running" in out
+    assert "iteration" in out and " it/s" in out
+    frames = [line for line in out.splitlines() if line.lstrip().startswith("slow_count ")]
+    iterations = [int(line.split()[2]) for line in frames if line.split()[1] == "Running"
+                  and line.split()[2].isdigit()]
+    assert iterations and iterations == sorted(iterations) and iterations[-1] > 0
+    assert "slow_count Success (251 iterations" in out
+
+
+def test_live_display_survives_many_threads():
+    # Mapped looping children on 8 threads all call handle() at once while the
+    # refresh thread draws; every count must come out right.
+    @task
+    def spin(x):
+        if iterflow.context.loop_index < 300:
+            raise LOOP()
+        return x
+
+    with Flow("threads") as flow:
+        spin.map(list(range(24)))
+    console = _terminal_console()
+    display = ProgressDisplay.for_flow(flow, console=console)
+    display.refresh_per_second = 50
+    state = run_flow(flow, executor=ThreadExecutor(8), store=None, sinks=[display])
+    assert state.is_successful()
+    assert display._children_finished == 24 and display._running == {}
+    assert "spin Mapped (24 children)" in _text(console)
+
+
+def test_close_is_safe_before_start_and_twice():
+    display = ProgressDisplay(total_tasks=1, console=_terminal_console())
+    display.close()
+    display.close()
+
+
+# -- cost ---------------------------------------------------------------------------------------
+def test_handle_is_cheap_on_the_hot_path():
+    """An iteration's Running/Looped events must cost well under a microsecond or two."""
+    display = ProgressDisplay(total_tasks=1, console=_terminal_console(), live=False)
+    display.handle(FlowRunEvent("r", "f", Running()))
+    display.handle(TaskRunEvent("r", "r/t", "t", "t", None, 0, Running(loop_index=0)))
+    events = [
+        TaskRunEvent("r", "r/t", "t", "t", None, i // 2,
+                     Running(loop_index=i // 2) if i % 2 == 0 else Looped(loop_index=i // 2))
+        for i in range(20_000)
+    ]
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for event in events:
+            display.handle(event)
+        best = min(best, (time.perf_counter() - start) / len(events))
+    assert best < 2e-6, f"handle() took {best * 1e9:.0f} ns per event"
+    assert display._running["r/t"].loop_index == 9_999
+
+
+def test_handle_from_threads_keeps_counts():
+    display = ProgressDisplay(total_tasks=None, console=_plain_console(), live=False)
+    display.handle(FlowRunEvent("r", "f", Running()))
+
+    def worker(k: int) -> None:
+        task_run = f"r/t/{k}"
+        for i in range(200):
+            display.handle(TaskRunEvent("r", task_run, "t", "t", k, i, Running(loop_index=i)))
+        display.handle(TaskRunEvent("r", task_run, "t", "t", k, 199, Success(loop_count=200)))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert display._children_finished == 16 and display._running == {}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, ""), (0.123, "0.12 s"), (12.34, "12.3 s"), (125, "2m05s"), (7300, "2h01m")],
+)
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text
