@@ -137,6 +137,15 @@ def test_slugs_are_unique_within_a_flow():
     assert flow.get_tasks(slug="add-2") == [b]
 
 
+def test_slugs_skip_names_already_taken():
+    with Flow("taken") as flow:
+        explicit = add.copy(name="add-3")(1, 1)
+        calls = [add(1, 1) for _ in range(4)]
+    assert explicit.slug == "add-3"
+    assert [t.slug for t in calls] == ["add", "add-2", "add-4", "add-5"]
+    assert len({t.slug for t in flow.tasks}) == 5
+
+
 def test_a_task_already_in_one_flow_cannot_be_added_to_another():
     from iterflow.errors import FlowDefinitionError
 

@@ -69,7 +69,7 @@ def test_base_exceptions_belong_to_the_runner():
 def test_a_timeout_abandons_a_hung_call(release):
     started = time.monotonic()
     outcome = call_once(lambda: release.wait(30), {}, timeout=0.2)
-    assert time.monotonic() - started < 5
+    assert 0.19 <= time.monotonic() - started < 5  # waits the whole timeout, no longer
     assert outcome.kind == call.TIMED_OUT
     assert "timeout of 0.2 s" in outcome.message
 

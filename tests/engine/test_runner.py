@@ -12,7 +12,7 @@ import iterflow
 from iterflow import Flow, task, triggers
 from iterflow.engine.runner import FlowRunner, task_run_id
 from iterflow.executors import LocalExecutor, ThreadExecutor
-from iterflow.signals import SKIP
+from iterflow.signals import LOOP, SKIP
 from iterflow.states import Failed, Mapped, Running, Skipped, Success, TimedOut, TriggerFailed
 
 
@@ -202,6 +202,24 @@ def test_a_trigger_failure_propagates_as_trigger_failed(run):
     assert isinstance(state.result[c], TriggerFailed)
     assert isinstance(state.result[d], TriggerFailed)
     assert "passthrough: TriggerFailed" in state.result[d].message
+
+
+def test_a_custom_trigger_gets_upstream_tasks_and_their_states(run):
+    seen = {}
+
+    def only_if_ok_named(upstream):
+        seen.update({t.name: s.name for t, s in upstream.items()})
+        return all(t.name == "ok" for t in upstream)
+
+    with Flow("custom trigger") as flow:
+        a, b = ok(), boom()
+        runs = passthrough.copy(trigger=only_if_ok_named)(upstream_tasks=[a])
+        refused = passthrough.copy(trigger=only_if_ok_named)(upstream_tasks=[a, b])
+    state = run(flow)
+    assert state.result[runs].is_successful()
+    assert isinstance(state.result[refused], TriggerFailed)
+    assert "only_if_ok_named" in state.result[refused].message
+    assert seen == {"ok": "Success", "boom": "Failed"}
 
 
 # -- skips ---------------------------------------------------------------------------
@@ -435,9 +453,11 @@ def test_a_job_that_crashes_outside_the_task_fails_its_task_run(run):
     assert "did not finish" in state.result[o].message and "worker lost" in state.result[o].message
 
 
-def test_ctrl_c_cancels_the_run_and_is_re_raised(sink):
+def test_ctrl_c_cancels_the_run_at_the_current_iteration_and_is_re_raised(sink):
     @task
     def interrupt():
+        if iterflow.context.loop_index < 2:
+            raise LOOP()
         raise KeyboardInterrupt
 
     with Flow("interrupted") as flow:
@@ -447,7 +467,10 @@ def test_ctrl_c_cancels_the_run_and_is_re_raised(sink):
         iterflow.runtime.run_flow(flow, store=None, sinks=[sink])
     (events,) = sink.flow_runs.values()
     assert [e.state.name for e in events] == ["Running", "Cancelled"]
-    sink.task_runs.clear()  # the interrupted task run never finished (see DESIGN §7.13)
+    assert [s.name for s in sink.task_states("interrupt")] == [
+        "Running", "Looped", "Running", "Looped", "Running", "Cancelled"
+    ]
+    assert sink.task_states("passthrough") == []  # never started
 
 
 def test_runner_can_be_driven_directly():

@@ -80,6 +80,7 @@ class Flow:
         self._upstream: dict[Task, list[Edge]] = {}
         self._downstream: dict[Task, list[Edge]] = {}
         self._slugs: dict[str, Task] = {}
+        self._slug_numbers: dict[str, int] = {}  # name -> last number in its slugs
         self.constants: dict[Task, dict[str, Any]] = {}
         self._token = None
 
@@ -128,10 +129,13 @@ class Flow:
             slug = task.name
         else:
             slug = task.name
-            n = 1
+            # Start after the last number given to this name: slugs are never freed, and
+            # counting from 1 each time made building a flow quadratic in its size.
+            n = self._slug_numbers.get(task.name, 1)
             while slug in self._slugs:
                 n += 1
                 slug = f"{task.name}-{n}"
+            self._slug_numbers[task.name] = n
         if task.slug is not None and not isinstance(task, Parameter):
             # Already in another flow: a task belongs to one flow; calling it makes a copy.
             raise FlowDefinitionError(
