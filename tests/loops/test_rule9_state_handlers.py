@@ -3,8 +3,6 @@ returns is the state used, and turning a Looped into a finished state ends the l
 
 from __future__ import annotations
 
-import pytest
-
 import iterflow
 from iterflow import Flow, task
 from iterflow.signals import LOOP
@@ -145,10 +143,6 @@ def test_an_illegal_state_from_a_handler_fails_the_loop_with_its_history(run):
     assert calls == [0, 1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the machine decides Skipped/TriggerFailed without calling task state handlers",
-)
 def test_handlers_see_a_skip_decided_without_running(run):
     seen = []
 
@@ -166,3 +160,47 @@ def test_handlers_see_a_skip_decided_without_running(run):
         task(lambda x: x, name="watched", state_handlers=[record])(skipper())
     run(flow)
     assert seen == [("Pending", "Skipped")]
+
+
+def test_handlers_see_a_cached_state_and_a_mapped_parent(run):
+    seen = []
+
+    def record(t, old, new):
+        seen.append((old.name, new.name))
+        return new
+
+    @task(cache_for=60, state_handlers=[record])
+    def cached():
+        return 1
+
+    @task(state_handlers=[record])
+    def child(x):
+        return x
+
+    with Flow("cached and mapped") as flow:
+        cached()
+        child.map([1, 2])
+    run(flow)
+    seen.clear()
+    run(flow)
+    assert ("Pending", "Cached") in seen
+    assert ("Pending", "Mapped") in seen
+
+
+def test_a_handler_can_turn_a_decided_skip_into_a_failure(run):
+    from iterflow.states import Failed
+
+    @task
+    def skipper():
+        from iterflow.signals import SKIP
+
+        raise SKIP
+
+    def refuse(t, old, new):
+        return Failed("skips are not allowed here") if new.is_skipped() else new
+
+    with Flow("no skips") as flow:
+        watched = task(lambda x: x, name="watched", state_handlers=[refuse])(skipper())
+    state = run(flow)
+    assert state.result[watched].is_failed()
+    assert state.is_failed()

@@ -26,6 +26,7 @@ upstream map fails only the matching child downstream. Its parent state is
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,8 +79,13 @@ class FlowMachine:
         flow: Any,
         resume_finished: dict[tuple[str, int | None], State] | None = None,
         resume_loops: dict[tuple[str, int | None], tuple[int, Any]] | None = None,
+        settle: Callable[[Task, State], State] | None = None,
     ) -> None:
         self.flow = flow
+        # Given a task and a state decided here (skipped, trigger failed, mapped), return
+        # the state to use: the runner passes the task's state handlers through it. The
+        # machine itself stays free of user code.
+        self.settle = settle
         self.order: tuple[Task, ...] = flow.sorted_tasks()
         self.edges_in = {t: flow.upstream_edges(t) for t in self.order}
         self.downstream: dict[Task, list[Task]] = {}
@@ -136,6 +142,8 @@ class FlowMachine:
                 self._ready.append(down)
 
     def _decide(self, task: Task, state: State, out: list, resumed: bool = False) -> None:
+        if not resumed and task.state_handlers and self.settle is not None:
+            state = self.settle(task, state)
         out.append(Finished(task, None, state, resumed))
         self._finish(task, state)
 
@@ -189,6 +197,8 @@ class FlowMachine:
                 continue
             verdict = self._gate(task, child_upstream)
             if verdict is not None:
+                if task.state_handlers and self.settle is not None:
+                    verdict = self.settle(task, verdict)
                 out.append(Finished(task, index, verdict))
                 self._child_finished(task, index, verdict, out)
                 continue

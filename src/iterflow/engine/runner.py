@@ -63,6 +63,29 @@ from iterflow.errors import RunCancelled
 __all__ = ["FlowRunner", "RunCancelled", "task_run_id"]
 
 
+def settle_with_handlers(task: Any, state: State) -> State:
+    """Pass a state the engine decided without running ``task`` through its handlers.
+
+    Handlers see ``Pending -> state`` (skipped, trigger failed, cached, mapped);
+    what they return is used, like for any other transition.
+    """
+    old: State = Pending()
+    for handler in task.state_handlers:
+        try:
+            returned = handler(task, old, state)
+            if returned is not None:
+                check_transition(old, returned, task.name)
+                state = returned
+        except Exception as exc:
+            state = Failed(
+                f"state handler {getattr(handler, '__name__', handler)!r} of task "
+                f"{task.name!r} raised {type(exc).__name__}: {exc}",
+                exc,
+                loop_count=state.loop_count or 0,
+            )
+    return state
+
+
 #: Seconds a cancelled run waits for in-process loops to stop at their next iteration.
 CANCEL_GRACE = 2.0
 
@@ -111,6 +134,7 @@ class FlowRunner:
             root_view,
             resume_finished=self.resume.finished if self.resume else None,
             resume_loops=self.resume.loops if self.resume else None,
+            settle=settle_with_handlers,
         )
         self.base_context = {
             **self.user_context,
@@ -178,6 +202,8 @@ class FlowRunner:
             return
         quick = self._finish_without_job(instr)
         if quick is not None:
+            if task.state_handlers:
+                quick = settle_with_handlers(task, quick)
             if emit is not None:
                 emit(self._event(scope, task, map_index, quick))
             todo.extend(scope.task_run_finished(task, map_index, quick))

@@ -557,7 +557,9 @@ class StoreSink:
         buffer = self._buffer
         buffer.append(record)
         if len(buffer) >= self.batch_size:
-            self._wake.set()
+            wake = self._wake
+            if not wake.is_set():  # set() takes a lock; the writer may already be awake
+                wake.set()
             if len(buffer) >= self.max_pending or self._big_bytes > _MAX_PENDING_BYTES:
                 self._wait_for_room()
         if signal is not None:
