@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -85,10 +87,28 @@ def peak_memory(n: int, store=None) -> float:
     return peak / 1e6
 
 
+def peak_rss_with_store(n: int) -> float:
+    """Peak resident memory (MB) of a fresh process running an n-iteration loop, store on."""
+    code = (
+        "import os, resource, sys, tempfile;"
+        "os.environ['ITERFLOW_HOME'] = tempfile.mkdtemp();"
+        f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r});"
+        "import loop_overhead as b;"
+        f"b.engine_loop({n}, store='default');"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return int(out.stdout.split()[-1]) / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--memory", action="store_true", help="measure peak memory at 1e6")
     parser.add_argument("--store", action="store_true", help="also run with the store on")
+    parser.add_argument(
+        "--memory-store", action="store_true",
+        help="peak RSS of 100,000 vs 1,000,000 iterations with the store on",
+    )
     parser.add_argument("-n", type=int, nargs="*", default=[10_000, 100_000])
     args = parser.parse_args()
     for n in args.n:
@@ -111,6 +131,10 @@ def main() -> None:
                 if f.startswith("bench.db")
             )
             print(f"SQLite file after the store runs: {size / 1e6:.1f} MB")
+    if args.memory_store:
+        small, large = peak_rss_with_store(100_000), peak_rss_with_store(1_000_000)
+        print(f"peak RSS with the store: N=100,000 {small:.1f} MB, N=1,000,000 {large:.1f} MB "
+              f"(growth {large - small:.1f} MB)")
     if args.memory:
         small, large = peak_memory(10_000), peak_memory(1_000_000)
         print(f"peak traced memory: N=10,000 {small:.2f} MB, N=1,000,000 {large:.2f} MB "
