@@ -38,7 +38,11 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     def submit(self, fn: Callable[..., Any], *args: Any, key: str | None = None) -> Any:
-        """Start ``fn(*args)`` and return a future for it."""
+        """Start ``fn(*args)`` and return a future for it (one with ``done()``).
+
+        An executor may hold the job back until the next :meth:`wait`, to send
+        many at once (the Dask executor does): callers wait after submitting.
+        """
 
     @abc.abstractmethod
     def wait(self, futures: Iterable[Any]) -> tuple[set[Any], set[Any]]:
