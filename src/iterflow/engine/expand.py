@@ -292,6 +292,8 @@ class _Transitions:
                     loop_count=loop_index + 1,
                 )
         self.history.append(old)
+        if new.loop_count is None and new.is_finished():
+            new.loop_count = loop_index + 1  # before it is emitted, so sinks see it too
         return new
 
     def ended(self, state: State, loop_index: int) -> State:

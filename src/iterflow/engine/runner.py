@@ -59,6 +59,7 @@ from iterflow.engine.events import EventBus, FlowRunEvent, ResumePoint, TaskRunE
 from iterflow.engine.expand import TaskRunSpec, run_task_run
 from iterflow.engine.machine import Finished, FlowMachine, RunTask, check_transition
 from iterflow.errors import RunCancelled
+from iterflow.tasks.helpers import Constant
 
 __all__ = ["FlowRunner", "RunCancelled", "task_run_id"]
 
@@ -244,6 +245,8 @@ class FlowRunner:
         task = instr.task
         if isinstance(task, Parameter):
             return Success(result=self.parameters.get(task.name, task.default), loop_count=1)
+        if type(task) is Constant:  # the literal behind t.map([...]): no job, no round trip
+            return Success(result=task.value, loop_count=1)
         if task.cache_for is not None:
             hit = self.cache.get(self._cache_key(task), cache_fingerprint(instr.inputs))
             if hit is not None:
