@@ -10,7 +10,11 @@ Keys while a task runs: ``flow_name``, ``flow_run_id``, ``task_name``,
 ``task_slug``, ``task_run_id``, ``map_index``, ``loop_index``,
 ``loop_result`` (absent on iteration 0), ``task_run_count``, ``parameters``,
 ``logger``, and the Prefect Core aliases ``task_loop_count``
-(= ``loop_index + 1``) and ``task_loop_result``.
+(= ``loop_index + 1``) and ``task_loop_result``. Inside a loop block
+(``iterflow.loop``) tasks also see ``block_index`` (the block's iteration),
+``block_indices`` (those of every enclosing block, outermost first) and
+``block_run_count`` (the attempt of that iteration); ``loop_index`` stays the
+task's own, so a task that raises ``LOOP`` behaves the same inside a block.
 
 >>> import iterflow
 >>> with iterflow.context(tenant="acme"):
