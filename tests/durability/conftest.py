@@ -13,25 +13,13 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from tests.backends import BACKENDS, postgres_schema
+
 from .helpers import FlowScript
-
-PG_URL = os.environ.get("ITERFLOW_TEST_POSTGRES_URL")
-
-BACKENDS = [
-    "sqlite",
-    pytest.param(
-        "postgres",
-        marks=[
-            pytest.mark.postgres,
-            pytest.mark.skipif(not PG_URL, reason="ITERFLOW_TEST_POSTGRES_URL is not set"),
-        ],
-    ),
-]
 
 
 @pytest.fixture
@@ -43,30 +31,13 @@ def home(tmp_path, monkeypatch):
     return path
 
 
-def _pg_schema_url(schema: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    return url.render_as_string(hide_password=False)
-
-
 @pytest.fixture(params=BACKENDS)
 def store_url(request, home) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{home / 'iterflow.db'}"
         return
-    import sqlalchemy as sa
-
-    schema = f"d_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL)
-    try:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-        yield _pg_schema_url(schema)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        admin.dispose()
+    with postgres_schema("d") as url:
+        yield url
 
 
 @pytest.fixture

@@ -8,24 +8,11 @@ only one database.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-PG_URL = os.environ.get("ITERFLOW_TEST_POSTGRES_URL")
-
-BACKENDS = [
-    "sqlite",
-    pytest.param(
-        "postgres",
-        marks=[
-            pytest.mark.postgres,
-            pytest.mark.skipif(not PG_URL, reason="ITERFLOW_TEST_POSTGRES_URL is not set"),
-        ],
-    ),
-]
+from tests.backends import BACKENDS, postgres_schema
 
 
 @pytest.fixture
@@ -37,31 +24,14 @@ def home(tmp_path, monkeypatch):
     return path
 
 
-def _pg_schema_url(schema: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    return url.render_as_string(hide_password=False)
-
-
 @pytest.fixture(params=BACKENDS)
 def store_url(request, tmp_path, home) -> Iterator[str]:
     """A URL for an empty store: a SQLite file, or a fresh PostgreSQL schema."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
         return
-    import sqlalchemy as sa
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield _pg_schema_url(schema)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+    with postgres_schema("t") as url:
+        yield url
 
 
 @pytest.fixture
