@@ -201,3 +201,30 @@ def test_handle_from_threads_keeps_counts():
 )
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
+
+
+def test_a_loop_block_counts_each_task_once():
+    from iterflow import loop
+
+    @task
+    def step(carried):
+        return carried + 1
+
+    @task
+    def done(value):
+        return value >= 3
+
+    @task
+    def report(value):
+        return value
+
+    with Flow("block progress") as flow:
+        with loop(initial=0, max_loops=10) as it:
+            value = step(it.result)
+            it.next(result=value, until=done(value))
+        report(it.final)
+    console = _plain_console()
+    state = run_flow(flow, store=None, sinks=[ProgressDisplay.for_flow(flow, console=console)])
+    assert state.is_successful()
+    # step, done, the block and report: it.result is supplied by the engine, not counted.
+    assert "(4/4 tasks)" in _text(console)

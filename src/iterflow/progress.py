@@ -123,6 +123,7 @@ class ProgressDisplay:
         self._flow_name = ""
         self._started = time.time()
         self._finished = 0
+        self._finished_slugs: set[str] = set()
         self._failed = 0
         self._children_finished = 0
         self._already_finished = 0
@@ -136,7 +137,11 @@ class ProgressDisplay:
         cls, flow: Any, console: Console | None = None, quiet: bool = False
     ) -> ProgressDisplay:
         """A display for one run of ``flow``: live on a terminal, plain otherwise or if quiet."""
-        hidden = frozenset(p.slug for p in flow.parameters())
+        # Parameters get no line of their own; a loop block's it.result / it.index are
+        # supplied by the engine and never reported at all.
+        hidden = frozenset(p.slug for p in flow.parameters()) | frozenset(
+            t.slug for t in flow.tasks if getattr(t, "supplied_by_engine", False)
+        )
         total = len(flow.tasks) - len(hidden)
         return cls(total, console=console, live=False if quiet else None, hidden_slugs=hidden)
 
@@ -205,10 +210,13 @@ class ProgressDisplay:
             self._failed += bad
             hidden = event.task_slug in self.hidden_slugs
             if not hidden:
-                if event.map_index is None:
-                    self._finished += 1
-                else:
+                if event.map_index is not None:
                     self._children_finished += 1
+                elif event.task_slug not in self._finished_slugs:
+                    # A loop block's body tasks finish once per iteration: count each
+                    # task once, so "finished" never runs past the total.
+                    self._finished_slugs.add(event.task_slug)
+                    self._finished += 1
         # Parameters and a mapped task's children get a line only when they fail.
         if bad or not (hidden or event.map_index is not None):
             self._print(self._finished_line(event, view, now))

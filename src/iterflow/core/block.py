@@ -109,6 +109,9 @@ class LoopBlock(Task):
 class _Supplied(Task):
     """A value the engine supplies to each iteration of a block; never run as a job."""
 
+    #: Never run, so never reported: displays leave it out of their task counts.
+    supplied_by_engine = True
+
     def __init__(self, block: LoopBlock, name: str) -> None:
         super().__init__(name=name)
         self.block = block
