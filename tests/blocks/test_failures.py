@@ -12,21 +12,7 @@ from iterflow.errors import SerializationError
 from iterflow.executors import ThreadExecutor
 from iterflow.runtime import run_flow
 from tests.blocks.conftest import BlockSink
-
-
-@task
-def add(x, y):
-    return x + y
-
-
-@task
-def at_least(x, limit):
-    return x >= limit
-
-
-@task
-def ident(x):
-    return x
+from tests.blocks.tasks import add, at_least, ident
 
 
 @task

@@ -12,6 +12,7 @@ from iterflow import SKIP, Flow, loop, task
 from iterflow.executors import LocalExecutor
 from iterflow.runtime import run_flow
 from tests.blocks.conftest import BlockSink
+from tests.blocks.tasks import add, at_least
 
 
 class CountingExecutor(LocalExecutor):
@@ -23,16 +24,6 @@ class CountingExecutor(LocalExecutor):
     def submit(self, fn, *args, key=None):
         self.jobs += 1
         return super().submit(fn, *args, key=key)
-
-
-@task
-def add(x, y):
-    return x + y
-
-
-@task
-def at_least(x, n):
-    return x >= n
 
 
 def counting_flow():

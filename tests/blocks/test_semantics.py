@@ -8,21 +8,7 @@ import time
 import iterflow
 from iterflow import LOOP, Flow, case, loop, task, unmapped
 from iterflow.engine.events import TaskRunEvent
-
-
-@task
-def add(x, y):
-    return x + y
-
-
-@task
-def at_least(x, limit):
-    return x >= limit
-
-
-@task
-def ident(x):
-    return x
+from tests.blocks.tasks import add, at_least, ident
 
 
 @task
