@@ -29,7 +29,9 @@ import argparse
 import time
 import tracemalloc
 
-from iterflow import LOOP, Flow, Parameter, loop, task
+from loop_overhead import engine_loop, plain_loop
+
+from iterflow import Flow, Parameter, loop, task
 from iterflow.executors import LocalExecutor, ThreadExecutor
 
 TASKS_PER_ITERATION = 3
@@ -79,45 +81,12 @@ def block_plain(n: int) -> float:
     return time.process_time() - start
 
 
-def accumulate(x, iterations):
-    import iterflow
-
-    ctx = iterflow.context
-    result = x + ctx.get("loop_result", 0)
-    if ctx.loop_index < iterations:
-        raise LOOP(result=result)
-    return result
-
-
 def loop_engine(n: int) -> float:
-    with Flow("loop overhead") as flow:
-        y = task(accumulate)(x=1, iterations=Parameter("n"))
-    start = time.process_time()
-    state = flow.run(parameters={"n": n - 1}, store=None)
-    elapsed = time.process_time() - start
-    assert state.result[y].result == n
-    return elapsed
+    return engine_loop(n, clock=time.process_time)
 
 
 def loop_plain(n: int) -> float:
-    """``loop_overhead.py``'s plain loop: call, raise, catch, carry."""
-
-    def step(x, iterations, loop_index, loop_result):
-        result = x + loop_result
-        if loop_index < iterations:
-            raise LOOP(result=result)
-        return result
-
-    start = time.process_time()
-    result, i = 0, 0
-    while True:
-        try:
-            step(1, n - 1, i, result)
-            break
-        except LOOP as sig:
-            result = sig.result
-            i += 1
-    return time.process_time() - start
+    return plain_loop(n, clock=time.process_time)
 
 
 class MachinePath(LocalExecutor):
