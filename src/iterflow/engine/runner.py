@@ -117,8 +117,8 @@ class FlowRunner:
         self.cache = cache if cache is not None else MemoryCache()
         self.checkpoint_source = checkpoint_source
         self.source = source
-        # Inputs of submitted task runs that will fill the cache when they succeed.
-        self._cached_inputs: dict[tuple[Any, int | None], dict[str, Any]] = {}
+        # Input fingerprints of submitted task runs that fill the cache when they succeed.
+        self._fingerprints: dict[tuple[Any, int | None], str] = {}
         self._blocks: Blocks | None = None  # the flow's loop blocks, when it has any
         # Set on Ctrl-C / SIGTERM: in-process loops stop before their next iteration.
         self._cancel = threading.Event()
@@ -233,13 +233,12 @@ class FlowRunner:
                 exc,
                 loop_count=0,
             )
+            self._fingerprints.pop((task, map_index), None)
             if emit is not None:
                 emit(self._event(scope, task, map_index, failed))
             todo.extend(scope.task_run_finished(task, map_index, failed))
             return
         running[future] = (scope, task, map_index)
-        if task.cache_for is not None:
-            self._cached_inputs[(task, map_index)] = instr.inputs
 
     def _finish_without_job(self, instr: RunTask) -> State | None:
         task = instr.task
@@ -248,18 +247,21 @@ class FlowRunner:
         if type(task) is Constant:  # the literal behind t.map([...]): no job, no round trip
             return Success(result=task.value, loop_count=1)
         if task.cache_for is not None:
-            hit = self.cache.get(self._cache_key(task), cache_fingerprint(instr.inputs))
+            fingerprint = cache_fingerprint(instr.inputs)
+            hit = self.cache.get(self._cache_key(task), fingerprint)
             if hit is not None:
                 value, loop_count, _expires = hit
                 return Cached("cached final value", value, loop_count=loop_count)
+            # A miss: remember the fingerprint, so the final value fills the cache.
+            self._fingerprints[(task, instr.map_index)] = fingerprint
         return None
 
     def _remember(self, task: Any, map_index: int | None, state: State) -> None:
         if task.cache_for is not None:
-            inputs = self._cached_inputs.pop((task, map_index), None)
-            if inputs is not None and state.kind is Success.kind:
+            fingerprint = self._fingerprints.pop((task, map_index), None)
+            if fingerprint is not None and state.kind is Success.kind:
                 self.cache.put(
-                    self._cache_key(task), cache_fingerprint(inputs), state.result,
+                    self._cache_key(task), fingerprint, state.result,
                     state.loop_count, task.cache_for,
                 )
 
