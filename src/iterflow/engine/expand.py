@@ -250,19 +250,7 @@ class _Transitions:
             new = self._handle(old, new, loop_index)
         if self.emit is not None:
             try:
-                self.emit(
-                    TaskRunEvent(
-                        self.spec.flow_run_id,
-                        self.spec.task_run_id,
-                        self.task.slug,
-                        self.task.name,
-                        self.spec.map_index,
-                        loop_index,
-                        new,
-                        self.sync,
-                        self.serializer,
-                    )
-                )
+                self.emit(self._event(new, loop_index))
             except Exception as exc:
                 # Recording failed (an unserializable loop result, a full disk): fail the
                 # task run rather than go on unrecorded, and try to record that.
