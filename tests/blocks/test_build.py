@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 import iterflow
 from iterflow import Flow, loop, task
-from iterflow.core.block import CarriedValue, IterationIndex, LoopBlock
+from iterflow.core.block import CarriedValue, IterationIndex, LoopBlock, block_layout
+from iterflow.engine.runner import FlowRunner
 from iterflow.errors import CycleError, FlowDefinitionError
+from iterflow.executors import LocalExecutor
 
 
 @task
@@ -198,3 +202,149 @@ def test_an_ordering_edge_into_a_block_is_kept(run):
     state = run(flow)
     assert state.result[it.final].result == 3
     assert order == ["first", "step", "step", "step"]
+
+
+# -- flow.validate(): the block rules, checked before any run -------------------------
+def leak_message(user: str, used: str, block: str, flow: str = "leak") -> str:
+    """The message for ``user`` taking ``used`` out of ``block``: names all four, and the fix."""
+    return (
+        f"task '{user}' in flow '{flow}' uses '{used}', which runs inside loop block "
+        f"'{block}'; only the block's final value leaves it: pass the value through "
+        f"it.next(result=...) and use it.final after the block"
+    )
+
+
+def refusal(flow: Flow) -> str:
+    """The message ``flow.validate()`` refuses the flow with."""
+    with pytest.raises(FlowDefinitionError) as refused:
+        flow.validate()
+    return str(refused.value)
+
+
+def test_validate_refuses_a_body_task_used_after_the_block():
+    with Flow("leak") as flow:
+        with loop(initial=0) as it:
+            a = inc(it.result)
+            it.next(result=a, until=done(a))
+        show(a)  # must be it.final
+    assert refusal(flow) == leak_message("show", "inc", "loop")
+
+
+def test_validate_refuses_the_carried_value_used_after_the_block():
+    with Flow("leak") as flow:
+        with loop(initial=0) as it:
+            carried = it.result
+            it.next(result=inc(carried), until=done(carried))
+        show(carried)
+    assert refusal(flow) == leak_message("show", "loop.result", "loop")
+
+
+def test_validate_refuses_a_mapped_body_task_and_a_map_over_one_after_the_block():
+    with Flow("leak") as flow:
+        with loop(initial=0) as it:
+            many = inc.map([1, 2])
+            it.next(until=done(it.result))
+        show(many)
+    assert refusal(flow) == leak_message("show", "inc", "loop")
+
+    with Flow("leak") as flow:
+        with loop(initial=0) as it:
+            pair = inc.map([1, 2])
+            it.next(until=done(it.result))
+        show.map(pair)
+    assert refusal(flow) == leak_message("show", "inc", "loop")
+
+
+def test_validate_refuses_a_task_of_a_nested_block_used_after_it():
+    def nested(use_after_outer: bool) -> Flow:
+        with Flow("leak") as flow:
+            with loop(initial=0, name="outer") as outer:
+                with loop(initial=0, name="inner") as inner:
+                    x = inc(inner.result)
+                    inner.next(result=x, until=done(x))
+                if not use_after_outer:
+                    show(x)  # inside outer, but after inner: must be inner.final
+                outer.next(result=inner.final, until=done(inner.final))
+            if use_after_outer:
+                show(x)
+        return flow
+
+    for after_outer in (False, True):
+        assert refusal(nested(after_outer)) == leak_message("show", "inc", "inner")
+
+
+def test_validate_refuses_a_task_inside_one_block_using_one_inside_a_sibling():
+    with Flow("leak") as flow:
+        with loop(initial=0, name="one") as one:
+            a = inc(one.result)
+            one.next(result=a, until=done(a))
+        with loop(initial=0, name="two") as two:
+            b = inc(a)
+            two.next(result=b, until=done(b))
+    # Named is the task that uses the value, not the block it sits in.
+    assert refusal(flow) == leak_message("inc-2", "inc", "one")
+
+
+def test_validate_refuses_a_block_left_without_until_by_a_caught_error():
+    # loop's __exit__ lets the error through, so it never reports the missing until.
+    with Flow("f") as flow, contextlib.suppress(ZeroDivisionError), loop(initial=0, name="broken"):
+        inc(1)
+        raise ZeroDivisionError
+    assert refusal(flow) == (
+        "loop block 'broken' in flow 'f' never says when to stop: call "
+        "it.next(result=..., until=task) inside the block"
+    )
+
+
+def test_run_and_the_runner_refuse_with_the_same_message_as_validate():
+    with Flow("leak") as flow:
+        with loop(initial=0) as it:
+            a = inc(it.result)
+            it.next(result=a, until=done(a))
+        show(a)
+    messages = []
+    for attempt in (
+        flow.validate,
+        lambda: flow.run(store=None),
+        # A runner given a flow nobody validated lays it out with the same check.
+        lambda: FlowRunner(flow, LocalExecutor()).run(),
+    ):
+        with pytest.raises(FlowDefinitionError) as refused:
+            attempt()
+        messages.append(str(refused.value))
+    assert messages == [leak_message("show", "inc", "loop")] * 3
+
+
+def test_validate_accepts_what_blocks_allow():
+    with Flow("fine") as flow:
+        start = inc(0)                                   # feeds the outer block from outside
+        limit = inc(start)
+        with loop(initial=start, name="outer") as outer:
+            with loop(initial=outer.result, name="inner") as inner:
+                x = inc(inner.result)                    # inner's own tasks use each other
+                y = add_to(x, limit)                     # and the flow's, across two blocks
+                z = add_to(y, outer.index)               # and the outer block's
+                inner.next(result=z, until=done(z))
+            per_row = inc.map([inner.final, outer.result])
+            total = add_to(inner.final, per_row[0])     # inner.final, inside outer
+            outer.next(result=total, until=done(total))
+        show(outer.final)
+        flow.set_dependencies(outer.final, upstream_tasks=[show(limit)])  # ordering edge in
+    flow.validate()
+    layout = block_layout(flow)
+    assert set(layout.blocks) == {inner.final, outer.final}
+    assert layout.owner[x] is inner.final and layout.owner[inner.final] is outer.final
+    assert layout.enclosing[x] == (inner.final, outer.final)
+    assert layout.owner[start] is None and layout.enclosing[start] == ()
+
+
+def test_a_flow_without_blocks_has_an_empty_layout():
+    with Flow("plain") as flow:
+        show(inc(0))
+    flow.validate()
+    assert block_layout(flow).blocks == ()
+
+
+@task
+def add_to(x, y):
+    return x + y

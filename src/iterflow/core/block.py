@@ -36,6 +36,17 @@ never run: the engine supplies their values at the start of each iteration.
 ``it.final`` *is* the block node: its result is the carried value when the
 loop ended, so ``report(it.final)`` is an ordinary data edge.
 
+What may use what
+-----------------
+A body task has one value per iteration; outside its block there is no
+current iteration, only the value the loop ended with. So a task may use a
+task of its own block, of a block around it, or of the flow, and nothing
+else: a task after the block takes ``it.final``. :func:`block_layout` works
+out which block each task runs in and checks this rule, once for
+:meth:`Flow.validate <iterflow.core.flow.Flow.validate>` (which ``flow.run()``
+calls before anything runs) and once for the engine, which needs the same
+layout to cut the flow into scopes.
+
 The engine (:mod:`iterflow.engine.block`) reads this description as nested
 *scopes* — the flow, and inside it each block's body — and runs one scope per
 iteration. Nothing here runs anything.
@@ -44,13 +55,15 @@ iteration. Nothing here runs anything.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from iterflow.core.flow import Flow, _block_stack
 from iterflow.core.task import Task
 from iterflow.errors import FlowDefinitionError
 
-__all__ = ["CarriedValue", "IterationIndex", "LoopBlock", "loop"]
+__all__ = ["BlockLayout", "CarriedValue", "IterationIndex", "LoopBlock", "block_layout", "loop"]
 
 _UNSET: Any = object()
 
@@ -230,10 +243,7 @@ class loop:  # noqa: N801 - reads as a statement: `with loop(...) as it:`
         _block_stack.reset(self._token)
         self._state = "closed"
         if exc_type is None and self.node.until_task is None:
-            raise FlowDefinitionError(
-                f"loop block {self.node.name!r} in flow {self._flow.name!r} never says when "
-                f"to stop: call it.next(result=..., until=task) inside the block"
-            )
+            raise _never_stops(self.node, self._flow)
 
     def task_added(self, flow: Flow, task: Task) -> None:
         """Called by the flow for each task created while the block is open."""
@@ -324,3 +334,75 @@ class loop:  # noqa: N801 - reads as a statement: `with loop(...) as it:`
                 f"computed by the block's own tasks (a nested block's value is its it.final)"
             )
         return value
+
+
+# -- which block each task runs in ------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class BlockLayout:
+    """Where each task of a flow runs: in the flow itself, or inside which loop blocks.
+
+    ``blocks`` are the flow's block nodes in dependency order. ``owner`` maps
+    each task to the block it is a direct member of (None: the flow itself);
+    ``enclosing`` maps it to every block it runs inside, innermost first. A
+    nested block's node is a member of the block around it, so a block's own
+    entries name the blocks around it, never itself. For a flow without
+    blocks all three are empty: every task runs in the flow.
+    """
+
+    blocks: tuple[LoopBlock, ...]
+    owner: dict[Task, LoopBlock | None]
+    enclosing: dict[Task, tuple[LoopBlock, ...]]
+
+
+def block_layout(flow: Flow, order: Iterable[Task] | None = None) -> BlockLayout:
+    """The flow's :class:`BlockLayout`, checked: the one place the block rules live.
+
+    Raises :class:`~iterflow.errors.FlowDefinitionError` for a block without
+    ``it.next(until=...)`` (the ``with`` itself refuses one, unless it ended in
+    an error the caller caught), and for a task that uses a task running inside
+    a block it is not in, naming both tasks, the flow and the block. ``order`` is the
+    flow's tasks in dependency order when the caller has it already (the flow
+    must be acyclic); it decides which problem is reported first.
+    """
+    order = tuple(flow.sorted_tasks() if order is None else order)
+    blocks = tuple(t for t in order if isinstance(t, LoopBlock))
+    if not blocks:
+        return BlockLayout((), {}, {})
+    owner: dict[Task, LoopBlock | None] = dict.fromkeys(order)
+    for node in blocks:
+        if node.until_task is None:
+            raise _never_stops(node, flow)
+        for member in node.members:
+            owner[member] = node
+    enclosing: dict[Task, tuple[LoopBlock, ...]] = {}
+    for t in order:
+        chain: list[LoopBlock] = []
+        block = owner[t]
+        while block is not None:
+            chain.append(block)
+            block = owner[block]
+        enclosing[t] = tuple(chain)
+
+    # A value is usable where it exists: the upstream runs in the flow, or in a block
+    # the user runs inside. The one other edge allowed goes from a task to a block
+    # around it: it orders the block's end after the task and carries nothing out.
+    for down in order:
+        around = enclosing[down]
+        for edge in flow.upstream_edges(down):
+            up = edge.upstream_task
+            home = owner[up]
+            if home is None or home in around or down in enclosing[up]:
+                continue
+            raise FlowDefinitionError(
+                f"task {down.slug!r} in flow {flow.name!r} uses {up.slug!r}, which runs "
+                f"inside loop block {home.slug!r}; only the block's final value leaves it: "
+                f"pass the value through it.next(result=...) and use it.final after the block"
+            )
+    return BlockLayout(blocks, owner, enclosing)
+
+
+def _never_stops(node: LoopBlock, flow: Flow) -> FlowDefinitionError:
+    return FlowDefinitionError(
+        f"loop block {node.name!r} in flow {flow.name!r} never says when to stop: "
+        f"call it.next(result=..., until=task) inside the block"
+    )

@@ -281,10 +281,14 @@ class Flow:
         ]
 
     def validate(self) -> None:
-        """Check the graph: edges within the flow, no cycle, every task's arguments.
+        """Check the graph: edges within the flow, no cycle, arguments, loop blocks.
 
-        Raises :class:`~iterflow.errors.FlowDefinitionError` (or ``TypeError``
-        for a task whose inputs its function cannot accept) naming the task.
+        Every task's inputs must suit its function; every loop block must say
+        when to stop, and no task may use a task inside a block it is not in
+        (after a block, a task takes ``it.final``). Raises
+        :class:`~iterflow.errors.FlowDefinitionError` (or ``TypeError`` for a
+        task whose inputs its function cannot accept) naming the task.
+        ``flow.run()`` calls it before anything runs.
         """
         for edge in self._edges:
             for t in (edge.upstream_task, edge.downstream_task):
@@ -294,11 +298,16 @@ class Flow:
                         f"not in the flow"
                     )
         try:
-            self.sorted_tasks()
+            order = self.sorted_tasks()
         except ValueError:
             raise CycleError(f"flow {self.name!r} has a cycle") from None
         for t in self._tasks:
             self._check_inputs(t)
+        # Imported here: core.block builds on this module. The engine checks blocks
+        # with the same function, so a flow valid here is one the engine can lay out.
+        from iterflow.core.block import block_layout
+
+        block_layout(self, order)
 
     def _check_inputs(self, task: Task) -> None:
         keys = {e.key for e in self._upstream[task] if e.key is not None}

@@ -10,8 +10,10 @@ The root scope is the flow without the insides of its blocks: a block is one
 node there, like a task. A block's scope is its body: its direct members
 (a nested block is again one node) plus the outside tasks the body uses, its
 *feeders*, which enter the scope as tasks that already finished.
-:func:`compile_blocks` checks the nesting once per run and turns each scope
-into a :class:`ScopeView`, the read-only graph a
+:func:`compile_blocks` takes the nesting from
+:func:`~iterflow.core.block.block_layout` (which also checks it, as
+``flow.validate()`` does) once per run and turns each scope into a
+:class:`ScopeView`, the read-only graph a
 :class:`~iterflow.engine.machine.FlowMachine` needs — the machine itself
 knows nothing of blocks. In its parent's view a block node depends on its
 feeders, through data edges whose values are their *states* (a block node
@@ -75,7 +77,7 @@ from typing import Any
 
 from iterflow.context import _reset as _reset_context
 from iterflow.context import _set as _set_context
-from iterflow.core.block import CarriedValue, IterationIndex, LoopBlock
+from iterflow.core.block import CarriedValue, IterationIndex, LoopBlock, block_layout
 from iterflow.core.graph import Edge
 from iterflow.core.parameter import Parameter
 from iterflow.core.state import (
@@ -98,7 +100,7 @@ from iterflow.engine.events import ResumePoint, TaskRunEvent
 from iterflow.engine.expand import NOTHING, TaskRunSpec, _drive
 from iterflow.engine.machine import FlowMachine, RunTask
 from iterflow.engine.tasklog import TaskLogger
-from iterflow.errors import FlowDefinitionError, LoopLimitError
+from iterflow.errors import LoopLimitError
 
 __all__ = [
     "BlockPlan",
@@ -172,31 +174,19 @@ class BlockPlan:
 def compile_blocks(flow: Any) -> tuple[Any, dict[LoopBlock, BlockPlan]]:
     """The root scope's graph and a plan per block; ``(flow, {})`` for a flow without blocks.
 
-    Raises :class:`FlowDefinitionError`, before anything runs, for a block
+    Raises :class:`~iterflow.errors.FlowDefinitionError`, before anything runs, for a block
     without ``it.next(until=...)`` or for a task that uses a value from inside
-    a block it is not in.
+    a block it is not in: :func:`~iterflow.core.block.block_layout` checks
+    both, as it does for ``flow.validate()``. Checked again here because a
+    runner may be given a flow nobody validated.
     """
     order = flow.sorted_tasks()
-    nodes = [t for t in order if isinstance(t, LoopBlock)]
+    layout = block_layout(flow, order)
+    nodes = layout.blocks
     if not nodes:
         return flow, {}
-    owner: dict[Task, LoopBlock | None] = dict.fromkeys(order)
-    for node in nodes:
-        if node.until_task is None:
-            raise FlowDefinitionError(
-                f"loop block {node.name!r} in flow {flow.name!r} never says when to stop: "
-                f"call it.next(result=..., until=task) inside the block"
-            )
-        for member in node.members:
-            owner[member] = node
-    enclosing: dict[Task, tuple[LoopBlock, ...]] = {}  # innermost first
-    for t in order:
-        chain: list[LoopBlock] = []
-        block = owner[t]
-        while block is not None:
-            chain.append(block)
-            block = owner[block]
-        enclosing[t] = tuple(chain)
+    owner = layout.owner
+    enclosing = layout.enclosing
 
     feeders: dict[LoopBlock, list[Task]] = {node: [] for node in nodes}
     for t in order:
@@ -208,30 +198,17 @@ def compile_blocks(flow: Any) -> tuple[Any, dict[LoopBlock, BlockPlan]]:
                 if up not in feeders[block]:
                     feeders[block].append(up)
 
-    def check_visible(up: Task, down: Task, scope: LoopBlock | None) -> None:
-        if owner[up] is scope or owner[up] in enclosing.get(scope, ()) or owner[up] is None:
-            return
-        inner = owner[up]
-        raise FlowDefinitionError(
-            f"task {down.slug!r} in flow {flow.name!r} uses {up.slug!r}, which runs inside "
-            f"loop block {inner.slug!r}; only the block's final value leaves it: pass the "
-            f"value through it.next(result=...) and use it.final after the block"
-        )
-
-    def view_edges(t: Task, scope: LoopBlock | None) -> list[Edge]:
+    # The layout allowed every edge, so the scopes need no checks of their own: a
+    # feeder is the outside end of an allowed edge into a body, so it runs in the flow
+    # or in a block around the one it feeds, where that block's node can see it.
+    def view_edges(t: Task) -> list[Edge]:
         if not isinstance(t, LoopBlock):
-            for edge in flow.upstream_edges(t):
-                check_visible(edge.upstream_task, t, scope)
             return flow.upstream_edges(t)
-        edges = []
-        for up in feeders[t]:
-            check_visible(up, t, scope)
-            edges.append(Edge(up, t, key=_feed_key(up)))
+        edges = [Edge(up, t, key=_feed_key(up)) for up in feeders[t]]
         for edge in flow.upstream_edges(t):
             # Its own members' ordering edges are the block's inside; the rest
             # (``initial``, an edge added by hand) stand as they are.
             if t not in enclosing[edge.upstream_task]:
-                check_visible(edge.upstream_task, t, scope)
                 edges.append(edge)
         return edges
 
@@ -240,7 +217,7 @@ def compile_blocks(flow: Any) -> tuple[Any, dict[LoopBlock, BlockPlan]]:
         outside = feeders[scope] if scope is not None else []
         edges_in: dict[Task, list[Edge]] = {t: [] for t in outside}
         for t in members:
-            edges_in[t] = view_edges(t, scope)
+            edges_in[t] = view_edges(t)
         view_order = tuple(t for t in order if t in edges_in)
         return ScopeView(view_order, edges_in, flow.constants), members
 
