@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from iterflow.errors import StoreError
 from iterflow.store import SCHEMA_VERSION, open_store
 from iterflow.store.runstore import RunStore, default_url
-from iterflow.store.schema import metadata
+from iterflow.store.schema import MIGRATIONS, metadata
 
 from .helpers import RunEvents
 
@@ -150,33 +150,36 @@ def test_an_older_store_is_migrated_in_order(store_url):
         sink.close()
     steps: list[int] = []
 
-    def step_two(conn):
-        steps.append(2)
+    def step_next(conn):
+        steps.append(SCHEMA_VERSION + 1)
         _add_note_column(conn)
 
-    with RunStore(store_url, migrations=(step_two,)) as upgraded:
+    future = (*MIGRATIONS, step_next)
+    with RunStore(store_url, migrations=future) as upgraded:
         assert upgraded.schema_version == SCHEMA_VERSION + 1
         with upgraded.engine.connect() as conn:
-            assert conn.exec_driver_sql("SELECT version FROM schema_version").scalar() == 2
+            version = conn.exec_driver_sql("SELECT version FROM schema_version").scalar()
+            assert version == SCHEMA_VERSION + 1
             assert conn.exec_driver_sql("SELECT note FROM task_runs").scalar() == "migrated"
         assert [h.loop_index for h in upgraded.iterations(run.run_id, "t")] == [0, 1, 2]
     # Opening again runs nothing: the store is already there.
-    with RunStore(store_url, migrations=(step_two,)):
+    with RunStore(store_url, migrations=future):
         pass
-    assert steps == [2]
-    # And the code that knows only version 1 now refuses the upgraded store.
+    assert steps == [SCHEMA_VERSION + 1]
+    # And the code that knows only this version now refuses the upgraded store.
     with pytest.raises(StoreError, match="newer iterflow"):
         open_store(store_url)
 
 
 def test_a_failing_migration_leaves_the_store_unchanged(store_url):
     open_store(store_url).close()
-    with pytest.raises(StoreError, match=r"from schema version 1 to 2 failed.*halfway"):
-        RunStore(store_url, migrations=(_broken_migration,))
+    v = SCHEMA_VERSION
+    with pytest.raises(StoreError, match=rf"from schema version {v} to {v + 1} failed.*halfway"):
+        RunStore(store_url, migrations=(*MIGRATIONS, _broken_migration))
     with open_store(store_url) as store:
         columns = {c["name"] for c in sa.inspect(store.engine).get_columns("task_runs")}
         assert "note" not in columns
-        assert store.schema_version == 1
+        assert store.schema_version == SCHEMA_VERSION
 
 
 def test_importing_iterflow_does_not_import_sqlalchemy():

@@ -171,8 +171,14 @@ def test_large_result_goes_to_a_file_under_iterflow_home(store, sink, home):
     run.task("t", Looped(result=value, loop_index=0))
     sink.flush()
     (history,) = store.iterations(run.run_id, "t")
-    path, data = rows(store, "SELECT path, data FROM results WHERE id = :i", i=history.result_id)[0]
-    assert data is None and path.startswith(str(home / "results"))
+    # The state's row keeps the preview; a results row keeps the file's path.
+    ((path, data, inline),) = rows(
+        store,
+        "SELECT r.path, r.data, s.data FROM state_transitions s "
+        "JOIN results r ON r.id = s.result_id WHERE s.id = :i",
+        i=history.result_id,
+    )
+    assert data is None and inline is None and path.startswith(str(home / "results"))
     assert history.size > FILE_THRESHOLD
     assert history.preview.startswith("'xxx") and len(history.preview) <= 200
     assert store.load_result(history.result_id) == value
@@ -205,14 +211,15 @@ def test_previews_are_shown_without_unpickling(store, sink):
         store.load_result(store.iterations(run.run_id, "t")[0].result_id)
 
 
-def test_none_results_take_no_result_row(store, sink):
+def test_none_results_store_no_value(store, sink):
     run = RunEvents(sink)
     run.start()
     run.loop("t", [None, None], final=None)
     sink.flush()
     history = store.iterations(run.run_id, "t")
-    assert [(h.result_id, h.preview) for h in history] == [(None, None)] * 3
+    assert [(h.result_id, h.preview, h.size) for h in history] == [(None, None, None)] * 3
     assert rows(store, "SELECT count(*) FROM results")[0][0] == 0
+    assert rows(store, "SELECT count(*) FROM state_transitions WHERE data IS NOT NULL")[0][0] == 0
 
 
 def test_mapped_parent_result_is_not_stored_twice(store, sink):
@@ -225,7 +232,7 @@ def test_mapped_parent_result_is_not_stored_twice(store, sink):
         run.task("m", children[-1], map_index=i)
     run.task("m", Mapped(map_states=children))
     sink.flush()
-    assert rows(store, "SELECT count(*) FROM results")[0][0] == 3
+    assert rows(store, "SELECT count(*) FROM state_transitions WHERE data IS NOT NULL")[0][0] == 3
     states = {(t.map_index, t.state) for t in store.task_runs(run.run_id)}
     assert states == {(None, "Mapped"), (0, "Success"), (1, "Success"), (2, "Success")}
 

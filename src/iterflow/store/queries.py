@@ -265,7 +265,7 @@ def find_run(
 
 
 def load_results(conn: sa.Connection, ids: Sequence[int]) -> dict[int, Any]:
-    """Load (unpickle) the results with these ids."""
+    """Load (unpickle) the ``results`` rows with these ids (files, run parameters)."""
     values: dict[int, Any] = {}
     unique = sorted(set(ids))
     for start in range(0, len(unique), _IN_CHUNK):
@@ -281,6 +281,41 @@ def load_results(conn: sa.Connection, ids: Sequence[int]) -> dict[int, Any]:
     missing = set(unique) - values.keys()
     if missing:
         raise StoreError(f"The store has lost the results {sorted(missing)[:5]}: it is damaged.")
+    return values
+
+
+def load_state_results(conn: sa.Connection, ids: Sequence[int]) -> dict[int, Any]:
+    """Load (unpickle) the values carried by the state rows with these ids.
+
+    A state that carried no value (``LOOP()`` without a result, a task that
+    returned ``None``) gives ``None``.
+    """
+    values: dict[int, Any] = {}
+    outside: dict[int, int] = {}  # state row id -> results row id
+    unique = sorted(set(ids))
+    s = state_transitions
+    for start in range(0, len(unique), _IN_CHUNK):
+        chunk = unique[start : start + _IN_CHUNK]
+        rows = conn.execute(
+            sa.select(s.c.id, s.c.serializer, s.c.data, s.c.preview, s.c.result_id)
+            .where(s.c.id.in_(chunk))
+        )
+        for row in rows:
+            if row.serializer is None:
+                values[row.id] = None
+            elif row.result_id is not None:
+                outside[row.id] = row.result_id
+            else:
+                values[row.id] = load_stored(row.serializer, row.data, None, row.preview or "")
+    if outside:
+        loaded = load_results(conn, list(outside.values()))
+        for row_id, result_id in outside.items():
+            values[row_id] = loaded[result_id]
+    missing = set(unique) - values.keys() - outside.keys()
+    if missing:
+        raise StoreError(
+            f"The store has lost the recorded states {sorted(missing)[:5]}: it is damaged."
+        )
     return values
 
 
@@ -339,9 +374,10 @@ def task_runs(run_id: str, *, store: RunStore | str | None = None) -> list[TaskR
         def query(conn: sa.Connection) -> list[TaskRunInfo]:
             run = find_run(conn, run_id, st.name)
             t = task_runs_table
+            s = state_transitions
             stmt = (
-                sa.select(t, results.c.preview)
-                .select_from(t.outerjoin(results, results.c.id == t.c.result_id))
+                sa.select(t, s.c.preview)
+                .select_from(t.outerjoin(s, s.c.id == t.c.result_transition))
                 .where(t.c.flow_run_id == run.run_id)
                 .order_by(t.c.started, t.c.task_slug, t.c.map_index)
             )
@@ -419,9 +455,9 @@ def iterations(
             s = state_transitions
             stmt = (
                 sa.select(
-                    s.c.loop_index, s.c.kind, s.c.time, s.c.message, s.c.result_id,
-                    s.c.block_index, s.c.traceback,
-                    results.c.preview, results.c.size, results.c.serializer,
+                    s.c.id, s.c.loop_index, s.c.kind, s.c.time, s.c.message, s.c.block_index,
+                    s.c.traceback, s.c.serializer, s.c.preview,
+                    sa.func.coalesce(sa.func.length(s.c.data), results.c.size).label("size"),
                 )
                 .select_from(s.outerjoin(results, results.c.id == s.c.result_id))
                 .where(s.c.task_run_id == task_run_id, s.c.kind != "Running")
@@ -433,10 +469,10 @@ def iterations(
                     state=row.kind,
                     time=row.time,
                     message=row.message,
-                    # A Looped/Success without a result row carried None.
-                    preview=row.preview if row.result_id is not None else None,
-                    result_id=row.result_id,
-                    size=row.size,
+                    # No serializer: the state carried None.
+                    preview=row.preview if row.serializer is not None else None,
+                    result_id=row.id if row.serializer is not None else None,
+                    size=row.size if row.serializer is not None else None,
                     serializer=row.serializer,
                     block_index=row.block_index,
                     traceback=row.traceback,
@@ -481,9 +517,12 @@ def logs(
 
 
 def load_result(result_id: int, *, store: RunStore | str | None = None) -> Any:
-    """Load one stored result (this *does* unpickle it)."""
+    """Load one recorded value, by an :class:`IterationRecord`'s ``result_id``.
+
+    This *does* unpickle it.
+    """
     with _using(store) as st:
-        return st.read(lambda conn: load_results(conn, [result_id])[result_id])
+        return st.read(lambda conn: load_state_results(conn, [result_id])[result_id])
 
 
 def resume_point(run_id: str, *, store: RunStore | str | None = None) -> ResumePoint:
@@ -539,17 +578,23 @@ def _resume_point(conn: sa.Connection, run_id: str, name: str) -> ResumePoint:
                 included.append(inner)
     used = [r for prefix in included for r in scopes.get(prefix, ())]
 
-    wanted = [r.result_id for r in used if r.state in _SUCCESSFUL and r.result_id is not None]
+    wanted = [
+        r.result_transition
+        for r in used
+        if r.state in _SUCCESSFUL and r.result_transition is not None
+    ]
     wanted += [
-        r.looped_result_id
+        r.looped_transition
         for r in used
         if r.state not in _SUCCESSFUL and r.looped_index is not None
-        and r.looped_result_id is not None
+        and r.looped_transition is not None
     ]
-    if run.parameters_result_id is not None:
-        wanted.append(run.parameters_result_id)
+    parameters = run.parameters or {}
     try:
-        values = load_results(conn, wanted)
+        values = load_state_results(conn, wanted)
+        if run.parameters_result_id is not None:
+            # Not exactly JSON: the pickled originals.
+            parameters = load_results(conn, [run.parameters_result_id])[run.parameters_result_id]
     except StoreError as exc:
         raise RunNotResumable(f"Run {run.run_id} cannot be resumed: {exc}") from exc
     except Exception as exc:  # unpickling runs user code: name what broke
@@ -558,9 +603,6 @@ def _resume_point(conn: sa.Connection, run_id: str, name: str) -> ResumePoint:
             f"({type(exc).__name__}: {exc}). Is the code that defines it importable here?"
         ) from exc
 
-    parameters = run.parameters or {}
-    if run.parameters_result_id is not None:
-        parameters = values[run.parameters_result_id]
     point = ResumePoint(run_id=run.run_id, parameters=dict(parameters))
     point.finished, point.loops = _scope_resume(scopes.get(run.run_id, []), values)
     for prefix in included[1:]:
@@ -581,14 +623,14 @@ def _scope_resume(
         if r.state in _SUCCESSFUL:
             finished[key] = state_class(r.state)(
                 r.message,
-                None if r.result_id is None else values[r.result_id],
+                None if r.result_transition is None else values[r.result_transition],
                 loop_count=r.loop_count,
                 timestamp=r.ended if r.ended is not None else r.started,
             )
         elif r.state == "Mapped" and r.map_index is None:
             mapped_parents.append(r)
         elif r.looped_index is not None:
-            value = None if r.looped_result_id is None else values[r.looped_result_id]
+            value = None if r.looped_transition is None else values[r.looped_transition]
             loops[key] = (r.looped_index + 1, value)
 
     for parent in mapped_parents:

@@ -257,7 +257,7 @@ class RunStore:
         def query(conn: sa.Connection) -> tuple[int, Any] | None:
             index = t.c.map_index.is_(None) if map_index is None else t.c.map_index == map_index
             rows = conn.execute(
-                sa.select(t.c.task_run_id, t.c.looped_index, t.c.looped_result_id).where(
+                sa.select(t.c.task_run_id, t.c.looped_index, t.c.looped_transition).where(
                     t.c.flow_run_id == flow_run_id, t.c.task_slug == task_slug, index,
                     t.c.looped_index.is_not(None),
                 )
@@ -271,10 +271,10 @@ class RunStore:
             if not top:
                 return None
             row = max(top, key=lambda r: r.looped_index)
-            if row.looped_result_id is None:
+            if row.looped_transition is None:
                 return row.looped_index + 1, None
-            value = queries.load_results(conn, [row.looped_result_id])[row.looped_result_id]
-            return row.looped_index + 1, value
+            loaded = queries.load_state_results(conn, [row.looped_transition])
+            return row.looped_index + 1, loaded[row.looped_transition]
 
         return self.read(query)
 

@@ -8,16 +8,28 @@ task runs are the strings the runner makes)::
                        parameters_result_id, source, pid, host, heartbeat, message
     task_runs          task_run_id, flow_run_id, task_slug, task_name, map_index,
                        state, loop_count, loop_index (of the latest event),
-                       looped_index + looped_result_id (the latest Looped: where a
-                       resumed run continues), result_id (final), started, ended, message
+                       looped_index + looped_transition (the latest Looped: where a
+                       resumed run continues), result_transition (the final state),
+                       started, ended, message
     state_transitions  id, flow_run_id, task_run_id (NULL: the flow run's own),
-                       kind, loop_index, block_index, message, traceback,
-                       result_id, time
-    results            id, serializer, data (inline) or path (a file), size, preview
+                       kind, loop_index, block_index, message, traceback, time, and
+                       the result the state carries: serializer, data, preview
+                       (inline), or result_id (kept out of line, in ``results``)
+    results            id, serializer, data (inline) or path (a file), size, preview:
+                       values too big to keep in a state's row, and run parameters
     logs               id, flow_run_id, task_run_id, task_slug, map_index,
                        loop_index, level, message, time
-    counters           name, value — hands out result ids in blocks (see writer)
+    counters           name, value — hands out state and result ids in blocks
     schema_version     version — one row
+
+A state's result lives in its own row because a loop records one ``Looped``
+state per iteration, each with its result: one row per iteration is half the
+work of a state row plus a result row (version 1 did that). A state row with
+``serializer`` set carries a value: in ``data``, or in the ``results`` row
+``result_id`` names (a file, for values over ``FILE_THRESHOLD``); with neither,
+only its ``preview`` could be kept (an exception that does not pickle, say).
+``serializer`` NULL means the state carried ``None``. ``task_runs`` points at
+the rows holding the values a resume needs by their ``state_transitions`` ids.
 
 There are no foreign-key constraints, on purpose: the writer must never lose a
 batch because events arrived in an unusual order (a log line before its task
@@ -136,8 +148,9 @@ task_runs = sa.Table(
     sa.Column("loop_count", sa.Integer),
     sa.Column("loop_index", sa.Integer),
     sa.Column("looped_index", sa.Integer),
-    sa.Column("looped_result_id", sa.BigInteger),
-    sa.Column("result_id", sa.BigInteger),
+    # state_transitions ids: the latest Looped state, and the final state.
+    sa.Column("looped_transition", sa.BigInteger),
+    sa.Column("result_transition", sa.BigInteger),
     sa.Column("started", _TIME),
     sa.Column("ended", _TIME),
     sa.Column("message", sa.Text),
@@ -147,7 +160,8 @@ task_runs = sa.Table(
 state_transitions = sa.Table(
     "state_transitions",
     metadata,
-    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    # Assigned by the writer from `counters` (see results.id), in event order.
+    sa.Column("id", _ID, primary_key=True, autoincrement=False),
     sa.Column("flow_run_id", sa.String, nullable=False),
     sa.Column("task_run_id", sa.String),
     sa.Column("kind", sa.String(16), nullable=False),
@@ -155,8 +169,11 @@ state_transitions = sa.Table(
     sa.Column("block_index", sa.Integer),
     sa.Column("message", sa.Text),
     sa.Column("traceback", sa.Text),
-    sa.Column("result_id", sa.BigInteger),
     sa.Column("time", _TIME, nullable=False),
+    sa.Column("serializer", sa.String(16)),
+    sa.Column("data", sa.LargeBinary),
+    sa.Column("preview", sa.Text),
+    sa.Column("result_id", sa.BigInteger),
     # A task run's history in order. (SQLite appends the rowid to every index
     # entry, so this is ordered by id there too.)
     sa.Index("ix_state_transitions_task_run", "task_run_id"),
@@ -167,6 +184,7 @@ results = sa.Table(
     metadata,
     # Assigned by the writer from `counters`, so one batch can insert results
     # and the rows that point at them without a round trip per row.
+    # Since version 2 only values kept out of line and run parameters.
     sa.Column("id", _ID, primary_key=True, autoincrement=False),
     sa.Column("serializer", sa.String(16), nullable=False),
     sa.Column("data", sa.LargeBinary),
@@ -190,8 +208,56 @@ logs = sa.Table(
     sa.Index("ix_logs_flow_run", "flow_run_id"),
 )
 
+
+def _v2_results_in_state_rows(conn: sa.Connection) -> None:
+    """Version 2: a state's result moves into its ``state_transitions`` row.
+
+    Values kept in the database move from ``results`` into the row of the state
+    that carried them; values in files, and run parameters, stay in ``results``.
+    ``task_runs`` then points at state rows (``looped_transition``,
+    ``result_transition``) instead of results, and one counter (``ids``) hands
+    out the ids of both tables.
+    """
+    run = conn.exec_driver_sql
+    blob = "BYTEA" if conn.dialect.name == "postgresql" else "BLOB"
+    for column, type_ in (("serializer", "VARCHAR(16)"), ("data", blob), ("preview", "TEXT")):
+        run(f"ALTER TABLE state_transitions ADD COLUMN {column} {type_}")
+    # Each lookup below goes through result_id: without an index, a large
+    # store would be scanned once per task run.
+    run("CREATE INDEX ix_migrate_v2 ON state_transitions (result_id)")
+    run("ALTER TABLE task_runs RENAME COLUMN looped_result_id TO looped_transition")
+    run("ALTER TABLE task_runs RENAME COLUMN result_id TO result_transition")
+    for column in ("looped_transition", "result_transition"):
+        run(
+            f"UPDATE task_runs SET {column} = (SELECT max(s.id) FROM state_transitions s "
+            f"WHERE s.result_id = task_runs.{column}) WHERE {column} IS NOT NULL"
+        )
+    same = "FROM results r WHERE r.id = state_transitions.result_id"
+    run(
+        f"UPDATE state_transitions SET serializer = (SELECT r.serializer {same}), "
+        f"preview = (SELECT r.preview {same}), "
+        f"data = (SELECT r.data {same} AND r.path IS NULL) "
+        f"WHERE result_id IS NOT NULL"
+    )
+    run(
+        "UPDATE state_transitions SET result_id = NULL "
+        "WHERE result_id IN (SELECT id FROM results WHERE path IS NULL)"
+    )
+    run(
+        "DELETE FROM results WHERE path IS NULL AND id NOT IN "
+        "(SELECT parameters_result_id FROM flow_runs WHERE parameters_result_id IS NOT NULL)"
+    )
+    run("DROP INDEX ix_migrate_v2")
+    top = max(
+        run("SELECT coalesce(max(value), 0) FROM counters").scalar() or 0,
+        run("SELECT coalesce(max(id), 0) FROM state_transitions").scalar() or 0,
+    )
+    run("DELETE FROM counters")
+    conn.execute(sa.text("INSERT INTO counters (name, value) VALUES ('ids', :top)"), {"top": top})
+
+
 #: Ordered migrations: ``MIGRATIONS[i]`` upgrades a store from version i+1 to i+2.
-MIGRATIONS: tuple[Migration, ...] = ()
+MIGRATIONS: tuple[Migration, ...] = (_v2_results_in_state_rows,)
 #: The version this code writes and reads.
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
@@ -306,7 +372,7 @@ def prepare(
                 _check_not_foreign(conn.dialect.name, names, name)
                 metadata.create_all(conn)
                 conn.execute(sa.insert(schema_version).values(version=target))
-                conn.execute(sa.insert(counters).values(name="results", value=0))
+                conn.execute(sa.insert(counters).values(name="ids", value=0))
                 return target
             if current > target:
                 raise _too_new(current, target, name)

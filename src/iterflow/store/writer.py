@@ -93,6 +93,7 @@ __all__ = ["StoreSink"]
 _TASK, _FLOW, _LOG, _MARK = range(4)
 # Where things sit in a _TASK record (see StoreSink._task_event).
 _T_ROLE, _T_TIME, _T_STORED = 8, 9, 13
+_F_STORED = 7  # the parameters' stored value, in a _FLOW record
 
 # What handle() does with a task run's state, by kind:
 _SKIP = 0  # Pending: not recorded
@@ -179,52 +180,89 @@ class _Prepared:
 
 
 class _FastInsert(_Prepared):
-    """``INSERT`` of many rows; on SQLite as multi-row ``VALUES (...), (...)``.
+    """``INSERT`` of many rows; on SQLite one statement per batch.
 
-    pysqlite's ``executemany`` releases and retakes the GIL around every row
-    it steps, and each retake can wait for the task's thread, so one
-    statement per few hundred rows keeps the writer from slowing the loop.
-    Chunk sizes are powers of two so that few distinct statements are prepared.
+    Each statement the writer runs costs it a trip through the GIL: pysqlite
+    releases it while SQLite works and must then wait for the task's thread
+    to give it back (up to the interpreter's switch interval, 5 ms). So on
+    SQLite the rows go in as one ``INSERT ... SELECT ... FROM (VALUES (...),
+    (...))`` of a fixed size — a power of two, so few statements are prepared —
+    with the unused places padded with NULL rows that ``WHERE column1 IS NOT
+    NULL`` drops. The first column must therefore never be NULL.
+
+    ``fixed`` gives columns the same value in every row (a kind, NULLs): on
+    SQLite they are written into the statement as literals, because binding a
+    parameter costs about as much as storing it, and most of a ``Looped``
+    row's columns are always NULL.
     """
 
-    _CHUNK = 256  # x at most 10 columns: far below SQLite's 32766 variables
+    _CHUNK = 2048  # x at most 13 columns: below SQLite's 32766 variables
+    _SMALLEST = 8
 
-    def __init__(self, table: sa.Table, columns: tuple[str, ...]) -> None:
-        super().__init__(lambda _dialect: table.insert(), columns)
-        self._multi: dict[int, str] = {}
+    def __init__(
+        self, table: sa.Table, columns: tuple[str, ...], fixed: dict[str, str | None] | None = None
+    ) -> None:
+        self.fixed = dict(fixed or {})
+        self._fixed_values = tuple(self.fixed.values())
+        super().__init__(lambda _dialect: table.insert(), columns + tuple(self.fixed))
+        self.bound = columns
+        self.table = table
+        self._multi: dict[int, tuple[str, tuple[None, ...]]] = {}
+
+    def _sqlite_statement(self, size: int) -> tuple[str, tuple[None, ...]]:
+        def literal(value: str | None) -> str:
+            return "NULL" if value is None else "'" + value.replace("'", "''") + "'"
+
+        width = len(self.bound)
+        picked = [f"column{i + 1}" for i in range(width)]
+        picked += [literal(v) for v in self._fixed_values]
+        group = "(" + ", ".join(["?"] * width) + ")"
+        sql = (
+            f"INSERT INTO {self.table.name} ({', '.join(self.columns)}) "
+            f"SELECT {', '.join(picked)} FROM (VALUES {', '.join([group] * size)}) "
+            f"WHERE column1 IS NOT NULL"
+        )
+        return sql, (None,) * width
 
     def run(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
-        sql, order = self._prepare(conn.dialect)
-        params = self._params(rows, order)
-        if conn.dialect.name != "sqlite" or order is None:
-            conn.exec_driver_sql(sql, params)
+        if conn.dialect.name != "sqlite":
+            if self._fixed_values:
+                rows = [row + self._fixed_values for row in rows]
+            super().run(conn, rows)
             return
-        start, total = 0, len(params)
-        while start < total:
-            size = self._CHUNK
-            while size > total - start:
-                size //= 2
-            chunk = params[start : start + size]
-            start += size
-            if size == 1:
-                conn.exec_driver_sql(sql, chunk[0])
-                continue
-            statement = self._multi.get(size)
-            if statement is None:
-                head, _, group = sql.partition(" VALUES ")
-                statement = self._multi[size] = f"{head} VALUES {', '.join([group] * size)}"
-            conn.exec_driver_sql(statement, tuple(itertools.chain.from_iterable(chunk)))
+        chain = itertools.chain.from_iterable
+        for start in range(0, len(rows), self._CHUNK):
+            chunk = rows[start : start + self._CHUNK]
+            size = self._SMALLEST
+            while size < len(chunk):
+                size *= 2
+            entry = self._multi.get(size)
+            if entry is None:
+                entry = self._multi[size] = self._sqlite_statement(size)
+            sql, padding = entry
+            params = tuple(chain(chunk))
+            if size > len(chunk):
+                params += padding * (size - len(chunk))
+            conn.exec_driver_sql(sql, params)
 
 
 _insert_results = _FastInsert(
     results, ("id", "serializer", "data", "path", "size", "preview")
 )
+# Every state row; and the common one, a Looped state whose value (if any) is
+# in the row, with only what varies bound.
 _insert_transitions = _FastInsert(
     state_transitions,
-    ("flow_run_id", "task_run_id", "kind", "loop_index", "block_index", "message",
-     "traceback", "result_id", "time"),
+    ("id", "flow_run_id", "task_run_id", "kind", "loop_index", "block_index", "message",
+     "traceback", "serializer", "data", "preview", "result_id", "time"),
+)
+_insert_looped = _FastInsert(
+    state_transitions,
+    ("id", "flow_run_id", "task_run_id", "loop_index", "block_index", "serializer", "data",
+     "preview", "time"),
+    fixed={"kind": Kind.LOOPED.value, "message": None, "traceback": None, "result_id": None},
 )
 _insert_logs = _FastInsert(
     logs,
@@ -244,12 +282,11 @@ _TASK_RUN_RULES = {
     "loop_index": "new",
     "message": "new",
     "ended": "new",
-    "result_id": "new",
+    "result_transition": "new",
     "started": "old",
     "loop_count": "new_or_old",
     "looped_index": "new_or_old",
-    # NULL is a real value here (a LOOP() without result), so follow looped_index.
-    "looped_result_id": "with_looped_index",
+    "looped_transition": "new_or_old",
 }
 
 
@@ -310,10 +347,6 @@ def _set_clause(table: sa.Table, rules: dict[str, str], new: Any) -> dict[str, A
             clause[column] = sa.func.coalesce(old[column], new(column))
         elif rule == "new_or_old":
             clause[column] = sa.func.coalesce(new(column), old[column])
-        elif rule == "with_looped_index":
-            clause[column] = sa.case(
-                (new("looped_index").is_(None), old[column]), else_=new(column)
-            )
         else:  # pragma: no cover - a typo in the rules above
             raise ValueError(rule)
     return clause
@@ -329,30 +362,20 @@ _take_ids = _Prepared(
 )
 
 
-def _allocate_result_ids(conn: sa.Connection, count: int) -> int:
-    """Reserve ``count`` result ids; return the first.
+def _allocate_ids(conn: sa.Connection, count: int) -> int:
+    """Reserve ``count`` ids for state and result rows; return the first.
 
     One statement per batch, under the transaction's write lock, so several
-    processes never get the same ids.
+    processes never get the same ids, and ids grow in commit order.
     """
     if conn.dialect.update_returning:
-        top = _take_ids.scalar(conn, (count, "results"))
+        top = _take_ids.scalar(conn, (count, "ids"))
     else:
-        conn.execute(_TAKE_IDS, {"count": count, "counter": "results"})
+        conn.execute(_TAKE_IDS, {"count": count, "counter": "ids"})
         top = conn.execute(
-            sa.select(counters.c.value).where(counters.c.name == "results")
+            sa.select(counters.c.value).where(counters.c.name == "ids")
         ).scalar_one()
     return int(top) - count + 1
-
-
-def _stored_of(record: tuple[Any, ...]) -> Stored | None:
-    """The result a buffered record carries, if any."""
-    tag = record[0]
-    if tag == _TASK:
-        return record[_T_STORED]
-    if tag == _FLOW:
-        return record[7]
-    return None
 
 
 def _task_label(event: TaskRunEvent) -> str:
@@ -387,12 +410,14 @@ class StoreSink:
         batch_interval: float = 0.05,
         batch_size: int = 500,
         max_pending: int = 10_000,
+        max_batch: int = 4096,
         heartbeat_interval: float = 5.0,
     ) -> None:
         self.store = store
         self.batch_interval = batch_interval
         self.batch_size = batch_size
         self.max_pending = max(max_pending, batch_size)
+        self.max_batch = max(max_batch, batch_size)
         self.heartbeat_interval = heartbeat_interval
         self._buffer: deque[tuple[Any, ...]] = deque()
         self._wake = threading.Event()
@@ -660,23 +685,33 @@ class StoreSink:
         while buffer:
             batch: list[tuple[Any, ...]] = []
             signals: list[threading.Event] = []
-            released = n_results = 0
-            while buffer and len(batch) < self.batch_size:
+            released = n_ids = 0
+            # Behind a fast loop, take all that waits (up to max_batch): each
+            # transaction costs the writer several waits for the GIL, so fewer,
+            # larger ones let it keep up (see _FastInsert).
+            limit = min(max(self.batch_size, len(buffer)), self.max_batch)
+            while buffer and len(batch) < limit:
                 record = buffer.popleft()
                 signal = record[-1]
                 if signal is not None:
                     signals.append(signal)
-                if record[0] == _MARK:
+                tag = record[0]
+                if tag == _MARK:
                     continue
                 batch.append(record)
-                stored = _stored_of(record)
+                if tag == _LOG:
+                    continue
+                # A state row each; a results row for a value kept out of line.
+                stored = record[_T_STORED] if tag == _TASK else record[_F_STORED]
+                n_ids += 1
                 if stored is not None:
-                    n_results += 1
+                    if stored[2] is not None:
+                        n_ids += 1
                     if stored[1] is not None and stored[3] > _BIG:
                         released += stored[3]
             if batch and self._error is None:
                 try:
-                    self._commit(batch, n_results)
+                    self._commit(batch, n_ids)
                 except StoreError as exc:
                     self._fail(exc)
                 except Exception as exc:
@@ -700,50 +735,71 @@ class StoreSink:
         with self._room:
             self._room.notify_all()
 
-    def _commit(self, batch: list[tuple[Any, ...]], n_results: int) -> None:
+    def _commit(self, batch: list[tuple[Any, ...]], n_ids: int) -> None:
         beat = time.monotonic() >= self._next_beat
         committed_runs: dict[str, None] = {}
 
         def transaction(conn: sa.Connection) -> None:
-            # Everything is rebuilt on each attempt: a retry gets fresh result ids.
-            next_id = _allocate_result_ids(conn, n_results) if n_results else 0
+            # Everything is rebuilt on each attempt: a retry gets fresh ids.
+            next_id = _allocate_ids(conn, n_ids) if n_ids else 0
             result_rows: list[tuple[Any, ...]] = []
-            transitions: list[tuple[Any, ...]] = []
+            looped_rows: list[tuple[Any, ...]] = []
+            other_rows: list[tuple[Any, ...]] = []
             log_rows: list[tuple[Any, ...]] = []
-            # Per task run: time of its first record, its last record (and that
-            # record's result id), its last Looped (index, result id).
+            # Per task run: time of its first record; its last record and that
+            # record's row id; its last Looped (index, row id).
             first: dict[str, float] = {}
-            latest: dict[str, tuple[tuple[Any, ...], int | None]] = {}
-            looped: dict[str, tuple[int, int | None]] = {}
+            latest: dict[str, tuple[tuple[Any, ...], int]] = {}
+            looped: dict[str, tuple[int, int]] = {}
             runs = dict(self._open_runs)
             for record in batch:
                 tag = record[0]
                 if tag == _TASK:
-                    stored = record[_T_STORED]
-                    result_id = None
-                    if stored is not None:
-                        result_id = next_id
-                        next_id += 1
-                        result_rows.append((result_id, *stored))
+                    row_id = next_id
+                    next_id += 1
                     task_run_id = record[2]
-                    # flow_run_id, task_run_id, kind, loop_index, block_index, message,
-                    # traceback, result_id, time
-                    transitions.append((record[1], task_run_id, record[7], record[6],
-                                        record[12], record[10], record[11], result_id,
-                                        record[_T_TIME]))
+                    stored = record[_T_STORED]
+                    if record[_T_ROLE] == _LOOP:
+                        looped[task_run_id] = (record[6], row_id)
+                        if stored is None or stored[2] is None:
+                            # id, flow_run_id, task_run_id, loop_index, block_index,
+                            # serializer, data, preview, time
+                            if stored is None:
+                                looped_rows.append((row_id, record[1], task_run_id, record[6],
+                                                    record[12], None, None, None,
+                                                    record[_T_TIME]))
+                            else:
+                                looped_rows.append((row_id, record[1], task_run_id, record[6],
+                                                    record[12], stored[0], stored[1],
+                                                    stored[4], record[_T_TIME]))
+                            if task_run_id not in first:
+                                first[task_run_id] = record[_T_TIME]
+                            latest[task_run_id] = (record, row_id)
+                            continue
+                    serializer = data = preview = result_id = None
+                    if stored is not None:
+                        serializer, data, _path, _size, preview = stored
+                        if _path is not None:  # in a file: its results row holds the path
+                            result_id = next_id
+                            next_id += 1
+                            result_rows.append((result_id, *stored))
+                            data = None
+                    # id, flow_run_id, task_run_id, kind, loop_index, block_index,
+                    # message, traceback, serializer, data, preview, result_id, time
+                    other_rows.append((row_id, record[1], task_run_id, record[7], record[6],
+                                       record[12], record[10], record[11], serializer, data,
+                                       preview, result_id, record[_T_TIME]))
                     if task_run_id not in first:
                         first[task_run_id] = record[_T_TIME]
-                    latest[task_run_id] = (record, result_id)
-                    if record[_T_ROLE] == _LOOP:
-                        looped[task_run_id] = (record[6], result_id)
+                    latest[task_run_id] = (record, row_id)
                 elif tag == _LOG:
                     log_rows.append(record[1:-1])
                 elif tag == _FLOW:
                     next_id = self._write_flow(conn, record, next_id, result_rows,
-                                               transitions, runs)
+                                               other_rows, runs)
             snapshots: list[tuple[Any, ...]] = [
-                _task_run_row(record, result_id, first[task_run_id], looped.get(task_run_id))
-                for task_run_id, (record, result_id) in latest.items()
+                _task_run_row(record, row_id, first[task_run_id], looped.get(task_run_id))
+                for task_run_id, (record, row_id) in latest.items()
             ]
             _insert_results.run(conn, result_rows)
             if conn.dialect.name in _NATIVE_UPSERT:
@@ -752,7 +808,8 @@ class StoreSink:
                 _upsert(conn, task_runs, "task_run_id",
                         [dict(zip(_TASK_RUN_COLUMNS, row)) for row in snapshots],
                         _TASK_RUN_RULES)
-            _insert_transitions.run(conn, transitions)
+            _insert_looped.run(conn, looped_rows)
+            _insert_transitions.run(conn, other_rows)
             _insert_logs.run(conn, log_rows)
             if beat and runs:
                 conn.execute(
@@ -775,7 +832,7 @@ class StoreSink:
         record: tuple[Any, ...],
         next_id: int,
         result_rows: list[tuple[Any, ...]],
-        transitions: list[tuple[Any, ...]],
+        state_rows: list[tuple[Any, ...]],
         runs: dict[str, None],
     ) -> int:
         (_, run_id, flow_name, kind, at, message, params_json, params_stored, tasks, source,
@@ -784,6 +841,8 @@ class StoreSink:
             _upsert(conn, flows, "name",
                     [{"name": flow_name, "created": at, "updated": at, "tasks": tasks}],
                     {"created": "old", "updated": "new", "tasks": "new"})
+        row_id = next_id
+        next_id += 1
         row: dict[str, Any] = {
             "run_id": run_id, "flow_name": flow_name, "state": kind, "started": at,
             "message": message, "ended": at if finished else None, "source": source,
@@ -807,15 +866,17 @@ class StoreSink:
             rules.update(pid="new", host="new", heartbeat="new")
             runs[run_id] = None
         _upsert(conn, flow_runs, "run_id", [row], rules)
-        transitions.append((run_id, None, kind, None, None, message, None, None, at))
+        state_rows.append(
+            (row_id, run_id, None, kind, None, None, message, None, None, None, None, None, at)
+        )
         return next_id
 
 
 def _task_run_row(
     record: tuple[Any, ...],
-    result_id: int | None,
+    row_id: int,
     started: float,
-    looped: tuple[int, int | None] | None,
+    looped: tuple[int, int] | None,
 ) -> tuple[Any, ...]:
     """The ``task_runs`` row after a batch (in table order), from its last record there."""
     (_, flow_run_id, task_run_id, slug, name, map_index, loop_index, kind, role, at,
@@ -823,14 +884,14 @@ def _task_run_row(
     finished = role >= _END_STRICT
     if not finished:
         loop_count = None
-    looped_index = looped_result_id = None
+    looped_index = looped_transition = None
     if looped is not None:
-        looped_index, looped_result_id = looped
+        looped_index, looped_transition = looped
         if loop_count is None:
             loop_count = looped_index + 1  # iterations recorded so far
     row = (
         task_run_id, flow_run_id, slug, name, map_index, kind, loop_count, loop_index,
-        looped_index, looped_result_id, result_id if finished else None, started,
+        looped_index, looped_transition, row_id if finished else None, started,
         at if finished else None, message,
     )
     return row
@@ -838,8 +899,8 @@ def _task_run_row(
 
 _ROW_ORDER = (
     "task_run_id", "flow_run_id", "task_slug", "task_name", "map_index", "state",
-    "loop_count", "loop_index", "looped_index", "looped_result_id", "result_id", "started",
-    "ended", "message",
+    "loop_count", "loop_index", "looped_index", "looped_transition", "result_transition",
+    "started", "ended", "message",
 )
 # _task_run_row builds its tuple in the table's column order; keep them in step.
 assert _ROW_ORDER == _TASK_RUN_COLUMNS, "task_runs columns changed: update _task_run_row"
