@@ -98,6 +98,9 @@ class ProgressDisplay:
     >>> run_flow(flow, sinks=[display])                        # doctest: +SKIP
     """
 
+    #: Each Looped event stands for the next iteration's start (see EventBus).
+    implied_running = True
+
     def __init__(
         self,
         total_tasks: int | None = None,
@@ -164,8 +167,14 @@ class ProgressDisplay:
             if kind is _RUNNING or kind is _LOOPED:
                 view = self._running.get(event.task_run_id)
                 if view is not None:
-                    view.loop_index = event.loop_index
-                    view.kind = kind
+                    if kind is _LOOPED:
+                        # The next iteration starts at once; its Running event is
+                        # implied, so it may never come (see implied_running).
+                        view.loop_index = event.loop_index + 1
+                        view.kind = _RUNNING
+                    else:
+                        view.loop_index = event.loop_index
+                        view.kind = kind
                     return
             self._task_event(event)
         elif event.__class__ is FlowRunEvent:

@@ -418,3 +418,12 @@ def test_killed_worker_with_a_store_continues_at_the_last_recorded_iteration(
     restart = next(i for i in range(1, len(runs)) if runs[i] <= runs[i - 1])
     assert runs[restart] >= 1, f"the rerun started again from iteration 0: {runs}"
     assert recorder.states(y.slug)[-1] is state.result[y]
+
+
+def test_workers_leave_out_the_running_a_looped_implies(dask_executor):
+    from tests.engine.test_implied_running import LEAN, Recorder, build
+
+    lean = Recorder(True)
+    state = run_flow(build(), executor=dask_executor, store=None, sinks=[lean])
+    assert state.is_successful()
+    assert lean.kinds == LEAN

@@ -361,10 +361,11 @@ class Blocks:
 
     def __init__(self, flow: Any, plans: dict[LoopBlock, BlockPlan], run_id: str,
                  emit: Callable[[Any], None] | None, resume: ResumePoint | None,
-                 executor: Any) -> None:
+                 executor: Any, *, implied_running: bool = False) -> None:
         from iterflow.executors.local import LocalExecutor
 
         self.flow = flow
+        self.implied_running = implied_running
         self.plans = plans
         self.run_id = run_id
         self.emit = emit
@@ -785,6 +786,7 @@ class _Inline:
                     task_run_id="",
                     base_context=parent.base_context,
                     serializer=blocks.flow.serializer,
+                    implied_running=blocks.implied_running,
                 ),
             )
             for step in run.plan.inline

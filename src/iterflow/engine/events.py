@@ -143,12 +143,23 @@ class IterationResume:
 
 
 class EventBus:
-    """Fans events out to sinks. With no sinks, the engine skips making events."""
+    """Fans events out to sinks. With no sinks, the engine skips making events.
 
-    __slots__ = ("sinks",)
+    A sink whose ``implied_running`` attribute is true says it does not need
+    the ``Running`` event that follows each ``Looped`` one (the ``Looped``
+    implies it: the next iteration starts at once). When every sink says so,
+    :attr:`implied_running` is true and a looping task without state handlers
+    does not make that event at all: half the events of a loop. State handlers
+    still see every transition (DESIGN §7.9).
+    """
+
+    __slots__ = ("implied_running", "sinks")
 
     def __init__(self, sinks: list[Any] | None = None) -> None:
         self.sinks = [s for s in (sinks or []) if s is not None]
+        self.implied_running = bool(self.sinks) and all(
+            getattr(s, "implied_running", False) for s in self.sinks
+        )
 
     def __bool__(self) -> bool:
         return bool(self.sinks)

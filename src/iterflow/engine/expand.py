@@ -91,6 +91,8 @@ class TaskRunSpec:
     #: Set by the runner to stop the loop before its next iteration (a cancelled
     #: run); an object with ``is_set()``, or None where jobs run in other processes.
     cancel: Any = None
+    #: No sink needs the Running that follows a Looped (see EventBus.implied_running).
+    implied_running: bool = False
 
 
 def run_task_run(spec: TaskRunSpec, emit: Any = None) -> State:
@@ -127,6 +129,9 @@ def _drive(spec: TaskRunSpec, task: Any, ctx: dict, emit: Any, loop_index: int,
     max_loops = task.max_loops
     max_retries = task.max_retries
     moves = _Transitions(spec, task, emit) if (task.state_handlers or emit is not None) else None
+    # The Running after a Looped: skipped when only sinks that do not need it listen.
+    implied = spec.implied_running and not task.state_handlers
+    after_looped = False
     state: State = Pending()
     has_result = loop_result is not NOTHING
     run_count = 1
@@ -143,10 +148,11 @@ def _drive(spec: TaskRunSpec, task: Any, ctx: dict, emit: Any, loop_index: int,
         ctx["task_run_count"] = run_count
         if has_result:
             ctx["loop_result"] = ctx["task_loop_result"] = loop_result
-        if moves is not None:
+        if moves is not None and not (after_looped and implied):
             state = moves.move(state, Running(loop_index=loop_index), loop_index)
             if state.is_finished():
                 return moves.ended(state, loop_index)
+        after_looped = False
 
         try:
             outcome = call_once(fn, inputs, timeout, stdout)
@@ -174,6 +180,7 @@ def _drive(spec: TaskRunSpec, task: Any, ctx: dict, emit: Any, loop_index: int,
                         loop_result = state.result
                 loop_index += 1
                 run_count = 1
+                after_looped = True
                 continue
         elif kind == RETURNED:
             final = Success(result=outcome.value, loop_count=loop_index + 1)

@@ -128,9 +128,11 @@ class FlowRunner:
         """Run the flow; return its final state (``result``: task -> final state)."""
         flow = self.flow
         emit = self.bus.emit if self.bus is not None else None
+        self._implied_running = bool(getattr(self.bus, "implied_running", False))
         root_view, plans = compile_blocks(flow)  # checks blocks before anything runs
         if plans:
-            self._blocks = Blocks(flow, plans, self.run_id, emit, self.resume, self.executor)
+            self._blocks = Blocks(flow, plans, self.run_id, emit, self.resume, self.executor,
+                                  implied_running=self._implied_running)
         machine = FlowMachine(
             root_view,
             resume_finished=self.resume.finished if self.resume else None,
@@ -223,6 +225,7 @@ class FlowRunner:
             # inside a block names every iteration's run of the task at once.
             checkpoint_source=self.checkpoint_source if scope.run is None else None,
             cancel=None if getattr(self.executor, "remote", False) else self._cancel,
+            implied_running=self._implied_running,
         )
         try:
             future = self.executor.submit(run_task_run, spec, scope.relay, key=spec.task_run_id)

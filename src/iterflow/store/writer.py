@@ -403,6 +403,9 @@ class StoreSink:
     See the module docstring for what is recorded and when it is committed.
     """
 
+    #: The Running after a Looped is not recorded (see "What is recorded").
+    implied_running = True
+
     def __init__(
         self,
         store: RunStore,
