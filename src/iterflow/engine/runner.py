@@ -127,7 +127,7 @@ class FlowRunner:
     def run(self) -> State:
         """Run the flow; return its final state (``result``: task -> final state)."""
         flow = self.flow
-        emit = self.bus.emit if self.bus is not None else None
+        emit = self.bus.emitter() if self.bus is not None else None
         self._implied_running = bool(getattr(self.bus, "implied_running", False))
         root_view, plans = compile_blocks(flow)  # checks blocks before anything runs
         if plans:

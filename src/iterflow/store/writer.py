@@ -66,6 +66,7 @@ from iterflow.engine.events import FlowRunEvent, LogEvent, TaskRunEvent
 from iterflow.errors import SerializationError, StoreError
 from iterflow.store.queries import HOST
 from iterflow.store.results import (
+    PREVIEW_CHARS,
     SERIALIZERS,
     Stored,
     describe_failure,
@@ -452,9 +453,36 @@ class StoreSink:
             self._raise()
         cls = type(event)
         if cls is TaskRunEvent:
-            # The hot path, twice per iteration in the task's thread: the Running
-            # that follows a Looped is settled here without another call.
-            info = _ROLES.get(type(event.state)) or _role_of(type(event.state))
+            state = event.state
+            info = _ROLES.get(type(state)) or _role_of(type(state))
+            if info[1] == _LOOP and not event.sync:
+                # The hot path, once per iteration in the task's thread. A number
+                # is snapshotted here; anything else through _snapshot.
+                value = state.result
+                serializer = event.serializer
+                stored: Stored | None = None
+                if value is not None:
+                    if type(value) in _SCALARS and (serializer is None or serializer == "pickle"):
+                        data = pickle.dumps(value, _PROTOCOL)
+                        text = repr(value)
+                        if len(text) > PREVIEW_CHARS:  # a very long int
+                            text = preview(value)
+                        stored = ("pickle", data, None, len(data), text)
+                    else:
+                        stored = self._snapshot(event, value, True)  # may raise: not recorded
+                task_run_id = event.task_run_id
+                self._last_role[task_run_id] = _LOOP
+                buffer = self._buffer
+                buffer.append(
+                    (_TASK, event.flow_run_id, task_run_id, event.task_slug, event.task_name,
+                     event.map_index, event.loop_index, info[0], _LOOP, state.timestamp,
+                     None, None, event.block_index, stored, state.loop_count, None)
+                )
+                if len(buffer) >= self.batch_size:
+                    self._wake_writer()
+                return
+            # The Running that follows a Looped is settled here without another
+            # call, when it comes at all (see EventBus.implied_running).
             if info[1] == _START:
                 last = self._last_role
                 previous = last.get(event.task_run_id)
@@ -585,14 +613,18 @@ class StoreSink:
         buffer = self._buffer
         buffer.append(record)
         if len(buffer) >= self.batch_size:
-            wake = self._wake
-            if not wake.is_set():  # set() takes a lock; the writer may already be awake
-                wake.set()
-            if len(buffer) >= self.max_pending or self._big_bytes > _MAX_PENDING_BYTES:
-                self._wait_for_room()
+            self._wake_writer()
         if signal is not None:
             self._wake.set()
             self._wait(signal)
+
+    def _wake_writer(self) -> None:
+        """A batch is waiting: wake the writer, and wait while too much is queued."""
+        wake = self._wake
+        if not wake.is_set():  # set() takes a lock; the writer may already be awake
+            wake.set()
+        if len(self._buffer) >= self.max_pending or self._big_bytes > _MAX_PENDING_BYTES:
+            self._wait_for_room()
 
     def _wait_for_room(self) -> None:
         with self._room:
