@@ -252,6 +252,32 @@ def test_logs_are_recorded(store, sink):
     assert [e.message for e in store.logs(run.run_id, task="a")] == ["from a"]
 
 
+def test_logs_after_a_line_return_only_newer_ones_in_order(store, sink):
+    run = RunEvents(sink)
+    run.start()
+    run.task("a", Running(), name="alpha")
+    for i in range(3):
+        run.log(f"first {i}", slug="a", loop_index=i)
+    sink.flush()
+    first = store.logs(run.run_id)
+    assert [e.message for e in first] == ["first 0", "first 1", "first 2"]
+    assert [e.id for e in first] == sorted({e.id for e in first})
+    assert store.logs(run.run_id, after=first[-1].id) == []
+    # Lines committed in a later batch, interleaved with another run's.
+    other = RunEvents(sink)
+    other.start()
+    for i in range(700):  # more than one INSERT's worth
+        run.log(f"second {i}", slug="a")
+        other.log("elsewhere")
+    sink.flush()
+    newer = store.logs(run.run_id, after=first[-1].id)
+    assert [e.message for e in newer] == [f"second {i}" for i in range(700)]
+    assert [e.message for e in store.logs(run.run_id, after=newer[349].id)] == [
+        f"second {i}" for i in range(350, 700)
+    ]
+    assert store.logs(run.run_id, task="alpha", after=first[0].id)[0].message == "first 1"
+
+
 # -- when it commits -----------------------------------------------------------------------
 
 

@@ -104,19 +104,20 @@ def logs_command(run_ref: str, task: str | None, follow: bool) -> None:
         run = resolve_run(store, run_ref)
         run_id = run["run_id"]
         names: dict[str, str] = {}
-        printed = 0
+        last_id: int | None = None
         try:
             while True:
                 # Ask whether the run has ended *before* reading: the writer commits a
                 # run's last lines no later than its final state, so none can be missed.
                 ended = not follow or store.get_run(run_id).state not in ("Running", "Pending")
-                entries = store.logs(run_id, task=task)
-                fresh = entries[printed:]
+                # Only the lines after the last one printed: each is read once.
+                fresh = store.logs(run_id, task=task, after=last_id)
                 if any(e.task_slug not in names for e in fresh):
                     names = {t.task_slug: t.task_name for t in store.task_runs(run_id)}
                 for entry in fresh:
                     console.print(_entry_line(entry, names), soft_wrap=True, highlight=False)
-                printed = len(entries)
+                if fresh:
+                    last_id = fresh[-1].id
                 if ended:
                     break
                 time.sleep(FOLLOW_INTERVAL)

@@ -140,8 +140,9 @@ class IterationRecord(_Record):
 
 @dataclass(frozen=True, slots=True)
 class LogEntry(_Record):
-    """A log line written during a run."""
+    """A log line written during a run; ``id`` grows in the order lines were written."""
 
+    id: int
     time: float
     level: int
     level_name: str
@@ -484,15 +485,28 @@ def iterations(
 
 
 def logs(
-    run_id: str, task: str | None = None, *, store: RunStore | str | None = None
+    run_id: str,
+    task: str | None = None,
+    *,
+    after: int | None = None,
+    store: RunStore | str | None = None,
 ) -> list[LogEntry]:
-    """The log lines of a run, in order; ``task`` (slug or name) keeps one task's."""
+    """The log lines of a run, in order; ``task`` (slug or name) keeps one task's.
+
+    ``after`` is the ``id`` of the last line already read: only newer ones come
+    back, so following a long run reads each line once::
+
+        seen = logs(run_id)
+        more = logs(run_id, after=seen[-1].id if seen else None)
+    """
     with _using(store) as st:
 
         def query(conn: sa.Connection) -> list[LogEntry]:
             run = find_run(conn, run_id, st.name)
             lg = logs_table
             stmt = sa.select(lg).where(lg.c.flow_run_id == run.run_id).order_by(lg.c.id)
+            if after is not None:
+                stmt = stmt.where(lg.c.id > after)
             if task is not None:
                 by_name = sa.select(task_runs_table.c.task_slug).where(
                     task_runs_table.c.flow_run_id == run.run_id,
@@ -501,6 +515,7 @@ def logs(
                 stmt = stmt.where(sa.or_(lg.c.task_slug == task, lg.c.task_slug.in_(by_name)))
             return [
                 LogEntry(
+                    id=row.id,
                     time=row.time,
                     level=row.level,
                     level_name=logging.getLevelName(row.level),

@@ -174,9 +174,11 @@ class RunStore:
         """See :func:`iterflow.store.queries.iterations`."""
         return queries.iterations(run_id, task, map_index, store=self)
 
-    def logs(self, run_id: str, task: str | None = None) -> list[queries.LogEntry]:
+    def logs(
+        self, run_id: str, task: str | None = None, *, after: int | None = None
+    ) -> list[queries.LogEntry]:
         """See :func:`iterflow.store.queries.logs`."""
-        return queries.logs(run_id, task, store=self)
+        return queries.logs(run_id, task, after=after, store=self)
 
     def load_result(self, result_id: int) -> Any:
         """See :func:`iterflow.store.queries.load_result`."""
