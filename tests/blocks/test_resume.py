@@ -299,3 +299,45 @@ def test_a_failed_block_resumes_from_the_store_where_it_failed(tmp_path: Path):
     assert second.result[it.final].result == sum(range(6))
     # iteration 2's step had succeeded: only its check runs again, then 3, 4, 5
     assert calls == [("check", 2)] + [(name, i) for i in (3, 4, 5) for name in ("step", "check")]
+
+
+def test_a_run_that_failed_in_a_retry_resumes_from_the_store_at_that_attempt(tmp_path: Path):
+    from iterflow.runtime import run_flow
+    from iterflow.store import task_runs
+
+    failing = {(2, 1), (2, 2)}  # (iteration, attempt) at which check fails
+    calls: list[tuple[str, int, int]] = []
+
+    @task
+    def step(total, i):
+        calls.append(("step", i, iterflow.context.block_run_count))
+        return total + i
+
+    @task
+    def check(x, i):
+        calls.append(("check", i, iterflow.context.block_run_count))
+        if (i, iterflow.context.block_run_count) in failing:
+            raise RuntimeError("flaky")
+        return x
+
+    with Flow("retried then resumed") as flow, loop(initial=0, max_retries=1, name="work") as it:
+        s = step(it.result, it.index)
+        c = check(s, it.index)
+        it.next(result=c, until=decide(it.index))
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    first = run_flow(flow, store=url)
+    assert first.is_failed()
+    assert calls[-4:] == [("step", 2, 1), ("check", 2, 1), ("step", 2, 2), ("check", 2, 2)]
+    recorded = {t.task_run_id for t in task_runs(first.run_id, store=url)}
+    assert f"{first.run_id}/work/2/attempt2/step" in recorded
+    failing.clear()
+    calls.clear()
+    second = run_flow(flow, store=url, resume=first.run_id)
+    assert second.is_successful(), second
+    assert second.result[it.final].result == sum(range(6))
+    # Attempt 2 of iteration 2 goes on (its step had finished); not attempt 1 again.
+    assert calls == [("check", 2, 2)] + [
+        (name, i, 1) for i in (3, 4, 5) for name in ("step", "check")
+    ]
+

@@ -581,6 +581,13 @@ def _resume_point(conn: sa.Connection, run_id: str, name: str) -> ResumePoint:
     for r in rows:
         prefix = scope_prefix(r.task_run_id, r.task_slug, r.map_index)
         scopes.setdefault(prefix or run.run_id, []).append(r)
+    # A retried block iteration records each attempt after the first under
+    # ``<iteration>/attemptN``: the engine continues the latest one it is given.
+    attempts: dict[str, list[str]] = {}
+    for key in scopes:
+        base, _, last = key.rpartition("/attempt")
+        if base and last.isdigit():
+            attempts.setdefault(base, []).append(key)
     # The top level, then the iteration each unfinished task run would continue
     # at, if task runs were recorded under it (that task run is a loop block).
     included = [run.run_id]
@@ -589,8 +596,9 @@ def _resume_point(conn: sa.Connection, run_id: str, name: str) -> ResumePoint:
             if r.state in _SUCCESSFUL or r.state == "Mapped":
                 continue
             inner = f"{r.task_run_id}/{0 if r.looped_index is None else r.looped_index + 1}"
-            if inner in scopes and inner not in included:
-                included.append(inner)
+            for key in (inner, *attempts.get(inner, ())):
+                if key in scopes and key not in included:
+                    included.append(key)
     used = [r for prefix in included for r in scopes.get(prefix, ())]
 
     wanted = [
