@@ -252,8 +252,8 @@ class _FastInsert(_Prepared):
 _insert_results = _FastInsert(
     results, ("id", "serializer", "data", "path", "size", "preview")
 )
-# Every state row; and the common one, a Looped state whose value (if any) is
-# in the row, with only what varies bound.
+# Every state row; and the common one, a Looped state outside any loop block
+# whose value is pickled into the row, with only what varies bound.
 _insert_transitions = _FastInsert(
     state_transitions,
     ("id", "flow_run_id", "task_run_id", "kind", "loop_index", "block_index", "message",
@@ -261,9 +261,9 @@ _insert_transitions = _FastInsert(
 )
 _insert_looped = _FastInsert(
     state_transitions,
-    ("id", "flow_run_id", "task_run_id", "loop_index", "block_index", "serializer", "data",
-     "preview", "time"),
-    fixed={"kind": Kind.LOOPED.value, "message": None, "traceback": None, "result_id": None},
+    ("id", "flow_run_id", "task_run_id", "loop_index", "data", "preview", "time"),
+    fixed={"kind": Kind.LOOPED.value, "serializer": "pickle", "block_index": None,
+           "message": None, "traceback": None, "result_id": None},
 )
 _insert_logs = _FastInsert(
     logs,
@@ -796,17 +796,11 @@ class StoreSink:
                     stored = record[_T_STORED]
                     if record[_T_ROLE] == _LOOP:
                         looped[task_run_id] = (record[6], row_id)
-                        if stored is None or stored[2] is None:
-                            # id, flow_run_id, task_run_id, loop_index, block_index,
-                            # serializer, data, preview, time
-                            if stored is None:
-                                looped_rows.append((row_id, record[1], task_run_id, record[6],
-                                                    record[12], None, None, None,
-                                                    record[_T_TIME]))
-                            else:
-                                looped_rows.append((row_id, record[1], task_run_id, record[6],
-                                                    record[12], stored[0], stored[1],
-                                                    stored[4], record[_T_TIME]))
+                        if (stored is not None and stored[0] == "pickle" and stored[2] is None
+                                and record[12] is None):
+                            # id, flow_run_id, task_run_id, loop_index, data, preview, time
+                            looped_rows.append((row_id, record[1], task_run_id, record[6],
+                                                stored[1], stored[4], record[_T_TIME]))
                             if task_run_id not in first:
                                 first[task_run_id] = record[_T_TIME]
                             latest[task_run_id] = (record, row_id)
