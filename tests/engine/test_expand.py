@@ -79,8 +79,8 @@ class Checkpoints:
         self.found = found
         self.asked = []
 
-    def last_loop(self, run_id, slug, map_index):
-        self.asked.append((run_id, slug, map_index))
+    def last_loop(self, task_run_id):
+        self.asked.append(task_run_id)
         return self.found
 
 
@@ -94,7 +94,7 @@ def test_a_checkpoint_source_ahead_of_the_spec_wins():
     spec.checkpoint_source = Checkpoints((7, "saved"))
     assert run_task_run(spec).loop_count == 8
     assert seen == [7]
-    assert spec.checkpoint_source.asked == [("run", "t", None)]
+    assert spec.checkpoint_source.asked == ["run/t"]
     seen.clear()
     spec.checkpoint_source = Checkpoints((0, "old"))
     run_task_run(spec)

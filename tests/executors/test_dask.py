@@ -351,11 +351,13 @@ def test_a_cancelled_run_stops_its_loop_on_the_worker(dask_executor, tmp_path):
 
 
 # -- a lost worker ---------------------------------------------------------------------------
-def run_and_kill_its_worker(cluster, store) -> tuple:
-    """Run a 21-iteration loop; SIGKILL the worker running it once 4 iterations are in."""
+def run_killing_a_worker(cluster, flow, store, slug: str, ready) -> tuple:
+    """Run ``flow``; SIGKILL the worker running the job of ``slug`` once ``ready(event)``.
+
+    Returns the run's state and the events it sent. The nanny restarts the
+    killed worker, and this waits for it, so the module's cluster stays usable.
+    """
     recorder = Recorder()
-    with Flow("survivor") as flow:
-        y = slow_sum(iterations=20, pause=0.05)
     outcome: dict = {}
 
     def run() -> None:
@@ -372,14 +374,14 @@ def run_and_kill_its_worker(cluster, store) -> tuple:
         runner.start()
         assert recorder.wait_for(
             lambda events: any(
-                isinstance(e, TaskRunEvent) and e.state.kind is Kind.LOOPED
-                and e.loop_index >= 3 for e in events
+                isinstance(e, TaskRunEvent) and e.task_slug == slug and ready(e)
+                for e in events
             ),
             timeout=30,
         ), "the loop never got going"
         running_on = [
             worker for worker, keys in client.processing().items()
-            if any(y.slug in str(key) for key in keys)
+            if any(slug in str(key) for key in keys)
         ]
         assert len(running_on) == 1
         pid = client.run(os.getpid, workers=running_on)[running_on[0]]
@@ -390,7 +392,18 @@ def run_and_kill_its_worker(cluster, store) -> tuple:
         # Leave the shared cluster as we found it: the nanny restarts the worker.
         client.wait_for_workers(2, timeout=30)
     assert "error" not in outcome, outcome.get("error")
-    return outcome["state"], y, recorder
+    return outcome["state"], recorder
+
+
+def run_and_kill_its_worker(cluster, store) -> tuple:
+    """Run a 21-iteration loop; SIGKILL the worker running it once 4 iterations are in."""
+    with Flow("survivor") as flow:
+        y = slow_sum(iterations=20, pause=0.05)
+    state, recorder = run_killing_a_worker(
+        cluster, flow, store, y.slug,
+        lambda e: e.state.kind is Kind.LOOPED and e.loop_index >= 3,
+    )
+    return state, y, recorder
 
 
 @pytest.mark.dask
@@ -418,6 +431,54 @@ def test_killed_worker_with_a_store_continues_at_the_last_recorded_iteration(
     restart = next(i for i in range(1, len(runs)) if runs[i] <= runs[i - 1])
     assert runs[restart] >= 1, f"the rerun started again from iteration 0: {runs}"
     assert recorder.states(y.slug)[-1] is state.result[y]
+
+
+@task
+def journal(path, iterations, pause):
+    """slow_sum that appends "<block iteration> <loop index> <pid>" to ``path`` first."""
+    ctx = iterflow.context
+    with open(path, "a") as f:
+        f.write(f"{ctx.block_index} {ctx.loop_index} {os.getpid()}\n")
+    time.sleep(pause)
+    total = ctx.get("loop_result", 0) + ctx.loop_index
+    if ctx.loop_index < iterations:
+        raise LOOP(result=total)
+    return total
+
+
+@pytest.mark.dask
+def test_killed_worker_inside_a_loop_block_continues_at_the_last_recorded_iteration(
+    dask_cluster, tmp_path
+):
+    """A body task that loops, killed in the block's second iteration, goes on from there."""
+    from tests.blocks.tasks import add, at_least
+
+    path = tmp_path / "journal"
+    with Flow("survivor in a block") as flow, iterflow.loop(initial=0, max_loops=5) as it:
+        s = journal(str(path), iterations=20, pause=0.05)
+        it.next(result=add(it.result, s), until=at_least(it.index, 1))
+    state, _ = run_killing_a_worker(
+        dask_cluster, flow, f"sqlite:///{tmp_path}/r.db", s.slug,
+        lambda e: e.block_index == 1 and e.state.kind is Kind.LOOPED and e.loop_index >= 3,
+    )
+
+    assert state.is_successful()
+    assert state.result[it.final].result == 2 * sum(range(21))
+    runs: dict = {0: [], 1: []}
+    for line in path.read_text().splitlines():
+        block_index, loop_index, pid = map(int, line.split())
+        runs[block_index].append((loop_index, pid))
+    # Iteration 1 of the block, whose body job was running when its worker died:
+    # the rerun, on another worker process, picked up at the last recorded iteration.
+    killed = runs[1][0][1]
+    rerun = [i for i, pid in runs[1] if pid != killed]
+    assert rerun, f"the job was not run a second time: {runs[1]}"
+    assert [i for i, _ in runs[1]].count(0) == 1, f"the rerun started from 0: {runs[1]}"
+    assert rerun[0] >= 1 and rerun == list(range(rerun[0], 21)), runs[1]
+    # Iteration 0's finished job may be recomputed by distributed if its result was
+    # still held on the lost worker; that rerun too continues, it never starts over.
+    assert [i for i, _ in runs[0]].count(0) == 1, runs[0]
+    assert {i for i, _ in runs[0]} == set(range(21)), runs[0]
 
 
 def test_workers_leave_out_the_running_a_looped_implies(dask_executor):

@@ -8,6 +8,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+import iterflow
 from iterflow.errors import RunNotResumable
 from iterflow.states import (
     Cached,
@@ -202,19 +203,74 @@ def test_last_loop_and_the_checkpoint_source(store_url, store, sink):
     run.loop("m", [{"x": 1}], end=Running(loop_index=1), map_index=3)
     run.task("fresh", Running())
     block = run.task_run_id("blk")
+    inner = run.task_run_id("t", prefix=f"{block}/0")
     run.task("t", Looped(result="inner", loop_index=9), prefix=f"{block}/0", loop_index=9)
     sink.flush()
-    assert store.last_loop(run.run_id, "t", None) == (2, "b")  # the block's "t" is not it
-    assert store.last_loop(run.run_id, "m", 3) == (1, {"x": 1})
-    assert store.last_loop(run.run_id, "m", None) is None
-    assert store.last_loop(run.run_id, "fresh", None) is None
+    assert store.last_loop(run.task_run_id("t")) == (2, "b")  # the block's "t" is not it
+    assert store.last_loop(inner) == (10, "inner")
+    assert store.last_loop(run.task_run_id("m", 3)) == (1, {"x": 1})
+    assert store.last_loop(run.task_run_id("m")) is None
+    assert store.last_loop(run.task_run_id("fresh")) is None
+    assert store.last_loop(run.task_run_id("t", prefix=f"{block}/1")) is None
 
     source = pickle.loads(pickle.dumps(store.checkpoint_source()))
     assert source == CheckpointSource(store_url)
     try:
-        assert source.last_loop(run.run_id, "t", None) == (2, "b")
+        assert source.last_loop(run.task_run_id("t")) == (2, "b")
+        assert source.last_loop(inner) == (10, "inner")
     finally:
         close_checkpoint_stores()
+
+
+@iterflow.task
+def tally(n):
+    """Loops until loop_index reaches ``n``; each iteration's result names it."""
+    ctx = iterflow.context
+    if ctx.loop_index < n:
+        raise iterflow.LOOP(result=f"{ctx.get('block_index', 'top')}:{ctx.loop_index}")
+    return "done"
+
+
+@iterflow.task
+def plus(a, b):
+    return a + b
+
+
+@iterflow.task
+def at_least(i, n):
+    return i >= n
+
+
+def test_last_loop_by_task_run_id_after_a_real_run(store_url, store):
+    # A top-level task run, mapped children, and a body task whose two block
+    # iterations record task runs with the same slug: each id finds its own Looped.
+    with iterflow.Flow("where loops got to") as flow:
+        top = tally(2)
+        mapped = tally.map([1, 3])
+        with iterflow.loop(initial=0, max_loops=5) as it:
+            body = tally(plus(it.index, 1))                 # loops once, then twice
+            it.next(result=plus(it.result, 1), until=at_least(it.index, 1))
+    state = flow.run(store=store_url)
+    assert state.is_successful()
+    run_id = state.run_id
+    ids: dict = {}
+    for r in store.task_runs(run_id):
+        ids.setdefault((r.task_slug, r.map_index), []).append(r.task_run_id)
+    assert ids[(top.slug, None)] == [f"{run_id}/{top.slug}"]
+    assert sorted(ids[(mapped.slug, 0)] + ids[(mapped.slug, 1)]) == [
+        f"{run_id}/{mapped.slug}/0", f"{run_id}/{mapped.slug}/1",
+    ]
+    first, second = sorted(ids[(body.slug, None)])
+    assert first.endswith(f"/0/{body.slug}") and second.endswith(f"/1/{body.slug}")
+
+    assert store.last_loop(f"{run_id}/{top.slug}") == (2, "top:1")
+    assert store.last_loop(f"{run_id}/{mapped.slug}/0") == (1, "top:0")
+    assert store.last_loop(f"{run_id}/{mapped.slug}/1") == (3, "top:2")
+    assert store.last_loop(first) == (1, "0:0")
+    assert store.last_loop(second) == (2, "1:1")
+    assert store.last_loop(f"{run_id}/{mapped.slug}") is None  # the parent never looped
+    block = first[: -len(f"/0/{body.slug}")]
+    assert store.last_loop(f"{block}/2/{body.slug}") is None  # an iteration never run
 
 
 def test_a_result_that_cannot_be_loaded_makes_the_run_not_resumable(store_url, store, sink):

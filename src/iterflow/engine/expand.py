@@ -86,7 +86,8 @@ class TaskRunSpec:
     loop_result: Any = NOTHING
     serializer: str | None = None
     #: Where a re-scheduled job (a lost Dask worker) can find the last recorded
-    #: iteration of this task run: an object with ``last_loop(run, slug, map_index)``.
+    #: iteration of this task run: an object with ``last_loop(task_run_id)``, asked
+    #: with ``task_run_id`` (which names one task run, inside a loop block too).
     checkpoint_source: Any = None
     #: Set by the runner to stop the loop before its next iteration (a cancelled
     #: run); an object with ``is_set()``, or None where jobs run in other processes.
@@ -100,7 +101,7 @@ def run_task_run(spec: TaskRunSpec, emit: Any = None) -> State:
     task = spec.task
     start, loop_result = spec.start_loop_index, spec.loop_result
     if spec.checkpoint_source is not None:
-        found = spec.checkpoint_source.last_loop(spec.flow_run_id, task.slug, spec.map_index)
+        found = spec.checkpoint_source.last_loop(spec.task_run_id)
         if found is not None and found[0] > start:
             start, loop_result = found
     ctx = dict(spec.base_context)

@@ -221,9 +221,9 @@ class FlowRunner:
             start_loop_index=instr.start_loop_index,
             loop_result=instr.loop_result,
             serializer=self.flow.serializer,
-            # A store finds a task run's last iteration by (slug, map_index), which
-            # inside a block names every iteration's run of the task at once.
-            checkpoint_source=self.checkpoint_source if scope.run is None else None,
+            # Asked by task run id, so a body task inside a loop block finds its own
+            # iteration's record, not another iteration's run of the same task.
+            checkpoint_source=self.checkpoint_source,
             cancel=None if getattr(self.executor, "remote", False) else self._cancel,
             implied_running=self._implied_running,
         )

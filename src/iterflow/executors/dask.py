@@ -87,9 +87,11 @@ Failures
     never retried by distributed on exceptions (no ``retries=``): iterflow's
     own retries resume the current iteration, distributed's would restart the
     task run. A rerun attempt continues at the last recorded iteration when
-    the run has a store (``spec.checkpoint_source``). A cancelled run (Ctrl-C,
-    SIGTERM) cancels its futures; a loop running on a worker sees that before
-    its next iteration and stops there (:class:`_CancelProbe`).
+    the run has a store (``spec.checkpoint_source``, asked by the task run's
+    id, so a looping body task inside a loop block continues at its own
+    iteration too). A cancelled run (Ctrl-C, SIGTERM) cancels its futures; a
+    loop running on a worker sees that before its next iteration and stops
+    there (:class:`_CancelProbe`).
 
 Scheduling
     A looping job holds its worker thread until the loop ends. Large maps are

@@ -246,33 +246,26 @@ class RunStore:
 
         self.write(undo)
 
-    def last_loop(
-        self, flow_run_id: str, task_slug: str, map_index: int | None
-    ) -> tuple[int, Any] | None:
+    def last_loop(self, task_run_id: str) -> tuple[int, Any] | None:
         """``(next_loop_index, loop_result)`` from the task run's latest recorded ``Looped``.
 
-        ``None`` when it recorded none (start at iteration 0). Used by a job
-        that was rescheduled after its worker died, to continue the loop.
+        ``task_run_id`` is the task run's full id, as recorded in ``task_runs``:
+        ``<run id>/<slug>`` (``/<map_index>`` for a mapped child) at the top
+        level, ``<block task run id>/<k>/<slug>`` (or ``.../<k>/attemptN/<slug>``)
+        inside a loop block, so it names one iteration's task run. ``None``
+        when it recorded none (start at iteration 0). Used by a job that was
+        rescheduled after its worker died, to continue the loop.
         """
         t = task_runs_table
 
         def query(conn: sa.Connection) -> tuple[int, Any] | None:
-            index = t.c.map_index.is_(None) if map_index is None else t.c.map_index == map_index
-            rows = conn.execute(
-                sa.select(t.c.task_run_id, t.c.looped_index, t.c.looped_transition).where(
-                    t.c.flow_run_id == flow_run_id, t.c.task_slug == task_slug, index,
-                    t.c.looped_index.is_not(None),
+            row = conn.execute(
+                sa.select(t.c.looped_index, t.c.looped_transition).where(
+                    t.c.task_run_id == task_run_id, t.c.looped_index.is_not(None)
                 )
-            ).all()
-            # Only the run's top-level task run: inside a loop block every
-            # iteration has a task run with this slug.
-            top = [
-                r for r in rows
-                if queries.scope_prefix(r.task_run_id, task_slug, map_index) in (None, flow_run_id)
-            ]
-            if not top:
+            ).first()
+            if row is None:
                 return None
-            row = max(top, key=lambda r: r.looped_index)
             if row.looped_transition is None:
                 return row.looped_index + 1, None
             loaded = queries.load_state_results(conn, [row.looped_transition])
@@ -340,7 +333,7 @@ class CheckpointSource:
     is opened there on first use and kept for the life of the process.
 
     >>> source = CheckpointSource("sqlite:////tmp/iterflow.db")   # doctest: +SKIP
-    >>> source.last_loop(flow_run_id, "accumulate-1", None)       # doctest: +SKIP
+    >>> source.last_loop(f"{flow_run_id}/accumulate-1")           # doctest: +SKIP
     (4, 10)
     """
 
@@ -349,11 +342,9 @@ class CheckpointSource:
     def __init__(self, url: str) -> None:
         self.url = url
 
-    def last_loop(
-        self, flow_run_id: str, task_slug: str, map_index: int | None
-    ) -> tuple[int, Any] | None:
+    def last_loop(self, task_run_id: str) -> tuple[int, Any] | None:
         """See :meth:`RunStore.last_loop`."""
-        return self._store().last_loop(flow_run_id, task_slug, map_index)
+        return self._store().last_loop(task_run_id)
 
     def _store(self) -> RunStore:
         pid = os.getpid()
