@@ -125,6 +125,19 @@ def test_a_version_1_store_reads_back_the_same_after_upgrading(v1_url):
         assert scalar(store, "SELECT count(*) FROM results") == 2
         outside = "SELECT count(*) FROM state_transitions WHERE result_id IS NOT NULL"
         assert scalar(store, outside) == 0
+        # Every state row's integer keys name its flow run and task run.
+        assert scalar(store, "SELECT count(*) FROM state_transitions") == len(
+            DATA["tables"]["state_transitions"]["rows"]
+        )
+        orphans = (
+            "SELECT count(*) FROM state_transitions s "
+            "LEFT JOIN flow_runs f ON f.id = s.flow_run "
+            "LEFT JOIN task_runs t ON t.id = s.task_run "
+            "WHERE f.run_id IS NULL OR (s.task_run IS NOT NULL AND t.task_run_id IS NULL)"
+        )
+        assert scalar(store, orphans) == 0
+        flow_states = "SELECT count(*) FROM state_transitions WHERE task_run IS NULL"
+        assert scalar(store, flow_states) == 4  # each run's Running and its end
 
 
 def test_a_version_1_result_in_a_file_stays_there(v1_url, home):

@@ -24,7 +24,8 @@ def rows(store, sql: str, **params):
 def looped_count(store, run_id: str) -> int:
     return rows(
         store,
-        "SELECT count(*) FROM state_transitions WHERE flow_run_id = :r AND kind = 'Looped'",
+        "SELECT count(*) FROM state_transitions s JOIN flow_runs f ON f.id = s.flow_run "
+        "WHERE f.run_id = :r AND s.kind = 'Looped'",
         r=run_id,
     )[0][0]
 
@@ -77,17 +78,18 @@ def test_running_after_looped_and_pending_are_not_rows(store, sink):
     sink.flush()
     kinds = rows(
         store,
-        "SELECT kind, loop_index FROM state_transitions WHERE task_run_id = :t ORDER BY id",
+        "SELECT s.kind, s.loop_index FROM state_transitions s "
+        "JOIN task_runs t ON t.id = s.task_run WHERE t.task_run_id = :t ORDER BY s.id",
         t=run.task_run_id("t"),
     )
     assert [tuple(r) for r in kinds] == [
         ("Running", 0), ("Looped", 0), ("Retrying", 1), ("Running", 1), ("Success", 1),
     ]
-    # The flow run's own states are recorded too (task_run_id NULL).
+    # The flow run's own states are recorded too (task_run NULL).
     flow_kinds = rows(
         store,
-        "SELECT kind FROM state_transitions WHERE flow_run_id = :r AND task_run_id IS NULL "
-        "ORDER BY id",
+        "SELECT s.kind FROM state_transitions s JOIN flow_runs f ON f.id = s.flow_run "
+        "WHERE f.run_id = :r AND s.task_run IS NULL ORDER BY s.id",
         r=run.run_id,
     )
     assert [r[0] for r in flow_kinds] == ["Running", "Success"]
@@ -444,3 +446,23 @@ def test_full_disk_fails_clearly_and_keeps_what_was_committed(sqlite_url):
     assert looped_count(reopened, run.run_id) == 10
     assert [h.loop_index for h in reopened.iterations(run.run_id, "t")] == list(range(10))
     reopened.close()
+
+
+def test_keys_of_finished_task_runs_are_not_kept(store):
+    # The writer caches each task run's integer key while it is in flight; a run
+    # with many task runs (mapped children, block iterations) must not pile them up.
+    sink = store.sink()
+    run = RunEvents(sink)
+    run.start()
+    for i in range(1200):
+        run.task("m", Running(), map_index=i)
+        run.task("m", Success(result=i, loop_count=1), map_index=i)
+    run.task("live", Running())
+    sink.flush()
+    assert list(sink._task_keys) == [run.task_run_id("live")]
+    run.finish()
+    sink.close()
+    assert not sink._task_keys and not sink._run_keys
+    keys = rows(store, "SELECT count(*), count(DISTINCT id) FROM task_runs")[0]
+    assert tuple(keys) == (1201, 1201)
+

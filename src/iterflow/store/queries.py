@@ -404,9 +404,10 @@ def task_runs(run_id: str, *, store: RunStore | str | None = None) -> list[TaskR
 
 def _find_task_run(
     conn: sa.Connection, run_id: str, task: str, map_index: int | None, name: str
-) -> str:
+) -> int:
+    """The key (``task_runs.id``) of a run's task run, by task slug or name and map index."""
     t = task_runs_table
-    cols = (t.c.task_run_id, t.c.task_slug, t.c.task_name, t.c.map_index)
+    cols = (t.c.id, t.c.task_slug, t.c.task_name, t.c.map_index)
     rows = conn.execute(sa.select(*cols).where(t.c.flow_run_id == run_id, t.c.task_slug == task))
     rows = rows.all() or conn.execute(
         sa.select(*cols).where(t.c.flow_run_id == run_id, t.c.task_name == task)
@@ -424,7 +425,7 @@ def _find_task_run(
         )
     chosen = [r for r in rows if r.map_index == map_index]
     if chosen:
-        return chosen[0].task_run_id
+        return chosen[0].id
     indexes = sorted(r.map_index for r in rows if r.map_index is not None)
     if map_index is None and indexes:
         raise StoreError(
@@ -452,7 +453,7 @@ def iterations(
 
         def query(conn: sa.Connection) -> list[IterationRecord]:
             run = find_run(conn, run_id, st.name)
-            task_run_id = _find_task_run(conn, run.run_id, task, map_index, st.name)
+            task_run_key = _find_task_run(conn, run.run_id, task, map_index, st.name)
             s = state_transitions
             stmt = (
                 sa.select(
@@ -461,7 +462,7 @@ def iterations(
                     sa.func.coalesce(sa.func.length(s.c.data), results.c.size).label("size"),
                 )
                 .select_from(s.outerjoin(results, results.c.id == s.c.result_id))
-                .where(s.c.task_run_id == task_run_id, s.c.kind != "Running")
+                .where(s.c.task_run == task_run_key, s.c.kind != "Running")
                 .order_by(s.c.id)
             )
             return [

@@ -1,20 +1,22 @@
 """The store's tables, their version, and how a store moves from one version to the next.
 
-Tables (SQLAlchemy Core; times are epoch seconds as floats, ids of runs and
-task runs are the strings the runner makes)::
+Tables (SQLAlchemy Core; times are epoch seconds as floats; ``run_id`` and
+``task_run_id`` are the strings the runner makes, ``id`` an integer key)::
 
     flows              name, created, updated, tasks (JSON list of [slug, name])
-    flow_runs          run_id, flow_name, state, started, ended, parameters (JSON),
-                       parameters_result_id, source, pid, host, heartbeat, message
-    task_runs          task_run_id, flow_run_id, task_slug, task_name, map_index,
-                       state, loop_count, loop_index (of the latest event),
-                       looped_index + looped_transition (the latest Looped: where a
-                       resumed run continues), result_transition (the final state),
-                       started, ended, message
-    state_transitions  id, flow_run_id, task_run_id (NULL: the flow run's own),
-                       kind, loop_index, block_index, message, traceback, time, and
-                       the result the state carries: serializer, data, preview
-                       (inline), or result_id (kept out of line, in ``results``)
+    flow_runs          run_id, id, flow_name, state, started, ended, parameters
+                       (JSON), parameters_result_id, source, pid, host, heartbeat,
+                       message
+    task_runs          task_run_id, id, flow_run_id, task_slug, task_name,
+                       map_index, state, loop_count, loop_index (of the latest
+                       event), looped_index + looped_transition (the latest Looped:
+                       where a resumed run continues), result_transition (the final
+                       state), started, ended, message
+    state_transitions  id, flow_run (flow_runs.id), task_run (task_runs.id; NULL:
+                       the flow run's own), kind, loop_index, block_index, message,
+                       traceback, time, and the result the state carries:
+                       serializer, data, preview (inline), or result_id (kept out
+                       of line, in ``results``)
     results            id, serializer, data (inline) or path (a file), size, preview:
                        values too big to keep in a state's row, and run parameters
     logs               id, flow_run_id, task_run_id, task_slug, map_index,
@@ -24,7 +26,8 @@ task runs are the strings the runner makes)::
 
 A state's result lives in its own row because a loop records one ``Looped``
 state per iteration, each with its result: one row per iteration is half the
-work of a state row plus a result row (version 1 did that). A state row with
+work of a state row plus a result row (version 1 did that), and integer keys
+instead of the text ids make that row and its index entry a third the size. A state row with
 ``serializer`` set carries a value: in ``data``, or in the ``results`` row
 ``result_id`` names (a file, for values over ``FILE_THRESHOLD``); with neither,
 only its ``preview`` could be kept (an exception that does not pickle, say).
@@ -118,6 +121,8 @@ flow_runs = sa.Table(
     "flow_runs",
     metadata,
     sa.Column("run_id", sa.String, primary_key=True),
+    # The key state rows use (assigned by the writer from `counters`).
+    sa.Column("id", sa.BigInteger, nullable=False),
     sa.Column("flow_name", sa.String, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("started", _TIME),
@@ -134,12 +139,15 @@ flow_runs = sa.Table(
     sa.Index("ix_flow_runs_started", "started"),
     sa.Index("ix_flow_runs_flow_name", "flow_name", "started"),
     sa.Index("ix_flow_runs_state", "state"),
+    sa.Index("ux_flow_runs_id", "id", unique=True),
 )
 
 task_runs = sa.Table(
     "task_runs",
     metadata,
     sa.Column("task_run_id", sa.String, primary_key=True),
+    # The key state rows use (assigned by the writer from `counters`).
+    sa.Column("id", sa.BigInteger, nullable=False),
     sa.Column("flow_run_id", sa.String, nullable=False),
     sa.Column("task_slug", sa.String, nullable=False),
     sa.Column("task_name", sa.String, nullable=False),
@@ -155,6 +163,7 @@ task_runs = sa.Table(
     sa.Column("ended", _TIME),
     sa.Column("message", sa.Text),
     sa.Index("ix_task_runs_flow_run", "flow_run_id", "task_slug", "map_index"),
+    sa.Index("ux_task_runs_id", "id", unique=True),
 )
 
 state_transitions = sa.Table(
@@ -162,8 +171,8 @@ state_transitions = sa.Table(
     metadata,
     # Assigned by the writer from `counters` (see results.id), in event order.
     sa.Column("id", _ID, primary_key=True, autoincrement=False),
-    sa.Column("flow_run_id", sa.String, nullable=False),
-    sa.Column("task_run_id", sa.String),
+    sa.Column("flow_run", sa.BigInteger, nullable=False),
+    sa.Column("task_run", sa.BigInteger),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("loop_index", sa.Integer),
     sa.Column("block_index", sa.Integer),
@@ -176,7 +185,7 @@ state_transitions = sa.Table(
     sa.Column("result_id", sa.BigInteger),
     # A task run's history in order. (SQLite appends the rowid to every index
     # entry, so this is ordered by id there too.)
-    sa.Index("ix_state_transitions_task_run", "task_run_id"),
+    sa.Index("ix_state_transitions_task_run", "task_run"),
 )
 
 results = sa.Table(
@@ -210,15 +219,17 @@ logs = sa.Table(
 
 
 def _v2_results_in_state_rows(conn: sa.Connection) -> None:
-    """Version 2: a state's result moves into its ``state_transitions`` row.
+    """Version 2: one lean row per state, results in it, integer keys.
 
     Values kept in the database move from ``results`` into the row of the state
     that carried them; values in files, and run parameters, stay in ``results``.
     ``task_runs`` then points at state rows (``looped_transition``,
-    ``result_transition``) instead of results, and one counter (``ids``) hands
-    out the ids of both tables.
+    ``result_transition``) instead of results. Flow runs and task runs get an
+    integer ``id``, which state rows use instead of the text ids. One counter
+    (``ids``) hands out every id the writer assigns.
     """
     run = conn.exec_driver_sql
+    _v2_keys(conn)
     blob = "BYTEA" if conn.dialect.name == "postgresql" else "BLOB"
     for column, type_ in (("serializer", "VARCHAR(16)"), ("data", blob), ("preview", "TEXT")):
         run(f"ALTER TABLE state_transitions ADD COLUMN {column} {type_}")
@@ -249,11 +260,43 @@ def _v2_results_in_state_rows(conn: sa.Connection) -> None:
     )
     run("DROP INDEX ix_migrate_v2")
     top = max(
-        run("SELECT coalesce(max(value), 0) FROM counters").scalar() or 0,
-        run("SELECT coalesce(max(id), 0) FROM state_transitions").scalar() or 0,
+        run(f"SELECT coalesce(max({column}), 0) FROM {table}").scalar() or 0
+        for table, column in (
+            ("counters", "value"), ("state_transitions", "id"), ("flow_runs", "id"),
+            ("task_runs", "id"),
+        )
     )
     run("DELETE FROM counters")
     conn.execute(sa.text("INSERT INTO counters (name, value) VALUES ('ids', :top)"), {"top": top})
+
+
+def _v2_keys(conn: sa.Connection) -> None:
+    """Integer keys for flow runs and task runs; state rows use them."""
+    run = conn.exec_driver_sql
+    for table, key, order in (
+        ("flow_runs", "run_id", "started, run_id"),
+        ("task_runs", "task_run_id", "started, task_run_id"),
+    ):
+        run(f"ALTER TABLE {table} ADD COLUMN id BIGINT NOT NULL DEFAULT 0")
+        names = [row[0] for row in run(f"SELECT {key} FROM {table} ORDER BY {order}")]
+        if names:
+            conn.execute(
+                sa.text(f"UPDATE {table} SET id = :id WHERE {key} = :name"),
+                [{"id": i, "name": name} for i, name in enumerate(names, 1)],
+            )
+        run(f"CREATE UNIQUE INDEX ux_{table}_id ON {table} (id)")
+    run("ALTER TABLE state_transitions ADD COLUMN flow_run BIGINT NOT NULL DEFAULT 0")
+    run("ALTER TABLE state_transitions ADD COLUMN task_run BIGINT")
+    run(
+        "UPDATE state_transitions SET "
+        "flow_run = (SELECT f.id FROM flow_runs f WHERE f.run_id = state_transitions.flow_run_id), "
+        "task_run = (SELECT t.id FROM task_runs t "
+        "WHERE t.task_run_id = state_transitions.task_run_id)"
+    )
+    run("DROP INDEX ix_state_transitions_task_run")
+    run("ALTER TABLE state_transitions DROP COLUMN task_run_id")
+    run("ALTER TABLE state_transitions DROP COLUMN flow_run_id")
+    run("CREATE INDEX ix_state_transitions_task_run ON state_transitions (task_run)")
 
 
 #: Ordered migrations: ``MIGRATIONS[i]`` upgrades a store from version i+1 to i+2.

@@ -256,12 +256,12 @@ _insert_results = _FastInsert(
 # whose value is pickled into the row, with only what varies bound.
 _insert_transitions = _FastInsert(
     state_transitions,
-    ("id", "flow_run_id", "task_run_id", "kind", "loop_index", "block_index", "message",
+    ("id", "flow_run", "task_run", "kind", "loop_index", "block_index", "message",
      "traceback", "serializer", "data", "preview", "result_id", "time"),
 )
 _insert_looped = _FastInsert(
     state_transitions,
-    ("id", "flow_run_id", "task_run_id", "loop_index", "data", "preview", "time"),
+    ("id", "flow_run", "task_run", "loop_index", "data", "preview", "time"),
     fixed={"kind": Kind.LOOPED.value, "serializer": "pickle", "block_index": None,
            "message": None, "traceback": None, "result_id": None},
 )
@@ -275,6 +275,7 @@ _insert_logs = _FastInsert(
 # value, "old" keeps a value once set, "new_or_old" takes the new one unless
 # it is NULL. Columns not listed are not touched by an update.
 _TASK_RUN_RULES = {
+    "id": "old",
     "flow_run_id": "new",
     "task_slug": "new",
     "task_name": "new",
@@ -363,6 +364,21 @@ _take_ids = _Prepared(
 )
 
 
+def _find_keys(
+    conn: sa.Connection, table: sa.Table, name: str, wanted: dict[str, None]
+) -> dict[str, int]:
+    """The ``id`` of each row of ``table`` whose ``name`` column is in ``wanted``."""
+    found: dict[str, int] = {}
+    names = list(wanted)
+    column = table.c[name]
+    for start in range(0, len(names), 500):  # well under every database's parameter limit
+        rows = conn.execute(
+            sa.select(column, table.c.id).where(column.in_(names[start : start + 500]))
+        )
+        found.update((row[0], row[1]) for row in rows)
+    return found
+
+
 def _allocate_ids(conn: sa.Connection, count: int) -> int:
     """Reserve ``count`` ids for state and result rows; return the first.
 
@@ -439,6 +455,11 @@ class StoreSink:
         self._unusable = False
         self._stopping = False
         self._open_runs: dict[str, None] = {}  # flow runs to keep heartbeating
+        # Integer keys of the flow runs and task runs in flight (their ``id``
+        # columns), so that only a batch's newcomers are looked up. Owned by the
+        # writer thread; a task run's key leaves when it finishes.
+        self._run_keys: dict[str, int] = {}
+        self._task_keys: dict[str, int] = {}
         self._next_beat = 0.0
         self._thread = threading.Thread(
             target=self._run, name=f"iterflow-store-writer-{id(self):x}", daemon=True
@@ -773,10 +794,38 @@ class StoreSink:
     def _commit(self, batch: list[tuple[Any, ...]], n_ids: int) -> None:
         beat = time.monotonic() >= self._next_beat
         committed_runs: dict[str, None] = {}
+        run_keys, task_keys = self._run_keys, self._task_keys
+        # Flow runs and task runs this batch names that have no key here yet:
+        # new ones, or ones an earlier process recorded (a resumed run).
+        new_runs: dict[str, None] = {}
+        new_tasks: dict[str, None] = {}
+        for record in batch:
+            tag = record[0]
+            if tag == _TASK:
+                if record[2] not in task_keys:
+                    new_tasks[record[2]] = None
+                if record[1] not in run_keys:
+                    new_runs[record[1]] = None
+            elif tag == _FLOW and record[1] not in run_keys:
+                new_runs[record[1]] = None
+        keyed_runs: dict[str, int] = {}
+        keyed_tasks: dict[str, int] = {}
+        finished: list[str] = []
 
         def transaction(conn: sa.Connection) -> None:
             # Everything is rebuilt on each attempt: a retry gets fresh ids.
-            next_id = _allocate_ids(conn, n_ids) if n_ids else 0
+            keyed_runs.clear()
+            keyed_tasks.clear()
+            finished.clear()
+            keyed_runs.update(_find_keys(conn, flow_runs, "run_id", new_runs))
+            keyed_tasks.update(_find_keys(conn, task_runs, "task_run_id", new_tasks))
+            unkeyed = [r for r in new_runs if r not in keyed_runs]
+            unkeyed += [t for t in new_tasks if t not in keyed_tasks]
+            count = n_ids + len(unkeyed)
+            next_id = _allocate_ids(conn, count) if count else 0
+            for name in unkeyed:
+                (keyed_runs if name in new_runs else keyed_tasks)[name] = next_id
+                next_id += 1
             result_rows: list[tuple[Any, ...]] = []
             looped_rows: list[tuple[Any, ...]] = []
             other_rows: list[tuple[Any, ...]] = []
@@ -793,13 +842,16 @@ class StoreSink:
                     row_id = next_id
                     next_id += 1
                     task_run_id = record[2]
+                    # Keys start at 1, so `or` only falls through for a missing one.
+                    task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
+                    run_key = run_keys.get(record[1]) or keyed_runs[record[1]]
                     stored = record[_T_STORED]
                     if record[_T_ROLE] == _LOOP:
                         looped[task_run_id] = (record[6], row_id)
                         if (stored is not None and stored[0] == "pickle" and stored[2] is None
                                 and record[12] is None):
-                            # id, flow_run_id, task_run_id, loop_index, data, preview, time
-                            looped_rows.append((row_id, record[1], task_run_id, record[6],
+                            # id, flow_run, task_run, loop_index, data, preview, time
+                            looped_rows.append((row_id, run_key, task_key, record[6],
                                                 stored[1], stored[4], record[_T_TIME]))
                             if task_run_id not in first:
                                 first[task_run_id] = record[_T_TIME]
@@ -813,9 +865,9 @@ class StoreSink:
                             next_id += 1
                             result_rows.append((result_id, *stored))
                             data = None
-                    # id, flow_run_id, task_run_id, kind, loop_index, block_index,
+                    # id, flow_run, task_run, kind, loop_index, block_index,
                     # message, traceback, serializer, data, preview, result_id, time
-                    other_rows.append((row_id, record[1], task_run_id, record[7], record[6],
+                    other_rows.append((row_id, run_key, task_key, record[7], record[6],
                                        record[12], record[10], record[11], serializer, data,
                                        preview, result_id, record[_T_TIME]))
                     if task_run_id not in first:
@@ -824,12 +876,17 @@ class StoreSink:
                 elif tag == _LOG:
                     log_rows.append(record[1:-1])
                 elif tag == _FLOW:
-                    next_id = self._write_flow(conn, record, next_id, result_rows,
+                    run_key = run_keys.get(record[1]) or keyed_runs[record[1]]
+                    next_id = self._write_flow(conn, record, run_key, next_id, result_rows,
                                                other_rows, runs)
-            snapshots: list[tuple[Any, ...]] = [
-                _task_run_row(record, row_id, first[task_run_id], looped.get(task_run_id))
-                for task_run_id, (record, row_id) in latest.items()
-            ]
+            snapshots: list[tuple[Any, ...]] = []
+            for task_run_id, (record, row_id) in latest.items():
+                task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
+                snapshots.append(_task_run_row(
+                    record, task_key, row_id, first[task_run_id], looped.get(task_run_id)
+                ))
+                if record[_T_ROLE] >= _END_STRICT:
+                    finished.append(task_run_id)
             _insert_results.run(conn, result_rows)
             if conn.dialect.name in _NATIVE_UPSERT:
                 _upsert_task_runs.run(conn, snapshots)
@@ -850,8 +907,20 @@ class StoreSink:
             committed_runs.update(runs)
 
         self.store.write(transaction)
-        # Only now, with the transaction committed, does the run set change.
+        # Only now, with the transaction committed, do the run set and keys change.
+        # Keys of what finished are dropped (a straggler's event looks them up again),
+        # so these maps hold only what is in flight.
         self._open_runs = committed_runs
+        run_keys.update(keyed_runs)
+        task_keys.update(keyed_tasks)
+        for task_run_id in finished:
+            task_keys.pop(task_run_id, None)
+        for record in batch:
+            if record[0] == _FLOW and record[10]:  # a flow run ended: its task runs too
+                run_keys.pop(record[1], None)
+                prefix = record[1] + "/"
+                for task_run_id in [t for t in task_keys if t.startswith(prefix)]:
+                    del task_keys[task_run_id]
         if beat:
             self._next_beat = time.monotonic() + self.heartbeat_interval
 
@@ -859,6 +928,7 @@ class StoreSink:
         self,
         conn: sa.Connection,
         record: tuple[Any, ...],
+        run_key: int,
         next_id: int,
         result_rows: list[tuple[Any, ...]],
         state_rows: list[tuple[Any, ...]],
@@ -873,10 +943,10 @@ class StoreSink:
         row_id = next_id
         next_id += 1
         row: dict[str, Any] = {
-            "run_id": run_id, "flow_name": flow_name, "state": kind, "started": at,
+            "run_id": run_id, "id": run_key, "flow_name": flow_name, "state": kind, "started": at,
             "message": message, "ended": at if finished else None, "source": source,
         }
-        rules = {"flow_name": "new", "state": "new", "message": "new", "ended": "new",
+        rules = {"id": "old", "flow_name": "new", "state": "new", "message": "new", "ended": "new",
                  "started": "old", "source": "new_or_old"}
         if params_json is not None:
             # A resumed run sends the original parameters again: keep the first record.
@@ -896,13 +966,14 @@ class StoreSink:
             runs[run_id] = None
         _upsert(conn, flow_runs, "run_id", [row], rules)
         state_rows.append(
-            (row_id, run_id, None, kind, None, None, message, None, None, None, None, None, at)
+            (row_id, run_key, None, kind, None, None, message, None, None, None, None, None, at)
         )
         return next_id
 
 
 def _task_run_row(
     record: tuple[Any, ...],
+    key: int,
     row_id: int,
     started: float,
     looped: tuple[int, int] | None,
@@ -919,7 +990,7 @@ def _task_run_row(
         if loop_count is None:
             loop_count = looped_index + 1  # iterations recorded so far
     row = (
-        task_run_id, flow_run_id, slug, name, map_index, kind, loop_count, loop_index,
+        task_run_id, key, flow_run_id, slug, name, map_index, kind, loop_count, loop_index,
         looped_index, looped_transition, row_id if finished else None, started,
         at if finished else None, message,
     )
@@ -927,7 +998,7 @@ def _task_run_row(
 
 
 _ROW_ORDER = (
-    "task_run_id", "flow_run_id", "task_slug", "task_name", "map_index", "state",
+    "task_run_id", "id", "flow_run_id", "task_slug", "task_name", "map_index", "state",
     "loop_count", "loop_index", "looped_index", "looped_transition", "result_transition",
     "started", "ended", "message",
 )
