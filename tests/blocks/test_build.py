@@ -155,16 +155,21 @@ def test_using_a_body_task_after_the_block_is_refused_before_anything_runs():
     assert ran == []
 
 
-def test_a_task_inside_one_block_cannot_use_a_task_inside_a_sibling_block():
-    with Flow("siblings") as flow:
+def sibling_leak(name: str) -> Flow:
+    """Two blocks side by side; a task in the second uses one inside the first."""
+    with Flow(name) as flow:
         with loop(initial=0, name="one") as one:
             a = inc(one.result)
             one.next(result=a, until=done(a))
         with loop(initial=0, name="two") as two:
             b = inc(a)
             two.next(result=b, until=done(b))
+    return flow
+
+
+def test_a_task_inside_one_block_cannot_use_a_task_inside_a_sibling_block():
     with pytest.raises(FlowDefinitionError, match="inside loop block 'one'"):
-        flow.run(store=None)
+        sibling_leak("siblings").run(store=None)
 
 
 def test_slugs_are_unique_across_blocks_and_the_flow():
@@ -274,15 +279,8 @@ def test_validate_refuses_a_task_of_a_nested_block_used_after_it():
 
 
 def test_validate_refuses_a_task_inside_one_block_using_one_inside_a_sibling():
-    with Flow("leak") as flow:
-        with loop(initial=0, name="one") as one:
-            a = inc(one.result)
-            one.next(result=a, until=done(a))
-        with loop(initial=0, name="two") as two:
-            b = inc(a)
-            two.next(result=b, until=done(b))
     # Named is the task that uses the value, not the block it sits in.
-    assert refusal(flow) == leak_message("inc-2", "inc", "one")
+    assert refusal(sibling_leak("leak")) == leak_message("inc-2", "inc", "one")
 
 
 def test_validate_refuses_a_block_left_without_until_by_a_caught_error():
