@@ -182,6 +182,38 @@ def test_a_mutated_loop_result_is_recorded_as_it_was_when_looped(dask_executor):
     assert looped == [[0], [0, 1], [0, 1, 2]]
 
 
+@task(serializer="json")
+def loops_over_sets():
+    i = iterflow.context.loop_index
+    if i < 3:
+        raise LOOP(result={i} if i == 1 else i)  # a set is not JSON
+    return "done"
+
+
+def test_a_loop_result_the_store_cannot_record_fails_the_task_run_on_dask_too(
+    dask_executor, tmp_path
+):
+    # On a worker the loop goes on; the client's store sink refuses the result, and the
+    # task run's final state says so, as it would in-process (DESIGN 7.11).
+    from iterflow.store import iterations, task_runs
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with Flow("json on dask") as flow:
+        t = loops_over_sets()
+    state = run_flow(flow, executor=dask_executor, store=url)
+    assert state.is_failed()
+    failed = state.result[t]
+    assert failed.is_failed()
+    for part in ("'loops_over_sets'", "iteration 1", "set"):
+        assert part in failed.message, f"{part!r} is not in {failed.message!r}"
+    (info,) = task_runs(state.run_id, store=url)
+    assert (info.state, info.message) == ("Failed", failed.message)
+    history = iterations(state.run_id, "loops_over_sets", store=url)
+    assert [(h.state, h.loop_index) for h in history] == [
+        ("Looped", 0), ("Looped", 2), ("Failed", 3),
+    ]
+
+
 @task
 def weigh(item, table):
     """Uses the run's parameters (through the context) and a big unmapped input."""

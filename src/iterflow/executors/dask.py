@@ -136,6 +136,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
         "DaskExecutor needs dask and distributed: pip install 'iterflow[dask]'"
     ) from _exc
 
+from iterflow.core.state import Failed
 from iterflow.engine.events import TaskRunEvent
 from iterflow.engine.expand import TaskRunSpec
 from iterflow.errors import ExecutorError, SerializationError
@@ -745,6 +746,8 @@ class DaskExecutor(Executor):
         self._done: set[_Job] = set()  # done, not yet returned by wait()
         self._streams: dict[str, list] = {}  # attempt -> [next sequence number, held batches]
         self._abandoned: set[str] = set()
+        # task_run_id -> what a sink raised on one of its events (see _emit_one)
+        self._sink_errors: dict[str, Exception] = {}
         self._next_look = 0.0
         self._released: list[Any] = []  # futures of finished jobs, to let go in a batch
         # id(value) -> (value, its future or None when small); kept for the run
@@ -919,7 +922,7 @@ class DaskExecutor(Executor):
             self._catch_up(attempt, sent)
             if how == _LAST_EVENT:
                 self._deliver(tail[:-1])
-                final = self._loads(tail[-1])
+                final = self._sink_failed(self._loads(tail[-1]))
                 self._emit_one(final)
                 return final.state
             self._deliver(tail)
@@ -1196,10 +1199,22 @@ class DaskExecutor(Executor):
             return
         try:
             self._emit(event)
-        except Exception:
-            # The job has moved on on its worker: a sink that fails here can no
-            # longer fail the task run, and must not take the whole run down.
-            logger.exception("an event sink failed on %r", event)
+        except Exception as exc:
+            # The job has moved on on its worker, so the sink's error (a loop result
+            # the store cannot serialize, a full disk) cannot stop it there; it fails
+            # the task run when its final state arrives (_sink_failed), as it would
+            # in-process. Later events of the task run are still offered to the sinks.
+            if type(event) is TaskRunEvent and not event.state.is_finished():
+                self._sink_errors.setdefault(event.task_run_id, exc)
+            else:
+                logger.exception("an event sink failed on %r", event)
+
+    def _sink_failed(self, final: TaskRunEvent) -> TaskRunEvent:
+        """``final``, or a Failed one in its place if a sink failed on the task run's events."""
+        error = self._sink_errors.pop(final.task_run_id, None)
+        if error is None or final.state.is_failed():
+            return final
+        return final._replace(state=Failed(str(error), error, loop_count=final.state.loop_count))
 
     def _fetch(self, ready: set[_Job]) -> None:
         """Fetch the results that were not pushed, all in one round trip."""
