@@ -343,9 +343,9 @@ def test_memory_stays_flat_with_back_pressure(store, monkeypatch):
     # A slow database must make handle() wait, not pile events up in memory.
     write = store.write
 
-    def slow_write(fn):
+    def slow_write(fn, **options):
         time.sleep(0.01)
-        return write(fn)
+        return write(fn, **options)
 
     monkeypatch.setattr(store, "write", slow_write)
     sink = store.sink(batch_interval=0.01, batch_size=20, max_pending=50)
@@ -433,6 +433,8 @@ def test_full_disk_fails_clearly_and_keeps_what_was_committed(sqlite_url):
 
     sa.event.listen(store.engine, "connect", cap)
     store.engine.dispose()
+    if sink._conn is not None:  # the connection the writer keeps (see StoreSink._write)
+        cap(sink._conn.connection.driver_connection, None)
     with pytest.raises(StoreError, match="disk is full"):
         for i in range(10, 5000):
             run.task("t", Looped(result="y" * 1000, loop_index=i), loop_index=i)

@@ -40,6 +40,7 @@ __all__ = [
     "read",
     "sqlite_path",
     "write",
+    "write_connection",
 ]
 
 T = TypeVar("T")
@@ -146,19 +147,39 @@ def describe_error(exc: BaseException, name: str, *, lock_timeout: float | None 
     return f"The run store {name} failed: {type(orig).__name__}: {text}"
 
 
+def write_connection(engine: sa.Engine) -> sa.Connection:
+    """A connection to keep for many :func:`write` calls (``connection=``).
+
+    Checking a connection out of the pool and back costs about as much as a
+    small transaction; a writer committing every iteration keeps one instead.
+    """
+    conn = engine.connect()
+    conn.execution_options(**{_WRITE_OPTION: True})
+    return conn
+
+
 def write(
-    engine: sa.Engine, fn: Callable[[sa.Connection], T], *, name: str, lock_timeout: float
+    engine: sa.Engine,
+    fn: Callable[[sa.Connection], T],
+    *,
+    name: str,
+    lock_timeout: float,
+    connection: sa.Connection | None = None,
 ) -> T:
     """Run ``fn(conn)`` in one write transaction, retrying while the database is locked.
 
     ``fn`` may run more than once (each time in a fresh transaction), so it
     must build everything it writes from scratch. Any failure is rolled back
-    and raised as :class:`StoreError`.
+    and raised as :class:`StoreError`. ``connection`` (from
+    :func:`write_connection`) is used instead of one from the pool.
     """
     deadline = time.monotonic() + lock_timeout
     delay = 0.005
     while True:
         try:
+            if connection is not None:
+                with connection.begin():
+                    return fn(connection)
             with engine.connect() as conn:
                 conn.execution_options(**{_WRITE_OPTION: True})
                 with conn.begin():

@@ -130,9 +130,21 @@ class RunStore:
             raise
 
     # -- plumbing used by the writer and the queries --------------------------
-    def write(self, fn: Callable[[sa.Connection], T]) -> T:
-        """Run ``fn(conn)`` in one write transaction (retried while locked)."""
-        return db.write(self.engine, fn, name=self.name, lock_timeout=self.lock_timeout)
+    def write(
+        self, fn: Callable[[sa.Connection], T], *, connection: sa.Connection | None = None
+    ) -> T:
+        """Run ``fn(conn)`` in one write transaction (retried while locked).
+
+        ``connection``: one from :meth:`write_connection`, kept by the caller.
+        """
+        return db.write(
+            self.engine, fn, name=self.name, lock_timeout=self.lock_timeout,
+            connection=connection,
+        )
+
+    def write_connection(self) -> sa.Connection:
+        """A connection for many :meth:`write` calls (the caller closes it)."""
+        return db.write_connection(self.engine)
 
     def read(self, fn: Callable[[sa.Connection], T]) -> T:
         """Run ``fn(conn)`` in one read transaction."""
