@@ -10,8 +10,10 @@ or a query, pays for it.
 
 Modules: :mod:`~iterflow.store.schema` (tables, versions, migrations),
 :mod:`~iterflow.store.results` (serializers, previews, result files),
-:mod:`~iterflow.store.writer` (the event sink), :mod:`~iterflow.store.queries`
-(reading), :mod:`~iterflow.store.runstore` (opening a store, resuming).
+:mod:`~iterflow.store.writer` (the event sink), :mod:`~iterflow.store.statements`
+(the SQL it runs), :mod:`~iterflow.store.queries` (reading),
+:mod:`~iterflow.store.runstore` (opening a store, resuming), :mod:`~iterflow.store.db`
+(connections, transactions, errors).
 """
 
 from __future__ import annotations

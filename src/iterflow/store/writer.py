@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import itertools
 import json
 import os
 import pickle
@@ -60,7 +59,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from iterflow.core.state import Kind, State
 from iterflow.engine.events import FlowRunEvent, LogEvent, TaskRunEvent
@@ -75,14 +73,19 @@ from iterflow.store.results import (
     preview,
     preview_only,
 )
-from iterflow.store.schema import (
-    counters,
-    flow_runs,
-    flows,
-    logs,
-    results,
-    state_transitions,
-    task_runs,
+from iterflow.store.schema import flow_runs, flows, task_runs
+from iterflow.store.statements import (
+    NATIVE_UPSERT,
+    TASK_RUN_COLUMNS,
+    TASK_RUN_RULES,
+    allocate_ids,
+    find_keys,
+    insert_logs,
+    insert_looped,
+    insert_results,
+    insert_transitions,
+    upsert,
+    upsert_task_runs,
 )
 
 if TYPE_CHECKING:
@@ -131,284 +134,6 @@ def _role_of(cls: type[State]) -> tuple[str, int]:
     kind = cls.kind
     info = _ROLES[cls] = (kind.value, _ROLE_BY_KIND.get(kind, _END))
     return info
-
-
-class _Prepared:
-    """A Core statement compiled once per dialect, then run with plain tuples.
-
-    ``conn.execute(statement, params)`` spends tens of microseconds per call
-    (cache keys, parameter processing) and a few more per row; for what the
-    writer runs in every transaction — the per-iteration inserts, the result
-    ids, the ``task_runs`` upsert — that was most of its cost, and with
-    ``checkpoint="every"`` a transaction per iteration. The statement is still
-    built and compiled by SQLAlchemy for the dialect; only plain values (str,
-    int, float, bytes, None) go through, which need no processing. It runs on
-    the transaction's DB-API cursor: ``exec_driver_sql`` still costs ~20 µs a
-    statement, which ``checkpoint="every"`` pays several times per iteration.
-    Driver errors come out unwrapped; :func:`iterflow.store.db.write` handles both.
-    """
-
-    def __init__(self, build: Callable[[str], Any], columns: tuple[str, ...]) -> None:
-        self.build = build  # dialect name -> statement
-        self.columns = columns
-        self._compiled: dict[str, tuple[str, list[int] | None]] = {}
-
-    def _prepare(self, dialect: sa.Dialect) -> tuple[str, list[int] | None]:
-        entry = self._compiled.get(dialect.name)
-        if entry is None:
-            compiled = self.build(dialect.name).compile(
-                dialect=dialect, column_keys=list(self.columns), for_executemany=True
-            )
-            order = None
-            if compiled.positional:
-                order = [self.columns.index(name) for name in compiled.positiontup or ()]
-            entry = self._compiled[dialect.name] = (str(compiled), order)
-        return entry
-
-    def _params(self, rows: list[tuple[Any, ...]], order: list[int] | None) -> list[Any]:
-        if order is None:  # a named paramstyle (psycopg)
-            return [dict(zip(self.columns, row)) for row in rows]
-        if order == list(range(len(self.columns))):
-            return rows
-        return [tuple(row[i] for i in order) for row in rows]
-
-    def run(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
-        """Execute for every row (``executemany``)."""
-        if rows:
-            sql, order = self._prepare(conn.dialect)
-            params = self._params(rows, order)
-            cursor = _cursor(conn)
-            if len(params) == 1:
-                cursor.execute(sql, params[0])
-            else:
-                cursor.executemany(sql, params)
-
-    def scalar(self, conn: sa.Connection, row: tuple[Any, ...]) -> Any:
-        """Execute once; the first column of the one row it returns."""
-        sql, order = self._prepare(conn.dialect)
-        cursor = _cursor(conn)
-        cursor.execute(sql, self._params([row], order)[0])
-        return cursor.fetchone()[0]
-
-
-def _cursor(conn: sa.Connection) -> Any:
-    """A DB-API cursor in ``conn``'s transaction (see :class:`_Prepared`)."""
-    return conn.connection.driver_connection.cursor()
-
-
-class _FastInsert(_Prepared):
-    """``INSERT`` of many rows; on SQLite one statement per batch.
-
-    Each statement the writer runs costs it a trip through the GIL: pysqlite
-    releases it while SQLite works and must then wait for the task's thread
-    to give it back (up to the interpreter's switch interval, 5 ms). So on
-    SQLite the rows go in as one ``INSERT ... SELECT ... FROM (VALUES (...),
-    (...))`` of a fixed size — a power of two, so few statements are prepared —
-    with the unused places padded with NULL rows that ``WHERE column1 IS NOT
-    NULL`` drops. The first column must therefore never be NULL.
-
-    ``fixed`` gives columns the same value in every row (a kind, NULLs): on
-    SQLite they are written into the statement as literals, because binding a
-    parameter costs about as much as storing it, and most of a ``Looped``
-    row's columns are always NULL.
-    """
-
-    _CHUNK = 2048  # x at most 13 columns: below SQLite's 32766 variables
-    _SMALLEST = 8
-
-    def __init__(
-        self, table: sa.Table, columns: tuple[str, ...], fixed: dict[str, str | None] | None = None
-    ) -> None:
-        self.fixed = dict(fixed or {})
-        self._fixed_values = tuple(self.fixed.values())
-        super().__init__(lambda _dialect: table.insert(), columns + tuple(self.fixed))
-        self.bound = columns
-        self.table = table
-        self._multi: dict[int, tuple[str, tuple[None, ...]]] = {}
-
-    def _sqlite_statement(self, size: int) -> tuple[str, tuple[None, ...]]:
-        def literal(value: str | None) -> str:
-            return "NULL" if value is None else "'" + value.replace("'", "''") + "'"
-
-        width = len(self.bound)
-        picked = [f"column{i + 1}" for i in range(width)]
-        picked += [literal(v) for v in self._fixed_values]
-        group = "(" + ", ".join(["?"] * width) + ")"
-        sql = (
-            f"INSERT INTO {self.table.name} ({', '.join(self.columns)}) "
-            f"SELECT {', '.join(picked)} FROM (VALUES {', '.join([group] * size)}) "
-            f"WHERE column1 IS NOT NULL"
-        )
-        return sql, (None,) * width
-
-    def run(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
-        if not rows:
-            return
-        if conn.dialect.name != "sqlite":
-            if self._fixed_values:
-                rows = [row + self._fixed_values for row in rows]
-            super().run(conn, rows)
-            return
-        chain = itertools.chain.from_iterable
-        for start in range(0, len(rows), self._CHUNK):
-            chunk = rows[start : start + self._CHUNK]
-            size = self._SMALLEST
-            while size < len(chunk):
-                size *= 2
-            entry = self._multi.get(size)
-            if entry is None:
-                entry = self._multi[size] = self._sqlite_statement(size)
-            sql, padding = entry
-            params = tuple(chain(chunk))
-            if size > len(chunk):
-                params += padding * (size - len(chunk))
-            _cursor(conn).execute(sql, params)
-
-
-_insert_results = _FastInsert(
-    results, ("id", "serializer", "data", "path", "size", "preview")
-)
-# Every state row; and the common one, a Looped state outside any loop block
-# whose value is pickled into the row, with only what varies bound.
-_insert_transitions = _FastInsert(
-    state_transitions,
-    ("id", "flow_run", "task_run", "kind", "loop_index", "block_index", "message",
-     "traceback", "serializer", "data", "preview", "result_id", "time"),
-)
-_insert_looped = _FastInsert(
-    state_transitions,
-    ("id", "flow_run", "task_run", "loop_index", "data", "preview", "time"),
-    fixed={"kind": Kind.LOOPED.value, "serializer": "pickle", "block_index": None,
-           "message": None, "traceback": None, "result_id": None},
-)
-_insert_logs = _FastInsert(
-    logs,
-    ("flow_run_id", "task_run_id", "task_slug", "map_index", "loop_index", "level",
-     "message", "time"),
-)
-
-# How an upsert treats each column already in the row: "new" takes the new
-# value, "old" keeps a value once set, "new_or_old" takes the new one unless
-# it is NULL. Columns not listed are not touched by an update.
-_TASK_RUN_RULES = {
-    "id": "old",
-    "flow_run_id": "new",
-    "task_slug": "new",
-    "task_name": "new",
-    "map_index": "new",
-    "state": "new",
-    "loop_index": "new",
-    "message": "new",
-    "ended": "new",
-    "result_transition": "new",
-    "started": "old",
-    "loop_count": "new_or_old",
-    "looped_index": "new_or_old",
-    "looped_transition": "new_or_old",
-}
-
-
-_TASK_RUN_COLUMNS = tuple(task_runs.c.keys())
-_NATIVE_UPSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
-_UPSERTS: dict[tuple[Any, ...], Any] = {}
-
-
-def _upsert_statement(table: sa.Table, dialect: str, key: str, rules: dict[str, str]) -> Any:
-    """``INSERT ... ON CONFLICT (key) DO UPDATE`` following ``rules`` (SQLite, PostgreSQL)."""
-    # Built once per shape: constructing the statement costs more than running it.
-    cache_key = (table.name, dialect, key, tuple(rules.items()))
-    stmt = _UPSERTS.get(cache_key)
-    if stmt is None:
-        ins = _NATIVE_UPSERT[dialect](table)
-        new = ins.excluded
-        stmt = _UPSERTS[cache_key] = ins.on_conflict_do_update(
-            index_elements=[key], set_=_set_clause(table, rules, lambda c: new[c])
-        )
-    return stmt
-
-
-_upsert_task_runs = _Prepared(
-    lambda dialect: _upsert_statement(task_runs, dialect, "task_run_id", _TASK_RUN_RULES),
-    _TASK_RUN_COLUMNS,
-)
-
-
-def _upsert(
-    conn: sa.Connection, table: sa.Table, key: str, rows: list[dict[str, Any]],
-    rules: dict[str, str],
-) -> None:
-    """Insert ``rows``, or update those whose ``key`` exists, following ``rules``."""
-    if not rows:
-        return
-    name = conn.dialect.name
-    if name in _NATIVE_UPSERT:
-        conn.execute(_upsert_statement(table, name, key, rules), rows)
-        return
-    # Other databases: update, and insert when nothing was there.
-    for row in rows:
-        values = _set_clause(
-            table, {c: r for c, r in rules.items() if c in row},
-            lambda c, row=row: sa.literal(row[c], type_=table.c[c].type),
-        )
-        done = conn.execute(sa.update(table).where(table.c[key] == row[key]).values(values))
-        if done.rowcount == 0:
-            conn.execute(sa.insert(table).values(row))
-
-
-def _set_clause(table: sa.Table, rules: dict[str, str], new: Any) -> dict[str, Any]:
-    old = table.c
-    clause: dict[str, Any] = {}
-    for column, rule in rules.items():
-        if rule == "new":
-            clause[column] = new(column)
-        elif rule == "old":
-            clause[column] = sa.func.coalesce(old[column], new(column))
-        elif rule == "new_or_old":
-            clause[column] = sa.func.coalesce(new(column), old[column])
-        else:  # pragma: no cover - a typo in the rules above
-            raise ValueError(rule)
-    return clause
-
-
-_TAKE_IDS = (
-    sa.update(counters)
-    .where(counters.c.name == sa.bindparam("counter", type_=sa.String))
-    .values(value=counters.c.value + sa.bindparam("count", type_=sa.BigInteger))
-)
-_take_ids = _Prepared(
-    lambda _dialect: _TAKE_IDS.returning(counters.c.value), ("count", "counter")
-)
-
-
-def _find_keys(
-    conn: sa.Connection, table: sa.Table, name: str, wanted: dict[str, None]
-) -> dict[str, int]:
-    """The ``id`` of each row of ``table`` whose ``name`` column is in ``wanted``."""
-    found: dict[str, int] = {}
-    names = list(wanted)
-    column = table.c[name]
-    for start in range(0, len(names), 500):  # well under every database's parameter limit
-        rows = conn.execute(
-            sa.select(column, table.c.id).where(column.in_(names[start : start + 500]))
-        )
-        found.update((row[0], row[1]) for row in rows)
-    return found
-
-
-def _allocate_ids(conn: sa.Connection, count: int) -> int:
-    """Reserve ``count`` ids for state and result rows; return the first.
-
-    One statement per batch, under the transaction's write lock, so several
-    processes never get the same ids, and ids grow in commit order.
-    """
-    if conn.dialect.update_returning:
-        top = _take_ids.scalar(conn, (count, "ids"))
-    else:
-        conn.execute(_TAKE_IDS, {"count": count, "counter": "ids"})
-        top = conn.execute(
-            sa.select(counters.c.value).where(counters.c.name == "ids")
-        ).scalar_one()
-    return int(top) - count + 1
 
 
 def _task_label(event: TaskRunEvent) -> str:
@@ -787,7 +512,7 @@ class StoreSink:
             released = n_ids = 0
             # Behind a fast loop, take all that waits (up to max_batch): each
             # transaction costs the writer several waits for the GIL, so fewer,
-            # larger ones let it keep up (see _FastInsert).
+            # larger ones let it keep up (see statements.FastInsert).
             limit = min(max(self.batch_size, len(buffer)), self.max_batch)
             while buffer and len(batch) < limit:
                 record = buffer.popleft()
@@ -860,12 +585,12 @@ class StoreSink:
             keyed_runs.clear()
             keyed_tasks.clear()
             finished.clear()
-            keyed_runs.update(_find_keys(conn, flow_runs, "run_id", new_runs))
-            keyed_tasks.update(_find_keys(conn, task_runs, "task_run_id", new_tasks))
+            keyed_runs.update(find_keys(conn, flow_runs, "run_id", new_runs))
+            keyed_tasks.update(find_keys(conn, task_runs, "task_run_id", new_tasks))
             unkeyed = [r for r in new_runs if r not in keyed_runs]
             unkeyed += [t for t in new_tasks if t not in keyed_tasks]
             count = n_ids + len(unkeyed)
-            next_id = _allocate_ids(conn, count) if count else 0
+            next_id = allocate_ids(conn, count) if count else 0
             for name in unkeyed:
                 (keyed_runs if name in new_runs else keyed_tasks)[name] = next_id
                 next_id += 1
@@ -930,16 +655,16 @@ class StoreSink:
                 ))
                 if record[_T_ROLE] >= _END_STRICT:
                     finished.append(task_run_id)
-            _insert_results.run(conn, result_rows)
-            if conn.dialect.name in _NATIVE_UPSERT:
-                _upsert_task_runs.run(conn, snapshots)
+            insert_results.run(conn, result_rows)
+            if conn.dialect.name in NATIVE_UPSERT:
+                upsert_task_runs.run(conn, snapshots)
             else:
-                _upsert(conn, task_runs, "task_run_id",
-                        [dict(zip(_TASK_RUN_COLUMNS, row)) for row in snapshots],
-                        _TASK_RUN_RULES)
-            _insert_looped.run(conn, looped_rows)
-            _insert_transitions.run(conn, other_rows)
-            _insert_logs.run(conn, log_rows)
+                upsert(conn, task_runs, "task_run_id",
+                        [dict(zip(TASK_RUN_COLUMNS, row)) for row in snapshots],
+                        TASK_RUN_RULES)
+            insert_looped.run(conn, looped_rows)
+            insert_transitions.run(conn, other_rows)
+            insert_logs.run(conn, log_rows)
             if beat and runs:
                 conn.execute(
                     sa.update(flow_runs)
@@ -980,7 +705,7 @@ class StoreSink:
         (_, run_id, flow_name, kind, at, message, params_json, params_stored, tasks, source,
          finished, _signal) = record
         if tasks is not None:
-            _upsert(conn, flows, "name",
+            upsert(conn, flows, "name",
                     [{"name": flow_name, "created": at, "updated": at, "tasks": tasks}],
                     {"created": "old", "updated": "new", "tasks": "new"})
         row_id = next_id
@@ -1007,7 +732,7 @@ class StoreSink:
             row.update(pid=os.getpid(), host=HOST, heartbeat=time.time())
             rules.update(pid="new", host="new", heartbeat="new")
             runs[run_id] = None
-        _upsert(conn, flow_runs, "run_id", [row], rules)
+        upsert(conn, flow_runs, "run_id", [row], rules)
         state_rows.append(
             (row_id, run_key, None, kind, None, None, message, None, None, None, None, None, at)
         )
@@ -1046,7 +771,7 @@ _ROW_ORDER = (
     "started", "ended", "message",
 )
 # _task_run_row builds its tuple in the table's column order; keep them in step.
-assert _ROW_ORDER == _TASK_RUN_COLUMNS, "task_runs columns changed: update _task_run_row"
+assert _ROW_ORDER == TASK_RUN_COLUMNS, "task_runs columns changed: update _task_run_row"
 
 
 # Sinks whose writer may still hold records: flushed at interpreter exit, so a

@@ -1,0 +1,317 @@
+"""The SQL the store's writer runs: built and compiled once, run with plain tuples.
+
+Everything here exists for speed on the writer's hot path (see
+:mod:`iterflow.store.writer`): statements are compiled by SQLAlchemy once per
+dialect and then executed on the transaction's DB-API cursor, rows are plain
+tuples in column order, and on SQLite a batch of rows is one padded multi-row
+``INSERT``. Also the upserts (``INSERT ... ON CONFLICT``, with a portable
+fallback) and the id counter.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from iterflow.core.state import Kind
+from iterflow.store.schema import counters, logs, results, state_transitions, task_runs
+
+__all__ = [
+    "NATIVE_UPSERT",
+    "TASK_RUN_COLUMNS",
+    "TASK_RUN_RULES",
+    "FastInsert",
+    "Prepared",
+    "allocate_ids",
+    "dbapi_cursor",
+    "find_keys",
+    "insert_logs",
+    "insert_looped",
+    "insert_results",
+    "insert_transitions",
+    "upsert",
+    "upsert_statement",
+    "upsert_task_runs",
+]
+
+
+class Prepared:
+    """A Core statement compiled once per dialect, then run with plain tuples.
+
+    ``conn.execute(statement, params)`` spends tens of microseconds per call
+    (cache keys, parameter processing) and a few more per row; for what the
+    writer runs in every transaction — the per-iteration inserts, the result
+    ids, the ``task_runs`` upsert — that was most of its cost, and with
+    ``checkpoint="every"`` a transaction per iteration. The statement is still
+    built and compiled by SQLAlchemy for the dialect; only plain values (str,
+    int, float, bytes, None) go through, which need no processing. It runs on
+    the transaction's DB-API cursor: ``exec_driver_sql`` still costs ~20 µs a
+    statement, which ``checkpoint="every"`` pays several times per iteration.
+    Driver errors come out unwrapped; :func:`iterflow.store.db.write` handles both.
+    """
+
+    def __init__(self, build: Callable[[str], Any], columns: tuple[str, ...]) -> None:
+        self.build = build  # dialect name -> statement
+        self.columns = columns
+        self._compiled: dict[str, tuple[str, list[int] | None]] = {}
+
+    def _prepare(self, dialect: sa.Dialect) -> tuple[str, list[int] | None]:
+        entry = self._compiled.get(dialect.name)
+        if entry is None:
+            compiled = self.build(dialect.name).compile(
+                dialect=dialect, column_keys=list(self.columns), for_executemany=True
+            )
+            order = None
+            if compiled.positional:
+                order = [self.columns.index(name) for name in compiled.positiontup or ()]
+            entry = self._compiled[dialect.name] = (str(compiled), order)
+        return entry
+
+    def _params(self, rows: list[tuple[Any, ...]], order: list[int] | None) -> list[Any]:
+        if order is None:  # a named paramstyle (psycopg)
+            return [dict(zip(self.columns, row)) for row in rows]
+        if order == list(range(len(self.columns))):
+            return rows
+        return [tuple(row[i] for i in order) for row in rows]
+
+    def run(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+        """Execute for every row (``executemany``)."""
+        if rows:
+            sql, order = self._prepare(conn.dialect)
+            params = self._params(rows, order)
+            cursor = dbapi_cursor(conn)
+            if len(params) == 1:
+                cursor.execute(sql, params[0])
+            else:
+                cursor.executemany(sql, params)
+
+    def scalar(self, conn: sa.Connection, row: tuple[Any, ...]) -> Any:
+        """Execute once; the first column of the one row it returns."""
+        sql, order = self._prepare(conn.dialect)
+        cursor = dbapi_cursor(conn)
+        cursor.execute(sql, self._params([row], order)[0])
+        return cursor.fetchone()[0]
+
+
+def dbapi_cursor(conn: sa.Connection) -> Any:
+    """A DB-API cursor in ``conn``'s transaction (see :class:`Prepared`)."""
+    return conn.connection.driver_connection.cursor()
+
+
+class FastInsert(Prepared):
+    """``INSERT`` of many rows; on SQLite one statement per batch.
+
+    Each statement the writer runs costs it a trip through the GIL: pysqlite
+    releases it while SQLite works and must then wait for the task's thread
+    to give it back (up to the interpreter's switch interval, 5 ms). So on
+    SQLite the rows go in as one ``INSERT ... SELECT ... FROM (VALUES (...),
+    (...))`` of a fixed size — a power of two, so few statements are prepared —
+    with the unused places padded with NULL rows that ``WHERE column1 IS NOT
+    NULL`` drops. The first column must therefore never be NULL.
+
+    ``fixed`` gives columns the same value in every row (a kind, NULLs): on
+    SQLite they are written into the statement as literals, because binding a
+    parameter costs about as much as storing it, and most of a ``Looped``
+    row's columns are always NULL.
+    """
+
+    _CHUNK = 2048  # x at most 13 columns: below SQLite's 32766 variables
+    _SMALLEST = 8
+
+    def __init__(
+        self, table: sa.Table, columns: tuple[str, ...], fixed: dict[str, str | None] | None = None
+    ) -> None:
+        self.fixed = dict(fixed or {})
+        self._fixed_values = tuple(self.fixed.values())
+        super().__init__(lambda _dialect: table.insert(), columns + tuple(self.fixed))
+        self.bound = columns
+        self.table = table
+        self._multi: dict[int, tuple[str, tuple[None, ...]]] = {}
+
+    def _sqlite_statement(self, size: int) -> tuple[str, tuple[None, ...]]:
+        def literal(value: str | None) -> str:
+            return "NULL" if value is None else "'" + value.replace("'", "''") + "'"
+
+        width = len(self.bound)
+        picked = [f"column{i + 1}" for i in range(width)]
+        picked += [literal(v) for v in self._fixed_values]
+        group = "(" + ", ".join(["?"] * width) + ")"
+        sql = (
+            f"INSERT INTO {self.table.name} ({', '.join(self.columns)}) "
+            f"SELECT {', '.join(picked)} FROM (VALUES {', '.join([group] * size)}) "
+            f"WHERE column1 IS NOT NULL"
+        )
+        return sql, (None,) * width
+
+    def run(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        if conn.dialect.name != "sqlite":
+            if self._fixed_values:
+                rows = [row + self._fixed_values for row in rows]
+            super().run(conn, rows)
+            return
+        chain = itertools.chain.from_iterable
+        for start in range(0, len(rows), self._CHUNK):
+            chunk = rows[start : start + self._CHUNK]
+            size = self._SMALLEST
+            while size < len(chunk):
+                size *= 2
+            entry = self._multi.get(size)
+            if entry is None:
+                entry = self._multi[size] = self._sqlite_statement(size)
+            sql, padding = entry
+            params = tuple(chain(chunk))
+            if size > len(chunk):
+                params += padding * (size - len(chunk))
+            dbapi_cursor(conn).execute(sql, params)
+
+
+insert_results = FastInsert(
+    results, ("id", "serializer", "data", "path", "size", "preview")
+)
+# Every state row; and the common one, a Looped state outside any loop block
+# whose value is pickled into the row, with only what varies bound.
+insert_transitions = FastInsert(
+    state_transitions,
+    ("id", "flow_run", "task_run", "kind", "loop_index", "block_index", "message",
+     "traceback", "serializer", "data", "preview", "result_id", "time"),
+)
+insert_looped = FastInsert(
+    state_transitions,
+    ("id", "flow_run", "task_run", "loop_index", "data", "preview", "time"),
+    fixed={"kind": Kind.LOOPED.value, "serializer": "pickle", "block_index": None,
+           "message": None, "traceback": None, "result_id": None},
+)
+insert_logs = FastInsert(
+    logs,
+    ("flow_run_id", "task_run_id", "task_slug", "map_index", "loop_index", "level",
+     "message", "time"),
+)
+
+# How an upsert treats each column already in the row: "new" takes the new
+# value, "old" keeps a value once set, "new_or_old" takes the new one unless
+# it is NULL. Columns not listed are not touched by an update.
+TASK_RUN_RULES = {
+    "id": "old",
+    "flow_run_id": "new",
+    "task_slug": "new",
+    "task_name": "new",
+    "map_index": "new",
+    "state": "new",
+    "loop_index": "new",
+    "message": "new",
+    "ended": "new",
+    "result_transition": "new",
+    "started": "old",
+    "loop_count": "new_or_old",
+    "looped_index": "new_or_old",
+    "looped_transition": "new_or_old",
+}
+
+
+TASK_RUN_COLUMNS = tuple(task_runs.c.keys())
+NATIVE_UPSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+_UPSERTS: dict[tuple[Any, ...], Any] = {}
+
+
+def upsert_statement(table: sa.Table, dialect: str, key: str, rules: dict[str, str]) -> Any:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` following ``rules`` (SQLite, PostgreSQL)."""
+    # Built once per shape: constructing the statement costs more than running it.
+    cache_key = (table.name, dialect, key, tuple(rules.items()))
+    stmt = _UPSERTS.get(cache_key)
+    if stmt is None:
+        ins = NATIVE_UPSERT[dialect](table)
+        new = ins.excluded
+        stmt = _UPSERTS[cache_key] = ins.on_conflict_do_update(
+            index_elements=[key], set_=_set_clause(table, rules, lambda c: new[c])
+        )
+    return stmt
+
+
+upsert_task_runs = Prepared(
+    lambda dialect: upsert_statement(task_runs, dialect, "task_run_id", TASK_RUN_RULES),
+    TASK_RUN_COLUMNS,
+)
+
+
+def upsert(
+    conn: sa.Connection, table: sa.Table, key: str, rows: list[dict[str, Any]],
+    rules: dict[str, str],
+) -> None:
+    """Insert ``rows``, or update those whose ``key`` exists, following ``rules``."""
+    if not rows:
+        return
+    name = conn.dialect.name
+    if name in NATIVE_UPSERT:
+        conn.execute(upsert_statement(table, name, key, rules), rows)
+        return
+    # Other databases: update, and insert when nothing was there.
+    for row in rows:
+        values = _set_clause(
+            table, {c: r for c, r in rules.items() if c in row},
+            lambda c, row=row: sa.literal(row[c], type_=table.c[c].type),
+        )
+        done = conn.execute(sa.update(table).where(table.c[key] == row[key]).values(values))
+        if done.rowcount == 0:
+            conn.execute(sa.insert(table).values(row))
+
+
+def _set_clause(table: sa.Table, rules: dict[str, str], new: Any) -> dict[str, Any]:
+    old = table.c
+    clause: dict[str, Any] = {}
+    for column, rule in rules.items():
+        if rule == "new":
+            clause[column] = new(column)
+        elif rule == "old":
+            clause[column] = sa.func.coalesce(old[column], new(column))
+        elif rule == "new_or_old":
+            clause[column] = sa.func.coalesce(new(column), old[column])
+        else:  # pragma: no cover - a typo in the rules above
+            raise ValueError(rule)
+    return clause
+
+
+_TAKE_IDS = (
+    sa.update(counters)
+    .where(counters.c.name == sa.bindparam("counter", type_=sa.String))
+    .values(value=counters.c.value + sa.bindparam("count", type_=sa.BigInteger))
+)
+_take_ids = Prepared(
+    lambda _dialect: _TAKE_IDS.returning(counters.c.value), ("count", "counter")
+)
+
+
+def find_keys(
+    conn: sa.Connection, table: sa.Table, name: str, wanted: dict[str, None]
+) -> dict[str, int]:
+    """The ``id`` of each row of ``table`` whose ``name`` column is in ``wanted``."""
+    found: dict[str, int] = {}
+    names = list(wanted)
+    column = table.c[name]
+    for start in range(0, len(names), 500):  # well under every database's parameter limit
+        rows = conn.execute(
+            sa.select(column, table.c.id).where(column.in_(names[start : start + 500]))
+        )
+        found.update((row[0], row[1]) for row in rows)
+    return found
+
+
+def allocate_ids(conn: sa.Connection, count: int) -> int:
+    """Reserve ``count`` ids for state and result rows; return the first.
+
+    One statement per batch, under the transaction's write lock, so several
+    processes never get the same ids, and ids grow in commit order.
+    """
+    if conn.dialect.update_returning:
+        top = _take_ids.scalar(conn, (count, "ids"))
+    else:
+        conn.execute(_TAKE_IDS, {"count": count, "counter": "ids"})
+        top = conn.execute(
+            sa.select(counters.c.value).where(counters.c.name == "ids")
+        ).scalar_one()
+    return int(top) - count + 1
