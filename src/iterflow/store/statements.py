@@ -20,6 +20,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from iterflow.core.state import Kind
 from iterflow.store.schema import counters, logs, results, state_transitions, task_runs
 
+# SQLite's default limit on the variables of one statement (since 3.32).
+_SQLITE_MAX_VARIABLES = 32766
+
 __all__ = [
     "NATIVE_UPSERT",
     "TASK_RUN_COLUMNS",
@@ -32,6 +35,7 @@ __all__ = [
     "insert_logs",
     "insert_looped",
     "insert_results",
+    "insert_running",
     "insert_transitions",
     "upsert",
     "upsert_statement",
@@ -117,19 +121,34 @@ class FastInsert(Prepared):
     SQLite they are written into the statement as literals, because binding a
     parameter costs about as much as storing it, and most of a ``Looped``
     row's columns are always NULL.
+
+    ``upsert=(key, rules)`` makes it an ``INSERT ... ON CONFLICT (key) DO
+    UPDATE`` following ``rules`` (see :data:`TASK_RUN_RULES`).
     """
 
-    _CHUNK = 2048  # x at most 13 columns: below SQLite's 32766 variables
     _SMALLEST = 8
 
     def __init__(
-        self, table: sa.Table, columns: tuple[str, ...], fixed: dict[str, str | None] | None = None
+        self,
+        table: sa.Table,
+        columns: tuple[str, ...],
+        fixed: dict[str, str | None] | None = None,
+        *,
+        upsert: tuple[str, dict[str, str]] | None = None,
     ) -> None:
         self.fixed = dict(fixed or {})
         self._fixed_values = tuple(self.fixed.values())
-        super().__init__(lambda _dialect: table.insert(), columns + tuple(self.fixed))
+        if upsert is None:
+            build: Callable[[str], Any] = lambda _dialect: table.insert()  # noqa: E731
+        else:
+            build = lambda dialect: upsert_statement(table, dialect, *upsert)  # noqa: E731
+        super().__init__(build, columns + tuple(self.fixed))
         self.bound = columns
         self.table = table
+        self.upsert = upsert
+        # Rows per statement: the largest power of two within SQLite's variable limit.
+        self._chunk = 1 << ((_SQLITE_MAX_VARIABLES // max(len(columns), 1)).bit_length() - 1)
+        self._chunk = min(self._chunk, 2048)
         self._multi: dict[int, tuple[str, tuple[None, ...]]] = {}
 
     def _sqlite_statement(self, size: int) -> tuple[str, tuple[None, ...]]:
@@ -145,6 +164,21 @@ class FastInsert(Prepared):
             f"SELECT {', '.join(picked)} FROM (VALUES {', '.join([group] * size)}) "
             f"WHERE column1 IS NOT NULL"
         )
+        if self.upsert is not None:
+            # (The WHERE above also keeps SQLite from reading ON as a join's.)
+            key, rules = self.upsert
+            name = self.table.name
+            sets = []
+            for column, rule in rules.items():
+                if rule == "new":
+                    sets.append(f"{column} = excluded.{column}")
+                elif rule == "old":
+                    sets.append(f"{column} = coalesce({name}.{column}, excluded.{column})")
+                elif rule == "new_or_old":
+                    sets.append(f"{column} = coalesce(excluded.{column}, {name}.{column})")
+                else:  # pragma: no cover - a typo in the rules
+                    raise ValueError(rule)
+            sql += f" ON CONFLICT ({key}) DO UPDATE SET {', '.join(sets)}"
         return sql, (None,) * width
 
     def run(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
@@ -156,8 +190,8 @@ class FastInsert(Prepared):
             super().run(conn, rows)
             return
         chain = itertools.chain.from_iterable
-        for start in range(0, len(rows), self._CHUNK):
-            chunk = rows[start : start + self._CHUNK]
+        for start in range(0, len(rows), self._chunk):
+            chunk = rows[start : start + self._chunk]
             size = self._SMALLEST
             while size < len(chunk):
                 size *= 2
@@ -186,6 +220,13 @@ insert_looped = FastInsert(
     ("id", "flow_run", "task_run", "loop_index", "data", "preview", "time"),
     fixed={"kind": Kind.LOOPED.value, "serializer": "pickle", "block_index": None,
            "message": None, "traceback": None, "result_id": None},
+)
+# A task run's start (or restart): no message, no value.
+insert_running = FastInsert(
+    state_transitions,
+    ("id", "flow_run", "task_run", "loop_index", "block_index", "time"),
+    fixed={"kind": Kind.RUNNING.value, "message": None, "traceback": None,
+           "serializer": None, "data": None, "preview": None, "result_id": None},
 )
 insert_logs = FastInsert(
     logs,
@@ -233,9 +274,8 @@ def upsert_statement(table: sa.Table, dialect: str, key: str, rules: dict[str, s
     return stmt
 
 
-upsert_task_runs = Prepared(
-    lambda dialect: upsert_statement(task_runs, dialect, "task_run_id", TASK_RUN_RULES),
-    TASK_RUN_COLUMNS,
+upsert_task_runs = FastInsert(
+    task_runs, TASK_RUN_COLUMNS, upsert=("task_run_id", TASK_RUN_RULES)
 )
 
 
@@ -289,14 +329,31 @@ _take_ids = Prepared(
 def find_keys(
     conn: sa.Connection, table: sa.Table, name: str, wanted: dict[str, None]
 ) -> dict[str, int]:
-    """The ``id`` of each row of ``table`` whose ``name`` column is in ``wanted``."""
+    """The ``id`` of each row of ``table`` whose ``name`` column is in ``wanted``.
+
+    On SQLite one statement per 1,024 names, of a few fixed sizes padded with
+    NULLs (which match nothing), run on the DB-API cursor: a mapped task's
+    children are new task runs, looked up in every batch.
+    """
     found: dict[str, int] = {}
     names = list(wanted)
-    column = table.c[name]
-    for start in range(0, len(names), 500):  # well under every database's parameter limit
-        rows = conn.execute(
-            sa.select(column, table.c.id).where(column.in_(names[start : start + 500]))
-        )
+    sqlite = conn.dialect.name == "sqlite"
+    for start in range(0, len(names), 1024):
+        chunk = names[start : start + 1024]
+        if sqlite:
+            size = 8
+            while size < len(chunk):
+                size *= 2
+            marks = ", ".join(["?"] * size)
+            cursor = dbapi_cursor(conn)
+            cursor.execute(
+                f"SELECT {name}, id FROM {table.name} WHERE {name} IN ({marks})",
+                (*chunk, *[None] * (size - len(chunk))),
+            )
+            rows = cursor.fetchall()
+        else:
+            column = table.c[name]
+            rows = conn.execute(sa.select(column, table.c.id).where(column.in_(chunk))).all()
         found.update((row[0], row[1]) for row in rows)
     return found
 

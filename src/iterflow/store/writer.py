@@ -83,6 +83,7 @@ from iterflow.store.statements import (
     insert_logs,
     insert_looped,
     insert_results,
+    insert_running,
     insert_transitions,
     upsert,
     upsert_task_runs,
@@ -596,6 +597,7 @@ class StoreSink:
                 next_id += 1
             result_rows: list[tuple[Any, ...]] = []
             looped_rows: list[tuple[Any, ...]] = []
+            running_rows: list[tuple[Any, ...]] = []
             other_rows: list[tuple[Any, ...]] = []
             log_rows: list[tuple[Any, ...]] = []
             # Per task run: time of its first record; its last record and that
@@ -625,6 +627,14 @@ class StoreSink:
                                 first[task_run_id] = record[_T_TIME]
                             latest[task_run_id] = (record, row_id)
                             continue
+                    elif record[_T_ROLE] == _START and record[10] is None and stored is None:
+                        # id, flow_run, task_run, loop_index, block_index, time
+                        running_rows.append((row_id, run_key, task_key, record[6], record[12],
+                                             record[_T_TIME]))
+                        if task_run_id not in first:
+                            first[task_run_id] = record[_T_TIME]
+                        latest[task_run_id] = (record, row_id)
+                        continue
                     serializer = data = preview = result_id = None
                     if stored is not None:
                         serializer, data, _path, _size, preview = stored
@@ -663,6 +673,7 @@ class StoreSink:
                         [dict(zip(TASK_RUN_COLUMNS, row)) for row in snapshots],
                         TASK_RUN_RULES)
             insert_looped.run(conn, looped_rows)
+            insert_running.run(conn, running_rows)
             insert_transitions.run(conn, other_rows)
             insert_logs.run(conn, log_rows)
             if beat and runs:
