@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
+import tempfile
 import time
 
 from iterflow import Flow, Parameter, task
@@ -58,11 +60,11 @@ class CountingSink:
         self.count += 1
 
 
-def run_engine(executor, n: int, sinks=None) -> float:
+def run_engine(executor, n: int, sinks=None, store=None) -> float:
     flow, result = make_flow()
     items = list(range(n))
     start = time.perf_counter()
-    state = run_flow(flow, parameters={"items": items}, executor=executor, store=None, sinks=sinks)
+    state = run_flow(flow, parameters={"items": items}, executor=executor, store=store, sinks=sinks)
     elapsed = time.perf_counter() - start
     assert state.is_successful(), state
     assert state.result[result].result == n * (n + 1) // 2, state.result[result]
@@ -97,7 +99,9 @@ def per_child(elapsed: float, n: int) -> str:
     return f"{elapsed / n * 1e6:7.1f} µs/child"
 
 
-def in_process_rows(sizes: list[int], repeat: int) -> list[tuple[str, int, float, str]]:
+def in_process_rows(
+    sizes: list[int], repeat: int, store: str | None = None
+) -> list[tuple[str, int, float, str]]:
     """Engine overhead per child: the flow run minus the same work in a plain loop."""
     rows = []
     executors = (("LocalExecutor", LocalExecutor), ("ThreadExecutor(8)", lambda: ThreadExecutor(8)))
@@ -106,6 +110,10 @@ def in_process_rows(sizes: list[int], repeat: int) -> list[tuple[str, int, float
         for label, make in executors:
             engine = best(lambda make=make, n=n: run_engine(make(), n), repeat)
             rows.append((label, n, engine, f"overhead {per_child(engine - plain, n)}"))
+        if store is not None:
+            recorded = best(lambda n=n: run_engine(LocalExecutor(), n, store=store), repeat)
+            rows.append(("LocalExecutor, store on", n, recorded,
+                         f"overhead {per_child(recorded - plain, n)}"))
     return rows
 
 
@@ -151,10 +159,18 @@ def main() -> None:
     parser.add_argument("-r", "--repeat", type=int, default=3)
     parser.add_argument("--events", action="store_true", help="also Dask with an event sink")
     parser.add_argument("--no-dask", action="store_true")
+    parser.add_argument("--store", action="store_true",
+                        help="also LocalExecutor recording to a SQLite store")
     args = parser.parse_args()
     sizes = args.n or [1_000, 10_000]
 
-    rows = in_process_rows(sizes, args.repeat)
+    with tempfile.TemporaryDirectory() as home:
+        store = None
+        if args.store:
+            os.environ["ITERFLOW_HOME"] = home
+            store = f"sqlite:///{home}/bench.db"
+            run_engine(LocalExecutor(), 100, store=store)  # import SQLAlchemy, make the schema
+        rows = in_process_rows(sizes, args.repeat, store)
     if not args.no_dask:
         rows += dask_rows(sizes, args.repeat, args.events)
 
