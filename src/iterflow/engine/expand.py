@@ -242,7 +242,7 @@ def _loop_limit(spec: TaskRunSpec, task: Any, loop_index: int) -> Failed:
 class _Transitions:
     """The slow path of a transition: state handlers, checks and events."""
 
-    __slots__ = ("emit", "handlers", "history", "serializer", "spec", "sync", "task")
+    __slots__ = ("emit", "handlers", "head", "history", "serializer", "spec", "sync", "task")
 
     def __init__(self, spec: TaskRunSpec, task: Any, emit: Any) -> None:
         self.spec = spec
@@ -252,6 +252,8 @@ class _Transitions:
         self.history: collections.deque[State] = collections.deque(maxlen=6)
         self.sync = task.checkpoint == "every"
         self.serializer = task.serializer or spec.serializer
+        # What every event of this task run shares, in TaskRunEvent's field order.
+        self.head = (spec.flow_run_id, spec.task_run_id, task.slug, task.name, spec.map_index)
 
     def move(self, old: State, new: State, loop_index: int) -> State:
         if self.handlers:
@@ -298,18 +300,19 @@ class _Transitions:
         return state
 
     def _event(self, state: State, loop_index: int) -> TaskRunEvent:
-        spec = self.spec
-        return TaskRunEvent(
-            spec.flow_run_id,
-            spec.task_run_id,
-            self.task.slug,
-            self.task.name,
-            spec.map_index,
-            loop_index,
-            state,
-            self.sync,
-            self.serializer,
+        # tuple.__new__ skips the named tuple's argument handling: one event per
+        # iteration. The fields: head, loop_index, state, sync, serializer, block_index.
+        return _make_event(
+            TaskRunEvent, (*self.head, loop_index, state, self.sync, self.serializer, None)
         )
+
+
+_make_event = tuple.__new__
+# _Transitions._event lays the fields out by hand; keep it in step with the record.
+assert TaskRunEvent._fields == (
+    "flow_run_id", "task_run_id", "task_slug", "task_name", "map_index", "loop_index", "state",
+    "sync", "serializer", "block_index",
+), "TaskRunEvent changed: update _Transitions._event"
 
 
 def _name(fn: Any) -> str:
