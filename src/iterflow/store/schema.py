@@ -221,20 +221,29 @@ logs = sa.Table(
 def _v2_results_in_state_rows(conn: sa.Connection) -> None:
     """Version 2: one lean row per state, results in it, integer keys.
 
-    Values kept in the database move from ``results`` into the row of the state
-    that carried them; values in files, and run parameters, stay in ``results``.
-    ``task_runs`` then points at state rows (``looped_transition``,
-    ``result_transition``) instead of results. Flow runs and task runs get an
-    integer ``id``, which state rows use instead of the text ids. One counter
-    (``ids``) hands out every id the writer assigns.
+    Flow runs and task runs get an integer ``id``, which state rows use
+    instead of the text ids. Values kept in the database move from ``results``
+    into the row of the state that carried them; values in files, and run
+    parameters, stay in ``results``. ``task_runs`` then points at state rows
+    (``looped_transition``, ``result_transition``) instead of results. One
+    counter (``ids``) hands out every id the writer assigns.
+
+    ``state_transitions`` is rebuilt (new table, one ``INSERT ... SELECT``,
+    old one dropped) rather than altered: SQLite before 3.35 cannot drop a
+    column, and one pass over a big table beats several ``UPDATE`` passes.
     """
     run = conn.exec_driver_sql
-    _v2_keys(conn)
-    blob = "BYTEA" if conn.dialect.name == "postgresql" else "BLOB"
-    for column, type_ in (("serializer", "VARCHAR(16)"), ("data", blob), ("preview", "TEXT")):
-        run(f"ALTER TABLE state_transitions ADD COLUMN {column} {type_}")
-    # Each lookup below goes through result_id: without an index, a large
-    # store would be scanned once per task run.
+    for table, key in (("flow_runs", "run_id"), ("task_runs", "task_run_id")):
+        run(f"ALTER TABLE {table} ADD COLUMN id BIGINT NOT NULL DEFAULT 0")
+        names = [row[0] for row in run(f"SELECT {key} FROM {table} ORDER BY started, {key}")]
+        if names:
+            conn.execute(
+                sa.text(f"UPDATE {table} SET id = :id WHERE {key} = :name"),
+                [{"id": i, "name": name} for i, name in enumerate(names, 1)],
+            )
+        run(f"CREATE UNIQUE INDEX ux_{table}_id ON {table} (id)")
+
+    # task_runs pointed at results; each result belonged to one state row.
     run("CREATE INDEX ix_migrate_v2 ON state_transitions (result_id)")
     run("ALTER TABLE task_runs RENAME COLUMN looped_result_id TO looped_transition")
     run("ALTER TABLE task_runs RENAME COLUMN result_id TO result_transition")
@@ -243,60 +252,55 @@ def _v2_results_in_state_rows(conn: sa.Connection) -> None:
             f"UPDATE task_runs SET {column} = (SELECT max(s.id) FROM state_transitions s "
             f"WHERE s.result_id = task_runs.{column}) WHERE {column} IS NOT NULL"
         )
-    same = "FROM results r WHERE r.id = state_transitions.result_id"
-    run(
-        f"UPDATE state_transitions SET serializer = (SELECT r.serializer {same}), "
-        f"preview = (SELECT r.preview {same}), "
-        f"data = (SELECT r.data {same} AND r.path IS NULL) "
-        f"WHERE result_id IS NOT NULL"
+
+    # The version-2 table, frozen here (the module's tables are always the newest).
+    rebuilt = sa.Table(
+        "state_transitions_v2",
+        sa.MetaData(),
+        sa.Column("id", _ID, primary_key=True, autoincrement=False),
+        sa.Column("flow_run", sa.BigInteger, nullable=False),
+        sa.Column("task_run", sa.BigInteger),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("loop_index", sa.Integer),
+        sa.Column("block_index", sa.Integer),
+        sa.Column("message", sa.Text),
+        sa.Column("traceback", sa.Text),
+        sa.Column("time", _TIME, nullable=False),
+        sa.Column("serializer", sa.String(16)),
+        sa.Column("data", sa.LargeBinary),
+        sa.Column("preview", sa.Text),
+        sa.Column("result_id", sa.BigInteger),
     )
+    rebuilt.create(conn)
     run(
-        "UPDATE state_transitions SET result_id = NULL "
-        "WHERE result_id IN (SELECT id FROM results WHERE path IS NULL)"
+        "INSERT INTO state_transitions_v2 (id, flow_run, task_run, kind, loop_index, "
+        "block_index, message, traceback, time, serializer, data, preview, result_id) "
+        "SELECT s.id, coalesce(f.id, 0), t.id, s.kind, s.loop_index, s.block_index, s.message, "
+        "s.traceback, s.time, r.serializer, CASE WHEN r.path IS NULL THEN r.data END, "
+        "r.preview, CASE WHEN r.path IS NOT NULL THEN r.id END "
+        "FROM state_transitions s "
+        "LEFT JOIN flow_runs f ON f.run_id = s.flow_run_id "
+        "LEFT JOIN task_runs t ON t.task_run_id = s.task_run_id "
+        "LEFT JOIN results r ON r.id = s.result_id"
     )
+    run("DROP TABLE state_transitions")  # its indexes go with it
+    run("ALTER TABLE state_transitions_v2 RENAME TO state_transitions")
+    run("CREATE INDEX ix_state_transitions_task_run ON state_transitions (task_run)")
+    # What moved into state rows leaves results; files and run parameters stay.
     run(
         "DELETE FROM results WHERE path IS NULL AND id NOT IN "
         "(SELECT parameters_result_id FROM flow_runs WHERE parameters_result_id IS NOT NULL)"
     )
-    run("DROP INDEX ix_migrate_v2")
+
     top = max(
         run(f"SELECT coalesce(max({column}), 0) FROM {table}").scalar() or 0
         for table, column in (
             ("counters", "value"), ("state_transitions", "id"), ("flow_runs", "id"),
-            ("task_runs", "id"),
+            ("task_runs", "id"), ("results", "id"),
         )
     )
     run("DELETE FROM counters")
     conn.execute(sa.text("INSERT INTO counters (name, value) VALUES ('ids', :top)"), {"top": top})
-
-
-def _v2_keys(conn: sa.Connection) -> None:
-    """Integer keys for flow runs and task runs; state rows use them."""
-    run = conn.exec_driver_sql
-    for table, key, order in (
-        ("flow_runs", "run_id", "started, run_id"),
-        ("task_runs", "task_run_id", "started, task_run_id"),
-    ):
-        run(f"ALTER TABLE {table} ADD COLUMN id BIGINT NOT NULL DEFAULT 0")
-        names = [row[0] for row in run(f"SELECT {key} FROM {table} ORDER BY {order}")]
-        if names:
-            conn.execute(
-                sa.text(f"UPDATE {table} SET id = :id WHERE {key} = :name"),
-                [{"id": i, "name": name} for i, name in enumerate(names, 1)],
-            )
-        run(f"CREATE UNIQUE INDEX ux_{table}_id ON {table} (id)")
-    run("ALTER TABLE state_transitions ADD COLUMN flow_run BIGINT NOT NULL DEFAULT 0")
-    run("ALTER TABLE state_transitions ADD COLUMN task_run BIGINT")
-    run(
-        "UPDATE state_transitions SET "
-        "flow_run = (SELECT f.id FROM flow_runs f WHERE f.run_id = state_transitions.flow_run_id), "
-        "task_run = (SELECT t.id FROM task_runs t "
-        "WHERE t.task_run_id = state_transitions.task_run_id)"
-    )
-    run("DROP INDEX ix_state_transitions_task_run")
-    run("ALTER TABLE state_transitions DROP COLUMN task_run_id")
-    run("ALTER TABLE state_transitions DROP COLUMN flow_run_id")
-    run("CREATE INDEX ix_state_transitions_task_run ON state_transitions (task_run)")
 
 
 #: Ordered migrations: ``MIGRATIONS[i]`` upgrades a store from version i+1 to i+2.
