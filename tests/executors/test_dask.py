@@ -214,6 +214,27 @@ def test_a_loop_result_the_store_cannot_record_fails_the_task_run_on_dask_too(
     ]
 
 
+@task(serializer="json")
+def returns_a_set():
+    return {1, 2}
+
+
+def test_a_final_result_the_store_cannot_record_fails_the_task_run_on_dask(
+    dask_executor, tmp_path
+):
+    from iterflow.store import task_runs
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with Flow("json result on dask") as flow:
+        t = returns_a_set()
+    state = run_flow(flow, executor=dask_executor, store=url)
+    assert state.is_failed()
+    failed = state.result[t]
+    assert failed.is_failed() and "'returns_a_set'" in failed.message and "set" in failed.message
+    (info,) = task_runs(state.run_id, store=url)
+    assert (info.state, info.message) == ("Failed", failed.message)
+
+
 @task
 def weigh(item, table):
     """Uses the run's parameters (through the context) and a big unmapped input."""

@@ -922,9 +922,7 @@ class DaskExecutor(Executor):
             self._catch_up(attempt, sent)
             if how == _LAST_EVENT:
                 self._deliver(tail[:-1])
-                final = self._sink_failed(self._loads(tail[-1]))
-                self._emit_one(final)
-                return final.state
+                return self._emit_final(self._sink_failed(self._loads(tail[-1])))
             self._deliver(tail)
         if how == _UNPICKLABLE:
             raise SerializationError(data)
@@ -1208,6 +1206,21 @@ class DaskExecutor(Executor):
                 self._sink_errors.setdefault(event.task_run_id, exc)
             else:
                 logger.exception("an event sink failed on %r", event)
+
+    def _emit_final(self, final: TaskRunEvent) -> Any:
+        """Hand a task run's final event to the sinks; return the state it ends in.
+
+        A sink that cannot take it (a result it cannot record) fails the task
+        run, which is recorded in its place, as in-process.
+        """
+        if self._emit is not None:
+            try:
+                self._emit(final)
+            except Exception as exc:
+                state = final.state
+                final = final._replace(state=Failed(str(exc), exc, loop_count=state.loop_count))
+                self._emit_one(final)
+        return final.state
 
     def _sink_failed(self, final: TaskRunEvent) -> TaskRunEvent:
         """``final``, or a Failed one in its place if a sink failed on the task run's events."""
