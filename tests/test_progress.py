@@ -93,9 +93,10 @@ def test_quiet_or_not_a_terminal_means_plain():
 
 def test_a_resumed_run_counts_the_tasks_it_does_not_run_again():
     console = _plain_console()
-    display = ProgressDisplay(total_tasks=3, console=console, live=False)
-    display.count_already_finished(2)
-    display.handle(FlowRunEvent("r1", "f", Running(), resumed=True))
+    display = ProgressDisplay(total_tasks=3, console=console, live=False, hidden_slugs={"n"})
+    display.handle(
+        FlowRunEvent("r1", "f", Running(), resumed=True, finished=("a", "b", "n"))
+    )
     display.handle(FlowRunEvent("r1", "f", Success("done")))
     display.close()
     first, last = _text(console).splitlines()
@@ -225,3 +226,35 @@ def test_a_loop_block_counts_each_task_once():
     assert state.is_successful()
     # step, done, the block and report: it.result is supplied by the engine, not counted.
     assert "(4/4 tasks)" in _text(console)
+
+
+def test_resuming_from_python_with_progress_counts_what_finished_before(tmp_path, capsys):
+    from iterflow import Flow, task
+    from iterflow.runtime import run_flow
+
+    broken = {"now": True}
+
+    @task
+    def first():
+        return 1
+
+    @task
+    def second(x):
+        if broken["now"]:
+            raise RuntimeError("not yet")
+        return x + 1
+
+    with Flow("resumed with progress") as flow:
+        second(first())
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    failed = run_flow(flow, store=url)
+    assert failed.is_failed()
+    broken["now"] = False
+    capsys.readouterr()
+    resumed = run_flow(flow, store=url, resume=failed.run_id, progress=True)
+    assert resumed.is_successful()
+    out = capsys.readouterr().out
+    assert f"Resuming flow 'resumed with progress' (run {failed.run_id[:8]}, 2 tasks, " \
+        "1 already finished)" in out
+    assert "(2/2 tasks)" in out
+

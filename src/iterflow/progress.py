@@ -148,15 +148,6 @@ class ProgressDisplay:
         total = len(flow.tasks) - len(hidden)
         return cls(total, console=console, live=False if quiet else None, hidden_slugs=hidden)
 
-    def count_already_finished(self, count: int) -> None:
-        """Count ``count`` tasks as finished before the run starts.
-
-        A resumed run's runner emits no events for the tasks it does not run
-        again, so whoever resumes it (``iterflow resume``) says how many there are.
-        """
-        with self._lock:
-            self._finished += count
-            self._already_finished += count
 
     # -- the sink contract -------------------------------------------------------
     def handle(self, event: Any) -> None:
@@ -239,6 +230,12 @@ class ProgressDisplay:
             if not state.is_finished():
                 self._flow_name = event.flow_name
                 self._started = state.timestamp
+                # A resumed run's runner emits nothing for the tasks it does not run
+                # again; its first event names them.
+                kept = [s for s in event.finished if s not in self.hidden_slugs]
+                self._finished_slugs.update(kept)
+                self._finished += len(kept)
+                self._already_finished += len(kept)
                 verb = "Resuming" if event.resumed else "Running"
                 total = self.total_tasks
                 count = f", {_plural(total, 'task')}" if total is not None else ""

@@ -276,8 +276,6 @@ def execute(
     # its logger, and a console that followed the swap would log its own lines forever.
     console = Console(file=sys.stdout, highlight=False)
     display = None if quiet else ProgressDisplay.for_flow(flow, console=console)
-    if display is not None and resume is not None:
-        display.count_already_finished(_finished_tasks(store, resume, flow))
     run_id = resume or uuid.uuid4().hex
     short = short_id(run_id)
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
@@ -335,30 +333,6 @@ def _run_failed(flow: Any, state: Any, short: str, *, recorded: bool, debug: boo
     else:
         hint = "rerun with a run store (without --no-store) to inspect and resume failed runs"
     return CliError(f"run {short} of flow {flow.name!r} {state.name}{why}", hint, EXIT_FAILED)
-
-
-def _finished_tasks(store: Any, run_id: str, flow: Any) -> int:
-    """How many of a run's tasks (parameters aside) a resume will not run again.
-
-    The same rule as :func:`iterflow.store.queries.resume_point`: task runs that
-    ended well, and mapped parents all of whose children did.
-    """
-    parameters = {p.slug for p in flow.parameters()}
-    task_runs = store.task_runs(run_id)
-    unfinished_maps = {
-        t.task_slug for t in task_runs if t.map_index is not None and t.state not in _KEPT
-    }
-    return sum(
-        1
-        for t in task_runs
-        if t.map_index is None
-        and t.task_slug not in parameters
-        and (t.state in _KEPT or (t.state == "Mapped" and t.task_slug not in unfinished_maps))
-    )
-
-
-#: Final states a resumed run keeps rather than running the task again.
-_KEPT = frozenset({"Success", "Cached", "Skipped"})
 
 
 def _failures(flow: Any, state: Any) -> list[tuple[str, Any]]:

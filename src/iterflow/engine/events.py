@@ -73,6 +73,9 @@ class FlowRunEvent:
     tasks: tuple[tuple[str, str], ...] = ()  # (slug, name) of every task
     source: str | None = None  # where the flow came from ("path/to/file.py:flow")
     resumed: bool = False
+    #: On a resumed run's first event: the slugs of the tasks that finished in the
+    #: run before and are not run again (a mapped task when all its children did).
+    finished: tuple[str, ...] = ()
 
     @property
     def time(self) -> float:

@@ -337,6 +337,11 @@ class FlowRunner:
         self._flow_state = new
         if self.bus is not None:
             tasks = tuple((t.slug, t.name) for t in self.flow.sorted_tasks()) if initial else ()
+            finished: tuple[str, ...] = ()
+            if initial and self.resume is not None:
+                finished = tuple(sorted(
+                    slug for slug, map_index in self.resume.finished if map_index is None
+                ))
             self.bus.emit(
                 FlowRunEvent(
                     self.run_id,
@@ -346,6 +351,7 @@ class FlowRunner:
                     tasks=tasks,
                     source=self.source,
                     resumed=self.resume is not None,
+                    finished=finished,
                 )
             )
         return new
