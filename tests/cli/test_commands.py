@@ -185,6 +185,53 @@ def test_show_table_and_iterations(invoke, flow_file):
     assert rows[-1]["state"] == "Success"
 
 
+BLOCK = """
+import iterflow
+from iterflow import Flow, loop, task
+
+@task
+def step(total, i):
+    return total + i
+
+@task
+def done(i):
+    return i >= 4
+
+with Flow("block") as flow, loop(initial=0, name="work") as it:
+    s = step(it.result, it.index)
+    it.next(result=s, until=done(it.index))
+"""
+
+
+@needs_store
+def test_show_folds_a_loop_blocks_task_runs_and_lists_them_with_all(invoke, flow_file):
+    assert invoke("run", flow_file("block.py", BLOCK), "-q").exit_code == 0
+    run_id = _only_run(invoke)["run_id"]
+
+    shown = json.loads(invoke("show", run_id, "--json").stdout)
+    steps = [t for t in shown["task_runs"] if t["task_name"] == "step"]
+    assert [t["block_index"] for t in steps] == [0, 1, 2, 3, 4]  # JSON keeps every run
+    assert {t["block_index"] for t in shown["task_runs"] if t["task_name"] == "work"} == {None}
+
+    def step_rows(output: str) -> list[list[str]]:
+        return [line.split() for line in output.splitlines() if line.startswith("step ")]
+
+    table = invoke("show", run_id)
+    assert table.exit_code == 0
+    (row,) = step_rows(table.stdout)  # one row: the latest of the five runs
+    assert row[:4] == ["step", "4/5", "Success", "1"]
+    assert "--all lists all" in table.stdout
+    every = invoke("show", run_id, "--all")
+    assert [row[1] for row in step_rows(every.stdout)] == ["0", "1", "2", "3", "4"]
+
+    history = json.loads(invoke("show", run_id, "--iterations", "step", "--json").stdout)
+    assert [(r["block_index"], r["state"], r["preview"]) for r in history] == [
+        (0, "Success", "0"), (1, "Success", "1"), (2, "Success", "3"), (3, "Success", "6"),
+        (4, "Success", "10"),
+    ]
+    assert "block  iteration" in invoke("show", run_id, "--iterations", "step").stdout
+
+
 @needs_store
 def test_show_iterations_of_an_unknown_task_is_a_usage_error(invoke, flow_file):
     invoke("run", flow_file("acc.py", ACCUMULATE), "-q")

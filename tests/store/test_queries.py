@@ -144,3 +144,16 @@ def test_effective_state_rules():
         "Crashed"
     )
     assert effective_state("Pending", alive, HOST, None, stale_after=30) == "Crashed"
+
+
+def test_block_index_is_read_from_the_task_run_id():
+    from iterflow.store.queries import block_index_of
+
+    run = "r1"
+    assert block_index_of("r1/fetch", "fetch", None, run) is None
+    assert block_index_of("r1/fetch/3", "fetch", 3, run) is None
+    assert block_index_of("r1/pages/7/fetch", "fetch", None, run) == 7
+    assert block_index_of("r1/pages/7/attempt2/fetch", "fetch", None, run) == 7
+    assert block_index_of("r1/pages/7/fetch/2", "fetch", 2, run) == 7
+    assert block_index_of("r1/rows/2/cols/5/cell", "cell", None, run) == 5  # the innermost
+

@@ -102,13 +102,17 @@ def runs_command(limit: int, flow_name: str | None, state: str | None, as_json: 
                    "previews.")
 @click.option("--map-index", type=int, metavar="N",
               help="With --iterations: the mapped child to show.")
+@click.option("--all", "show_all", is_flag=True,
+              help="List the task runs of every loop-block iteration, not only the latest.")
 @debug_option
 def show_command(
-    run_ref: str, as_json: bool, iterations_of: str | None, map_index: int | None
+    run_ref: str, as_json: bool, iterations_of: str | None, map_index: int | None,
+    show_all: bool,
 ) -> None:
     """Show one run: its state and every task run's state, duration and iterations.
 
-    RUN is a run id or a unique prefix of one.
+    A task inside a loop block runs once per block iteration; the table shows
+    its latest run (--all: every one). RUN is a run id or a unique prefix of one.
     """
     from iterflow.errors import StoreError
 
@@ -134,10 +138,38 @@ def show_command(
     if as_json:
         _print_json({**json_row(run), "task_runs": [json_row(t) for t in task_runs]})
         return
-    _print_run(run, task_runs)
+    _print_run(run, task_runs, show_all)
 
 
-def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]]) -> None:
+def fold_block_runs(task_runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """One row per task inside loop blocks: its latest run, with how many it had.
+
+    Returns the rows, in the order each task first appears, each row of a
+    block task with ``block_runs`` (its task runs recorded); and how many rows
+    were folded away.
+    """
+    latest: dict[tuple[str, int | None], dict[str, Any]] = {}
+    counts: dict[tuple[str, int | None], int] = {}
+    order: list[Any] = []
+    for task_run in task_runs:
+        if task_run.get("block_index") is None:
+            order.append(task_run)
+            continue
+        key = (task_run["task_slug"], task_run.get("map_index"))
+        if key not in latest:
+            order.append(key)
+        counts[key] = counts.get(key, 0) + 1
+        shown = latest.get(key)
+        if shown is None or (task_run.get("started") or 0) >= (shown.get("started") or 0):
+            latest[key] = task_run
+    rows = [
+        item if isinstance(item, dict) else {**latest[item], "block_runs": counts[item]}
+        for item in order
+    ]
+    return rows, len(task_runs) - len(rows)
+
+
+def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: bool) -> None:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -172,9 +204,15 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]]) -> None:
     if not task_runs:
         console.print("No task runs recorded.", style="dim")
         return
+    folded = 0
+    if not show_all:
+        task_runs, folded = fold_block_runs(task_runs)
+    in_blocks = any(t.get("block_index") is not None for t in task_runs)
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("task")
     table.add_column("map", justify="right", no_wrap=True)
+    if in_blocks:
+        table.add_column("block", justify="right", no_wrap=True)
     table.add_column("state", no_wrap=True)
     table.add_column("iterations", justify="right", no_wrap=True)
     table.add_column("started", no_wrap=True)
@@ -187,9 +225,15 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]]) -> None:
         note = task_run.get("message") if failed or not task_run.get("result_preview") else (
             task_run.get("result_preview"))
         map_index = task_run.get("map_index")
+        block: list[str] = []
+        if in_blocks:
+            k = task_run.get("block_index")
+            runs = task_run.get("block_runs")
+            block = ["" if k is None else f"{k}/{runs}" if runs else str(k)]
         table.add_row(
             task_run.get("task_name") or task_run.get("task_slug") or "",
             "" if map_index is None else str(map_index),
+            *block,
             Text(str(task_state), style=state_style(task_state)),
             "" if task_run.get("loop_count") is None else str(task_run["loop_count"]),
             format_time(task_run.get("started")),
@@ -197,6 +241,12 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]]) -> None:
             Text(note or "", style="red" if failed else "dim"),
         )
     console.print(table)
+    if folded:
+        console.print(
+            f"Tasks inside loop blocks show their latest run (block: its iteration / how many "
+            f"runs were recorded); --all lists all {folded + len(task_runs)} task runs.",
+            style="dim",
+        )
 
 
 def _print_iterations(
@@ -217,7 +267,11 @@ def _print_iterations(
     if map_index is None and all(row.get("state") == "Mapped" for row in history):
         console.print(f"{task} is mapped: its children loop, each on its own; pick one with "
                       f"--map-index N.", style="dim")
+    # A task inside a loop block: its runs in every block iteration, each marked.
+    in_block = any(row.get("block_index") is not None for row in history)
     table = Table(box=None, header_style="bold", pad_edge=False)
+    if in_block:
+        table.add_column("block", justify="right", no_wrap=True)
     table.add_column("iteration", justify="right", no_wrap=True)
     table.add_column("state", no_wrap=True)
     table.add_column("time", no_wrap=True)
@@ -225,7 +279,11 @@ def _print_iterations(
     table.add_column("message", overflow="fold")
     for row in history:
         row_state = row.get("state")
+        block = [] if not in_block else [
+            "" if row.get("block_index") is None else str(row["block_index"])
+        ]
         table.add_row(
+            *block,
             "" if row.get("loop_index") is None else str(row["loop_index"]),
             Text(str(row_state), style=state_style(row_state)),
             format_time(row.get("time")),

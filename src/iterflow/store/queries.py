@@ -103,6 +103,9 @@ class TaskRunInfo(_Record):
     ``loop_count`` is the number of iterations run (for a finished task run,
     its final ``loop_count``; while looping, the iterations recorded so far).
     ``result_preview`` is the preview of the final result, if any.
+    ``block_index`` is, for a task inside a loop block, the block's iteration
+    this task run belongs to (each iteration runs its body tasks anew; of
+    nested blocks, the innermost); ``None`` outside blocks.
     """
 
     task_run_id: str
@@ -116,6 +119,7 @@ class TaskRunInfo(_Record):
     ended: float | None
     message: str | None
     result_preview: str | None
+    block_index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,6 +399,9 @@ def task_runs(run_id: str, *, store: RunStore | str | None = None) -> list[TaskR
                     ended=row.ended,
                     message=row.message,
                     result_preview=row.preview,
+                    block_index=block_index_of(
+                        row.task_run_id, row.task_slug, row.map_index, run.run_id
+                    ),
                 )
                 for row in conn.execute(stmt)
             ]
@@ -402,10 +409,30 @@ def task_runs(run_id: str, *, store: RunStore | str | None = None) -> list[TaskR
         return st.read(query)
 
 
+def block_index_of(
+    task_run_id: str, task_slug: str, map_index: int | None, run_id: str
+) -> int | None:
+    """The loop-block iteration a task run belongs to, read from its id (see ``scope_prefix``).
+
+    Inside a block, ids are ``<block task run id>/<k>[/attemptN]/<slug>[/<map_index>]``.
+    """
+    scope = scope_prefix(task_run_id, task_slug, map_index)
+    if scope is None or scope == run_id:
+        return None
+    head, _, last = scope.rpartition("/")
+    if last.startswith("attempt") and last[7:].isdigit():
+        head, _, last = head.rpartition("/")
+    return int(last) if last.isdigit() else None
+
+
 def _find_task_run(
     conn: sa.Connection, run_id: str, task: str, map_index: int | None, name: str
-) -> int:
-    """The key (``task_runs.id``) of a run's task run, by task slug or name and map index."""
+) -> Any:
+    """A query for the keys (``task_runs.id``) of a run's task runs of one task.
+
+    By task slug or name, and map index. One task run, but for a task inside
+    a loop block, which has a task run in every block iteration.
+    """
     t = task_runs_table
     cols = (t.c.id, t.c.task_slug, t.c.task_name, t.c.map_index)
     rows = conn.execute(sa.select(*cols).where(t.c.flow_run_id == run_id, t.c.task_slug == task))
@@ -423,9 +450,11 @@ def _find_task_run(
             f"Several tasks of run {run_id} are named {task!r} ({', '.join(slugs)}); "
             f"name one by its slug."
         )
-    chosen = [r for r in rows if r.map_index == map_index]
-    if chosen:
-        return chosen[0].id
+    if any(r.map_index == map_index for r in rows):
+        index = t.c.map_index.is_(None) if map_index is None else t.c.map_index == map_index
+        return sa.select(t.c.id).where(
+            t.c.flow_run_id == run_id, t.c.task_slug == slugs[0], index
+        )
     indexes = sorted(r.map_index for r in rows if r.map_index is not None)
     if map_index is None and indexes:
         raise StoreError(
@@ -447,13 +476,15 @@ def iterations(
     ``task`` is the task's slug or name; a mapped child needs its
     ``map_index``. ``Running`` states are left out: the store keeps them only
     where a task run (re)started, and each ``Looped`` already marks the start
-    of the next iteration. A resumed task run shows both runs' states.
+    of the next iteration. A resumed task run shows both runs' states. For a
+    task inside a loop block, the history of its runs in every block
+    iteration, in order (each record's ``block_index`` says which).
     """
     with _using(store) as st:
 
         def query(conn: sa.Connection) -> list[IterationRecord]:
             run = find_run(conn, run_id, st.name)
-            task_run_key = _find_task_run(conn, run.run_id, task, map_index, st.name)
+            keys = _find_task_run(conn, run.run_id, task, map_index, st.name)
             s = state_transitions
             stmt = (
                 sa.select(
@@ -462,7 +493,7 @@ def iterations(
                     sa.func.coalesce(sa.func.length(s.c.data), results.c.size).label("size"),
                 )
                 .select_from(s.outerjoin(results, results.c.id == s.c.result_id))
-                .where(s.c.task_run == task_run_key, s.c.kind != "Running")
+                .where(s.c.task_run.in_(keys), s.c.kind != "Running")
                 .order_by(s.c.id)
             )
             return [
