@@ -118,7 +118,13 @@ def test_a_version_1_store_reads_back_the_same_after_upgrading(v1_url):
         json_history = store.iterations(SUCCEEDED, "as_json")
         assert json_history[-1].serializer == "json"
         assert store.load_result(json_history[-1].result_id) == {"values": [4, 8, 12]}
-        assert [e.message for e in store.logs(FAILED)] == [f"count at {i}" for i in range(4)]
+        lines = store.logs(FAILED)
+        assert [e.message for e in lines] == [f"count at {i}" for i in range(4)]
+        assert {(e.task_slug, e.task_run_id) for e in lines} == {("count", f"{FAILED}/count")}
+        assert [e.loop_index for e in lines] == [0, 1, 2, 3]
+        assert [e.message for e in store.logs(FAILED, after=lines[1].id)] == [
+            "count at 2", "count at 3",
+        ]
 
         # Values moved into their states' rows; only the run parameters that
         # are not plain JSON (a tuple, in both runs) stay in `results`.

@@ -535,16 +535,20 @@ def logs(
 
         def query(conn: sa.Connection) -> list[LogEntry]:
             run = find_run(conn, run_id, st.name)
-            lg = logs_table
-            stmt = sa.select(lg).where(lg.c.flow_run_id == run.run_id).order_by(lg.c.id)
+            lg, t = logs_table, task_runs_table
+            stmt = (
+                sa.select(lg, t.c.task_slug, t.c.task_run_id, t.c.map_index)
+                .select_from(lg.outerjoin(t, t.c.id == lg.c.task_run))
+                .where(lg.c.flow_run == run.id)
+                .order_by(lg.c.id)
+            )
             if after is not None:
                 stmt = stmt.where(lg.c.id > after)
             if task is not None:
-                by_name = sa.select(task_runs_table.c.task_slug).where(
-                    task_runs_table.c.flow_run_id == run.run_id,
-                    task_runs_table.c.task_name == task,
+                by_name = sa.select(t.c.task_slug).where(
+                    t.c.flow_run_id == run.run_id, t.c.task_name == task
                 )
-                stmt = stmt.where(sa.or_(lg.c.task_slug == task, lg.c.task_slug.in_(by_name)))
+                stmt = stmt.where(sa.or_(t.c.task_slug == task, t.c.task_slug.in_(by_name)))
             return [
                 LogEntry(
                     id=row.id,

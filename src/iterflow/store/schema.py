@@ -19,9 +19,9 @@ Tables (SQLAlchemy Core; times are epoch seconds as floats; ``run_id`` and
                        of line, in ``results``)
     results            id, serializer, data (inline) or path (a file), size, preview:
                        values too big to keep in a state's row, and run parameters
-    logs               id, flow_run_id, task_run_id, task_slug, map_index,
-                       loop_index, level, message, time
-    counters           name, value — hands out state and result ids in blocks
+    logs               id, flow_run (flow_runs.id), task_run (task_runs.id; NULL:
+                       the engine's), loop_index, level, message, time
+    counters           name, value — hands out state, log and result ids in blocks
     schema_version     version — one row
 
 A state's result lives in its own row because a loop records one ``Looped``
@@ -205,31 +205,30 @@ results = sa.Table(
 logs = sa.Table(
     "logs",
     metadata,
-    sa.Column("id", _ID, primary_key=True, autoincrement=True),
-    sa.Column("flow_run_id", sa.String, nullable=False),
-    sa.Column("task_run_id", sa.String),
-    sa.Column("task_slug", sa.String),
-    sa.Column("map_index", sa.Integer),
+    # Assigned by the writer from `counters`, in the order lines were written.
+    sa.Column("id", _ID, primary_key=True, autoincrement=False),
+    sa.Column("flow_run", sa.BigInteger, nullable=False),
+    sa.Column("task_run", sa.BigInteger),
     sa.Column("loop_index", sa.Integer),
     sa.Column("level", sa.Integer, nullable=False),
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("time", _TIME, nullable=False),
-    sa.Index("ix_logs_flow_run", "flow_run_id"),
+    sa.Index("ix_logs_flow_run", "flow_run", "id"),
 )
 
 
 def _v2_results_in_state_rows(conn: sa.Connection) -> None:
     """Version 2: one lean row per state, results in it, integer keys.
 
-    Flow runs and task runs get an integer ``id``, which state rows use
-    instead of the text ids. Values kept in the database move from ``results``
+    Flow runs and task runs get an integer ``id``, which state rows and log
+    lines use instead of the text ids. Values kept in the database move from ``results``
     into the row of the state that carried them; values in files, and run
     parameters, stay in ``results``. ``task_runs`` then points at state rows
     (``looped_transition``, ``result_transition``) instead of results. One
     counter (``ids``) hands out every id the writer assigns.
 
-    ``state_transitions`` is rebuilt (new table, one ``INSERT ... SELECT``,
-    old one dropped) rather than altered: SQLite before 3.35 cannot drop a
+    ``state_transitions`` and ``logs`` are rebuilt (new table, one
+    ``INSERT ... SELECT``, old one dropped) rather than altered: SQLite before 3.35 cannot drop a
     column, and one pass over a big table beats several ``UPDATE`` passes.
     """
     run = conn.exec_driver_sql
@@ -286,6 +285,29 @@ def _v2_results_in_state_rows(conn: sa.Connection) -> None:
     run("DROP TABLE state_transitions")  # its indexes go with it
     run("ALTER TABLE state_transitions_v2 RENAME TO state_transitions")
     run("CREATE INDEX ix_state_transitions_task_run ON state_transitions (task_run)")
+    logs_v2 = sa.Table(
+        "logs_v2",
+        sa.MetaData(),
+        sa.Column("id", _ID, primary_key=True, autoincrement=False),
+        sa.Column("flow_run", sa.BigInteger, nullable=False),
+        sa.Column("task_run", sa.BigInteger),
+        sa.Column("loop_index", sa.Integer),
+        sa.Column("level", sa.Integer, nullable=False),
+        sa.Column("message", sa.Text, nullable=False),
+        sa.Column("time", _TIME, nullable=False),
+    )
+    logs_v2.create(conn)
+    run(
+        "INSERT INTO logs_v2 (id, flow_run, task_run, loop_index, level, message, time) "
+        "SELECT l.id, coalesce(f.id, 0), t.id, l.loop_index, l.level, l.message, l.time "
+        "FROM logs l "
+        "LEFT JOIN flow_runs f ON f.run_id = l.flow_run_id "
+        "LEFT JOIN task_runs t ON t.task_run_id = l.task_run_id"
+    )
+    run("DROP TABLE logs")
+    run("ALTER TABLE logs_v2 RENAME TO logs")
+    run("CREATE INDEX ix_logs_flow_run ON logs (flow_run, id)")
+
     # What moved into state rows leaves results; files and run parameters stay.
     run(
         "DELETE FROM results WHERE path IS NULL AND id NOT IN "
@@ -296,7 +318,7 @@ def _v2_results_in_state_rows(conn: sa.Connection) -> None:
         run(f"SELECT coalesce(max({column}), 0) FROM {table}").scalar() or 0
         for table, column in (
             ("counters", "value"), ("state_transitions", "id"), ("flow_runs", "id"),
-            ("task_runs", "id"), ("results", "id"),
+            ("task_runs", "id"), ("results", "id"), ("logs", "id"),
         )
     )
     run("DELETE FROM counters")

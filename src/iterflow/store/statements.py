@@ -229,9 +229,7 @@ insert_running = FastInsert(
            "serializer": None, "data": None, "preview": None, "result_id": None},
 )
 insert_logs = FastInsert(
-    logs,
-    ("flow_run_id", "task_run_id", "task_slug", "map_index", "loop_index", "level",
-     "message", "time"),
+    logs, ("id", "flow_run", "task_run", "loop_index", "level", "message", "time")
 )
 
 # How an upsert treats each column already in the row: "new" takes the new

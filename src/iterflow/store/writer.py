@@ -524,11 +524,11 @@ class StoreSink:
                 if tag == _MARK:
                     continue
                 batch.append(record)
+                n_ids += 1  # a state row or a log line each
                 if tag == _LOG:
                     continue
-                # A state row each; a results row for a value kept out of line.
+                # And a results row for a value kept out of line.
                 stored = record[_T_STORED] if tag == _TASK else record[_F_STORED]
-                n_ids += 1
                 if stored is not None:
                     if stored[2] is not None:
                         n_ids += 1
@@ -570,12 +570,12 @@ class StoreSink:
         new_tasks: dict[str, None] = {}
         for record in batch:
             tag = record[0]
-            if tag == _TASK:
+            if tag == _TASK or (tag == _LOG and record[2] is not None):
                 if record[2] not in task_keys:
                     new_tasks[record[2]] = None
                 if record[1] not in run_keys:
                     new_runs[record[1]] = None
-            elif tag == _FLOW and record[1] not in run_keys:
+            elif record[1] not in run_keys:  # a flow run's state, an engine log line
                 new_runs[record[1]] = None
         keyed_runs: dict[str, int] = {}
         keyed_tasks: dict[str, int] = {}
@@ -652,7 +652,16 @@ class StoreSink:
                         first[task_run_id] = record[_T_TIME]
                     latest[task_run_id] = (record, row_id)
                 elif tag == _LOG:
-                    log_rows.append(record[1:-1])
+                    # id, flow_run, task_run, loop_index, level, message, time
+                    task_run_id = record[2]
+                    log_rows.append((
+                        next_id,
+                        run_keys.get(record[1]) or keyed_runs[record[1]],
+                        None if task_run_id is None
+                        else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
+                        record[5], record[6], record[7], record[8],
+                    ))
+                    next_id += 1
                 elif tag == _FLOW:
                     run_key = run_keys.get(record[1]) or keyed_runs[record[1]]
                     next_id = self._write_flow(conn, record, run_key, next_id, result_rows,
