@@ -468,3 +468,78 @@ def test_keys_of_finished_task_runs_are_not_kept(store):
     keys = rows(store, "SELECT count(*), count(DISTINCT id) FROM task_runs")[0]
     assert tuple(keys) == (1201, 1201)
 
+
+def test_ids_of_one_batch_never_run_into_the_next(store):
+    # A run whose parameters are not JSON keeps them pickled in `results`: that row takes an
+    # id of the batch's block too, and the lines after it in the same batch and the next
+    # batch must not reuse one. Hold the writer so that all of it lands in one batch.
+    import datetime
+    import sqlite3
+
+    sink = store.sink(batch_interval=30, batch_size=10_000)
+    first = RunEvents(sink)
+    first.start()
+    blocker = None
+    if store.engine.dialect.name == "sqlite":
+        blocker = sqlite3.connect(store.engine.url.database, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+    first.log("queued behind the lock")
+    flusher = threading.Thread(target=sink.flush)
+    flusher.start()
+    run = RunEvents(sink)
+    starter = threading.Thread(target=run.start,
+                               kwargs={"parameters": {"when": datetime.date(2026, 1, 1)}})
+    starter.start()
+    time.sleep(0.2)
+    run.task("t", Running())
+    run.log("same batch as the start")  # the batch's last id, and the next batch's first
+    if blocker is not None:
+        blocker.execute("COMMIT")
+        blocker.close()
+    starter.join(10)
+    flusher.join(10)
+    run.log("next batch")
+    run.loop("t", [1, 2], final=3)
+    sink.flush()
+    assert [e.message for e in store.logs(run.run_id)] == [
+        "same batch as the start", "next batch",
+    ]
+    assert store.resume_point(run.run_id).parameters == {"when": datetime.date(2026, 1, 1)}
+    sink.close()
+
+
+def test_the_pending_byte_budget_comes_back_to_zero(store):
+    # Big values held until committed count against a budget (back-pressure); whatever
+    # handle() counted, the writer gives back once committed, and nothing else.
+    sink = store.sink()
+    run = RunEvents(sink)
+    run.start(parameters={"blob": ("x" * 10_000,)})  # not JSON: pickled, >4 KiB
+    huge = 10 ** 12_000  # an int whose pickle is over 4 KiB (and too long for repr)
+    run.loop("t", [huge, [0] * 5000], final=huge)
+    run.finish()
+    sink.flush()
+    assert sink._big_bytes == 0
+    sink.close()
+
+
+def test_a_resumed_run_does_not_record_its_parameters_again(store, sink):
+    run = RunEvents(sink)
+    run.start(parameters={"t": (1, 2)})  # a tuple: pickled into `results`
+    run.finish(Failed("boom"))
+    run.start(parameters={"t": (1, 2)}, resumed=True)
+    run.finish()
+    sink.flush()
+    assert rows(store, "SELECT count(*) FROM results")[0][0] == 1
+    assert store.resume_point(run.run_id).parameters == {"t": (1, 2)}
+
+
+def test_an_int_too_long_for_repr_is_recorded_with_a_stand_in_preview(store, sink):
+    huge = 10 ** 5000  # repr() refuses ints over 4,300 digits
+    run = RunEvents(sink)
+    run.start()
+    run.loop("t", [huge, 7], final=huge + 1)
+    sink.flush()
+    history = store.iterations(run.run_id, "t")
+    assert [store.load_result(h.result_id) for h in history] == [huge, 7, huge + 1]
+    assert history[0].preview.startswith("<int object") and history[1].preview == "7"
+

@@ -65,7 +65,6 @@ from iterflow.engine.events import FlowRunEvent, LogEvent, TaskRunEvent
 from iterflow.errors import SerializationError, StoreError
 from iterflow.store.queries import HOST
 from iterflow.store.results import (
-    PREVIEW_CHARS,
     SERIALIZERS,
     Stored,
     describe_failure,
@@ -228,9 +227,11 @@ class StoreSink:
                 if value is not None:
                     if type(value) in _SCALARS and (serializer is None or serializer == "pickle"):
                         data = pickle.dumps(value, _PROTOCOL)
-                        text = repr(value)
-                        if len(text) > PREVIEW_CHARS:  # a very long int
+                        if len(data) < 64:
+                            text = repr(value)
+                        else:  # a very long int: cut short, or too long for repr at all
                             text = preview(value)
+                            self._count_big(len(data))
                         stored = ("pickle", data, None, len(data), text)
                     else:
                         stored = self._snapshot(event, value, True)  # may raise: not recorded
@@ -308,6 +309,7 @@ class StoreSink:
             # The common loop result (a number, a short string): nothing can fail,
             # nothing goes to a file, so skip the general path.
             data = pickle.dumps(value, _PROTOCOL)
+            self._count_big(len(data))  # a very long int
             return ("pickle", data, None, len(data), preview(value))
         try:
             stored = make_stored(value, serializer, lambda: self._results_dir(event.flow_run_id))
@@ -324,10 +326,19 @@ class StoreSink:
             raise SerializationError(
                 f"Cannot record {what}: {describe_failure(value, serializer, exc)}"
             ) from exc
-        if stored[3] > _BIG and stored[1] is not None:
-            with self._big_lock:
-                self._big_bytes += stored[3]
+        if stored[1] is not None:
+            self._count_big(stored[3])
         return stored
+
+    def _count_big(self, size: int) -> None:
+        """Count a big task result held in memory until committed (back-pressure).
+
+        Only results of task events, kept in the database (not in a file), count;
+        ``_drain`` gives back exactly those.
+        """
+        if size > _BIG:
+            with self._big_lock:
+                self._big_bytes += size
 
     def _results_dir(self, run_id: str) -> Any:
         return self.store.results_dir / _dir_name(run_id)
@@ -335,7 +346,8 @@ class StoreSink:
     def _flow_event(self, event: FlowRunEvent) -> None:
         state = event.state
         params_json = params_stored = None
-        if event.parameters is not None:
+        # A resumed run sends its original parameters again; they are recorded already.
+        if event.parameters is not None and not event.resumed:
             params_json, params_stored = self._snapshot_parameters(event)
         signal = threading.Event()
         self._put(
@@ -525,15 +537,15 @@ class StoreSink:
                     continue
                 batch.append(record)
                 n_ids += 1  # a state row or a log line each
-                if tag == _LOG:
-                    continue
-                # And a results row for a value kept out of line.
-                stored = record[_T_STORED] if tag == _TASK else record[_F_STORED]
-                if stored is not None:
-                    if stored[2] is not None:
-                        n_ids += 1
-                    if stored[1] is not None and stored[3] > _BIG:
-                        released += stored[3]
+                if tag == _TASK:
+                    stored = record[_T_STORED]
+                    if stored is not None:
+                        if stored[2] is not None:
+                            n_ids += 1  # a results row: the value is in a file
+                        elif stored[1] is not None and stored[3] > _BIG:
+                            released += stored[3]  # counted by handle() (see _count_big)
+                elif tag == _FLOW and record[_F_STORED] is not None:
+                    n_ids += 1  # the run's parameters always get a results row
             if batch and self._error is None:
                 try:
                     self._commit(batch, n_ids)
