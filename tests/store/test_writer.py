@@ -543,3 +543,31 @@ def test_an_int_too_long_for_repr_is_recorded_with_a_stand_in_preview(store, sin
     assert [store.load_result(h.result_id) for h in history] == [huge, 7, huge + 1]
     assert history[0].preview.startswith("<int object") and history[1].preview == "7"
 
+
+def test_a_sqlite_built_with_the_old_variable_limit_is_written_in_smaller_statements(sqlite_url):
+    # SQLite before 3.32 allows 999 variables per statement (not 32766): the writer's
+    # multi-row statements must fit in whatever the library allows.
+    import sqlite3
+
+    store = open_store(sqlite_url)
+
+    def old_limit(dbapi_connection, _record):
+        dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+
+    sa.event.listen(store.engine, "connect", old_limit)
+    store.engine.dispose()
+    sink = store.sink(batch_interval=30, batch_size=5000)
+    run = RunEvents(sink)
+    run.start()
+    run.loop("t", list(range(3000)), final=-1)
+    for i in range(1500):  # 1,500 new task runs in one batch: the key lookup too
+        run.task("m", Running(), map_index=i)
+        run.task("m", Success(result=i, loop_count=1), map_index=i)
+        run.log(f"child {i}", slug="m")
+    run.finish()
+    sink.close()
+    assert looped_count(store, run.run_id) == 3000
+    assert len(store.task_runs(run.run_id)) == 1 + 1500
+    assert len(store.logs(run.run_id)) == 1500
+    store.close()
+

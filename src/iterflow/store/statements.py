@@ -11,6 +11,7 @@ fallback) and the id counter.
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -20,8 +21,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from iterflow.core.state import Kind
 from iterflow.store.schema import counters, logs, results, state_transitions, task_runs
 
-# SQLite's default limit on the variables of one statement (since 3.32).
-_SQLITE_MAX_VARIABLES = 32766
+# SQLite's limit on the variables of one statement: 32766 by default since 3.32, 999 before.
+_SQLITE_DEFAULT_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
 
 __all__ = [
     "NATIVE_UPSERT",
@@ -101,6 +102,15 @@ class Prepared:
         return cursor.fetchone()[0]
 
 
+def sqlite_variable_limit(conn: sa.Connection) -> int:
+    """How many ``?`` one statement may have on this SQLite connection."""
+    raw = conn.connection.driver_connection
+    try:
+        return int(raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    except AttributeError:  # Python < 3.11 has no getlimit
+        return _SQLITE_DEFAULT_VARIABLES
+
+
 def dbapi_cursor(conn: sa.Connection) -> Any:
     """A DB-API cursor in ``conn``'s transaction (see :class:`Prepared`)."""
     return conn.connection.driver_connection.cursor()
@@ -146,10 +156,12 @@ class FastInsert(Prepared):
         self.bound = columns
         self.table = table
         self.upsert = upsert
-        # Rows per statement: the largest power of two within SQLite's variable limit.
-        self._chunk = 1 << ((_SQLITE_MAX_VARIABLES // max(len(columns), 1)).bit_length() - 1)
-        self._chunk = min(self._chunk, 2048)
         self._multi: dict[int, tuple[str, tuple[None, ...]]] = {}
+
+    def _chunk(self, conn: sa.Connection) -> int:
+        """Rows per statement: a power of two, at most 2,048, within the variable limit."""
+        fits = max(sqlite_variable_limit(conn) // len(self.bound), 1)
+        return min(1 << (fits.bit_length() - 1), 2048)
 
     def _sqlite_statement(self, size: int) -> tuple[str, tuple[None, ...]]:
         def literal(value: str | None) -> str:
@@ -190,9 +202,10 @@ class FastInsert(Prepared):
             super().run(conn, rows)
             return
         chain = itertools.chain.from_iterable
-        for start in range(0, len(rows), self._chunk):
-            chunk = rows[start : start + self._chunk]
-            size = self._SMALLEST
+        step = self._chunk(conn)
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            size = min(self._SMALLEST, step)
             while size < len(chunk):
                 size *= 2
             entry = self._multi.get(size)
@@ -329,19 +342,22 @@ def find_keys(
 ) -> dict[str, int]:
     """The ``id`` of each row of ``table`` whose ``name`` column is in ``wanted``.
 
-    On SQLite one statement per 1,024 names, of a few fixed sizes padded with
+    On SQLite one statement per 1,024 names (fewer if the library allows fewer
+    variables), of a few fixed sizes padded with
     NULLs (which match nothing), run on the DB-API cursor: a mapped task's
     children are new task runs, looked up in every batch.
     """
     found: dict[str, int] = {}
     names = list(wanted)
     sqlite = conn.dialect.name == "sqlite"
-    for start in range(0, len(names), 1024):
-        chunk = names[start : start + 1024]
+    step = min(1024, sqlite_variable_limit(conn)) if sqlite else 1000
+    for start in range(0, len(names), step):
+        chunk = names[start : start + step]
         if sqlite:
-            size = 8
+            size = min(8, step)
             while size < len(chunk):
                 size *= 2
+            size = min(size, step)
             marks = ", ".join(["?"] * size)
             cursor = dbapi_cursor(conn)
             cursor.execute(
