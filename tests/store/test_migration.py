@@ -206,3 +206,25 @@ def test_the_upgrade_is_one_transaction(v1_url):
         assert "looped_result_id" in columns
     finally:
         engine.dispose()
+
+
+def test_an_upgraded_store_has_the_tables_a_new_store_has(v1_url):
+    from iterflow.store.schema import metadata
+
+    open_store(v1_url).close()
+    engine = sa.create_engine(v1_url)
+    try:
+        inspector = sa.inspect(engine)
+        for name, table in metadata.tables.items():
+            columns = {c["name"]: c["nullable"] for c in inspector.get_columns(name)}
+            assert set(columns) == set(table.c.keys()), name
+            for column in table.c:
+                if not column.primary_key:
+                    assert columns[column.name] == column.nullable, (name, column.name)
+            indexes = {i["name"] for i in inspector.get_indexes(name)}
+            assert indexes == {i.name for i in table.indexes}, name
+            if engine.dialect.name == "postgresql" and len(table.primary_key.columns):
+                assert inspector.get_pk_constraint(name)["name"] == f"{name}_pkey"
+    finally:
+        engine.dispose()
+

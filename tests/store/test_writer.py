@@ -554,20 +554,43 @@ def test_a_sqlite_built_with_the_old_variable_limit_is_written_in_smaller_statem
     def old_limit(dbapi_connection, _record):
         dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
 
-    sa.event.listen(store.engine, "connect", old_limit)
-    store.engine.dispose()
-    sink = store.sink(batch_interval=30, batch_size=5000)
-    run = RunEvents(sink)
-    run.start()
-    run.loop("t", list(range(3000)), final=-1)
-    for i in range(1500):  # 1,500 new task runs in one batch: the key lookup too
-        run.task("m", Running(), map_index=i)
-        run.task("m", Success(result=i, loop_count=1), map_index=i)
-        run.log(f"child {i}", slug="m")
-    run.finish()
-    sink.close()
+    # Every engine: the writer's connection does not come from the store's pool.
+    sa.event.listen(sa.engine.Engine, "connect", old_limit)
+    try:
+        store.engine.dispose()
+        sink = store.sink(batch_interval=30, batch_size=5000)
+        run = RunEvents(sink)
+        run.start()
+        run.loop("t", list(range(3000)), final=-1)
+        for i in range(1500):  # 1,500 new task runs in one batch: the key lookup too
+            run.task("m", Running(), map_index=i)
+            run.task("m", Success(result=i, loop_count=1), map_index=i)
+            run.log(f"child {i}", slug="m")
+        run.finish()
+        sink.close()
+    finally:
+        sa.event.remove(sa.engine.Engine, "connect", old_limit)
     assert looped_count(store, run.run_id) == 3000
     assert len(store.task_runs(run.run_id)) == 1 + 1500
     assert len(store.logs(run.run_id)) == 1500
     store.close()
+
+
+def test_writers_keep_connections_of_their_own_not_the_pools(sqlite_url):
+    # Each busy sink keeps a connection (see StoreSink._write); twenty of them at once
+    # must not drain the pool that queries and other writes share (15 connections).
+    store = open_store(sqlite_url)
+    sinks = [store.sink() for _ in range(20)]
+    try:
+        for sink in sinks:
+            run = RunEvents(sink)
+            run.start()
+            run.loop("t", [1], final=2)
+            sink.flush()  # its writer now holds its connection
+        assert all(sink._conn is not None for sink in sinks)
+        assert len(store.list_runs(limit=None)) == 20
+    finally:
+        for sink in sinks:
+            sink.close()
+        store.close()
 

@@ -84,8 +84,13 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-def create_engine(url: str, *, lock_timeout: float) -> sa.Engine:
-    """An engine for ``url``, set up for the store (see the module docstring)."""
+def create_engine(url: str, *, lock_timeout: float, pooled: bool = True) -> sa.Engine:
+    """An engine for ``url``, set up for the store (see the module docstring).
+
+    ``pooled=False``: every connection is a new one, closed for good when given
+    back (for connections a writer keeps).
+    """
+    pool = {} if pooled else {"poolclass": sa.pool.NullPool}
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
         database = u.database or ""
@@ -102,15 +107,17 @@ def create_engine(url: str, *, lock_timeout: float) -> sa.Engine:
                 # Pooled connections move between the caller's thread and the writer's.
                 "check_same_thread": False,
             },
+            **pool,
         )
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return sa.create_engine(u, pool_pre_ping=True)
+    return sa.create_engine(u, pool_pre_ping=True, **pool)
 
 
 def _retryable(orig: BaseException) -> bool:
-    if getattr(orig, "sqlstate", None) in _PG_RETRY:
+    # psycopg 3 calls the code sqlstate, psycopg2 pgcode.
+    if (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) in _PG_RETRY:
         return True
     text = str(orig).lower()
     return "database is locked" in text or "database is busy" in text

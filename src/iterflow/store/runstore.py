@@ -128,6 +128,10 @@ class RunStore:
         except BaseException:
             self.engine.dispose()
             raise
+        # Connections writers keep for their whole life come from here, not from the
+        # pool that queries share (a process running many flows would drain it).
+        self._writer_engine: sa.Engine | None = None
+        self._writer_lock = threading.Lock()
 
     # -- plumbing used by the writer and the queries --------------------------
     def write(
@@ -143,8 +147,16 @@ class RunStore:
         )
 
     def write_connection(self) -> sa.Connection:
-        """A connection for many :meth:`write` calls (the caller closes it)."""
-        return db.write_connection(self.engine)
+        """A connection of its own for many :meth:`write` calls (the caller closes it).
+
+        It does not come from the pool that queries and other writes share.
+        """
+        with self._writer_lock:
+            if self._writer_engine is None:
+                self._writer_engine = db.create_engine(
+                    self.url, lock_timeout=self.lock_timeout, pooled=False
+                )
+        return db.write_connection(self._writer_engine)
 
     def read(self, fn: Callable[[sa.Connection], T]) -> T:
         """Run ``fn(conn)`` in one read transaction."""
@@ -289,6 +301,8 @@ class RunStore:
     def close(self) -> None:
         """Release the database connections (sinks must be closed first)."""
         self.engine.dispose()
+        if self._writer_engine is not None:
+            self._writer_engine.dispose()
 
     def __enter__(self) -> RunStore:
         return self

@@ -274,7 +274,10 @@ def _v2_results_in_state_rows(conn: sa.Connection) -> None:
     run(
         "INSERT INTO state_transitions_v2 (id, flow_run, task_run, kind, loop_index, "
         "block_index, message, traceback, time, serializer, data, preview, result_id) "
-        "SELECT s.id, coalesce(f.id, 0), t.id, s.kind, s.loop_index, s.block_index, s.message, "
+        "SELECT s.id, coalesce(f.id, 0), "
+        # A task run with no row of its own keeps a key that is not the flow run's.
+        "CASE WHEN s.task_run_id IS NULL THEN NULL ELSE coalesce(t.id, 0) END, "
+        "s.kind, s.loop_index, s.block_index, s.message, "
         "s.traceback, s.time, r.serializer, CASE WHEN r.path IS NULL THEN r.data END, "
         "r.preview, CASE WHEN r.path IS NOT NULL THEN r.id END "
         "FROM state_transitions s "
@@ -299,7 +302,9 @@ def _v2_results_in_state_rows(conn: sa.Connection) -> None:
     logs_v2.create(conn)
     run(
         "INSERT INTO logs_v2 (id, flow_run, task_run, loop_index, level, message, time) "
-        "SELECT l.id, coalesce(f.id, 0), t.id, l.loop_index, l.level, l.message, l.time "
+        "SELECT l.id, coalesce(f.id, 0), "
+        "CASE WHEN l.task_run_id IS NULL THEN NULL ELSE coalesce(t.id, 0) END, "
+        "l.loop_index, l.level, l.message, l.time "
         "FROM logs l "
         "LEFT JOIN flow_runs f ON f.run_id = l.flow_run_id "
         "LEFT JOIN task_runs t ON t.task_run_id = l.task_run_id"
@@ -307,6 +312,12 @@ def _v2_results_in_state_rows(conn: sa.Connection) -> None:
     run("DROP TABLE logs")
     run("ALTER TABLE logs_v2 RENAME TO logs")
     run("CREATE INDEX ix_logs_flow_run ON logs (flow_run, id)")
+    if conn.dialect.name == "postgresql":
+        # Name what the rebuilt tables bring as a new store would have it.
+        for table in ("state_transitions", "logs"):
+            run(f"ALTER TABLE {table} RENAME CONSTRAINT {table}_v2_pkey TO {table}_pkey")
+        for table in ("flow_runs", "task_runs"):
+            run(f"ALTER TABLE {table} ALTER COLUMN id DROP DEFAULT")
 
     # What moved into state rows leaves results; files and run parameters stay.
     run(

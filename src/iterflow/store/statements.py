@@ -10,6 +10,7 @@ fallback) and the id counter.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sqlite3
 from collections.abc import Callable
@@ -88,18 +89,18 @@ class Prepared:
         if rows:
             sql, order = self._prepare(conn.dialect)
             params = self._params(rows, order)
-            cursor = dbapi_cursor(conn)
-            if len(params) == 1:
-                cursor.execute(sql, params[0])
-            else:
-                cursor.executemany(sql, params)
+            with contextlib.closing(dbapi_cursor(conn)) as cursor:
+                if len(params) == 1:
+                    cursor.execute(sql, params[0])
+                else:
+                    cursor.executemany(sql, params)
 
     def scalar(self, conn: sa.Connection, row: tuple[Any, ...]) -> Any:
         """Execute once; the first column of the one row it returns."""
         sql, order = self._prepare(conn.dialect)
-        cursor = dbapi_cursor(conn)
-        cursor.execute(sql, self._params([row], order)[0])
-        return cursor.fetchone()[0]
+        with contextlib.closing(dbapi_cursor(conn)) as cursor:
+            cursor.execute(sql, self._params([row], order)[0])
+            return cursor.fetchone()[0]
 
 
 def sqlite_variable_limit(conn: sa.Connection) -> int:
@@ -215,7 +216,8 @@ class FastInsert(Prepared):
             params = tuple(chain(chunk))
             if size > len(chunk):
                 params += padding * (size - len(chunk))
-            dbapi_cursor(conn).execute(sql, params)
+            with contextlib.closing(dbapi_cursor(conn)) as cursor:
+                cursor.execute(sql, params)
 
 
 insert_results = FastInsert(
@@ -359,12 +361,12 @@ def find_keys(
                 size *= 2
             size = min(size, step)
             marks = ", ".join(["?"] * size)
-            cursor = dbapi_cursor(conn)
-            cursor.execute(
-                f"SELECT {name}, id FROM {table.name} WHERE {name} IN ({marks})",
-                (*chunk, *[None] * (size - len(chunk))),
-            )
-            rows = cursor.fetchall()
+            with contextlib.closing(dbapi_cursor(conn)) as cursor:
+                cursor.execute(
+                    f"SELECT {name}, id FROM {table.name} WHERE {name} IN ({marks})",
+                    (*chunk, *[None] * (size - len(chunk))),
+                )
+                rows = cursor.fetchall()
         else:
             column = table.c[name]
             rows = conn.execute(sa.select(column, table.c.id).where(column.in_(chunk))).all()
