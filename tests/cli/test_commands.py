@@ -26,7 +26,7 @@ def _no_traceback(result) -> None:
 def test_help_lists_every_command(invoke):
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("run", "runs", "show", "resume", "logs"):
+    for command in ("run", "runs", "show", "resume", "logs", "delete"):
         assert f"  {command} " in result.output
 
 
@@ -230,6 +230,36 @@ def test_show_folds_a_loop_blocks_task_runs_and_lists_them_with_all(invoke, flow
         (4, "Success", "10"),
     ]
     assert "block  iteration" in invoke("show", run_id, "--iterations", "step").stdout
+
+
+@needs_store
+def test_delete_removes_named_runs_and_old_ones(invoke, flow_file):
+    path = flow_file("acc.py", ACCUMULATE)
+    for n in (1, 2, 3):
+        assert invoke("run", path, "-p", f"n={n}", "-q").exit_code == 0
+    runs = json.loads(invoke("runs", "--json").stdout)
+    newest, *older = [r["run_id"] for r in runs]
+
+    result = invoke("delete", newest[:8])
+    assert result.exit_code == 0 and result.stdout.strip() == "Deleted 1 run."
+    assert [r["run_id"] for r in json.loads(invoke("runs", "--json").stdout)] == older
+    assert invoke("show", newest).exit_code == EXIT_USAGE
+
+    assert invoke("delete", "--older-than", "1").stdout.strip() == "Deleted 0 runs."
+    assert invoke("delete", "--older-than", "0").stdout.strip() == "Deleted 2 runs."
+    assert json.loads(invoke("runs", "--json").stdout) == []
+
+
+@needs_store
+def test_delete_needs_runs_to_delete_and_known_ones(invoke, flow_file):
+    invoke("run", flow_file("acc.py", ACCUMULATE), "-q")
+    nothing = invoke("delete")
+    assert nothing.exit_code == EXIT_USAGE and "--older-than" in nothing.stderr
+    unknown = invoke("delete", "ffffffff")
+    assert unknown.exit_code == EXIT_USAGE and "No run" in unknown.stderr
+    assert invoke("delete", "--state", "Failed").exit_code == EXIT_USAGE
+    assert len(json.loads(invoke("runs", "--json").stdout)) == 1
+    _no_traceback(unknown)
 
 
 @needs_store

@@ -291,3 +291,40 @@ def _print_iterations(
             Text(row.get("message") or ""),
         )
     console.print(table)
+
+
+@click.command("delete")
+@click.argument("run_refs", metavar="[RUN]...", nargs=-1)
+@click.option("--older-than", "older_than", type=click.FloatRange(min=0), metavar="DAYS",
+              help="Every finished run that started more than DAYS days ago.")
+@click.option("--state", type=click.Choice(RUN_STATES, case_sensitive=False),
+              help="With --older-than: only runs in this state.")
+@debug_option
+def delete_command(run_refs: tuple[str, ...], older_than: float | None,
+                   state: str | None) -> None:
+    """Delete runs and everything recorded for them (states, logs, results, result files).
+
+    Name runs by id (or unique prefix), or pick them with --older-than. A run
+    that is still running is refused; stop it first.
+    """
+    from iterflow.errors import StoreError
+
+    if not run_refs and older_than is None:
+        raise CliError("name the runs to delete, or pass --older-than DAYS",
+                       "`iterflow runs` lists the recorded runs", EXIT_USAGE)
+    if state is not None and older_than is None:
+        raise CliError("--state goes with --older-than", exit_code=EXIT_USAGE)
+    from iterflow.store import delete_run, runs_older_than
+
+    with store_session() as store:
+        targets = [resolve_run(store, ref)["run_id"] for ref in run_refs]
+        if older_than is not None:
+            targets += runs_older_than(older_than, state=state, store=store)
+        deleted = 0
+        for run_id in dict.fromkeys(targets):  # each once, in order
+            try:
+                delete_run(run_id, store=store)
+            except StoreError as exc:
+                raise CliError(str(exc), f"{deleted} run(s) deleted before this one") from exc
+            deleted += 1
+    click.echo(f"Deleted {deleted} run{'' if deleted == 1 else 's'}.")

@@ -1,7 +1,7 @@
 """The ``iterflow`` command: a click group and the policy for errors and exit codes.
 
 Commands live one group per module (:mod:`~iterflow.cli.run`: ``run`` and
-``resume``; :mod:`~iterflow.cli.history`: ``runs`` and ``show``;
+``resume``; :mod:`~iterflow.cli.history`: ``runs``, ``show`` and ``delete``;
 :mod:`~iterflow.cli.logs`: ``logs``). Each imports rich, the runtime and the
 store inside its function, so ``iterflow --help`` costs little more than
 importing click.
@@ -124,6 +124,7 @@ cli.add_command(run.run_command)
 cli.add_command(run.resume_command)
 cli.add_command(history.runs_command)
 cli.add_command(history.show_command)
+cli.add_command(history.delete_command)
 cli.add_command(logs.logs_command)
 
 

@@ -12,7 +12,8 @@ Modules: :mod:`~iterflow.store.schema` (tables, versions, migrations),
 :mod:`~iterflow.store.results` (serializers, previews, result files),
 :mod:`~iterflow.store.writer` (the event sink), :mod:`~iterflow.store.statements`
 (the SQL it runs), :mod:`~iterflow.store.queries` (reading),
-:mod:`~iterflow.store.runstore` (opening a store, resuming), :mod:`~iterflow.store.db`
+:mod:`~iterflow.store.runstore` (opening a store, resuming),
+:mod:`~iterflow.store.retention` (deleting runs), :mod:`~iterflow.store.db`
 (connections, transactions, errors).
 """
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
         resume_point,
         task_runs,
     )
+    from iterflow.store.retention import delete_run, runs_older_than
     from iterflow.store.runstore import CheckpointSource, RunStore, open_store
     from iterflow.store.schema import SCHEMA_VERSION
     from iterflow.store.writer import StoreSink
@@ -48,6 +50,7 @@ __all__ = [
     "RunStore",
     "StoreSink",
     "TaskRunInfo",
+    "delete_run",
     "get_run",
     "iterations",
     "list_runs",
@@ -55,6 +58,7 @@ __all__ = [
     "logs",
     "open_store",
     "resume_point",
+    "runs_older_than",
     "task_runs",
 ]
 
@@ -64,6 +68,8 @@ _HOME = {
     "CheckpointSource": "runstore",
     "StoreSink": "writer",
     "SCHEMA_VERSION": "schema",
+    "delete_run": "retention",
+    "runs_older_than": "retention",
     **{
         name: "queries"
         for name in (

@@ -146,6 +146,11 @@ class RunStore:
             connection=connection,
         )
 
+    def run_results_dir(self, run_id: str) -> Path:
+        """Where a run's results too big for the database are written."""
+        # Run ids are the runner's hex strings; keep a stray separator from escaping.
+        return self.results_dir / run_id.replace(os.sep, "_").replace("/", "_")
+
     def write_connection(self) -> sa.Connection:
         """A connection of its own for many :meth:`write` calls (the caller closes it).
 

@@ -141,11 +141,6 @@ def _task_label(event: TaskRunEvent) -> str:
     return f"task {event.task_name!r}{mapped}"
 
 
-def _dir_name(run_id: str) -> str:
-    # Run ids are the runner's hex strings; keep a stray separator from escaping.
-    return run_id.replace(os.sep, "_").replace("/", "_")
-
-
 class StoreSink:
     """Records a run's events in a :class:`~iterflow.store.runstore.RunStore`.
 
@@ -341,7 +336,7 @@ class StoreSink:
                 self._big_bytes += size
 
     def _results_dir(self, run_id: str) -> Any:
-        return self.store.results_dir / _dir_name(run_id)
+        return self.store.run_results_dir(run_id)
 
     def _flow_event(self, event: FlowRunEvent) -> None:
         state = event.state
