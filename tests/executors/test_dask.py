@@ -190,49 +190,46 @@ def loops_over_sets():
     return "done"
 
 
+@task(serializer="json")
+def returns_a_set():
+    return {1, 2}
+
+
+def run_unrecordable(executor, tmp_path, task_):
+    """Run ``task_`` alone on Dask with a store; return its failed state, checked as recorded."""
+    from iterflow.store import task_runs
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with Flow("json on dask") as flow:
+        t = task_()
+    state = run_flow(flow, executor=executor, store=url)
+    assert state.is_failed()
+    failed = state.result[t]
+    assert failed.is_failed() and f"'{task_.name}'" in failed.message and "set" in failed.message
+    (info,) = task_runs(state.run_id, store=url)
+    assert (info.state, info.message) == ("Failed", failed.message)
+    return state, failed, url
+
+
 def test_a_loop_result_the_store_cannot_record_fails_the_task_run_on_dask_too(
     dask_executor, tmp_path
 ):
     # On a worker the loop goes on; the client's store sink refuses the result, and the
     # task run's final state says so, as it would in-process (DESIGN 7.11).
-    from iterflow.store import iterations, task_runs
+    from iterflow.store import iterations
 
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    with Flow("json on dask") as flow:
-        t = loops_over_sets()
-    state = run_flow(flow, executor=dask_executor, store=url)
-    assert state.is_failed()
-    failed = state.result[t]
-    assert failed.is_failed()
-    for part in ("'loops_over_sets'", "iteration 1", "set"):
-        assert part in failed.message, f"{part!r} is not in {failed.message!r}"
-    (info,) = task_runs(state.run_id, store=url)
-    assert (info.state, info.message) == ("Failed", failed.message)
+    state, failed, url = run_unrecordable(dask_executor, tmp_path, loops_over_sets)
+    assert "iteration 1" in failed.message
     history = iterations(state.run_id, "loops_over_sets", store=url)
     assert [(h.state, h.loop_index) for h in history] == [
         ("Looped", 0), ("Looped", 2), ("Failed", 3),
     ]
 
 
-@task(serializer="json")
-def returns_a_set():
-    return {1, 2}
-
-
 def test_a_final_result_the_store_cannot_record_fails_the_task_run_on_dask(
     dask_executor, tmp_path
 ):
-    from iterflow.store import task_runs
-
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    with Flow("json result on dask") as flow:
-        t = returns_a_set()
-    state = run_flow(flow, executor=dask_executor, store=url)
-    assert state.is_failed()
-    failed = state.result[t]
-    assert failed.is_failed() and "'returns_a_set'" in failed.message and "set" in failed.message
-    (info,) = task_runs(state.run_id, store=url)
-    assert (info.state, info.message) == ("Failed", failed.message)
+    run_unrecordable(dask_executor, tmp_path, returns_a_set)
 
 
 @task
