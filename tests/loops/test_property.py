@@ -284,6 +284,48 @@ def test_random_looping_dags_match_the_reference_on_threads(spec):
     check_against_reference(spec, ThreadExecutor(max_workers=3))
 
 
+class LeanRecorder:
+    """Keeps every task run's events, as a sink the store's peers are (``implied_running``)."""
+
+    implied_running = True
+
+    def __init__(self) -> None:
+        self.events: dict[str, list[Any]] = collections.defaultdict(list)
+
+    def handle(self, event: Any) -> None:
+        if type(event).__name__ == "TaskRunEvent":
+            self.events[event.task_run_id].append(event)
+
+
+@settings(PROPERTY, max_examples=15)
+@given(dag_specs(max_tasks=8))
+def test_random_looping_dags_are_recorded_as_they_ran(tmp_path_factory, spec):
+    """With the store on (and the Running a Looped implies left out), each task run's
+    recorded history is exactly its states as they happened, values included."""
+    from iterflow.store import iterations, load_result, task_runs
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'store.db'}"
+    flow, tasks = build(spec)
+    recorder = LeanRecorder()
+    flow_state = run_flow(flow, store=url, sinks=[recorder])
+    expected = reference(spec)
+    for key, want in expected.items():
+        assert describe(flow_state.result[tasks[key]]) == want, key
+    for info in task_runs(flow_state.run_id, store=url):
+        seen = [e for e in recorder.events[info.task_run_id] if e.state.name != "Pending"]
+        final = seen[-1].state
+        assert (info.state, info.loop_count) == (final.name, final.loop_count), info
+        if final.name == "Mapped":
+            continue
+        history = iterations(flow_state.run_id, info.task_slug, info.map_index, store=url)
+        assert [(h.state, h.loop_index) for h in history] == [
+            (e.state.name, e.loop_index) for e in seen if e.state.name != "Running"
+        ]
+        for h, e in zip(history, [e for e in seen if e.state.name != "Running"], strict=True):
+            if h.state in ("Looped", "Success") and h.result_id is not None:
+                assert load_result(h.result_id, store=url) == e.state.result
+
+
 def test_the_reference_itself_on_a_hand_written_flow():
     """The reference agrees with hand-worked values, so it is not trivially the engine."""
     a = NodeSpec(0, (), 2, ((1, 1),), 1, None, "all_successful", True, False, None, None, None)
