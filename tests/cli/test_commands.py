@@ -232,6 +232,36 @@ def test_show_folds_a_loop_blocks_task_runs_and_lists_them_with_all(invoke, flow
     assert "block  iteration" in invoke("show", run_id, "--iterations", "step").stdout
 
 
+BIG_MAP = """
+from iterflow import Flow, task
+
+@task
+def check(x):
+    if x in (7, 22):
+        raise ValueError(f"bad {x}")
+    return x * 2
+
+with Flow("big map") as flow:
+    check.map(list(range(30)))
+"""
+
+
+@needs_store
+def test_show_folds_a_big_map_into_one_line_and_its_failed_children(invoke, flow_file):
+    invoke("run", flow_file("big.py", BIG_MAP), "-q")
+    run_id = _only_run(invoke)["run_id"]
+
+    def check_rows(output: str) -> list[list[str]]:
+        return [line.split() for line in output.splitlines() if line.startswith("check ")]
+
+    shown = invoke("show", run_id).stdout
+    rows = check_rows(shown)
+    assert [row[:2] for row in rows] == [["check", "Mapped"], ["check", "7"], ["check", "22"]]
+    assert "30 children: 28 Success, 2 Failed" in " ".join(shown.split())  # however wrapped
+    assert len(check_rows(invoke("show", run_id, "--all").stdout)) == 31
+    assert len(json.loads(invoke("show", run_id, "--json").stdout)["task_runs"]) >= 31
+
+
 @needs_store
 def test_delete_removes_named_runs_and_old_ones(invoke, flow_file):
     path = flow_file("acc.py", ACCUMULATE)

@@ -169,6 +169,43 @@ def fold_block_runs(task_runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any
     return rows, len(task_runs) - len(rows)
 
 
+#: A mapped task with more children than this shows as one line (and its failed children).
+FOLD_CHILDREN = 10
+_BAD = frozenset({"Failed", "TriggerFailed", "TimedOut", "Cancelled"})
+
+
+def fold_mapped_children(
+    task_runs: list[dict[str, Any]], limit: int = FOLD_CHILDREN
+) -> tuple[list[dict[str, Any]], int]:
+    """A big map's children as one line on its parent, plus the children that went wrong.
+
+    The parent's row gets ``children`` (a count per state, most common first);
+    at most ``limit`` failed children stay as rows of their own. Returns the
+    rows and how many were folded away.
+    """
+    children: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
+    for task_run in task_runs:
+        if task_run.get("map_index") is not None:
+            key = (task_run["task_slug"], task_run.get("block_index"))
+            children.setdefault(key, []).append(task_run)
+    big = {key for key, kids in children.items() if len(kids) > limit}
+    if not big:
+        return task_runs, 0
+    rows: list[dict[str, Any]] = []
+    for task_run in task_runs:
+        key = (task_run["task_slug"], task_run.get("block_index"))
+        if key not in big:
+            rows.append(task_run)
+        elif task_run.get("map_index") is None:  # the parent: the summary goes here
+            kids = children[key]
+            tally: dict[str, int] = {}
+            for kid in kids:
+                tally[kid.get("state") or "?"] = tally.get(kid.get("state") or "?", 0) + 1
+            rows.append({**task_run, "children": sorted(tally.items(), key=lambda kv: -kv[1])})
+            rows.extend([kid for kid in kids if kid.get("state") in _BAD][:limit])
+    return rows, len(task_runs) - len(rows)
+
+
 def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: bool) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -204,9 +241,10 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: b
     if not task_runs:
         console.print("No task runs recorded.", style="dim")
         return
-    folded = 0
+    folded_runs = folded_children = 0
     if not show_all:
-        task_runs, folded = fold_block_runs(task_runs)
+        task_runs, folded_runs = fold_block_runs(task_runs)
+        task_runs, folded_children = fold_mapped_children(task_runs)
     in_blocks = any(t.get("block_index") is not None for t in task_runs)
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("task")
@@ -224,6 +262,11 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: b
         failed = task_state in ("Failed", "TriggerFailed", "TimedOut", "Cancelled")
         note = task_run.get("message") if failed or not task_run.get("result_preview") else (
             task_run.get("result_preview"))
+        if task_run.get("children"):  # a big map, folded: what its children came to
+            total = sum(n for _, n in task_run["children"])
+            note = f"{total} children: " + ", ".join(
+                f"{n} {kind}" for kind, n in task_run["children"]
+            )
         map_index = task_run.get("map_index")
         block: list[str] = []
         if in_blocks:
@@ -241,12 +284,17 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: b
             Text(note or "", style="red" if failed else "dim"),
         )
     console.print(table)
-    if folded:
-        console.print(
-            f"Tasks inside loop blocks show their latest run (block: its iteration / how many "
-            f"runs were recorded); --all lists all {folded + len(task_runs)} task runs.",
-            style="dim",
-        )
+    what = []
+    if folded_runs:
+        what.append("tasks inside loop blocks show their latest run (block: its iteration / "
+                    "how many runs were recorded)")
+    if folded_children:
+        what.append(f"a map of over {FOLD_CHILDREN} children shows as one line and its "
+                    f"failed children")
+    if what:
+        total = folded_runs + folded_children + len(task_runs)
+        console.print(f"{'; '.join(what).capitalize()}; --all lists all {total} task runs.",
+                      style="dim")
 
 
 def _print_iterations(
