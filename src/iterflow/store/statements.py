@@ -34,6 +34,7 @@ __all__ = [
     "allocate_ids",
     "dbapi_cursor",
     "find_keys",
+    "insert_finished",
     "insert_logs",
     "insert_looped",
     "insert_results",
@@ -235,6 +236,13 @@ insert_looped = FastInsert(
     ("id", "flow_run", "task_run", "loop_index", "data", "preview", "time"),
     fixed={"kind": Kind.LOOPED.value, "serializer": "pickle", "block_index": None,
            "message": None, "traceback": None, "result_id": None},
+)
+# A task run that ended well, its value pickled into the row: no message.
+insert_finished = FastInsert(
+    state_transitions,
+    ("id", "flow_run", "task_run", "kind", "loop_index", "block_index", "data", "preview",
+     "time"),
+    fixed={"serializer": "pickle", "message": None, "traceback": None, "result_id": None},
 )
 # A task run's start (or restart): no message, no value.
 insert_running = FastInsert(

@@ -79,6 +79,7 @@ from iterflow.store.statements import (
     TASK_RUN_RULES,
     allocate_ids,
     find_keys,
+    insert_finished,
     insert_logs,
     insert_looped,
     insert_results,
@@ -605,6 +606,7 @@ class StoreSink:
             result_rows: list[tuple[Any, ...]] = []
             looped_rows: list[tuple[Any, ...]] = []
             running_rows: list[tuple[Any, ...]] = []
+            finished_rows: list[tuple[Any, ...]] = []
             other_rows: list[tuple[Any, ...]] = []
             log_rows: list[tuple[Any, ...]] = []
             # Per task run: time of its first record; its last record and that
@@ -638,6 +640,19 @@ class StoreSink:
                         # id, flow_run, task_run, loop_index, block_index, time
                         running_rows.append((row_id, run_key, task_key, record[6], record[12],
                                              record[_T_TIME]))
+                        if task_run_id not in first:
+                            first[task_run_id] = record[_T_TIME]
+                        latest[task_run_id] = (record, row_id)
+                        continue
+                    elif (record[_T_ROLE] == _END_STRICT and stored is not None
+                          and stored[0] == "pickle" and stored[1] is not None
+                          and record[10] is None):
+                        # A task run that ended well with a pickled value in the row
+                        # (each child of a map): id, flow_run, task_run, kind, loop_index,
+                        # block_index, data, preview, time
+                        finished_rows.append((row_id, run_key, task_key, record[7], record[6],
+                                              record[12], stored[1], stored[4],
+                                              record[_T_TIME]))
                         if task_run_id not in first:
                             first[task_run_id] = record[_T_TIME]
                         latest[task_run_id] = (record, row_id)
@@ -690,6 +705,7 @@ class StoreSink:
                         TASK_RUN_RULES)
             insert_looped.run(conn, looped_rows)
             insert_running.run(conn, running_rows)
+            insert_finished.run(conn, finished_rows)
             insert_transitions.run(conn, other_rows)
             insert_logs.run(conn, log_rows)
             if beat and runs:
