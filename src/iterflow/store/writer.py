@@ -14,14 +14,27 @@ does only what must happen there:
   appends it to a bounded buffer.
 
 The writer thread wakes every ``batch_interval`` (50 ms), or as soon as
-``batch_size`` records are waiting, and commits what is waiting in
-transactions of at most ``batch_size`` records. Back-pressure keeps memory
-flat: ``handle`` waits while ``max_pending`` records (or 64 MiB of result
-bytes) are queued.
+``batch_size`` records are waiting, and commits what is waiting: in
+transactions of ``batch_size`` records, or of up to ``max_batch`` when it has
+fallen behind a fast loop — each transaction costs it several waits for the
+GIL, so fewer, larger ones let it keep up. Back-pressure keeps memory flat:
+``handle`` waits while ``max_pending`` records (or 64 MiB of result bytes)
+are queued.
+
+How a batch is written
+----------------------
+Ids of state rows, log lines and results come from one counter, one
+``UPDATE`` per batch; flow runs and task runs are referred to by their
+integer keys, cached while they are in flight (a batch's newcomers are
+looked up, or given keys, in one statement). Rows are grouped by shape —
+a ``Looped`` state with its pickled value, a ``Running``, a finished state
+with its value, anything else — and each group goes in as one statement
+(:mod:`iterflow.store.statements`); their ids keep them in event order.
 
 What is recorded
 ----------------
-* every ``Looped`` state with its result (``state_transitions`` + ``results``);
+* every ``Looped`` state with its result, in one ``state_transitions`` row
+  (a value over 1 MiB in a file, with a ``results`` row for its path);
 * every ``Retrying``, failed and finished state, with message and traceback;
 * ``Running`` only where a task run (re)starts: its first ``Running``, one
   after a ``Retrying``, the first one of a resumed run. The ``Running`` that
