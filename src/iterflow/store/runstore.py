@@ -172,7 +172,7 @@ class RunStore:
         """A new :class:`~iterflow.store.writer.StoreSink` writing to this store.
 
         ``options`` go to the sink: ``batch_interval``, ``batch_size``,
-        ``max_pending``, ``heartbeat_interval``.
+        ``max_pending``, ``max_batch``, ``heartbeat_interval``.
         """
         from iterflow.store.writer import StoreSink
 
