@@ -26,9 +26,8 @@ import sqlalchemy as sa
 
 from iterflow.engine.events import ResumePoint
 from iterflow.errors import RunNotResumable, StoreError
-from iterflow.store import db, queries
+from iterflow.store import db, queries, statements
 from iterflow.store.schema import MIGRATIONS, Migration, check_sqlite_file, flow_runs, prepare
-from iterflow.store.schema import task_runs as task_runs_table
 
 __all__ = [
     "CheckpointSource",
@@ -284,21 +283,20 @@ class RunStore:
         inside a loop block, so it names one iteration's task run. ``None``
         when it recorded none (start at iteration 0). Used by a job that was
         rescheduled after its worker died, to continue the loop.
+
+        Every job on a remote executor asks before it starts, almost always to
+        hear "none", so the question goes straight to the DB-API cursor.
         """
-        t = task_runs_table
 
         def query(conn: sa.Connection) -> tuple[int, Any] | None:
-            row = conn.execute(
-                sa.select(t.c.looped_index, t.c.looped_transition).where(
-                    t.c.task_run_id == task_run_id, t.c.looped_index.is_not(None)
-                )
-            ).first()
+            row = statements.last_looped.first(conn, (task_run_id,))
             if row is None:
                 return None
-            if row.looped_transition is None:
-                return row.looped_index + 1, None
-            loaded = queries.load_state_results(conn, [row.looped_transition])
-            return row.looped_index + 1, loaded[row.looped_transition]
+            looped_index, looped_transition = row
+            if looped_transition is None:
+                return looped_index + 1, None
+            loaded = queries.load_state_results(conn, [looped_transition])
+            return looped_index + 1, loaded[looped_transition]
 
         return self.read(query)
 

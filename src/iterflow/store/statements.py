@@ -40,6 +40,7 @@ __all__ = [
     "insert_results",
     "insert_running",
     "insert_transitions",
+    "last_looped",
     "upsert",
     "upsert_statement",
     "upsert_task_runs",
@@ -98,10 +99,15 @@ class Prepared:
 
     def scalar(self, conn: sa.Connection, row: tuple[Any, ...]) -> Any:
         """Execute once; the first column of the one row it returns."""
+        return self.first(conn, row)[0]
+
+    def first(self, conn: sa.Connection, row: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """Execute once; the first row it returns, or ``None``."""
         sql, order = self._prepare(conn.dialect)
         with contextlib.closing(dbapi_cursor(conn)) as cursor:
             cursor.execute(sql, self._params([row], order)[0])
-            return cursor.fetchone()[0]
+            found = cursor.fetchone()
+        return None if found is None else tuple(found)
 
 
 def sqlite_variable_limit(conn: sa.Connection) -> int:
@@ -396,3 +402,14 @@ def allocate_ids(conn: sa.Connection, count: int) -> int:
             sa.select(counters.c.value).where(counters.c.name == "ids")
         ).scalar_one()
     return int(top) - count + 1
+
+
+# Where a loop got to (a rescheduled Dask job asks, once per job, on its worker).
+last_looped = Prepared(
+    lambda _dialect: sa.select(task_runs.c.looped_index, task_runs.c.looped_transition).where(
+        task_runs.c.task_run_id == sa.bindparam("task_run_id", type_=sa.String),
+        task_runs.c.looped_index.is_not(None),
+    ),
+    ("task_run_id",),
+)
+
