@@ -389,7 +389,7 @@ def find_keys(
 
 
 def allocate_ids(conn: sa.Connection, count: int) -> int:
-    """Reserve ``count`` ids for state and result rows; return the first.
+    """Reserve ``count`` ids for state rows, log lines and results; return the first.
 
     One statement per batch, under the transaction's write lock, so several
     processes never get the same ids, and ids grow in commit order.
