@@ -66,6 +66,8 @@ class _Nothing:
 
 
 NOTHING: Any = _Nothing()
+# Stands for the task run's state where nothing reads it (no handlers, no events).
+_UNUSED: Any = None
 
 
 class MapError(IterflowError):
@@ -133,7 +135,8 @@ def _drive(spec: TaskRunSpec, task: Any, ctx: dict, emit: Any, loop_index: int,
     # The Running after a Looped: skipped when only sinks that do not need it listen.
     implied = spec.implied_running and not task.state_handlers
     after_looped = False
-    state: State = Pending()
+    # The state before the next transition, for handlers and events; none to keep without.
+    state: State = Pending() if moves is not None else _UNUSED
     has_result = loop_result is not NOTHING
     run_count = 1
     cancel = spec.cancel
