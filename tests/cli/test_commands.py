@@ -262,6 +262,19 @@ def test_show_folds_a_big_map_into_one_line_and_its_failed_children(invoke, flow
     assert len(json.loads(invoke("show", run_id, "--json").stdout)["task_runs"]) >= 31
 
 
+def test_a_big_map_folds_only_under_its_parents_row():
+    from iterflow.cli.history import fold_mapped_children
+
+    kids = [{"task_slug": "m", "map_index": i, "state": "Success"} for i in range(20)]
+    kids[3]["state"] = "Failed"
+    # No parent row (a run that died mid-map): nothing to fold into, nothing hidden.
+    assert fold_mapped_children(kids) == (kids, 0)
+    parent = {"task_slug": "m", "map_index": None, "state": "Mapped"}
+    rows, folded = fold_mapped_children([parent, *kids])
+    assert folded == 19 and rows[1:] == [kids[3]]
+    assert rows[0]["children"] == [("Success", 19), ("Failed", 1)]
+
+
 @needs_store
 def test_delete_removes_named_runs_and_old_ones(invoke, flow_file):
     path = flow_file("acc.py", ACCUMULATE)

@@ -184,11 +184,15 @@ def fold_mapped_children(
     rows and how many were folded away.
     """
     children: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
+    parents = set()
     for task_run in task_runs:
+        key = (task_run["task_slug"], task_run.get("block_index"))
         if task_run.get("map_index") is not None:
-            key = (task_run["task_slug"], task_run.get("block_index"))
             children.setdefault(key, []).append(task_run)
-    big = {key for key, kids in children.items() if len(kids) > limit}
+        else:
+            parents.add(key)
+    # Only under a parent's row (a run that crashed mid-map may not have recorded it).
+    big = {key for key, kids in children.items() if len(kids) > limit and key in parents}
     if not big:
         return task_runs, 0
     rows: list[dict[str, Any]] = []
