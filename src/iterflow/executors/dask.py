@@ -141,6 +141,7 @@ from iterflow.engine.events import TaskRunEvent
 from iterflow.engine.expand import TaskRunSpec
 from iterflow.errors import ExecutorError, SerializationError
 from iterflow.executors.base import Executor
+from iterflow.pickling import dumps, type_name
 
 __all__ = ["DaskExecutor"]
 
@@ -160,31 +161,7 @@ _ENDED_BADLY = frozenset({"error", "cancelled"})
 _SMALL = frozenset({type(None), bool, int, float, complex})
 
 
-# -- pickling, both sides -------------------------------------------------------------------
-def _dumps(value: Any) -> bytes:
-    """Pickle ``value``: the standard library first (several times faster), cloudpickle else.
-
-    Stdlib pickle stores classes and functions by name; one defined in a
-    ``__main__`` or shipped by value has no importable name on the other
-    side, so anything that pickles with a ``__main__`` reference is redone
-    with cloudpickle, which stores it by value. Either output loads with
-    :func:`pickle.loads`.
-    """
-    try:
-        data = pickle.dumps(value, protocol=_PROTOCOL)
-    except Exception:
-        data = None
-    if data is None or b"__main__" in data:
-        data = cloudpickle.dumps(value, protocol=_PROTOCOL)
-    return data
-
-
-def _type_name(value: Any) -> str:
-    kind = type(value)
-    module = kind.__module__
-    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
-
-
+# -- errors, both sides -------------------------------------------------------------------
 def _root_cause(exc: BaseException) -> BaseException:
     """The innermost cause: distributed wraps pickling errors in its own TypeError."""
     seen = {id(exc)}
@@ -199,13 +176,13 @@ def _unserializable_event(event: Any, exc: BaseException) -> str:
         mapped = f" (map_index {event.map_index})" if event.map_index is not None else ""
         return (
             f"task {event.task_name!r}{mapped}, iteration {event.loop_index}: its "
-            f"{event.state.name} state holds a value of type {_type_name(event.state.result)} "
+            f"{event.state.name} state holds a value of type {type_name(event.state.result)} "
             f"that cannot be pickled to send it from the Dask worker to the client "
             f"({type(exc).__name__}: {exc}); make the value picklable (with cloudpickle), "
             f"or run the flow on LocalExecutor or ThreadExecutor"
         )
     return (
-        f"an event of type {_type_name(event)} cannot be pickled to send it from the Dask "
+        f"an event of type {type_name(event)} cannot be pickled to send it from the Dask "
         f"worker to the client ({type(exc).__name__}: {exc})"
     )
 
@@ -373,7 +350,7 @@ class _Channel:
                 if is_last and state.loop_count != loop_count:
                     # The engine fills in loop_count after emitting when a state
                     # handler left it empty; the record must match the result.
-                    blob = _dumps(event)
+                    blob = dumps(event)
                 tail.append(blob)
                 self.final = None
             return self.attempt, self.seq, tail, is_last
@@ -406,7 +383,7 @@ class _Relay:
 
     def __call__(self, event: Any) -> None:
         try:
-            blob = _dumps(event)
+            blob = dumps(event)
         except Exception as exc:
             raise SerializationError(_unserializable_event(event, exc)) from exc
         channel = _channel.get()
@@ -444,7 +421,7 @@ class _Packed:
         return self._value
 
     def __reduce__(self) -> tuple:
-        data = self._data if self._data is not None else _dumps(self._value)
+        data = self._data if self._data is not None else dumps(self._value)
         return (_Packed, (data,))
 
     def __sizeof__(self) -> int:  # what distributed's memory accounting sees
@@ -541,12 +518,12 @@ def _run_job(call: _Call, shared_values: list) -> tuple:
             how = _LAST_EVENT
     if how == _PICKLED:
         try:
-            data = _dumps(state)
+            data = dumps(state)
         except Exception as exc:
             how = _UNPICKLABLE
             data = (
-                f"its final state ({getattr(state, 'name', _type_name(state))}) holds a value "
-                f"of type {_type_name(getattr(state, 'result', None))} that cannot be pickled to "
+                f"its final state ({getattr(state, 'name', type_name(state))}) holds a value "
+                f"of type {type_name(getattr(state, 'result', None))} that cannot be pickled to "
                 f"send it back from the Dask worker ({type(exc).__name__}: {exc}); return a "
                 f"picklable value"
             )
@@ -1001,11 +978,11 @@ class DaskExecutor(Executor):
         future = None
         if big:
             try:
-                packed = _Packed(_dumps(value))
+                packed = _Packed(dumps(value))
             except Exception as exc:
                 cause = _root_cause(exc)
                 raise SerializationError(
-                    f"{what}, a {_type_name(value)}, cannot be pickled to send it to the Dask "
+                    f"{what}, a {type_name(value)}, cannot be pickled to send it to the Dask "
                     f"cluster ({type(cause).__name__}: {cause}); make it picklable (with "
                     f"cloudpickle), or run the flow on LocalExecutor or ThreadExecutor"
                 ) from exc

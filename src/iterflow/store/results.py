@@ -9,8 +9,9 @@ Two serializers, chosen per task or flow by name:
     whose pickle mentions ``__main__`` is redone with cloudpickle too: stdlib
     pickle stores ``__main__.Thing`` by *name*, and the process that resumes a
     run (``iterflow resume``) has a different ``__main__``; cloudpickle stores
-    such classes and functions by value. Loading is :func:`pickle.loads`
-    either way (cloudpickle's output is ordinary pickle data).
+    such classes and functions by value (:func:`iterflow.pickling.dumps`, which
+    the Dask executor uses too). Loading is :func:`pickle.loads` either way
+    (cloudpickle's output is ordinary pickle data).
 ``"json"``
     :func:`json.dumps`, for values other tools should read. Tuples come back
     as lists, as JSON has no tuple.
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from iterflow.errors import SerializationError, StoreError
+from iterflow.pickling import dumps, type_name
 
 __all__ = [
     "DEFAULT_SERIALIZER",
@@ -119,26 +121,10 @@ def preview(value: Any, serialized_size: int | None = None) -> str:
     return text
 
 
-def _type_name(value: Any) -> str:
-    kind = type(value)
-    module = kind.__module__
-    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
-
-
 def _dumps_pickle(value: Any) -> bytes:
     if type(value) in _SELF_CONTAINED:
         return pickle.dumps(value, protocol=_PROTOCOL)
-    try:
-        data = pickle.dumps(value, protocol=_PROTOCOL)
-    except Exception:
-        data = None
-    # b"__main__" may also just occur in a string: then cloudpickle does the
-    # same job a little slower, which is harmless.
-    if data is None or b"__main__" in data:
-        import cloudpickle  # imported only when needed: it is slow to import
-
-        data = cloudpickle.dumps(value, protocol=_PROTOCOL)
-    return data
+    return dumps(value)
 
 
 def serialize(value: Any, serializer: str | None = None) -> bytes:
@@ -182,7 +168,7 @@ def describe_failure(value: Any, serializer: str | None, exc: BaseException) -> 
         else "make it picklable, choose serializer='json' if it is JSON-friendly"
     )
     return (
-        f"a value of type {_type_name(value)} cannot be serialized with {name!r} "
+        f"a value of type {type_name(value)} cannot be serialized with {name!r} "
         f"({type(exc).__name__}: {exc}). To fix it, {fix}, or run the flow with "
         f"store=None to turn recording off."
     )
