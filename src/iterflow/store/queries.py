@@ -202,7 +202,8 @@ def effective_state(
 
 
 @contextlib.contextmanager
-def _using(store: RunStore | str | None) -> Iterator[RunStore]:
+def using_store(store: RunStore | str | None) -> Iterator[RunStore]:
+    """``store`` as an open :class:`RunStore`: itself, or one opened (and closed after)."""
     from iterflow.store.runstore import RunStore, open_store
 
     if isinstance(store, RunStore):
@@ -339,7 +340,7 @@ def list_runs(
     ``state`` filters on the state shown (so ``"Crashed"`` finds dead runs and
     ``"Running"`` only live ones). ``limit=None`` lists them all.
     """
-    with _using(store) as st:
+    with using_store(store) as st:
 
         def query(conn: sa.Connection) -> list[RunInfo]:
             stmt = sa.select(flow_runs).order_by(
@@ -368,13 +369,13 @@ def list_runs(
 
 def get_run(run_id: str, *, store: RunStore | str | None = None) -> RunInfo:
     """One run, by id or unique id prefix (:class:`StoreError` if unknown or ambiguous)."""
-    with _using(store) as st:
+    with using_store(store) as st:
         return st.read(lambda conn: run_info(find_run(conn, run_id, st.name), st.stale_after))
 
 
 def task_runs(run_id: str, *, store: RunStore | str | None = None) -> list[TaskRunInfo]:
     """The task runs of a run, in the order they started."""
-    with _using(store) as st:
+    with using_store(store) as st:
 
         def query(conn: sa.Connection) -> list[TaskRunInfo]:
             run = find_run(conn, run_id, st.name)
@@ -480,7 +481,7 @@ def iterations(
     task inside a loop block, the history of its runs in every block
     iteration, in order (each record's ``block_index`` says which).
     """
-    with _using(store) as st:
+    with using_store(store) as st:
 
         def query(conn: sa.Connection) -> list[IterationRecord]:
             run = find_run(conn, run_id, st.name)
@@ -531,7 +532,7 @@ def logs(
         seen = logs(run_id)
         more = logs(run_id, after=seen[-1].id if seen else None)
     """
-    with _using(store) as st:
+    with using_store(store) as st:
 
         def query(conn: sa.Connection) -> list[LogEntry]:
             run = find_run(conn, run_id, st.name)
@@ -572,7 +573,7 @@ def load_result(result_id: int, *, store: RunStore | str | None = None) -> Any:
 
     This *does* unpickle it.
     """
-    with _using(store) as st:
+    with using_store(store) as st:
         return st.read(lambda conn: load_state_results(conn, [result_id])[result_id])
 
 
@@ -592,7 +593,7 @@ def resume_point(run_id: str, *, store: RunStore | str | None = None) -> ResumeP
     only what it uses. It does not check that the run may be resumed: see
     :meth:`RunStore.check_resumable`.
     """
-    with _using(store) as st:
+    with using_store(store) as st:
         return st.read(lambda conn: _resume_point(conn, run_id, st.name))
 
 

@@ -37,7 +37,7 @@ def delete_run(run_id: str, *, store: RunStore | str | None = None) -> str:
     Raises :class:`~iterflow.errors.StoreError` for an unknown run, and for a
     run that is still alive (stop it first; a crashed one may be deleted).
     """
-    with queries._using(store) as st:
+    with queries.using_store(store) as st:
 
         def delete(conn: sa.Connection) -> str:
             row = queries.find_run(conn, run_id, st.name, for_update=True)
