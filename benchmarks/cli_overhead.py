@@ -100,7 +100,7 @@ def handle_cost(events: int = 200_000) -> float:
     from rich.console import Console
 
     from iterflow.core.state import Looped, Running
-    from iterflow.engine.events import FlowRunEvent, TaskRunEvent
+    from iterflow.events import FlowRunEvent, TaskRunEvent
     from iterflow.progress import ProgressDisplay
 
     console = Console(file=io.StringIO(), force_terminal=True)

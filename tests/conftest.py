@@ -26,8 +26,8 @@ import pytest
 
 import iterflow.runtime
 from iterflow.core.state import TRANSITIONS, Kind, State
-from iterflow.engine.events import FlowRunEvent, LogEvent, TaskRunEvent
 from iterflow.engine.runner import task_run_id
+from iterflow.events import FlowRunEvent, LogEvent, TaskRunEvent
 from iterflow.executors import LocalExecutor, ThreadExecutor
 
 

@@ -12,7 +12,7 @@ from rich.console import Console
 import iterflow
 from iterflow import LOOP, Flow, Parameter, task
 from iterflow.core.state import Kind, Looped, Running, Success
-from iterflow.engine.events import FlowRunEvent, TaskRunEvent
+from iterflow.events import FlowRunEvent, TaskRunEvent
 from iterflow.executors import ThreadExecutor
 from iterflow.progress import ProgressDisplay, format_duration
 from iterflow.runtime import run_flow

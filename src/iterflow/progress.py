@@ -42,7 +42,7 @@ from rich.table import Table
 from rich.text import Text
 
 from iterflow.core.state import Kind
-from iterflow.engine.events import FlowRunEvent, TaskRunEvent
+from iterflow.events import FlowRunEvent, TaskRunEvent
 
 __all__ = ["REFRESH_PER_SECOND", "ProgressDisplay", "format_duration"]
 

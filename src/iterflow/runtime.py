@@ -18,9 +18,9 @@ from typing import Any
 
 from iterflow.core.state import State
 from iterflow.engine.cache import MemoryCache
-from iterflow.engine.events import EventBus
 from iterflow.engine.runner import FlowRunner, RunCancelled
 from iterflow.errors import ParameterError
+from iterflow.events import EventBus
 
 __all__ = ["default_cache", "resolve_parameters", "run_flow"]
 

@@ -25,7 +25,7 @@ import pytest
 
 import iterflow.runtime
 from iterflow.core.state import TRANSITIONS, Kind, State
-from iterflow.engine.events import FlowRunEvent, LogEvent, TaskRunEvent
+from iterflow.events import FlowRunEvent, LogEvent, TaskRunEvent
 from iterflow.executors import LocalExecutor, ThreadExecutor
 
 HAVE_DASK = (

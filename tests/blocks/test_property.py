@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import iterflow
 from iterflow import LOOP, Flow, loop, task
 from iterflow.core.state import Kind
-from iterflow.engine.events import TaskRunEvent
+from iterflow.events import TaskRunEvent
 from iterflow.executors import LocalExecutor, ThreadExecutor
 from iterflow.runtime import run_flow
 from tests.blocks.conftest import BlockSink

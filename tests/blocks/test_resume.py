@@ -21,8 +21,8 @@ import pytest
 import iterflow
 from iterflow import Flow, loop, task
 from iterflow.core.state import Success
-from iterflow.engine.events import EventBus, IterationResume, ResumePoint, TaskRunEvent
 from iterflow.engine.runner import FlowRunner
+from iterflow.events import EventBus, IterationResume, ResumePoint, TaskRunEvent
 from tests.blocks.conftest import BlockSink
 
 

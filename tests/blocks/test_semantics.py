@@ -7,7 +7,7 @@ import time
 
 import iterflow
 from iterflow import LOOP, Flow, case, loop, task, unmapped
-from iterflow.engine.events import TaskRunEvent
+from iterflow.events import TaskRunEvent
 from tests.blocks.tasks import add, at_least, ident
 
 

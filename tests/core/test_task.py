@@ -7,8 +7,8 @@ import datetime
 import pytest
 
 from iterflow import Flow, Task, task
+from iterflow.core.helpers import GetItem
 from iterflow.core.task import FunctionTask
-from iterflow.tasks.helpers import GetItem
 
 
 @task

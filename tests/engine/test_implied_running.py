@@ -10,7 +10,7 @@ import pytest
 
 import iterflow
 from iterflow import LOOP, Flow, task
-from iterflow.engine.events import EventBus, TaskRunEvent
+from iterflow.events import EventBus, TaskRunEvent
 from iterflow.executors import LocalExecutor, ThreadExecutor
 from iterflow.runtime import run_flow
 

@@ -18,7 +18,7 @@ import time
 import iterflow
 from iterflow import Flow, task
 from iterflow.core.state import Kind
-from iterflow.engine.events import LogEvent, TaskRunEvent
+from iterflow.events import LogEvent, TaskRunEvent
 from iterflow.signals import LOOP
 
 

@@ -16,8 +16,8 @@ import pytest
 import iterflow
 from iterflow import Flow, task
 from iterflow.core.state import Kind
-from iterflow.engine.events import TaskRunEvent
 from iterflow.errors import ExecutorError
+from iterflow.events import TaskRunEvent
 from iterflow.runtime import run_flow
 from iterflow.signals import LOOP
 

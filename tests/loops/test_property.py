@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 
 import iterflow
 from iterflow import Flow, case, task, triggers, unmapped
+from iterflow.core.helpers import Constant
 from iterflow.executors import LocalExecutor, ThreadExecutor
 from iterflow.runtime import run_flow
 from iterflow.signals import LOOP, SKIP
 from iterflow.tasks.control_flow import CompareValue
-from iterflow.tasks.helpers import Constant
 from tests.conftest import InvariantSink
 from tests.strategies import DagSpec, NodeSpec, dag_specs
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from iterflow.engine.events import FlowRunEvent, LogEvent, TaskRunEvent
+from iterflow.events import FlowRunEvent, LogEvent, TaskRunEvent
 from iterflow.states import Looped, Running, State, Success
 
 

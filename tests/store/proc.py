@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 
-from iterflow.engine.events import FlowRunEvent, LogEvent, TaskRunEvent
+from iterflow.events import FlowRunEvent, LogEvent, TaskRunEvent
 from iterflow.states import Looped, Running, Success
 from iterflow.store import open_store
 

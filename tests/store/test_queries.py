@@ -147,7 +147,7 @@ def test_effective_state_rules():
 
 
 def test_block_index_is_read_from_the_task_run_id():
-    from iterflow.store.queries import block_index_of
+    from iterflow.runids import block_index_of
 
     run = "r1"
     assert block_index_of("r1/fetch", "fetch", None, run) is None

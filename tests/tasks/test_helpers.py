@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iterflow.tasks.helpers import Constant, GetItem
+from iterflow.core.helpers import Constant, GetItem
 
 
 def test_constant_returns_its_value_and_is_named_by_type():

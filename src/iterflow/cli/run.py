@@ -267,7 +267,7 @@ def execute(
     """Run (or resume) a flow with progress and logs; a :class:`CliError` unless it succeeds."""
     from rich.console import Console
 
-    from iterflow.engine.runner import RunCancelled
+    from iterflow.errors import RunCancelled
     from iterflow.progress import ProgressDisplay
     from iterflow.runtime import run_flow
 

@@ -221,7 +221,7 @@ class Flow:
             if isinstance(value, Task):
                 self.add_edge(value, task, key=key, mapped=is_mapped, flattened=flattened)
             elif is_mapped:
-                from iterflow.tasks.helpers import Constant
+                from iterflow.core.helpers import Constant
 
                 self.add_edge(
                     Constant(value, name=f"{task.name}.{key}"), task, key=key, mapped=True,

@@ -260,7 +260,7 @@ class Task:
     def __getitem__(self, key: Any) -> Task:
         """``t[k]`` inside a flow: a small task that returns ``t``'s result ``[k]``."""
         from iterflow.core.flow import Flow
-        from iterflow.tasks.helpers import GetItem
+        from iterflow.core.helpers import GetItem
 
         flow = self._require_flow(Flow.active(), "__getitem__")
         return GetItem(name=f"{self.name}[{key!r}]")(self, key, flow=flow)

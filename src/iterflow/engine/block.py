@@ -96,11 +96,12 @@ from iterflow.core.state import (
 )
 from iterflow.core.task import Task
 from iterflow.core.triggers import all_successful
-from iterflow.engine.events import ResumePoint, TaskRunEvent
 from iterflow.engine.expand import NOTHING, TaskRunSpec, _drive
 from iterflow.engine.machine import FlowMachine, RunTask
 from iterflow.engine.tasklog import TaskLogger
 from iterflow.errors import LoopLimitError
+from iterflow.events import ResumePoint, TaskRunEvent
+from iterflow.runids import iteration_prefix, latest_attempt, task_run_id
 
 __all__ = [
     "BlockPlan",
@@ -116,16 +117,6 @@ __all__ = [
     "pause",
     "task_run_id",
 ]
-
-
-def task_run_id(prefix: str, slug: str, map_index: int | None) -> str:
-    """The id of a task run in the scope whose ids start with ``prefix``.
-
-    The root scope's prefix is the flow run id; an iteration's is its block's
-    task run id and the iteration, e.g. ``"<run>/train/4"``. Deterministic, so
-    a resumed run finds its task runs again.
-    """
-    return f"{prefix}/{slug}" if map_index is None else f"{prefix}/{slug}/{map_index}"
 
 
 # -- the graph of one scope -------------------------------------------------------
@@ -393,15 +384,8 @@ class Blocks:
         if self.resume is None:
             return None
         iterations = self.resume.iterations
-        found = (1, iterations[prefix]) if prefix in iterations else None
-        marker = f"{prefix}/attempt"
-        for key, value in iterations.items():
-            number = key[len(marker):]
-            if not (key.startswith(marker) and number.isdigit()):
-                continue
-            if found is None or int(number) > found[0]:
-                found = (int(number), value)
-        return found
+        found = latest_attempt(iterations, prefix)
+        return None if found is None else (found[0], iterations[found[1]])
 
     def cancel(self, why: str) -> None:
         """Ctrl-C or SIGTERM: every running block ends ``Cancelled``, innermost first."""
@@ -487,7 +471,7 @@ class BlockRun:
             resumed = None
             if self.first:
                 self.first = False
-                found = self.blocks.resumed_iteration(f"{self.task_run_id}/{k}")
+                found = self.blocks.resumed_iteration(iteration_prefix(self.task_run_id, k))
                 if found is not None:
                     self.attempt, resumed = found
             if self.inline is not None and resumed is None and self.inline.run(k, states):
@@ -534,8 +518,7 @@ class BlockRun:
         A retried iteration runs its tasks again as new task runs, so each
         attempt has ids of its own and every task run's history stays legal.
         """
-        base = f"{self.task_run_id}/{self.index}"
-        return base if self.attempt == 1 else f"{base}/attempt{self.attempt}"
+        return iteration_prefix(self.task_run_id, self.index, self.attempt)
 
     def iteration_ended(self) -> list[tuple[Scope, Any]]:
         """The iteration's machine is done: judge it, then go on, retry or end."""

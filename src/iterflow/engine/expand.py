@@ -48,9 +48,9 @@ from iterflow.engine.call import (
     TIMED_OUT,
     call_once,
 )
-from iterflow.engine.events import TaskRunEvent
 from iterflow.engine.tasklog import TaskLogger
 from iterflow.errors import InvalidTransition, IterflowError, LoopLimitError, RunCancelled
+from iterflow.events import TaskRunEvent
 
 __all__ = ["NOTHING", "MapError", "TaskRunSpec", "expand_map", "run_task_run"]
 

@@ -34,6 +34,7 @@ import uuid
 from collections import deque
 from typing import Any
 
+from iterflow.core.helpers import Constant
 from iterflow.core.parameter import Parameter
 from iterflow.core.state import (
     Cached,
@@ -55,11 +56,10 @@ from iterflow.engine.block import (
     task_run_id,
 )
 from iterflow.engine.cache import MemoryCache, cache_fingerprint
-from iterflow.engine.events import EventBus, FlowRunEvent, ResumePoint, TaskRunEvent
 from iterflow.engine.expand import TaskRunSpec, run_task_run
 from iterflow.engine.machine import Finished, FlowMachine, RunTask, check_transition
 from iterflow.errors import RunCancelled
-from iterflow.tasks.helpers import Constant
+from iterflow.events import EventBus, FlowRunEvent, ResumePoint, TaskRunEvent
 
 __all__ = ["FlowRunner", "RunCancelled", "task_run_id"]
 

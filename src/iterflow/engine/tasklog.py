@@ -3,7 +3,7 @@
 Each record carries ``flow_run_id``, ``task_name``, ``map_index`` and
 ``loop_index`` as attributes (read when the record is made, so the loop index
 is the current iteration's), goes to the ``iterflow.task`` logger like any
-record, and is also emitted as a :class:`~iterflow.engine.events.LogEvent` so
+record, and is also emitted as a :class:`~iterflow.events.LogEvent` so
 the run store keeps it with the run.
 """
 
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from iterflow.engine.events import LogEvent
+from iterflow.events import LogEvent
 
 __all__ = ["TaskLogger"]
 

@@ -137,9 +137,9 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
     ) from _exc
 
 from iterflow.core.state import Failed
-from iterflow.engine.events import TaskRunEvent
 from iterflow.engine.expand import TaskRunSpec
 from iterflow.errors import ExecutorError, SerializationError
+from iterflow.events import TaskRunEvent
 from iterflow.executors.base import Executor
 from iterflow.pickling import dumps, type_name
 

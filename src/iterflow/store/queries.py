@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from iterflow.core.state import Mapped, State, state_class
-from iterflow.engine.events import IterationResume, ResumePoint
 from iterflow.errors import RunNotResumable, StoreError
+from iterflow.events import IterationResume, ResumePoint
+from iterflow.runids import block_index_of, iteration_prefix, scope_prefix, split_attempt
 from iterflow.store.results import load_stored
 from iterflow.store.schema import flow_runs, results, state_transitions
 from iterflow.store.schema import logs as logs_table
@@ -410,22 +411,6 @@ def task_runs(run_id: str, *, store: RunStore | str | None = None) -> list[TaskR
         return st.read(query)
 
 
-def block_index_of(
-    task_run_id: str, task_slug: str, map_index: int | None, run_id: str
-) -> int | None:
-    """The loop-block iteration a task run belongs to, read from its id (see ``scope_prefix``).
-
-    Inside a block, ids are ``<block task run id>/<k>[/attemptN]/<slug>[/<map_index>]``.
-    """
-    scope = scope_prefix(task_run_id, task_slug, map_index)
-    if scope is None or scope == run_id:
-        return None
-    head, _, last = scope.rpartition("/")
-    if last.startswith("attempt") and last[7:].isdigit():
-        head, _, last = head.rpartition("/")
-    return int(last) if last.isdigit() else None
-
-
 def _find_task_run(
     conn: sa.Connection, run_id: str, task: str, map_index: int | None, name: str
 ) -> Any:
@@ -578,7 +563,7 @@ def load_result(result_id: int, *, store: RunStore | str | None = None) -> Any:
 
 
 def resume_point(run_id: str, *, store: RunStore | str | None = None) -> ResumePoint:
-    """What a resumed run already has: see :class:`~iterflow.engine.events.ResumePoint`.
+    """What a resumed run already has: see :class:`~iterflow.events.ResumePoint`.
 
     ``finished`` holds the task runs that ended well (Success, Cached,
     Skipped), with their results loaded, and a ``Mapped`` parent when it was
@@ -597,18 +582,6 @@ def resume_point(run_id: str, *, store: RunStore | str | None = None) -> ResumeP
         return st.read(lambda conn: _resume_point(conn, run_id, st.name))
 
 
-def scope_prefix(task_run_id: str, task_slug: str, map_index: int | None) -> str | None:
-    """The scope a task run id lives in: the run id, or a block iteration's prefix.
-
-    Ids are ``<prefix>/<slug>`` or ``<prefix>/<slug>/<map_index>``; ``None``
-    for an id of another shape.
-    """
-    suffix = f"/{task_slug}" if map_index is None else f"/{task_slug}/{map_index}"
-    if task_run_id.endswith(suffix) and len(task_run_id) > len(suffix):
-        return task_run_id[: -len(suffix)]
-    return None
-
-
 def _resume_point(conn: sa.Connection, run_id: str, name: str) -> ResumePoint:
     run = find_run(conn, run_id, name, error=RunNotResumable)
     t = task_runs_table
@@ -622,8 +595,8 @@ def _resume_point(conn: sa.Connection, run_id: str, name: str) -> ResumePoint:
     # ``<iteration>/attemptN``: the engine continues the latest one it is given.
     attempts: dict[str, list[str]] = {}
     for key in scopes:
-        base, _, last = key.rpartition("/attempt")
-        if base and last.isdigit():
+        base, attempt = split_attempt(key)
+        if attempt > 1:
             attempts.setdefault(base, []).append(key)
     # The top level, then the iteration each unfinished task run would continue
     # at, if task runs were recorded under it (that task run is a loop block).
@@ -632,7 +605,9 @@ def _resume_point(conn: sa.Connection, run_id: str, name: str) -> ResumePoint:
         for r in scopes.get(prefix, ()):
             if r.state in _SUCCESSFUL or r.state == "Mapped":
                 continue
-            inner = f"{r.task_run_id}/{0 if r.looped_index is None else r.looped_index + 1}"
+            inner = iteration_prefix(
+                r.task_run_id, 0 if r.looped_index is None else r.looped_index + 1
+            )
             for key in (inner, *attempts.get(inner, ())):
                 if key in scopes and key not in included:
                     included.append(key)

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
-from iterflow.engine.events import ResumePoint
 from iterflow.errors import RunNotResumable, StoreError
+from iterflow.events import ResumePoint
 from iterflow.store import db, queries, statements
 from iterflow.store.schema import MIGRATIONS, Migration, check_sqlite_file, flow_runs, prepare
 

@@ -74,8 +74,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from iterflow.core.state import Kind, State
-from iterflow.engine.events import FlowRunEvent, LogEvent, TaskRunEvent
 from iterflow.errors import SerializationError, StoreError
+from iterflow.events import FlowRunEvent, LogEvent, TaskRunEvent
 from iterflow.store.queries import HOST
 from iterflow.store.results import (
     SERIALIZERS,

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
-from iterflow.core.state import State
+if TYPE_CHECKING:  # states are core's; events sit below core and only name them
+    from iterflow.core.state import State
 
 __all__ = [
     "Event",
