@@ -82,7 +82,9 @@ class Flow:
         self._slugs: dict[str, Task] = {}
         self._slug_numbers: dict[str, int] = {}  # name -> last number in its slugs
         self.constants: dict[Task, dict[str, Any]] = {}
-        self._token = None
+        # sorted_tasks(), kept until a task or an edge is added: validating, laying out
+        # blocks and starting the machine each ask for it, and a big flow is sorted once.
+        self._order: tuple[Task, ...] | None = None
 
     # -- the active flow ------------------------------------------------------
     @staticmethod
@@ -144,6 +146,7 @@ class Flow:
             )
         task.slug = slug
         self._slugs[slug] = task
+        self._order = None
         self._tasks[task] = None
         self._upstream[task] = []
         self._downstream[task] = []
@@ -183,6 +186,7 @@ class Flow:
                 path=names,
             )
         edge = Edge(upstream_task, downstream_task, key=key, mapped=mapped, flattened=flattened)
+        self._order = None
         self._edges[edge] = None
         self._upstream[downstream_task].append(edge)
         self._downstream[upstream_task].append(edge)
@@ -264,8 +268,10 @@ class Flow:
 
     def sorted_tasks(self) -> tuple[Task, ...]:
         """Every task in dependency order (ties in the order the tasks were added)."""
-        children = {t: [e.downstream_task for e in edges] for t, edges in self._downstream.items()}
-        return tuple(topological_order(self._tasks, children))
+        if self._order is None:
+            children = {t: [e.downstream_task for e in es] for t, es in self._downstream.items()}
+            self._order = tuple(topological_order(self._tasks, children))
+        return self._order
 
     def parameters(self) -> set[Parameter]:
         """The flow's :class:`~iterflow.Parameter` tasks."""
@@ -311,19 +317,18 @@ class Flow:
 
     def _check_inputs(self, task: Task) -> None:
         keys = {e.key for e in self._upstream[task] if e.key is not None}
-        keys |= set(self.constants.get(task, {}))
-        sig = task._signature()
-        try:
-            sig.bind(**dict.fromkeys(keys))
-        except TypeError as exc:
+        keys.update(self.constants.get(task, ()))
+        shape = task._call_shape()
+        error = shape.misfit(frozenset(keys))
+        if error is not None:
             params = [
-                p for p in sig.parameters.values()
+                p for p in shape.signature.parameters.values()
                 if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
             ]
             raise TypeError(
                 f"Task {task.name!r} in flow {self.name!r} has inputs {sorted(keys)} its "
-                f"function cannot take: {exc}. It accepts: {', '.join(p.name for p in params)}."
-            ) from None
+                f"function cannot take: {error}. It accepts: {', '.join(p.name for p in params)}."
+            )
 
     # -- running --------------------------------------------------------------
     def run(

@@ -147,7 +147,17 @@ class Task:
         raise NotImplementedError(f"Task {self.name!r} does not implement run()")
 
     def _signature(self) -> inspect.Signature:
+        """The signature of the work; override where :meth:`run` wraps another callable."""
         return inspect.signature(self.run)
+
+    def _call_shape(self) -> _CallShape:
+        # Computed once for the task made by @task (or a subclass's constructor) and shared
+        # by every copy, since copy() is shallow: a flow of N calls of one function
+        # inspects it once, not N times (inspect.signature was a third of a chain's run).
+        shape = self.__dict__.get("_shape")
+        if shape is None:
+            shape = self._shape = _CallShape(self._signature())
+        return shape
 
     # -- building flows -----------------------------------------------------
     def copy(self, **options: Any) -> Task:
@@ -155,6 +165,8 @@ class Task:
         new = copy.copy(self)
         new.slug = None
         new.state_handlers = list(self.state_handlers)
+        if options:  # an option may replace the work (``fn``, ``run``): inspect it afresh
+            new.__dict__.pop("_shape", None)
         for key, value in options.items():
             if not hasattr(new, key):
                 raise TypeError(f"Task {self.name!r} has no option {key!r}")
@@ -163,7 +175,7 @@ class Task:
 
     def _bind_arguments(self, args: tuple, kwargs: dict, flow: Flow) -> dict[str, Any]:
         """Turn a call's arguments into keyword arguments, or raise TypeError naming the task."""
-        sig = self._signature()
+        sig = self._call_shape().signature
         try:
             bound = sig.bind(*args, **kwargs)
         except TypeError as exc:
@@ -276,6 +288,31 @@ class Task:
     def __repr__(self) -> str:
         slug = f" ({self.slug})" if self.slug and self.slug != self.name else ""
         return f"<Task: {self.name}{slug}>"
+
+
+class _CallShape:
+    """What a task's work accepts: its signature, and the sets of input names known to fit.
+
+    Shared by a task and its copies (see :meth:`Task._call_shape`), so that
+    ``flow.validate()`` binds each distinct set of input names once per function.
+    """
+
+    __slots__ = ("fitting", "signature")
+
+    def __init__(self, signature: inspect.Signature) -> None:
+        self.signature = signature
+        self.fitting: set[frozenset[str]] = set()
+
+    def misfit(self, names: frozenset[str]) -> TypeError | None:
+        """None when the work can take inputs called ``names``; else the reason it cannot."""
+        if names in self.fitting:
+            return None
+        try:
+            self.signature.bind(**dict.fromkeys(names))
+        except TypeError as exc:
+            return exc
+        self.fitting.add(names)
+        return None
 
 
 class FunctionTask(Task):
