@@ -61,7 +61,7 @@ from typing import Any
 
 from iterflow.core.flow import Flow, _block_stack
 from iterflow.core.task import Task
-from iterflow.errors import FlowDefinitionError
+from iterflow.errors import ArgumentError, FlowDefinitionError, OutsideFlowError
 
 __all__ = ["BlockLayout", "CarriedValue", "IterationIndex", "LoopBlock", "block_layout", "loop"]
 
@@ -107,13 +107,15 @@ class LoopBlock(Task):
         )
 
     def _add_call(self, args, kwargs, upstream_tasks, flow, mapped: bool) -> Task:
-        raise TypeError(
+        raise ArgumentError(
             f"it.final of loop block {self.name!r} is a value, not a task to call: pass it "
             f"to a task, e.g. report(it.final)"
         )
 
     def copy(self, **options: Any) -> Task:
-        raise TypeError(f"loop block {self.name!r} cannot be copied; build another loop(...)")
+        raise ArgumentError(
+            f"loop block {self.name!r} cannot be copied; build another loop(...)"
+        )
 
     def __repr__(self) -> str:
         return f"<LoopBlock: {self.slug or self.name}>"
@@ -136,7 +138,9 @@ class _Supplied(Task):
         )
 
     def copy(self, **options: Any) -> Task:
-        raise TypeError(f"{self.name} cannot be copied")
+        raise ArgumentError(
+            f"{self.name} cannot be copied: it belongs to loop block {self.block.name!r}"
+        )
 
 
 class CarriedValue(_Supplied):
@@ -223,7 +227,9 @@ class loop:  # noqa: N801 - reads as a statement: `with loop(...) as it:`
             )
         flow = self._flow or Flow.active()
         if flow is None:
-            raise RuntimeError("loop() must be used inside `with Flow(...):` or given flow=")
+            raise OutsideFlowError(
+                "loop() needs a flow: use it inside `with Flow(...):` or pass flow=..."
+            )
         self._flow = flow
         stack = _block_stack.get()
         enclosing = [b for b in stack if isinstance(b, loop)]
@@ -321,7 +327,7 @@ class loop:  # noqa: N801 - reads as a statement: `with loop(...) as it:`
     def _own_task(self, value: Any, what: str) -> Task:
         node = self.node
         if not isinstance(value, Task):
-            raise TypeError(
+            raise ArgumentError(
                 f"loop block {node.name!r}: it.next({what}=...) takes a task created inside "
                 f"the block, got {type(value).__name__} {value!r}"
             )

@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from iterflow.core.graph import Edge, find_path, topological_order
 from iterflow.core.task import Task, flatten, unmapped
-from iterflow.errors import CycleError, FlowDefinitionError, ParameterError
+from iterflow.errors import (
+    ArgumentError,
+    CycleError,
+    FlowDefinitionError,
+    OptionError,
+    ParameterError,
+)
 
 if TYPE_CHECKING:
     from iterflow.core.parameter import Parameter
@@ -70,7 +76,9 @@ class Flow:
         serializer: str | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
-            raise ValueError(f"a flow needs a non-empty name, got {name!r}")
+            raise OptionError(
+                f"a flow needs a non-empty name, got {name!r}: Flow(\"my flow\")"
+            )
         self.name = name
         self.executor = executor
         self.state_handlers = list(state_handlers or [])
@@ -114,7 +122,7 @@ class Flow:
     def add_task(self, task: Task) -> Task:
         """Add ``task`` (as is, not a copy) and give it a slug unique in this flow."""
         if not isinstance(task, Task):
-            raise TypeError(
+            raise ArgumentError(
                 f"flow {self.name!r}: add_task() needs a Task, got {type(task).__name__} {task!r}"
             )
         if task in self._tasks:
@@ -126,7 +134,7 @@ class Flow:
             if existing is not None and existing is not task:
                 raise ParameterError(
                     f"flow {self.name!r} already has a parameter or task named {task.name!r}; "
-                    f"parameter names must be unique"
+                    f"parameter names must be unique: rename one of them"
                 )
             slug = task.name
         else:
@@ -173,7 +181,9 @@ class Flow:
                 if edge.key == key:
                     raise FlowDefinitionError(
                         f"task {downstream_task.name!r} in flow {self.name!r} already has an "
-                        f"input {key!r} (from {edge.upstream_task.name!r})"
+                        f"input {key!r} (from {edge.upstream_task.name!r}); an input takes one "
+                        f"upstream: give the other one another key, or add it as an ordering "
+                        f"edge (no key, upstream_tasks=[...])"
                     )
         # Read children on demand: copying the whole graph per edge made building quadratic.
         path = find_path(downstream_task, upstream_task, _Children(self._downstream))
@@ -219,7 +229,8 @@ class Flow:
                 if not mapped:
                     raise FlowDefinitionError(
                         f"task {task.name!r} in flow {self.name!r}: flatten() only makes "
-                        f"sense for an argument of task.map(...)"
+                        f"sense for an argument of task.map(...); call {task.name}.map(...) "
+                        f"to map over the flattened items, or pass the list of lists as is"
                     )
                 flattened, value = True, value.value
             if isinstance(value, Task):
@@ -237,7 +248,7 @@ class Flow:
     def _as_task(self, value: Any) -> Task:
         if isinstance(value, Task):
             return value
-        raise TypeError(
+        raise ArgumentError(
             f"flow {self.name!r}: upstream_tasks takes tasks, got {type(value).__name__} {value!r}"
         )
 
@@ -292,8 +303,9 @@ class Flow:
         Every task's inputs must suit its function; every loop block must say
         when to stop, and no task may use a task inside a block it is not in
         (after a block, a task takes ``it.final``). Raises
-        :class:`~iterflow.errors.FlowDefinitionError` (or ``TypeError`` for a
-        task whose inputs its function cannot accept) naming the task.
+        :class:`~iterflow.errors.FlowDefinitionError` (a ``ValueError``), or
+        :class:`~iterflow.errors.ArgumentError` (a ``TypeError``) for a task whose
+        inputs its function cannot accept, naming the task.
         ``flow.run()`` calls it before anything runs.
         """
         for edge in self._edges:
@@ -301,12 +313,13 @@ class Flow:
                 if t not in self._tasks:
                     raise FlowDefinitionError(
                         f"flow {self.name!r}: edge {edge} refers to task {t.name!r}, which is "
-                        f"not in the flow"
+                        f"not in the flow; add it with flow.add_task(...), or build edges "
+                        f"with flow.add_edge(...), which adds both ends"
                     )
         try:
             order = self.sorted_tasks()
-        except ValueError:
-            raise CycleError(f"flow {self.name!r} has a cycle") from None
+        except CycleError as exc:
+            raise CycleError(f"flow {self.name!r}: {exc}") from None
         for t in self._tasks:
             self._check_inputs(t)
         # Imported here: core.block builds on this module. The engine checks blocks
@@ -325,9 +338,10 @@ class Flow:
                 p for p in shape.signature.parameters.values()
                 if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
             ]
-            raise TypeError(
+            raise ArgumentError(
                 f"Task {task.name!r} in flow {self.name!r} has inputs {sorted(keys)} its "
-                f"function cannot take: {error}. It accepts: {', '.join(p.name for p in params)}."
+                f"function cannot take: {error}. It accepts: {', '.join(p.name for p in params)}; "
+                f"give it inputs by those names (or let the function take **kwargs)."
             )
 
     # -- running --------------------------------------------------------------

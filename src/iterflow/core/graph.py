@@ -10,6 +10,8 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from iterflow.errors import CycleError
+
 __all__ = ["Edge", "find_path", "topological_order"]
 
 
@@ -82,5 +84,12 @@ def topological_order(
             if indegree[child] == 0:
                 heapq.heappush(ready, position[child])
     if len(order) != len(nodes):
-        raise ValueError("graph has a cycle")  # callers check cycles first; a safety net
+        # Flow.add_edge refuses an edge that closes a cycle, so this is a safety net for
+        # a graph changed behind the flow's back.
+        stuck = [n for n in nodes if indegree[n] > 0]
+        raise CycleError(
+            f"the graph has a cycle: {len(stuck)} node(s) wait on one another, e.g. "
+            f"{stuck[0]!r}; build it with Flow.add_edge or set_dependencies, which refuse "
+            f"an edge that closes a cycle"
+        )
     return order

@@ -101,9 +101,12 @@ def check_transition(
         from iterflow.errors import InvalidTransition
 
         recent = [*(history or []), old]
+        allowed = ", ".join(sorted(k.value for k in TRANSITIONS[old.kind])) or "nothing"
         raise InvalidTransition(
             f"{owner} {task_name!r} cannot move from {old.name} to {new.name}; "
-            f"recent states: {' -> '.join(s.name for s in recent)}",
+            f"recent states: {' -> '.join(s.name for s in recent)}. From {old.name} it may "
+            f"move to {allowed}: a state handler must return one of those (or the new "
+            f"state it was given)",
             history=recent,
         )
 
