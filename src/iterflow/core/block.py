@@ -57,7 +57,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from iterflow.core.flow import Flow, _block_stack
 from iterflow.core.task import Task
@@ -149,6 +149,9 @@ class CarriedValue(_Supplied):
 
 class IterationIndex(_Supplied):
     """``it.index``: the iteration number, from 0."""
+
+
+_S = TypeVar("_S", bound=_Supplied)
 
 
 class loop:  # noqa: N801 - reads as a statement: `with loop(...) as it:`
@@ -249,6 +252,7 @@ class loop:  # noqa: N801 - reads as a statement: `with loop(...) as it:`
         _block_stack.reset(self._token)
         self._state = "closed"
         if exc_type is None and self.node.until_task is None:
+            assert self._flow is not None  # set by __enter__
             raise _never_stops(self.node, self._flow)
 
     def task_added(self, flow: Flow, task: Task) -> None:
@@ -312,8 +316,9 @@ class loop:  # noqa: N801 - reads as a statement: `with loop(...) as it:`
                 f"`with loop(...) as it:`"
             )
 
-    def _supply(self, cls: type[_Supplied], what: str) -> _Supplied:
+    def _supply(self, cls: type[_S], what: str) -> _S:
         self._require_open(f"it.{what}")
+        assert self._flow is not None  # set by __enter__, which _require_open checked
         placeholder = cls(self.node, name=f"{self.node.slug}.{what}")
         # Made on first use, possibly deep inside a nested block or a case: add it
         # with the block stack as it was inside *this* block, so it belongs here.
@@ -332,7 +337,7 @@ class loop:  # noqa: N801 - reads as a statement: `with loop(...) as it:`
                 f"the block, got {type(value).__name__} {value!r}"
             )
         if value is node.carried or value is node.index_task:
-            return value
+            return cast(Task, value)
         if value not in node.members:
             raise FlowDefinitionError(
                 f"loop block {node.name!r}: it.next({what}=...) got task {value.name!r}, "

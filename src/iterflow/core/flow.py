@@ -188,7 +188,7 @@ class Flow:
         # Read children on demand: copying the whole graph per edge made building quadratic.
         path = find_path(downstream_task, upstream_task, _Children(self._downstream))
         if path is not None:
-            names = [t.slug for t in path] + [downstream_task.slug]
+            names = [t.slug or t.name for t in (*path, downstream_task)]  # add_task set slugs
             raise CycleError(
                 f"flow {self.name!r}: the edge {upstream_task.slug} -> {downstream_task.slug} "
                 f"would close a cycle: {' -> '.join(names)}. A flow is acyclic; to repeat "
