@@ -157,6 +157,9 @@ _S = TypeVar("_S", bound=_Supplied)
 class loop:  # noqa: N801 - reads as a statement: `with loop(...) as it:`
     """A loop whose body is the tasks created inside the ``with``.
 
+    A sketch of the shape (its tasks are not defined here, so it is not run; the
+    module's docstring has an example that runs):
+
     >>> with Flow("train") as flow:                               # doctest: +SKIP
     ...     data = load()
     ...     with loop(initial={"model": None, "best": None}, max_loops=200) as it:

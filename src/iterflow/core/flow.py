@@ -172,7 +172,16 @@ class Flow:
     ) -> Edge:
         """Add an edge, refusing at once one that would close a cycle.
 
-        >>> flow.add_edge(a, b, key="x")   # doctest: +SKIP
+        >>> from iterflow import Flow, task
+        >>> one, inc = task(lambda: 1, name="one"), task(lambda x: x + 1, name="inc")
+        >>> flow = Flow("by hand")
+        >>> a, b = one.copy(), inc.copy()
+        >>> flow.add_edge(a, b, key="x")
+        <Edge one -> inc [x]>
+        >>> flow.add_edge(b, a)
+        Traceback (most recent call last):
+        ...
+        iterflow.errors.CycleError: flow 'by hand': the edge inc -> one would close a cycle: ...
         """
         for t in (upstream_task, downstream_task):
             self.add_task(t)
@@ -364,8 +373,15 @@ class Flow:
         default records to ``ITERFLOW_STORE_URL`` or the embedded SQLite file);
         ``resume=run_id`` continues a failed, cancelled or crashed run.
 
-        >>> state = flow.run(parameters={"n": 10})   # doctest: +SKIP
-        >>> state.result[total].result               # doctest: +SKIP
+        >>> from iterflow import Flow, Parameter, task
+        >>> @task
+        ... def total(n):
+        ...     return sum(range(n))
+        >>> with Flow("sum") as flow:
+        ...     t = total(Parameter("n"))
+        >>> state = flow.run(parameters={"n": 10}, store=None)
+        >>> state.is_successful(), state.result[t].result
+        (True, 45)
         """
         from iterflow import runtime  # lazy: building a flow never loads the engine
 

@@ -233,8 +233,14 @@ class Task:
         wrap an argument in :class:`unmapped` to pass it whole to every child,
         or in :class:`flatten` to map over a list of lists.
 
-        >>> with Flow("m") as flow:             # doctest: +SKIP
+        >>> from iterflow import Flow, task
+        >>> @task
+        ... def square(x):
+        ...     return x * x
+        >>> with Flow("m") as flow:
         ...     squares = square.map([1, 2, 3])
+        >>> flow.run(store=None).result[squares].result
+        [1, 4, 9]
         """
         return self._add_call(args, kwargs, upstream_tasks, flow, mapped=True)
 
