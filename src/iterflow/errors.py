@@ -6,7 +6,8 @@ stands for (attrs does the same: ``NotAnAttrsClassError`` is a ``ValueError``),
 so code that caught the builtin keeps working: a bad value is a ``ValueError``,
 a wrong kind of argument a ``TypeError``, a run that cannot go on a
 ``RuntimeError``. Messages say what was expected, what was found, and how to
-fix it, naming the task and the flow.
+fix it, naming the task and the flow. Beside each name, the builtin it also is
+(a child is also whatever its parent is):
 
 ::
 
@@ -14,7 +15,7 @@ fix it, naming the task and the flow.
     ├── FlowDefinitionError  ValueError    the graph is wrong (built or validated)
     │   ├── CycleError                     an edge would close a cycle
     │   └── OutsideFlowError RuntimeError  a task or block used with no flow to join
-    ├── ArgumentError        TypeError     a call a task cannot take; a value for a task
+    ├── ArgumentError        TypeError     a call a task cannot take; a non-task for a task
     ├── OptionError          ValueError    a task or flow option with a value it cannot take
     ├── ParameterError       ValueError    a missing, unknown, duplicate or unnamed parameter
     ├── MapError             ValueError    a mapped argument that cannot be mapped over
@@ -34,7 +35,7 @@ with a ``TypeError``; a limit reached while running is a ``RuntimeError``
 (``RecursionError`` is one). ``NotImplementedError`` from an un-overridden
 ``Task.run`` stays what Python uses for that.
 
->>> from iterflow import Flow, Task
+>>> from iterflow import Task
 >>> from iterflow.errors import IterflowError, OptionError
 >>> try:
 ...     Task(max_retries=-1)
