@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import pickle
+import threading
 
 import pytest
 
@@ -343,3 +345,19 @@ def test_a_copy_that_replaces_the_function_is_inspected_afresh():
         other(a=1)
         with pytest.raises(TypeError, match="cannot be called this way"):
             other(x=1, y=2)
+
+
+class Locked(Task):
+    def run(self, x, lock=threading.Lock()):  # noqa: B008 - the unpicklable default is the point
+        return x
+
+
+def test_a_task_pickles_without_its_cached_signature():
+    # The signature holds the function's defaults; a task sent to a worker must not need
+    # them to pickle, as before signatures were cached.
+    with Flow("pickled") as flow:
+        copy_ = Locked()(1)
+    flow.validate()
+    again = pickle.loads(pickle.dumps(copy_))
+    assert again.name == "Locked"
+    assert list(again._call_shape().signature.parameters) == ["x", "lock"]

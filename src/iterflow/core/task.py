@@ -333,6 +333,16 @@ class _CallShape:
         self.fitting.add(names)
         return None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Not sent along with a pickled task (to a Dask worker, into the store): the
+        # signature holds the function's defaults and annotations, which need not pickle.
+        # Unpickled it is None, and the task inspects its function again if asked.
+        return (_no_shape, ())
+
+
+def _no_shape() -> None:
+    return None
+
 
 class FunctionTask(Task):
     """A task whose work is a plain function; made by :func:`task`."""
