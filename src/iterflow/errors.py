@@ -11,6 +11,7 @@ what was found, and how to fix it, naming the task and the flow.
     │   └── CycleError             an edge would close a cycle
     ├── ParameterError             a missing, unknown or duplicate parameter
     ├── LoopLimitError             a task looped past its ``max_loops``
+    ├── MapError                   a mapped argument cannot be mapped over (also a ValueError)
     ├── InvalidTransition          the engine tried an illegal state change
     ├── ExecutorError              an executor could not start or reach its cluster
     ├── SerializationError         a result could not be serialized
@@ -32,6 +33,7 @@ __all__ = [
     "InvalidTransition",
     "IterflowError",
     "LoopLimitError",
+    "MapError",
     "ParameterError",
     "RunCancelled",
     "RunNotResumable",
@@ -62,6 +64,13 @@ class ParameterError(IterflowError):
 
 class LoopLimitError(IterflowError):
     """A task raised ``LOOP`` on the last iteration its ``max_loops`` allows."""
+
+
+class MapError(IterflowError, ValueError):
+    """A mapped argument cannot be mapped over: not iterable, or a string.
+
+    Also a ``ValueError``, the builtin it stands for, so ``except ValueError`` catches it.
+    """
 
 
 class InvalidTransition(IterflowError):

@@ -6,8 +6,9 @@ import pytest
 
 import iterflow
 from iterflow import Flow, flatten, task, unmapped
-from iterflow.engine.expand import NOTHING, MapError, TaskRunSpec, expand_map, run_task_run
-from iterflow.errors import SerializationError
+from iterflow.engine.expand import TaskRunSpec, run_task_run
+from iterflow.engine.mapping import NOTHING, expand_map
+from iterflow.errors import MapError, SerializationError
 from iterflow.events import TaskRunEvent
 from iterflow.signals import LOOP
 from iterflow.states import Failed, Looped, Mapped, Skipped, Success, TriggerFailed
