@@ -32,6 +32,12 @@ all the store needs to resume at the first unfinished iteration. The finished
 state goes to the parent scope's machine as the block node's, and the flow
 goes on.
 
+"The same carried value" means the value as it was handed over, even when
+the failed attempt changed it in place: a block with ``max_retries`` keeps
+each iteration's carried value pickled
+(:func:`~iterflow.engine.expand.keep_for_retry`) and starts each retry from
+a fresh copy, as a retried task does.
+
 When the executor runs jobs inline anyway (``executor.runs_inline``) and a
 body is simple, an iteration runs without a machine or jobs
 (:mod:`iterflow.engine.inline`); at anything it cannot decide alone it hands
@@ -44,6 +50,7 @@ it was in its block's last iteration.
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -64,6 +71,7 @@ from iterflow.core.state import (
     TriggerFailed,
 )
 from iterflow.core.task import Task
+from iterflow.engine.expand import keep_for_retry
 from iterflow.engine.inline import SIMPLY_SUCCEEDED, InlineIteration
 from iterflow.engine.machine import FlowMachine, RunTask
 from iterflow.engine.mapping import NOTHING
@@ -186,6 +194,10 @@ class BlockRun:
         self.index = instr.start_loop_index
         self.carried = initial if instr.loop_result is NOTHING else instr.loop_result
         self.attempt = 1  # attempt at the current iteration, from 1
+        # A retried iteration starts from the carried value as it was handed over, even
+        # if the failed attempt changed it in place: kept pickled when there are retries.
+        self.retries = node.max_retries > 0
+        self.kept: bytes | None = None
         self.first = True  # only the first iteration can continue a resumed one
         self.started = time.monotonic()
         self.state: State = Pending()
@@ -206,6 +218,11 @@ class BlockRun:
         node = self.node
         while True:
             k = self.index
+            if self.retries:
+                if self.attempt == 1:
+                    self.kept = keep_for_retry(self.carried)
+                elif self.kept is not None:
+                    self.carried = pickle.loads(self.kept)
             # Like the loop driver, make no Running/Looped states when nobody sees them.
             if self.blocks.emit is not None:
                 running = self.move(Running(loop_index=k))

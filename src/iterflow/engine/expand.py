@@ -15,6 +15,15 @@ of ``iterflow.context`` (name, slug, run id, tags, map index; a ``loop_result``
 left by the task run before is not ours), so both paths give tasks the same
 context.
 
+A retry runs the failed iteration again with the loop result as it was
+handed over (by ``LOOP``, or by a resume), even when the failed attempt
+changed it in place: while a task can be retried (``max_retries``), the
+driver keeps each handed-over value pickled (:func:`keep_for_retry`; not
+for immutable values) and gives each retry a fresh copy. Tasks without
+retries pay nothing for this. A value that cannot be pickled is handed to the
+retry as it is, and so is the value of a task that asks for a retry with
+``RETRY`` although it has no ``max_retries``.
+
 This is the engine's hot path. With no state handler and no event sink the
 loop makes no state objects for ``Running``/``Looped`` at all; with them, each
 transition goes through :class:`~iterflow.engine.transitions.TaskTransitions`.
@@ -23,6 +32,7 @@ A mapped task's children are worked out in :mod:`iterflow.engine.mapping`.
 
 from __future__ import annotations
 
+import pickle
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,8 +66,9 @@ from iterflow.engine.protocols import CancelFlag, CheckpointSource
 from iterflow.engine.tasklog import TaskLogger
 from iterflow.engine.transitions import Emit, TaskTransitions
 from iterflow.errors import LoopLimitError, RunCancelled
+from iterflow.pickling import dumps
 
-__all__ = ["TaskRunSpec", "drive", "run_task_run"]
+__all__ = ["TaskRunSpec", "drive", "keep_for_retry", "run_task_run"]
 
 # Stands for the task run's state where nothing reads it (no handlers, no events).
 _UNUSED: Any = None
@@ -140,6 +151,10 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
     # The state before the next transition, for handlers and events; none to keep without.
     state: State = Pending() if moves is not None else _UNUSED
     has_result = loop_result is not NOTHING
+    # A retry starts from the loop result as it was handed over, even if the failed
+    # attempt changed it in place: kept pickled, only while the task can be retried.
+    retries = max_retries > 0
+    kept = keep_for_retry(loop_result) if retries and has_result else None
     run_count = 1
     cancel = spec.cancel
     while True:
@@ -184,6 +199,8 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
                         return moves.ended(state, loop_index)
                     if state.is_looped():  # a handler's Looped state is the one used
                         loop_result = state.result
+                if retries:
+                    kept = keep_for_retry(loop_result)
                 loop_index += 1
                 run_count = 1
                 after_looped = True
@@ -212,6 +229,8 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
                         return moves.ended(state, loop_index)
                 if task.retry_delay:
                     time.sleep(task.retry_delay)
+                if kept is not None:
+                    loop_result = pickle.loads(kept)
                 run_count += 1
                 continue
             cls = TimedOut if kind == TIMED_OUT else Failed
@@ -226,6 +245,24 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
             state = moves.move(state, final, loop_index)
             return moves.ended(state, loop_index)
         return final
+
+
+#: Types whose values cannot change in place: a retry may reuse them as they are.
+_IMMUTABLE = frozenset({int, float, complex, bool, str, bytes, type(None)})
+
+
+def keep_for_retry(value: Any) -> bytes | None:
+    """``value`` pickled, so that each retry can start from a fresh copy of it.
+
+    None when there is nothing to keep (an immutable value, NOTHING) or when it
+    cannot be pickled: a retry then gets the value itself, as it is.
+    """
+    if type(value) in _IMMUTABLE or value is NOTHING:
+        return None
+    try:
+        return dumps(value)
+    except Exception:
+        return None
 
 
 def _where(spec: TaskRunSpec, task: Any, loop_index: int) -> str:
