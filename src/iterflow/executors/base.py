@@ -9,6 +9,10 @@ An executor also carries events from where jobs run back to the runner's sinks:
 :meth:`Executor.event_relay` turns the runner's ``emit`` into something a job
 can call where it runs (for in-process executors, ``emit`` itself).
 
+An executor whose ``submit`` just calls the job on the spot says so
+(:attr:`Executor.runs_inline`); the engine then skips the job, and the
+machinery around it, where it can (a simple loop block body).
+
 Every executor must pass the contract tests in ``tests/executors``.
 """
 
@@ -30,6 +34,10 @@ class Executor(abc.ABC):
     #: True when jobs run in other processes and may be re-run after a loss, so a job
     #: must look up where its loop got to (see ``TaskRunSpec.checkpoint_source``).
     remote: bool = False
+    #: True when :meth:`submit` runs each job at once in the caller's thread and nobody
+    #: needs to see each job: the engine may then run small task runs (a simple loop
+    #: block body) itself, without a job, as the job would have (LocalExecutor).
+    runs_inline: bool = False
 
     @contextlib.contextmanager
     def start(self) -> Iterator[Executor]:

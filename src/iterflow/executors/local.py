@@ -46,6 +46,14 @@ class LocalExecutor(Executor):
     """
 
     capacity = 1
+    runs_inline = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass (one that counts or wraps jobs) must see every job, so it does not
+        # run inline unless it says so itself.
+        super().__init_subclass__(**kwargs)
+        if "runs_inline" not in cls.__dict__:
+            cls.runs_inline = False
 
     def submit(self, fn: Callable[..., Any], *args: Any, key: str | None = None) -> _Done:
         try:
