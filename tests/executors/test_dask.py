@@ -326,7 +326,7 @@ def test_unpicklable_shared_input_fails_the_task_naming_the_input(dask_executor)
     assert state.result[w].is_failed()
     message = state.result[w].map_states[0].message
     assert "'weigh'" in message
-    assert "its input 'table'" in message
+    assert "the value of 'table' in its inputs" in message
     assert "cannot pickle '_thread.lock' object" in message
 
 

@@ -80,9 +80,9 @@ class TaskRunSpec:
 
     task: Any
     map_index: int | None
-    inputs: dict[str, Any]
     flow_run_id: str
     task_run_id: str
+    inputs: dict[str, Any] = field(default_factory=dict)
     base_context: dict[str, Any] = field(default_factory=dict)
     start_loop_index: int = 0
     loop_result: Any = NOTHING
@@ -91,15 +91,34 @@ class TaskRunSpec:
     #: iteration of this task run: an object with ``last_loop(task_run_id)``, asked
     #: with ``task_run_id`` (which names one task run, inside a loop block too).
     checkpoint_source: Any = None
-    #: Set by the runner to stop the loop before its next iteration (a cancelled
-    #: run); an object with ``is_set()``, or None where jobs run in other processes.
+    #: Set to stop the loop before its next iteration (a cancelled run): an object
+    #: with ``is_set()``, the runner's flag or the one an executor put in its place.
     cancel: Any = None
     #: No sink needs the Running that follows a Looped (see EventBus.implied_running).
     implied_running: bool = False
 
 
-def run_task_run(spec: TaskRunSpec, emit: Any = None) -> State:
-    """Run one task run — every iteration, retry and timeout — and return its final state."""
+def run_task_run(
+    spec: TaskRunSpec,
+    emit: Any = None,
+    *,
+    base_context: dict[str, Any] | None = None,
+    inputs: dict[str, Any] | None = None,
+    cancel: Any = None,
+) -> State:
+    """Run one task run — every iteration, retry and timeout — and return its final state.
+
+    ``base_context``, ``inputs`` and ``cancel``, when given, stand for the
+    spec's fields of those names. The runner passes them apart from the spec,
+    as the values an executor may send once for many jobs (see
+    :meth:`iterflow.executors.base.Executor.submit`).
+    """
+    if base_context is not None:
+        spec.base_context = base_context
+    if inputs is not None:
+        spec.inputs = inputs
+    if cancel is not None:
+        spec.cancel = cancel
     task = spec.task
     start, loop_result = spec.start_loop_index, spec.loop_result
     if spec.checkpoint_source is not None:
