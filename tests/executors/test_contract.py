@@ -13,8 +13,12 @@ is read back from the events, never from a closure.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
+
+import pytest
 
 import iterflow
 from iterflow import Flow, task
@@ -330,3 +334,53 @@ def test_start_may_be_entered_again_while_started(executor):
     with Flow("after nesting") as flow:
         y = accumulate(x=1, iterations=1)
     assert run_flow(flow, executor=executor, store=None).result[y].result == 2
+# -- cancelling ------------------------------------------------------------------------------
+@task(max_loops=10_000)
+def tick(i):
+    time.sleep(0.02)
+    raise LOOP(result=iterflow.context.loop_index)
+
+
+class LoopWatcher:
+    """A sink that signals once ``count`` task runs have each recorded a Looped state."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.looped: set[str] = set()
+        self.ready = threading.Event()
+
+    def handle(self, event) -> None:
+        if isinstance(event, TaskRunEvent) and event.state.kind is Kind.LOOPED:
+            self.looped.add(event.task_run_id)
+            if len(self.looped) >= self.count:
+                self.ready.set()
+
+
+def test_ctrl_c_of_a_mapped_loop_records_its_children_cancelled(executor, tmp_path):
+    """Every child recorded ends Cancelled, at the iteration it reached: none stays Looped."""
+    from iterflow.store import task_runs
+
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    with Flow("interrupted map") as flow:
+        tick.map(list(range(4)))
+    watcher = LoopWatcher(1 if isinstance(executor, iterflow.executors.LocalExecutor) else 2)
+
+    def interrupt() -> None:
+        if watcher.ready.wait(60):
+            time.sleep(0.1)
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_flow(flow, executor=executor, store=store, sinks=[watcher], run_id="interrupted")
+
+    children = [info for info in task_runs("interrupted", store=store)
+                if info.map_index is not None]
+    assert children
+    assert {info.state for info in children} == {"Cancelled"}, [
+        (info.map_index, info.state, info.loop_count) for info in children
+    ]
+    stopped = [info for info in children if info.task_run_id in watcher.looped]
+    assert stopped and all(info.loop_count >= 2 for info in stopped), [
+        (info.map_index, info.loop_count) for info in stopped
+    ]

@@ -97,7 +97,7 @@ def _dask_key(key: str | None, fn: Callable[..., Any], unique: str) -> str:
 class _Job:
     """A job as the runner holds it: hashable, and the Dask future once it is sent."""
 
-    __slots__ = ("call", "error", "executor", "future", "key", "payload", "shared")
+    __slots__ = ("call", "ended", "error", "executor", "future", "key", "payload", "shared")
 
     def __init__(self, key: str, call: WorkerCall, shared: list,
                  executor: DaskExecutor) -> None:
@@ -108,23 +108,21 @@ class _Job:
         self.payload: tuple | None = None
         self.error: BaseException | None = None
         self.executor: DaskExecutor | None = executor
+        #: How the job ended when the executor stopped early: (state, None) or (None, error).
+        self.ended: tuple[Any, BaseException | None] | None = None
 
     def done(self) -> bool:
         """Finished, one way or another (what the runner asks while cancelling).
 
         While the run is being cancelled, asking also tells the workers and
-        takes in the messages that arrived, so that a job which stopped at its
-        next iteration is done -- with its own ``Cancelled`` -- in time.
+        takes in the messages that arrived (see :meth:`DaskExecutor._job_done`).
         """
-        if self.error is not None or self.payload is not None:
+        if self.error is not None or self.payload is not None or self.ended is not None:
             return True
         executor = self.executor
-        if executor is not None and executor._cancelling():
-            if self.error is not None or self.payload is not None:
-                return True
-            # A job the run cancelled is not done until its own result says how it ended.
-            return self.future is not None and self.future.status == "error"
-        return self.future is not None and self.future.done()
+        # With no executor (it stopped early), a job that said nothing is left to the
+        # runner, which records it Cancelled.
+        return executor is not None and executor._job_done(self)
 
     def __repr__(self) -> str:
         return f"<iterflow Dask job {self.key}>"
@@ -177,6 +175,9 @@ class DaskExecutor(Executor):
     idle_interval: float = 0.5
     #: Futures of finished jobs are let go in batches of this many (see _release).
     release_batch: int = 1000
+    #: Seconds a run that stops early waits for its running jobs to stop at their
+    #: next iteration and say so (as the runner waits for in-process loops).
+    cancel_grace: float = 2.0
 
     def __init__(
         self,
@@ -212,7 +213,7 @@ class DaskExecutor(Executor):
         self._released: list[Any] = []  # futures of finished jobs, to let go in a batch
         self._sharing = Sharing(client, self.share_limit)
         self._cancel_flag: Any = None  # the runner's, from shared["cancel"]
-        self._cancelled = False  # the run's futures were cancelled on the cluster
+        self._stop_at: float | None = None  # when the run's jobs were cancelled on the cluster
 
     # -- life cycle ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -241,6 +242,10 @@ class DaskExecutor(Executor):
         try:
             yield self
             finished = True
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._wind_down()
+            raise
         finally:
             self._depth = 0
             self._stop(client, cluster, topic, finished)
@@ -337,13 +342,29 @@ class DaskExecutor(Executor):
         return ready, jobs
 
     def result(self, future: _Job) -> Any:
-        """The job's final state, after delivering every event it emitted."""
+        """The job's final state, after delivering every event it emitted.
+
+        The job's history is then complete: what else arrives for it is dropped.
+        """
         job = future
+        if job.ended is not None:
+            state, error = job.ended
+            if error is not None:
+                raise error
+            return state
+        try:
+            return self._result(job)
+        finally:
+            self._stream.close(job.key)
+
+    def _result(self, job: _Job) -> Any:
         if job.error is not None:
             raise job.error
         payload, future = job.payload, job.future
         job.future = job.payload = None
         if payload is None:
+            if future is None or (self._stop_at is not None and future.status == "cancelled"):
+                raise ExecutorError("the run was cancelled before this job started")
             payload = future.result()  # raises what ended the job (e.g. KilledWorker)
         else:
             self._release(future)
@@ -366,32 +387,75 @@ class DaskExecutor(Executor):
         sent = []
         for job in jobs:
             self._inflight.pop(job.key, None)
+            self._stream.close(job.key)  # the caller records how it ended
             if job.future is not None:
                 sent.append(job.future)
         if sent and self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.cancel(sent)
 
-    def _cancelling(self) -> bool:
-        """Is the run being cancelled? The first time, cancel its jobs on the cluster.
+    # -- stopping early -----------------------------------------------------------------------
+    def _job_done(self, job: _Job) -> bool:
+        """``job.done()`` while started: is it over, with a result to take?
 
-        The runner sets its cancel flag, then waits a moment for running jobs to
-        stop at their next iteration. A flag in this process means nothing on a
-        worker; cancelling the futures is what the workers' probes see. The jobs'
-        own results, each ending in ``Cancelled``, then arrive on the topic.
+        Once the runner's cancel flag is set (Ctrl-C, SIGTERM), the run's jobs
+        are cancelled on the cluster (:meth:`_stop_jobs`); a looping job then
+        stops at its next iteration on its worker and its result, ending in
+        its own ``Cancelled``, arrives on the topic: it is done when that has
+        arrived. A job that sent nothing never started, and is done with
+        nothing to record (as a queued job on threads).
         """
         flag = self._cancel_flag
-        if flag is None or not flag.is_set():
-            return False
-        if not self._cancelled and self._client is not None:
-            self._cancelled = True
-            self._pending = []
-            sent = [job.future for job in self._inflight.values() if job.future is not None]
-            if sent:
-                with contextlib.suppress(Exception):
-                    self._client.cancel(sent)
+        if self._stop_at is None and (flag is None or not flag.is_set()):
+            return job.future is not None and job.future.done()
+        self._stop_jobs()
         self._stream.drain(block=False)
-        return True
+        return job.payload is not None or job.error is not None or self._never_started(job)
+
+    def _stop_jobs(self) -> None:
+        """Cancel every job of the run on the cluster (once): what workers' probes see."""
+        if self._stop_at is not None:
+            return
+        self._stop_at = time.monotonic()
+        sent = [job.future for job in self._inflight.values() if job.future is not None]
+        if sent and self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.cancel(sent)
+
+    def _never_started(self, job: _Job) -> bool:
+        """A cancelled job that sent no event, once what it sent has had time to arrive."""
+        if job.key in self._stream.started or self._stop_at is None:
+            return False
+        settle = max(0.25, 4 * self.event_interval)
+        return time.monotonic() - self._stop_at >= settle
+
+    def _wind_down(self) -> None:
+        """The run stops early while jobs still run: stop them, and keep what they say.
+
+        Called when ``start()`` ends with an exception (Ctrl-C, SIGTERM, an
+        error). Waits up to :attr:`cancel_grace` for jobs that had started to
+        stop at their next iteration, delivers each one's events now, while
+        the sinks are open, and keeps its final state for :meth:`result`.
+        A job with no word by then is left to the runner, which records it
+        ``Cancelled``.
+        """
+        self._stop_jobs()
+        stream = self._stream
+        deadline = self._stop_at + self.cancel_grace
+        jobs = [*self._pending, *self._inflight.values(), *self._done]
+        while time.monotonic() < deadline:
+            stream.drain(block=False)
+            if not any(job.payload is None and job.error is None and not self._never_started(job)
+                       for job in jobs):
+                break
+            time.sleep(0.02)
+        for job in jobs:
+            if job.payload is not None or job.error is not None or self._never_started(job):
+                try:
+                    job.ended = (self.result(job), None)
+                except Exception as exc:
+                    job.ended = (None, exc)
+            job.executor = None
 
     # -- sending ------------------------------------------------------------------------------
     def _send_pending(self) -> None:

@@ -9,8 +9,8 @@ on distributed's event-loop thread and only queues the message
 (:meth:`EventStream.receive`); the runner's thread handles it in the
 executor's ``wait()`` -- which keeps handling messages while it blocks, so a
 long loop is visible while it runs -- and in ``result()``. Two kinds of
-message travel on it: event batches ``[attempt, seq, blobs]`` and results
-``[job key, *payload]`` (see :mod:`iterflow.executors.dask.worker`).
+message travel on it: event batches ``[job key, attempt, seq, blobs]`` and
+results ``[job key, *payload]`` (see :mod:`iterflow.executors.dask.worker`).
 
 Ordering
     The stream delivers an attempt's batches in sequence, whatever order they
@@ -21,6 +21,13 @@ Ordering
     tail, then returns the state. So a task run's final state reaches the
     sinks before the runner acts on it, and never after the flow's final
     state.
+
+One history per task run
+    Once the executor has taken a job's result (or given up on the job), the
+    stream *closes* its key: what arrives for it later is dropped. Such
+    events come from an attempt that distributed started after the job had
+    ended -- a finished job whose result was lost with its worker, recomputed
+    elsewhere -- and would give a recorded final state a later ``Running``.
 
 Sink errors
     A sink may refuse an event (a loop result the store cannot serialize, a
@@ -62,6 +69,8 @@ class EventStream:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.streams: dict[str, list] = {}  # attempt -> [next sequence number, held batches]
         self.abandoned: set[str] = set()
+        self.started: set[str] = set()  # keys of jobs that sent events, not closed yet
+        self.closed: set[str] = set()  # keys of jobs whose history is complete
         # task_run_id -> what a sink raised on one of its events (see emit_one)
         self.sink_errors: dict[str, Exception] = {}
 
@@ -78,7 +87,7 @@ class EventStream:
         except queue.Empty:
             return False
         while True:
-            if len(item) == 3:
+            if len(item) == 4:
                 self.on_batch(item)
             else:
                 self.on_result(item)
@@ -87,8 +96,18 @@ class EventStream:
             except queue.Empty:
                 return True
 
+    def close(self, key: str) -> None:
+        """The job's history is complete: drop what still comes for it."""
+        self.closed.add(key)
+        self.started.discard(key)
+
     def on_batch(self, batch: list) -> None:
-        attempt, seq, blobs = batch
+        key, attempt, seq, blobs = batch
+        if key is not None:
+            if key in self.closed:
+                logger.info("dropped %d event(s) of Dask job %s, which has ended", len(blobs), key)
+                return
+            self.started.add(key)
         if seq is None:
             self.deliver(blobs)
             return

@@ -17,7 +17,8 @@ Event batches
     channel sends at once when its buffer is full, or for a
     ``checkpoint="every"`` event). Each batch carries its job attempt's id and
     a sequence number, so the client can put an attempt's batches back in
-    order (:mod:`iterflow.executors.dask.stream`).
+    order (:mod:`iterflow.executors.dask.stream`), and the job's key, so the
+    client can drop what a job it has closed still sends.
 
 Results
     When a job ends, :func:`run_job` publishes its result, the *payload*: the
@@ -182,14 +183,15 @@ class Channel:
     """
 
     __slots__ = (
-        "attempt", "buffer", "closed", "final", "flusher", "lock", "marked", "max_bytes",
-        "max_events", "seq", "size", "topic", "worker",
+        "attempt", "buffer", "closed", "final", "flusher", "key", "lock", "marked",
+        "max_bytes", "max_events", "seq", "size", "topic", "worker",
     )
 
-    def __init__(self, worker: Any, topic: str, interval: float, max_events: int,
+    def __init__(self, worker: Any, topic: str, key: str, interval: float, max_events: int,
                  max_bytes: int) -> None:
         self.worker = worker
         self.topic = topic
+        self.key = key
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.flusher = _flusher(worker, interval)
@@ -209,7 +211,7 @@ class Channel:
         mark = False
         with self.lock:
             if self.closed:  # a straggler (a timed-out iteration's thread): send it alone
-                batch = [None, None, [blob]]
+                batch = [self.key, None, None, [blob]]
             else:
                 if isinstance(event, TaskRunEvent) and event.state.is_finished():
                     if self.final is not None:  # a second final state: keep both, in order
@@ -240,7 +242,7 @@ class Channel:
             self.worker.log_event(self.topic, batch)
 
     def _take(self) -> list:
-        batch = [self.attempt, self.seq, self.buffer]
+        batch = [self.key, self.attempt, self.seq, self.buffer]
         self.seq += 1
         self.buffer = []
         self.size = 0
@@ -268,7 +270,7 @@ class Channel:
         """The job raised: send what is unsent, in sequence, and close."""
         attempt, seq, tail, _ = self.close(None)
         if tail:
-            self.worker.log_event(self.topic, [attempt, seq, tail])
+            self.worker.log_event(self.topic, [self.key, attempt, seq, tail])
 
 
 _channel: contextvars.ContextVar[Channel | None] = contextvars.ContextVar(
@@ -299,7 +301,7 @@ class Relay:
         if channel is not None and channel.topic == self.topic:
             channel.add(event, blob)
         else:  # emitted from a thread that did not inherit the job's context
-            distributed.get_worker().log_event(self.topic, [None, None, [blob]])
+            distributed.get_worker().log_event(self.topic, [None, None, None, [blob]])
 
     def __reduce__(self) -> tuple:
         return (Relay, (self.topic,))
@@ -418,7 +420,9 @@ def run_job(call: WorkerCall, shared_values: list) -> tuple:
     """
     worker = distributed.get_worker()
     kwargs = call.keywords(worker, shared_values)
-    channel = Channel(worker, call.topic, *call.events) if call.events is not None else None
+    channel = (
+        Channel(worker, call.topic, call.key, *call.events) if call.events is not None else None
+    )
     reset = _channel.set(channel)
     try:
         state = call.fn(*call.args, **kwargs)
