@@ -96,6 +96,7 @@ def run_flow(
 
     run_store = _open_store(store, resume)
     claimed = store_sink = None
+    started = contextlib.ExitStack()
     try:
         resume_point = None
         if resume is not None:
@@ -116,6 +117,9 @@ def run_flow(
             from iterflow.executors.local import LocalExecutor
 
             executor = LocalExecutor()
+        # Connect before anything is recorded: a cluster that cannot be reached leaves
+        # no run behind (nor a resumed run changed). The runner starts it again, nested.
+        started.enter_context(executor.start())
 
         all_sinks = list(sinks or [])
         if run_store is not None:
@@ -147,6 +151,8 @@ def run_flow(
     except BaseException:
         # The run never started: leave the store as it was, and close what we opened.
         with contextlib.suppress(Exception):
+            started.close()
+        with contextlib.suppress(Exception):
             if store_sink is not None:
                 store_sink.close()
         with contextlib.suppress(Exception):
@@ -157,7 +163,7 @@ def run_flow(
                 run_store.close()
         raise
     try:
-        with _sigterm_cancels():
+        with started, _sigterm_cancels():
             state = runner.run()
         bus.close()
     except BaseException:

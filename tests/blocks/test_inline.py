@@ -21,9 +21,9 @@ class CountingExecutor(LocalExecutor):
     def __init__(self) -> None:
         self.jobs = 0
 
-    def submit(self, fn, *args, key=None):
+    def submit(self, fn, *args, key=None, shared=None):
         self.jobs += 1
-        return super().submit(fn, *args, key=key)
+        return super().submit(fn, *args, key=key, shared=shared)
 
 
 def counting_flow():

@@ -80,9 +80,9 @@ class TaskRunSpec:
 
     task: Any
     map_index: int | None
-    inputs: dict[str, Any]
     flow_run_id: str
     task_run_id: str
+    inputs: dict[str, Any] = field(default_factory=dict)
     base_context: dict[str, Any] = field(default_factory=dict)
     start_loop_index: int = 0
     loop_result: Any = NOTHING
@@ -98,8 +98,27 @@ class TaskRunSpec:
     implied_running: bool = False
 
 
-def run_task_run(spec: TaskRunSpec, emit: Emit | None = None) -> State:
-    """Run one task run — every iteration, retry and timeout — and return its final state."""
+def run_task_run(
+    spec: TaskRunSpec,
+    emit: Emit | None = None,
+    *,
+    base_context: dict[str, Any] | None = None,
+    inputs: dict[str, Any] | None = None,
+    cancel: CancelFlag | None = None,
+) -> State:
+    """Run one task run — every iteration, retry and timeout — and return its final state.
+
+    ``base_context``, ``inputs`` and ``cancel``, when given, stand for the
+    spec's fields of those names. The runner passes them apart from the spec,
+    as the values an executor may send once for many jobs (see
+    :meth:`iterflow.executors.base.Executor.submit`).
+    """
+    if base_context is not None:
+        spec.base_context = base_context
+    if inputs is not None:
+        spec.inputs = inputs
+    if cancel is not None:
+        spec.cancel = cancel
     start, loop_result = spec.start_loop_index, spec.loop_result
     if spec.checkpoint_source is not None:
         found = spec.checkpoint_source.last_loop(spec.task_run_id)

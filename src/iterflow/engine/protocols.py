@@ -8,7 +8,7 @@ derives from; :class:`Executor` below is the part of it the engine uses.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -40,7 +40,13 @@ class Executor(Protocol):
 
     def start(self) -> AbstractContextManager[Any]: ...
 
-    def submit(self, fn: Callable[..., Any], *args: Any, key: str | None = None) -> Any: ...
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        key: str | None = None,
+        shared: Mapping[str, Any] | None = None,
+    ) -> Any: ...
 
     def wait(self, futures: Iterable[Any]) -> tuple[set[Any], set[Any]]: ...
 

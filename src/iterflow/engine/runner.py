@@ -196,21 +196,23 @@ class FlowRunner:
         spec = TaskRunSpec(
             task=task,
             map_index=map_index,
-            inputs=instr.inputs,
             flow_run_id=self.run_id,
             task_run_id=scope.task_run_id(task, map_index),
-            base_context=scope.base_context,
             start_loop_index=instr.start_loop_index,
             loop_result=instr.loop_result,
             serializer=self.flow.serializer,
             # Asked by task run id, so a body task inside a loop block finds its own
             # iteration's record, not another iteration's run of the same task.
             checkpoint_source=self.checkpoint_source,
-            cancel=None if getattr(self.executor, "remote", False) else self._cancel,
             implied_running=self._implied_running,
         )
+        # Values many jobs hold in common travel apart from the spec, so that an executor
+        # may send them once; it replaces the cancel flag where jobs run elsewhere.
+        shared = {"base_context": scope.base_context, "inputs": instr.inputs,
+                  "cancel": self._cancel}
         try:
-            future = self.executor.submit(run_task_run, spec, scope.relay, key=spec.task_run_id)
+            future = self.executor.submit(run_task_run, spec, scope.relay,
+                                          key=spec.task_run_id, shared=shared)
         except Exception as exc:
             failed = Failed(
                 f"task {task.name!r} in flow {self.flow.name!r} could not be sent to "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from typing import Any
@@ -34,6 +34,9 @@ class ThreadExecutor(Executor):
 
     @contextlib.contextmanager
     def start(self) -> Iterator[ThreadExecutor]:
+        if self._pool is not None:  # started already (see Executor.start): use that pool
+            yield self
+            return
         pool = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="iterflow")
         self._pool = pool
         try:
@@ -43,11 +46,12 @@ class ThreadExecutor(Executor):
             # Don't wait for abandoned (timed-out) work; it runs on daemon threads.
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def submit(self, fn: Callable[..., Any], *args: Any, key: str | None = None) -> Future:
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str | None = None,
+               shared: Mapping[str, Any] | None = None) -> Future:
         if self._pool is None:
             raise RuntimeError("ThreadExecutor.submit() called outside executor.start()")
         ctx = contextvars.copy_context()
-        return self._pool.submit(ctx.run, fn, *args)
+        return self._pool.submit(ctx.run, fn, *args, **(shared or {}))
 
     def wait(self, futures: Iterable[Future]) -> tuple[set[Future], set[Future]]:
         done, not_done = futures_wait(list(futures), return_when=FIRST_COMPLETED)
