@@ -69,13 +69,14 @@ def runs_command(limit: int, flow_name: str | None, state: str | None, as_json: 
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from iterflow.progress import format_duration
 
     console = Console(highlight=False)
     if not rows:
         what = " matching these filters" if (flow_name or state) else ""
-        console.print(f"No runs{what} in {store_name}.", style="dim")
+        console.print(Text(f"No runs{what} in {store_name}.", style="dim"))
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("run", no_wrap=True)
@@ -86,8 +87,8 @@ def runs_command(limit: int, flow_name: str | None, state: str | None, as_json: 
     for row in rows:
         table.add_row(
             short_id(row["run_id"]),
-            row.get("flow_name") or "",
-            f"[{state_style(row.get('state'))}]{row.get('state')}[/]",
+            Text(row.get("flow_name") or ""),  # a name is text, never markup
+            Text(str(row.get("state")), style=state_style(row.get("state"))),
             format_time(row.get("started")),
             format_duration(_elapsed(row)),
         )
@@ -215,12 +216,12 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: b
     from rich.table import Table
     from rich.text import Text
 
-    from iterflow.progress import format_duration
+    from iterflow.progress import format_duration, quoted
 
     console = Console(highlight=False)
     state = run.get("state")
     console.print(Text.assemble("Run ", (run["run_id"], "bold"), " of flow ",
-                                (repr(run.get("flow_name")), "bold")))
+                                (quoted(run.get("flow_name") or ""), "bold")))
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="dim")
     facts.add_column()
@@ -230,7 +231,7 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: b
         facts.add_row("ended", f"{format_time(run['ended'])} "
                                f"({format_duration(duration(run))})")
     elif state == "Crashed" and run.get("pid"):
-        facts.add_row("process", f"{run['pid']} on {run.get('host')} (gone)")
+        facts.add_row("process", Text(f"{run['pid']} on {run.get('host')} (gone)"))
     if run.get("parameters"):
         facts.add_row("parameters", Text(json.dumps(run["parameters"], default=str)))
     if run.get("source"):
@@ -278,7 +279,7 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: b
             runs = task_run.get("block_runs")
             block = ["" if k is None else f"{k}/{runs}" if runs else str(k)]
         table.add_row(
-            task_run.get("task_name") or task_run.get("task_slug") or "",
+            Text(task_run.get("task_name") or task_run.get("task_slug") or ""),
             "" if map_index is None else str(map_index),
             *block,
             Text(str(task_state), style=state_style(task_state)),
@@ -317,8 +318,8 @@ def _print_iterations(
         console.print("No iterations recorded.", style="dim")
         return
     if map_index is None and all(row.get("state") == "Mapped" for row in history):
-        console.print(f"{task} is mapped: its children loop, each on its own; pick one with "
-                      f"--map-index N.", style="dim")
+        console.print(Text(f"{task} is mapped: its children loop, each on its own; pick one "
+                           f"with --map-index N.", style="dim"))
     # A task inside a loop block: its runs in every block iteration, each marked.
     in_block = any(row.get("block_index") is not None for row in history)
     table = Table(box=None, header_style="bold", pad_edge=False)
