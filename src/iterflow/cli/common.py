@@ -11,6 +11,11 @@ commands that read it, so ``iterflow --help`` stays fast. Commands call the
 :class:`~iterflow.store.RunStore` query methods; their records' ``as_dict()``
 is what ``--json`` prints, with times made readable.
 
+JSON. Every ``--json`` is strict JSON (RFC 8259), which any parser reads: a
+float that JSON cannot write (NaN, Infinity) is printed as the string
+``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` (Python's ``float()`` reads them
+back), never as the bare token Python's ``json`` would write by default.
+
 Times. The store keeps epoch seconds. Tables show local times; ``--json``
 gives ISO 8601 in UTC, which any tool parses without knowing our time zone.
 """
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -38,6 +45,8 @@ __all__ = [
     "format_time",
     "iso_time",
     "json_row",
+    "json_safe",
+    "json_text",
     "open_store",
     "resolve_run",
     "short_id",
@@ -201,6 +210,30 @@ def json_row(row: Mapping[str, Any]) -> dict[str, Any]:
     if "started" in row:
         out["duration"] = duration(row)
     return out
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (at any depth) as a string: strict JSON.
+
+    >>> json_safe({"lr": float("nan"), "steps": [1.5, float("-inf")]})
+    {'lr': 'NaN', 'steps': [1.5, '-Infinity']}
+    """
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, Mapping):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def json_text(value: Any, indent: int | None = 2) -> str:
+    """``value`` as strict JSON text (see the module docstring); other objects as ``str``."""
+    # allow_nan=False: if a NaN ever slipped past json_safe, fail loudly rather than
+    # print what strict parsers reject.
+    return json.dumps(json_safe(value), indent=indent, default=str, allow_nan=False)
 
 
 def short_id(run_id: str) -> str:

@@ -9,7 +9,6 @@ as ISO 8601 (UTC) and ``duration`` in seconds.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -22,6 +21,7 @@ from iterflow.cli.common import (
     duration,
     format_time,
     json_row,
+    json_text,
     resolve_run,
     short_id,
     state_style,
@@ -35,7 +35,7 @@ RUN_STATES = ("Running", "Pending", "Success", "Failed", "Cancelled", "Crashed")
 
 
 def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
+    click.echo(json_text(value))
 
 
 def _elapsed(row: dict[str, Any]) -> float | None:
@@ -233,7 +233,7 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: b
     elif state == "Crashed" and run.get("pid"):
         facts.add_row("process", Text(f"{run['pid']} on {run.get('host')} (gone)"))
     if run.get("parameters"):
-        facts.add_row("parameters", Text(json.dumps(run["parameters"], default=str)))
+        facts.add_row("parameters", Text(json_text(run["parameters"], indent=None)))
     if run.get("source"):
         facts.add_row("source", Text(run["source"]))
     if run.get("message") and state in ("Failed", "Cancelled"):
