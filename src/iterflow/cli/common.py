@@ -218,11 +218,15 @@ def json_safe(value: Any) -> Any:
     >>> json_safe({"lr": float("nan"), "steps": [1.5, float("-inf")]})
     {'lr': 'NaN', 'steps': [1.5, '-Infinity']}
     """
+    kind = type(value)
+    # Exact types first: --json streams a million rows through here.
+    if kind is str or kind is int or value is None or kind is bool:
+        return value
     if isinstance(value, float):
         if math.isfinite(value):
             return value
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, Mapping):
+    if kind is dict or isinstance(value, Mapping):
         return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(item) for item in value]

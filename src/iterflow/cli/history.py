@@ -100,42 +100,37 @@ def runs_command(limit: int, flow_name: str | None, state: str | None, as_json: 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option("--iterations", "iterations_of", metavar="TASK",
               help="List one task's recorded iterations (by task name or slug), with result "
-                   "previews.")
+                   "previews: the first and last ones, or a page with --offset/--limit.")
 @click.option("--map-index", type=int, metavar="N",
               help="With --iterations: the mapped child to show.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, metavar="K",
+              help="With --iterations: skip the first K recorded states.")
+@click.option("--limit", type=click.IntRange(min=0), metavar="N",
+              help="With --iterations: show at most N states (with --json: all by default).")
 @click.option("--all", "show_all", is_flag=True,
               help="List the task runs of every loop-block iteration, not only the latest.")
 @debug_option
 def show_command(
     run_ref: str, as_json: bool, iterations_of: str | None, map_index: int | None,
-    show_all: bool,
+    offset: int, limit: int | None, show_all: bool,
 ) -> None:
     """Show one run: its state and every task run's state, duration and iterations.
 
     A task inside a loop block runs once per block iteration; the table shows
     its latest run (--all: every one). RUN is a run id or a unique prefix of one.
     """
-    from iterflow.errors import StoreError
-
+    if iterations_of is None and (offset or limit is not None):
+        raise CliError("--offset and --limit go with --iterations TASK", exit_code=EXIT_USAGE)
     with store_session() as store:
         run = resolve_run(store, run_ref)
         if iterations_of is not None:
-            try:
-                history = [r.as_dict() for r in store.iterations(
-                    run["run_id"], iterations_of, map_index=map_index)]
-            except StoreError as exc:
-                raise CliError(
-                    str(exc), f"`iterflow show {short_id(run['run_id'])}` lists its task runs",
-                    EXIT_USAGE,
-                ) from exc
-        else:
-            task_runs = [r.as_dict() for r in store.task_runs(run["run_id"])]
-    if iterations_of is not None:
-        if as_json:
-            _print_json([json_row(r) for r in history])
-        else:
-            _print_iterations(run, iterations_of, map_index, history)
-        return
+            from iterflow.cli.iterations import show_iterations
+
+            # Inside the session: the records are read from the store as they are shown.
+            show_iterations(store, run, iterations_of, map_index, as_json=as_json,
+                            offset=offset, limit=limit)
+            return
+        task_runs = [r.as_dict() for r in store.task_runs(run["run_id"])]
     if as_json:
         _print_json({**json_row(run), "task_runs": [json_row(t) for t in task_runs]})
         return
@@ -300,50 +295,6 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: b
         total = folded_runs + folded_children + len(task_runs)
         console.print(f"{'; '.join(what).capitalize()}; --all lists all {total} task runs.",
                       style="dim")
-
-
-def _print_iterations(
-    run: dict[str, Any], task: str, map_index: int | None, history: list[dict[str, Any]]
-) -> None:
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    console = Console(highlight=False)
-    child = f"[{map_index}]" if map_index is not None else ""
-    count = f"{len(history)} state" + ("" if len(history) == 1 else "s")
-    console.print(Text.assemble("Iterations of ", (f"{task}{child}", "bold"), " in run ",
-                                (short_id(run["run_id"]), "bold"), f" ({count})"))
-    if not history:
-        console.print("No iterations recorded.", style="dim")
-        return
-    if map_index is None and all(row.get("state") == "Mapped" for row in history):
-        console.print(Text(f"{task} is mapped: its children loop, each on its own; pick one "
-                           f"with --map-index N.", style="dim"))
-    # A task inside a loop block: its runs in every block iteration, each marked.
-    in_block = any(row.get("block_index") is not None for row in history)
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    if in_block:
-        table.add_column("block", justify="right", no_wrap=True)
-    table.add_column("iteration", justify="right", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    table.add_column("time", no_wrap=True)
-    table.add_column("result", overflow="fold")
-    table.add_column("message", overflow="fold")
-    for row in history:
-        row_state = row.get("state")
-        block = [] if not in_block else [
-            "" if row.get("block_index") is None else str(row["block_index"])
-        ]
-        table.add_row(
-            *block,
-            "" if row.get("loop_index") is None else str(row["loop_index"]),
-            Text(str(row_state), style=state_style(row_state)),
-            format_time(row.get("time")),
-            Text(row.get("preview") or "", style="dim"),
-            Text(row.get("message") or ""),
-        )
-    console.print(table)
 
 
 @click.command("delete")
