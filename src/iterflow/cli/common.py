@@ -139,11 +139,13 @@ def translate(exc: BaseException) -> CliError:
 
 
 # -- the run store ---------------------------------------------------------------
-def open_store(required: bool = True) -> Any:
+def open_store(required: bool = True, read_only: bool | None = False) -> Any:
     """The run store named by ``ITERFLOW_STORE_URL`` (or the default file).
 
     When ``iterflow.store`` is not installed: a :class:`CliError` if the
     command needs the store, else ``None`` (the run goes unrecorded).
+    ``read_only=None``: for commands that only read, which then work on a
+    store this process cannot write (see :class:`~iterflow.store.RunStore`).
     """
     try:
         from iterflow.store import open_store as _open
@@ -154,13 +156,17 @@ def open_store(required: bool = True) -> Any:
             f"the run store is not available in this installation ({exc})",
             "reinstall iterflow with its dependencies: pip install iterflow",
         ) from exc
-    return _open(os.environ.get("ITERFLOW_STORE_URL"))
+    return _open(os.environ.get("ITERFLOW_STORE_URL"), read_only=read_only)
 
 
 @contextlib.contextmanager
-def store_session() -> Iterator[Any]:
-    """Open the run store for one command and close it afterwards."""
-    store = open_store()
+def store_session(read_only: bool | None = False) -> Iterator[Any]:
+    """Open the run store for one command and close it afterwards.
+
+    Commands that only read pass ``read_only=None``: they work on a store
+    they cannot write (read-only media, another user's home).
+    """
+    store = open_store(read_only=read_only)
     try:
         yield store
     finally:

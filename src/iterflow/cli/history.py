@@ -60,7 +60,7 @@ def runs_command(limit: int, flow_name: str | None, state: str | None, as_json: 
     A run whose process died (or whose heartbeat stopped) shows as Crashed;
     `iterflow resume RUN` continues it.
     """
-    with store_session() as store:
+    with store_session(read_only=None) as store:
         rows = [r.as_dict() for r in store.list_runs(limit=limit, flow_name=flow_name,
                                                      state=state)]
         store_name = store.name
@@ -121,7 +121,7 @@ def show_command(
     """
     if iterations_of is None and (offset or limit is not None):
         raise CliError("--offset and --limit go with --iterations TASK", exit_code=EXIT_USAGE)
-    with store_session() as store:
+    with store_session(read_only=None) as store:
         run = resolve_run(store, run_ref)
         if iterations_of is not None:
             from iterflow.cli.iterations import show_iterations
