@@ -4,9 +4,11 @@ Loading. ``FILE[:FLOW]`` names a Python file and, optionally, the module-level
 variable holding the flow; without it the file must hold exactly one
 :class:`~iterflow.Flow`. The file is imported under a name derived from its
 stem (``iterflow_flowfile_<stem>``), not ``__main__``: its
-``if __name__ == "__main__":`` block stays out of the way, and a result whose
-class the file defines is pickled under a module name that ``iterflow
-resume`` recreates by loading the same file. The file's directory goes first
+``if __name__ == "__main__":`` block stays out of the way. What the file
+defines (a class of a loop's result, say) is pickled by value
+(:func:`iterflow.pickling.pickle_by_value`), so a recorded value loads in
+``iterflow resume``, in ``python FILE`` (where the file is ``__main__``) and
+on Dask workers alike. The file's directory goes first
 on ``sys.path``, as with ``python FILE``, so its sibling modules import.
 
 Recording. The run is told where its flow came from (``/abs/path.py:var``),
@@ -160,6 +162,11 @@ def _import_file(path: Path) -> Any:
     directory = str(path.parent)
     if directory not in sys.path:
         sys.path.insert(0, directory)
+    # What the file defines is recorded by value, so that `python FILE` (where it is
+    # __main__) can load it too, and so can Dask workers, which cannot import it.
+    from iterflow.pickling import pickle_by_value
+
+    pickle_by_value(module)
     try:
         loader.exec_module(module)
     except SyntaxError as exc:
@@ -399,7 +406,6 @@ def run_command(
     parameters = parse_parameters(params)
     executor = make_executor(executor_spec)
     loaded = load_flow(target)
-    _ship_module_if_dask(executor_spec, loaded)
     store = None if no_store else open_store(required=False)
     try:
         execute(
@@ -447,7 +453,6 @@ def resume_command(
                 EXIT_USAGE,
             )
         loaded = load_flow(source)
-        _ship_module_if_dask(executor_spec, loaded)
         if loaded.flow.name != run.get("flow_name", loaded.flow.name):
             click.echo(
                 f"warning: run {short_id(run_id)} was of flow {run['flow_name']!r}; "
@@ -463,14 +468,6 @@ def resume_command(
             debug=bool(ctx.meta.get(DEBUG_KEY)),
             resume=run_id,
         )
-
-
-def _ship_module_if_dask(executor_spec: str | None, loaded: LoadedFlow) -> None:
-    if executor_spec and executor_spec.strip().lower().startswith("dask"):
-        import cloudpickle
-
-        # Dask workers cannot import the flow file's module: send its code by value.
-        cloudpickle.register_pickle_by_value(loaded.module)
 
 
 def _close(store: Any) -> None:
