@@ -20,8 +20,8 @@ __all__ = ["PROTOCOL", "dumps", "pickle_by_value", "type_name"]
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
-# A stdlib pickle that names one of these modules is redone by cloudpickle.
-_BY_VALUE: tuple[bytes, ...] = (b"__main__",)
+# Besides __main__, the modules whose names in a stdlib pickle send it to cloudpickle.
+_BY_VALUE: tuple[bytes, ...] = ()
 
 
 def pickle_by_value(module: ModuleType) -> None:
@@ -50,7 +50,10 @@ def dumps(value: Any) -> bytes:
         data = None
     # b"__main__" may also just occur in a string: then cloudpickle does the
     # same job a little slower, which is harmless.
-    if data is None or any(marker in data for marker in _BY_VALUE):
+    # (The common case, no flow file, costs one test: this runs once per loop iteration.)
+    if data is None or b"__main__" in data or (
+        _BY_VALUE and any(marker in data for marker in _BY_VALUE)
+    ):
         import cloudpickle  # imported only when needed: it is slow to import
 
         data = cloudpickle.dumps(value, protocol=PROTOCOL)
