@@ -7,7 +7,13 @@ import pytest
 import iterflow
 from iterflow import LOOP, Flow, loop, task
 from iterflow.errors import StoreError
-from iterflow.store import count_iterations, iter_iterations, iterations, last_iterations
+from iterflow.store import (
+    count_iterations,
+    iter_iteration_dicts,
+    iter_iterations,
+    iterations,
+    last_iterations,
+)
 
 
 @task
@@ -78,3 +84,12 @@ def test_unknown_tasks_are_refused_and_mapped_tasks_read_like_iterations(store):
     _same(iter_iterations(run_id, "spin", store=store), parent)
     _same(iter_iterations(run_id, "spin", 1, store=store),
           iterations(run_id, "spin", 1, store=store))
+
+
+def test_dicts_are_the_records_as_dicts(store):
+    with Flow("dicts") as flow:
+        spin(12)
+    run_id = flow.run(store=store).run_id
+    expected = [r.as_dict() for r in iterations(run_id, "spin", store=store)]
+    assert list(iter_iteration_dicts(run_id, "spin", store=store, batch_size=5)) == expected
+    assert list(iter_iteration_dicts(run_id, "spin", store=store, offset=11)) == expected[11:]

@@ -24,7 +24,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from iterflow.store.paging import count_iterations, iter_iterations, last_iterations
+    from iterflow.store.paging import (
+        count_iterations,
+        iter_iteration_dicts,
+        iter_iterations,
+        last_iterations,
+    )
     from iterflow.store.queries import (
         IterationRecord,
         LogEntry,
@@ -55,6 +60,7 @@ __all__ = [
     "count_iterations",
     "delete_run",
     "get_run",
+    "iter_iteration_dicts",
     "iter_iterations",
     "iterations",
     "last_iterations",
@@ -76,6 +82,7 @@ _HOME = {
     "delete_run": "retention",
     "runs_older_than": "retention",
     "iter_iterations": "paging",
+    "iter_iteration_dicts": "paging",
     "count_iterations": "paging",
     "last_iterations": "paging",
     **{

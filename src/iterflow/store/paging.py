@@ -42,7 +42,7 @@ from iterflow.store.schema import results, state_transitions
 if TYPE_CHECKING:
     from iterflow.store.runstore import RunStore
 
-__all__ = ["count_iterations", "iter_iterations", "last_iterations"]
+__all__ = ["count_iterations", "iter_iteration_dicts", "iter_iterations", "last_iterations"]
 
 #: Rows read per query: large enough that a query's cost is spread thin, small
 #: enough that memory stays flat whatever the history's length.
@@ -97,6 +97,25 @@ def _record(row: Any) -> IterationRecord:
     )
 
 
+def _as_dict(row: Any) -> dict[str, Any]:
+    # What IterationRecord.as_dict() gives, without the frozen dataclass in between
+    # (making one costs more than reading its row): for streaming to JSON.
+    state_id, loop_index, kind, when, message, block_index, tb, serializer, preview, size = row
+    stored = serializer is not None
+    return {
+        "loop_index": loop_index,
+        "state": kind,
+        "time": when,
+        "message": message,
+        "preview": preview if stored else None,
+        "result_id": state_id if stored else None,
+        "size": size if stored else None,
+        "serializer": serializer,
+        "block_index": block_index,
+        "traceback": tb,
+    }
+
+
 def iter_iterations(
     run_id: str,
     task: str,
@@ -112,6 +131,27 @@ def iter_iterations(
     Skips the first ``offset`` records and stops after ``limit`` (None: all).
     Errors (an unknown run or task) are raised by the first ``next()``.
     """
+    return map(_record, _rows(run_id, task, map_index, offset, limit, store, batch_size))
+
+
+def iter_iteration_dicts(
+    run_id: str,
+    task: str,
+    map_index: int | None = None,
+    *,
+    offset: int = 0,
+    limit: int | None = None,
+    store: RunStore | str | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> Iterator[dict[str, Any]]:
+    """:func:`iter_iterations` as plain dicts (each record's ``as_dict()``), made faster."""
+    return map(_as_dict, _rows(run_id, task, map_index, offset, limit, store, batch_size))
+
+
+def _rows(
+    run_id: str, task: str, map_index: int | None, offset: int, limit: int | None,
+    store: RunStore | str | None, batch_size: int,
+) -> Iterator[Any]:
     if offset < 0 or (limit is not None and limit < 0):
         raise ValueError("offset and limit must not be negative")
     s = state_transitions
@@ -139,8 +179,7 @@ def iter_iterations(
                 stmt = stmt.order_by(s.c.id).limit(size).offset(skip or None)
                 rows = st.read(lambda conn, stmt=stmt: conn.execute(stmt).all())
                 skip = 0
-                for row in rows:
-                    yield _record(row)
+                yield from rows
                 if left is not None:
                     left -= len(rows)
                 if len(rows) < size:
