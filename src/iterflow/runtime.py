@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from iterflow.core.state import State
@@ -22,7 +24,7 @@ from iterflow.engine.runner import FlowRunner, RunCancelled
 from iterflow.errors import ParameterError
 from iterflow.events import EventBus
 
-__all__ = ["default_cache", "resolve_parameters", "run_flow"]
+__all__ = ["default_cache", "resolve_parameters", "run_flow", "script_source"]
 
 #: Final values cached in this process (``cache_for``), shared by every run.
 default_cache = MemoryCache()
@@ -146,7 +148,7 @@ def run_flow(
                 if run_store is not None and getattr(executor, "remote", False)
                 else None
             ),
-            source=source,
+            source=source if source is not None else script_source(flow),
         )
     except BaseException:
         # The run never started: leave the store as it was, and close what we opened.
@@ -176,6 +178,23 @@ def run_flow(
             with contextlib.suppress(Exception):
                 run_store.close()
     return state
+
+
+def script_source(flow: Any) -> str | None:
+    """``/abs/FILE.py:variable`` for a flow run by ``python FILE.py``, else None.
+
+    Recorded with the run (as ``iterflow run`` records its file), so that
+    ``iterflow resume RUN`` can load the flow again: the script's module-level
+    variable holding this very flow.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path:
+        return None
+    for name, value in list(vars(main).items()):
+        if value is flow and name.isidentifier() and not name.startswith("_"):
+            return f"{Path(path).resolve()}:{name}"
+    return None
 
 
 @contextlib.contextmanager

@@ -40,7 +40,7 @@ from iterflow.core.state import (
     check_transition,
 )
 from iterflow.core.task import Task
-from iterflow.core.triggers import offending_states
+from iterflow.core.triggers import describe_upstream, offending_states
 from iterflow.engine.mapping import NOTHING, expand_map
 from iterflow.errors import MapError
 
@@ -239,7 +239,7 @@ class FlowMachine:
         if met:
             return None
         bad = offending_states(trigger, upstream)
-        described = ", ".join(f"{t.slug}: {s.name}" for t, s in bad.items())
+        described = describe_upstream(bad)
         return TriggerFailed(
             f"trigger {_name(trigger)} of task {task.name!r} was not met by upstream "
             f"states ({described})",
