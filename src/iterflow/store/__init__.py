@@ -13,7 +13,8 @@ Modules: :mod:`~iterflow.store.schema` (tables, versions, migrations),
 :mod:`~iterflow.store.writer` (the event sink), :mod:`~iterflow.store.statements`
 (the SQL it runs), :mod:`~iterflow.store.queries` (reading),
 :mod:`~iterflow.store.runstore` (opening a store, resuming),
-:mod:`~iterflow.store.retention` (deleting runs), :mod:`~iterflow.store.db`
+:mod:`~iterflow.store.retention` (deleting runs), :mod:`~iterflow.store.serving`
+(schedule ticks, ``serve`` leases, run triggers), :mod:`~iterflow.store.db`
 (connections, transactions, errors).
 """
 
@@ -39,27 +40,45 @@ if TYPE_CHECKING:
     from iterflow.store.retention import delete_run, runs_older_than
     from iterflow.store.runstore import CheckpointSource, RunStore, open_store
     from iterflow.store.schema import SCHEMA_VERSION
+    from iterflow.store.serving import (
+        LeaseInfo,
+        ServeConflict,
+        TickInfo,
+        TriggerInfo,
+        lease,
+        record_trigger,
+        ticks,
+        triggers,
+    )
     from iterflow.store.writer import StoreSink
 
 __all__ = [
     "SCHEMA_VERSION",
     "CheckpointSource",
     "IterationRecord",
+    "LeaseInfo",
     "LogEntry",
     "RunInfo",
     "RunStore",
+    "ServeConflict",
     "StoreSink",
     "TaskRunInfo",
+    "TickInfo",
+    "TriggerInfo",
     "delete_run",
     "get_run",
     "iterations",
+    "lease",
     "list_runs",
     "load_result",
     "logs",
     "open_store",
+    "record_trigger",
     "resume_point",
     "runs_older_than",
     "task_runs",
+    "ticks",
+    "triggers",
 ]
 
 _HOME = {
@@ -70,6 +89,13 @@ _HOME = {
     "SCHEMA_VERSION": "schema",
     "delete_run": "retention",
     "runs_older_than": "retention",
+    **{
+        name: "serving"
+        for name in (
+            "LeaseInfo", "ServeConflict", "TickInfo", "TriggerInfo", "lease", "record_trigger",
+            "ticks", "triggers",
+        )
+    },
     **{
         name: "queries"
         for name in (

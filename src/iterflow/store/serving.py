@@ -1,0 +1,370 @@
+"""What ``iterflow serve`` keeps in the store: ticks, leases and run triggers.
+
+Ticks. Every occurrence of a schedule is one ``schedule_ticks`` row, unique
+on (flow, schedule, scheduled time), with what became of it: ``launched``
+(with its run id), ``skipped`` (a run was in flight), ``missed`` (``serve``
+was down, beyond the catch-up policy) or ``queued`` (waiting for the run in
+flight; it becomes ``launched`` or ``skipped``). :func:`claim_ticks` inserts
+with "on conflict do nothing" and says which rows it inserted: a tick some
+other process recorded first is never acted on twice, whatever the timing.
+
+Leases. One ``serve`` per store and flow: ``serve_leases`` holds the owner
+(a random token), its pid and host and a heartbeat. :func:`acquire_lease`
+takes a free, stopped or dead lease in one write transaction and otherwise
+raises :class:`ServeConflict` naming the holder. A holder is dead when its
+heartbeat is older than ``stale_after`` or, on this host, its process is
+gone. :func:`renew_lease` answers False once another process took the lease
+over: the loser stops serving that flow.
+
+Triggers. ``run_triggers`` says what started a run: ``schedule`` (with the
+schedule's name and time) or ``resume``; a run with none was started by hand.
+
+>>> from iterflow.store import open_store, ticks            # doctest: +SKIP
+>>> [t.outcome for t in ticks(open_store(), flow_name="sync-orders")]
+['launched', 'missed', 'launched']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from iterflow.errors import IterflowError, StoreError
+from iterflow.store.schema import flow_runs, run_triggers, schedule_ticks, serve_leases
+
+if TYPE_CHECKING:
+    from iterflow.store.runstore import RunStore
+
+__all__ = [
+    "LeaseInfo",
+    "ServeConflict",
+    "TickInfo",
+    "TriggerInfo",
+    "acquire_lease",
+    "claim_ticks",
+    "last_ticks",
+    "lease",
+    "record_trigger",
+    "release_lease",
+    "renew_lease",
+    "serve_runs",
+    "ticks",
+    "triggers",
+    "update_tick",
+]
+
+HOST = socket.gethostname()
+_IN_CHUNK = 500
+
+
+class ServeConflict(StoreError, RuntimeError):
+    """Another live ``iterflow serve`` holds the lease of this flow in this store."""
+
+
+@dataclass(frozen=True, slots=True)
+class TickInfo:
+    """One occurrence of a schedule and what became of it (times: epoch seconds)."""
+
+    flow_name: str
+    schedule: str
+    scheduled: float
+    outcome: str
+    run_id: str | None
+    resumes: int
+    recorded: float
+    message: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (JSON-ready)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """Who serves a flow: ``stopped`` is set once that ``serve`` let go."""
+
+    flow_name: str
+    owner: str
+    pid: int | None
+    host: str | None
+    started: float | None
+    heartbeat: float | None
+    stopped: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (JSON-ready)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerInfo:
+    """What started a run: ``kind`` is ``manual``, ``schedule`` or ``resume``.
+
+    ``schedule``/``scheduled`` name the occurrence that started it (also when
+    it was resumed since); ``resumes`` counts the resumes.
+    """
+
+    kind: str
+    schedule: str | None = None
+    scheduled: float | None = None
+    resumes: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (JSON-ready)."""
+        return dataclasses.asdict(self)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    try:  # a zombie (killed, not reaped yet) still answers kill(0)
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
+
+
+def _lease_info(row: Any) -> LeaseInfo:
+    return LeaseInfo(
+        row.flow_name, row.owner, row.pid, row.host, row.started, row.heartbeat, row.stopped
+    )
+
+
+def lease_alive(info: LeaseInfo, stale_after: float, now: float | None = None) -> bool:
+    """Whether the ``serve`` holding ``info`` is still serving (see the module doc)."""
+    if info.stopped is not None or info.heartbeat is None:
+        return False
+    now = time.time() if now is None else now
+    if now - info.heartbeat > stale_after:
+        return False
+    return not (info.pid is not None and info.host == HOST and not _pid_alive(info.pid))
+
+
+# -- leases ------------------------------------------------------------------------------
+def acquire_lease(
+    store: RunStore, flow_name: str, owner: str, *, stale_after: float = 15.0
+) -> LeaseInfo | None:
+    """Take the lease of ``flow_name`` for ``owner``; return the previous holder's, if any.
+
+    :class:`ServeConflict` (naming its pid and host) when a live ``serve`` holds it.
+    """
+
+    def take(conn: sa.Connection) -> LeaseInfo | None:
+        row = conn.execute(
+            sa.select(serve_leases).where(serve_leases.c.flow_name == flow_name)
+            .with_for_update()
+        ).first()
+        previous = None if row is None else _lease_info(row)
+        now = time.time()
+        if previous is not None and previous.owner != owner and lease_alive(previous, stale_after):
+            age = now - (previous.heartbeat or now)
+            raise ServeConflict(
+                f"flow {flow_name!r} is already served by process {previous.pid} on "
+                f"{previous.host} (last heartbeat {age:.0f} s ago) in the run store "
+                f"{store.name}. Stop that `iterflow serve` first; once it is gone this one "
+                f"takes over."
+            )
+        values = {
+            "owner": owner, "pid": os.getpid(), "host": HOST, "started": now,
+            "heartbeat": now, "stopped": None,
+        }
+        if row is None:
+            conn.execute(sa.insert(serve_leases).values(flow_name=flow_name, **values))
+        else:
+            conn.execute(
+                sa.update(serve_leases).where(serve_leases.c.flow_name == flow_name)
+                .values(**values)
+            )
+        return previous
+
+    return store.write(take)
+
+
+def renew_lease(store: RunStore, flow_name: str, owner: str) -> bool:
+    """Beat the lease's heartbeat; False when ``owner`` no longer holds it."""
+
+    def beat(conn: sa.Connection) -> bool:
+        done = conn.execute(
+            sa.update(serve_leases)
+            .where(serve_leases.c.flow_name == flow_name, serve_leases.c.owner == owner,
+                   serve_leases.c.stopped.is_(None))
+            .values(heartbeat=time.time())
+        )
+        return done.rowcount == 1
+
+    return store.write(beat)
+
+
+def release_lease(store: RunStore, flow_name: str, owner: str) -> None:
+    """Let go of the lease (the row stays: ``heartbeat`` says until when it served)."""
+    store.write(lambda conn: conn.execute(
+        sa.update(serve_leases)
+        .where(serve_leases.c.flow_name == flow_name, serve_leases.c.owner == owner)
+        .values(stopped=time.time(), heartbeat=time.time())
+    ))
+
+
+def lease(store: RunStore, flow_name: str) -> LeaseInfo | None:
+    """The lease row of ``flow_name`` (held, stopped or dead), or None."""
+    row = store.read(lambda conn: conn.execute(
+        sa.select(serve_leases).where(serve_leases.c.flow_name == flow_name)
+    ).first())
+    return None if row is None else _lease_info(row)
+
+
+# -- ticks --------------------------------------------------------------------------------
+def _tick_info(row: Any) -> TickInfo:
+    return TickInfo(
+        row.flow_name, row.schedule, row.scheduled, row.outcome, row.run_id, row.resumes,
+        row.recorded, row.message,
+    )
+
+
+def _insert_ignoring_duplicates(conn: sa.Connection) -> Any:
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:  # pragma: no cover - iterflow supports SQLite and PostgreSQL
+        raise IterflowError(f"schedules need SQLite or PostgreSQL, not {conn.dialect.name}")
+    return insert(schedule_ticks).on_conflict_do_nothing(
+        index_elements=["flow_name", "schedule", "scheduled"]
+    )
+
+
+def claim_ticks(store: RunStore, rows: Sequence[dict[str, Any]]) -> list[bool]:
+    """Record ticks (dicts of ``schedule_ticks`` columns); True for each one inserted.
+
+    False means that occurrence was recorded before, by this or another
+    process: the caller must not act on it.
+    """
+
+    def claim(conn: sa.Connection) -> list[bool]:
+        now = time.time()
+        stmt = _insert_ignoring_duplicates(conn)
+        return [
+            conn.execute(stmt.values(recorded=now, resumes=0, **row)).rowcount == 1
+            for row in rows
+        ]
+
+    return store.write(claim) if rows else []
+
+
+def update_tick(
+    store: RunStore, flow_name: str, schedule: str, scheduled: float, **values: Any
+) -> None:
+    """Change a recorded tick (``outcome``, ``run_id``, ``resumes``, ``message``)."""
+    t = schedule_ticks
+    store.write(lambda conn: conn.execute(
+        sa.update(t)
+        .where(t.c.flow_name == flow_name, t.c.schedule == schedule, t.c.scheduled == scheduled)
+        .values(**values)
+    ))
+
+
+def last_ticks(store: RunStore, flow_name: str) -> dict[str, float]:
+    """The latest recorded time of each schedule of ``flow_name``."""
+    t = schedule_ticks
+    rows = store.read(lambda conn: conn.execute(
+        sa.select(t.c.schedule, sa.func.max(t.c.scheduled))
+        .where(t.c.flow_name == flow_name).group_by(t.c.schedule)
+    ).all())
+    return {schedule: float(latest) for schedule, latest in rows}
+
+
+def ticks(
+    store: RunStore,
+    flow_name: str | None = None,
+    schedule: str | None = None,
+    *,
+    outcome: str | None = None,
+    limit: int | None = None,
+) -> list[TickInfo]:
+    """Recorded ticks, oldest first (``limit``: the newest ``limit`` of them)."""
+    t = schedule_ticks
+
+    def query(conn: sa.Connection) -> list[TickInfo]:
+        stmt = sa.select(t).order_by(t.c.scheduled.desc(), t.c.id.desc())
+        if flow_name is not None:
+            stmt = stmt.where(t.c.flow_name == flow_name)
+        if schedule is not None:
+            stmt = stmt.where(t.c.schedule == schedule)
+        if outcome is not None:
+            stmt = stmt.where(t.c.outcome == outcome)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return [_tick_info(row) for row in reversed(conn.execute(stmt).all())]
+
+    return store.read(query)
+
+
+def serve_runs(store: RunStore, flow_name: str) -> list[TickInfo]:
+    """Launched ticks of ``flow_name`` whose run is recorded as not finished.
+
+    What a starting ``serve`` checks for runs that died while it was away.
+    """
+    t, f = schedule_ticks, flow_runs
+    rows = store.read(lambda conn: conn.execute(
+        sa.select(t).select_from(t.join(f, f.c.run_id == t.c.run_id))
+        .where(t.c.flow_name == flow_name, t.c.outcome == "launched",
+               f.c.state.in_(("Running", "Pending")))
+        .order_by(t.c.scheduled)
+    ).all())
+    return [_tick_info(row) for row in rows]
+
+
+# -- triggers ----------------------------------------------------------------------------
+def record_trigger(
+    store: RunStore,
+    run_id: str,
+    kind: str,
+    schedule: str | None = None,
+    scheduled: float | None = None,
+) -> None:
+    """Record what started (or resumed) ``run_id``: ``kind`` is ``schedule`` or ``resume``."""
+    if kind not in ("schedule", "resume"):
+        raise ValueError(f"a run trigger is 'schedule' or 'resume', got {kind!r}")
+    store.write(lambda conn: conn.execute(sa.insert(run_triggers).values(
+        run_id=run_id, kind=kind, schedule=schedule, scheduled=scheduled, time=time.time()
+    )))
+
+
+def triggers(store: RunStore, run_ids: Iterable[str]) -> dict[str, TriggerInfo]:
+    """What started each run (runs with no record: ``manual``)."""
+    wanted = sorted(set(run_ids))
+    tr = run_triggers
+
+    def query(conn: sa.Connection) -> list[Any]:
+        rows: list[Any] = []
+        for start in range(0, len(wanted), _IN_CHUNK):
+            chunk = wanted[start : start + _IN_CHUNK]
+            rows += conn.execute(
+                sa.select(tr).where(tr.c.run_id.in_(chunk)).order_by(tr.c.id)
+            ).all()
+        return rows
+
+    found: dict[str, TriggerInfo] = dict.fromkeys(wanted, TriggerInfo("manual"))
+    for row in store.read(query) if wanted else []:
+        info = found[row.run_id]
+        if row.kind == "resume":
+            found[row.run_id] = dataclasses.replace(info, resumes=info.resumes + 1)
+        else:
+            found[row.run_id] = TriggerInfo(row.kind, row.schedule, row.scheduled, info.resumes)
+    for run_id, info in found.items():
+        if info.kind == "manual" and info.resumes:
+            # Started by hand, resumed since: the first row says how it began.
+            found[run_id] = dataclasses.replace(info, kind="resume")
+    return found
