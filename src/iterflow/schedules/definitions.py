@@ -34,6 +34,7 @@ datetime.datetime(2026, 1, 1, 10, 20, tzinfo=datetime.timezone.utc)
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -83,6 +84,20 @@ class Schedule:
 
     def _describe(self) -> str:
         raise NotImplementedError
+
+    def as_dict(self) -> dict[str, Any]:
+        """The definition as JSON-ready data (parameters shown as text where not JSON)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Schedule:
+        """The schedule :meth:`as_dict` described."""
+        parameters, name = data.get("parameters"), data.get("name")
+        if data.get("kind") == "cron":
+            return Cron(data["expr"], data.get("tz"), parameters, name=name)
+        return Interval(
+            timedelta(seconds=data["seconds"]), data.get("anchor"), parameters, name=name
+        )
 
     def _init_common(self, parameters: Mapping[str, Any] | None, name: str | None) -> None:
         if parameters is not None and not isinstance(parameters, Mapping):
@@ -158,6 +173,11 @@ class Cron(Schedule):
     def _describe(self) -> str:
         return f"cron {self.expr}" + (f" {self.tz}" if self.tz else "")
 
+    def as_dict(self) -> dict[str, Any]:
+        """``{"kind": "cron", "name", "expr", "tz", "parameters"}``."""
+        return {"kind": "cron", "name": self.name, "expr": self.expr, "tz": self.tz,
+                "parameters": _jsonable(self.parameters)}
+
     def next_after(self, moment: datetime) -> datetime:
         """The first fire time strictly after ``moment``, as an aware UTC datetime."""
         from cronsim import CronSim
@@ -228,6 +248,12 @@ class Interval(Schedule):
             text += f" from {self.anchor.isoformat()}"
         return text
 
+    def as_dict(self) -> dict[str, Any]:
+        """``{"kind": "interval", "name", "seconds", "anchor", "parameters"}``."""
+        return {"kind": "interval", "name": self.name,
+                "seconds": self.interval.total_seconds(), "anchor": self.anchor.isoformat(),
+                "parameters": _jsonable(self.parameters)}
+
     def next_after(self, moment: datetime) -> datetime:
         """The first grid time strictly after ``moment``, as an aware UTC datetime."""
         start = _aware(moment, "Interval.next_after").astimezone(UTC)
@@ -236,6 +262,17 @@ class Interval(Schedule):
         since = (start - self.anchor) // timedelta(microseconds=1)
         k = since // step + 1
         return self.anchor + timedelta(microseconds=k * step)
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            value = repr(value)
+        out[key] = value
+    return out
 
 
 def _zone(tz: str | None, what: str) -> tzinfo:

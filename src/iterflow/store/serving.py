@@ -51,10 +51,13 @@ __all__ = [
     "claim_ticks",
     "last_ticks",
     "lease",
+    "lease_alive",
+    "leases",
     "record_trigger",
     "release_lease",
     "renew_lease",
     "serve_runs",
+    "tick_of_run",
     "ticks",
     "triggers",
     "update_tick",
@@ -97,6 +100,7 @@ class LeaseInfo:
     started: float | None
     heartbeat: float | None
     stopped: float | None
+    schedules: list[dict[str, Any]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (JSON-ready)."""
@@ -139,7 +143,8 @@ def _pid_alive(pid: int) -> bool:
 
 def _lease_info(row: Any) -> LeaseInfo:
     return LeaseInfo(
-        row.flow_name, row.owner, row.pid, row.host, row.started, row.heartbeat, row.stopped
+        row.flow_name, row.owner, row.pid, row.host, row.started, row.heartbeat, row.stopped,
+        row.schedules,
     )
 
 
@@ -155,7 +160,12 @@ def lease_alive(info: LeaseInfo, stale_after: float, now: float | None = None) -
 
 # -- leases ------------------------------------------------------------------------------
 def acquire_lease(
-    store: RunStore, flow_name: str, owner: str, *, stale_after: float = 15.0
+    store: RunStore,
+    flow_name: str,
+    owner: str,
+    *,
+    stale_after: float = 15.0,
+    schedules: list[dict[str, Any]] | None = None,
 ) -> LeaseInfo | None:
     """Take the lease of ``flow_name`` for ``owner``; return the previous holder's, if any.
 
@@ -179,7 +189,7 @@ def acquire_lease(
             )
         values = {
             "owner": owner, "pid": os.getpid(), "host": HOST, "started": now,
-            "heartbeat": now, "stopped": None,
+            "heartbeat": now, "stopped": None, "schedules": schedules,
         }
         if row is None:
             conn.execute(sa.insert(serve_leases).values(flow_name=flow_name, **values))
@@ -223,6 +233,14 @@ def lease(store: RunStore, flow_name: str) -> LeaseInfo | None:
         sa.select(serve_leases).where(serve_leases.c.flow_name == flow_name)
     ).first())
     return None if row is None else _lease_info(row)
+
+
+def leases(store: RunStore) -> list[LeaseInfo]:
+    """Every lease row, by flow name: the flows ``serve`` serves or has served."""
+    rows = store.read(lambda conn: conn.execute(
+        sa.select(serve_leases).order_by(serve_leases.c.flow_name)
+    ).all())
+    return [_lease_info(row) for row in rows]
 
 
 # -- ticks --------------------------------------------------------------------------------
@@ -368,3 +386,12 @@ def triggers(store: RunStore, run_ids: Iterable[str]) -> dict[str, TriggerInfo]:
             # Started by hand, resumed since: the first row says how it began.
             found[run_id] = dataclasses.replace(info, kind="resume")
     return found
+
+
+def tick_of_run(store: RunStore, run_id: str) -> TickInfo | None:
+    """The tick that launched ``run_id``, if a schedule did."""
+    t = schedule_ticks
+    row = store.read(lambda conn: conn.execute(
+        sa.select(t).where(t.c.run_id == run_id).order_by(t.c.id.desc()).limit(1)
+    ).first())
+    return None if row is None else _tick_info(row)
