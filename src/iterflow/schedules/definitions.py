@@ -65,7 +65,7 @@ class Schedule:
     ``name`` identifies the schedule in the store (each occurrence is recorded
     under the flow's name, the schedule's name and its time), so it must stay
     the same from one ``iterflow serve`` to the next; by default it is made
-    from the definition (``"cron 0 * * * * Europe/Paris"``, ``"every 1:00:00"``).
+    from the definition (``"cron 0 * * * * Europe/Paris"``, ``"every 1h"``).
     """
 
     name: str
@@ -77,6 +77,7 @@ class Schedule:
 
     def fire_times(self, after: datetime, until: datetime) -> Iterator[datetime]:
         """Every fire time in ``(after, until]``, in order."""
+        until = _aware(until, "fire_times")
         moment = self.next_after(after)
         while moment <= until:
             yield moment
@@ -216,7 +217,7 @@ class Interval(Schedule):
 
     >>> from datetime import timedelta
     >>> Interval(timedelta(days=1), anchor="2026-01-01T03:00Z", parameters={"full": True})
-    <Interval 'every 1 day, 0:00:00 from 2026-01-01T03:00:00+00:00', parameters={'full': True}>
+    <Interval 'every 1d from 2026-01-01T03:00:00+00:00', parameters={'full': True}>
     """
 
     def __init__(
@@ -243,7 +244,7 @@ class Interval(Schedule):
         self._init_common(parameters, name)
 
     def _describe(self) -> str:
-        text = f"every {self.interval}"
+        text = f"every {_span(self.interval)}"
         if self.anchor != _EPOCH:
             text += f" from {self.anchor.isoformat()}"
         return text
@@ -262,6 +263,20 @@ class Interval(Schedule):
         since = (start - self.anchor) // timedelta(microseconds=1)
         k = since // step + 1
         return self.anchor + timedelta(microseconds=k * step)
+
+
+def _span(interval: timedelta) -> str:
+    """``timedelta(hours=1, minutes=30)`` -> ``"1h30m"``; fractions of a second as ``0.5s``."""
+    seconds = interval.total_seconds()
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        whole = int(seconds // size)
+        if whole:
+            parts.append(f"{whole}{unit}")
+            seconds -= whole * size
+    if seconds or not parts:
+        parts.append(f"{seconds:g}s")
+    return "".join(parts)
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
