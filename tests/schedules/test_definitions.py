@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -126,7 +127,7 @@ def test_fall_back_hourly_runs_in_both_repeated_hours():
         "2026-10-25T02:00:00+02:00", "2026-10-25T02:00:00+01:00",
         "2026-10-25T03:00:00+01:00", "2026-10-25T04:00:00+01:00",
     ]
-    assert all(b - a == timedelta(hours=1) for a, b in zip(got, got[1:]))
+    assert all(b - a == timedelta(hours=1) for a, b in itertools.pairwise(got))
 
 
 def test_interval_counts_real_time_across_dst():
@@ -160,9 +161,8 @@ def test_bad_anchor_is_refused():
 
 
 def test_required_parameter_without_default_is_refused_when_the_flow_is_defined():
-    with pytest.raises(ParameterError) as caught:
-        with Flow("nightly", schedules=[Cron("0 3 * * *")]):
-            noop(Parameter("day"))
+    with pytest.raises(ParameterError) as caught, Flow("nightly", schedules=[Cron("0 3 * * *")]):
+        noop(Parameter("day"))
     message = str(caught.value)
     assert "'nightly'" in message and "cron 0 3 * * *" in message and "day" in message
     assert isinstance(caught.value, FlowDefinitionError) and isinstance(caught.value, ValueError)
@@ -175,9 +175,9 @@ def test_a_schedule_may_give_the_required_parameter():
 
 
 def test_unknown_schedule_parameter_is_refused():
-    with pytest.raises(ParameterError, match="unknown parameter.*dya"):
-        with Flow("nightly", schedules=[Interval(60, parameters={"dya": 1})]):
-            noop(Parameter("day", default=1))
+    flow = Flow("nightly", schedules=[Interval(60, parameters={"dya": 1})])
+    with pytest.raises(ParameterError, match=r"unknown parameter.*dya"), flow:
+        noop(Parameter("day", default=1))
 
 
 @pytest.mark.parametrize(

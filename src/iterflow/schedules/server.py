@@ -122,6 +122,7 @@ class FlowServer:
         self.owner, self.clock, self._report = owner, clock, report
         self.stale_after = stale_after
         self.cursors: dict[str, datetime] = {}
+        self.checked: datetime | None = None  # every tick up to here has been dealt with
         self.waiting: Launch | None = None
         self.watched: set[str] = set()  # live runs an earlier serve launched
         self.last_run: tuple[str, str] | None = None  # run id, state: for the status line
@@ -135,19 +136,20 @@ class FlowServer:
     # -- start ------------------------------------------------------------------------
     def start(self) -> list[Launch]:
         """Take the lease, place the cursors, and pick up what earlier serves left."""
+        now = self.clock()
         previous = serving.acquire_lease(
             self.store, self.name, self.owner, stale_after=self.stale_after,
-            schedules=[s.as_dict() for s in self.flow.schedules],
+            schedules=[s.as_dict() for s in self.flow.schedules], covered=now.timestamp(),
         )
         if previous is not None and previous.stopped is None and previous.owner != self.owner:
             self.report(f"took over from the serve that was process {previous.pid} on "
                         f"{previous.host}")
-        now = self.clock()
         last = serving.last_ticks(self.store, self.name)
-        covered = None if previous is None else previous.heartbeat
+        covered = None if previous is None else previous.covered
         for schedule in self.flow.schedules:
             known = [t for t in (last.get(schedule.name), covered) if t is not None]
             self.cursors[schedule.name] = min(_utc(max(known)), now) if known else now
+        self.checked = min(self.cursors.values())
         waiting = serving.ticks(self.store, self.name, outcome="queued")
         for tick in waiting[:-1]:
             serving.update_tick(self.store, self.name, tick.schedule, tick.scheduled,
@@ -165,6 +167,22 @@ class FlowServer:
             elif state in ("Running", "Pending"):
                 self.watched.add(tick.run_id)
         return launches
+
+    def beat(self) -> bool:
+        """Renew the lease (with how far ticks were dealt with); False once it was lost."""
+        if not self.lost and not serving.renew_lease(
+            self.store, self.name, self.owner, covered=self._covered()
+        ):
+            self.lost = True
+            self.report("another serve took this flow over; no longer serving it")
+        return not self.lost
+
+    def release(self) -> None:
+        """Let go of the lease, saying how far ticks were dealt with."""
+        serving.release_lease(self.store, self.name, self.owner, covered=self._covered())
+
+    def _covered(self) -> float | None:
+        return None if self.checked is None else self.checked.timestamp()
 
     def _parameters(self, schedule_name: str) -> dict[str, Any]:
         for schedule in self.flow.schedules:
@@ -219,6 +237,7 @@ class FlowServer:
                         row.update(outcome="skipped", message=self._skip_reason(active))
                 rows.append(row)
         claimed = serving.claim_ticks(self.store, rows)
+        self.checked = now
         for row, fresh in zip(rows, claimed):
             if fresh and row["outcome"] in ("missed", "skipped"):
                 when = _utc(row["scheduled"]).isoformat(timespec="seconds")
@@ -356,7 +375,7 @@ class Server:
         finally:
             for fs in started:
                 try:
-                    serving.release_lease(self.store, fs.name, self.owner)
+                    fs.release()
                 except Exception:  # the store is gone: the lease goes stale on its own
                     _LOG.exception("could not release the lease of flow %r", fs.name)
             self._restore_signals(previous)
@@ -367,9 +386,7 @@ class Server:
         if time.monotonic() - self._beat >= self.heartbeat:
             self._beat = time.monotonic()
             for fs in self.flows:
-                if not fs.lost and not serving.renew_lease(self.store, fs.name, self.owner):
-                    fs.lost = True
-                    fs.report("another serve took this flow over; no longer serving it")
+                fs.beat()
                 self._check_watched(fs)
         for fs in self.flows:
             if fs.lost or self._stop.is_set():

@@ -27,7 +27,7 @@ Tables (SQLAlchemy Core; times are epoch seconds as floats; ``run_id`` and
                        (launched / skipped / missed / queued), run_id, resumes,
                        recorded, message: every occurrence of a schedule, once
     serve_leases       flow_name, owner, pid, host, started, heartbeat, stopped,
-                       schedules (JSON): the one ``iterflow serve`` serving each flow
+                       covered, schedules (JSON): the one ``iterflow serve`` serving each flow
     run_triggers       id, run_id, kind (schedule / resume), schedule, scheduled,
                        time: what started a run (none recorded: by hand)
 
@@ -256,6 +256,8 @@ def _schedule_tables(meta: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table]:
         sa.Column("started", _TIME),
         sa.Column("heartbeat", _TIME),
         sa.Column("stopped", _TIME),
+        # The schedule time up to which it dealt with ticks (at its last heartbeat).
+        sa.Column("covered", _TIME),
         # What it serves, for `iterflow schedules`: each schedule's definition.
         sa.Column("schedules", sa.JSON(none_as_null=True)),
     )

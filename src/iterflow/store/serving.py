@@ -100,6 +100,7 @@ class LeaseInfo:
     started: float | None
     heartbeat: float | None
     stopped: float | None
+    covered: float | None = None
     schedules: list[dict[str, Any]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -144,7 +145,7 @@ def _pid_alive(pid: int) -> bool:
 def _lease_info(row: Any) -> LeaseInfo:
     return LeaseInfo(
         row.flow_name, row.owner, row.pid, row.host, row.started, row.heartbeat, row.stopped,
-        row.schedules,
+        row.covered, row.schedules,
     )
 
 
@@ -166,6 +167,7 @@ def acquire_lease(
     *,
     stale_after: float = 15.0,
     schedules: list[dict[str, Any]] | None = None,
+    covered: float | None = None,
 ) -> LeaseInfo | None:
     """Take the lease of ``flow_name`` for ``owner``; return the previous holder's, if any.
 
@@ -190,6 +192,8 @@ def acquire_lease(
         values = {
             "owner": owner, "pid": os.getpid(), "host": HOST, "started": now,
             "heartbeat": now, "stopped": None, "schedules": schedules,
+            # Until this serve beats, what the previous one covered still holds.
+            "covered": covered if previous is None else (previous.covered or covered),
         }
         if row is None:
             conn.execute(sa.insert(serve_leases).values(flow_name=flow_name, **values))
@@ -203,27 +207,35 @@ def acquire_lease(
     return store.write(take)
 
 
-def renew_lease(store: RunStore, flow_name: str, owner: str) -> bool:
-    """Beat the lease's heartbeat; False when ``owner`` no longer holds it."""
+def renew_lease(
+    store: RunStore, flow_name: str, owner: str, *, covered: float | None = None
+) -> bool:
+    """Beat the lease's heartbeat; False when ``owner`` no longer holds it.
+
+    ``covered``: the schedule time up to which ticks were dealt with.
+    """
 
     def beat(conn: sa.Connection) -> bool:
         done = conn.execute(
             sa.update(serve_leases)
             .where(serve_leases.c.flow_name == flow_name, serve_leases.c.owner == owner,
                    serve_leases.c.stopped.is_(None))
-            .values(heartbeat=time.time())
+            .values(heartbeat=time.time(), **({} if covered is None else {"covered": covered}))
         )
         return done.rowcount == 1
 
     return store.write(beat)
 
 
-def release_lease(store: RunStore, flow_name: str, owner: str) -> None:
-    """Let go of the lease (the row stays: ``heartbeat`` says until when it served)."""
+def release_lease(
+    store: RunStore, flow_name: str, owner: str, *, covered: float | None = None
+) -> None:
+    """Let go of the lease (the row stays: ``covered`` says until when it served)."""
+    extra = {} if covered is None else {"covered": covered}
     store.write(lambda conn: conn.execute(
         sa.update(serve_leases)
         .where(serve_leases.c.flow_name == flow_name, serve_leases.c.owner == owner)
-        .values(stopped=time.time(), heartbeat=time.time())
+        .values(stopped=time.time(), heartbeat=time.time(), **extra)
     ))
 
 
