@@ -123,7 +123,7 @@ def run_flow(
 
             if resume is None and run_id is None:
                 run_id = uuid.uuid4().hex  # the trigger row needs the run's id now
-            record_trigger(run_store, resume or run_id, **(trigger or {"kind": "resume"}))
+            record_trigger(resume or run_id, **(trigger or {"kind": "resume"}), store=run_store)
 
         if executor is None:
             executor = flow.executor

@@ -41,7 +41,7 @@ def at(hour, minute=0, second=0):
 
 
 def outcomes(store):
-    return [(t.scheduled, t.outcome) for t in ticks(store, "etl")]
+    return [(t.scheduled, t.outcome) for t in ticks("etl", store=store)]
 
 
 def downtime(flow, store, clock):
@@ -74,7 +74,7 @@ def test_catchup_latest_runs_the_most_recent_missed_tick(store, clock):
         (at(13).timestamp(), "missed"), (at(14).timestamp(), "missed"),
         (at(15).timestamp(), "launched"),
     ]
-    row = ticks(store, "etl")[-1]
+    row = ticks("etl", store=store)[-1]
     assert row.run_id == launches[0].run_id and row.schedule == "hourly"
 
 
@@ -138,7 +138,7 @@ def test_overlap_skip_records_the_tick(store, clock):
     fs.start()
     clock.now = at(11, 0, 1)
     assert fs.due(active=1) == []
-    tick = ticks(store, "etl")[0]
+    tick = ticks("etl", store=store)[0]
     assert tick.outcome == "skipped" and "in flight" in tick.message
 
 
@@ -154,7 +154,7 @@ def test_overlap_queue_keeps_one_tick_waiting(store, clock):
     launches = fs.due(active=0)  # the run in flight ended: the waiting tick goes
     assert [launch.scheduled for launch in launches] == [at(11).timestamp()]
     assert [o for _, o in outcomes(store)] == ["launched", "skipped"]
-    assert ticks(store, "etl")[0].run_id == launches[0].run_id
+    assert ticks("etl", store=store)[0].run_id == launches[0].run_id
 
 
 def test_overlap_allow_up_to_max_active_runs(store, clock):
@@ -199,7 +199,7 @@ def test_a_second_serve_is_refused_with_the_first_ones_pid_and_host(store, clock
     assert f"process {os.getpid()} on {socket.gethostname()}" in str(caught.value)
     first.release()
     server(make_flow(), store, clock, owner="b").start()
-    assert lease(store, "etl").owner == "b"
+    assert lease("etl", store=store).owner == "b"
 
 
 def test_a_dead_serve_is_taken_over(store, clock, tmp_path):
@@ -210,10 +210,10 @@ def test_a_dead_serve_is_taken_over(store, clock, tmp_path):
         f"acquire_lease(open_store({store.url!r}), 'etl', 'dead')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-    held = lease(store, "etl")
+    held = lease("etl", store=store)
     assert held.owner == "dead" and held.stopped is None
     previous = acquire_lease(store, "etl", "alive")
-    assert previous.owner == "dead" and lease(store, "etl").owner == "alive"
+    assert previous.owner == "dead" and lease("etl", store=store).owner == "alive"
 
 
 # -- crashes ----------------------------------------------------------------------------------
@@ -226,7 +226,7 @@ def test_a_crashed_run_is_resumed_once_then_left(store, clock):
     (launch,) = fs.due(active=0)
     (resume,) = fs.crashed(launch.run_id)
     assert resume.resume and resume.run_id == launch.run_id
-    assert ticks(store, "etl")[0].resumes == 1
+    assert ticks("etl", store=store)[0].resumes == 1
     assert fs.crashed(launch.run_id) == []  # crashed again: left, hooks called (one raises)
     assert len(seen) == 1 and seen[0].is_failed() and seen[0].run_id == launch.run_id
 

@@ -102,7 +102,7 @@ def _add_triggers(store: Any, rows: list[dict[str, Any]]) -> None:
     """Give each run its ``trigger``: manual, schedule (name, time) or resume."""
     from iterflow.store import triggers
 
-    found = triggers(store, [r["run_id"] for r in rows])
+    found = triggers([r["run_id"] for r in rows], store=store)
     for row in rows:
         trigger = found[row["run_id"]].as_dict()
         trigger["scheduled"] = iso_time(trigger["scheduled"])

@@ -150,7 +150,7 @@ class FlowServer:
             known = [t for t in (last.get(schedule.name), covered) if t is not None]
             self.cursors[schedule.name] = min(_utc(max(known)), now) if known else now
         self.checked = min(self.cursors.values())
-        waiting = serving.ticks(self.store, self.name, outcome="queued")
+        waiting = serving.ticks(self.name, outcome="queued", store=self.store)
         for tick in waiting[:-1]:
             serving.update_tick(self.store, self.name, tick.schedule, tick.scheduled,
                                 outcome="skipped", message="another tick was waiting")

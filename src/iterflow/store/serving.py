@@ -19,18 +19,19 @@ over: the loser stops serving that flow.
 Triggers. ``run_triggers`` says what started a run: ``schedule`` (with the
 schedule's name and time) or ``resume``; a run with none was started by hand.
 
->>> from iterflow.store import open_store, ticks            # doctest: +SKIP
->>> [t.outcome for t in ticks(open_store(), flow_name="sync-orders")]
+>>> from iterflow.store import ticks                         # doctest: +SKIP
+>>> [t.outcome for t in ticks("sync-orders")]
 ['launched', 'missed', 'launched']
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -124,6 +125,21 @@ class TriggerInfo:
     def as_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (JSON-ready)."""
         return dataclasses.asdict(self)
+
+
+@contextlib.contextmanager
+def _using(store: RunStore | str | None) -> Iterator[RunStore]:
+    """``store`` as an open store: itself, or one opened from a URL (closed after)."""
+    from iterflow.store.runstore import RunStore, open_store
+
+    if isinstance(store, RunStore):
+        yield store
+        return
+    opened = open_store(store)
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -239,11 +255,12 @@ def release_lease(
     ))
 
 
-def lease(store: RunStore, flow_name: str) -> LeaseInfo | None:
+def lease(flow_name: str, *, store: RunStore | str | None = None) -> LeaseInfo | None:
     """The lease row of ``flow_name`` (held, stopped or dead), or None."""
-    row = store.read(lambda conn: conn.execute(
-        sa.select(serve_leases).where(serve_leases.c.flow_name == flow_name)
-    ).first())
+    with _using(store) as st:
+        row = st.read(lambda conn: conn.execute(
+            sa.select(serve_leases).where(serve_leases.c.flow_name == flow_name)
+        ).first())
     return None if row is None else _lease_info(row)
 
 
@@ -316,12 +333,12 @@ def last_ticks(store: RunStore, flow_name: str) -> dict[str, float]:
 
 
 def ticks(
-    store: RunStore,
     flow_name: str | None = None,
     schedule: str | None = None,
     *,
     outcome: str | None = None,
     limit: int | None = None,
+    store: RunStore | str | None = None,
 ) -> list[TickInfo]:
     """Recorded ticks, oldest first (``limit``: the newest ``limit`` of them)."""
     t = schedule_ticks
@@ -338,7 +355,8 @@ def ticks(
             stmt = stmt.limit(limit)
         return [_tick_info(row) for row in reversed(conn.execute(stmt).all())]
 
-    return store.read(query)
+    with _using(store) as st:
+        return st.read(query)
 
 
 def serve_runs(store: RunStore, flow_name: str) -> list[TickInfo]:
@@ -358,21 +376,25 @@ def serve_runs(store: RunStore, flow_name: str) -> list[TickInfo]:
 
 # -- triggers ----------------------------------------------------------------------------
 def record_trigger(
-    store: RunStore,
     run_id: str,
     kind: str,
     schedule: str | None = None,
     scheduled: float | None = None,
+    *,
+    store: RunStore | str | None = None,
 ) -> None:
     """Record what started (or resumed) ``run_id``: ``kind`` is ``schedule`` or ``resume``."""
     if kind not in ("schedule", "resume"):
         raise ValueError(f"a run trigger is 'schedule' or 'resume', got {kind!r}")
-    store.write(lambda conn: conn.execute(sa.insert(run_triggers).values(
-        run_id=run_id, kind=kind, schedule=schedule, scheduled=scheduled, time=time.time()
-    )))
+    with _using(store) as st:
+        st.write(lambda conn: conn.execute(sa.insert(run_triggers).values(
+            run_id=run_id, kind=kind, schedule=schedule, scheduled=scheduled, time=time.time()
+        )))
 
 
-def triggers(store: RunStore, run_ids: Iterable[str]) -> dict[str, TriggerInfo]:
+def triggers(
+    run_ids: Iterable[str], *, store: RunStore | str | None = None
+) -> dict[str, TriggerInfo]:
     """What started each run (runs with no record: ``manual``)."""
     wanted = sorted(set(run_ids))
     tr = run_triggers
@@ -387,7 +409,10 @@ def triggers(store: RunStore, run_ids: Iterable[str]) -> dict[str, TriggerInfo]:
         return rows
 
     found: dict[str, TriggerInfo] = dict.fromkeys(wanted, TriggerInfo("manual"))
-    for row in store.read(query) if wanted else []:
+    if wanted:
+        with _using(store) as st:
+            rows = st.read(query)
+    for row in rows if wanted else []:
         info = found[row.run_id]
         if row.kind == "resume":
             found[row.run_id] = dataclasses.replace(info, resumes=info.resumes + 1)
