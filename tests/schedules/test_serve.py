@@ -219,3 +219,60 @@ def test_racing_processes_record_each_tick_once(tmp_path, env, url):
     rows = ticks("race", store=url)
     assert len(rows) == 60
     assert {t.run_id for t in rows} == {("a" if t in won[0] else "b") + str(t) for t in range(60)}
+
+
+SCRIPT = textwrap.dedent(
+    """
+    from iterflow import Flow, task
+    from iterflow.schedules import Interval
+
+    @task
+    def hello():
+        return "hello"
+
+    with Flow("from-python", schedules=[Interval(1)]) as flow:
+        hello()
+
+    if __name__ == "__main__":
+        flow.serve()
+    """
+)
+
+
+def test_flow_serve_from_a_script(tmp_path, env, url):
+    script = tmp_path / "serve_me.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: any(r.state == "Success" for r in list_runs(store=url)),
+                 what="a successful scheduled run")
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
+    run = next(r for r in list_runs(store=url) if r.state == "Success")
+    # The child ran the flow from the script's file: `iterflow resume` could load it too.
+    assert run.source == f"{script.resolve()}:flow"
+    listed = subprocess.run([sys.executable, "-m", "iterflow", "schedules", "--json"], env=env,
+                            capture_output=True, text=True, timeout=60, check=True)
+    (row,) = json.loads(listed.stdout)
+    assert row["flow_name"] == "from-python" and row["served_by"]["alive"] is False
+    assert row["schedules"][0]["kind"] == "interval" and len(row["next"]) == 3
+
+
+def test_schedules_command_reads_files(tmp_path):
+    from click.testing import CliRunner
+
+    from iterflow.cli.main import cli
+
+    path = write_flow(tmp_path, n=1, pause=0)
+    result = CliRunner().invoke(cli, ["schedules", str(path), "--json", "-n", "2"],
+                                env={"SERVE_TEST_LOG": str(tmp_path / "log")})
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.output)
+    assert row["flow_name"] == "ticker" and row["source"].endswith("ticker_flow.py:flow")
+    first, second = (n["time"] for n in row["next"])
+    from datetime import datetime
+
+    gap = datetime.fromisoformat(second) - datetime.fromisoformat(first)
+    assert gap.total_seconds() == 1
