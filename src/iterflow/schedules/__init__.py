@@ -13,8 +13,9 @@ then ``iterflow serve flows.py`` (or ``flow.serve()``) runs it on those
 schedules. Modules: :mod:`~iterflow.schedules.definitions` (what a schedule
 is, next fire times), :mod:`~iterflow.schedules.options` (a flow's
 scheduling options), :mod:`~iterflow.schedules.planning` (what to do with
-the ticks that are due: pure), :mod:`~iterflow.schedules.server` (the
-serving loop, child processes, leases) and :mod:`~iterflow.schedules.child`
+the ticks that are due: pure), :mod:`~iterflow.schedules.flowserver` (one
+flow's lease, cursors and decisions), :mod:`~iterflow.schedules.server` (the
+serving loop, child processes, signals) and :mod:`~iterflow.schedules.child`
 (one run in its own process). See ``docs/schedules.md``.
 """
 
