@@ -179,7 +179,7 @@ def test_two_serves_one_flow_one_refuses(tmp_path, env):
         out, _ = loser.communicate(timeout=10)
         assert loser.returncode == 2
         assert f"already served by process {winner.pid} on {socket.gethostname()}" in out
-        time.sleep(2.5)
+        time.sleep(1.5)
         assert winner.poll() is None
     finally:
         for proc in (first, second):
