@@ -72,6 +72,14 @@ def test_interval_without_anchor_is_aligned_to_the_epoch():
     assert hourly.name == "every 1h"
 
 
+def test_next_lists_the_coming_fire_times():
+    assert Interval(timedelta(minutes=30)).next(3, after=utc(2026, 1, 1, 10, 10)) == [
+        utc(2026, 1, 1, 10, 30), utc(2026, 1, 1, 11), utc(2026, 1, 1, 11, 30),
+    ]
+    (upcoming,) = Cron("* * * * *").next()
+    assert timedelta(0) < upcoming - datetime.now(UTC) <= timedelta(minutes=1)
+
+
 def test_fire_times_lists_a_window_and_naive_times_are_utc():
     cron = Cron("0 */6 * * *")
     assert list(cron.fire_times(datetime(2026, 1, 1), datetime(2026, 1, 2))) == [

@@ -75,6 +75,19 @@ class Schedule:
         """The first fire time strictly after ``moment`` (aware), as an aware UTC datetime."""
         raise NotImplementedError
 
+    def next(self, n: int = 1, after: datetime | None = None) -> list[datetime]:
+        """The next ``n`` fire times after ``after`` (default: now), as aware UTC datetimes.
+
+        >>> [t.hour for t in Cron("0 */6 * * *").next(2, after=datetime(2026, 1, 1, 1))]
+        [6, 12]
+        """
+        moment = datetime.now(UTC) if after is None else after
+        times = []
+        for _ in range(n):
+            moment = self.next_after(moment)
+            times.append(moment)
+        return times
+
     def fire_times(self, after: datetime, until: datetime) -> Iterator[datetime]:
         """Every fire time in ``(after, until]``, in order."""
         until = _aware(until, "fire_times")
