@@ -276,3 +276,31 @@ def test_schedules_command_reads_files(tmp_path):
 
     gap = datetime.fromisoformat(second) - datetime.fromisoformat(first)
     assert gap.total_seconds() == 1
+
+
+def test_a_flow_in_no_file_is_sent_to_its_run_by_value(env, url):
+    import threading
+
+    from iterflow import Flow, Parameter, task
+    from iterflow.schedules import Interval
+    from iterflow.schedules.server import Server
+
+    @task
+    def shout(word):
+        return word.upper()
+
+    with Flow("local", schedules=[Interval(1, parameters={"word": "hey"})]) as flow:
+        shout(Parameter("word"))
+    lines: list[str] = []
+    server = Server([(flow, None)], url, report=lines.append)
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    try:
+        run = wait_for(lambda: next((r for r in list_runs(store=url) if r.state == "Success"),
+                                    None), what="a successful run")
+    finally:
+        server.stop()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert run.parameters == {"word": "hey"} and run.source is None
+    assert any("launched run" in line for line in lines)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -187,19 +186,25 @@ class Server:
                 "kind": "schedule", "schedule": launch.schedule, "scheduled": launch.scheduled,
             },
         }
-        if fs.source is None:
-            import cloudpickle
-
-            payload["flow"] = cloudpickle.dumps(fs.flow)
         env = {**os.environ, CHILD_ENV: "1", "ITERFLOW_STORE_URL": self.store.url,
                "ITERFLOW_HOME": str(self.store.home)}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "iterflow.schedules.child"],
-            stdin=subprocess.PIPE, env=env, start_new_session=True,
-        )
-        assert process.stdin is not None
-        with process.stdin:
-            process.stdin.write(pickle.dumps(payload))
+        try:
+            import cloudpickle  # parameters and flows may hold what plain pickle refuses
+
+            if fs.source is None:
+                payload["flow"] = cloudpickle.dumps(fs.flow)
+            data = cloudpickle.dumps(payload)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "iterflow.schedules.child"],
+                stdin=subprocess.PIPE, env=env, start_new_session=True,
+            )
+            assert process.stdin is not None
+            with process.stdin:
+                process.stdin.write(data)
+        except Exception as exc:  # one run that cannot start must not stop serve
+            fs.last_run = (launch.run_id, "not started")
+            fs.report(f"could not start run {launch.run_id[:8]}: {type(exc).__name__}: {exc}")
+            return
         self.children.append(_Child(launch, process))
         what = "resumed" if launch.resume else "launched"
         when = "" if launch.scheduled is None else (
