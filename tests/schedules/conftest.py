@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 
 import pytest
+
+from tests.backends import BACKENDS, postgres_schema
 
 
 class FakeClock:
@@ -22,13 +25,18 @@ def clock() -> FakeClock:
     return FakeClock(datetime(2026, 1, 1, 10, 0, 30, tzinfo=UTC))
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    """An open SQLite store under this test's ITERFLOW_HOME."""
+@pytest.fixture(params=BACKENDS)
+def store(request, tmp_path, monkeypatch):
+    """An open store (SQLite; PostgreSQL too when the suite has one) for this test."""
     from iterflow.store import open_store
 
     monkeypatch.setenv("ITERFLOW_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("ITERFLOW_STORE_URL", raising=False)
-    st = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    yield st
-    st.close()
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / 'store.db'}"
+        else:
+            url = stack.enter_context(postgres_schema("sched"))
+        st = open_store(url)
+        yield st
+        st.close()
