@@ -302,8 +302,10 @@ def claim_ticks(store: RunStore, rows: Sequence[dict[str, Any]]) -> list[bool]:
     def claim(conn: sa.Connection) -> list[bool]:
         now = time.time()
         stmt = _insert_ignoring_duplicates(conn)
+        # RETURNING, not rowcount: drivers differ on what rowcount says for DO NOTHING.
+        stmt = stmt.returning(schedule_ticks.c.id)
         return [
-            conn.execute(stmt.values(recorded=now, resumes=0, **row)).rowcount == 1
+            conn.execute(stmt.values(recorded=now, resumes=0, **row)).first() is not None
             for row in rows
         ]
 
