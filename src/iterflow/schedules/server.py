@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from iterflow.errors import StoreError
 from iterflow.schedules.definitions import ScheduleError
 from iterflow.schedules.flowserver import FlowServer, Launch, source_of, system_clock, utc
 from iterflow.store.runstore import RunStore, open_store
@@ -113,16 +114,27 @@ class Server:
         previous = self._install_signals()
         started: list[FlowServer] = []
         try:
-            for fs in self.flows:
-                launches = fs.start()
-                started.append(fs)
-                fs.report(f"serving ({', '.join(s.name for s in fs.flow.schedules)}); "
-                          f"{fs.status()}")
-                for launch in launches:
-                    self._spawn(launch)
+            try:
+                for fs in self.flows:
+                    launches = fs.start()
+                    started.append(fs)
+                    fs.report(f"serving ({', '.join(s.name for s in fs.flow.schedules)}); "
+                              f"{fs.status()}")
+                    for launch in launches:
+                        self._spawn(launch)
+            except BaseException:
+                self.drain = False  # refused or broken at start: resumes already begun stop
+                self._shutdown()
+                raise
             self._beat = time.monotonic()
             while not self._stop.is_set():
-                self.step()
+                try:
+                    self.step()
+                except StoreError as exc:
+                    # A store locked or unreachable for a while: try again next pass.
+                    _LOG.warning("serve: %s", exc)
+                    self.flows[0].report(f"the store failed ({exc}); retrying")
+                    self._stop.wait(min(self.heartbeat, 5.0))
                 self._stop.wait(self._sleep_time())
             self._shutdown()
         finally:
