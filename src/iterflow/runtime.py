@@ -123,7 +123,9 @@ def run_flow(
 
             if resume is None and run_id is None:
                 run_id = uuid.uuid4().hex  # the trigger row needs the run's id now
-            record_trigger(resume or run_id, **(trigger or {"kind": "resume"}), store=run_store)
+            triggered = resume if resume is not None else run_id
+            assert triggered is not None
+            record_trigger(triggered, **(trigger or {"kind": "resume"}), store=run_store)
 
         if executor is None:
             executor = flow.executor

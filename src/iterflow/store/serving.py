@@ -65,6 +65,7 @@ __all__ = [
 ]
 
 HOST = socket.gethostname()
+_TICK_KEY = ["flow_name", "schedule", "scheduled"]  # unique: ux_schedule_ticks
 _IN_CHUNK = 500
 
 
@@ -282,14 +283,15 @@ def _tick_info(row: Any) -> TickInfo:
 
 def _insert_ignoring_duplicates(conn: sa.Connection) -> Any:
     if conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:  # pragma: no cover - iterflow supports SQLite and PostgreSQL
-        raise IterflowError(f"schedules need SQLite or PostgreSQL, not {conn.dialect.name}")
-    return insert(schedule_ticks).on_conflict_do_nothing(
-        index_elements=["flow_name", "schedule", "scheduled"]
-    )
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(schedule_ticks).on_conflict_do_nothing(index_elements=_TICK_KEY)
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(schedule_ticks).on_conflict_do_nothing(index_elements=_TICK_KEY)
+    # pragma: no cover - iterflow supports SQLite and PostgreSQL
+    raise IterflowError(f"schedules need SQLite or PostgreSQL, not {conn.dialect.name}")
 
 
 def claim_ticks(store: RunStore, rows: Sequence[dict[str, Any]]) -> list[bool]:
