@@ -206,3 +206,16 @@ def test_repr():
     with Flow("shown") as flow:
         inc(1)
     assert repr(flow) == "<Flow 'shown': 1 tasks>"
+
+
+def test_sorted_tasks_follows_edges_added_after_it_was_asked():
+    flow = Flow("reorder")
+    a, b = source.copy(), inc.copy()
+    flow.add_task(b)
+    flow.add_task(a)
+    assert flow.sorted_tasks() == (b, a)
+    flow.add_edge(a, b, key="x")
+    assert flow.sorted_tasks() == (a, b)
+    c = source.copy()
+    flow.add_task(c)
+    assert flow.sorted_tasks() == (a, b, c)
