@@ -19,9 +19,15 @@ over: the loser stops serving that flow.
 Triggers. ``run_triggers`` says what started a run: ``schedule`` (with the
 schedule's name and time) or ``resume``; a run with none was started by hand.
 
->>> from iterflow.store import ticks                         # doctest: +SKIP
->>> [t.outcome for t in ticks("sync-orders")]
-['launched', 'missed', 'launched']
+>>> from iterflow.store import open_store, ticks
+>>> store = open_store()                    # ITERFLOW_STORE_URL or $ITERFLOW_HOME/iterflow.db
+>>> row = {"flow_name": "sync-orders", "schedule": "hourly", "scheduled": 0.0,
+...        "outcome": "missed"}
+>>> claim_ticks(store, [row, row])          # the second is the same occurrence
+[True, False]
+>>> [t.outcome for t in ticks("sync-orders", store=store)]
+['missed']
+>>> store.close()
 """
 
 from __future__ import annotations
