@@ -41,22 +41,11 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from iterflow.errors import FlowDefinitionError, ParameterError
+from iterflow.errors import ScheduleError, ScheduleParameterError
 
 __all__ = ["Cron", "Interval", "Schedule", "ScheduleError", "ScheduleParameterError"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class ScheduleError(FlowDefinitionError, ValueError):
-    """A schedule or a flow's scheduling option is not valid.
-
-    Also a ``ValueError``, so ``except ValueError`` around a bad cron string works.
-    """
-
-
-class ScheduleParameterError(ScheduleError, ParameterError):
-    """A schedule's parameters do not suit its flow (unknown, or a required one missing)."""
 
 
 class Schedule:

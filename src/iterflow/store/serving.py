@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from iterflow.errors import IterflowError, StoreError
+from iterflow.errors import IterflowError, ServeConflict
 from iterflow.store.schema import flow_runs, run_triggers, schedule_ticks, serve_leases
 
 if TYPE_CHECKING:
@@ -73,10 +73,6 @@ __all__ = [
 HOST = socket.gethostname()
 _TICK_KEY = ["flow_name", "schedule", "scheduled"]  # unique: ux_schedule_ticks
 _IN_CHUNK = 500
-
-
-class ServeConflict(StoreError, RuntimeError):
-    """Another live ``iterflow serve`` holds the lease of this flow in this store."""
 
 
 @dataclass(frozen=True, slots=True)
