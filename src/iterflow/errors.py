@@ -14,7 +14,11 @@ fix it, naming the task and the flow. Beside each name, the builtin it also is
     IterflowError
     ├── FlowDefinitionError  ValueError    the graph is wrong (built or validated)
     │   ├── CycleError                     an edge would close a cycle
-    │   └── OutsideFlowError RuntimeError  a task or block used with no flow to join
+    │   ├── OutsideFlowError RuntimeError  a task or block used with no flow to join
+    │   └── ScheduleError    OptionError   a bad schedule or scheduling option (a bad cron
+    │       │                              string, an unknown time zone)
+    │       └── ScheduleParameterError     a schedule's parameters do not suit its flow
+    │                        ParameterError
     ├── ArgumentError        TypeError     a call a task cannot take; a non-task for a task
     ├── OptionError          ValueError    a task or flow option with a value it cannot take
     ├── ParameterError       ValueError    a missing, unknown, duplicate or unnamed parameter
@@ -24,7 +28,8 @@ fix it, naming the task and the flow. Beside each name, the builtin it also is
     ├── ExecutorError        RuntimeError  an executor could not start or reach its cluster
     ├── SerializationError   TypeError     a result could not be serialized
     └── StoreError           RuntimeError  the run store cannot be opened or written
-        └── RunNotResumable                a run cannot be resumed (alive, finished, unknown)
+        ├── RunNotResumable                a run cannot be resumed (alive, finished, unknown)
+        └── ServeConflict                  another live ``iterflow serve`` serves the flow
 
     RunCancelled (a BaseException, like KeyboardInterrupt: not an error but a stop)
 
@@ -60,7 +65,10 @@ __all__ = [
     "ParameterError",
     "RunCancelled",
     "RunNotResumable",
+    "ScheduleError",
+    "ScheduleParameterError",
     "SerializationError",
+    "ServeConflict",
     "StoreError",
 ]
 
@@ -103,6 +111,17 @@ class ParameterError(IterflowError, ValueError):
     """A required parameter is missing, an unknown one was given, or a name repeats."""
 
 
+class ScheduleError(FlowDefinitionError, OptionError):
+    """A schedule or a flow's scheduling option is not valid (a bad cron string, say).
+
+    A ``ValueError`` too, so ``except ValueError`` around ``Cron(text)`` works.
+    """
+
+
+class ScheduleParameterError(ScheduleError, ParameterError):
+    """A schedule's parameters do not suit its flow (unknown, or a required one missing)."""
+
+
 class MapError(IterflowError, ValueError):
     """A mapped argument cannot be mapped over (not iterable, or lengths differ)."""
 
@@ -137,6 +156,10 @@ class StoreError(IterflowError, RuntimeError):
 
 class RunNotResumable(StoreError):
     """The run asked for cannot be resumed: unknown, still alive, or finished."""
+
+
+class ServeConflict(StoreError):
+    """Another live ``iterflow serve`` holds the lease of this flow in this store."""
 
 
 class RunCancelled(BaseException):
