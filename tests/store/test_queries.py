@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from iterflow.errors import StoreError
 from iterflow.states import Failed, Running, Success
 from iterflow.store import get_run, iterations, list_runs, task_runs
-from iterflow.store.queries import HOST, effective_state
+from iterflow.store.liveness import HOST, effective_state
 
 from .helpers import RunEvents
 

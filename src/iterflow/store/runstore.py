@@ -4,8 +4,10 @@
 is written (not a database, a newer schema: :class:`~iterflow.errors.StoreError`
 naming the file or URL) and creates or upgrades the schema
 (:mod:`iterflow.store.schema`). The store then hands out a sink for a run
-(:meth:`RunStore.sink`), answers queries (:mod:`iterflow.store.queries`),
+(:meth:`RunStore.sink`), answers queries (:class:`~iterflow.store.queries.StoreReaders`),
 and tells a resumed run where to start (:meth:`RunStore.resume_point`).
+:func:`using_store` gives the module-level functions of ``iterflow.store``
+an open store from whatever they were given.
 
 >>> store = open_store("sqlite:///runs.db")            # doctest: +SKIP
 >>> sink = store.sink()                                 # give it to the runner
@@ -15,19 +17,26 @@ and tells a resumed run where to start (:meth:`RunStore.resume_point`).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from iterflow.errors import RunNotResumable, StoreError
 from iterflow.events import ResumePoint
-from iterflow.store import db, queries, statements
+from iterflow.store import db, statements
+from iterflow.store.liveness import HOST, run_info
+from iterflow.store.lookup import find_run, load_state_results
+from iterflow.store.queries import StoreReaders
+from iterflow.store.records import RunInfo
+from iterflow.store.resume import build_resume_point
 from iterflow.store.schema import MIGRATIONS, Migration, check_sqlite_file, flow_runs, prepare
+from iterflow.store.writer import StoreSink
 
 __all__ = [
     "CheckpointSource",
@@ -36,10 +45,8 @@ __all__ = [
     "default_home",
     "default_url",
     "open_store",
+    "using_store",
 ]
-
-if TYPE_CHECKING:
-    from iterflow.store.writer import StoreSink
 
 T = TypeVar("T")
 
@@ -78,13 +85,31 @@ def open_store(url: str | None = None, **options: Any) -> RunStore:
     return RunStore(url or default_url(), **options)
 
 
-class RunStore:
+@contextlib.contextmanager
+def using_store(store: RunStore | str | None) -> Iterator[RunStore]:
+    """``store`` as an open :class:`RunStore`: itself, or one opened (and closed after).
+
+    ``None`` is the default store (see :func:`open_store`), a string its URL.
+    """
+    if isinstance(store, RunStore):
+        yield store
+        return
+    opened = open_store(store)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+class RunStore(StoreReaders):
     """An open run store: a database reached through SQLAlchemy, and a results directory.
 
     ``lock_timeout`` is how long a write may wait for a locked database before
     failing; ``stale_after`` how old a heartbeat may be before a live-looking
     run counts as ``Crashed``. ``home`` holds ``results/`` (large results).
-    A store is safe to share between threads; open one per process.
+    A store is safe to share between threads; open one per process. Its
+    questions (``list_runs``, ``task_runs``, ``iterations``, ...) come from
+    :class:`~iterflow.store.queries.StoreReaders`.
     """
 
     def __init__(
@@ -173,51 +198,32 @@ class RunStore:
         ``options`` go to the sink: ``batch_interval``, ``batch_size``,
         ``max_pending``, ``max_batch``, ``heartbeat_interval``.
         """
-        from iterflow.store.writer import StoreSink
-
         return StoreSink(self, **options)
 
     def checkpoint_source(self) -> CheckpointSource:
         """A picklable reader of loop checkpoints, for jobs in other processes."""
         return CheckpointSource(self.url)
 
-    # -- queries (see iterflow.store.queries) -------------------------------------
-    def list_runs(
-        self, limit: int | None = 20, flow_name: str | None = None, state: str | None = None
-    ) -> list[queries.RunInfo]:
-        """See :func:`iterflow.store.queries.list_runs`."""
-        return queries.list_runs(limit, flow_name, state, store=self)
-
-    def get_run(self, run_id: str) -> queries.RunInfo:
-        """See :func:`iterflow.store.queries.get_run`."""
-        return queries.get_run(run_id, store=self)
-
-    def task_runs(self, run_id: str) -> list[queries.TaskRunInfo]:
-        """See :func:`iterflow.store.queries.task_runs`."""
-        return queries.task_runs(run_id, store=self)
-
-    def iterations(
-        self, run_id: str, task: str, map_index: int | None = None
-    ) -> list[queries.IterationRecord]:
-        """See :func:`iterflow.store.queries.iterations`."""
-        return queries.iterations(run_id, task, map_index, store=self)
-
-    def logs(
-        self, run_id: str, task: str | None = None, *, after: int | None = None
-    ) -> list[queries.LogEntry]:
-        """See :func:`iterflow.store.queries.logs`."""
-        return queries.logs(run_id, task, after=after, store=self)
-
-    def load_result(self, result_id: int) -> Any:
-        """See :func:`iterflow.store.queries.load_result`."""
-        return queries.load_result(result_id, store=self)
-
     # -- resuming -------------------------------------------------------------------
     def resume_point(self, run_id: str) -> ResumePoint:
-        """See :func:`iterflow.store.queries.resume_point`."""
-        return queries.resume_point(run_id, store=self)
+        """What a resumed run already has: see :class:`~iterflow.events.ResumePoint`.
 
-    def check_resumable(self, run_id: str, *, claim: bool = False) -> queries.RunInfo:
+        ``finished`` holds the task runs that ended well (Success, Cached,
+        Skipped), with their results loaded, and a ``Mapped`` parent when it was
+        recorded and all its children are among them. ``loops`` holds, for each
+        other task run that recorded a ``Looped`` state, ``(i + 1, result)`` for
+        its latest ``Looped`` iteration ``i``.
+
+        Task runs inside loop blocks (ids ``<block task run id>/<k>/<slug>``) go
+        to ``iterations``, keyed by that prefix, for the one iteration each
+        unfinished block continues at (``k`` = its next loop index), nested
+        blocks included; finished iterations are left out, so a resume loads
+        only what it uses. It does not check that the run may be resumed: see
+        :meth:`check_resumable`.
+        """
+        return self.read(lambda conn: build_resume_point(conn, run_id, self.name))
+
+    def check_resumable(self, run_id: str, *, claim: bool = False) -> RunInfo:
         """Raise :class:`RunNotResumable` unless the run is Failed, Cancelled or Crashed.
 
         A live run is refused so that two processes never drive one run. With
@@ -229,11 +235,11 @@ class RunStore:
         >>> info = store.check_resumable(run_id, claim=True)   # doctest: +SKIP
         """
 
-        def check(conn: sa.Connection) -> queries.RunInfo:
-            row = queries.find_run(
+        def check(conn: sa.Connection) -> RunInfo:
+            row = find_run(
                 conn, run_id, self.name, error=RunNotResumable, for_update=claim
             )
-            info = queries.run_info(row, self.stale_after)
+            info = run_info(row, self.stale_after)
             if info.state not in _RESUMABLE:
                 raise RunNotResumable(_refusal(info))
             if claim:
@@ -242,14 +248,14 @@ class RunStore:
                     .where(flow_runs.c.run_id == info.run_id)
                     .values(
                         state="Running", ended=None, pid=os.getpid(),
-                        host=queries.HOST, heartbeat=time.time(),
+                        host=HOST, heartbeat=time.time(),
                     )
                 )
             return info
 
         return self.write(check) if claim else self.read(check)
 
-    def release(self, claimed: queries.RunInfo) -> None:
+    def release(self, claimed: RunInfo) -> None:
         """Undo :meth:`check_resumable` ``(claim=True)`` for a resume that did not start.
 
         ``claimed`` is what the claim returned. The run gets back its recorded
@@ -264,7 +270,7 @@ class RunStore:
                     flow_runs.c.run_id == claimed.run_id,
                     flow_runs.c.state == "Running",
                     flow_runs.c.pid == os.getpid(),
-                    flow_runs.c.host == queries.HOST,
+                    flow_runs.c.host == HOST,
                 )
                 .values(
                     state=claimed.recorded_state, ended=claimed.ended, pid=claimed.pid,
@@ -295,7 +301,7 @@ class RunStore:
             looped_index, looped_transition = row
             if looped_transition is None:
                 return looped_index + 1, None
-            loaded = queries.load_state_results(conn, [looped_transition])
+            loaded = load_state_results(conn, [looped_transition])
             return looped_index + 1, loaded[looped_transition]
 
         return self.read(query)
@@ -317,7 +323,7 @@ class RunStore:
         return f"RunStore({self.name!r})"
 
 
-def _refusal(info: queries.RunInfo) -> str:
+def _refusal(info: RunInfo) -> str:
     who = f"flow {info.flow_name!r}"
     if info.state in ("Running", "Pending"):
         age = ""
