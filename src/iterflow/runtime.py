@@ -105,7 +105,7 @@ def run_flow(
                     f"do not pass store=None"
                 )
             # Check and take over the run in one transaction: two processes never drive one run.
-            claimed = run_store.check_resumable(resume, claim=True)
+            claimed = run_store.check_resumable(resume, claim=True, flow_name=flow.name)
             resume_point = run_store.resume_point(resume)
             parameters = _resumed_parameters(flow, parameters, resume_point)
         values = resolve_parameters(flow, parameters)

@@ -150,3 +150,26 @@ def test_a_resume_runs_with_the_original_parameters_or_refuses_others(store_url)
     state = flow.run(resume=run_id, parameters={"n": 4}, store=store_url)  # the same: fine
     assert state.is_successful()
     assert seen == [(4, 4), (4, 4)]
+
+
+def test_a_run_is_not_resumed_by_another_flow(store_url):
+    fail_at = {"i": 2}
+    failed = counting_flow(fail_at).run(parameters={"n": 4}, store=store_url)
+    assert failed.is_failed()
+    before = get_run(failed.run_id, store=store_url)
+
+    @task
+    def other(n):
+        return n
+
+    with Flow("another flow") as flow_b:
+        other(Parameter("n"))
+    with pytest.raises(RunNotResumable) as refused:
+        flow_b.run(resume=failed.run_id, store=store_url)
+    message = str(refused.value)
+    assert "'edges'" in message and "'another flow'" in message and failed.run_id in message
+    after = get_run(failed.run_id, store=store_url)
+    assert after == before  # still Failed, still flow 'edges', nothing taken over
+    fail_at.clear()
+    resumed = counting_flow(fail_at).run(resume=failed.run_id, store=store_url)
+    assert resumed.is_successful()

@@ -223,23 +223,31 @@ class RunStore(StoreReaders):
         """
         return self.read(lambda conn: build_resume_point(conn, run_id, self.name))
 
-    def check_resumable(self, run_id: str, *, claim: bool = False) -> RunInfo:
+    def check_resumable(
+        self, run_id: str, *, claim: bool = False, flow_name: str | None = None
+    ) -> RunInfo:
         """Raise :class:`RunNotResumable` unless the run is Failed, Cancelled or Crashed.
 
-        A live run is refused so that two processes never drive one run. With
-        ``claim=True`` the check and taking the run over (state ``Running``,
-        this process's pid and host, a fresh heartbeat) happen in one write
-        transaction, so of two processes resuming at once only one succeeds;
-        the run's sink then keeps the heartbeat going.
+        A live run is refused so that two processes never drive one run.
+        ``flow_name``: the flow that would resume it; a run of another flow is
+        refused (its results are not that flow's). With ``claim=True`` the
+        check and taking the run over (state ``Running``, this process's pid
+        and host, a fresh heartbeat) happen in one write transaction, so of
+        two processes resuming at once only one succeeds; the run's sink then
+        keeps the heartbeat going. A refused run is left as it was.
 
         >>> info = store.check_resumable(run_id, claim=True)   # doctest: +SKIP
         """
 
         def check(conn: sa.Connection) -> RunInfo:
-            row = find_run(
-                conn, run_id, self.name, error=RunNotResumable, for_update=claim
-            )
+            row = find_run(conn, run_id, self.name, error=RunNotResumable, for_update=claim)
             info = run_info(row, self.stale_after)
+            if flow_name is not None and info.flow_name != flow_name:
+                raise RunNotResumable(
+                    f"Run {info.run_id} is a run of flow {info.flow_name!r}, not of flow "
+                    f"{flow_name!r}: a run resumes only with the flow it started with. Resume "
+                    f"it with flow {info.flow_name!r}, or start a new run of {flow_name!r}."
+                )
             if info.state not in _RESUMABLE:
                 raise RunNotResumable(_refusal(info))
             if claim:
