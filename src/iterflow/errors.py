@@ -15,7 +15,8 @@ what was found, and how to fix it, naming the task and the flow.
     ├── ExecutorError              an executor could not start or reach its cluster
     ├── SerializationError         a result could not be serialized
     └── StoreError                 the run store cannot be opened or written
-        └── RunNotResumable        a run cannot be resumed (alive, finished, unknown)
+        ├── RunNotResumable        a run cannot be resumed (alive, finished, unknown)
+        └── RunTakenOver           another process resumed the run this one drove
 
     RunCancelled (a BaseException, like KeyboardInterrupt: not an error but a stop)
 
@@ -35,6 +36,7 @@ __all__ = [
     "ParameterError",
     "RunCancelled",
     "RunNotResumable",
+    "RunTakenOver",
     "SerializationError",
     "StoreError",
 ]
@@ -90,6 +92,14 @@ class StoreError(IterflowError):
 
 class RunNotResumable(StoreError):
     """The run asked for cannot be resumed: unknown, still alive, or finished."""
+
+
+class RunTakenOver(StoreError):
+    """Another process claimed (resumed) the run this process was driving.
+
+    This process stops driving it at once and records nothing more for it,
+    so the new owner's record is never overwritten.
+    """
 
 
 class RunCancelled(BaseException):

@@ -13,13 +13,14 @@ import contextlib
 import os
 import signal
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 from iterflow.core.state import State
 from iterflow.engine.cache import MemoryCache
 from iterflow.engine.runner import FlowRunner, RunCancelled
-from iterflow.errors import ParameterError
+from iterflow.errors import ParameterError, RunTakenOver
 from iterflow.events import EventBus
 
 __all__ = ["default_cache", "resolve_parameters", "run_flow"]
@@ -89,13 +90,18 @@ def run_flow(
     run_id: str | None = None,
     source: str | None = None,
     sinks: list[Any] | None = None,
+    force: bool = False,
 ) -> State:
-    """Run ``flow`` (see :meth:`iterflow.Flow.run` for the arguments)."""
+    """Run ``flow`` (see :meth:`iterflow.Flow.run` for the arguments).
+
+    ``force=True`` resumes a run that looks alive (``iterflow resume --force``):
+    its process, if it goes on, finds the run taken over and stops.
+    """
     flow.validate()
     from iterflow import context as user_context
 
     run_store = _open_store(store, resume)
-    claimed = store_sink = None
+    claimed = store_sink = owner = None
     try:
         resume_point = None
         if resume is not None:
@@ -104,8 +110,12 @@ def run_flow(
                     f"flow {flow.name!r}: resume={resume!r} needs a run store; "
                     f"do not pass store=None"
                 )
-            # Check and take over the run in one transaction: two processes never drive one run.
-            claimed = run_store.check_resumable(resume, claim=True, flow_name=flow.name)
+            # Check and take over the run in one transaction: two processes never drive
+            # one run. The owner token is the sink's: it writes only while the run is ours.
+            owner = uuid.uuid4().hex
+            claimed = run_store.check_resumable(
+                resume, claim=True, flow_name=flow.name, owner=owner, force=force
+            )
             resume_point = run_store.resume_point(resume)
             parameters = _resumed_parameters(flow, parameters, resume_point)
         values = resolve_parameters(flow, parameters)
@@ -119,7 +129,7 @@ def run_flow(
 
         all_sinks = list(sinks or [])
         if run_store is not None:
-            store_sink = run_store.sink()
+            store_sink = run_store.sink(owner=owner)
             all_sinks.append(store_sink)
         if progress:
             from iterflow.progress import ProgressDisplay
@@ -160,10 +170,15 @@ def run_flow(
         with _sigterm_cancels():
             state = runner.run()
         bus.close()
-    except BaseException:
+    except BaseException as exc:
         # The run's own exception matters more than a store that also failed to close.
         with contextlib.suppress(Exception):
             bus.close()
+        taken_over = store_sink.taken_over if store_sink is not None else None
+        if taken_over is not None and not isinstance(exc, RunTakenOver):
+            # Whatever stopped the run here (a task failing to record, the flow's end),
+            # the reason is that another process drives it now: say that.
+            raise RunTakenOver(str(taken_over)) from exc
         raise
     finally:
         if run_store is not None and run_store is not store:

@@ -37,6 +37,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from iterflow.errors import RunTakenOver
 from iterflow.store.liveness import HOST
 from iterflow.store.schema import flow_runs, flows, task_runs
 from iterflow.store.statements import (
@@ -51,6 +52,7 @@ from iterflow.store.statements import (
     insert_results,
     insert_running,
     insert_transitions,
+    run_owner,
     upsert,
     upsert_task_runs,
 )
@@ -94,13 +96,27 @@ class BatchRecorder:
     while the database is locked). Between batches it keeps the integer keys
     of the flow runs and task runs in flight and the flow runs still open,
     whose heartbeat it refreshes every ``heartbeat_interval`` seconds.
+
+    Fencing: the runs it starts record ``owner`` as theirs, and every
+    transaction first checks that each run it writes for is still theirs
+    (a resume elsewhere writes its own token). If one is not, nothing of the
+    batch is written and :class:`~iterflow.errors.RunTakenOver` is raised.
+    ``identities`` (task slug -> identity, see :mod:`iterflow.core.fingerprint`)
+    go into each task run's row, for a later resume to compare.
     """
 
     def __init__(
-        self, write: Callable[[Callable[[sa.Connection], None]], None], heartbeat_interval: float
+        self,
+        write: Callable[[Callable[[sa.Connection], None]], None],
+        heartbeat_interval: float,
+        *,
+        owner: str,
+        identities: dict[str, str] | None = None,
     ) -> None:
         self._write = write
         self.heartbeat_interval = heartbeat_interval
+        self.owner = owner
+        self.identities = identities or {}
         #: Flow runs to keep heartbeating: started, not yet ended.
         self.open_runs: dict[str, None] = {}
         # Integer keys of the flow runs and task runs in flight (their ``id``
@@ -140,12 +156,15 @@ class BatchRecorder:
         keyed_runs: dict[str, int] = {}
         keyed_tasks: dict[str, int] = {}
         finished: list[str] = []
+        touched = {**self.open_runs, **dict.fromkeys(r[T_FLOW_RUN_ID] for r in batch)}
 
         def transaction(conn: sa.Connection) -> None:
             # Everything is rebuilt on each attempt: a retry gets fresh ids.
             keyed_runs.clear()
             keyed_tasks.clear()
             finished.clear()
+            for run_id in touched:
+                self._check_owner(conn, run_id)
             keyed_runs.update(find_keys(conn, flow_runs, "run_id", new_runs))
             keyed_tasks.update(find_keys(conn, task_runs, "task_run_id", new_tasks))
             unkeyed = [r for r in new_runs if r not in keyed_runs]
@@ -179,13 +198,13 @@ class BatchRecorder:
                     next_id += 1
                 elif tag == FLOW:
                     run_key = run_keys.get(record[F_RUN_ID]) or keyed_runs[record[F_RUN_ID]]
-                    next_id = _write_flow(conn, record, run_key, next_id, rows, runs)
+                    next_id = _write_flow(conn, record, run_key, next_id, rows, runs, self.owner)
             snapshots: list[tuple[Any, ...]] = []
             for task_run_id, (record, row_id) in rows.latest.items():
                 task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
                 snapshots.append(_task_run_row(
                     record, task_key, row_id, rows.first[task_run_id],
-                    rows.looped.get(task_run_id),
+                    rows.looped.get(task_run_id), self.identities.get(record[T_SLUG]),
                 ))
                 if record[T_ROLE] >= ROLE_END_STRICT:
                     finished.append(task_run_id)
@@ -227,6 +246,20 @@ class BatchRecorder:
                     del task_keys[task_run_id]
         if beat:
             self._next_beat = time.monotonic() + self.heartbeat_interval
+
+    def _check_owner(self, conn: sa.Connection, run_id: str) -> None:
+        """Raise :class:`RunTakenOver` if another process has claimed ``run_id``."""
+        row = run_owner.first(conn, (run_id,))
+        if row is None or row[0] is None or row[0] == self.owner:
+            return  # a new run, one recorded before owners, or ours
+        self.open_runs.pop(run_id, None)
+        _owner, pid, host = row
+        raise RunTakenOver(
+            f"Run {run_id} was taken over by another process (pid {pid} on {host} resumed "
+            f"it), so this process (pid {os.getpid()} on {HOST}) stopped driving it and "
+            f"records nothing more for it. The run goes on there: `iterflow show "
+            f"{run_id[:8]}` shows it."
+        )
 
 
 class _Rows:
@@ -306,6 +339,7 @@ def _write_flow(
     next_id: int,
     rows: _Rows,
     runs: dict[str, None],
+    owner: str,
 ) -> int:
     """Upsert the flow run of a FLOW record and add its state row; return the next free id."""
     (_, run_id, flow_name, kind, at, message, params_json, params_stored, tasks, source,
@@ -335,8 +369,8 @@ def _write_flow(
     if finished:
         runs.pop(run_id, None)
     else:
-        row.update(pid=os.getpid(), host=HOST, heartbeat=time.time())
-        rules.update(pid="new", host="new", heartbeat="new")
+        row.update(pid=os.getpid(), host=HOST, heartbeat=time.time(), owner=owner)
+        rules.update(pid="new", host="new", heartbeat="new", owner="new")
         runs[run_id] = None
     upsert(conn, flow_runs, "run_id", [row], rules)
     rows.other.append(
@@ -351,6 +385,7 @@ def _task_run_row(
     row_id: int,
     started: float,
     looped: tuple[int, int] | None,
+    identity: str | None,
 ) -> tuple[Any, ...]:
     """The ``task_runs`` row after a batch (in table order), from its last record there."""
     (_, flow_run_id, task_run_id, slug, name, map_index, loop_index, kind, role, at,
@@ -366,14 +401,14 @@ def _task_run_row(
     return (
         task_run_id, key, flow_run_id, slug, name, map_index, kind, loop_count, loop_index,
         looped_index, looped_transition, row_id if finished else None, started,
-        at if finished else None, message,
+        at if finished else None, message, identity,
     )
 
 
 _ROW_ORDER = (
     "task_run_id", "id", "flow_run_id", "task_slug", "task_name", "map_index", "state",
     "loop_count", "loop_index", "looped_index", "looped_transition", "result_transition",
-    "started", "ended", "message",
+    "started", "ended", "message", "identity",
 )
 # _task_run_row builds its tuple in the table's column order; keep them in step.
 assert _ROW_ORDER == TASK_RUN_COLUMNS, "task_runs columns changed: update _task_run_row"

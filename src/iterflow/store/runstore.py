@@ -21,6 +21,7 @@ import contextlib
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,7 +31,7 @@ import sqlalchemy as sa
 from iterflow.errors import RunNotResumable, StoreError
 from iterflow.events import ResumePoint
 from iterflow.store import db, statements
-from iterflow.store.liveness import HOST, run_info
+from iterflow.store.liveness import HOST, LIVE, driving, run_info
 from iterflow.store.lookup import find_run, load_state_results
 from iterflow.store.queries import StoreReaders
 from iterflow.store.records import RunInfo
@@ -156,6 +157,8 @@ class RunStore(StoreReaders):
         # pool that queries share (a process running many flows would drain it).
         self._writer_engine: sa.Engine | None = None
         self._writer_lock = threading.Lock()
+        # Run id -> (the owner token a claim replaced, the claim's token).
+        self._claims: dict[str, tuple[str | None, str]] = {}
 
     # -- plumbing used by the writer and the queries --------------------------
     def write(
@@ -224,20 +227,35 @@ class RunStore(StoreReaders):
         return self.read(lambda conn: build_resume_point(conn, run_id, self.name))
 
     def check_resumable(
-        self, run_id: str, *, claim: bool = False, flow_name: str | None = None
+        self,
+        run_id: str,
+        *,
+        claim: bool = False,
+        flow_name: str | None = None,
+        owner: str | None = None,
+        force: bool = False,
     ) -> RunInfo:
         """Raise :class:`RunNotResumable` unless the run is Failed, Cancelled or Crashed.
 
-        A live run is refused so that two processes never drive one run.
-        ``flow_name``: the flow that would resume it; a run of another flow is
-        refused (its results are not that flow's). With ``claim=True`` the
-        check and taking the run over (state ``Running``, this process's pid
-        and host, a fresh heartbeat) happen in one write transaction, so of
-        two processes resuming at once only one succeeds; the run's sink then
-        keeps the heartbeat going. A refused run is left as it was.
+        A live run is refused so that two processes never drive one run (on
+        this host a run whose process is alive is live, however old its
+        heartbeat). ``flow_name``: the flow that would resume it; a run of
+        another flow is refused (its results are not that flow's). A refused
+        run is left as it was.
+
+        With ``claim=True`` the check and taking the run over (state
+        ``Running``, this process's pid and host, a fresh heartbeat, and
+        ``owner``, the token of the sink that will record it) happen in one
+        write transaction, so of two processes resuming at once only one
+        succeeds. The process that drove the run before finds its token gone
+        at its next write and stops (:class:`~iterflow.errors.RunTakenOver`).
+        ``force=True`` claims a run that looks live, for a user who knows
+        its process will not go on (a process stopped for good, say).
 
         >>> info = store.check_resumable(run_id, claim=True)   # doctest: +SKIP
         """
+
+        token = owner or uuid.uuid4().hex
 
         def check(conn: sa.Connection) -> RunInfo:
             row = find_run(conn, run_id, self.name, error=RunNotResumable, for_update=claim)
@@ -248,28 +266,37 @@ class RunStore(StoreReaders):
                     f"{flow_name!r}: a run resumes only with the flow it started with. Resume "
                     f"it with flow {info.flow_name!r}, or start a new run of {flow_name!r}."
                 )
-            if info.state not in _RESUMABLE:
+            live = force and info.state in LIVE
+            if info.state not in _RESUMABLE and not live:
                 raise RunNotResumable(_refusal(info))
             if claim:
+                self._claims[info.run_id] = (row.owner, token)
                 conn.execute(
                     sa.update(flow_runs)
                     .where(flow_runs.c.run_id == info.run_id)
                     .values(
                         state="Running", ended=None, pid=os.getpid(),
-                        host=HOST, heartbeat=time.time(),
+                        host=HOST, heartbeat=time.time(), owner=token,
                     )
                 )
             return info
 
-        return self.write(check) if claim else self.read(check)
+        if not claim:
+            return self.read(check)
+        info = self.write(check)
+        driving(info.run_id, token, True)  # until its sink ends the run, or release()
+        return info
 
     def release(self, claimed: RunInfo) -> None:
         """Undo :meth:`check_resumable` ``(claim=True)`` for a resume that did not start.
 
         ``claimed`` is what the claim returned. The run gets back its recorded
-        state, pid, host and heartbeat, so it stays resumable (by this process
-        too); a run some other process has taken since is left alone.
+        state, pid, host, heartbeat and owner, so it stays resumable (by this
+        process too); a run some other process has taken since is left alone.
         """
+        owner, token = self._claims.pop(claimed.run_id, (None, None))
+        if token is not None:
+            driving(claimed.run_id, token, False)
 
         def undo(conn: sa.Connection) -> None:
             conn.execute(
@@ -282,7 +309,7 @@ class RunStore(StoreReaders):
                 )
                 .values(
                     state=claimed.recorded_state, ended=claimed.ended, pid=claimed.pid,
-                    host=claimed.host, heartbeat=claimed.heartbeat,
+                    host=claimed.host, heartbeat=claimed.heartbeat, owner=owner,
                 )
             )
 
@@ -333,14 +360,17 @@ class RunStore(StoreReaders):
 
 def _refusal(info: RunInfo) -> str:
     who = f"flow {info.flow_name!r}"
-    if info.state in ("Running", "Pending"):
+    if info.state in LIVE:
         age = ""
         if info.heartbeat is not None:
             age = f", last heartbeat {time.time() - info.heartbeat:.0f} s ago"
         return (
             f"Run {info.run_id} of {who} is still running (process {info.pid} on "
             f"{info.host}{age}); two processes must not drive one run. Wait for it to "
-            f"finish, or stop it (Ctrl-C or SIGTERM record it as Cancelled), then resume."
+            f"finish, or stop it (Ctrl-C or SIGTERM record it as Cancelled), then resume. "
+            f"A process that is stopped (Ctrl-Z, SIGSTOP) counts as alive: if you know it "
+            f"will not go on, `iterflow resume {info.run_id[:8]} --force` takes the run "
+            f"over, and that process stops at its next write."
         )
     if info.state in ("Success", "Skipped"):
         return (

@@ -53,6 +53,7 @@ import atexit
 import contextlib
 import pickle
 import threading
+import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -61,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from iterflow.core.state import Kind, State
-from iterflow.errors import StoreError
+from iterflow.errors import RunTakenOver, StoreError
 from iterflow.events import FlowRunEvent, LogEvent, TaskRunEvent
 from iterflow.store.batch import (
     BIG,
@@ -83,6 +84,7 @@ from iterflow.store.batch import (
     TASK,
     BatchRecorder,
 )
+from iterflow.store.liveness import driving
 from iterflow.store.results import Stored, preview
 from iterflow.store.snapshots import SCALARS, snapshot, snapshot_parameters
 
@@ -147,6 +149,8 @@ class StoreSink:
         max_pending: int = 10_000,
         max_batch: int = 4096,
         heartbeat_interval: float = 5.0,
+        owner: str | None = None,
+        identities: dict[str, str] | None = None,
     ) -> None:
         self.store = store
         self.batch_interval = batch_interval
@@ -171,7 +175,13 @@ class StoreSink:
         self._stopping = False
         self._conn: sa.Connection | None = None  # the writer's own (SQLite), see _write
         # Owned by the writer thread: turns batches into rows, keeps the heartbeat.
-        self._batches = BatchRecorder(self._write, heartbeat_interval)
+        # Runs started and not ended here: this process drives them (see liveness).
+        self._driving: set[str] = set()
+        #: The token this sink's runs record as their owner (see BatchRecorder).
+        self.owner = owner or uuid.uuid4().hex
+        self._batches = BatchRecorder(
+            self._write, heartbeat_interval, owner=self.owner, identities=identities
+        )
         self._thread = threading.Thread(
             target=self._run, name=f"iterflow-store-writer-{id(self):x}", daemon=True
         )
@@ -284,6 +294,15 @@ class StoreSink:
 
     def _flow_event(self, event: FlowRunEvent) -> None:
         state = event.state
+        finished = state.is_finished()
+        # This process drives the run from its first state to its last (liveness).
+        run_id = event.flow_run_id
+        if not finished and run_id not in self._driving:
+            self._driving.add(run_id)
+            driving(run_id, self.owner, True)
+        elif finished and run_id in self._driving:
+            self._driving.discard(run_id)
+            driving(run_id, self.owner, False)
         params_json = params_stored = None
         # A resumed run sends its original parameters again; they are recorded already.
         if event.parameters is not None and not event.resumed:
@@ -294,8 +313,7 @@ class StoreSink:
         self._put(
             (FLOW, event.flow_run_id, event.flow_name, state.kind.value, state.timestamp,
              state.message, params_json, params_stored,
-             [list(pair) for pair in event.tasks] or None, event.source, state.is_finished(),
-             signal),
+             [list(pair) for pair in event.tasks] or None, event.source, finished, signal),
             signal,
         )
 
@@ -342,12 +360,18 @@ class StoreSink:
                 raise StoreError(f"The sink for the run store {self.store.name} is closed.")
             error = StoreError(f"The writer for the run store {self.store.name} stopped.")
         self._error_seen = True
-        raise StoreError(str(error)) from error
+        raise type(error)(str(error)) from error  # a RunTakenOver stays one
 
     def _fail(self, error: StoreError) -> None:
         if self._error is None:
             self._error = error
         self._unusable = True
+        self._give_up_runs()
+
+    def _give_up_runs(self) -> None:
+        """This process no longer drives the runs this sink recorded (liveness)."""
+        while self._driving:
+            driving(self._driving.pop(), self.owner, False)
 
     def flush(self) -> None:
         """Block until everything handed to :meth:`handle` is committed."""
@@ -374,6 +398,7 @@ class StoreSink:
             self._wake.set()
             self._thread.join(timeout=self.store.lock_timeout + 5)
             _LIVE_SINKS.discard(self)
+            self._give_up_runs()
         if self._error is not None and not self._error_seen:
             self._raise()
 
@@ -382,6 +407,12 @@ class StoreSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def taken_over(self) -> RunTakenOver | None:
+        """The error that stopped this sink because another process took its run over."""
+        error = self._error
+        return error if isinstance(error, RunTakenOver) else None
 
     def __repr__(self) -> str:
         return f"StoreSink({self.store.name!r}, pending={len(self._buffer)})"
@@ -395,7 +426,10 @@ class StoreSink:
                 stopping = self._stopping
                 self._drain()
                 if self._error is None and self._batches.beat_due():
-                    self._batches.commit([], 0)  # nothing queued, but the heartbeat is due
+                    try:
+                        self._batches.commit([], 0)  # nothing queued, but the heartbeat is due
+                    except StoreError as exc:  # a run taken over, a database locked too long
+                        self._fail(exc)
                 if stopping and not self._buffer:
                     return
         except BaseException as exc:  # a bug here must not leave handle() waiting forever
