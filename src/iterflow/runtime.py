@@ -10,6 +10,7 @@ above it knows how a run is driven.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from iterflow.core.fingerprint import task_identities
 from iterflow.core.state import State
 from iterflow.engine.cache import MemoryCache
 from iterflow.engine.runner import FlowRunner, RunCancelled
@@ -102,8 +104,12 @@ def run_flow(
 
     run_store = _open_store(store, resume)
     claimed = store_sink = owner = None
+    forget: dict[str, list[str]] = {}
     try:
         resume_point = None
+        # Each task's identity, recorded with its task runs: a resume reuses a result
+        # only where the task is still the same call (core.fingerprint).
+        identities = task_identities(flow) if run_store is not None else None
         if resume is not None:
             if run_store is None:
                 raise ParameterError(
@@ -116,7 +122,15 @@ def run_flow(
             claimed = run_store.check_resumable(
                 resume, claim=True, flow_name=flow.name, owner=owner, force=force
             )
-            resume_point = run_store.resume_point(resume)
+            changed = run_store.changed_tasks(resume, identities)
+            resume_point = run_store.resume_point(resume, identities=identities)
+            if changed:
+                forget[resume_point.run_id] = changed
+                logging.getLogger("iterflow").warning(
+                    "flow %r changed since run %s ran: tasks %s are not the calls they were "
+                    "and run again (their recorded results are not reused)",
+                    flow.name, resume_point.run_id, ", ".join(changed),
+                )
             parameters = _resumed_parameters(flow, parameters, resume_point)
         values = resolve_parameters(flow, parameters)
 
@@ -129,7 +143,7 @@ def run_flow(
 
         all_sinks = list(sinks or [])
         if run_store is not None:
-            store_sink = run_store.sink(owner=owner)
+            store_sink = run_store.sink(owner=owner, identities=identities, forget=forget)
             all_sinks.append(store_sink)
         if progress:
             from iterflow.progress import ProgressDisplay

@@ -9,7 +9,7 @@ import pytest
 import iterflow
 from iterflow import LOOP, Flow, Parameter, task
 from iterflow.errors import ParameterError, RunNotResumable
-from iterflow.store import get_run, list_runs
+from iterflow.store import get_run, list_runs, task_runs
 from iterflow.store.runstore import RunStore
 
 
@@ -173,3 +173,102 @@ def test_a_run_is_not_resumed_by_another_flow(store_url):
     fail_at.clear()
     resumed = counting_flow(fail_at).run(resume=failed.run_id, store=store_url)
     assert resumed.is_successful()
+
+
+def fetch_and_report(calls: list, fail: dict):
+    @task
+    def fetch(what):
+        calls.append(what)
+        return f"data of {what}"
+
+    @task
+    def report(data):
+        if fail.get("report"):
+            raise RuntimeError("report broke")
+        return f"report on {data}"
+
+    return fetch, report
+
+
+def test_a_resume_after_the_flow_changed_never_hands_a_task_another_calls_result(store_url):
+    calls: list = []
+    fail = {"report": True}
+    fetch, report = fetch_and_report(calls, fail)
+    with Flow("changing") as before:
+        report(fetch("A"))
+    failed = before.run(store=store_url)
+    assert failed.is_failed() and calls == ["A"]
+
+    # Between the failure and the resume, a call is added before fetch("A"): the
+    # slug `fetch` now names fetch("B"), and fetch("A") is `fetch-2`.
+    with Flow("changing") as after:
+        b = fetch("B")
+        a = fetch("A")
+        r = report(a)
+    assert (b.slug, a.slug) == ("fetch", "fetch-2")
+    fail.clear()
+    calls.clear()
+    state = after.run(resume=failed.run_id, store=store_url)
+    assert state.is_successful()
+    assert state.result[b].result == "data of B"  # not A's recorded result
+    assert state.result[a].result == "data of A"
+    assert state.result[r].result == "report on data of A"
+    assert sorted(calls) == ["A", "B"]
+    shown = {t.task_slug: t.result_preview for t in task_runs(failed.run_id, store=store_url)}
+    assert shown == {"fetch": "'data of B'", "fetch-2": "'data of A'",
+                     "report": "'report on data of A'"}
+
+
+def test_a_resume_reuses_the_tasks_that_did_not_change(store_url):
+    calls: list = []
+    fail = {"report": True}
+    fetch, report = fetch_and_report(calls, fail)
+    with Flow("growing") as before:
+        report(fetch("A"))
+    failed = before.run(store=store_url)
+    assert failed.is_failed() and calls == ["A"]
+
+    # A call added after the others changes no one's identity: fetch("A") is reused.
+    with Flow("growing") as after:
+        a = fetch("A")
+        report(a)
+        extra = fetch("B")
+    fail.clear()
+    calls.clear()
+    state = after.run(resume=failed.run_id, store=store_url)
+    assert state.is_successful()
+    assert calls == ["B"]
+    assert (state.result[a].result, state.result[extra].result) == ("data of A", "data of B")
+
+
+def test_a_changed_loop_that_fails_again_at_once_restarts_at_its_first_iteration(store_url):
+    seen: list = []
+    fail_at: dict = {"i": 3}
+
+    @task
+    def count(step):
+        i = iterflow.context.loop_index
+        seen.append((step, i, iterflow.context.get("loop_result")))
+        if i == fail_at.get("i"):
+            raise RuntimeError(f"stopped at {i}")
+        if i < 5:
+            raise LOOP(result=iterflow.context.get("loop_result", 0) + step)
+        return iterflow.context.get("loop_result", 0) + step
+
+    with Flow("loops") as before:
+        count(1)
+    failed = before.run(store=store_url)
+    assert failed.is_failed()  # iterations 0-2 recorded, with step 1
+
+    with Flow("loops") as after:
+        c = count(100)  # another call: it starts again, at iteration 0
+    fail_at["i"] = 0
+    seen.clear()
+    assert after.run(resume=failed.run_id, store=store_url).is_failed()
+    assert seen == [(100, 0, None)]
+    # The next resume must not continue at iteration 3 with step 1's total.
+    fail_at.clear()
+    seen.clear()
+    state = after.run(resume=failed.run_id, store=store_url)
+    assert state.is_successful() and state.result[c].result == 600
+    assert seen[0] == (100, 0, None)

@@ -78,7 +78,9 @@ def load_result(result_id: int, *, store: Store = None) -> Any:
         return st.load_result(result_id)
 
 
-def resume_point(run_id: str, *, store: Store = None) -> ResumePoint:
+def resume_point(
+    run_id: str, *, identities: dict[str, str] | None = None, store: Store = None
+) -> ResumePoint:
     """What a resumed run already has: :meth:`RunStore.resume_point`."""
     with using_store(store) as st:
-        return st.resume_point(run_id)
+        return st.resume_point(run_id, identities=identities)

@@ -102,7 +102,10 @@ class BatchRecorder:
     (a resume elsewhere writes its own token). If one is not, nothing of the
     batch is written and :class:`~iterflow.errors.RunTakenOver` is raised.
     ``identities`` (task slug -> identity, see :mod:`iterflow.core.fingerprint`)
-    go into each task run's row, for a later resume to compare.
+    go into each task run's row, for a later resume to compare. ``forget``
+    (run id -> slugs) names the task runs a resumed run runs again because
+    their task changed: with the run's first state, their rows lose what a
+    resume would reuse (state, results, last iteration); their history stays.
     """
 
     def __init__(
@@ -112,11 +115,13 @@ class BatchRecorder:
         *,
         owner: str,
         identities: dict[str, str] | None = None,
+        forget: dict[str, list[str]] | None = None,
     ) -> None:
         self._write = write
         self.heartbeat_interval = heartbeat_interval
         self.owner = owner
         self.identities = identities or {}
+        self._forget = dict(forget or {})
         #: Flow runs to keep heartbeating: started, not yet ended.
         self.open_runs: dict[str, None] = {}
         # Integer keys of the flow runs and task runs in flight (their ``id``
@@ -197,6 +202,8 @@ class BatchRecorder:
                     ))
                     next_id += 1
                 elif tag == FLOW:
+                    if record[F_RUN_ID] in self._forget:
+                        _forget(conn, record[F_RUN_ID], self._forget[record[F_RUN_ID]])
                     run_key = run_keys.get(record[F_RUN_ID]) or keyed_runs[record[F_RUN_ID]]
                     next_id = _write_flow(conn, record, run_key, next_id, rows, runs, self.owner)
             snapshots: list[tuple[Any, ...]] = []
@@ -239,6 +246,8 @@ class BatchRecorder:
         for task_run_id in finished:
             task_keys.pop(task_run_id, None)
         for record in batch:
+            if record[0] == FLOW:
+                self._forget.pop(record[F_RUN_ID], None)
             if record[0] == FLOW and record[F_FINISHED]:  # a flow run ended: its task runs too
                 run_keys.pop(record[F_RUN_ID], None)
                 prefix = record[F_RUN_ID] + "/"
@@ -330,6 +339,17 @@ class _Rows:
                            record[T_BLOCK_INDEX], record[T_MESSAGE], record[T_TRACEBACK],
                            serializer, data, preview, result_id, at))
         return next_id
+
+
+def _forget(conn: sa.Connection, run_id: str, slugs: list[str]) -> None:
+    """Clear what a resume would reuse from the task runs of ``slugs`` (see BatchRecorder)."""
+    conn.execute(
+        sa.update(task_runs)
+        .where(task_runs.c.flow_run_id == run_id, task_runs.c.task_slug.in_(slugs))
+        .values(state="Pending", loop_count=None, looped_index=None, looped_transition=None,
+                result_transition=None, identity=None,
+                message="its task changed since it ran: it runs again")
+    )
 
 
 def _write_flow(

@@ -7,6 +7,10 @@ Finished task runs give their final states, with their values loaded;
 unfinished ones that recorded a ``Looped`` state give the iteration to
 continue at and its loop result. Only the block iterations a resume
 continues are read.
+
+A task run is reused only if its task is the same call it was (its recorded
+identity is the resuming flow's, :mod:`iterflow.core.fingerprint`): after the
+flow changed, a slug may name another call, and its result is not this one's.
 """
 
 from __future__ import annotations
@@ -22,20 +26,26 @@ from iterflow.runids import iteration_prefix, scope_prefix, split_attempt
 from iterflow.store.lookup import find_run, load_results, load_state_results
 from iterflow.store.schema import task_runs
 
-__all__ = ["SUCCESSFUL", "build_resume_point"]
+__all__ = ["SUCCESSFUL", "build_resume_point", "changed_tasks"]
 
 #: Task run states a resume keeps (their task runs are not run again).
 SUCCESSFUL = frozenset({"Success", "Cached", "Skipped"})
 
 
-def build_resume_point(conn: sa.Connection, run_id: str, name: str) -> ResumePoint:
+def build_resume_point(
+    conn: sa.Connection, run_id: str, name: str, identities: dict[str, str] | None = None
+) -> ResumePoint:
     """What run ``run_id`` already has, read in ``conn``; see :meth:`RunStore.resume_point`.
 
-    ``name`` names the store in messages.
+    ``name`` names the store in messages. With ``identities`` (task slug ->
+    identity in the flow that resumes, :mod:`iterflow.core.fingerprint`),
+    task runs recorded with another identity are left out: they run again.
     """
     run = find_run(conn, run_id, name, error=RunNotResumable)
     t = task_runs
     rows = conn.execute(sa.select(t).where(t.c.flow_run_id == run.run_id)).all()
+    if identities is not None:
+        rows = [r for r in rows if _same_task(r, identities)]
 
     scopes: dict[str, list[Any]] = {}
     for r in rows:
@@ -94,6 +104,23 @@ def build_resume_point(conn: sa.Connection, run_id: str, name: str) -> ResumePoi
         finished, loops = _scope_resume(scopes[prefix], values)
         point.iterations[prefix] = IterationResume(finished=finished, loops=loops)
     return point
+
+
+def changed_tasks(
+    conn: sa.Connection, run_id: str, name: str, identities: dict[str, str]
+) -> list[str]:
+    """Slugs of the run's recorded tasks whose identity is not the one in ``identities``."""
+    run = find_run(conn, run_id, name, error=RunNotResumable)
+    t = task_runs
+    rows = conn.execute(
+        sa.select(t.c.task_slug, t.c.identity).where(t.c.flow_run_id == run.run_id).distinct()
+    )
+    return sorted({r.task_slug for r in rows if not _same_task(r, identities)})
+
+
+def _same_task(row: Any, identities: dict[str, str]) -> bool:
+    # A task run recorded before identities were (NULL) is trusted, as it was then.
+    return row.identity is None or identities.get(row.task_slug) == row.identity
 
 
 def _scope_resume(

@@ -35,7 +35,7 @@ from iterflow.store.liveness import HOST, LIVE, driving, run_info
 from iterflow.store.lookup import find_run, load_state_results
 from iterflow.store.queries import StoreReaders
 from iterflow.store.records import RunInfo
-from iterflow.store.resume import build_resume_point
+from iterflow.store.resume import build_resume_point, changed_tasks
 from iterflow.store.schema import MIGRATIONS, Migration, check_sqlite_file, flow_runs, prepare
 from iterflow.store.writer import StoreSink
 
@@ -199,7 +199,8 @@ class RunStore(StoreReaders):
         """A new :class:`~iterflow.store.writer.StoreSink` writing to this store.
 
         ``options`` go to the sink: ``batch_interval``, ``batch_size``,
-        ``max_pending``, ``max_batch``, ``heartbeat_interval``.
+        ``max_pending``, ``max_batch``, ``heartbeat_interval``, ``owner``,
+        ``identities``, ``forget``.
         """
         return StoreSink(self, **options)
 
@@ -208,7 +209,9 @@ class RunStore(StoreReaders):
         return CheckpointSource(self.url)
 
     # -- resuming -------------------------------------------------------------------
-    def resume_point(self, run_id: str) -> ResumePoint:
+    def resume_point(
+        self, run_id: str, *, identities: dict[str, str] | None = None
+    ) -> ResumePoint:
         """What a resumed run already has: see :class:`~iterflow.events.ResumePoint`.
 
         ``finished`` holds the task runs that ended well (Success, Cached,
@@ -223,8 +226,20 @@ class RunStore(StoreReaders):
         blocks included; finished iterations are left out, so a resume loads
         only what it uses. It does not check that the run may be resumed: see
         :meth:`check_resumable`.
+
+        ``identities`` (task slug -> identity, :func:`iterflow.core.fingerprint.task_identities`
+        of the flow that resumes): task runs recorded for another identity are
+        left out, so they run again (see :meth:`changed_tasks`).
         """
-        return self.read(lambda conn: build_resume_point(conn, run_id, self.name))
+        return self.read(lambda conn: build_resume_point(conn, run_id, self.name, identities))
+
+    def changed_tasks(self, run_id: str, identities: dict[str, str]) -> list[str]:
+        """Slugs of the run's recorded tasks that are not the same call in the resuming flow.
+
+        A resume runs them again; give them to the run's sink (``forget=``) so
+        their old summaries are cleared when the resumed run starts.
+        """
+        return self.read(lambda conn: changed_tasks(conn, run_id, self.name, identities))
 
     def check_resumable(
         self,

@@ -151,6 +151,7 @@ class StoreSink:
         heartbeat_interval: float = 5.0,
         owner: str | None = None,
         identities: dict[str, str] | None = None,
+        forget: dict[str, list[str]] | None = None,
     ) -> None:
         self.store = store
         self.batch_interval = batch_interval
@@ -180,7 +181,8 @@ class StoreSink:
         #: The token this sink's runs record as their owner (see BatchRecorder).
         self.owner = owner or uuid.uuid4().hex
         self._batches = BatchRecorder(
-            self._write, heartbeat_interval, owner=self.owner, identities=identities
+            self._write, heartbeat_interval, owner=self.owner, identities=identities,
+            forget=forget,
         )
         self._thread = threading.Thread(
             target=self._run, name=f"iterflow-store-writer-{id(self):x}", daemon=True
