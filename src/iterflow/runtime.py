@@ -143,7 +143,11 @@ def run_flow(
 
         all_sinks = list(sinks or [])
         if run_store is not None:
-            store_sink = run_store.sink(owner=owner, identities=identities, forget=forget)
+            store_sink = run_store.sink(
+                owner=owner, identities=identities, forget=forget,
+                # checkpoint=False: states and previews only (a resume reruns these).
+                previews_only=frozenset(t.slug for t in flow.tasks if t.checkpoint is False),
+            )
             all_sinks.append(store_sink)
         if progress:
             from iterflow.progress import ProgressDisplay

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 
 import pytest
 
 import iterflow
 from iterflow import LOOP, Flow, Parameter, task
-from iterflow.errors import ParameterError, RunNotResumable
-from iterflow.store import get_run, list_runs, task_runs
+from iterflow.errors import ParameterError, RunNotResumable, StoreError
+from iterflow.store import get_run, iterations, list_runs, load_result, task_runs
 from iterflow.store.runstore import RunStore
 
 
@@ -272,3 +273,53 @@ def test_a_changed_loop_that_fails_again_at_once_restarts_at_its_first_iteration
     state = after.run(resume=failed.run_id, store=store_url)
     assert state.is_successful() and state.result[c].result == 600
     assert seen[0] == (100, 0, None)
+
+
+def test_checkpoint_false_records_states_and_previews_and_a_resume_reruns_the_task(store_url):
+    opened: list = []
+    fail = {"report": True}
+
+    @task(checkpoint=False)
+    def connect():
+        conn = sqlite3.connect(":memory:")  # cannot be pickled, nor recorded
+        opened.append(conn)
+        return conn
+
+    @task(checkpoint=False)
+    def rows(conn):
+        i = iterflow.context.loop_index
+        conn.execute("CREATE TABLE IF NOT EXISTS t (i)")
+        conn.execute("INSERT INTO t VALUES (?)", (i,))
+        if i < 2:
+            raise LOOP(result={"conn": conn, "i": i})  # an unpicklable loop result too
+        return conn.execute("SELECT count(*) FROM t").fetchone()[0]
+
+    @task
+    def report(n):
+        if fail.get("report"):
+            raise RuntimeError("report broke")
+        return f"{n} rows"
+
+    with Flow("unrecorded") as flow:
+        c = connect()
+        r = rows(c)
+        report(r)
+    failed = flow.run(store=store_url)
+    assert failed.is_failed()
+    assert failed.result[c].is_successful() and failed.result[r].result == 3
+    shown = {t.task_slug: t for t in task_runs(failed.run_id, store=store_url)}
+    assert shown["connect"].state == "Success"
+    assert "sqlite3.Connection" in shown["connect"].result_preview
+    history = iterations(failed.run_id, "rows", store=store_url)
+    assert [(h.state, h.loop_index) for h in history] == [
+        ("Looped", 0), ("Looped", 1), ("Success", 2),
+    ]
+    assert "'i': 1" in history[1].preview
+    with pytest.raises(StoreError, match="checkpoint=False"):
+        load_result(history[1].result_id, store=store_url)
+
+    # Nothing of theirs was kept to reuse: a resume runs both again, from the start.
+    fail.clear()
+    state = flow.run(resume=failed.run_id, store=store_url)
+    assert state.is_successful() and len(opened) == 2
+    assert state.result[r].result == 3 and state.result[c].result is opened[1]

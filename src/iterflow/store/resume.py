@@ -24,9 +24,11 @@ from iterflow.errors import RunNotResumable, StoreError
 from iterflow.events import IterationResume, ResumePoint
 from iterflow.runids import iteration_prefix, scope_prefix, split_attempt
 from iterflow.store.lookup import find_run, load_results, load_state_results
-from iterflow.store.schema import task_runs
+from iterflow.store.schema import state_transitions, task_runs
 
 __all__ = ["SUCCESSFUL", "build_resume_point", "changed_tasks"]
+
+_IN_CHUNK = 500  # ids per IN (...) list: well under every database's parameter limit
 
 #: Task run states a resume keeps (their task runs are not run again).
 SUCCESSFUL = frozenset({"Success", "Cached", "Skipped"})
@@ -46,6 +48,7 @@ def build_resume_point(
     rows = conn.execute(sa.select(t).where(t.c.flow_run_id == run.run_id)).all()
     if identities is not None:
         rows = [r for r in rows if _same_task(r, identities)]
+    rows = _with_values_kept(conn, rows)
 
     scopes: dict[str, list[Any]] = {}
     for r in rows:
@@ -116,6 +119,32 @@ def changed_tasks(
         sa.select(t.c.task_slug, t.c.identity).where(t.c.flow_run_id == run.run_id).distinct()
     )
     return sorted({r.task_slug for r in rows if not _same_task(r, identities)})
+
+
+def _with_values_kept(conn: sa.Connection, rows: list[Any]) -> list[Any]:
+    """``rows`` without the task runs whose value a resume needs was not kept.
+
+    A task with ``checkpoint=False`` records its states with previews only:
+    such a task run cannot be reused, nor its loop continued, so it runs again.
+    """
+    needed = {}
+    for r in rows:
+        if r.state in SUCCESSFUL and r.result_transition is not None:
+            needed[r.result_transition] = r
+        elif r.state not in SUCCESSFUL and r.looped_transition is not None:
+            needed[r.looped_transition] = r
+    s = state_transitions
+    ids = sorted(needed)
+    lost: set[int] = set()
+    for start in range(0, len(ids), _IN_CHUNK):
+        lost.update(conn.execute(
+            sa.select(s.c.id).where(
+                s.c.id.in_(ids[start : start + _IN_CHUNK]), s.c.serializer.is_not(None),
+                s.c.data.is_(None), s.c.result_id.is_(None),
+            )
+        ).scalars())
+    dropped = {id(needed[i]) for i in lost}
+    return [r for r in rows if id(r) not in dropped]
 
 
 def _same_task(row: Any, identities: dict[str, str]) -> bool:

@@ -200,7 +200,8 @@ class RunStore(StoreReaders):
 
         ``options`` go to the sink: ``batch_interval``, ``batch_size``,
         ``max_pending``, ``max_batch``, ``heartbeat_interval``, ``owner``,
-        ``identities``, ``forget``.
+        ``identities``, ``forget``, ``previews_only`` (slugs of tasks with
+        ``checkpoint=False``).
         """
         return StoreSink(self, **options)
 

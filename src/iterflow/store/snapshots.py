@@ -28,7 +28,10 @@ from iterflow.store.results import (
     preview_only,
 )
 
-__all__ = ["SCALARS", "snapshot", "snapshot_parameters", "task_label"]
+__all__ = ["PREVIEW_ONLY", "SCALARS", "snapshot", "snapshot_parameters", "task_label"]
+
+#: The serializer a task with ``checkpoint=False`` records with: no value, a preview.
+PREVIEW_ONLY = "preview-only"
 
 #: Loop results common enough for a fast path: nothing can fail, nothing goes to a file.
 SCALARS = frozenset({int, float, bool})
@@ -51,6 +54,10 @@ def snapshot(
     ``results_dir(run_id)`` is where a value too big for the database goes.
     """
     serializer = event.serializer
+    if serializer == PREVIEW_ONLY:
+        # checkpoint=False: states and a preview, never the value (it may be a
+        # connection or a client, which cannot be serialized); a resume reruns it.
+        return preview_only(value, None)
     if serializer is not None and serializer not in SERIALIZERS:
         raise SerializationError(
             f"{task_label(event).capitalize()} asks for the serializer {serializer!r}; "

@@ -30,6 +30,8 @@ What is recorded
   after a ``Retrying``, the first one of a resumed run. The ``Running`` that
   follows each ``Looped`` is implied by it and skipped — it is half of all
   events in a loop. ``Pending`` task states are not recorded;
+* a task with ``checkpoint=False`` records these states with a preview of
+  their values only (:data:`~iterflow.store.snapshots.PREVIEW_ONLY`);
 * every flow-run state, log line, and a heartbeat for each open flow run;
 * ``task_runs`` holds each task run's latest state, updated once per batch.
 
@@ -39,6 +41,10 @@ Durability
 the event is committed; so does every :class:`FlowRunEvent` (a run's start
 must be visible — with its pid — before any task runs, and its end before
 ``flow.run()`` returns). :meth:`flush` waits for everything queued.
+
+Each run records this sink's owner token; once a resume elsewhere has
+claimed the run, the sink's next transaction writes nothing and the sink
+stops with :class:`~iterflow.errors.RunTakenOver` (see :mod:`iterflow.store.batch`).
 
 A failed transaction (a full disk, a database locked past ``lock_timeout``)
 is rolled back whole, so what was committed stays. The sink then stops
@@ -86,7 +92,7 @@ from iterflow.store.batch import (
 )
 from iterflow.store.liveness import driving
 from iterflow.store.results import Stored, preview
-from iterflow.store.snapshots import SCALARS, snapshot, snapshot_parameters
+from iterflow.store.snapshots import PREVIEW_ONLY, SCALARS, snapshot, snapshot_parameters
 
 if TYPE_CHECKING:
     from iterflow.store.runstore import RunStore
@@ -152,6 +158,7 @@ class StoreSink:
         owner: str | None = None,
         identities: dict[str, str] | None = None,
         forget: dict[str, list[str]] | None = None,
+        previews_only: frozenset[str] = frozenset(),
     ) -> None:
         self.store = store
         self.batch_interval = batch_interval
@@ -184,6 +191,11 @@ class StoreSink:
             self._write, heartbeat_interval, owner=self.owner, identities=identities,
             forget=forget,
         )
+        if previews_only:
+            # Tasks with checkpoint=False (by slug) record states and previews only. Only
+            # runs that have such tasks pay for the check, in this wrapper.
+            self._previews_only = previews_only
+            self.handle = self._handle_previews_only  # type: ignore[method-assign]
         self._thread = threading.Thread(
             target=self._run, name=f"iterflow-store-writer-{id(self):x}", daemon=True
         )
@@ -248,6 +260,12 @@ class StoreSink:
                 None,
             )
         # Anything else is not ours to record.
+
+    def _handle_previews_only(self, event: Any) -> None:
+        """:meth:`handle`, recording only previews of the values of some tasks' states."""
+        if type(event) is TaskRunEvent and event.task_slug in self._previews_only:
+            event = event._replace(serializer=PREVIEW_ONLY)
+        StoreSink.handle(self, event)
 
     def _prepare(self, event: TaskRunEvent, role: int) -> Any:
         """The snapshot of a task event's result off the hot path (``None`` when it has none).
