@@ -9,7 +9,9 @@ its claim gone at its next write and stops without writing anything more.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -17,6 +19,7 @@ import sqlalchemy as sa
 
 from iterflow.errors import RunNotResumable
 from iterflow.store import get_run, iterations, list_runs, open_store
+from tests.cli.helpers import COMMAND
 
 from .helpers import wait_for
 
@@ -115,3 +118,74 @@ def test_a_process_whose_run_was_resumed_elsewhere_stops_at_its_next_write(
     recorded = [h.loop_index for h in iterations(run.run_id, "count", store=store_url)
                 if h.state == "Looped"]
     assert recorded == list(range(N - 1))
+
+
+CLI_FLOW = """
+import os
+import time
+
+import iterflow
+from iterflow import LOOP, Flow, task
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@task
+def count(n):
+    i = iterflow.context.loop_index
+    with open(os.path.join(HERE, "iterations"), "a") as fh:
+        fh.write(f"{os.getpid()} {i}\\n")
+    time.sleep(0.01)
+    total = iterflow.context.get("loop_result", 0) + i
+    if i < n - 1:
+        raise LOOP(result=total)
+    return total
+
+
+with Flow("two drivers") as flow:
+    count(300)
+"""
+
+
+def test_iterflow_resume_refuses_a_stopped_run_and_force_takes_it_over(tmp_path, home):
+    (tmp_path / "looping.py").write_text(CLI_FLOW)
+    env = {**os.environ, "ITERFLOW_HOME": str(home), "NO_COLOR": "1"}
+    env.pop("ITERFLOW_STORE_URL", None)
+    side = tmp_path / "iterations"
+
+    def by_pid() -> dict[int, list[int]]:
+        seen: dict[int, list[int]] = {}
+        text = side.read_text() if side.exists() else ""
+        for line in text.splitlines(keepends=True):
+            if line.endswith("\n"):
+                pid, i = line.split()
+                seen.setdefault(int(pid), []).append(int(i))
+        return seen
+
+    def cli(*args: str, **kw) -> subprocess.Popen:
+        return subprocess.Popen([*COMMAND, *args], cwd=tmp_path, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+    first = cli("run", "looping.py", "-q")
+    forced = None
+    try:
+        wait_for(lambda: len(by_pid().get(first.pid, ())) >= 20, "20 iterations", proc=first)
+        first.send_signal(signal.SIGSTOP)
+        time.sleep(0.3)
+        (run,) = list_runs(store=f"sqlite:///{home / 'iterflow.db'}")
+        refused = cli("resume", run.run_id[:8], "-q")
+        out, err = refused.communicate(timeout=60)
+        assert refused.returncode != 0
+        assert f"process {first.pid}" in out + err and "--force" in out + err
+        assert first.pid in by_pid() and len(by_pid()) == 1  # the refused one ran nothing
+
+        forced = cli("resume", run.run_id[:8], "-q", "--force")
+        wait_for(lambda: forced.pid in by_pid(), "the forced resume to loop", proc=forced)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    out, err = first.communicate(timeout=60)
+    assert first.returncode != 0 and "taken over" in out + err, out + err
+    out, err = forced.communicate(timeout=120)
+    assert forced.returncode == 0, out + err
+    info = get_run(run.run_id, store=f"sqlite:///{home / 'iterflow.db'}")
+    assert (info.state, info.pid) == ("Success", forced.pid)
