@@ -10,12 +10,18 @@ or a query, pays for it.
 
 Modules: :mod:`~iterflow.store.schema` (tables, versions, migrations),
 :mod:`~iterflow.store.results` (serializers, previews, result files),
-:mod:`~iterflow.store.writer` (the event sink), :mod:`~iterflow.store.statements`
-(the SQL it runs), :mod:`~iterflow.store.queries` (reading),
+:mod:`~iterflow.store.writer` (the event sink: snapshots, back-pressure, its
+thread), :mod:`~iterflow.store.batch` (a batch of events into rows),
+:mod:`~iterflow.store.statements` (the SQL it runs),
+:mod:`~iterflow.store.runstore` (opening a store, claiming a run to resume),
+:mod:`~iterflow.store.queries` (reading), :mod:`~iterflow.store.records` (what
+reading returns), :mod:`~iterflow.store.liveness` (hosts, pids, heartbeats),
+:mod:`~iterflow.store.resume` (building resume points),
+:mod:`~iterflow.store.lookup` (a run by id prefix, values by id),
+:mod:`~iterflow.store.api` (the questions as functions taking ``store=``),
 :mod:`~iterflow.store.paging` (long iteration histories, a page at a time),
-:mod:`~iterflow.store.runstore` (opening a store, resuming),
-:mod:`~iterflow.store.retention` (deleting runs), :mod:`~iterflow.store.serving`
-(schedule ticks, ``serve`` leases, run triggers), :mod:`~iterflow.store.db`
+:mod:`~iterflow.store.serving` (schedule ticks, ``serve`` leases, run triggers),
+:mod:`~iterflow.store.retention` (deleting runs), :mod:`~iterflow.store.db`
 (connections, transactions, errors).
 """
 
@@ -25,17 +31,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from iterflow.store.paging import (
-        count_iterations,
-        iter_iteration_dicts,
-        iter_iterations,
-        last_iterations,
-    )
-    from iterflow.store.queries import (
-        IterationRecord,
-        LogEntry,
-        RunInfo,
-        TaskRunInfo,
+    from iterflow.store.api import (
         get_run,
         iterations,
         list_runs,
@@ -44,6 +40,13 @@ if TYPE_CHECKING:
         resume_point,
         task_runs,
     )
+    from iterflow.store.paging import (
+        count_iterations,
+        iter_iteration_dicts,
+        iter_iterations,
+        last_iterations,
+    )
+    from iterflow.store.records import IterationRecord, LogEntry, RunInfo, TaskRunInfo
     from iterflow.store.retention import delete_run, runs_older_than
     from iterflow.store.runstore import CheckpointSource, RunStore, open_store
     from iterflow.store.schema import SCHEMA_VERSION
@@ -111,11 +114,12 @@ _HOME = {
             "ticks", "triggers",
         )
     },
+    **{name: "records" for name in ("RunInfo", "TaskRunInfo", "IterationRecord", "LogEntry")},
     **{
-        name: "queries"
+        name: "api"
         for name in (
             "list_runs", "get_run", "task_runs", "iterations", "logs", "load_result",
-            "resume_point", "RunInfo", "TaskRunInfo", "IterationRecord", "LogEntry",
+            "resume_point",
         )
     },
 }
