@@ -146,7 +146,7 @@ class StoreReaders:
 
         def query(conn: sa.Connection) -> list[IterationRecord]:
             run = find_run(conn, run_id, self.name)
-            keys = _find_task_run(conn, run.run_id, task, map_index, self.name)
+            keys = find_task_run(conn, run.run_id, task, map_index, self.name)
             s = state_transitions
             stmt = (
                 sa.select(
@@ -234,7 +234,7 @@ class StoreReaders:
         return self.read(lambda conn: load_state_results(conn, [result_id])[result_id])
 
 
-def _find_task_run(
+def find_task_run(
     conn: sa.Connection, run_id: str, task: str, map_index: int | None, name: str
 ) -> Any:
     """A query for the keys (``task_runs.id``) of a run's task runs of one task.
