@@ -421,8 +421,12 @@ def _run_owner_and_task_identity(conn: sa.Connection) -> None:
     resume gives it one), and its task runs no identity (a resume trusts them,
     as before).
     """
-    conn.exec_driver_sql("ALTER TABLE flow_runs ADD COLUMN owner VARCHAR(32)")
-    conn.exec_driver_sql("ALTER TABLE task_runs ADD COLUMN identity VARCHAR(64)")
+    inspector = sa.inspect(conn)
+    # Columns already there are left alone (a store created by code that had them).
+    for table, column, kind in (("flow_runs", "owner", "VARCHAR(32)"),
+                                ("task_runs", "identity", "VARCHAR(64)")):
+        if column not in {c["name"] for c in inspector.get_columns(table)}:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 #: Ordered migrations: ``MIGRATIONS[i]`` upgrades a store from version i+1 to i+2.
