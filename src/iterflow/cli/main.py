@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 from iterflow import __version__
-from iterflow.cli import history, logs, run
+from iterflow.cli import history, logs, run, ui
 from iterflow.cli.common import (
     DEBUG_KEY,
     EXIT_CANCELLED,
@@ -126,6 +126,7 @@ cli.add_command(history.runs_command)
 cli.add_command(history.show_command)
 cli.add_command(history.delete_command)
 cli.add_command(logs.logs_command)
+cli.add_command(ui.ui_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,11 +23,26 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from iterflow.store.dashboard import (
+        IterationSummary,
+        LoopStats,
+        change_marker,
+        flow_names,
+        iteration_detail,
+        iteration_page,
+        iteration_summary,
+        log_page,
+        mapped_children,
+        run_shape,
+        runs_page,
+        task_run_row,
+    )
     from iterflow.store.queries import (
         IterationRecord,
         LogEntry,
         RunInfo,
         TaskRunInfo,
+        effective_state,
         get_run,
         iterations,
         list_runs,
@@ -45,20 +60,33 @@ __all__ = [
     "SCHEMA_VERSION",
     "CheckpointSource",
     "IterationRecord",
+    "IterationSummary",
     "LogEntry",
+    "LoopStats",
     "RunInfo",
     "RunStore",
     "StoreSink",
     "TaskRunInfo",
+    "change_marker",
     "delete_run",
+    "effective_state",
+    "flow_names",
     "get_run",
+    "iteration_detail",
+    "iteration_page",
+    "iteration_summary",
     "iterations",
     "list_runs",
     "load_result",
+    "log_page",
     "logs",
+    "mapped_children",
     "open_store",
     "resume_point",
+    "run_shape",
     "runs_older_than",
+    "runs_page",
+    "task_run_row",
     "task_runs",
 ]
 
@@ -69,6 +97,16 @@ _HOME = {
     "StoreSink": "writer",
     "SCHEMA_VERSION": "schema",
     "delete_run": "retention",
+    # Readers for the dashboard (iterflow ui).
+    **{
+        name: "dashboard"
+        for name in (
+            "runs_page", "run_shape", "iteration_summary", "iteration_page",
+            "iteration_detail", "log_page", "mapped_children", "change_marker",
+            "LoopStats", "IterationSummary", "task_run_row", "flow_names",
+        )
+    },
+    "effective_state": "queries",
     "runs_older_than": "retention",
     **{
         name: "queries"

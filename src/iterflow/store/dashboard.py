@@ -1,0 +1,736 @@
+"""Readers for the dashboard: pages of runs, a run's shape, iteration summaries, logs.
+
+Every function here answers one screen's question with bounded work, however
+big the run: listings are pages fetched by *keyset* (the last row's key, never
+``OFFSET``), a mapped task's children are counted by state in SQL instead of
+listed, and a loop's iterations are summarised in SQL — counts by state,
+percentiles, a strip of at most ``width`` buckets — so a loop of 100,000
+iterations costs a few indexed scans, not 100,000 rows in Python.
+
+Iterations are read from ``state_transitions`` through the index
+``ix_state_transitions_iteration`` (task run, loop index, kind, time), which
+covers the summary queries. An iteration's row is its *end*: the ``Looped``
+state that continued the loop, or the state that ended it; a ``Retrying``
+row is a failed attempt at that iteration. An attempt's duration is the time
+since the previous recorded end (or since the task run started).
+
+Nothing is unpickled: values are shown by the previews stored beside them.
+
+>>> from iterflow.store import open_store, runs_page        # doctest: +SKIP
+>>> page = runs_page(open_store(), flow="training")         # doctest: +SKIP
+>>> more = runs_page(open_store(), flow="training", after=page.next_key)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from array import array
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from iterflow.runids import iteration_prefix
+from iterflow.store import effective_state, get_run
+from iterflow.store.schema import flow_runs, flows, state_transitions, task_runs
+from iterflow.store.schema import logs as logs_table
+
+if TYPE_CHECKING:
+    from iterflow.store import RunInfo, RunStore
+
+__all__ = [
+    "FAILED_KINDS",
+    "IterationPage",
+    "IterationRow",
+    "IterationSummary",
+    "LogPage",
+    "LoopStats",
+    "RunShape",
+    "RunsPage",
+    "StripBucket",
+    "TaskGroup",
+    "change_marker",
+    "flow_names",
+    "iteration_detail",
+    "iteration_page",
+    "iteration_summary",
+    "log_page",
+    "mapped_children",
+    "run_shape",
+    "runs_page",
+    "task_run_row",
+]
+
+#: States of an attempt that did not succeed (a ``Retrying`` is a failed attempt).
+FAILED_KINDS = ("Retrying", "Failed", "TriggerFailed", "TimedOut", "Cancelled")
+_LIVE = ("Running", "Pending")
+_MAX_PAGE = 500
+s = state_transitions
+t = task_runs
+
+
+def _pagesize(limit: int) -> int:
+    return max(1, min(int(limit), _MAX_PAGE))
+
+
+# -- runs -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunsPage:
+    """One page of runs, newest first; ``next_key`` fetches the page after it."""
+
+    runs: list[RunInfo]
+    next_key: str | None
+    loop_progress: dict[str, int] = field(default_factory=dict)
+
+
+def _encode_key(started: float | None, run_id: str) -> str:
+    return f"{'' if started is None else repr(started)}~{run_id}"
+
+
+def _decode_key(key: str) -> tuple[float | None, str] | None:
+    started, sep, run_id = key.partition("~")
+    if not sep:
+        return None
+    try:
+        return (float(started) if started else None), run_id
+    except ValueError:
+        return None
+
+
+def runs_page(
+    store: RunStore,
+    *,
+    flow: str | None = None,
+    state: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    text: str | None = None,
+    after: str | None = None,
+    limit: int = 50,
+) -> RunsPage:
+    """Runs matching the filters, newest first, ``limit`` at a time.
+
+    ``state`` is the state shown (``Crashed`` finds dead runs, ``Running``
+    live ones, as in ``iterflow runs``); ``since``/``until`` bound the start
+    time (epoch seconds); ``text`` matches a run id prefix, or a substring of
+    the flow name or of the parameters' JSON. ``after`` is a page's
+    ``next_key``. ``loop_progress`` maps run ids to their largest loop count.
+    """
+    limit = _pagesize(limit)
+    f = flow_runs
+    stmt = sa.select(f).order_by(f.c.started.desc(), f.c.run_id.desc())
+    if flow:
+        stmt = stmt.where(f.c.flow_name == flow)
+    if since is not None:
+        stmt = stmt.where(f.c.started >= since)
+    if until is not None:
+        stmt = stmt.where(f.c.started < until)
+    if text:
+        like = f"%{text}%"
+        stmt = stmt.where(
+            sa.or_(
+                f.c.run_id.startswith(text, autoescape=True),
+                f.c.flow_name.contains(text, autoescape=True),
+                sa.cast(f.c.parameters, sa.Text).like(like),
+            )
+        )
+    key = _decode_key(after) if after else None
+    if key is not None:
+        started, run_id = key
+        if started is None:
+            stmt = stmt.where(f.c.started.is_(None), f.c.run_id < run_id)
+        else:
+            stmt = stmt.where(
+                sa.or_(
+                    f.c.started < started,
+                    sa.and_(f.c.started == started, f.c.run_id < run_id),
+                    f.c.started.is_(None),
+                )
+            )
+    # Crashed is not stored and a stored Running may be Crashed: such rows are
+    # decided one by one, and live-looking rows are few.
+    decide = state in ("Crashed", *_LIVE)
+    if state and not decide:
+        stmt = stmt.where(f.c.state == state)
+    elif decide:
+        stmt = stmt.where(f.c.state.in_(_LIVE))
+
+    def query(conn: sa.Connection) -> RunsPage:
+        found: list[RunInfo] = []
+        last = None
+        for row in conn.execute(stmt.limit(limit + 1 if not decide else None)):
+            info = _run_info(row, store.stale_after)
+            if decide and info.state != state:
+                continue
+            if len(found) == limit:
+                next_key = _encode_key(last.started, last.run_id)
+                return RunsPage(found, next_key, _progress(conn, found))
+            found.append(info)
+            last = row
+        return RunsPage(found, None, _progress(conn, found))
+
+    return store.read(query)
+
+
+def _run_info(row: Any, stale_after: float) -> RunInfo:
+    from iterflow.store import RunInfo
+
+    return RunInfo(
+        run_id=row.run_id,
+        flow_name=row.flow_name,
+        state=effective_state(row.state, row.pid, row.host, row.heartbeat, stale_after=stale_after),
+        started=row.started,
+        ended=row.ended,
+        recorded_state=row.state,
+        parameters=row.parameters,
+        source=row.source,
+        pid=row.pid,
+        host=row.host,
+        heartbeat=row.heartbeat,
+        message=row.message,
+    )
+
+
+def _progress(conn: sa.Connection, runs: list[RunInfo]) -> dict[str, int]:
+    """The largest loop count of each run's top-level task runs (one grouped query)."""
+    if not runs:
+        return {}
+    top = t.c.task_run_id == t.c.flow_run_id + "/" + t.c.task_slug
+    rows = conn.execute(
+        sa.select(t.c.flow_run_id, sa.func.max(t.c.loop_count), sa.func.max(t.c.loop_index))
+        .where(t.c.flow_run_id.in_([r.run_id for r in runs]), top)
+        .group_by(t.c.flow_run_id)
+    )
+    out = {}
+    for run_id, count, index in rows:
+        value = max(count or 0, (index or 0) + 1 if index is not None else 0)
+        if value > 1:
+            out[run_id] = value
+    return out
+
+
+def flow_names(store: RunStore) -> list[str]:
+    """The names of the recorded flows (for the runs list's filter)."""
+    return store.read(
+        lambda conn: list(
+            conn.execute(sa.select(flows.c.name).order_by(flows.c.name).limit(500)).scalars()
+        )
+    )
+
+
+# -- a run's shape --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TaskGroup:
+    """A task of a run as one row: a task run, or a mapped task with its children folded.
+
+    ``children`` counts a mapped task's children by state (``width`` in all);
+    ``is_block`` marks a loop block (its body's task runs live under its
+    iterations). ``key`` is the task run's integer key (for iteration queries).
+    """
+
+    task_slug: str
+    task_name: str
+    task_run_id: str
+    key: int
+    state: str
+    loop_count: int | None
+    loop_index: int | None
+    started: float | None
+    ended: float | None
+    message: str | None
+    preview: str | None
+    looped_index: int | None = None
+    width: int = 0
+    children: dict[str, int] = field(default_factory=dict)
+    is_block: bool = False
+
+    @property
+    def loops(self) -> bool:
+        """Whether this task run looped (or is looping) or is a loop block."""
+        return self.is_block or (self.loop_count or 0) > 1 or (self.loop_index or 0) > 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunShape:
+    """A run's header and its top-level tasks, in the order they started."""
+
+    run: RunInfo
+    key: int
+    tasks: list[TaskGroup]
+    flow_tasks: list[tuple[str, str]]
+
+
+def run_shape(store: RunStore, run_id: str) -> RunShape:
+    """The run (id or unique prefix) and its tasks: block bodies left out, maps folded."""
+    run = get_run(run_id, store=store)
+
+    def query(conn: sa.Connection) -> RunShape:
+        key = conn.execute(
+            sa.select(flow_runs.c.id).where(flow_runs.c.run_id == run.run_id)
+        ).scalar()
+        listed = conn.execute(
+            sa.select(flows.c.tasks).where(flows.c.name == run.flow_name)
+        ).scalar()
+        single = t.c.task_run_id == t.c.flow_run_id + "/" + t.c.task_slug
+        rows = conn.execute(
+            sa.select(t, s.c.preview)
+            .select_from(t.outerjoin(s, s.c.id == t.c.result_transition))
+            .where(t.c.flow_run_id == run.run_id, single)
+            .order_by(t.c.started, t.c.task_slug)
+        ).all()
+        # Children of mapped tasks, counted by state in SQL.
+        counts: dict[str, dict[str, int]] = {}
+        mapped = [r.task_slug for r in rows if r.state == "Mapped" or _has_children(conn, r, True)]
+        if mapped:
+            child = t.c.task_run_id == t.c.flow_run_id + "/" + t.c.task_slug + "/" + sa.cast(
+                t.c.map_index, sa.String
+            )
+            for slug, state, n in conn.execute(
+                sa.select(t.c.task_slug, t.c.state, sa.func.count())
+                .where(t.c.flow_run_id == run.run_id, t.c.task_slug.in_(mapped),
+                       t.c.map_index.is_not(None), child)
+                .group_by(t.c.task_slug, t.c.state)
+            ):
+                counts.setdefault(slug, {})[state] = n
+        groups = []
+        for r in rows:
+            children = counts.get(r.task_slug, {})
+            groups.append(
+                TaskGroup(
+                    task_slug=r.task_slug, task_name=r.task_name, task_run_id=r.task_run_id,
+                    key=r.id, state=r.state, loop_count=r.loop_count, loop_index=r.loop_index,
+                    started=r.started, ended=r.ended, message=r.message, preview=r.preview,
+                    looped_index=r.looped_index, width=sum(children.values()), children=children,
+                    is_block=not children and _has_children(conn, r, False),
+                )
+            )
+        tasks = [tuple(x) for x in listed or []]
+        return RunShape(run=run, key=key or 0, tasks=groups, flow_tasks=tasks)  # type: ignore[arg-type]
+
+    return store.read(query)
+
+
+def _has_children(conn: sa.Connection, row: Any, mapped: bool) -> bool:
+    """Whether task runs live under this one's id: mapped children, or a block's body."""
+    if row.map_index is not None:
+        return False
+    prefix = row.task_run_id + "/"
+    # A range on the primary key: one index probe.
+    hit = conn.execute(
+        sa.select(t.c.map_index)
+        .where(t.c.task_run_id > prefix, t.c.task_run_id < row.task_run_id + "0")
+        .limit(1)
+    ).first()
+    if hit is None:
+        return False
+    return (hit.map_index is not None) == mapped if mapped else row.state != "Mapped"
+
+
+def mapped_children(
+    store: RunStore, run_id: str, slug: str, *, after: int = -1, limit: int = 50
+) -> tuple[list[Any], int | None]:
+    """A page of a mapped task's children by map index: ``(rows, next after)``."""
+    limit = _pagesize(limit)
+
+    def query(conn: sa.Connection) -> tuple[list[Any], int | None]:
+        rows = conn.execute(
+            sa.select(t.c.task_run_id, t.c.id, t.c.map_index, t.c.state, t.c.loop_count,
+                      t.c.loop_index, t.c.started, t.c.ended, t.c.message)
+            .where(t.c.flow_run_id == run_id, t.c.task_slug == slug,
+                   t.c.map_index > after,
+                   t.c.task_run_id == run_id + "/" + slug + "/" + sa.cast(t.c.map_index, sa.String))
+            .order_by(t.c.map_index)
+            .limit(limit + 1)
+        ).all()
+        more = rows[limit - 1].map_index if len(rows) > limit else None
+        return rows[:limit], more
+
+    return store.read(query)
+
+
+def task_run_row(store: RunStore, task_run_id: str) -> Any:
+    """The ``task_runs`` row of a task run id, or ``None``."""
+    return store.read(
+        lambda conn: conn.execute(sa.select(t).where(t.c.task_run_id == task_run_id)).first()
+    )
+
+
+# -- iterations ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StripBucket:
+    """Iterations ``first..last`` of a loop, in one pixel column of the strip."""
+
+    first: int
+    last: int
+    count: int
+    max_duration: float
+    mean_duration: float
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class IterationSummary:
+    """What a loop's iterations add up to (see the module docstring)."""
+
+    iterations: int
+    states: dict[str, int]
+    retries: int
+    p50: float | None
+    p95: float | None
+    max: float | None
+    rate: float | None  # iterations per second, over the loop's span
+    first_failure: int | None
+    slowest: int | None
+    strip: list[StripBucket]
+    last_index: int | None
+
+
+class LoopStats:
+    """The running summary of one task run's iterations, read incrementally.
+
+    Percentiles and the strip need every attempt's duration, and a window
+    query over 100,000 rows costs more than a page may; so the first
+    :meth:`update` reads the task run's history once, in index order (an
+    index-only scan), and every later one reads only the rows recorded since.
+    A viewer of a running loop thus costs a few new rows per tick, and a
+    finished loop nothing. Memory: 9 bytes per iteration.
+    """
+
+    def __init__(self, key: int) -> None:
+        self.key = key
+        self.durations = array("d")  # per attempt end, in history order
+        self.indexes = array("q")  # its loop index
+        self.failed = array("b")  # 1: a failed attempt
+        self.states: dict[str, int] = {}
+        self.first_failure: int | None = None
+        self._last: tuple[int, float, int] | None = None  # (loop index, time, id) last read
+        self._prev_time: float | None = None
+        self._span: tuple[float, float] | None = None
+        self._summaries: dict[tuple[int, int], IterationSummary] = {}
+
+    def update(self, store: RunStore) -> None:
+        """Read the rows recorded since the last call."""
+        cols = (s.c.id, s.c.loop_index, s.c.time, s.c.kind)
+        stmt = sa.select(*cols).where(s.c.task_run == self.key, s.c.loop_index.is_not(None))
+        if self._last is not None:
+            i, tm, row_id = self._last
+            stmt = stmt.where(
+                sa.tuple_(s.c.loop_index, s.c.time, s.c.id) > sa.tuple_(i, tm, row_id)
+            )
+        stmt = stmt.order_by(s.c.loop_index, s.c.time, s.c.id)
+        rows = store.read(lambda conn: conn.execute(stmt).all())
+        if not rows:
+            return
+        prev = self._prev_time
+        durations, indexes, failed, states = self.durations, self.indexes, self.failed, self.states
+        for _id, i, tm, kind in rows:
+            if kind != "Running":
+                durations.append(tm - prev if prev is not None else 0.0)
+                indexes.append(i)
+                bad = kind in FAILED_KINDS
+                failed.append(bad)
+                if bad and self.first_failure is None:
+                    self.first_failure = i
+                states[kind] = states.get(kind, 0) + 1
+            prev = tm
+        self._prev_time = prev
+        last = rows[-1]
+        self._last = (last.loop_index, last.time, last.id)
+        first_time = self._span[0] if self._span else rows[0].time
+        self._span = (first_time, last.time)
+        self._summaries.clear()
+
+    def summary(self, width: int = 600) -> IterationSummary:
+        """The summary as of the last :meth:`update`; ``width`` strip buckets at most."""
+        cached = self._summaries.get((width, len(self.durations)))
+        if cached is not None:
+            return cached
+        n_rows = len(self.durations)
+        if not n_rows:
+            return IterationSummary(0, {}, 0, None, None, None, None, None, None, [], None)
+        first, last = self.indexes[0], self.indexes[-1]
+        n = last - first + 1
+        ordered = sorted(self.durations)
+        slowest_at = max(range(n_rows), key=self.durations.__getitem__)
+        step = max(1, -(-n // max(1, width)))
+        strip: list[StripBucket] = []
+        lo = 0
+        durations, indexes, failed = self.durations, self.indexes, self.failed
+        while lo < n_rows:
+            bucket = (indexes[lo] - first) // step
+            hi = lo
+            while hi < n_rows and (indexes[hi] - first) // step == bucket:
+                hi += 1
+            part = durations[lo:hi]
+            strip.append(StripBucket(indexes[lo], indexes[hi - 1], hi - lo, max(part),
+                                     sum(part) / (hi - lo), sum(failed[lo:hi])))
+            lo = hi
+        span = self._span[1] - self._span[0] if self._span else 0.0
+        result = IterationSummary(
+            iterations=n,
+            states=dict(self.states),
+            retries=self.states.get("Retrying", 0),
+            p50=ordered[(n_rows - 1) // 2],
+            p95=ordered[min(n_rows - 1, int(0.95 * (n_rows - 1) + 0.5))],
+            max=ordered[-1],
+            rate=(n / span) if span > 0 else None,
+            first_failure=self.first_failure,
+            slowest=indexes[slowest_at],
+            strip=strip,
+            last_index=last,
+        )
+        self._summaries = {(width, n_rows): result}
+        return result
+
+
+def iteration_summary(store: RunStore, key: int, *, width: int = 600) -> IterationSummary:
+    """Summarise the iterations of the task run with integer key ``key``.
+
+    ``strip`` has one bucket per iteration, or ``width`` buckets of equal
+    iteration ranges when there are more iterations than that. A viewer that
+    asks again and again keeps a :class:`LoopStats` instead.
+    """
+    stats = LoopStats(key)
+    stats.update(store)
+    return stats.summary(width)
+
+
+@dataclass(frozen=True, slots=True)
+class IterationRow:
+    """One attempt at an iteration: its end state, duration, preview and message."""
+
+    loop_index: int
+    state: str
+    time: float
+    duration: float | None
+    attempt: int
+    message: str | None
+    preview: str | None
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class IterationPage:
+    """A page of a loop's iteration rows; ``next_from`` starts the next page."""
+
+    rows: list[IterationRow]
+    next_from: int | None
+    prev_from: int | None
+
+
+def iteration_page(
+    store: RunStore,
+    key: int,
+    *,
+    start: int = 0,
+    failed_only: bool = False,
+    limit: int = 50,
+) -> IterationPage:
+    """The rows of iterations ``start``, ``start + 1``, ... of task run ``key``.
+
+    Keyset by loop index, so a jump to iteration 99,999 costs what the first
+    page does. ``failed_only`` keeps failed attempts (retried ones included).
+    """
+    limit = _pagesize(limit)
+    start = max(0, int(start))
+
+    def query(conn: sa.Connection) -> IterationPage:
+        cond = [s.c.task_run == key, s.c.kind != "Running", s.c.loop_index >= start]
+        if failed_only:
+            cond.append(s.c.kind.in_(FAILED_KINDS))
+        cols = (s.c.id, s.c.loop_index, s.c.kind, s.c.time, s.c.message, s.c.preview,
+                s.c.serializer)
+        rows = conn.execute(
+            sa.select(*cols).where(*cond)
+            .order_by(s.c.loop_index, s.c.time, s.c.id).limit(limit + 1)
+        ).all()
+        more = rows[limit].loop_index if len(rows) > limit else None
+        rows = rows[:limit]
+        if not rows:
+            return IterationPage([], None, _previous(conn, key, start, failed_only, limit))
+        # Durations: each row's time minus the row before it (any kind, so a
+        # retried attempt counts from its restart). A contiguous page reads its
+        # range once; a sparse one (failed only) probes once per row.
+        lo, hi = rows[0].loop_index, rows[-1].loop_index
+        before: dict[int, float] = {}
+        attempts: dict[int, int] = {}
+        if hi - lo <= 2 * limit:
+            context = conn.execute(
+                sa.select(s.c.id, s.c.loop_index, s.c.kind, s.c.time)
+                .where(s.c.task_run == key, s.c.loop_index >= lo - 1, s.c.loop_index <= hi)
+                .order_by(s.c.loop_index, s.c.time, s.c.id)
+            ).all()
+            last: float | None = None
+            seen: dict[int, int] = {}
+            for c in context:
+                if last is not None:
+                    before[c.id] = last
+                last = c.time
+                if c.kind != "Running":
+                    seen[c.loop_index] = seen.get(c.loop_index, 0) + 1
+                    attempts[c.id] = seen[c.loop_index]
+        else:
+            for r in rows:
+                prior = conn.execute(
+                    sa.select(s.c.time)
+                    .where(s.c.task_run == key,
+                           sa.tuple_(s.c.loop_index, s.c.time, s.c.id)
+                           < sa.tuple_(r.loop_index, r.time, r.id))
+                    .order_by(s.c.loop_index.desc(), s.c.time.desc(), s.c.id.desc()).limit(1)
+                ).scalar()
+                if prior is not None:
+                    before[r.id] = prior
+                attempts[r.id] = 1 + (conn.execute(
+                    sa.select(sa.func.count()).where(
+                        s.c.task_run == key, s.c.loop_index == r.loop_index,
+                        s.c.kind.in_(FAILED_KINDS), s.c.id < r.id)
+                ).scalar() or 0)
+        out = [
+            IterationRow(
+                loop_index=r.loop_index, state=r.kind, time=r.time,
+                duration=(r.time - before[r.id]) if r.id in before else None,
+                attempt=attempts.get(r.id, 1), message=r.message,
+                preview=r.preview if r.serializer is not None else None, id=r.id,
+            )
+            for r in rows
+        ]
+        return IterationPage(out, more, _previous(conn, key, start, failed_only, limit))
+
+    return store.read(query)
+
+
+def _previous(
+    conn: sa.Connection, key: int, start: int, failed_only: bool, limit: int
+) -> int | None:
+    """Where the page before one starting at ``start`` starts (``None``: no such page)."""
+    if start <= 0:
+        return None
+    cond = [s.c.task_run == key, s.c.kind != "Running", s.c.loop_index < start]
+    if failed_only:
+        cond.append(s.c.kind.in_(FAILED_KINDS))
+    inner = (
+        sa.select(s.c.loop_index).where(*cond)
+        .order_by(s.c.loop_index.desc(), s.c.time.desc(), s.c.id.desc()).limit(limit).subquery()
+    )
+    return conn.execute(sa.select(sa.func.min(inner.c.loop_index))).scalar()
+
+
+def iteration_detail(store: RunStore, task_run_id: str, key: int, index: int) -> dict[str, Any]:
+    """Iteration ``index`` of a task run: its states (with tracebacks) and, for a
+    loop block, its body's task runs (every attempt's)."""
+    prefix = iteration_prefix(task_run_id, index)
+
+    def query(conn: sa.Connection) -> dict[str, Any]:
+        states = conn.execute(
+            sa.select(s.c.id, s.c.kind, s.c.loop_index, s.c.time, s.c.message, s.c.traceback,
+                      s.c.preview, s.c.serializer)
+            .where(s.c.task_run == key, s.c.loop_index.between(index - 1, index))
+            .order_by(s.c.loop_index, s.c.time, s.c.id)
+        ).all()
+        body = conn.execute(
+            sa.select(t.c.task_run_id, t.c.id, t.c.task_slug, t.c.task_name, t.c.map_index,
+                      t.c.state, t.c.loop_count, t.c.started, t.c.ended, t.c.message)
+            .where(t.c.task_run_id > prefix + "/", t.c.task_run_id < prefix + "0")
+            .order_by(t.c.started, t.c.task_run_id)
+            .limit(_MAX_PAGE)
+        ).all()
+        previous = [r for r in states if r.loop_index == index - 1 and r.kind != "Running"]
+        mine = [r for r in states if r.loop_index == index]
+        return {
+            "states": mine,
+            "started": previous[-1].time if previous else (mine[0].time if mine else None),
+            "body": body,
+        }
+
+    return store.read(query)
+
+
+# -- logs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    """A page of log lines in id order; ``next_after`` continues after the last one."""
+
+    lines: list[Any]
+    next_after: int | None
+
+
+def log_page(
+    store: RunStore,
+    run_key: int,
+    *,
+    task: str | None = None,
+    task_run_key: int | None = None,
+    iteration: int | None = None,
+    level: int | None = None,
+    text: str | None = None,
+    after: int = 0,
+    limit: int = 100,
+) -> LogPage:
+    """A run's log lines with ``id > after``, filtered; at most ``limit``.
+
+    ``task`` is a task slug (every task run of it), ``task_run_key`` one task
+    run; ``iteration`` its loop index; ``level`` the least level shown.
+    """
+    limit = _pagesize(limit)
+    lg = logs_table
+    stmt = (
+        sa.select(lg.c.id, lg.c.time, lg.c.level, lg.c.message, lg.c.loop_index,
+                  t.c.task_slug, t.c.task_name, t.c.map_index, t.c.task_run_id)
+        .select_from(lg.outerjoin(t, t.c.id == lg.c.task_run))
+        .where(lg.c.flow_run == run_key, lg.c.id > after)
+        .order_by(lg.c.id)
+        .limit(limit + 1)
+    )
+    if task:
+        stmt = stmt.where(t.c.task_slug == task)
+    if task_run_key is not None:
+        stmt = stmt.where(lg.c.task_run == task_run_key)
+    if iteration is not None:
+        stmt = stmt.where(lg.c.loop_index == iteration)
+    if level:
+        stmt = stmt.where(lg.c.level >= level)
+    if text:
+        stmt = stmt.where(lg.c.message.contains(text, autoescape=True))
+
+    def query(conn: sa.Connection) -> LogPage:
+        rows = conn.execute(stmt).all()
+        more = rows[limit - 1].id if len(rows) > limit else None
+        return LogPage(rows[:limit], more)
+
+    return store.read(query)
+
+
+def level_name(level: int) -> str:
+    """``INFO`` for 20, and so on."""
+    return logging.getLevelName(level)
+
+
+# -- change detection -------------------------------------------------------------------------
+
+
+def change_marker(store: RunStore) -> tuple[Any, ...]:
+    """A cheap value that changes whenever anything is written to the store.
+
+    On SQLite, ``PRAGMA data_version`` (bumped by other connections' commits)
+    with the newest ids; elsewhere the newest ids and the latest heartbeat.
+    """
+
+    def query(conn: sa.Connection) -> tuple[Any, ...]:
+        newest = conn.execute(
+            sa.select(
+                sa.select(sa.func.max(s.c.id)).scalar_subquery(),
+                sa.select(sa.func.max(logs_table.c.id)).scalar_subquery(),
+                sa.select(sa.func.max(flow_runs.c.heartbeat)).scalar_subquery(),
+            )
+        ).one()
+        return tuple(newest)
+
+    return store.read(query)
