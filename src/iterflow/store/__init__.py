@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         LoopStats,
         change_marker,
         flow_names,
+        flow_tasks,
         iteration_detail,
         iteration_page,
         iteration_summary,
@@ -71,6 +72,7 @@ __all__ = [
     "delete_run",
     "effective_state",
     "flow_names",
+    "flow_tasks",
     "get_run",
     "iteration_detail",
     "iteration_page",
@@ -103,7 +105,7 @@ _HOME = {
         for name in (
             "runs_page", "run_shape", "iteration_summary", "iteration_page",
             "iteration_detail", "log_page", "mapped_children", "change_marker",
-            "LoopStats", "IterationSummary", "task_run_row", "flow_names",
+            "LoopStats", "IterationSummary", "task_run_row", "flow_names", "flow_tasks",
         )
     },
     "effective_state": "queries",

@@ -23,7 +23,6 @@ Nothing is unpickled: values are shown by the previews stored beside them.
 
 from __future__ import annotations
 
-import logging
 from array import array
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -51,6 +50,7 @@ __all__ = [
     "TaskGroup",
     "change_marker",
     "flow_names",
+    "flow_tasks",
     "iteration_detail",
     "iteration_page",
     "iteration_summary",
@@ -275,7 +275,13 @@ def run_shape(store: RunStore, run_id: str) -> RunShape:
         listed = conn.execute(
             sa.select(flows.c.tasks).where(flows.c.name == run.flow_name)
         ).scalar()
-        single = t.c.task_run_id == t.c.flow_run_id + "/" + t.c.task_slug
+        # The run's slugs from the index alone, then each top-level task run by
+        # its primary key (``<run id>/<slug>``): a block's thousands of body
+        # task runs are never read.
+        slugs = conn.execute(
+            sa.select(t.c.task_slug).where(t.c.flow_run_id == run.run_id).distinct()
+        ).scalars().all()
+        single = t.c.task_run_id.in_([f"{run.run_id}/{slug}" for slug in slugs])
         rows = conn.execute(
             sa.select(t, s.c.preview)
             .select_from(t.outerjoin(s, s.c.id == t.c.result_transition))
@@ -286,13 +292,10 @@ def run_shape(store: RunStore, run_id: str) -> RunShape:
         counts: dict[str, dict[str, int]] = {}
         mapped = [r.task_slug for r in rows if r.state == "Mapped" or _has_children(conn, r, True)]
         if mapped:
-            child = t.c.task_run_id == t.c.flow_run_id + "/" + t.c.task_slug + "/" + sa.cast(
-                t.c.map_index, sa.String
-            )
             for slug, state, n in conn.execute(
                 sa.select(t.c.task_slug, t.c.state, sa.func.count())
                 .where(t.c.flow_run_id == run.run_id, t.c.task_slug.in_(mapped),
-                       t.c.map_index.is_not(None), child)
+                       t.c.map_index.is_not(None))
                 .group_by(t.c.task_slug, t.c.state)
             ):
                 counts.setdefault(slug, {})[state] = n
@@ -664,7 +667,7 @@ class LogPage:
 
 def log_page(
     store: RunStore,
-    run_key: int,
+    run_id: str,
     *,
     task: str | None = None,
     task_run_key: int | None = None,
@@ -676,6 +679,8 @@ def log_page(
 ) -> LogPage:
     """A run's log lines with ``id > after``, filtered; at most ``limit``.
 
+    ``run_id`` is the full run id (see :func:`~iterflow.store.get_run` for prefixes).
+
     ``task`` is a task slug (every task run of it), ``task_run_key`` one task
     run; ``iteration`` its loop index; ``level`` the least level shown.
     """
@@ -685,7 +690,7 @@ def log_page(
         sa.select(lg.c.id, lg.c.time, lg.c.level, lg.c.message, lg.c.loop_index,
                   t.c.task_slug, t.c.task_name, t.c.map_index, t.c.task_run_id)
         .select_from(lg.outerjoin(t, t.c.id == lg.c.task_run))
-        .where(lg.c.flow_run == run_key, lg.c.id > after)
+        .where(lg.c.flow_run == _run_key(run_id), lg.c.id > after)
         .order_by(lg.c.id)
         .limit(limit + 1)
     )
@@ -708,9 +713,15 @@ def log_page(
     return store.read(query)
 
 
-def level_name(level: int) -> str:
-    """``INFO`` for 20, and so on."""
-    return logging.getLevelName(level)
+def _run_key(run_id: str) -> Any:
+    return sa.select(flow_runs.c.id).where(flow_runs.c.run_id == run_id).scalar_subquery()
+
+
+def flow_tasks(store: RunStore, flow_name: str) -> list[tuple[str, str]]:
+    """``(slug, name)`` of a flow's tasks as its latest run recorded them."""
+    listed = store.read(lambda conn: conn.execute(
+        sa.select(flows.c.tasks).where(flows.c.name == flow_name)).scalar())
+    return [(str(slug), str(name)) for slug, name in listed or []]
 
 
 # -- change detection -------------------------------------------------------------------------

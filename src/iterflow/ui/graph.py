@@ -217,29 +217,32 @@ def render(shape: FlowShape, *, standalone: bool = False) -> str:
 def strip(buckets: list[Any], width: int = 600, height: int = 48) -> str:
     """Every iteration's duration (bar height, square-root scale) and state, as SVG.
 
-    One bar per bucket (:class:`~iterflow.store.StripBucket`): blue for
-    iterations that went well, red over a bucket holding a failed attempt.
-    Three paths whatever the number of iterations, so the browser draws it
-    at once.
+    One bar per bucket (:class:`~iterflow.store.StripBucket`): its height
+    the slowest attempt in it, a dark tick its mean; a red mark along the top
+    of a bucket holding a failed attempt. Four elements whatever the number
+    of iterations, so the browser draws it at once.
     """
     if not buckets:
         return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
                 f'</svg>')
     top = max(b.max_duration for b in buckets) or 1.0
     step = width / len(buckets)
-    ok, bad, mean = [], [], []
+    bars, bad, mean = [], [], []
+    room = height - 8  # the top 6 px hold the failure marks
     for n, b in enumerate(buckets):
         x = n * step
-        h = max(1.5, (b.max_duration / top) ** 0.5 * (height - 4))
-        m = max(1.0, (b.mean_duration / top) ** 0.5 * (height - 4))
-        (bad if b.failed else ok).append(f"M{x:.2f} {height}v{-h:.2f}h{max(step - 0.3, 0.7):.2f}"
-                                         f"v{h:.2f}z")
-        mean.append(f"M{x:.2f} {height - m:.2f}h{max(step - 0.3, 0.7):.2f}")
+        w = max(step - 0.3, 0.7)
+        h = max(1.5, (b.max_duration / top) ** 0.5 * room)
+        m = max(1.0, (b.mean_duration / top) ** 0.5 * room)
+        bars.append(f"M{x:.2f} {height}v{-h:.2f}h{w:.2f}v{h:.2f}z")
+        mean.append(f"M{x:.2f} {height - m:.2f}h{w:.2f}")
+        if b.failed:
+            bad.append(f"M{x:.2f} 0h{max(w, 1.5):.2f}v6h{-max(w, 1.5):.2f}z")
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" preserveAspectRatio="none">'
         f'<rect width="{width}" height="{height}" fill="#f4f7fb"/>'
-        f'<path d="{"".join(ok)}" fill="#8fb4e8"/>'
-        f'<path d="{"".join(bad)}" fill="#d64545"/>'
-        f'<path d="{"".join(mean)}" stroke="#1f4f96" stroke-width="1" fill="none"/></svg>'
+        f'<path d="{"".join(bars)}" fill="#8fb4e8"/>'
+        f'<path d="{"".join(mean)}" stroke="#1f4f96" stroke-width="1" fill="none"/>'
+        f'<path d="{"".join(bad)}" fill="#d64545"/></svg>'
     )

@@ -84,6 +84,16 @@ def _shape(dash: Dashboard, run_id: str) -> Any:
         raise HTTPException(404, str(exc)) from None
 
 
+def _run(dash: Dashboard, run_id: str) -> Any:
+    """The run (id or unique prefix): header facts only, one indexed lookup."""
+    from iterflow.store import get_run
+
+    try:
+        return get_run(run_id, store=dash.store)
+    except StoreError as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
 def _task_row(dash: Dashboard, run_id: str, task: str) -> Any:
     from iterflow.store import task_run_row
 
@@ -191,8 +201,19 @@ def _run_context(dash: Dashboard, run_id: str) -> dict[str, Any]:
         "panels": _panels(dash, shape),
         "resume": _resume_from(shape),
         "live": shape.run.state in _LIVE,
-        "graph": graph.render(graph.shape_from_run(shape)),
+        "graph": graph.render(_graph_shape(dash, shape)),
     }
+
+
+def _graph_shape(dash: Dashboard, shape: Any) -> graph.FlowShape:
+    """The run's graph, each loop block drawn with its body (from its first iteration)."""
+    from iterflow.store import iteration_detail
+
+    bodies = {
+        g.task_slug: iteration_detail(dash.store, g.task_run_id, g.key, 0)["body"]
+        for g in shape.tasks if g.is_block
+    }
+    return graph.shape_from_run(shape, bodies)
 
 
 def run_page(request: Request) -> Response:
@@ -204,7 +225,7 @@ def run_page(request: Request) -> Response:
 def run_events(request: Request) -> Response:
     """``/runs/<run>/events``: header, tasks and panels as they change; ``end`` at the end."""
     dash = _dash(request)
-    run_id = _shape(dash, request.path_params["run_id"]).run.run_id
+    run_id = _run(dash, request.path_params["run_id"]).run_id
 
     def render() -> tuple[dict[str, str], bool]:
         context = _run_context(dash, run_id)
@@ -225,7 +246,7 @@ def graph_svg(request: Request) -> Response:
     """``/runs/<run>/graph.svg``: the flow's graph, tasks coloured by state."""
     dash = _dash(request)
     shape = _shape(dash, request.path_params["run_id"])
-    return Response(graph.render(graph.shape_from_run(shape), standalone=True),
+    return Response(graph.render(_graph_shape(dash, shape), standalone=True),
                     media_type="image/svg+xml")
 
 
@@ -270,8 +291,8 @@ def iterations_page(request: Request) -> Response:
     from iterflow.store import iteration_page
 
     dash = _dash(request)
-    shape = _shape(dash, request.path_params["run_id"])
-    run_id = shape.run.run_id
+    run = _run(dash, request.path_params["run_id"])
+    run_id = run.run_id
     task = request.path_params["task"]
     row = _task_row(dash, run_id, task)
     q = request.query_params
@@ -286,7 +307,7 @@ def iterations_page(request: Request) -> Response:
             target = f"/runs/{run_id}/iterations/{bucket.first}/{task}"
             return RedirectResponse(target, status_code=303)
     page = iteration_page(dash.store, row.id, start=start or 0, failed_only=failed, limit=_PAGE)
-    context = {"run": shape.run, "row": row, "task": task, "rows": page, "failed": failed,
+    context = {"run": run, "row": row, "task": task, "rows": page, "failed": failed,
                "start": start or 0, "limit": _PAGE}
     if _fragment(request) and (request.headers.get("hx-target") or "").startswith("iter-table"):
         return _html(dash, "_iter_table.html", **context)
@@ -298,24 +319,24 @@ def iteration_page(request: Request) -> Response:
     from iterflow.store import iteration_detail, log_page
 
     dash = _dash(request)
-    shape = _shape(dash, request.path_params["run_id"])
-    run_id = shape.run.run_id
+    run = _run(dash, request.path_params["run_id"])
+    run_id = run.run_id
     task = request.path_params["task"]
     index = request.path_params["index"]
     row = _task_row(dash, run_id, task)
     detail = iteration_detail(dash.store, row.task_run_id, row.id, index)
     if not detail["states"] and not detail["body"]:
         raise HTTPException(404, f"Task run {task!r} of run {run_id} has no iteration {index}.")
-    lines = log_page(dash.store, shape.key, task_run_key=row.id, iteration=index, limit=_PAGE)
-    return _html(dash, "iteration.html", run=shape.run, row=row, task=task, index=index,
+    lines = log_page(dash.store, run_id, task_run_key=row.id, iteration=index, limit=_PAGE)
+    return _html(dash, "iteration.html", run=run, row=row, task=task, index=index,
                  detail=detail, logs=lines, run_path=run_id)
 
 
 def strip_svg(request: Request) -> Response:
     """``/runs/<run>/strip/<task>``: every iteration's duration and state, bucketed (SVG)."""
     dash = _dash(request)
-    shape = _shape(dash, request.path_params["run_id"])
-    row = _task_row(dash, shape.run.run_id, request.path_params["task"])
+    run = _run(dash, request.path_params["run_id"])
+    row = _task_row(dash, run.run_id, request.path_params["task"])
     summary = dash.summary(row.id, STRIP_WIDTH)
     return Response(graph.strip(summary.strip, STRIP_WIDTH), media_type="image/svg+xml",
                     headers={"cache-control": "no-store"})
@@ -326,21 +347,22 @@ def strip_svg(request: Request) -> Response:
 
 def logs_page(request: Request) -> Response:
     """``/runs/<run>/logs``: filter by task, iteration, level, text; paged by id."""
-    from iterflow.store import log_page
+    from iterflow.store import flow_tasks, log_page
 
     dash = _dash(request)
-    shape = _shape(dash, request.path_params["run_id"])
+    run = _run(dash, request.path_params["run_id"])
     q = request.query_params
     level = _int(q.get("level"), 0)
     after = _int(q.get("after"), 0)
     lines = log_page(
-        dash.store, shape.key, task=q.get("task") or None, iteration=_int(q.get("iteration")),
+        dash.store, run.run_id, task=q.get("task") or None, iteration=_int(q.get("iteration")),
         level=level, text=(q.get("q") or None), after=after or 0, limit=_PAGE * 2,
     )
     keep = {k: v for k, v in q.items() if k not in ("after", "token") and v}
-    next_url = (f"/runs/{shape.run.run_id}/logs?{urlencode({**keep, 'after': lines.next_after})}"
+    next_url = (f"/runs/{run.run_id}/logs?{urlencode({**keep, 'after': lines.next_after})}"
                 if lines.next_after else None)
-    context = {"run": shape.run, "shape": shape, "lines": lines, "query": keep,
+    context = {"run": run, "flow_tasks": flow_tasks(dash.store, run.flow_name),
+               "lines": lines, "query": keep,
                "next_url": next_url, "after": after}
     if _fragment(request) and request.headers.get("hx-target") in ("log-rows", "logs-more"):
         return _html(dash, "_log_rows.html", **context)
