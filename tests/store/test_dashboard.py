@@ -86,4 +86,4 @@ def test_loop_stats_read_incrementally_match_a_fresh_read(tmp_path):
         assert len(fresh.strip) == 60
         narrow = stats.summary(width=7)
         assert len(narrow.strip) == 7 and sum(b.count for b in narrow.strip) == 61
-        assert [b.failed for b in narrow.strip][0] == 1
+        assert narrow.strip[0].failed == 1
