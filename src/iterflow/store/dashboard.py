@@ -579,21 +579,25 @@ def iteration_page(
                     seen[c.loop_index] = seen.get(c.loop_index, 0) + 1
                     attempts[c.id] = seen[c.loop_index]
         else:
+            # One indexed read of the iterations these rows are in and the ones
+            # before them; then each row is timed from the row just before it.
+            wanted = sorted({r.loop_index for r in rows} | {r.loop_index - 1 for r in rows})
+            around: dict[int, list[Any]] = {}
+            for c in conn.execute(
+                sa.select(s.c.id, s.c.loop_index, s.c.kind, s.c.time)
+                .where(s.c.task_run == key, s.c.loop_index.in_(wanted))
+                .order_by(s.c.loop_index, s.c.time, s.c.id)
+            ):
+                around.setdefault(c.loop_index, []).append(c)
             for r in rows:
-                prior = conn.execute(
-                    sa.select(s.c.time)
-                    .where(s.c.task_run == key,
-                           sa.tuple_(s.c.loop_index, s.c.time, s.c.id)
-                           < sa.tuple_(r.loop_index, r.time, r.id))
-                    .order_by(s.c.loop_index.desc(), s.c.time.desc(), s.c.id.desc()).limit(1)
-                ).scalar()
-                if prior is not None:
-                    before[r.id] = prior
-                attempts[r.id] = 1 + (conn.execute(
-                    sa.select(sa.func.count()).where(
-                        s.c.task_run == key, s.c.loop_index == r.loop_index,
-                        s.c.kind.in_(FAILED_KINDS), s.c.id < r.id)
-                ).scalar() or 0)
+                history = around.get(r.loop_index - 1, [])[-1:] + around.get(r.loop_index, [])
+                mine = [c.id for c in history].index(r.id)
+                if mine:
+                    before[r.id] = history[mine - 1].time
+                attempts[r.id] = sum(
+                    1 for c in history[:mine + 1]
+                    if c.loop_index == r.loop_index and c.kind != "Running"
+                )
         out = [
             IterationRow(
                 loop_index=r.loop_index, state=r.kind, time=r.time,
