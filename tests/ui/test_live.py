@@ -115,3 +115,36 @@ def test_the_hub_polls_once_for_every_viewer(empty_store):
         assert change_marker(empty_store) != before
     finally:
         hub.stop()
+
+
+def test_logs_are_followed_live(empty_store):
+    from iterflow.events import LogEvent
+
+    sink = start_run(empty_store)
+    sink.handle(LogEvent(RUN, TID, "grind", None, 1, 20, "line 0", time.time()))
+    sink.flush()
+
+    def write_more():
+        for i in range(1, 6):
+            time.sleep(0.05)
+            sink.handle(LogEvent(RUN, TID, "grind", None, i, 20 if i % 2 else 40,
+                                 f"line {i}", time.time()))
+        sink.handle(FlowRunEvent(RUN, "live", Success()))
+        sink.close()
+
+    with TestClient(create_app(empty_store, interval=0.05)) as c:
+        page = c.get(f"/runs/{RUN}/logs?level=40")
+        follow = re.search(r'sse-connect="([^"]+)"', page.text).group(1).replace("&amp;", "&")
+        assert "level=40" in follow and "after=" in follow
+        writer = threading.Thread(target=write_more)
+        writer.start()
+        received = []
+        with c.stream("GET", follow) as answer:
+            for name, data in events(answer.iter_lines()):
+                received.append((name, data))
+        writer.join()
+    lines = "".join(data for name, data in received if name == "lines")
+    assert "line 2" in lines and "line 4" in lines
+    assert "line 1" not in lines and "line 0" not in lines  # the filter holds
+    assert lines.count("line 2") == 1  # each line once
+    assert received[-1][0] == "end"

@@ -21,6 +21,7 @@ Routes (``<task>`` is a task run id without the run id: ``grind``,
     /runs/<run>/events                      its live fragments (SSE)
     /runs/<run>/graph.svg                   the flow's graph
     /runs/<run>/logs                        logs: task, iteration, level, text; by id
+    /runs/<run>/logs/events                 new log lines, followed live (SSE)
     /runs/<run>/tasks/<task>                a task run (a mapped task: its children)
     /runs/<run>/iterations/<task>           iteration table: start, failed, jump
     /runs/<run>/iterations/<n>/<task>       one iteration
@@ -130,6 +131,7 @@ def create_app(
         Route("/runs/{run_id}/events", views.run_events, name="run_events"),
         Route("/runs/{run_id}/graph.svg", views.graph_svg, name="graph"),
         Route("/runs/{run_id}/logs", views.logs_page, name="logs"),
+        Route("/runs/{run_id}/logs/events", views.logs_events, name="logs_events"),
         Route("/runs/{run_id}/tasks/{task:path}", views.task_page, name="task"),
         Route("/runs/{run_id}/iterations/{index:int}/{task:path}", views.iteration_page,
               name="iteration"),

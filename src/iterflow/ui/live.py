@@ -122,20 +122,25 @@ class Hub:
 Render = Callable[[], "tuple[dict[str, str], bool]"]
 
 
-async def stream(hub: Hub, render: Render, request: Any) -> AsyncIterator[dict[str, str]]:
+async def stream(
+    hub: Hub, render: Render, request: Any, *, fresh: bool = False
+) -> AsyncIterator[dict[str, str]]:
     """SSE events for one page: changed fragments after each tick, ``end`` when done.
 
     ``render()`` (run in a worker thread) returns the page's fragments by
     event name and whether the page is finished updating. The first round
     sends every fragment (whatever changed between the page's rendering and
     the stream's start); later rounds only those whose HTML changed.
+    ``fresh``: every fragment is new content to append (log lines), sent
+    whenever ``render`` returns it, and the next round follows at once when
+    the render was not finished reading.
     """
     sent: dict[str, str] = {}
     seen = hub.version
     while True:
         fragments, finished = await run_in_threadpool(render)
         for name, html in fragments.items():
-            if sent.get(name) != html:
+            if fresh or sent.get(name) != html:
                 sent[name] = html
                 yield {"event": name, "data": html}
         if finished:

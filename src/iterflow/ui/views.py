@@ -354,19 +354,49 @@ def logs_page(request: Request) -> Response:
     q = request.query_params
     level = _int(q.get("level"), 0)
     after = _int(q.get("after"), 0)
-    lines = log_page(
-        dash.store, run.run_id, task=q.get("task") or None, iteration=_int(q.get("iteration")),
-        level=level, text=(q.get("q") or None), after=after or 0, limit=_PAGE * 2,
-    )
+    lines = log_page(dash.store, run.run_id, after=after or 0, limit=_PAGE * 2,
+                     **_log_filters(request))
     keep = {k: v for k, v in q.items() if k not in ("after", "token") and v}
+    last = lines.lines[-1].id if lines.lines else (after or 0)
+    follow = None
+    if run.state in _LIVE and lines.next_after is None:
+        follow = f"/runs/{run.run_id}/logs/events?{urlencode({**keep, 'after': last})}"
     next_url = (f"/runs/{run.run_id}/logs?{urlencode({**keep, 'after': lines.next_after})}"
                 if lines.next_after else None)
     context = {"run": run, "flow_tasks": flow_tasks(dash.store, run.flow_name),
-               "lines": lines, "query": keep,
+               "lines": lines, "query": keep, "follow": follow,
                "next_url": next_url, "after": after}
     if _fragment(request) and request.headers.get("hx-target") in ("log-rows", "logs-more"):
         return _html(dash, "_log_rows.html", **context)
     return _html(dash, "logs.html", **context)
+
+
+def _log_filters(request: Request) -> dict[str, Any]:
+    q = request.query_params
+    return {"task": q.get("task") or None, "iteration": _int(q.get("iteration")),
+            "level": _int(q.get("level"), 0), "text": q.get("q") or None}
+
+
+def logs_events(request: Request) -> Response:
+    """``/runs/<run>/logs/events``: new log lines (after ``after``) as they are written."""
+    from iterflow.store import get_run, log_page
+
+    dash = _dash(request)
+    run_id = _run(dash, request.path_params["run_id"]).run_id
+    filters = _log_filters(request)
+    seen = [_int(request.query_params.get("after"), 0) or 0]
+
+    def render() -> tuple[dict[str, str], bool]:
+        finished = get_run(run_id, store=dash.store).state not in _LIVE
+        page = log_page(dash.store, run_id, after=seen[0], limit=_PAGE * 4, **filters)
+        if not page.lines:
+            return {}, finished
+        seen[0] = page.lines[-1].id
+        html = dash.render("_log_rows.html", lines=page, next_url=None, quiet=True)
+        # More than a page arrived in one tick: send the rest on the next one.
+        return {"lines": html}, finished and page.next_after is None
+
+    return EventSourceResponse(stream(dash.hub, render, request, fresh=True), ping=15)
 
 
 # -- errors -------------------------------------------------------------------------------
