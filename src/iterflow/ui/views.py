@@ -352,7 +352,6 @@ def logs_page(request: Request) -> Response:
     dash = _dash(request)
     run = _run(dash, request.path_params["run_id"])
     q = request.query_params
-    level = _int(q.get("level"), 0)
     after = _int(q.get("after"), 0)
     lines = log_page(dash.store, run.run_id, after=after or 0, limit=_PAGE * 2,
                      **_log_filters(request))
