@@ -14,7 +14,9 @@ Modules: :mod:`~iterflow.store.schema` (tables, versions, migrations),
 (the SQL it runs), :mod:`~iterflow.store.queries` (reading),
 :mod:`~iterflow.store.runstore` (opening a store, resuming),
 :mod:`~iterflow.store.retention` (deleting runs), :mod:`~iterflow.store.db`
-(connections, transactions, errors).
+(connections, transactions, errors), :mod:`~iterflow.store.dashboard` and
+:mod:`~iterflow.store.dashboard_loops` (what ``iterflow ui`` shows: pages, shapes,
+loop summaries).
 """
 
 from __future__ import annotations
@@ -24,14 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from iterflow.store.dashboard import (
-        IterationSummary,
-        LoopStats,
         change_marker,
         flow_names,
         flow_tasks,
-        iteration_detail,
-        iteration_page,
-        iteration_summary,
         log_page,
         mapped_children,
         run_shape,
@@ -103,9 +100,15 @@ _HOME = {
     **{
         name: "dashboard"
         for name in (
-            "runs_page", "run_shape", "iteration_summary", "iteration_page",
-            "iteration_detail", "log_page", "mapped_children", "change_marker",
-            "LoopStats", "IterationSummary", "task_run_row", "flow_names", "flow_tasks",
+            "runs_page", "run_shape", "log_page", "mapped_children", "change_marker",
+            "task_run_row", "flow_names", "flow_tasks",
+        )
+    },
+    **{
+        name: "dashboard_loops"
+        for name in (
+            "iteration_summary", "iteration_page", "iteration_detail", "LoopStats",
+            "IterationSummary",
         )
     },
     "effective_state": "queries",
