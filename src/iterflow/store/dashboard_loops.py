@@ -55,6 +55,9 @@ FAILED_KINDS = ("Retrying", "Failed", "TriggerFailed", "TimedOut", "Cancelled")
 _MAX_PAGE = 500
 s = state_transitions
 t = task_runs
+# A task run's history in the order it happened, which is the iteration
+# index's own order (so no database sorts it); ``kind`` only breaks ties.
+_HISTORY = (s.c.loop_index, s.c.time, s.c.kind)
 
 
 def _pagesize(limit: int) -> int:
@@ -108,7 +111,7 @@ class LoopStats:
         self.failed = array("b")  # 1: a failed attempt
         self.states: dict[str, int] = {}
         self.first_failure: int | None = None
-        self._last: tuple[int, float, int] | None = None  # (loop index, time, id) last read
+        self._last: tuple[int, float, str] | None = None  # (loop index, time, kind) last read
         self._prev_time: float | None = None
         self._span: tuple[float, float] | None = None
         self._summaries: dict[tuple[int, int], IterationSummary] = {}
@@ -118,11 +121,10 @@ class LoopStats:
         cols = (s.c.id, s.c.loop_index, s.c.time, s.c.kind)
         stmt = sa.select(*cols).where(s.c.task_run == self.key, s.c.loop_index.is_not(None))
         if self._last is not None:
-            i, tm, row_id = self._last
             stmt = stmt.where(
-                sa.tuple_(s.c.loop_index, s.c.time, s.c.id) > sa.tuple_(i, tm, row_id)
+                sa.tuple_(s.c.loop_index, s.c.time, s.c.kind) > sa.tuple_(*self._last)
             )
-        stmt = stmt.order_by(s.c.loop_index, s.c.time, s.c.id)
+        stmt = stmt.order_by(*_HISTORY)
         rows = store.read(lambda conn: conn.execute(stmt).all())
         if not rows:
             return
@@ -140,7 +142,7 @@ class LoopStats:
             prev = tm
         self._prev_time = prev
         last = rows[-1]
-        self._last = (last.loop_index, last.time, last.id)
+        self._last = (last.loop_index, last.time, last.kind)
         first_time = self._span[0] if self._span else rows[0].time
         self._span = (first_time, last.time)
         self._summaries.clear()
@@ -247,7 +249,7 @@ def iteration_page(
                 s.c.serializer)
         rows = conn.execute(
             sa.select(*cols).where(*cond)
-            .order_by(s.c.loop_index, s.c.time, s.c.id).limit(limit + 1)
+            .order_by(*_HISTORY).limit(limit + 1)
         ).all()
         more = rows[limit].loop_index if len(rows) > limit else None
         rows = rows[:limit]
@@ -263,7 +265,7 @@ def iteration_page(
             context = conn.execute(
                 sa.select(s.c.id, s.c.loop_index, s.c.kind, s.c.time)
                 .where(s.c.task_run == key, s.c.loop_index >= lo - 1, s.c.loop_index <= hi)
-                .order_by(s.c.loop_index, s.c.time, s.c.id)
+                .order_by(*_HISTORY)
             ).all()
             last: float | None = None
             seen: dict[int, int] = {}
@@ -282,7 +284,7 @@ def iteration_page(
             for c in conn.execute(
                 sa.select(s.c.id, s.c.loop_index, s.c.kind, s.c.time)
                 .where(s.c.task_run == key, s.c.loop_index.in_(wanted))
-                .order_by(s.c.loop_index, s.c.time, s.c.id)
+                .order_by(*_HISTORY)
             ):
                 around.setdefault(c.loop_index, []).append(c)
             for r in rows:
@@ -319,7 +321,7 @@ def _previous(
         cond.append(s.c.kind.in_(FAILED_KINDS))
     inner = (
         sa.select(s.c.loop_index).where(*cond)
-        .order_by(s.c.loop_index.desc(), s.c.time.desc(), s.c.id.desc()).limit(limit).subquery()
+        .order_by(*(c.desc() for c in _HISTORY)).limit(limit).subquery()
     )
     return conn.execute(sa.select(sa.func.min(inner.c.loop_index))).scalar()
 
@@ -334,7 +336,7 @@ def iteration_detail(store: RunStore, task_run_id: str, key: int, index: int) ->
             sa.select(s.c.id, s.c.kind, s.c.loop_index, s.c.time, s.c.message, s.c.traceback,
                       s.c.preview, s.c.serializer)
             .where(s.c.task_run == key, s.c.loop_index.between(index - 1, index))
-            .order_by(s.c.loop_index, s.c.time, s.c.id)
+            .order_by(*_HISTORY)
         ).all()
         body = conn.execute(
             sa.select(t.c.task_run_id, t.c.id, t.c.task_slug, t.c.task_name, t.c.map_index,
