@@ -258,3 +258,24 @@ def test_static_assets_are_served(client):
                  "/static/vendor/htmx-ext-sse.min.js"):
         answer = client.get(path)
         assert answer.status_code == 200 and len(answer.content) > 1000, path
+
+
+def test_a_long_loop_seen_first_gets_its_summary_after_the_page(big, monkeypatch):
+    from starlette.testclient import TestClient
+
+    from iterflow.ui import create_app, views
+
+    store, run = big
+    monkeypatch.setattr(views, "INLINE_SUMMARY", 100)
+    with TestClient(create_app(store)) as c:
+        page = c.get(f"/runs/{run.run_id}").text
+        grind = page.split('id="loop-grind"')[1].split("</section>")[0]
+        assert '<span class="big">1,000</span> iterations' in grind
+        assert f'hx-get="/runs/{run.run_id}/summary/grind"' in grind
+        assert f'href="/runs/{run.run_id}/tasks/grind"' in grind  # without JS: a link
+        assert "p95" not in grind
+        fragment = c.get(f"/runs/{run.run_id}/summary/grind").text
+        assert "<html" not in fragment and "p95" in fragment and "first failure" in fragment
+        # Read once, the summary is cheap: the page includes it from now on.
+        again = c.get(f"/runs/{run.run_id}").text.split('id="loop-grind"')[1]
+        assert "p95" in again.split("</section>")[0]

@@ -26,6 +26,7 @@ Routes (``<task>`` is a task run id without the run id: ``grind``,
     /runs/<run>/iterations/<task>           iteration table: start, failed, jump
     /runs/<run>/iterations/<n>/<task>       one iteration
     /runs/<run>/strip/<task>                the strip of iteration durations (SVG)
+    /runs/<run>/summary/<task>              a loop's summary (fragment, loaded after the page)
     /static/...                             CSS and vendored JS
 """
 
@@ -84,6 +85,11 @@ class Dashboard:
         """Render a template (autoescaped)."""
         return self.env.get_template(template).render(**context)
 
+    def has_summary(self, key: int) -> bool:
+        """Whether task run ``key``'s history has been read (a summary costs little now)."""
+        with self._loops_lock:
+            return key in self._loops
+
     def summary(self, key: int, width: int = 600) -> IterationSummary:
         """The iteration summary of task run ``key``, read incrementally (class doc)."""
         from iterflow.store import LoopStats
@@ -137,6 +143,7 @@ def create_app(
               name="iteration"),
         Route("/runs/{run_id}/iterations/{task:path}", views.iterations_page, name="iterations"),
         Route("/runs/{run_id}/strip/{task:path}", views.strip_svg, name="strip"),
+        Route("/runs/{run_id}/summary/{task:path}", views.summary_fragment, name="summary"),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=views.ERRORS)

@@ -34,6 +34,9 @@ _STATES = ("Running", "Pending", "Success", "Failed", "Crashed", "Cancelled", "T
 _PAGE = 50
 _PANEL_ROWS = 10
 STRIP_WIDTH = 600
+#: A loop with more iterations than this, whose history has not been read yet, has
+#: its summary loaded after the page (htmx) so the page itself stays fast.
+INLINE_SUMMARY = 20_000
 
 
 def _dash(request: Request) -> Dashboard:
@@ -159,17 +162,24 @@ def runs_events(request: Request) -> Response:
 # -- a run -----------------------------------------------------------------------------------
 
 
-def _panels(dash: Dashboard, shape: Any) -> list[dict[str, Any]]:
-    """An iterations panel for each looping task and loop block of the run."""
+def _panels(dash: Dashboard, shape: Any, *, defer: bool = True) -> list[dict[str, Any]]:
+    """An iterations panel for each looping task and loop block of the run.
+
+    The first look at a long loop reads its whole history (about a second for
+    100,000 iterations); with ``defer`` that summary is left for its own
+    request (:func:`summary_fragment`) and the page shows the count meanwhile.
+    """
     from iterflow.store import iteration_page
 
     panels = []
     for group in shape.tasks:
         if not group.loops:
             continue
-        summary = dash.summary(group.key, STRIP_WIDTH)
+        count = group.loop_count or (group.loop_index or 0) + 1
+        later = defer and count > INLINE_SUMMARY and not dash.has_summary(group.key)
+        summary = None if later else dash.summary(group.key, STRIP_WIDTH)
         rows = iteration_page(dash.store, group.key, start=0, limit=_PANEL_ROWS)
-        panels.append({"group": group, "summary": summary, "rows": rows,
+        panels.append({"group": group, "summary": summary, "rows": rows, "count": count,
                        "task": _task_path(shape.run.run_id, group.task_run_id)})
     return panels
 
@@ -193,12 +203,12 @@ def _resume_from(shape: Any) -> list[str]:
     return notes
 
 
-def _run_context(dash: Dashboard, run_id: str) -> dict[str, Any]:
+def _run_context(dash: Dashboard, run_id: str, *, defer: bool = True) -> dict[str, Any]:
     shape = _shape(dash, run_id)
     return {
         "run": shape.run,
         "shape": shape,
-        "panels": _panels(dash, shape),
+        "panels": _panels(dash, shape, defer=defer),
         "resume": _resume_from(shape),
         "live": shape.run.state in _LIVE,
         "graph": graph.render(_graph_shape(dash, shape)),
@@ -228,7 +238,7 @@ def run_events(request: Request) -> Response:
     run_id = _run(dash, request.path_params["run_id"]).run_id
 
     def render() -> tuple[dict[str, str], bool]:
-        context = _run_context(dash, run_id)
+        context = _run_context(dash, run_id, defer=False)
         fragments = {
             "header": dash.render("_run_header.html", **context),
             "tasks": dash.render("_tasks.html", **context),
@@ -330,6 +340,17 @@ def iteration_page(request: Request) -> Response:
     lines = log_page(dash.store, run_id, task_run_key=row.id, iteration=index, limit=_PAGE)
     return _html(dash, "iteration.html", run=run, row=row, task=task, index=index,
                  detail=detail, logs=lines, run_path=run_id)
+
+
+def summary_fragment(request: Request) -> Response:
+    """``/runs/<run>/summary/<task>``: a loop's summary and strip, for its panel."""
+    dash = _dash(request)
+    run = _run(dash, request.path_params["run_id"])
+    task = request.path_params["task"]
+    row = _task_row(dash, run.run_id, task)
+    summary = dash.summary(row.id, STRIP_WIDTH)
+    panel = {"summary": summary, "task": task, "group": row}
+    return _html(dash, "_panel_summary.html", panel=panel, run=run)
 
 
 def strip_svg(request: Request) -> Response:
