@@ -279,3 +279,14 @@ def test_a_long_loop_seen_first_gets_its_summary_after_the_page(big, monkeypatch
         # Read once, the summary is cheap: the page includes it from now on.
         again = c.get(f"/runs/{run.run_id}").text.split('id="loop-grind"')[1]
         assert "p95" in again.split("</section>")[0]
+
+
+def test_create_app_opens_a_store_from_a_url(big):
+    from starlette.testclient import TestClient
+
+    from iterflow.ui import create_app
+
+    store, run = big
+    app = create_app(store.url)
+    with TestClient(app) as c:
+        assert run.run_id in c.get("/").text

@@ -110,7 +110,7 @@ class Dashboard:
 
 
 def create_app(
-    store: RunStore,
+    store: RunStore | str | None = None,
     *,
     token: str | None = None,
     read_only: bool = False,
@@ -118,17 +118,28 @@ def create_app(
 ) -> Starlette:
     """The dashboard as an ASGI app reading ``store``.
 
+    ``store``: an open :class:`~iterflow.store.RunStore`, a store URL, or
+    ``None`` for the default store (``ITERFLOW_STORE_URL`` or
+    ``$ITERFLOW_HOME/iterflow.db``), as the CLI reads it.
+
     ``token``: when given, every request must carry it (see
     :mod:`iterflow.ui.security`). ``interval``: how often the live hub polls
     the store. ``read_only``: refuse every request but GET and HEAD (the
     dashboard has no state-changing routes yet; this keeps it so).
     """
-    dash = Dashboard(store, interval=interval)
+    opened = store is None or isinstance(store, str)
+    if opened:
+        from iterflow.store import open_store
+
+        store = open_store(store)  # type: ignore[arg-type]
+    dash = Dashboard(store, interval=interval)  # type: ignore[arg-type]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         dash.hub.stop()
+        if opened:
+            dash.store.close()  # ours to close: we opened it
 
     routes = [
         Route("/", views.runs_list, name="runs"),

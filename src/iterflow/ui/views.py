@@ -211,8 +211,19 @@ def _run_context(dash: Dashboard, run_id: str, *, defer: bool = True) -> dict[st
         "panels": _panels(dash, shape, defer=defer),
         "resume": _resume_from(shape),
         "live": shape.run.state in _LIVE,
-        "graph": graph.render(_graph_shape(dash, shape)),
+        "graph": _graph(dash, shape),
     }
+
+
+#: A flow with more top-level tasks than this gets no drawing (the table lists them).
+MAX_GRAPH_NODES = 150
+
+
+def _graph(dash: Dashboard, shape: Any) -> str:
+    if len(shape.tasks) > MAX_GRAPH_NODES:
+        return (f'<p class="empty">{len(shape.tasks):,} tasks: too many to draw; '
+                f"the table below lists them.</p>")
+    return graph.render(_graph_shape(dash, shape))
 
 
 def _graph_shape(dash: Dashboard, shape: Any) -> graph.FlowShape:
