@@ -199,6 +199,13 @@ def test_a_mapped_task(server, page, tmp_path):
     wait_until(lambda: page.locator("#children tr").count() > 60)
     assert page.url.endswith("/tasks/fetch")  # appended in place
     shoot(page, "map", tmp_path)
+    # On the run page the map is one row, which expands into its children.
+    page.goto(f"{base}/runs/{run.run_id}")
+    page.click("text=300 children of fetch")
+    children = page.locator("tr.children-row table.children tbody tr")
+    wait_until(lambda: children.count() == 51)
+    page.click("tr.children-row >> text=More children")
+    wait_until(lambda: children.count() == 101)
     assert page.errors == []
 
 

@@ -104,7 +104,8 @@ def test_run_page_folds_maps_and_hides_block_bodies(client, big):
     _store, run = big
     page = client.get(f"/runs/{run.run_id}").text
     tasks = page.split('<table class="tasks">')[1].split("</table>")[0]
-    assert tasks.count("<tr>") == 1 + 3  # header + grind, epochs, fetch
+    assert tasks.count("<tr>") == 1 + 3 + 1 + 1  # header + grind, epochs, fetch; children
+    assert "120 children of fetch" in tasks  # folded, expandable
     assert "map \u00d7 120" in tasks
     assert "118 Success" in tasks and "2 Failed" in tasks
     assert "loop block" in tasks
@@ -205,7 +206,7 @@ def test_mapped_task_page_pages_its_children(client, big):
     children = re.findall(r'/tasks/fetch/(\d+)">', page)
     assert children == [str(i) for i in range(50)]
     more = re.search(r'href="([^"]+after=\d+)"', page).group(1)
-    fragment = client.get(more, headers={"HX-Request": "true", "HX-Target": "children-more"})
+    fragment = client.get(more, headers={"HX-Request": "true", "HX-Target": "children"})
     assert "<html" not in fragment.text
     assert re.findall(r'/tasks/fetch/(\d+)">', fragment.text)[0] == "50"
     assert client.get(f"/runs/{run.run_id}/tasks/fetch/49").status_code == 200
