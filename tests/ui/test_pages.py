@@ -291,3 +291,21 @@ def test_create_app_opens_a_store_from_a_url(big):
     app = create_app(store.url)
     with TestClient(app) as c:
         assert run.run_id in c.get("/").text
+
+
+def test_loop_summaries_kept_are_bounded(big):
+    from iterflow.store import run_shape
+    from iterflow.ui.app import Dashboard
+
+    store, run = big
+    keys = [g.key for g in run_shape(store, run.run_id).tasks if g.loops]
+    dash = Dashboard(store, max_rows=1500)
+    first = dash.summary(keys[0])  # grind: 1,004 attempts
+    assert dash.has_summary(keys[0])
+    dash.summary(keys[1])  # epochs: 40 more, within the bound
+    assert dash.has_summary(keys[0]) and dash.has_summary(keys[1])
+    small = Dashboard(store, max_rows=500)
+    small.summary(keys[0])
+    small.summary(keys[1])  # over the bound: the least recently viewed goes
+    assert not small.has_summary(keys[0]) and small.has_summary(keys[1])
+    assert small.summary(keys[0]) == first  # read again when asked

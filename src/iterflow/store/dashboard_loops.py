@@ -20,7 +20,7 @@ Nothing is unpickled: values are shown by the previews stored beside them.
 
 >>> from iterflow.store import open_store, run_shape, iteration_page   # doctest: +SKIP
 >>> store = open_store()                                                # doctest: +SKIP
->>> loop = run_shape(store, "3f9a")[0]                                  # doctest: +SKIP
+>>> loop = run_shape(store, "3f9a").tasks[0]                            # doctest: +SKIP
 >>> iteration_page(store, loop.key, start=99_990, failed_only=True)     # doctest: +SKIP
 """
 

@@ -63,10 +63,12 @@ class Dashboard:
     Loop summaries (:class:`~iterflow.store.LoopStats`) are kept for the
     ``max_loops`` task runs viewed most recently, so a page of a finished
     100,000-iteration loop reads its history once and a running one only
-    what was added since.
+    what was added since; the least recently viewed are dropped while they
+    hold more than ``max_rows`` iterations in all (9 bytes each).
     """
 
-    def __init__(self, store: RunStore, *, interval: float = 0.5, max_loops: int = 32) -> None:
+    def __init__(self, store: RunStore, *, interval: float = 0.5, max_loops: int = 32,
+                 max_rows: int = 5_000_000) -> None:
         self.store = store
         self.hub = Hub(store, interval=interval)
         self.env = jinja2.Environment(
@@ -80,6 +82,7 @@ class Dashboard:
         self._loops: OrderedDict[int, tuple[threading.Lock, LoopStats]] = OrderedDict()
         self._loops_lock = threading.Lock()
         self.max_loops = max_loops
+        self.max_rows = max_rows
 
     def render(self, template: str, **context: Any) -> str:
         """Render a template (autoescaped)."""
@@ -106,7 +109,15 @@ class Dashboard:
         lock, stats = entry
         with lock:
             stats.update(self.store)
-            return stats.summary(width)
+            summary = stats.summary(width)
+        with self._loops_lock:
+            total = sum(len(s.durations) for _lock, s in self._loops.values())
+            while total > self.max_rows and len(self._loops) > 1:
+                oldest = next(iter(self._loops))
+                if oldest == key:
+                    break
+                total -= len(self._loops.pop(oldest)[1].durations)
+        return summary
 
 
 def create_app(
