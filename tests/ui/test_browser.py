@@ -195,10 +195,10 @@ def test_a_mapped_task(server, page, tmp_path):
     page.goto(f"{base}/runs/{run.run_id}/tasks/fetch")
     rows = page.locator("#children tr")
     assert rows.count() == 51  # 50 children and the "more" row
+    shoot(page, "map", tmp_path)
     page.click("text=More children")
     wait_until(lambda: page.locator("#children tr").count() > 60)
     assert page.url.endswith("/tasks/fetch")  # appended in place
-    shoot(page, "map", tmp_path)
     # On the run page the map is one row, which expands into its children.
     page.goto(f"{base}/runs/{run.run_id}")
     page.click("text=300 children of fetch")
