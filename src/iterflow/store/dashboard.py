@@ -174,20 +174,29 @@ def _run_info(row: Any, stale_after: float) -> RunInfo:
 
 
 def _progress(conn: sa.Connection, runs: list[RunInfo]) -> dict[str, int]:
-    """The largest loop count of each run's top-level task runs (one grouped query)."""
+    """The largest loop count of each run's top-level task runs.
+
+    The runs' task slugs come from the index alone; then each top-level task
+    run is read by its primary key, so a run whose loop block made thousands
+    of body task runs costs no more than one without.
+    """
     if not runs:
         return {}
-    top = t.c.task_run_id == t.c.flow_run_id + "/" + t.c.task_slug
-    rows = conn.execute(
-        sa.select(t.c.flow_run_id, sa.func.max(t.c.loop_count), sa.func.max(t.c.loop_index))
-        .where(t.c.flow_run_id.in_([r.run_id for r in runs]), top)
-        .group_by(t.c.flow_run_id)
-    )
-    out = {}
-    for run_id, count, index in rows:
-        value = max(count or 0, (index or 0) + 1 if index is not None else 0)
-        if value > 1:
-            out[run_id] = value
+    pairs = conn.execute(
+        sa.select(t.c.flow_run_id, t.c.task_slug)
+        .where(t.c.flow_run_id.in_([r.run_id for r in runs])).distinct()
+    ).all()
+    ids = [f"{run_id}/{slug}" for run_id, slug in pairs]
+    out: dict[str, int] = {}
+    for start in range(0, len(ids), _MAX_PAGE):
+        rows = conn.execute(
+            sa.select(t.c.flow_run_id, t.c.loop_count, t.c.loop_index)
+            .where(t.c.task_run_id.in_(ids[start:start + _MAX_PAGE]))
+        )
+        for run_id, count, index in rows:
+            value = max(count or 0, (index + 1) if index is not None else 0)
+            if value > max(1, out.get(run_id, 0)):
+                out[run_id] = value
     return out
 
 
