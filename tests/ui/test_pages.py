@@ -309,3 +309,39 @@ def test_loop_summaries_kept_are_bounded(big):
     small.summary(keys[1])  # over the bound: the least recently viewed goes
     assert not small.has_summary(keys[0]) and small.has_summary(keys[1])
     assert small.summary(keys[0]) == first  # read again when asked
+
+
+def test_an_empty_store(empty_store):
+    from starlette.testclient import TestClient
+
+    from iterflow.ui import create_app
+
+    with TestClient(create_app(empty_store)) as c:
+        page = c.get("/")
+        assert page.status_code == 200 and "No runs." in page.text
+        assert "No runs match these filters." in c.get("/?flow=nothing").text
+
+
+def test_a_task_that_did_not_loop_shows_its_states(client, big):
+    _store, run = big
+    page = client.get(f"/runs/{run.run_id}/tasks/fetch/49").text
+    assert "Failed" in page and "no page" in page
+    assert "Iterations of" not in page and 'class="panel"' not in page
+
+
+def test_logs_page_links_to_the_next_page(big, monkeypatch):
+    from starlette.testclient import TestClient
+
+    from iterflow.ui import create_app, views
+
+    _store, run = big
+    with TestClient(create_app(big[0])) as c:
+        monkeypatch.setattr(views, "_PAGE", 3)  # 6 lines a page
+        first = c.get(f"/runs/{run.run_id}/logs").text
+        monkeypatch.undo()
+        assert first.count("<tr class=") == 6
+        more = re.search(r'href="([^"]+after=\d+)"', first).group(1).replace("&amp;", "&")
+        rest = c.get(more).text
+        assert rest.count("<tr class=") == 8
+        assert not set(re.findall(r"at iteration \d+", first)) & set(
+            re.findall(r"at iteration \d+", rest))
