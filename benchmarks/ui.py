@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import threading
@@ -123,7 +124,9 @@ def browser(app, run_id: str) -> None:
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync"]
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=flags)
+        # Debian's Chromium (never a downloaded browser).
+        path = os.environ.get("ITERFLOW_TEST_CHROMIUM") or shutil.which("chromium")
+        chromium = p.chromium.launch(executable_path=path, args=flags)
         page = chromium.new_page()
         url = f"http://127.0.0.1:{port}/runs/{run_id}"
         page.goto(url)  # warm
