@@ -205,3 +205,14 @@ def test_nothing_is_unpickled(empty_store, tmp_path):
         with c.stream("GET", f"/runs/{run_id}/events") as answer:
             "".join(answer.iter_text())
     assert not marker.exists()
+
+
+def test_only_the_allowed_host_names_are_answered(big):
+    store, _run = big
+    app = create_app(store, allowed_hosts=frozenset({"localhost", "127.0.0.1"}))
+    with TestClient(app, base_url="http://localhost:4200") as c:
+        assert c.get("/").status_code == 200
+    with TestClient(app, base_url="http://rebound.example") as c:
+        refused = c.get("/")
+        assert refused.status_code == 421
+        assert refused.headers["x-content-type-options"] == "nosniff"

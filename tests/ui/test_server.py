@@ -118,6 +118,11 @@ def test_the_token_from_the_environment_and_loopback_without_one(tmp_path):
     try:
         assert "?token=" not in banner
         assert get(f"http://127.0.0.1:{port}/")[0] == 200
+        assert get(f"http://127.0.0.1:{port}/", {"Host": f"localhost:{port}"})[0] == 200
+        # A name pointed at 127.0.0.1 by someone else (DNS rebinding) is refused.
+        assert get(f"http://127.0.0.1:{port}/", {"Host": f"evil.example:{port}"})[0] == 421
+        assert get(f"http://127.0.0.1:{port}/static/style.css",
+                   {"Host": "evil.example"})[0] == 421
     finally:
         stop(process)
 

@@ -79,8 +79,13 @@ def ui_command(host: str, port: int, token: str | None, open_browser: bool,
         click.echo(f"  (generated token; set {TOKEN_ENV} or --token to choose one)")
     if open_browser:
         webbrowser.open(link)
+    # On loopback without a token, answer only requests naming this machine, so a
+    # page elsewhere cannot reach the dashboard through DNS rebinding.
+    allowed = None
+    if token is None:
+        allowed = frozenset({"localhost", "127.0.0.1", "::1", host.strip("[]").lower()})
+    app = create_app(store, token=token, read_only=read_only, allowed_hosts=allowed)
     try:
-        uvicorn.run(create_app(store, token=token, read_only=read_only), host=host, port=port,
-                    log_level="warning", access_log=False)
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
         store.close()

@@ -126,6 +126,7 @@ def create_app(
     token: str | None = None,
     read_only: bool = False,
     interval: float = 0.5,
+    allowed_hosts: frozenset[str] | None = None,
 ) -> Starlette:
     """The dashboard as an ASGI app reading ``store``.
 
@@ -137,6 +138,7 @@ def create_app(
     :mod:`iterflow.ui.security`). ``interval``: how often the live hub polls
     the store. ``read_only``: refuse every request but GET and HEAD (the
     dashboard has no state-changing routes yet; this keeps it so).
+    ``allowed_hosts``: the only ``Host`` names answered (``None``: any).
     """
     opened = store is None or isinstance(store, str)
     if opened:
@@ -170,5 +172,6 @@ def create_app(
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=views.ERRORS)
     app.state.dash = dash
-    app.add_middleware(SecurityMiddleware, token=token, read_only=read_only)
+    app.add_middleware(SecurityMiddleware, token=token, read_only=read_only,
+                       allowed_hosts=allowed_hosts)
     return app

@@ -15,6 +15,10 @@ fragments, the SSE streams and the static assets alike:
   for older browsers.
 * **Methods.** The dashboard only reads: ``GET`` and ``HEAD``; with
   ``read_only`` anything else is refused before it reaches a route.
+* **Host names.** With ``allowed_hosts`` (``iterflow ui`` on loopback
+  without a token passes this machine's names), a request naming any other
+  host gets ``421``: a web page elsewhere cannot point a name of its own at
+  127.0.0.1 (DNS rebinding) and read the runs through the visitor's browser.
 """
 
 from __future__ import annotations
@@ -45,14 +49,25 @@ _READING = frozenset({"GET", "HEAD"})
 class SecurityMiddleware:
     """Checks the token (when there is one) and adds the security headers (module doc)."""
 
-    def __init__(self, app: Any, *, token: str | None = None, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        token: str | None = None,
+        read_only: bool = False,
+        allowed_hosts: frozenset[str] | None = None,
+    ) -> None:
         self.app = app
         self.token = token
         self.read_only = read_only
+        self.allowed_hosts = allowed_hosts
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if self.allowed_hosts is not None and _host(scope) not in self.allowed_hosts:
+            await _plain(send, 421, b"421 Misdirected Request: unexpected Host header.\n", [])
             return
         set_cookie = False
         if self.token is not None:
@@ -105,6 +120,17 @@ class SecurityMiddleware:
 
 
 _NAMES = frozenset(name for name, _ in _HEADERS)
+
+
+def _host(scope: dict[str, Any]) -> str:
+    """The host name the request names, without its port, lower case."""
+    for name, value in scope.get("headers", []):
+        if name == b"host":
+            host = value.decode("latin-1").strip().lower()
+            if host.startswith("["):  # [::1]:4200
+                return host[1:].split("]", 1)[0]
+            return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return ""
 
 
 async def _plain(send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
