@@ -36,7 +36,7 @@ _PANEL_ROWS = 10
 STRIP_WIDTH = 600
 #: A loop with more iterations than this, whose history has not been read yet, has
 #: its summary loaded after the page (htmx) so the page itself stays fast.
-INLINE_SUMMARY = 20_000
+INLINE_SUMMARY = 5_000
 
 
 def _dash(request: Request) -> Dashboard:
