@@ -10,9 +10,17 @@ or a query, pays for it.
 
 Modules: :mod:`~iterflow.store.schema` (tables, versions, migrations),
 :mod:`~iterflow.store.results` (serializers, previews, result files),
-:mod:`~iterflow.store.writer` (the event sink), :mod:`~iterflow.store.statements`
-(the SQL it runs), :mod:`~iterflow.store.queries` (reading),
-:mod:`~iterflow.store.runstore` (opening a store, resuming),
+:mod:`~iterflow.store.writer` (the event sink: snapshots, back-pressure, its
+thread), :mod:`~iterflow.store.batch` (a batch of events into rows),
+:mod:`~iterflow.store.statements` (the SQL it runs),
+:mod:`~iterflow.store.runstore` (opening a store, claiming a run to resume),
+:mod:`~iterflow.store.queries` (reading), :mod:`~iterflow.store.records` (what
+reading returns), :mod:`~iterflow.store.liveness` (hosts, pids, heartbeats),
+:mod:`~iterflow.store.resume` (building resume points),
+:mod:`~iterflow.store.lookup` (a run by id prefix, values by id),
+:mod:`~iterflow.store.api` (the questions as functions taking ``store=``),
+:mod:`~iterflow.store.paging` (long iteration histories, a page at a time),
+:mod:`~iterflow.store.serving` (schedule ticks, ``serve`` leases, run triggers),
 :mod:`~iterflow.store.retention` (deleting runs), :mod:`~iterflow.store.db`
 (connections, transactions, errors), :mod:`~iterflow.store.dashboard` and
 :mod:`~iterflow.store.dashboard_loops` (what ``iterflow ui`` shows: pages, shapes,
@@ -25,6 +33,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from iterflow.store.api import (
+        get_run,
+        iterations,
+        list_runs,
+        load_result,
+        logs,
+        resume_point,
+        task_runs,
+    )
     from iterflow.store.dashboard import (
         change_marker,
         flow_names,
@@ -35,23 +52,33 @@ if TYPE_CHECKING:
         runs_page,
         task_run_row,
     )
-    from iterflow.store.queries import (
-        IterationRecord,
-        LogEntry,
-        RunInfo,
-        TaskRunInfo,
-        effective_state,
-        get_run,
-        iterations,
-        list_runs,
-        load_result,
-        logs,
-        resume_point,
-        task_runs,
+    from iterflow.store.dashboard_loops import (
+        IterationSummary,
+        LoopStats,
+        iteration_detail,
+        iteration_page,
+        iteration_summary,
     )
+    from iterflow.store.paging import (
+        count_iterations,
+        iter_iteration_dicts,
+        iter_iterations,
+        last_iterations,
+    )
+    from iterflow.store.records import IterationRecord, LogEntry, RunInfo, TaskRunInfo
     from iterflow.store.retention import delete_run, runs_older_than
     from iterflow.store.runstore import CheckpointSource, RunStore, open_store
     from iterflow.store.schema import SCHEMA_VERSION
+    from iterflow.store.serving import (
+        LeaseInfo,
+        ServeConflict,
+        TickInfo,
+        TriggerInfo,
+        lease,
+        record_trigger,
+        ticks,
+        triggers,
+    )
     from iterflow.store.writer import StoreSink
 
 __all__ = [
@@ -59,34 +86,45 @@ __all__ = [
     "CheckpointSource",
     "IterationRecord",
     "IterationSummary",
+    "LeaseInfo",
     "LogEntry",
     "LoopStats",
     "RunInfo",
     "RunStore",
+    "ServeConflict",
     "StoreSink",
     "TaskRunInfo",
+    "TickInfo",
+    "TriggerInfo",
     "change_marker",
+    "count_iterations",
     "delete_run",
-    "effective_state",
     "flow_names",
     "flow_tasks",
     "get_run",
+    "iter_iteration_dicts",
+    "iter_iterations",
     "iteration_detail",
     "iteration_page",
     "iteration_summary",
     "iterations",
+    "last_iterations",
+    "lease",
     "list_runs",
     "load_result",
     "log_page",
     "logs",
     "mapped_children",
     "open_store",
+    "record_trigger",
     "resume_point",
     "run_shape",
     "runs_older_than",
     "runs_page",
     "task_run_row",
     "task_runs",
+    "ticks",
+    "triggers",
 ]
 
 _HOME = {
@@ -96,6 +134,11 @@ _HOME = {
     "StoreSink": "writer",
     "SCHEMA_VERSION": "schema",
     "delete_run": "retention",
+    "runs_older_than": "retention",
+    "iter_iterations": "paging",
+    "iter_iteration_dicts": "paging",
+    "count_iterations": "paging",
+    "last_iterations": "paging",
     # Readers for the dashboard (iterflow ui).
     **{
         name: "dashboard"
@@ -111,13 +154,19 @@ _HOME = {
             "IterationSummary",
         )
     },
-    "effective_state": "queries",
-    "runs_older_than": "retention",
     **{
-        name: "queries"
+        name: "serving"
+        for name in (
+            "LeaseInfo", "ServeConflict", "TickInfo", "TriggerInfo", "lease", "record_trigger",
+            "ticks", "triggers",
+        )
+    },
+    **{name: "records" for name in ("RunInfo", "TaskRunInfo", "IterationRecord", "LogEntry")},
+    **{
+        name: "api"
         for name in (
             "list_runs", "get_run", "task_runs", "iterations", "logs", "load_result",
-            "resume_point", "RunInfo", "TaskRunInfo", "IterationRecord", "LogEntry",
+            "resume_point",
         )
     },
 }

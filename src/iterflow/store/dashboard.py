@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from iterflow.store import effective_state, get_run
+from iterflow.store import get_run
+from iterflow.store.liveness import run_info
 from iterflow.store.schema import flow_runs, flows, state_transitions, task_runs
 from iterflow.store.schema import logs as logs_table
 
@@ -141,7 +142,7 @@ def runs_page(
         found: list[RunInfo] = []
         last = None
         for row in conn.execute(stmt.limit(limit + 1 if not decide else None)):
-            info = _run_info(row, store.stale_after)
+            info = run_info(row, store.stale_after)
             if decide and info.state != state:
                 continue
             if len(found) == limit:
@@ -152,25 +153,6 @@ def runs_page(
         return RunsPage(found, None, _progress(conn, found))
 
     return store.read(query)
-
-
-def _run_info(row: Any, stale_after: float) -> RunInfo:
-    from iterflow.store import RunInfo
-
-    return RunInfo(
-        run_id=row.run_id,
-        flow_name=row.flow_name,
-        state=effective_state(row.state, row.pid, row.host, row.heartbeat, stale_after=stale_after),
-        started=row.started,
-        ended=row.ended,
-        recorded_state=row.state,
-        parameters=row.parameters,
-        source=row.source,
-        pid=row.pid,
-        host=row.host,
-        heartbeat=row.heartbeat,
-        message=row.message,
-    )
 
 
 def _progress(conn: sa.Connection, runs: list[RunInfo]) -> dict[str, int]:
