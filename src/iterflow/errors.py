@@ -8,14 +8,18 @@ what was found, and how to fix it, naming the task and the flow.
 
     IterflowError
     ├── FlowDefinitionError        the graph is wrong (built or validated)
-    │   └── CycleError             an edge would close a cycle
+    │   ├── CycleError             an edge would close a cycle
+    │   └── UnsupportedTaskError   a function iterflow cannot run as a task (also TypeError)
     ├── ParameterError             a missing, unknown or duplicate parameter
+    ├── OptionError                an option with a value it cannot take (also ValueError)
     ├── LoopLimitError             a task looped past its ``max_loops``
     ├── InvalidTransition          the engine tried an illegal state change
     ├── ExecutorError              an executor could not start or reach its cluster
     ├── SerializationError         a result could not be serialized
-    └── StoreError                 the run store cannot be opened or written
-        └── RunNotResumable        a run cannot be resumed (alive, finished, unknown)
+    ├── StoreError                 the run store cannot be opened or written
+    │   └── RunNotResumable        a run cannot be resumed (alive, finished, unknown)
+    └── LoopBlockedWarning         a warning, not raised: an async task held up the run's
+                                   event loop (also RuntimeWarning)
 
     RunCancelled (a BaseException, like KeyboardInterrupt: not an error but a stop)
 
@@ -31,12 +35,15 @@ __all__ = [
     "FlowDefinitionError",
     "InvalidTransition",
     "IterflowError",
+    "LoopBlockedWarning",
     "LoopLimitError",
+    "OptionError",
     "ParameterError",
     "RunCancelled",
     "RunNotResumable",
     "SerializationError",
     "StoreError",
+    "UnsupportedTaskError",
 ]
 
 
@@ -56,8 +63,16 @@ class CycleError(FlowDefinitionError):
         self.path = path or []
 
 
+class UnsupportedTaskError(FlowDefinitionError, TypeError):
+    """A function that cannot be a task (an ``async def`` generator, say)."""
+
+
 class ParameterError(IterflowError):
     """A required parameter is missing, an unknown one was given, or a name repeats."""
+
+
+class OptionError(IterflowError, ValueError):
+    """An option was given a value it cannot take (``flow.run(max_concurrency=0)``)."""
 
 
 class LoopLimitError(IterflowError):
@@ -98,4 +113,12 @@ class RunCancelled(BaseException):
     A ``BaseException`` like ``KeyboardInterrupt``, so that a task's ``except
     Exception`` does not swallow it. The run is recorded as ``Cancelled`` and
     can be resumed.
+    """
+
+
+class LoopBlockedWarning(IterflowError, RuntimeWarning):
+    """An async task ran blocking code on the run's event loop, holding up the others.
+
+    A warning, issued while it happens and naming the task; filter it like any
+    (``-W error`` makes it an error, hence the base).
     """

@@ -10,8 +10,10 @@ above it knows how a run is driven.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 from iterflow.core.state import State
 from iterflow.engine.cache import MemoryCache
 from iterflow.engine.runner import FlowRunner, RunCancelled
-from iterflow.errors import ParameterError
+from iterflow.errors import OptionError, ParameterError
 from iterflow.events import EventBus
 
 __all__ = ["default_cache", "resolve_parameters", "run_flow"]
@@ -89,9 +91,24 @@ def run_flow(
     run_id: str | None = None,
     source: str | None = None,
     sinks: list[Any] | None = None,
+    max_concurrency: int | None = None,
+    event_loop: Any = None,
 ) -> State:
-    """Run ``flow`` (see :meth:`iterflow.Flow.run` for the arguments)."""
+    """Run ``flow`` (see :meth:`iterflow.Flow.run` for the arguments).
+
+    ``event_loop``: where async tasks are awaited (``flow.run_async`` passes the
+    caller's); None gives the run a loop of its own.
+    """
     flow.validate()
+    _check_max_concurrency(flow, max_concurrency)
+    if event_loop is None and _running_loop() is not None:
+        # Inside a running event loop (Jupyter, an async app): the run's own loop and
+        # its blocking waits cannot share this thread, so the run goes on a worker.
+        return _on_worker_thread(
+            run_flow, flow, parameters=parameters, executor=executor, store=store,
+            context=context, resume=resume, progress=progress, run_id=run_id, source=source,
+            sinks=sinks, max_concurrency=max_concurrency,
+        )
     from iterflow import context as user_context
 
     run_store = _open_store(store, resume)
@@ -143,6 +160,8 @@ def run_flow(
                 else None
             ),
             source=source,
+            max_concurrency=max_concurrency,
+            event_loop=event_loop,
         )
     except BaseException:
         # The run never started: leave the store as it was, and close what we opened.
@@ -170,6 +189,46 @@ def run_flow(
             with contextlib.suppress(Exception):
                 run_store.close()
     return state
+
+
+def _running_loop() -> Any:
+    """The event loop running in this thread, if any (asyncio is not imported for this)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _on_worker_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` on a new thread, in a copy of this context; wait for it."""
+    ctx = contextvars.copy_context()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = ctx.run(fn, *args, **kwargs)
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="iterflow-run", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _check_max_concurrency(flow: Any, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise OptionError(
+            f"flow {flow.name!r}: max_concurrency must be an int >= 1 (how many async tasks "
+            f"are awaited at once), got {value!r}"
+        )
 
 
 @contextlib.contextmanager

@@ -337,6 +337,7 @@ class Flow:
         progress: bool = False,
         run_id: str | None = None,
         source: str | None = None,
+        max_concurrency: int | None = None,
     ) -> State:
         """Run the flow and return its final state.
 
@@ -344,6 +345,12 @@ class Flow:
         overrides the flow's default; ``store=None`` turns recording off (the
         default records to ``ITERFLOW_STORE_URL`` or the embedded SQLite file);
         ``resume=run_id`` continues a failed, cancelled or crashed run.
+        ``max_concurrency`` bounds how many ``async def`` task runs are awaited
+        at once (default 100).
+
+        Called inside a running event loop (Jupyter, an async app), the run goes
+        on a worker thread and this call waits for it, which holds that loop up
+        meanwhile: ``await flow.run_async(...)`` does not.
 
         >>> state = flow.run(parameters={"n": 10})   # doctest: +SKIP
         >>> state.result[total].result               # doctest: +SKIP
@@ -360,6 +367,46 @@ class Flow:
             progress=progress,
             run_id=run_id,
             source=source,
+            max_concurrency=max_concurrency,
+        )
+
+    async def run_async(
+        self,
+        parameters: dict[str, Any] | None = None,
+        executor: Any = None,
+        store: Any = "default",
+        context: dict[str, Any] | None = None,
+        *,
+        resume: str | None = None,
+        progress: bool = False,
+        run_id: str | None = None,
+        max_concurrency: int | None = None,
+    ) -> State:
+        """Run the flow from async code: ``state = await flow.run_async(...)``.
+
+        The same arguments and result as :meth:`run`. The runner works on a
+        worker thread; the flow's ``async def`` tasks are awaited on the
+        caller's own event loop, so they may use a client the caller made, and
+        the loop stays free for the caller's other tasks while the run goes on.
+
+        >>> state = await flow.run_async(store=None)   # doctest: +SKIP
+        """
+        import asyncio
+
+        from iterflow import runtime
+
+        return await asyncio.to_thread(
+            runtime.run_flow,
+            self,
+            parameters=parameters,
+            executor=executor,
+            store=store,
+            context=context,
+            resume=resume,
+            progress=progress,
+            run_id=run_id,
+            max_concurrency=max_concurrency,
+            event_loop=asyncio.get_running_loop(),
         )
 
     def __repr__(self) -> str:

@@ -101,6 +101,21 @@ class TaskRunSpec:
 def run_task_run(spec: TaskRunSpec, emit: Any = None) -> State:
     """Run one task run — every iteration, retry and timeout — and return its final state."""
     task = spec.task
+    if task.is_async:  # awaited on an event loop, by the same rules (iterflow.engine.aio)
+        from iterflow.engine.aio import run_async_task_run
+
+        return run_async_task_run(spec, emit)
+    ctx, start, loop_result = _task_context(spec, emit)
+    token = _set_context(ctx)
+    try:
+        return _drive(spec, task, ctx, emit, start, loop_result)
+    finally:
+        _reset_context(token)
+
+
+def _task_context(spec: TaskRunSpec, emit: Any) -> tuple[dict, int, Any]:
+    """A task run's context, and the iteration and loop result its loop starts at."""
+    task = spec.task
     start, loop_result = spec.start_loop_index, spec.loop_result
     if spec.checkpoint_source is not None:
         found = spec.checkpoint_source.last_loop(spec.task_run_id)
@@ -116,11 +131,7 @@ def run_task_run(spec: TaskRunSpec, emit: Any = None) -> State:
     ctx["task_tags"] = task.tags
     ctx["map_index"] = spec.map_index
     ctx["logger"] = TaskLogger(ctx, emit)
-    token = _set_context(ctx)
-    try:
-        return _drive(spec, task, ctx, emit, start, loop_result)
-    finally:
-        _reset_context(token)
+    return ctx, start, loop_result
 
 
 def _drive(spec: TaskRunSpec, task: Any, ctx: dict, emit: Any, loop_index: int,

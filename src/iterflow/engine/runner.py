@@ -19,6 +19,13 @@ block, which has its own small machine. The runner treats them all alike;
 when it meets a block node it hands it to :class:`~iterflow.engine.block.Blocks`,
 whose iterations then feed ``todo`` like the flow's machine does.
 
+An ``async def`` task run goes to the run's event loop
+(:class:`~iterflow.engine.aio.FlowLoop`, made when the first one is sent)
+rather than to an in-process executor, so that every async task of the run
+shares one loop and they are awaited side by side; the runner waits on both
+kinds of job at once. On an executor that runs jobs elsewhere (Dask) it is a
+job like any other.
+
 Parameters and cache hits finish on the spot, without a job. A job that
 cannot be sent (an unpicklable task on Dask) or that crashes outside the task
 (a worker lost for good) fails its task run with a message naming the cause.
@@ -106,6 +113,8 @@ class FlowRunner:
         cache: MemoryCache | None = None,
         checkpoint_source: Any = None,
         source: str | None = None,
+        max_concurrency: int | None = None,
+        event_loop: Any = None,
     ) -> None:
         self.flow = flow
         self.executor = executor
@@ -122,6 +131,10 @@ class FlowRunner:
         self._blocks: Blocks | None = None  # the flow's loop blocks, when it has any
         # Set on Ctrl-C / SIGTERM: in-process loops stop before their next iteration.
         self._cancel = threading.Event()
+        # The run's event loop for async tasks, made when the first one is sent.
+        self.max_concurrency = max_concurrency
+        self._event_loop = event_loop
+        self._flow_loop: Any = None
 
     # -- public ---------------------------------------------------------------
     def run(self) -> State:
@@ -159,7 +172,10 @@ class FlowRunner:
                         scope, instr = todo.popleft()
                         self._act(instr, scope, running, todo, emit)
                     if running:
-                        done, _ = self.executor.wait(list(running))
+                        done, _ = (
+                            self.executor.wait(list(running)) if self._flow_loop is None
+                            else self._flow_loop.wait(self.executor, list(running))
+                        )
                         for future in done:
                             scope, task, map_index = running.pop(future)
                             if isinstance(task, Pause):
@@ -176,10 +192,13 @@ class FlowRunner:
                 why = "cancelled by Ctrl-C"
             else:
                 why = str(exc) or "cancelled"
-            self._stop_running(running, emit)
+            self._stop_running(running, emit, why)
             self._cancel_unfinished(machine, running, emit, why)
             self._finish(Cancelled(why), machine)
             raise
+        finally:
+            if self._flow_loop is not None:
+                self._flow_loop.close()
         return self._finish(final_state, machine)
 
     # -- acting on instructions -------------------------------------------------
@@ -228,7 +247,12 @@ class FlowRunner:
             implied_running=self._implied_running,
         )
         try:
-            future = self.executor.submit(run_task_run, spec, scope.relay, key=spec.task_run_id)
+            if task.is_async and not getattr(self.executor, "remote", False):
+                future = self._async_loop().submit(spec, scope.relay)
+            else:
+                future = self.executor.submit(
+                    run_task_run, spec, scope.relay, key=spec.task_run_id
+                )
         except Exception as exc:
             failed = Failed(
                 f"task {task.name!r} in flow {self.flow.name!r} could not be sent to "
@@ -242,6 +266,13 @@ class FlowRunner:
             todo.extend(scope.task_run_finished(task, map_index, failed))
             return
         running[future] = (scope, task, map_index)
+
+    def _async_loop(self) -> Any:
+        if self._flow_loop is None:
+            from iterflow.engine.aio import FlowLoop  # only runs with async tasks load it
+
+            self._flow_loop = FlowLoop(self.flow.name, self.max_concurrency, self._event_loop)
+        return self._flow_loop
 
     def _finish_without_job(self, instr: RunTask) -> State | None:
         task = instr.task
@@ -287,7 +318,7 @@ class FlowRunner:
             return failed
 
     # -- ending -----------------------------------------------------------------
-    def _stop_running(self, running: dict, emit) -> None:
+    def _stop_running(self, running: dict, emit, why: str = "cancelled") -> None:
         """Ask running jobs to stop at their next iteration and give them a moment to.
 
         In-process loops see the cancel flag before their next iteration and record
@@ -295,6 +326,8 @@ class FlowRunner:
         iteration, a remote worker) are cancelled and recorded here by the caller.
         """
         self._cancel.set()
+        if self._flow_loop is not None:  # async tasks stop where they await
+            self._flow_loop.interrupt(why)
         deadline = time.monotonic() + CANCEL_GRACE
         while running and time.monotonic() < deadline:
             for future in [f for f in running if f.done()]:
