@@ -310,3 +310,33 @@ def test_async_tasks_on_threads_beside_sync_tasks(run):
     assert all(name.startswith("iterflow_") or name.startswith("iterflow")
                for name in names["plain"])
     assert names["async"] == {"iterflow-event-loop"}
+
+
+def test_a_loop_that_never_suspends_still_lets_the_other_tasks_run(run):
+    """Its iterations await nothing that waits, yet the driver lets the loop turn."""
+    progress = {"spin": 0, "beside": []}
+
+    @task(max_loops=10_000_000)
+    async def spin():
+        progress["spin"] = iterflow.context.loop_index
+        if iterflow.context.loop_index < 30_000:
+            raise LOOP()
+        return "spun"
+
+    @task
+    async def beside():
+        await asyncio.sleep(0.001)
+        progress["beside"].append(progress["spin"])
+        if iterflow.context.loop_index < 20:
+            raise LOOP()
+        return "done"
+
+    with Flow("fair") as flow:
+        s = spin()
+        b = beside()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LoopBlockedWarning)
+        state = run(flow)
+    assert (state.result[s].result, state.result[b].result) == ("spun", "done")
+    # The other task went on while the spinning loop ran, not only after it ended.
+    assert progress["beside"][10] < 30_000, progress["beside"]

@@ -30,10 +30,14 @@ Cancellation
     iteration to end, as a sync task must.
 
 A task that blocks the loop
-    A heartbeat on the loop and a watchdog thread beside it: when the loop
-    has not turned for :data:`BLOCKED_AFTER` seconds and one of the run's
-    async task runs is the one running, a
-    :class:`~iterflow.errors.LoopBlockedWarning` names it while it happens.
+    A loop whose iterations never suspend (nothing awaited really waits)
+    would keep the event loop for all its iterations; the driver lets the
+    loop turn between iterations every :data:`_TURN` seconds. Within one
+    iteration only the task can, so a heartbeat on the loop and a watchdog
+    thread beside it look out for one that does not: when the loop has not
+    turned for :data:`BLOCKED_AFTER` seconds and one of the run's async task
+    runs is the one running, a :class:`~iterflow.errors.LoopBlockedWarning`
+    names it while it happens.
 """
 
 from __future__ import annotations
@@ -41,12 +45,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import queue
 import threading
 import time
 import traceback
 import warnings
-from concurrent.futures import FIRST_COMPLETED, Future
-from concurrent.futures import wait as futures_wait
+from concurrent.futures import Future
 from typing import Any
 
 from iterflow.aio_loops import run_on_thread_loop
@@ -100,6 +104,9 @@ DEFAULT_MAX_CONCURRENCY = 100
 BLOCKED_AFTER = 0.5
 #: How often the heartbeat beats and the watchdog looks (seconds).
 _BEAT = 0.1
+#: A looping task lets the event loop turn at least this often (seconds), even when its
+#: iterations never suspend.
+_TURN = 0.01
 #: Seconds closing the loop waits for what tasks left on it (threads, generators).
 _CLOSE_GRACE = 5.0
 
@@ -135,8 +142,15 @@ async def _drive_async(spec: TaskRunSpec, task: Any, ctx: dict, emit: Any, loop_
     has_result = loop_result is not NOTHING
     run_count = 1
     cancel = spec.cancel
+    clock = time.monotonic
+    turn_at = clock() + _TURN
     try:
         while True:
+            if clock() >= turn_at:
+                # An iteration that never suspends would keep the loop to itself for the
+                # whole loop: let the other tasks (and a cancellation) in now and then.
+                await asyncio.sleep(0)
+                turn_at = clock() + _TURN
             if cancel is not None and cancel.is_set():
                 stopped = Cancelled("cancelled before this iteration started",
                                     loop_count=loop_index)
@@ -255,6 +269,9 @@ class FlowLoop:
         self._slots = asyncio.Semaphore(self.max_concurrency)
         self._jobs: dict[asyncio.Task, str] = {}  # running jobs -> what to call them
         self._pending: set[Future] = set()  # futures not done yet (the runner waits on them)
+        # Futures report here when done: this loop's, and the executor's once watched.
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._watched: set[Any] = set()
         self._beat = time.monotonic()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
@@ -278,7 +295,8 @@ class FlowLoop:
         """Start awaiting ``spec``'s task run on the loop; a future of its final state."""
         future: Future = Future()
         self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
+        self._watched.add(future)
+        future.add_done_callback(self._report)
         # The callback runs in a copy of this thread's context, and so does the job:
         # the user's context variables reach the task, as on a ThreadExecutor.
         self.loop.call_soon_threadsafe(self._start, spec, emit, future)
@@ -306,18 +324,53 @@ class FlowLoop:
         else:
             future.set_result(job.result())
 
+    def _report(self, future: Future) -> None:
+        self._pending.discard(future)
+        self._done.put(future)
+
     def wait(self, executor: Any, futures: list) -> tuple[set, set]:
-        """Block until one of ``futures`` (the executor's or this loop's) is done."""
-        if not self._pending:
-            return executor.wait(futures)
-        done = {f for f in futures if f.done()}
-        if not done:
-            if all(isinstance(f, Future) for f in futures):  # ThreadExecutor's too
-                done = set(futures_wait(futures, return_when=FIRST_COMPLETED).done)
-            while not done:  # futures of another kind: look at them every 10 ms
-                futures_wait(list(self._pending), timeout=0.01, return_when=FIRST_COMPLETED)
-                done = {f for f in futures if f.done()}
-        return done, set(futures) - done
+        """Block until one of ``futures`` (the executor's or this loop's) is done.
+
+        Done futures report to a queue, so a wait costs what finished, not what
+        runs (``concurrent.futures.wait`` would hook every future each time).
+        """
+        wanted = set(futures)
+        done = self._drain(wanted)
+        if not done and not self._pending:
+            return executor.wait(futures)  # only the executor's jobs are left
+        while not done:
+            poll = False
+            for f in futures:
+                if f in self._watched:
+                    continue
+                if isinstance(f, Future):  # a ThreadExecutor's: it reports when done
+                    self._watched.add(f)
+                    f.add_done_callback(self._done.put)
+                elif f.done():  # a LocalExecutor's is done when made
+                    done.add(f)
+                else:  # another kind: look again in 10 ms
+                    poll = True
+            if done:
+                break
+            try:
+                first = self._done.get(timeout=0.01 if poll else None)
+            except queue.Empty:
+                continue
+            if first in wanted:
+                done.add(first)
+            done |= self._drain(wanted)
+        self._watched -= done
+        return done, wanted - done
+
+    def _drain(self, wanted: set) -> set:
+        done = set()
+        while True:
+            try:
+                f = self._done.get_nowait()
+            except queue.Empty:
+                return done
+            if f in wanted:  # not one the executor's own wait already gave back
+                done.add(f)
 
     def interrupt(self, why: str) -> None:
         """Cancel every async task run where it awaits; each records ``Cancelled``."""
