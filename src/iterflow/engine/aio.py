@@ -43,7 +43,9 @@ A task that blocks the loop
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import contextvars
 import functools
 import queue
 import threading
@@ -272,6 +274,8 @@ class FlowLoop:
         # Futures report here when done: this loop's, and the executor's once watched.
         self._done: queue.SimpleQueue = queue.SimpleQueue()
         self._watched: set[Any] = set()
+        self._outbox: collections.deque = collections.deque()  # sent, not yet started
+        self._sending = False
         self._beat = time.monotonic()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
@@ -297,17 +301,27 @@ class FlowLoop:
         self._pending.add(future)
         self._watched.add(future)
         future.add_done_callback(self._report)
-        # The callback runs in a copy of this thread's context, and so does the job:
-        # the user's context variables reach the task, as on a ThreadExecutor.
-        self.loop.call_soon_threadsafe(self._start, spec, emit, future)
+        # The job runs in a copy of this thread's context: the user's context variables
+        # reach the task, as on a ThreadExecutor.
+        self._outbox.append((spec, emit, future, contextvars.copy_context()))
+        if not self._sending:
+            # One wake-up of the loop for all the jobs sent before it gets to them (a
+            # map's children): waking it per job costs a write to its socket each.
+            self._sending = True
+            self.loop.call_soon_threadsafe(self._start_sent)
         return future
 
-    def _start(self, spec: TaskRunSpec, emit: Any, future: Future) -> None:
-        if future.cancelled():
-            return
-        job = self.loop.create_task(self._job(spec, emit), name=spec.task_run_id)
-        self._jobs[job] = _describe(spec, self.flow_name)
-        job.add_done_callback(functools.partial(self._job_done, future))
+    def _start_sent(self) -> None:
+        self._sending = False  # before taking: a job sent from now on wakes the loop again
+        outbox = self._outbox
+        while outbox:
+            spec, emit, future, ctx = outbox.popleft()
+            if future.cancelled():
+                continue
+            job = self.loop.create_task(self._job(spec, emit), name=spec.task_run_id,
+                                        context=ctx)
+            self._jobs[job] = _describe(spec, self.flow_name)
+            job.add_done_callback(functools.partial(self._job_done, future))
 
     async def _job(self, spec: TaskRunSpec, emit: Any) -> State:
         async with self._slots:
