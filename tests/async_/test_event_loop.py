@@ -340,3 +340,23 @@ def test_a_loop_that_never_suspends_still_lets_the_other_tasks_run(run):
     assert (state.result[s].result, state.result[b].result) == ("spun", "done")
     # The other task went on while the spinning loop ran, not only after it ended.
     assert progress["beside"][10] < 30_000, progress["beside"]
+
+
+def test_many_short_steps_at_once_are_not_taken_for_a_blocked_loop(run):
+    """A big map's children starting together keep the loop busy for a while, but no
+    one of them holds it: no warning."""
+
+    @task
+    async def quick(i):
+        deadline = time.perf_counter() + 0.0005  # a short step of its own, then done
+        while time.perf_counter() < deadline:
+            pass
+        return i
+
+    with Flow("burst") as flow:
+        q = quick.map(list(range(4000)))  # 2 s of short steps, side by side
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        state = run(flow)
+    assert state.result[q].result == list(range(4000))
+    assert not [w for w in caught if issubclass(w.category, LoopBlockedWarning)]

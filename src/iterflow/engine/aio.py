@@ -428,18 +428,25 @@ class FlowLoop:
             self.loop.call_later(_BEAT, self._heartbeat)
 
     def _watch(self) -> None:
+        # One job seen running at every look while the loop did not turn: that job's
+        # one step holds the loop. (A burst of many short steps — a big map starting —
+        # also keeps the heartbeat waiting, but shows another job at each look.)
+        seen: Any = None
+        since = beat = 0.0
         warned: tuple[Any, float] | None = None
         while not self._closing.wait(_BEAT):
-            stalled = time.monotonic() - self._beat
-            if stalled < BLOCKED_AFTER:
-                continue
+            now = time.monotonic()
             job = asyncio.current_task(self.loop)  # a read of one dict entry: safe here
-            name = self._jobs.get(job) if job is not None else None
-            if name is None or warned == (job, self._beat):
+            if job is None or job is not seen or self._beat != beat:
+                seen, since, beat = job, now, self._beat
                 continue
-            warned = (job, self._beat)
+            held = now - since + _BEAT  # it was already running at the look before
+            name = self._jobs.get(job)
+            if held < BLOCKED_AFTER or name is None or warned == (job, beat):
+                continue
+            warned = (job, beat)
             message = (
-                f"{name} has blocked the event loop for {stalled:.1f} s, holding up the "
+                f"{name} has blocked the event loop for {held:.1f} s, holding up the "
                 f"run's other async tasks: await non-blocking calls (asyncio.sleep, "
                 f"httpx.AsyncClient), move blocking work to a thread with "
                 f"`await asyncio.to_thread(...)`, or make the task a plain `def`"
