@@ -93,11 +93,14 @@ def run_flow(
     sinks: list[Any] | None = None,
     max_concurrency: int | None = None,
     event_loop: Any = None,
+    started: Any = None,
 ) -> State:
     """Run ``flow`` (see :meth:`iterflow.Flow.run` for the arguments).
 
     ``event_loop``: where async tasks are awaited (``flow.run_async`` passes the
-    caller's); None gives the run a loop of its own.
+    caller's); None gives the run a loop of its own. ``started(runner)`` is
+    called before the run starts, for a caller in another thread that may
+    need :meth:`FlowRunner.stop`.
     """
     flow.validate()
     _check_max_concurrency(flow, max_concurrency)
@@ -105,9 +108,9 @@ def run_flow(
         # Inside a running event loop (Jupyter, an async app): the run's own loop and
         # its blocking waits cannot share this thread, so the run goes on a worker.
         return _on_worker_thread(
-            run_flow, flow, parameters=parameters, executor=executor, store=store,
-            context=context, resume=resume, progress=progress, run_id=run_id, source=source,
-            sinks=sinks, max_concurrency=max_concurrency,
+            flow, parameters=parameters, executor=executor, store=store, context=context,
+            resume=resume, progress=progress, run_id=run_id, source=source, sinks=sinks,
+            max_concurrency=max_concurrency,
         )
     from iterflow import context as user_context
 
@@ -176,6 +179,8 @@ def run_flow(
                 run_store.close()
         raise
     try:
+        if started is not None:
+            started(runner)
         with _sigterm_cancels():
             state = runner.run()
         bus.close()
@@ -191,6 +196,49 @@ def run_flow(
     return state
 
 
+class _Handle:
+    """The runner of a run going on in another thread, to stop it (even before it starts)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.runner: Any = None
+        self.why: str | None = None
+
+    def started(self, runner: Any) -> None:
+        with self.lock:
+            self.runner, why = runner, self.why
+        if why is not None:
+            runner.stop(why)
+
+    def stop(self, why: str) -> None:
+        with self.lock:
+            self.why, runner = why, self.runner
+        if runner is not None:
+            runner.stop(why)
+
+
+async def run_flow_async(flow: Any, **kwargs: Any) -> State:
+    """``await``-able :func:`run_flow`: the runner on a worker thread, async tasks on
+    the caller's loop (see :meth:`iterflow.Flow.run_async`)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    handle = _Handle()
+    ctx = contextvars.copy_context()
+    done = loop.run_in_executor(
+        None, lambda: ctx.run(run_flow, flow, event_loop=loop, started=handle.started, **kwargs)
+    )
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        # The caller gave up on the run: stop it, and let it record itself Cancelled
+        # (its async tasks are on this loop) before passing the cancellation on.
+        handle.stop("cancelled")
+        with contextlib.suppress(BaseException):
+            await done
+        raise
+
+
 def _running_loop() -> Any:
     """The event loop running in this thread, if any (asyncio is not imported for this)."""
     asyncio = sys.modules.get("asyncio")
@@ -202,20 +250,31 @@ def _running_loop() -> Any:
         return None
 
 
-def _on_worker_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """``fn(*args, **kwargs)`` on a new thread, in a copy of this context; wait for it."""
+def _on_worker_thread(flow: Any, **kwargs: Any) -> State:
+    """:func:`run_flow` on a new thread, in a copy of this context; wait for it.
+
+    Ctrl-C (or SIGTERM, from the main thread) while waiting stops the run as it
+    would in this thread: recorded ``Cancelled``, then re-raised here.
+    """
     ctx = contextvars.copy_context()
     box: dict[str, Any] = {}
+    handle = _Handle()
 
     def target() -> None:
         try:
-            box["value"] = ctx.run(fn, *args, **kwargs)
+            box["value"] = ctx.run(run_flow, flow, started=handle.started, **kwargs)
         except BaseException as exc:  # re-raised in the caller's thread
             box["error"] = exc
 
     thread = threading.Thread(target=target, name="iterflow-run", daemon=True)
     thread.start()
-    thread.join()
+    try:
+        with _sigterm_cancels():
+            thread.join()
+    except (KeyboardInterrupt, RunCancelled) as stop:
+        handle.stop("cancelled by Ctrl-C" if isinstance(stop, KeyboardInterrupt) else str(stop))
+        thread.join()  # the run records itself Cancelled; a second Ctrl-C stops waiting
+        raise
     if "error" in box:
         raise box["error"]
     return box["value"]

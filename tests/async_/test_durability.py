@@ -124,3 +124,79 @@ def test_a_signal_during_an_await_stops_promptly_and_records_cancelled(script, s
     for job in range(3):
         again = [int(i) for (i,) in flow.side(f"started-{job}")][4:]
         assert again == [3, 4, 5], "the resumed children go on at the interrupted iteration"
+
+
+IN_A_RUNNING_LOOP = """
+import asyncio
+
+
+@task
+async def poll(job):
+    mark("started", job, iterflow.context.loop_index)
+    if iterflow.context.loop_index == 2:
+        mark("waiting", job)
+        await asyncio.sleep(60)
+    raise LOOP()
+
+
+with Flow("inside a loop") as flow:
+    poll.map([0, 1])
+
+
+async def app():
+    flow.run()  # inside a running event loop: the run goes on a worker thread
+
+
+if __name__ == "__main__" and sys.argv[1] == "app":
+    asyncio.run(app())
+    sys.exit(0)
+"""
+
+
+def test_sigterm_stops_a_flow_run_called_inside_a_running_loop(script):
+    flow = script(IN_A_RUNNING_LOOP)
+    proc = flow.start("app")
+    wait_for(lambda: len(flow.side("waiting")) == 2, "both children waiting", proc=proc,
+             script=flow)
+    sent = time.time()
+    assert kill(proc, signal.SIGTERM) != 0
+    assert "RunCancelled: cancelled by SIGTERM" in flow.output(proc)[1]
+    (run,) = list_runs(store=script.store)
+    assert (run.state, run.message) == ("Cancelled", "cancelled by SIGTERM")
+    assert run.ended - sent < 1.0
+    children = {t.map_index: (t.state, t.loop_count)
+                for t in task_runs(run.run_id, store=script.store) if t.map_index is not None}
+    assert children == {0: ("Cancelled", 3), 1: ("Cancelled", 3)}
+
+
+def test_cancelling_the_task_awaiting_run_async_cancels_the_run(tmp_path):
+    import asyncio
+
+    import iterflow
+    from iterflow import LOOP, Flow, task
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    reached = []
+
+    @task
+    async def slow():
+        reached.append(iterflow.context.loop_index)
+        if iterflow.context.loop_index == 1:
+            await asyncio.sleep(60)
+        raise LOOP()
+
+    with Flow("given up") as flow:
+        slow()
+
+    async def main():
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(flow.run_async(store=url), timeout=0.5)
+        return time.monotonic() - started
+
+    assert asyncio.run(main()) < 2.0
+    (run,) = list_runs(store=url)
+    assert (run.state, run.message) == ("Cancelled", "cancelled")
+    (info,) = task_runs(run.run_id, store=url)
+    assert (info.state, info.loop_count) == ("Cancelled", 2)
+    assert reached == [0, 1]

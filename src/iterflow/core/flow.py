@@ -388,15 +388,13 @@ class Flow:
         worker thread; the flow's ``async def`` tasks are awaited on the
         caller's own event loop, so they may use a client the caller made, and
         the loop stays free for the caller's other tasks while the run goes on.
+        Cancelling the awaiting task cancels the run (recorded ``Cancelled``).
 
         >>> state = await flow.run_async(store=None)   # doctest: +SKIP
         """
-        import asyncio
-
         from iterflow import runtime
 
-        return await asyncio.to_thread(
-            runtime.run_flow,
+        return await runtime.run_flow_async(
             self,
             parameters=parameters,
             executor=executor,
@@ -406,7 +404,6 @@ class Flow:
             progress=progress,
             run_id=run_id,
             max_concurrency=max_concurrency,
-            event_loop=asyncio.get_running_loop(),
         )
 
     def __repr__(self) -> str:

@@ -135,6 +135,7 @@ class FlowRunner:
         self.max_concurrency = max_concurrency
         self._event_loop = event_loop
         self._flow_loop: Any = None
+        self._stop_why: str | None = None  # set by stop()
 
     # -- public ---------------------------------------------------------------
     def run(self) -> State:
@@ -168,6 +169,8 @@ class FlowRunner:
                 root = Scope(machine, self.run_id, self.base_context, relay)
                 todo: deque = deque(root.start())
                 while todo or running:
+                    if self._stop_why is not None:  # stop() from another thread
+                        raise RunCancelled(self._stop_why)
                     while todo:
                         scope, instr = todo.popleft()
                         self._act(instr, scope, running, todo, emit)
@@ -184,6 +187,8 @@ class FlowRunner:
                             final = self._job_result(future, scope, task, map_index, emit)
                             self._remember(task, map_index, final)
                             todo.extend(scope.task_run_finished(task, map_index, final))
+                if self._stop_why is not None:  # stopped as the last jobs ended
+                    raise RunCancelled(self._stop_why)
             final_state = machine.flow_state()
         except BaseException as exc:
             if not isinstance(exc, (KeyboardInterrupt, RunCancelled)):
@@ -200,6 +205,17 @@ class FlowRunner:
             if self._flow_loop is not None:
                 self._flow_loop.close()
         return self._finish(final_state, machine)
+
+    def stop(self, why: str = "cancelled") -> None:
+        """Cancel the run from another thread, as Ctrl-C would: recorded ``Cancelled``.
+
+        Loops stop before their next iteration, async tasks where they await;
+        the runner's thread then raises :class:`RunCancelled` out of :meth:`run`.
+        """
+        self._stop_why = why
+        self._cancel.set()
+        if self._flow_loop is not None:
+            self._flow_loop.interrupt(why)
 
     # -- acting on instructions -------------------------------------------------
     def _act(self, instr, scope: Scope, running, todo, emit) -> None:
