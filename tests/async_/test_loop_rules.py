@@ -396,3 +396,25 @@ def test_log_stdout_of_async_tasks_printing_at_once_goes_to_each_task(sink):
     assert sorted(by_task.values()) == [
         [f"{n} line {i}" for i in range(3)] for n in "abc"
     ]
+
+
+def test_a_partial_or_a_callable_object_with_an_async_call_is_awaited(run):
+    import functools
+
+    async def scaled(x, factor):
+        await asyncio.sleep(0)
+        return x * factor
+
+    class Poller:
+        async def __call__(self, x):
+            await asyncio.sleep(0)
+            if iterflow.context.loop_index < 2:
+                raise LOOP()
+            return x
+
+    with Flow("callables") as flow:
+        p = task(functools.partial(scaled, factor=3), name="scaled")(x=2)
+        c = task(Poller(), name="poller")(x=5)
+    state = run(flow)
+    assert (state.result[p].result, state.result[c].result) == (6, 5)
+    assert state.result[c].loop_count == 3

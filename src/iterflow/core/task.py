@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,8 @@ def _seconds(value: Any, option: str, owner: str) -> float | None:
 
 def _is_async(name: str, fn: Callable[..., Any]) -> bool:
     """Whether ``fn`` is an ``async def`` (awaited by the engine); refuse async generators."""
+    if not inspect.isroutine(fn) and not isinstance(fn, functools.partial):
+        fn = type(fn).__call__  # an object whose __call__ is the function
     if inspect.isasyncgenfunction(fn):
         raise UnsupportedTaskError(
             f"Task {name!r} is an async generator (an `async def` that yields), which "
