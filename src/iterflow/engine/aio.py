@@ -377,7 +377,7 @@ class FlowLoop:
         return done, wanted - done
 
     def _drain(self, wanted: set) -> set:
-        done = set()
+        done: set[Any] = set()
         while True:
             try:
                 f = self._done.get_nowait()
@@ -398,16 +398,17 @@ class FlowLoop:
     def close(self) -> None:
         """End the loop: cancel what tasks left running on it, then close it (if ours)."""
         self._closing.set()
-        if not self._owned:
+        thread = self._thread
+        if thread is None:  # the caller's loop: stop only what is ours on it
             self.interrupt("the flow run ended")
             self._watchdog.join()
             return
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(_CLOSE_GRACE)
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(_CLOSE_GRACE)
+        thread.join(_CLOSE_GRACE)
         self._watchdog.join()
-        if not self._thread.is_alive():
+        if not thread.is_alive():
             self.loop.close()
 
     async def _shutdown(self) -> None:

@@ -219,9 +219,9 @@ class _TaskStdout(io.TextIOBase):
 
 @contextlib.contextmanager
 def _printing_to(writer: _LineWriter) -> Iterator[None]:
-    proxy = sys.stdout
-    if not isinstance(proxy, _TaskStdout):
-        proxy = sys.stdout = _TaskStdout(sys.stdout)
+    current = sys.stdout
+    proxy = current if isinstance(current, _TaskStdout) else _TaskStdout(current)
+    sys.stdout = proxy
     proxy.users += 1
     token = _print_sink.set(writer)
     try:
