@@ -297,6 +297,8 @@ class FlowLoop:
     # -- jobs -----------------------------------------------------------------
     def submit(self, spec: TaskRunSpec, emit: Any) -> Future:
         """Start awaiting ``spec``'s task run on the loop; a future of its final state."""
+        if self.loop.is_closed():
+            raise RuntimeError(f"the event loop of flow {self.flow_name!r} is closed")
         future: Future = Future()
         self._pending.add(future)
         self._watched.add(future)
