@@ -20,6 +20,10 @@ class ThreadExecutor(Executor):
     Each job runs in a copy of the submitting thread's ``contextvars`` context,
     so user context (``with iterflow.context(...)``) reaches the task.
 
+    ``async def`` tasks do not take a thread of the pool: the runner awaits
+    them on the run's one event loop, side by side (``flow.run(max_concurrency=N)``),
+    so they share clients and are not limited to ``max_workers`` at once.
+
     >>> from iterflow.executors import ThreadExecutor
     >>> flow.run(executor=ThreadExecutor(max_workers=8))   # doctest: +SKIP
     """
