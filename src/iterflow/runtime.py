@@ -269,7 +269,7 @@ def _on_worker_thread(flow: Any, **kwargs: Any) -> State:
     thread = threading.Thread(target=target, name="iterflow-run", daemon=True)
     thread.start()
     try:
-        with _sigterm_cancels():
+        with _sigterm_cancels(), _ctrl_c_raises():
             thread.join()
     except (KeyboardInterrupt, RunCancelled) as stop:
         handle.stop("cancelled by Ctrl-C" if isinstance(stop, KeyboardInterrupt) else str(stop))
@@ -278,6 +278,29 @@ def _on_worker_thread(flow: Any, **kwargs: Any) -> State:
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+@contextlib.contextmanager
+def _ctrl_c_raises() -> Iterator[None]:
+    """Inside ``asyncio.run``, let Ctrl-C raise ``KeyboardInterrupt`` while the run is waited on.
+
+    asyncio's own handler only asks its main task to stop at its next ``await``,
+    and that task is blocked in this wait until the run ends.
+    """
+    import asyncio
+
+    previous = signal.getsignal(signal.SIGINT)
+    handler = getattr(previous, "func", previous)  # asyncio.Runner installs a partial
+    if threading.current_thread() is not threading.main_thread() or not isinstance(
+        getattr(handler, "__self__", None), asyncio.Runner
+    ):
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _check_max_concurrency(flow: Any, value: Any) -> None:

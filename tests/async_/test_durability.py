@@ -148,21 +148,30 @@ async def app():
 
 
 if __name__ == "__main__" and sys.argv[1] == "app":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
     asyncio.run(app())
     sys.exit(0)
 """
 
 
-def test_sigterm_stops_a_flow_run_called_inside_a_running_loop(script):
+@pytest.mark.parametrize(
+    ("signum", "why", "raised"),
+    [(signal.SIGINT, "cancelled by Ctrl-C", "KeyboardInterrupt"),
+     (signal.SIGTERM, "cancelled by SIGTERM", "RunCancelled: cancelled by SIGTERM")],
+    ids=["SIGINT", "SIGTERM"],
+)
+def test_a_signal_stops_a_flow_run_called_inside_a_running_loop(script, signum, why, raised):
+    """flow.run() inside asyncio.run: the run is on a worker thread, and Ctrl-C (which
+    asyncio alone would hold back until the run ended) or SIGTERM still stops it."""
     flow = script(IN_A_RUNNING_LOOP)
     proc = flow.start("app")
     wait_for(lambda: len(flow.side("waiting")) == 2, "both children waiting", proc=proc,
              script=flow)
     sent = time.time()
-    assert kill(proc, signal.SIGTERM) != 0
-    assert "RunCancelled: cancelled by SIGTERM" in flow.output(proc)[1]
+    assert kill(proc, signum) != 0
+    assert raised in flow.output(proc)[1]
     (run,) = list_runs(store=script.store)
-    assert (run.state, run.message) == ("Cancelled", "cancelled by SIGTERM")
+    assert (run.state, run.message) == ("Cancelled", why)
     assert run.ended - sent < 1.0
     children = {t.map_index: (t.state, t.loop_count)
                 for t in task_runs(run.run_id, store=script.store) if t.map_index is not None}
