@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import iterflow
 import iterflow.errors as errors
 import iterflow.signals
@@ -72,3 +74,94 @@ def test_one_error_base():
         assert issubclass(getattr(errors, name), errors.IterflowError)
     assert issubclass(errors.CycleError, errors.FlowDefinitionError)
     assert issubclass(errors.RunNotResumable, errors.StoreError)
+
+
+# What each error also is, so that an `except <builtin>` written before it existed still works.
+ALSO_BUILTIN = {
+    "FlowDefinitionError": ValueError,
+    "CycleError": ValueError,
+    "OutsideFlowError": RuntimeError,
+    "ArgumentError": TypeError,
+    "OptionError": ValueError,
+    "ParameterError": ValueError,
+    "MapError": ValueError,
+    "LoopLimitError": RuntimeError,
+    "InvalidTransition": RuntimeError,
+    "ExecutorError": RuntimeError,
+    "SerializationError": TypeError,
+    "StoreError": RuntimeError,
+    "RunNotResumable": RuntimeError,
+    "UnsupportedTaskError": TypeError,
+    "LoopBlockedWarning": RuntimeWarning,  # a warning; the error base makes -W error catchable
+}
+
+
+def test_every_error_is_also_the_builtin_it_stands_for():
+    assert set(ALSO_BUILTIN) == set(errors.__all__) - {"IterflowError", "RunCancelled"}
+    for name, builtin in ALSO_BUILTIN.items():
+        cls = getattr(errors, name)
+        assert issubclass(cls, errors.IterflowError) and issubclass(cls, builtin), name
+    assert issubclass(errors.OutsideFlowError, errors.FlowDefinitionError)
+
+
+def test_the_tree_in_the_docstring_names_every_error():
+    tree = errors.__doc__.split("::")[1]
+    for name in errors.__all__:
+        assert re.search(rf"^\s*(?:[│├└─ ]*){name}\b", tree, re.MULTILINE), name
+
+
+def test_except_value_error_still_catches_a_bad_flow_option_or_parameter():
+    @task
+    def inc(x):
+        return x + 1
+
+    caught = []
+    for build in (
+        lambda: Flow(""),
+        lambda: iterflow.Task(max_retries=-1),
+        lambda: iterflow.Parameter(""),
+    ):
+        try:
+            build()
+        except ValueError as exc:
+            caught.append(type(exc))
+    assert caught == [errors.OptionError, errors.OptionError, errors.ParameterError]
+
+    with Flow("cycle") as flow:
+        a = inc(1)
+        b = inc(a)
+    try:
+        flow.add_edge(b, a, key="x")
+    except ValueError as exc:
+        assert isinstance(exc, errors.CycleError)
+    else:
+        raise AssertionError("a cycle was accepted")
+
+    with Flow("needs n") as flow:
+        inc(iterflow.Parameter("n"))
+    try:
+        flow.run(store=None)
+    except ValueError as exc:
+        assert isinstance(exc, errors.ParameterError) and "'n'" in str(exc)
+    else:
+        raise AssertionError("a missing parameter was accepted")
+
+
+def test_except_type_error_and_runtime_error_still_catch_what_they_caught():
+    @task
+    def inc(x):
+        return x + 1
+
+    with Flow("bad call"):
+        try:
+            inc(1, 2)
+        except TypeError as exc:
+            assert isinstance(exc, errors.ArgumentError) and "'inc'" in str(exc)
+        else:
+            raise AssertionError("a call with too many arguments was accepted")
+    try:
+        inc(1)  # no flow
+    except RuntimeError as exc:
+        assert isinstance(exc, errors.OutsideFlowError) and "with Flow" in str(exc)
+    else:
+        raise AssertionError("a call outside a flow was accepted")

@@ -1,35 +1,62 @@
 """iterflow's errors: one base, a small tree.
 
 Every error iterflow raises on purpose derives from :class:`IterflowError`, so a
-caller can catch them all with one ``except``. Messages say what was expected,
-what was found, and how to fix it, naming the task and the flow.
+caller can catch them all with one ``except``. Each is *also* the builtin it
+stands for (attrs does the same: ``NotAnAttrsClassError`` is a ``ValueError``),
+so code that caught the builtin keeps working: a bad value is a ``ValueError``,
+a wrong kind of argument a ``TypeError``, a run that cannot go on a
+``RuntimeError``. Messages say what was expected, what was found, and how to
+fix it, naming the task and the flow. Beside each name, the builtin it also is
+(a child is also whatever its parent is):
 
 ::
 
     IterflowError
-    ├── FlowDefinitionError        the graph is wrong (built or validated)
-    │   ├── CycleError             an edge would close a cycle
-    │   └── UnsupportedTaskError   a function iterflow cannot run as a task (also TypeError)
-    ├── ParameterError             a missing, unknown or duplicate parameter
-    ├── OptionError                an option with a value it cannot take (also ValueError)
-    ├── LoopLimitError             a task looped past its ``max_loops``
-    ├── InvalidTransition          the engine tried an illegal state change
-    ├── ExecutorError              an executor could not start or reach its cluster
-    ├── SerializationError         a result could not be serialized
-    ├── StoreError                 the run store cannot be opened or written
-    │   └── RunNotResumable        a run cannot be resumed (alive, finished, unknown)
-    └── LoopBlockedWarning         a warning, not raised: an async task held up the run's
-                                   event loop (also RuntimeWarning)
+    ├── FlowDefinitionError  ValueError    the graph is wrong (built or validated)
+    │   ├── CycleError                     an edge would close a cycle
+    │   ├── OutsideFlowError RuntimeError  a task or block used with no flow to join
+    │   └── ScheduleError    OptionError   a bad schedule or scheduling option (a bad cron
+    │       │                              string, an unknown time zone)
+    │       └── ScheduleParameterError     a schedule's parameters do not suit its flow
+    │                        ParameterError
+    ├── ArgumentError        TypeError     a call a task cannot take; a non-task for a task
+    │   └── UnsupportedTaskError           a function that cannot be a task (an async
+    │                                      generator)
+    ├── OptionError          ValueError    a task or flow option with a value it cannot take
+    ├── ParameterError       ValueError    a missing, unknown, duplicate or unnamed parameter
+    ├── MapError             ValueError    a mapped argument that cannot be mapped over
+    ├── LoopLimitError       RuntimeError  a task looped past its ``max_loops``
+    ├── InvalidTransition    RuntimeError  the engine tried an illegal state change
+    ├── ExecutorError        RuntimeError  an executor could not start or reach its cluster
+    ├── SerializationError   TypeError     a result could not be serialized
+    ├── StoreError           RuntimeError  the run store cannot be opened or written
+    │   ├── RunNotResumable                a run cannot be resumed (alive, finished, unknown)
+    │   └── ServeConflict                  another live ``iterflow serve`` serves the flow
+    └── LoopBlockedWarning   RuntimeWarning  a warning, never raised by iterflow: an async
+                                           task held up the run's event loop
 
     RunCancelled (a BaseException, like KeyboardInterrupt: not an error but a stop)
 
-``TypeError`` is raised, not an ``IterflowError``, when a task is called with
-arguments its function does not accept: that is what Python itself does.
+The builtins were chosen for what a caller would have caught from plain Python
+or from Prefect Core, which iterflow users port from: an invalid flow, a bad
+option or parameter is a ``ValueError`` there; pickle and json refuse a value
+with a ``TypeError``; a limit reached while running is a ``RuntimeError``
+(``RecursionError`` is one). ``NotImplementedError`` from an un-overridden
+``Task.run`` stays what Python uses for that.
+
+>>> from iterflow import Task
+>>> from iterflow.errors import IterflowError, OptionError
+>>> try:
+...     Task(max_retries=-1)
+... except ValueError as exc:   # also an OptionError, and so an IterflowError
+...     isinstance(exc, OptionError), isinstance(exc, IterflowError)
+(True, True)
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ArgumentError",
     "CycleError",
     "ExecutorError",
     "FlowDefinitionError",
@@ -37,11 +64,16 @@ __all__ = [
     "IterflowError",
     "LoopBlockedWarning",
     "LoopLimitError",
+    "MapError",
     "OptionError",
+    "OutsideFlowError",
     "ParameterError",
     "RunCancelled",
     "RunNotResumable",
+    "ScheduleError",
+    "ScheduleParameterError",
     "SerializationError",
+    "ServeConflict",
     "StoreError",
     "UnsupportedTaskError",
 ]
@@ -51,7 +83,7 @@ class IterflowError(Exception):
     """Base of every error iterflow raises on purpose."""
 
 
-class FlowDefinitionError(IterflowError):
+class FlowDefinitionError(IterflowError, ValueError):
     """The flow's graph is not valid (a bad edge, a task outside the flow, ...)."""
 
 
@@ -63,23 +95,52 @@ class CycleError(FlowDefinitionError):
         self.path = path or []
 
 
-class UnsupportedTaskError(FlowDefinitionError, TypeError):
-    """A function that cannot be a task (an ``async def`` generator, say)."""
+class OutsideFlowError(FlowDefinitionError, RuntimeError):
+    """A task was called, or a block opened, with no flow to add it to.
+
+    Use it inside ``with Flow(...):`` or pass ``flow=``.
+    """
 
 
-class ParameterError(IterflowError):
-    """A required parameter is missing, an unknown one was given, or a name repeats."""
+class ArgumentError(IterflowError, TypeError):
+    """A call a task's function cannot accept, or a value where a task belongs.
+
+    A ``TypeError``, as Python raises for a call with the wrong arguments.
+    """
+
+
+class UnsupportedTaskError(ArgumentError):
+    """A function that cannot be a task: an ``async def`` that yields (an async generator)."""
 
 
 class OptionError(IterflowError, ValueError):
-    """An option was given a value it cannot take (``flow.run(max_concurrency=0)``)."""
+    """An option of a task or a flow has a value it cannot take."""
 
 
-class LoopLimitError(IterflowError):
+class ParameterError(IterflowError, ValueError):
+    """A required parameter is missing, an unknown one was given, or a name repeats."""
+
+
+class ScheduleError(FlowDefinitionError, OptionError):
+    """A schedule or a flow's scheduling option is not valid (a bad cron string, say).
+
+    A ``ValueError`` too, so ``except ValueError`` around ``Cron(text)`` works.
+    """
+
+
+class ScheduleParameterError(ScheduleError, ParameterError):
+    """A schedule's parameters do not suit its flow (unknown, or a required one missing)."""
+
+
+class MapError(IterflowError, ValueError):
+    """A mapped argument cannot be mapped over (not iterable, or lengths differ)."""
+
+
+class LoopLimitError(IterflowError, RuntimeError):
     """A task raised ``LOOP`` on the last iteration its ``max_loops`` allows."""
 
 
-class InvalidTransition(IterflowError):
+class InvalidTransition(IterflowError, RuntimeError):
     """The engine (or a state handler) asked for a state change the model forbids.
 
     ``history`` holds the task run's recent states, newest last, to show how it
@@ -91,20 +152,24 @@ class InvalidTransition(IterflowError):
         self.history = history or []
 
 
-class ExecutorError(IterflowError):
+class ExecutorError(IterflowError, RuntimeError):
     """An executor could not start, or could not reach its cluster."""
 
 
-class SerializationError(IterflowError):
+class SerializationError(IterflowError, TypeError):
     """A value (a task, a result, a loop result) could not be serialized."""
 
 
-class StoreError(IterflowError):
+class StoreError(IterflowError, RuntimeError):
     """The run store cannot be opened, read or written."""
 
 
 class RunNotResumable(StoreError):
     """The run asked for cannot be resumed: unknown, still alive, or finished."""
+
+
+class ServeConflict(StoreError):
+    """Another live ``iterflow serve`` holds the lease of this flow in this store."""
 
 
 class RunCancelled(BaseException):

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from iterflow.core.state import State
@@ -24,7 +25,7 @@ from iterflow.engine.runner import FlowRunner, RunCancelled
 from iterflow.errors import OptionError, ParameterError
 from iterflow.events import EventBus
 
-__all__ = ["default_cache", "resolve_parameters", "run_flow"]
+__all__ = ["default_cache", "resolve_parameters", "run_flow", "script_source"]
 
 #: Final values cached in this process (``cache_for``), shared by every run.
 default_cache = MemoryCache()
@@ -93,12 +94,12 @@ def run_flow(
     sinks: list[Any] | None = None,
     max_concurrency: int | None = None,
     event_loop: Any = None,
-    started: Any = None,
+    on_runner: Any = None,
 ) -> State:
     """Run ``flow`` (see :meth:`iterflow.Flow.run` for the arguments).
 
     ``event_loop``: where async tasks are awaited (``flow.run_async`` passes the
-    caller's); None gives the run a loop of its own. ``started(runner)`` is
+    caller's); None gives the run a loop of its own. ``on_runner(runner)`` is
     called before the run starts, for a caller in another thread that may
     need :meth:`FlowRunner.stop`.
     """
@@ -116,6 +117,7 @@ def run_flow(
 
     run_store = _open_store(store, resume)
     claimed = store_sink = None
+    started = contextlib.ExitStack()
     try:
         resume_point = None
         if resume is not None:
@@ -136,6 +138,9 @@ def run_flow(
             from iterflow.executors.local import LocalExecutor
 
             executor = LocalExecutor()
+        # Connect before anything is recorded: a cluster that cannot be reached leaves
+        # no run behind (nor a resumed run changed). The runner starts it again, nested.
+        started.enter_context(executor.start())
 
         all_sinks = list(sinks or [])
         if run_store is not None:
@@ -162,12 +167,14 @@ def run_flow(
                 if run_store is not None and getattr(executor, "remote", False)
                 else None
             ),
-            source=source,
+            source=source if source is not None else script_source(flow),
             max_concurrency=max_concurrency,
             event_loop=event_loop,
         )
     except BaseException:
         # The run never started: leave the store as it was, and close what we opened.
+        with contextlib.suppress(Exception):
+            started.close()
         with contextlib.suppress(Exception):
             if store_sink is not None:
                 store_sink.close()
@@ -179,9 +186,9 @@ def run_flow(
                 run_store.close()
         raise
     try:
-        if started is not None:
-            started(runner)
-        with _sigterm_cancels():
+        if on_runner is not None:
+            on_runner(runner)
+        with started, _sigterm_cancels():
             state = runner.run()
         bus.close()
     except BaseException:
@@ -194,6 +201,23 @@ def run_flow(
             with contextlib.suppress(Exception):
                 run_store.close()
     return state
+
+
+def script_source(flow: Any) -> str | None:
+    """``/abs/FILE.py:variable`` for a flow run by ``python FILE.py``, else None.
+
+    Recorded with the run (as ``iterflow run`` records its file), so that
+    ``iterflow resume RUN`` can load the flow again: the script's module-level
+    variable holding this very flow.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path:
+        return None
+    for name, value in list(vars(main).items()):
+        if value is flow and name.isidentifier() and not name.startswith("_"):
+            return f"{Path(path).resolve()}:{name}"
+    return None
 
 
 class _Handle:
@@ -226,7 +250,7 @@ async def run_flow_async(flow: Any, **kwargs: Any) -> State:
     handle = _Handle()
     ctx = contextvars.copy_context()
     done = loop.run_in_executor(
-        None, lambda: ctx.run(run_flow, flow, event_loop=loop, started=handle.started, **kwargs)
+        None, lambda: ctx.run(run_flow, flow, event_loop=loop, on_runner=handle.started, **kwargs)
     )
     try:
         return await asyncio.shield(done)
@@ -262,7 +286,7 @@ def _on_worker_thread(flow: Any, **kwargs: Any) -> State:
 
     def target() -> None:
         try:
-            box["value"] = ctx.run(run_flow, flow, started=handle.started, **kwargs)
+            box["value"] = ctx.run(run_flow, flow, on_runner=handle.started, **kwargs)
         except BaseException as exc:  # re-raised in the caller's thread
             box["error"] = exc
 

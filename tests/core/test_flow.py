@@ -192,9 +192,9 @@ def test_flow_run_uses_the_flows_default_executor(sink):
     used = []
 
     class Recording(iterflow.executors.LocalExecutor):
-        def submit(self, fn, *args, key=None):
+        def submit(self, fn, *args, key=None, shared=None):
             used.append(key)
-            return super().submit(fn, *args, key=key)
+            return super().submit(fn, *args, key=key, shared=shared)
 
     with Flow("default executor", executor=Recording()) as flow:
         inc(1)
@@ -206,3 +206,16 @@ def test_repr():
     with Flow("shown") as flow:
         inc(1)
     assert repr(flow) == "<Flow 'shown': 1 tasks>"
+
+
+def test_sorted_tasks_follows_edges_added_after_it_was_asked():
+    flow = Flow("reorder")
+    a, b = source.copy(), inc.copy()
+    flow.add_task(b)
+    flow.add_task(a)
+    assert flow.sorted_tasks() == (b, a)
+    flow.add_edge(a, b, key="x")
+    assert flow.sorted_tasks() == (a, b)
+    c = source.copy()
+    flow.add_task(c)
+    assert flow.sorted_tasks() == (a, b, c)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import pickle
+import threading
 
 import pytest
 
@@ -298,3 +300,64 @@ def test_a_function_with_star_args_cannot_take_arguments_through_them():
     assert "'total'" in str(info.value) and "*numbers" in str(info.value)
     assert "by keyword" in str(info.value)
     assert len(flow.tasks) == 1
+
+
+def test_a_function_is_inspected_once_however_many_times_a_flow_calls_it(monkeypatch):
+    import iterflow.core.task as task_module
+
+    inspected = []
+    real_signature = task_module.inspect.signature
+
+    def counting_signature(obj, *args, **kwargs):
+        inspected.append(obj)
+        return real_signature(obj, *args, **kwargs)
+
+    monkeypatch.setattr(task_module.inspect, "signature", counting_signature)
+
+    def inc(x):
+        return x + 1
+
+    step, double = task(inc), Double()
+    with Flow("chain") as flow:
+        last = step(0)
+        for _ in range(49):
+            last = double(step(last))
+    flow.validate()
+    assert len(flow.tasks) == 99
+    assert len(inspected) == 2  # once for inc, once for Double.run: not once per copy
+
+
+def test_the_cached_signature_still_refuses_inputs_a_copy_cannot_take():
+    flow = Flow("shared shape")
+    one = task(lambda: 1, name="one")
+    good, bad = add.copy(), add.copy()
+    flow.add_edge(one.copy(), good, key="x")
+    flow.add_edge(one.copy(), good, key="y")
+    flow.add_edge(one.copy(), bad, key="x")
+    flow.add_edge(one.copy(), bad, key="z")
+    with pytest.raises(TypeError, match=r"inputs \['x', 'z'\]"):
+        flow.validate()
+
+
+def test_a_copy_that_replaces_the_function_is_inspected_afresh():
+    other = add.copy(fn=lambda a: a)
+    with Flow("replaced"):
+        other(a=1)
+        with pytest.raises(TypeError, match="cannot be called this way"):
+            other(x=1, y=2)
+
+
+class Locked(Task):
+    def run(self, x, lock=threading.Lock()):  # noqa: B008 - the unpicklable default is the point
+        return x
+
+
+def test_a_task_pickles_without_its_cached_signature():
+    # The signature holds the function's defaults; a task sent to a worker must not need
+    # them to pickle, as before signatures were cached.
+    with Flow("pickled") as flow:
+        copy_ = Locked()(1)
+    flow.validate()
+    again = pickle.loads(pickle.dumps(copy_))
+    assert again.name == "Locked"
+    assert list(again._call_shape().signature.parameters) == ["x", "lock"]

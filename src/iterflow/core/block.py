@@ -47,9 +47,9 @@ out which block each task runs in and checks this rule, once for
 calls before anything runs) and once for the engine, which needs the same
 layout to cut the flow into scopes.
 
-The engine (:mod:`iterflow.engine.block`) reads this description as nested
-*scopes* — the flow, and inside it each block's body — and runs one scope per
-iteration. Nothing here runs anything.
+The engine reads this description as nested *scopes*
+(:mod:`iterflow.engine.scopes`) — the flow, and inside it each block's body —
+and runs one scope per iteration (:mod:`iterflow.engine.blocks`). Nothing here runs anything.
 """
 
 from __future__ import annotations
@@ -57,11 +57,11 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from iterflow.core.flow import Flow, _block_stack
 from iterflow.core.task import Task
-from iterflow.errors import FlowDefinitionError
+from iterflow.errors import ArgumentError, FlowDefinitionError, OutsideFlowError
 
 __all__ = ["BlockLayout", "CarriedValue", "IterationIndex", "LoopBlock", "block_layout", "loop"]
 
@@ -107,13 +107,15 @@ class LoopBlock(Task):
         )
 
     def _add_call(self, args, kwargs, upstream_tasks, flow, mapped: bool) -> Task:
-        raise TypeError(
+        raise ArgumentError(
             f"it.final of loop block {self.name!r} is a value, not a task to call: pass it "
             f"to a task, e.g. report(it.final)"
         )
 
     def copy(self, **options: Any) -> Task:
-        raise TypeError(f"loop block {self.name!r} cannot be copied; build another loop(...)")
+        raise ArgumentError(
+            f"loop block {self.name!r} cannot be copied; build another loop(...)"
+        )
 
     def __repr__(self) -> str:
         return f"<LoopBlock: {self.slug or self.name}>"
@@ -136,7 +138,9 @@ class _Supplied(Task):
         )
 
     def copy(self, **options: Any) -> Task:
-        raise TypeError(f"{self.name} cannot be copied")
+        raise ArgumentError(
+            f"{self.name} cannot be copied: it belongs to loop block {self.block.name!r}"
+        )
 
 
 class CarriedValue(_Supplied):
@@ -147,8 +151,14 @@ class IterationIndex(_Supplied):
     """``it.index``: the iteration number, from 0."""
 
 
+_S = TypeVar("_S", bound=_Supplied)
+
+
 class loop:  # noqa: N801 - reads as a statement: `with loop(...) as it:`
     """A loop whose body is the tasks created inside the ``with``.
+
+    A sketch of the shape (its tasks are not defined here, so it is not run; the
+    module's docstring has an example that runs):
 
     >>> with Flow("train") as flow:                               # doctest: +SKIP
     ...     data = load()
@@ -223,7 +233,9 @@ class loop:  # noqa: N801 - reads as a statement: `with loop(...) as it:`
             )
         flow = self._flow or Flow.active()
         if flow is None:
-            raise RuntimeError("loop() must be used inside `with Flow(...):` or given flow=")
+            raise OutsideFlowError(
+                "loop() needs a flow: use it inside `with Flow(...):` or pass flow=..."
+            )
         self._flow = flow
         stack = _block_stack.get()
         enclosing = [b for b in stack if isinstance(b, loop)]
@@ -243,6 +255,7 @@ class loop:  # noqa: N801 - reads as a statement: `with loop(...) as it:`
         _block_stack.reset(self._token)
         self._state = "closed"
         if exc_type is None and self.node.until_task is None:
+            assert self._flow is not None  # set by __enter__
             raise _never_stops(self.node, self._flow)
 
     def task_added(self, flow: Flow, task: Task) -> None:
@@ -306,8 +319,9 @@ class loop:  # noqa: N801 - reads as a statement: `with loop(...) as it:`
                 f"`with loop(...) as it:`"
             )
 
-    def _supply(self, cls: type[_Supplied], what: str) -> _Supplied:
+    def _supply(self, cls: type[_S], what: str) -> _S:
         self._require_open(f"it.{what}")
+        assert self._flow is not None  # set by __enter__, which _require_open checked
         placeholder = cls(self.node, name=f"{self.node.slug}.{what}")
         # Made on first use, possibly deep inside a nested block or a case: add it
         # with the block stack as it was inside *this* block, so it belongs here.
@@ -321,12 +335,12 @@ class loop:  # noqa: N801 - reads as a statement: `with loop(...) as it:`
     def _own_task(self, value: Any, what: str) -> Task:
         node = self.node
         if not isinstance(value, Task):
-            raise TypeError(
+            raise ArgumentError(
                 f"loop block {node.name!r}: it.next({what}=...) takes a task created inside "
                 f"the block, got {type(value).__name__} {value!r}"
             )
         if value is node.carried or value is node.index_task:
-            return value
+            return cast(Task, value)
         if value not in node.members:
             raise FlowDefinitionError(
                 f"loop block {node.name!r}: it.next({what}=...) got task {value.name!r}, "

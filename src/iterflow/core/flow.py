@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from iterflow.core.graph import Edge, find_path, topological_order
 from iterflow.core.task import Task, flatten, unmapped
-from iterflow.errors import CycleError, FlowDefinitionError, ParameterError
+from iterflow.errors import (
+    ArgumentError,
+    CycleError,
+    FlowDefinitionError,
+    OptionError,
+    ParameterError,
+)
 
 if TYPE_CHECKING:
     from iterflow.core.parameter import Parameter
@@ -70,7 +76,9 @@ class Flow:
         serializer: str | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
-            raise ValueError(f"a flow needs a non-empty name, got {name!r}")
+            raise OptionError(
+                f"a flow needs a non-empty name, got {name!r}: Flow(\"my flow\")"
+            )
         self.name = name
         self.executor = executor
         self.state_handlers = list(state_handlers or [])
@@ -82,7 +90,9 @@ class Flow:
         self._slugs: dict[str, Task] = {}
         self._slug_numbers: dict[str, int] = {}  # name -> last number in its slugs
         self.constants: dict[Task, dict[str, Any]] = {}
-        self._token = None
+        # sorted_tasks(), kept until a task or an edge is added: validating, laying out
+        # blocks and starting the machine each ask for it, and a big flow is sorted once.
+        self._order: tuple[Task, ...] | None = None
 
     # -- the active flow ------------------------------------------------------
     @staticmethod
@@ -112,7 +122,7 @@ class Flow:
     def add_task(self, task: Task) -> Task:
         """Add ``task`` (as is, not a copy) and give it a slug unique in this flow."""
         if not isinstance(task, Task):
-            raise TypeError(
+            raise ArgumentError(
                 f"flow {self.name!r}: add_task() needs a Task, got {type(task).__name__} {task!r}"
             )
         if task in self._tasks:
@@ -124,7 +134,7 @@ class Flow:
             if existing is not None and existing is not task:
                 raise ParameterError(
                     f"flow {self.name!r} already has a parameter or task named {task.name!r}; "
-                    f"parameter names must be unique"
+                    f"parameter names must be unique: rename one of them"
                 )
             slug = task.name
         else:
@@ -144,6 +154,7 @@ class Flow:
             )
         task.slug = slug
         self._slugs[slug] = task
+        self._order = None
         self._tasks[task] = None
         self._upstream[task] = []
         self._downstream[task] = []
@@ -161,7 +172,16 @@ class Flow:
     ) -> Edge:
         """Add an edge, refusing at once one that would close a cycle.
 
-        >>> flow.add_edge(a, b, key="x")   # doctest: +SKIP
+        >>> from iterflow import Flow, task
+        >>> one, inc = task(lambda: 1, name="one"), task(lambda x: x + 1, name="inc")
+        >>> flow = Flow("by hand")
+        >>> a, b = one.copy(), inc.copy()
+        >>> flow.add_edge(a, b, key="x")
+        <Edge one -> inc [x]>
+        >>> flow.add_edge(b, a)
+        Traceback (most recent call last):
+        ...
+        iterflow.errors.CycleError: flow 'by hand': the edge inc -> one would close a cycle: ...
         """
         for t in (upstream_task, downstream_task):
             self.add_task(t)
@@ -170,12 +190,14 @@ class Flow:
                 if edge.key == key:
                     raise FlowDefinitionError(
                         f"task {downstream_task.name!r} in flow {self.name!r} already has an "
-                        f"input {key!r} (from {edge.upstream_task.name!r})"
+                        f"input {key!r} (from {edge.upstream_task.name!r}); an input takes one "
+                        f"upstream: give the other one another key, or add it as an ordering "
+                        f"edge (no key, upstream_tasks=[...])"
                     )
         # Read children on demand: copying the whole graph per edge made building quadratic.
         path = find_path(downstream_task, upstream_task, _Children(self._downstream))
         if path is not None:
-            names = [t.slug for t in path] + [downstream_task.slug]
+            names = [t.slug or t.name for t in (*path, downstream_task)]  # add_task set slugs
             raise CycleError(
                 f"flow {self.name!r}: the edge {upstream_task.slug} -> {downstream_task.slug} "
                 f"would close a cycle: {' -> '.join(names)}. A flow is acyclic; to repeat "
@@ -183,6 +205,7 @@ class Flow:
                 path=names,
             )
         edge = Edge(upstream_task, downstream_task, key=key, mapped=mapped, flattened=flattened)
+        self._order = None
         self._edges[edge] = None
         self._upstream[downstream_task].append(edge)
         self._downstream[upstream_task].append(edge)
@@ -215,7 +238,8 @@ class Flow:
                 if not mapped:
                     raise FlowDefinitionError(
                         f"task {task.name!r} in flow {self.name!r}: flatten() only makes "
-                        f"sense for an argument of task.map(...)"
+                        f"sense for an argument of task.map(...); call {task.name}.map(...) "
+                        f"to map over the flattened items, or pass the list of lists as is"
                     )
                 flattened, value = True, value.value
             if isinstance(value, Task):
@@ -233,7 +257,7 @@ class Flow:
     def _as_task(self, value: Any) -> Task:
         if isinstance(value, Task):
             return value
-        raise TypeError(
+        raise ArgumentError(
             f"flow {self.name!r}: upstream_tasks takes tasks, got {type(value).__name__} {value!r}"
         )
 
@@ -264,8 +288,10 @@ class Flow:
 
     def sorted_tasks(self) -> tuple[Task, ...]:
         """Every task in dependency order (ties in the order the tasks were added)."""
-        children = {t: [e.downstream_task for e in edges] for t, edges in self._downstream.items()}
-        return tuple(topological_order(self._tasks, children))
+        if self._order is None:
+            children = {t: [e.downstream_task for e in es] for t, es in self._downstream.items()}
+            self._order = tuple(topological_order(self._tasks, children))
+        return self._order
 
     def parameters(self) -> set[Parameter]:
         """The flow's :class:`~iterflow.Parameter` tasks."""
@@ -286,8 +312,9 @@ class Flow:
         Every task's inputs must suit its function; every loop block must say
         when to stop, and no task may use a task inside a block it is not in
         (after a block, a task takes ``it.final``). Raises
-        :class:`~iterflow.errors.FlowDefinitionError` (or ``TypeError`` for a
-        task whose inputs its function cannot accept) naming the task.
+        :class:`~iterflow.errors.FlowDefinitionError` (a ``ValueError``), or
+        :class:`~iterflow.errors.ArgumentError` (a ``TypeError``) for a task whose
+        inputs its function cannot accept, naming the task.
         ``flow.run()`` calls it before anything runs.
         """
         for edge in self._edges:
@@ -295,12 +322,13 @@ class Flow:
                 if t not in self._tasks:
                     raise FlowDefinitionError(
                         f"flow {self.name!r}: edge {edge} refers to task {t.name!r}, which is "
-                        f"not in the flow"
+                        f"not in the flow; add it with flow.add_task(...), or build edges "
+                        f"with flow.add_edge(...), which adds both ends"
                     )
         try:
             order = self.sorted_tasks()
-        except ValueError:
-            raise CycleError(f"flow {self.name!r} has a cycle") from None
+        except CycleError as exc:
+            raise CycleError(f"flow {self.name!r}: {exc}") from None
         for t in self._tasks:
             self._check_inputs(t)
         # Imported here: core.block builds on this module. The engine checks blocks
@@ -311,19 +339,19 @@ class Flow:
 
     def _check_inputs(self, task: Task) -> None:
         keys = {e.key for e in self._upstream[task] if e.key is not None}
-        keys |= set(self.constants.get(task, {}))
-        sig = task._signature()
-        try:
-            sig.bind(**dict.fromkeys(keys))
-        except TypeError as exc:
+        keys.update(self.constants.get(task, ()))
+        shape = task._call_shape()
+        error = shape.misfit(frozenset(keys))
+        if error is not None:
             params = [
-                p for p in sig.parameters.values()
+                p for p in shape.signature.parameters.values()
                 if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
             ]
-            raise TypeError(
+            raise ArgumentError(
                 f"Task {task.name!r} in flow {self.name!r} has inputs {sorted(keys)} its "
-                f"function cannot take: {exc}. It accepts: {', '.join(p.name for p in params)}."
-            ) from None
+                f"function cannot take: {error}. It accepts: {', '.join(p.name for p in params)}; "
+                f"give it inputs by those names (or let the function take **kwargs)."
+            )
 
     # -- running --------------------------------------------------------------
     def run(
@@ -352,8 +380,15 @@ class Flow:
         on a worker thread and this call waits for it, which holds that loop up
         meanwhile: ``await flow.run_async(...)`` does not.
 
-        >>> state = flow.run(parameters={"n": 10})   # doctest: +SKIP
-        >>> state.result[total].result               # doctest: +SKIP
+        >>> from iterflow import Flow, Parameter, task
+        >>> @task
+        ... def total(n):
+        ...     return sum(range(n))
+        >>> with Flow("sum") as flow:
+        ...     t = total(Parameter("n"))
+        >>> state = flow.run(parameters={"n": 10}, store=None)
+        >>> state.is_successful(), state.result[t].result
+        (True, 45)
         """
         from iterflow import runtime  # lazy: building a flow never loads the engine
 

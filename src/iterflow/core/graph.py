@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from iterflow.errors import CycleError
 
 __all__ = ["Edge", "find_path", "topological_order"]
+
+#: A graph node: anything hashable (the flow passes tasks).
+Node = TypeVar("Node", bound=Hashable)
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,15 +39,15 @@ class Edge:
 
 
 def find_path(
-    start: Hashable, goal: Hashable, children: Mapping[Hashable, Iterable[Hashable]]
-) -> list[Hashable] | None:
+    start: Node, goal: Node, children: Mapping[Node, Iterable[Node]]
+) -> list[Node] | None:
     """A path from ``start`` to ``goal`` following ``children``, or None.
 
     Iterative depth-first search, so deep graphs do not hit the recursion limit.
     """
     if start == goal:
         return [start]
-    parent: dict[Hashable, Hashable] = {start: start}
+    parent: dict[Node, Node] = {start: start}
     stack = [start]
     while stack:
         node = stack.pop()
@@ -60,8 +65,8 @@ def find_path(
 
 
 def topological_order(
-    nodes: Iterable[Hashable], children: Mapping[Hashable, Iterable[Hashable]]
-) -> list[Hashable]:
+    nodes: Iterable[Node], children: Mapping[Node, Iterable[Node]]
+) -> list[Node]:
     """Nodes in dependency order; ties keep the order of ``nodes`` (stable, deterministic)."""
     nodes = list(nodes)
     position = {node: i for i, node in enumerate(nodes)}
@@ -73,7 +78,7 @@ def topological_order(
 
     ready = [position[n] for n in nodes if indegree[n] == 0]
     heapq.heapify(ready)
-    order: list[Hashable] = []
+    order: list[Node] = []
     while ready:
         node = nodes[heapq.heappop(ready)]
         order.append(node)
@@ -82,5 +87,12 @@ def topological_order(
             if indegree[child] == 0:
                 heapq.heappush(ready, position[child])
     if len(order) != len(nodes):
-        raise ValueError("graph has a cycle")  # callers check cycles first; a safety net
+        # Flow.add_edge refuses an edge that closes a cycle, so this is a safety net for
+        # a graph changed behind the flow's back.
+        stuck = [n for n in nodes if indegree[n] > 0]
+        raise CycleError(
+            f"the graph has a cycle: {len(stuck)} node(s) wait on one another, e.g. "
+            f"{stuck[0]!r}; build it with Flow.add_edge or set_dependencies, which refuse "
+            f"an edge that closes a cycle"
+        )
     return order

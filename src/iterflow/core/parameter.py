@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from iterflow.core.task import Task
+from iterflow.errors import ArgumentError, ParameterError
 
 __all__ = ["NO_DEFAULT", "Parameter"]
 
@@ -32,7 +33,9 @@ class Parameter(Task):
         self, name: str, default: Any = NO_DEFAULT, required: bool | None = None, **options: Any
     ) -> None:
         if not isinstance(name, str) or not name:
-            raise ValueError(f"a Parameter needs a non-empty name, got {name!r}")
+            raise ParameterError(
+                f"a Parameter needs a non-empty name, got {name!r}: Parameter(\"n\", default=10)"
+            )
         super().__init__(name=name, **options)
         self.default = None if default is NO_DEFAULT else default
         self.required = (default is NO_DEFAULT) if required is None else bool(required)
@@ -43,7 +46,7 @@ class Parameter(Task):
             flow.add_task(self)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Task:
-        raise TypeError(
+        raise ArgumentError(
             f"Parameter {self.name!r} is not called: pass it to tasks as an argument"
         )
 

@@ -101,9 +101,12 @@ def check_transition(
         from iterflow.errors import InvalidTransition
 
         recent = [*(history or []), old]
+        allowed = ", ".join(sorted(k.value for k in TRANSITIONS[old.kind])) or "nothing"
         raise InvalidTransition(
             f"{owner} {task_name!r} cannot move from {old.name} to {new.name}; "
-            f"recent states: {' -> '.join(s.name for s in recent)}",
+            f"recent states: {' -> '.join(s.name for s in recent)}. From {old.name} it may "
+            f"move to {allowed}: a state handler must return one of those (or the new "
+            f"state it was given)",
             history=recent,
         )
 
@@ -192,7 +195,7 @@ class State:
         if self.message:
             extra.append(repr(self.message))
         if self.kind is Kind.LOOPED:
-            extra.append(f"loop_index={self.loop_index}")
+            extra.append(f"loop_index={getattr(self, 'loop_index', None)}")
         elif self.loop_count is not None:
             extra.append(f"loop_count={self.loop_count}")
         return f"<{self.name}{': ' + ', '.join(extra) if extra else ''}>"
@@ -210,7 +213,7 @@ def _all_slots(cls: type) -> list[str]:
     return names
 
 
-def _rebuild_state(cls: type, fields: dict) -> State:
+def _rebuild_state(cls: type[State], fields: dict) -> State:
     state = cls.__new__(cls)
     for name, value in fields.items():
         setattr(state, name, value)

@@ -24,7 +24,7 @@ import inspect
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from iterflow.errors import UnsupportedTaskError
+from iterflow.errors import ArgumentError, OptionError, OutsideFlowError, UnsupportedTaskError
 
 if TYPE_CHECKING:
     from iterflow.core.flow import Flow
@@ -41,7 +41,7 @@ def _seconds(value: Any, option: str, owner: str) -> float | None:
     if isinstance(value, datetime.timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(
+        raise OptionError(
             f"Task {owner!r}: {option} must be a number of seconds or a timedelta >= 0, "
             f"got {value!r}"
         )
@@ -117,33 +117,35 @@ class Task:
     ) -> None:
         self.name = name or type(self).__name__
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
-            raise ValueError(
+            raise OptionError(
                 f"Task {self.name!r}: max_retries must be an int >= 0, got {max_retries!r}"
             )
         if max_loops is not None and (
             not isinstance(max_loops, int) or isinstance(max_loops, bool) or max_loops < 1
         ):
-            raise ValueError(
+            raise OptionError(
                 f"Task {self.name!r}: max_loops must be an int >= 1, got {max_loops!r}"
             )
         if checkpoint is True:
             checkpoint = "batched"
         if checkpoint not in _CHECKPOINT_MODES:
-            raise ValueError(
+            raise OptionError(
                 f"Task {self.name!r}: checkpoint must be one of 'every', 'batched' or False, "
                 f"got {checkpoint!r}"
             )
         if serializer not in _SERIALIZERS:
-            raise ValueError(
+            raise OptionError(
                 f"Task {self.name!r}: serializer must be 'pickle' or 'json', got {serializer!r}"
             )
         if nout is not None and (not isinstance(nout, int) or nout < 0):
-            raise ValueError(f"Task {self.name!r}: nout must be an int >= 0, got {nout!r}")
+            raise OptionError(f"Task {self.name!r}: nout must be an int >= 0, got {nout!r}")
         self.max_retries = max_retries
         self.retry_delay = _seconds(retry_delay, "retry_delay", self.name) or 0.0
         self.timeout = _seconds(timeout, "timeout", self.name)
         if self.timeout == 0:
-            raise ValueError(f"Task {self.name!r}: timeout must be > 0 seconds")
+            raise OptionError(
+                f"Task {self.name!r}: timeout must be > 0 seconds; leave it None for no limit"
+            )
         self.cache_for = _seconds(cache_for, "cache_for", self.name)
         self.cache_key = cache_key
         self.max_loops = max_loops
@@ -164,14 +166,27 @@ class Task:
     # -- the work -------------------------------------------------------------
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """The work itself; override in subclasses."""
-        raise NotImplementedError(f"Task {self.name!r} does not implement run()")
+        raise NotImplementedError(
+            f"Task {self.name!r} does not implement run(): override run() in the Task "
+            f"subclass, or put @task on a function instead"
+        )
 
     def _signature(self) -> inspect.Signature:
+        """The signature of the work; override where :meth:`run` wraps another callable."""
         return inspect.signature(self.run)
 
     def _work(self) -> Callable[..., Any]:
         """The function the engine calls: ``run`` here, the wrapped function for ``@task``."""
         return self.run
+
+    def _call_shape(self) -> _CallShape:
+        # Computed once for the task made by @task (or a subclass's constructor) and shared
+        # by every copy, since copy() is shallow: a flow of N calls of one function
+        # inspects it once, not N times (inspect.signature was a third of a chain's run).
+        shape = self.__dict__.get("_shape")
+        if shape is None:
+            shape = self._shape = _CallShape(self._signature())
+        return shape
 
     # -- building flows -----------------------------------------------------
     def copy(self, **options: Any) -> Task:
@@ -179,20 +194,25 @@ class Task:
         new = copy.copy(self)
         new.slug = None
         new.state_handlers = list(self.state_handlers)
+        if options:  # an option may replace the work (``fn``, ``run``): inspect it afresh
+            new.__dict__.pop("_shape", None)
         for key, value in options.items():
             if not hasattr(new, key):
-                raise TypeError(f"Task {self.name!r} has no option {key!r}")
+                raise ArgumentError(
+                    f"Task {self.name!r} has no option {key!r}; the options are the "
+                    f"keyword arguments of Task (see help(iterflow.Task))"
+                )
             setattr(new, key, value)
         return new
 
     def _bind_arguments(self, args: tuple, kwargs: dict, flow: Flow) -> dict[str, Any]:
-        """Turn a call's arguments into keyword arguments, or raise TypeError naming the task."""
-        sig = self._signature()
+        """A call's arguments as keyword arguments, or ArgumentError naming the task."""
+        sig = self._call_shape().signature
         try:
             bound = sig.bind(*args, **kwargs)
         except TypeError as exc:
             accepted = ", ".join(sig.parameters) or "no arguments"
-            raise TypeError(
+            raise ArgumentError(
                 f"Task {self.name!r} in flow {flow.name!r} cannot be called this way: {exc}. "
                 f"Its function accepts: {accepted}."
             ) from None
@@ -203,7 +223,7 @@ class Task:
                 result.update(value)
             elif kind is inspect.Parameter.VAR_POSITIONAL:
                 # Inputs reach the function by keyword, which cannot fill *args.
-                raise TypeError(
+                raise ArgumentError(
                     f"Task {self.name!r} in flow {flow.name!r} cannot take {len(value)} "
                     f"argument(s) through *{name}: tasks get their inputs by keyword. Pass "
                     f"them as one list argument or by name (**kwargs)."
@@ -235,8 +255,14 @@ class Task:
         wrap an argument in :class:`unmapped` to pass it whole to every child,
         or in :class:`flatten` to map over a list of lists.
 
-        >>> with Flow("m") as flow:             # doctest: +SKIP
+        >>> from iterflow import Flow, task
+        >>> @task
+        ... def square(x):
+        ...     return x * x
+        >>> with Flow("m") as flow:
         ...     squares = square.map([1, 2, 3])
+        >>> flow.run(store=None).result[squares].result
+        [1, 4, 9]
         """
         return self._add_call(args, kwargs, upstream_tasks, flow, mapped=True)
 
@@ -245,7 +271,7 @@ class Task:
 
         flow = flow or Flow.active()
         if flow is None:
-            raise RuntimeError(
+            raise OutsideFlowError(
                 f"Task {self.name!r} was called outside a flow. Call it inside "
                 f"`with Flow(...):` to add it to the flow, or call {self.name}.run(...) "
                 f"to run the function directly."
@@ -278,7 +304,10 @@ class Task:
 
     def _require_flow(self, flow, what: str):
         if flow is None:
-            raise RuntimeError(f"Task {self.name!r}: {what}() needs an active flow or flow=")
+            raise OutsideFlowError(
+                f"Task {self.name!r}: {what}() needs an active flow: use it inside "
+                f"`with Flow(...):` or pass flow=..."
+            )
         return flow
 
     def __getitem__(self, key: Any) -> Task:
@@ -291,7 +320,7 @@ class Task:
 
     def __iter__(self) -> Iterator[Task]:
         if self.nout is None:
-            raise TypeError(
+            raise ArgumentError(
                 f"Task {self.name!r} is not iterable: give it nout=N (the number of "
                 f"items its result has) to unpack its result into N tasks"
             )
@@ -302,12 +331,50 @@ class Task:
         return f"<Task: {self.name}{slug}>"
 
 
+class _CallShape:
+    """What a task's work accepts: its signature, and the sets of input names known to fit.
+
+    Shared by a task and its copies (see :meth:`Task._call_shape`), so that
+    ``flow.validate()`` binds each distinct set of input names once per function.
+    """
+
+    __slots__ = ("fitting", "signature")
+
+    def __init__(self, signature: inspect.Signature) -> None:
+        self.signature = signature
+        self.fitting: set[frozenset[str]] = set()
+
+    def misfit(self, names: frozenset[str]) -> TypeError | None:
+        """None when the work can take inputs called ``names``; else the reason it cannot."""
+        if names in self.fitting:
+            return None
+        try:
+            self.signature.bind(**dict.fromkeys(names))
+        except TypeError as exc:
+            return exc
+        self.fitting.add(names)
+        return None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Not sent along with a pickled task (to a Dask worker, into the store): the
+        # signature holds the function's defaults and annotations, which need not pickle.
+        # Unpickled it is None, and the task inspects its function again if asked.
+        return (_no_shape, ())
+
+
+def _no_shape() -> None:
+    return None
+
+
 class FunctionTask(Task):
     """A task whose work is a plain function; made by :func:`task`."""
 
     def __init__(self, fn: Callable[..., Any], name: str | None = None, **options: Any) -> None:
         if not callable(fn):
-            raise TypeError(f"@task needs a function, got {fn!r}")
+            raise ArgumentError(
+                f"@task needs a function, got {type(fn).__name__} {fn!r}: put @task right "
+                f"above a `def`, or call task(function)"
+            )
         self.fn = fn
         super().__init__(name=name or getattr(fn, "__name__", None) or "task", **options)
         self.__doc__ = getattr(fn, "__doc__", None)

@@ -1,10 +1,11 @@
 """Async tasks: the loop driver for an ``async def``, and the run's event loop.
 
 An ``async def`` task is awaited, by the rules of ``docs/loops.md`` and no
-others. :func:`_drive_async` is :func:`iterflow.engine.expand._drive` with
+others. :func:`drive_async` is :func:`iterflow.engine.expand.drive` with
 ``await`` where that one calls: the same ``while``, the same outcomes, the
-same transitions (it reuses the driver's :class:`_Transitions`, the context
-set-up and the messages). The two are twins on purpose — the sync loop is the
+same transitions (:class:`~iterflow.engine.transitions.TaskTransitions`),
+the same context keys, the same copy of the loop result for a retry and the
+same messages. The two are twins on purpose — the sync loop is the
 engine's hot path and must not pay for a coroutine — so a change to one is a
 change to the other; ``tests/loops/test_property.py`` runs a random mix of
 sync and async tasks against one reference interpreter to hold them equal.
@@ -47,6 +48,7 @@ import collections
 import contextlib
 import contextvars
 import functools
+import pickle
 import queue
 import threading
 import time
@@ -82,20 +84,17 @@ from iterflow.engine.call import (
     Outcome,
     call_once_async,
 )
-from iterflow.engine.expand import (
-    NOTHING,
-    TaskRunSpec,
-    _loop_limit,
-    _task_context,
-    _Transitions,
-    _where,
-)
+from iterflow.engine.expand import TaskRunSpec, _loop_limit, _where, keep_for_retry
+from iterflow.engine.mapping import NOTHING
+from iterflow.engine.tasklog import TaskLogger
+from iterflow.engine.transitions import Emit, TaskTransitions
 from iterflow.errors import LoopBlockedWarning
 
 __all__ = [
     "BLOCKED_AFTER",
     "DEFAULT_MAX_CONCURRENCY",
     "FlowLoop",
+    "drive_async",
     "drive_task_run",
     "run_async_task_run",
 ]
@@ -113,35 +112,58 @@ _TURN = 0.01
 _CLOSE_GRACE = 5.0
 
 
-def run_async_task_run(spec: TaskRunSpec, emit: Any = None) -> State:
+def run_async_task_run(spec: TaskRunSpec, emit: Emit | None = None) -> State:
     """The job of an async task run on a worker thread: await it on the thread's loop."""
     return run_on_thread_loop(drive_task_run(spec, emit))
 
 
-async def drive_task_run(spec: TaskRunSpec, emit: Any = None) -> State:
+async def drive_task_run(spec: TaskRunSpec, emit: Emit | None = None) -> State:
     """Await one async task run — every iteration, retry and timeout — to its final state."""
-    ctx, start, loop_result = _task_context(spec, emit)
+    # As expand.run_task_run: where the loop starts, the run's context with a logger.
+    start, loop_result = spec.start_loop_index, spec.loop_result
+    if spec.checkpoint_source is not None:
+        found = spec.checkpoint_source.last_loop(spec.task_run_id)
+        if found is not None and found[0] > start:
+            start, loop_result = found
+    ctx = dict(spec.base_context)
+    ctx["logger"] = TaskLogger(ctx, emit)
     token = _set_context(ctx)  # this asyncio task's own copy of the context variable
     try:
-        return await _drive_async(spec, spec.task, ctx, emit, start, loop_result)
+        return await drive_async(spec, ctx, emit, start, loop_result)
     finally:
         _reset_context(token)
 
 
-async def _drive_async(spec: TaskRunSpec, task: Any, ctx: dict, emit: Any, loop_index: int,
-                       loop_result: Any) -> State:
-    # Line for line the sync driver (expand._drive); see the module docstring.
+async def drive_async(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None,
+                      loop_index: int = 0, loop_result: Any = NOTHING) -> State:
+    """:func:`iterflow.engine.expand.drive` for an ``async def`` task, line for line."""
+    task = spec.task
+    if "loop_result" in ctx:
+        del ctx["loop_result"]
+        ctx.pop("task_loop_result", None)
+    ctx["task_name"] = task.name
+    ctx["task_slug"] = task.slug
+    ctx["task_run_id"] = spec.task_run_id
+    ctx["task_tags"] = task.tags
+    ctx["map_index"] = spec.map_index
     fn = task.run
     inputs = spec.inputs
     timeout = task.timeout
     stdout = ctx["logger"].info if task.log_stdout else None
     max_loops = task.max_loops
     max_retries = task.max_retries
-    moves = _Transitions(spec, task, emit) if (task.state_handlers or emit is not None) else None
+    moves = (
+        TaskTransitions(task, spec.flow_run_id, spec.task_run_id, spec.map_index,
+                        task.serializer or spec.serializer, emit)
+        if task.state_handlers or emit is not None
+        else None
+    )
     implied = spec.implied_running and not task.state_handlers
     after_looped = False
     state: State = Pending() if moves is not None else None  # type: ignore[assignment]
     has_result = loop_result is not NOTHING
+    retries = max_retries > 0
+    kept = keep_for_retry(loop_result) if retries and has_result else None
     run_count = 1
     cancel = spec.cancel
     clock = time.monotonic
@@ -189,6 +211,8 @@ async def _drive_async(spec: TaskRunSpec, task: Any, ctx: dict, emit: Any, loop_
                             return moves.ended(state, loop_index)
                         if state.is_looped():
                             loop_result = state.result
+                    if retries:
+                        kept = keep_for_retry(loop_result)
                     loop_index += 1
                     run_count = 1
                     after_looped = True
@@ -218,6 +242,8 @@ async def _drive_async(spec: TaskRunSpec, task: Any, ctx: dict, emit: Any, loop_
                             return moves.ended(state, loop_index)
                     if task.retry_delay:
                         await asyncio.sleep(task.retry_delay)
+                    if kept is not None:
+                        loop_result = pickle.loads(kept)
                     run_count += 1
                     continue
                 cls = TimedOut if kind == TIMED_OUT else Failed
@@ -295,8 +321,20 @@ class FlowLoop:
         self.loop.run_forever()
 
     # -- jobs -----------------------------------------------------------------
-    def submit(self, spec: TaskRunSpec, emit: Any) -> Future:
-        """Start awaiting ``spec``'s task run on the loop; a future of its final state."""
+    def submit(self, spec: TaskRunSpec, emit: Emit | None, *,
+               base_context: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
+               cancel: Any = None) -> Future:
+        """Start awaiting ``spec``'s task run on the loop; a future of its final state.
+
+        The keywords fill the spec's fields of those names, as for
+        :func:`~iterflow.engine.expand.run_task_run`.
+        """
+        if base_context is not None:
+            spec.base_context = base_context
+        if inputs is not None:
+            spec.inputs = inputs
+        if cancel is not None:
+            spec.cancel = cancel
         if self.loop.is_closed():
             raise RuntimeError(f"the event loop of flow {self.flow_name!r} is closed")
         future: Future = Future()

@@ -12,6 +12,7 @@ Modules: :mod:`~iterflow.store.schema` (tables, versions, migrations),
 :mod:`~iterflow.store.results` (serializers, previews, result files),
 :mod:`~iterflow.store.writer` (the event sink), :mod:`~iterflow.store.statements`
 (the SQL it runs), :mod:`~iterflow.store.queries` (reading),
+:mod:`~iterflow.store.paging` (long iteration histories, a page at a time),
 :mod:`~iterflow.store.runstore` (opening a store, resuming),
 :mod:`~iterflow.store.retention` (deleting runs), :mod:`~iterflow.store.db`
 (connections, transactions, errors).
@@ -23,6 +24,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from iterflow.store.paging import (
+        count_iterations,
+        iter_iteration_dicts,
+        iter_iterations,
+        last_iterations,
+    )
     from iterflow.store.queries import (
         IterationRecord,
         LogEntry,
@@ -50,9 +57,13 @@ __all__ = [
     "RunStore",
     "StoreSink",
     "TaskRunInfo",
+    "count_iterations",
     "delete_run",
     "get_run",
+    "iter_iteration_dicts",
+    "iter_iterations",
     "iterations",
+    "last_iterations",
     "list_runs",
     "load_result",
     "logs",
@@ -70,6 +81,10 @@ _HOME = {
     "SCHEMA_VERSION": "schema",
     "delete_run": "retention",
     "runs_older_than": "retention",
+    "iter_iterations": "paging",
+    "iter_iteration_dicts": "paging",
+    "count_iterations": "paging",
+    "last_iterations": "paging",
     **{
         name: "queries"
         for name in (

@@ -74,6 +74,8 @@ def open_store(url: str | None = None, **options: Any) -> RunStore:
     """Open (creating if needed) the run store at ``url``; see :class:`RunStore`.
 
     With no ``url``: ``$ITERFLOW_STORE_URL``, else ``sqlite:///$ITERFLOW_HOME/iterflow.db``.
+    ``read_only=True`` opens it for reading only, ``None`` does so when it cannot
+    be written here (see :mod:`iterflow.store.db`).
     """
     return RunStore(url or default_url(), **options)
 
@@ -85,6 +87,11 @@ class RunStore:
     failing; ``stale_after`` how old a heartbeat may be before a live-looking
     run counts as ``Crashed``. ``home`` holds ``results/`` (large results).
     A store is safe to share between threads; open one per process.
+
+    ``read_only``: False (the default) opens the store to record runs, and
+    refuses a SQLite store this process cannot write, naming it; True opens
+    it for queries only (no schema upgrade, no sink); None picks True exactly
+    when the SQLite file or its directory cannot be written here.
     """
 
     def __init__(
@@ -95,6 +102,7 @@ class RunStore:
         lock_timeout: float = 30.0,
         stale_after: float = 30.0,
         migrations: Sequence[Migration] = MIGRATIONS,
+        read_only: bool | None = False,
     ) -> None:
         self.url = str(url)
         self.lock_timeout = lock_timeout
@@ -112,17 +120,32 @@ class RunStore:
         self.name = (
             str(Path(path).expanduser().resolve()) if path else db.display_url(self.url)
         )
+        if path and read_only is None:
+            read_only = not db.sqlite_writable(path)
+        #: True when opened for queries only (see the class docstring).
+        self.read_only = bool(read_only)
+        engine_url = self.url
         if path:
             check_sqlite_file(path)
+            if not self.read_only:
+                db.check_writable(path, self.name)
+            elif not Path(path).expanduser().exists():
+                raise StoreError(
+                    f"There is no run store at {self.name}, and it cannot be created there "
+                    f"(read-only). Set ITERFLOW_HOME or ITERFLOW_STORE_URL to a store."
+                )
+            else:
+                engine_url = db.read_only_url(path)
         try:
-            self.engine = db.create_engine(self.url, lock_timeout=lock_timeout)
+            self.engine = db.create_engine(engine_url, lock_timeout=lock_timeout)
         except StoreError:
             raise
         except Exception as exc:  # a missing driver, a bad option
             raise StoreError(f"Cannot open the run store {self.name}: {exc}") from exc
         try:
             self.schema_version = prepare(
-                self.engine, self.name, migrations=migrations, lock_timeout=lock_timeout
+                self.engine, self.name, migrations=migrations, lock_timeout=lock_timeout,
+                read_only=self.read_only,
             )
         except BaseException:
             self.engine.dispose()
@@ -175,6 +198,8 @@ class RunStore:
         """
         from iterflow.store.writer import StoreSink
 
+        if self.read_only:
+            raise StoreError(db.read_only_message(self.name))
         return StoreSink(self, **options)
 
     def checkpoint_source(self) -> CheckpointSource:

@@ -424,17 +424,29 @@ def prepare(
     *,
     migrations: Sequence[Migration] = MIGRATIONS,
     lock_timeout: float = 30.0,
+    read_only: bool = False,
 ) -> int:
     """Check the store's version and bring it to the newest; return that version.
 
     See the module docstring for the steps. ``name`` (the file or URL) is used
     in messages; ``migrations`` is a parameter so tests can play a future release.
+    ``read_only``: check only, writing nothing (a store opened for queries).
     """
     target = 1 + len(migrations)
     try:
         version, names = db.read(engine, _read_version, name=name)
         if version is not None and version > target:
             raise _too_new(version, target, name)
+        if read_only:
+            if version != target:
+                _check_not_foreign(engine.dialect.name, names, name)
+                state = "empty" if version is None else f"at schema version {version}"
+                raise StoreError(
+                    f"The run store {name} is {state} and read-only here, so it cannot be "
+                    f"brought to version {target}: open it once where it can be written "
+                    f"(any iterflow command), or set ITERFLOW_STORE_URL to another store."
+                )
+            return target
         if version is None:
             _check_not_foreign(engine.dialect.name, names, name)
         if engine.dialect.name == "sqlite":
