@@ -91,6 +91,9 @@ ALSO_BUILTIN = {
     "SerializationError": TypeError,
     "StoreError": RuntimeError,
     "RunNotResumable": RuntimeError,
+    "ScheduleError": ValueError,
+    "ScheduleParameterError": ValueError,
+    "ServeConflict": RuntimeError,
     "UnsupportedTaskError": TypeError,
     "LoopBlockedWarning": RuntimeWarning,  # a warning; the error base makes -W error catchable
 }

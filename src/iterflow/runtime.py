@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import os
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,7 @@ def run_flow(
     max_concurrency: int | None = None,
     event_loop: Any = None,
     on_runner: Any = None,
+    trigger: dict[str, Any] | None = None,
 ) -> State:
     """Run ``flow`` (see :meth:`iterflow.Flow.run` for the arguments).
 
@@ -102,6 +105,11 @@ def run_flow(
     caller's); None gives the run a loop of its own. ``on_runner(runner)`` is
     called before the run starts, for a caller in another thread that may
     need :meth:`FlowRunner.stop`.
+
+    ``trigger`` says what started the run, for the store (``{"kind":
+    "schedule", "schedule": name, "scheduled": epoch seconds}``); a resume is
+    recorded as one. A run that ends failed calls the flow's ``on_failure``
+    hooks with its final state.
     """
     flow.validate()
     _check_max_concurrency(flow, max_concurrency)
@@ -111,7 +119,7 @@ def run_flow(
         return _on_worker_thread(
             flow, parameters=parameters, executor=executor, store=store, context=context,
             resume=resume, progress=progress, run_id=run_id, source=source, sinks=sinks,
-            max_concurrency=max_concurrency,
+            max_concurrency=max_concurrency, trigger=trigger,
         )
     from iterflow import context as user_context
 
@@ -131,6 +139,14 @@ def run_flow(
             resume_point = run_store.resume_point(resume)
             parameters = _resumed_parameters(flow, parameters, resume_point)
         values = resolve_parameters(flow, parameters)
+        if run_store is not None and (trigger is not None or resume is not None):
+            from iterflow.store import record_trigger
+
+            if resume is None and run_id is None:
+                run_id = uuid.uuid4().hex  # the trigger row needs the run's id now
+            triggered = resume if resume is not None else run_id
+            assert triggered is not None
+            record_trigger(triggered, **(trigger or {"kind": "resume"}), store=run_store)
 
         if executor is None:
             executor = flow.executor
@@ -200,6 +216,8 @@ def run_flow(
         if run_store is not None and run_store is not store:
             with contextlib.suppress(Exception):
                 run_store.close()
+    if state.is_failed():
+        _call_failure_hooks(flow, state)
     return state
 
 
@@ -218,6 +236,18 @@ def script_source(flow: Any) -> str | None:
         if value is flow and name.isidentifier() and not name.startswith("_"):
             return f"{Path(path).resolve()}:{name}"
     return None
+
+
+def _call_failure_hooks(flow: Any, state: State) -> None:
+    """Call each ``on_failure`` hook with the final state; one that raises is logged."""
+    for hook in getattr(flow, "on_failure", ()):
+        try:
+            hook(flow, state)
+        except Exception:
+            # A notification that fails must not turn into the run's failure.
+            logging.getLogger("iterflow.runtime").exception(
+                "on_failure hook %r of flow %r raised", hook, flow.name
+            )
 
 
 class _Handle:

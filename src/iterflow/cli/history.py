@@ -20,6 +20,7 @@ from iterflow.cli.common import (
     debug_option,
     duration,
     format_time,
+    iso_time,
     json_row,
     json_text,
     resolve_run,
@@ -64,6 +65,7 @@ def runs_command(limit: int, flow_name: str | None, state: str | None, as_json: 
         rows = [r.as_dict() for r in store.list_runs(limit=limit, flow_name=flow_name,
                                                      state=state)]
         store_name = store.name
+        _add_triggers(store, rows)
     if as_json:
         _print_json([json_row(r) for r in rows])
         return
@@ -84,6 +86,7 @@ def runs_command(limit: int, flow_name: str | None, state: str | None, as_json: 
     table.add_column("state", no_wrap=True)
     table.add_column("started", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
+    table.add_column("trigger")
     for row in rows:
         table.add_row(
             short_id(row["run_id"]),
@@ -91,8 +94,31 @@ def runs_command(limit: int, flow_name: str | None, state: str | None, as_json: 
             Text(str(row.get("state")), style=state_style(row.get("state"))),
             format_time(row.get("started")),
             format_duration(_elapsed(row)),
+            _trigger_text(row["trigger"]),
         )
     console.print(table)
+
+
+def _add_triggers(store: Any, rows: list[dict[str, Any]]) -> None:
+    """Give each run its ``trigger``: manual, schedule (name, time) or resume."""
+    from iterflow.store import triggers
+
+    found = triggers([r["run_id"] for r in rows], store=store)
+    for row in rows:
+        trigger = found[row["run_id"]].as_dict()
+        trigger["scheduled"] = iso_time(trigger["scheduled"])
+        row["trigger"] = trigger
+
+
+def _trigger_text(trigger: dict[str, Any]) -> str:
+    if trigger["kind"] == "schedule":
+        when = trigger["scheduled"] or ""
+        text = f"{trigger['schedule']} @ {when[:19].replace('T', ' ')}Z"
+    else:
+        text = trigger["kind"]
+    if trigger["resumes"] and trigger["kind"] != "resume":
+        text += ", resumed"
+    return text
 
 
 @click.command("show")

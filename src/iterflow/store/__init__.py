@@ -14,7 +14,8 @@ Modules: :mod:`~iterflow.store.schema` (tables, versions, migrations),
 (the SQL it runs), :mod:`~iterflow.store.queries` (reading),
 :mod:`~iterflow.store.paging` (long iteration histories, a page at a time),
 :mod:`~iterflow.store.runstore` (opening a store, resuming),
-:mod:`~iterflow.store.retention` (deleting runs), :mod:`~iterflow.store.db`
+:mod:`~iterflow.store.retention` (deleting runs), :mod:`~iterflow.store.serving`
+(schedule ticks, ``serve`` leases, run triggers), :mod:`~iterflow.store.db`
 (connections, transactions, errors).
 """
 
@@ -46,17 +47,31 @@ if TYPE_CHECKING:
     from iterflow.store.retention import delete_run, runs_older_than
     from iterflow.store.runstore import CheckpointSource, RunStore, open_store
     from iterflow.store.schema import SCHEMA_VERSION
+    from iterflow.store.serving import (
+        LeaseInfo,
+        ServeConflict,
+        TickInfo,
+        TriggerInfo,
+        lease,
+        record_trigger,
+        ticks,
+        triggers,
+    )
     from iterflow.store.writer import StoreSink
 
 __all__ = [
     "SCHEMA_VERSION",
     "CheckpointSource",
     "IterationRecord",
+    "LeaseInfo",
     "LogEntry",
     "RunInfo",
     "RunStore",
+    "ServeConflict",
     "StoreSink",
     "TaskRunInfo",
+    "TickInfo",
+    "TriggerInfo",
     "count_iterations",
     "delete_run",
     "get_run",
@@ -64,13 +79,17 @@ __all__ = [
     "iter_iterations",
     "iterations",
     "last_iterations",
+    "lease",
     "list_runs",
     "load_result",
     "logs",
     "open_store",
+    "record_trigger",
     "resume_point",
     "runs_older_than",
     "task_runs",
+    "ticks",
+    "triggers",
 ]
 
 _HOME = {
@@ -85,6 +104,13 @@ _HOME = {
     "iter_iteration_dicts": "paging",
     "count_iterations": "paging",
     "last_iterations": "paging",
+    **{
+        name: "serving"
+        for name in (
+            "LeaseInfo", "ServeConflict", "TickInfo", "TriggerInfo", "lease", "record_trigger",
+            "ticks", "triggers",
+        )
+    },
     **{
         name: "queries"
         for name in (

@@ -23,6 +23,13 @@ Tables (SQLAlchemy Core; times are epoch seconds as floats; ``run_id`` and
                        the engine's), loop_index, level, message, time
     counters           name, value — hands out state, log and result ids in blocks
     schema_version     version — one row
+    schedule_ticks     id, flow_name, schedule, scheduled (unique together), outcome
+                       (launched / skipped / missed / queued), run_id, resumes,
+                       recorded, message: every occurrence of a schedule, once
+    serve_leases       flow_name, owner, pid, host, started, heartbeat, stopped,
+                       covered, schedules (JSON): the one ``iterflow serve`` serving each flow
+    run_triggers       id, run_id, kind (schedule / resume), schedule, scheduled,
+                       time: what started a run (none recorded: by hand)
 
 A state's result lives in its own row because a loop records one ``Looped``
 state per iteration, each with its result: one row per iteration is half the
@@ -82,7 +89,10 @@ __all__ = [
     "metadata",
     "prepare",
     "results",
+    "run_triggers",
+    "schedule_ticks",
     "schema_version",
+    "serve_leases",
     "state_transitions",
     "task_runs",
 ]
@@ -217,6 +227,67 @@ logs = sa.Table(
 )
 
 
+# -- schedules (iterflow.store.serving reads and writes these) ---------------------------
+def _schedule_tables(meta: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table]:
+    """The tables of ``iterflow serve``; one definition for new stores and the migration."""
+    ticks = sa.Table(
+        "schedule_ticks",
+        meta,
+        sa.Column("id", _ID, primary_key=True, autoincrement=True),
+        sa.Column("flow_name", sa.String, nullable=False),
+        sa.Column("schedule", sa.String, nullable=False),
+        sa.Column("scheduled", _TIME, nullable=False),
+        sa.Column("outcome", sa.String(16), nullable=False),
+        sa.Column("run_id", sa.String),
+        sa.Column("resumes", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("recorded", _TIME, nullable=False),
+        sa.Column("message", sa.Text),
+        # What makes "every occurrence recorded once" hold against any number of servers.
+        sa.Index("ux_schedule_ticks", "flow_name", "schedule", "scheduled", unique=True),
+        sa.Index("ix_schedule_ticks_run", "run_id"),
+    )
+    leases = sa.Table(
+        "serve_leases",
+        meta,
+        sa.Column("flow_name", sa.String, primary_key=True),
+        sa.Column("owner", sa.String, nullable=False),
+        sa.Column("pid", sa.Integer),
+        sa.Column("host", sa.String),
+        sa.Column("started", _TIME),
+        sa.Column("heartbeat", _TIME),
+        sa.Column("stopped", _TIME),
+        # The schedule time up to which it dealt with ticks (at its last heartbeat).
+        sa.Column("covered", _TIME),
+        # What it serves, for `iterflow schedules`: each schedule's definition.
+        sa.Column("schedules", sa.JSON(none_as_null=True)),
+    )
+    triggers = sa.Table(
+        "run_triggers",
+        meta,
+        sa.Column("id", _ID, primary_key=True, autoincrement=True),
+        sa.Column("run_id", sa.String, nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("schedule", sa.String),
+        sa.Column("scheduled", _TIME),
+        sa.Column("time", _TIME, nullable=False),
+        sa.Index("ix_run_triggers_run", "run_id"),
+    )
+    return ticks, leases, triggers
+
+
+schedule_ticks, serve_leases, run_triggers = _schedule_tables(metadata)
+
+
+def _add_schedule_tables(conn: sa.Connection) -> None:
+    """Schedules: ``schedule_ticks``, ``serve_leases`` and ``run_triggers``.
+
+    New tables only, so it applies after any other migration. They are built
+    from a frozen copy of their definition, here and in new stores alike.
+    """
+    for table in _schedule_tables(sa.MetaData()):
+        table.create(conn, checkfirst=True)
+
+
 def _v2_results_in_state_rows(conn: sa.Connection) -> None:
     """Version 2: one lean row per state, results in it, integer keys.
 
@@ -337,7 +408,7 @@ def _v2_results_in_state_rows(conn: sa.Connection) -> None:
 
 
 #: Ordered migrations: ``MIGRATIONS[i]`` upgrades a store from version i+1 to i+2.
-MIGRATIONS: tuple[Migration, ...] = (_v2_results_in_state_rows,)
+MIGRATIONS: tuple[Migration, ...] = (_v2_results_in_state_rows, _add_schedule_tables)
 #: The version this code writes and reads.
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
