@@ -94,6 +94,7 @@ ALSO_BUILTIN = {
     "ScheduleError": ValueError,
     "ScheduleParameterError": ValueError,
     "ServeConflict": RuntimeError,
+    "RunTakenOver": RuntimeError,
     "UnsupportedTaskError": TypeError,
     "LoopBlockedWarning": RuntimeWarning,  # a warning; the error base makes -W error catchable
 }

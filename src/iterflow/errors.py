@@ -31,6 +31,7 @@ fix it, naming the task and the flow. Beside each name, the builtin it also is
     ├── SerializationError   TypeError     a result could not be serialized
     ├── StoreError           RuntimeError  the run store cannot be opened or written
     │   ├── RunNotResumable                a run cannot be resumed (alive, finished, unknown)
+    │   ├── RunTakenOver                   another process resumed the run this one drove
     │   └── ServeConflict                  another live ``iterflow serve`` serves the flow
     └── LoopBlockedWarning   RuntimeWarning  a warning, never raised by iterflow: an async
                                            task held up the run's event loop
@@ -70,6 +71,7 @@ __all__ = [
     "ParameterError",
     "RunCancelled",
     "RunNotResumable",
+    "RunTakenOver",
     "ScheduleError",
     "ScheduleParameterError",
     "SerializationError",
@@ -166,6 +168,14 @@ class StoreError(IterflowError, RuntimeError):
 
 class RunNotResumable(StoreError):
     """The run asked for cannot be resumed: unknown, still alive, or finished."""
+
+
+class RunTakenOver(StoreError):
+    """Another process claimed (resumed) the run this process was driving.
+
+    This process stops driving it at once and records nothing more for it,
+    so the new owner's record is never overwritten.
+    """
 
 
 class ServeConflict(StoreError):

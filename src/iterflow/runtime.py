@@ -21,10 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from iterflow.core.fingerprint import task_identities
 from iterflow.core.state import State
 from iterflow.engine.cache import MemoryCache
 from iterflow.engine.runner import FlowRunner, RunCancelled
-from iterflow.errors import OptionError, ParameterError
+from iterflow.errors import OptionError, ParameterError, RunTakenOver
 from iterflow.events import EventBus
 
 __all__ = ["default_cache", "resolve_parameters", "run_flow", "script_source"]
@@ -98,6 +99,7 @@ def run_flow(
     event_loop: Any = None,
     on_runner: Any = None,
     trigger: dict[str, Any] | None = None,
+    force: bool = False,
 ) -> State:
     """Run ``flow`` (see :meth:`iterflow.Flow.run` for the arguments).
 
@@ -110,6 +112,9 @@ def run_flow(
     "schedule", "schedule": name, "scheduled": epoch seconds}``); a resume is
     recorded as one. A run that ends failed calls the flow's ``on_failure``
     hooks with its final state.
+
+    ``force=True`` resumes a run that looks alive (``iterflow resume --force``):
+    its process, if it goes on, finds the run taken over and stops.
     """
     flow.validate()
     _check_max_concurrency(flow, max_concurrency)
@@ -124,19 +129,35 @@ def run_flow(
     from iterflow import context as user_context
 
     run_store = _open_store(store, resume)
-    claimed = store_sink = None
+    claimed = store_sink = owner = None
+    forget: dict[str, list[str]] = {}
     started = contextlib.ExitStack()
     try:
         resume_point = None
+        # Each task's identity, recorded with its task runs: a resume reuses a result
+        # only where the task is still the same call (core.fingerprint).
+        identities = task_identities(flow) if run_store is not None else None
         if resume is not None:
             if run_store is None:
                 raise ParameterError(
                     f"flow {flow.name!r}: resume={resume!r} needs a run store; "
                     f"do not pass store=None"
                 )
-            # Check and take over the run in one transaction: two processes never drive one run.
-            claimed = run_store.check_resumable(resume, claim=True)
-            resume_point = run_store.resume_point(resume)
+            # Check and take over the run in one transaction: two processes never drive
+            # one run. The owner token is the sink's: it writes only while the run is ours.
+            owner = uuid.uuid4().hex
+            claimed = run_store.check_resumable(
+                resume, claim=True, flow_name=flow.name, owner=owner, force=force
+            )
+            changed = run_store.changed_tasks(resume, identities)
+            resume_point = run_store.resume_point(resume, identities=identities)
+            if changed:
+                forget[resume_point.run_id] = changed
+                logging.getLogger("iterflow").warning(
+                    "flow %r changed since run %s ran: tasks %s are not the calls they were "
+                    "and run again (their recorded results are not reused)",
+                    flow.name, resume_point.run_id, ", ".join(changed),
+                )
             parameters = _resumed_parameters(flow, parameters, resume_point)
         values = resolve_parameters(flow, parameters)
         if run_store is not None and (trigger is not None or resume is not None):
@@ -160,7 +181,11 @@ def run_flow(
 
         all_sinks = list(sinks or [])
         if run_store is not None:
-            store_sink = run_store.sink()
+            store_sink = run_store.sink(
+                owner=owner, identities=identities, forget=forget,
+                # checkpoint=False: states and previews only (a resume reruns these).
+                previews_only=frozenset(t.slug for t in flow.tasks if t.checkpoint is False),
+            )
             all_sinks.append(store_sink)
         if progress:
             from iterflow.progress import ProgressDisplay
@@ -207,10 +232,15 @@ def run_flow(
         with started, _sigterm_cancels():
             state = runner.run()
         bus.close()
-    except BaseException:
+    except BaseException as exc:
         # The run's own exception matters more than a store that also failed to close.
         with contextlib.suppress(Exception):
             bus.close()
+        taken_over = store_sink.taken_over if store_sink is not None else None
+        if taken_over is not None and not isinstance(exc, RunTakenOver):
+            # Whatever stopped the run here (a task failing to record, the flow's end),
+            # the reason is that another process drives it now: say that.
+            raise RunTakenOver(str(taken_over)) from exc
         raise
     finally:
         if run_store is not None and run_store is not store:

@@ -270,8 +270,12 @@ def execute(
     quiet: bool,
     debug: bool,
     resume: str | None = None,
+    force: bool = False,
 ) -> None:
-    """Run (or resume) a flow with progress and logs; a :class:`CliError` unless it succeeds."""
+    """Run (or resume) a flow with progress and logs; a :class:`CliError` unless it succeeds.
+
+    ``force``: resume the run even if it looks alive (see ``iterflow resume --force``).
+    """
     from rich.console import Console
 
     from iterflow.errors import RunCancelled
@@ -298,6 +302,7 @@ def execute(
                 run_id=None if resume else run_id,
                 source=loaded.source,
                 sinks=[display] if display is not None else None,
+                force=force,
             )
         except KeyboardInterrupt:
             raise CliError(
@@ -424,10 +429,15 @@ def run_command(
 @click.argument("run_ref", metavar="RUN")
 @click.option("--executor", "executor_spec", metavar="NAME", help=_EXECUTOR_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress display; only warnings and errors.")
+@click.option(
+    "--force", is_flag=True,
+    help="Resume even if the run looks alive (its process stopped, say); that process, "
+    "if it goes on, finds the run taken over and stops.",
+)
 @debug_option
 @click.pass_context
 def resume_command(
-    ctx: click.Context, run_ref: str, executor_spec: str | None, quiet: bool
+    ctx: click.Context, run_ref: str, executor_spec: str | None, quiet: bool, force: bool
 ) -> None:
     """Continue a failed, cancelled or crashed run where it stopped.
 
@@ -467,6 +477,7 @@ def resume_command(
             quiet=quiet,
             debug=bool(ctx.meta.get(DEBUG_KEY)),
             resume=run_id,
+            force=force,
         )
 
 

@@ -20,7 +20,8 @@ The rules, in the order they apply when a task's upstreams have all finished:
 A mapped task applies 2 and 3 once to its unmapped upstreams, then again per child
 with that child's element-wise upstream states, so one failed child of an
 upstream map fails only the matching child downstream. Its parent state is
-``Mapped`` once every child finished.
+``Mapped`` once every child finished. The children themselves are
+worked out by :func:`~iterflow.engine.mapping.expand_map`.
 """
 
 from __future__ import annotations

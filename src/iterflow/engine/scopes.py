@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, cast
 from iterflow.core.block import CarriedValue, IterationIndex, LoopBlock, block_layout
 from iterflow.core.graph import Edge
 from iterflow.core.parameter import Parameter
+from iterflow.core.state import State
 from iterflow.core.task import Task
 from iterflow.core.triggers import all_successful
 from iterflow.engine.machine import FlowMachine, RunTask
@@ -246,7 +247,7 @@ class Scope:
         return self._after(self.machine.start())
 
     def task_run_finished(self, task: Task, map_index: int | None,
-                          state: Any) -> list[tuple[Scope, Any]]:
+                          state: State) -> list[tuple[Scope, Any]]:
         """Tell the machine; its answer as ``(scope, instruction)`` pairs."""
         return self._after(self.machine.task_run_finished(task, map_index, state))
 

@@ -10,13 +10,21 @@ or a query, pays for it.
 
 Modules: :mod:`~iterflow.store.schema` (tables, versions, migrations),
 :mod:`~iterflow.store.results` (serializers, previews, result files),
-:mod:`~iterflow.store.writer` (the event sink), :mod:`~iterflow.store.statements`
-(the SQL it runs), :mod:`~iterflow.store.queries` (reading),
+:mod:`~iterflow.store.writer` (the event sink: snapshots, back-pressure, its
+thread), :mod:`~iterflow.store.batch` (a batch of events into rows),
+:mod:`~iterflow.store.statements` (the SQL it runs),
+:mod:`~iterflow.store.runstore` (opening a store, claiming a run to resume),
+:mod:`~iterflow.store.queries` (reading), :mod:`~iterflow.store.records` (what
+reading returns), :mod:`~iterflow.store.liveness` (hosts, pids, heartbeats),
+:mod:`~iterflow.store.resume` (building resume points),
+:mod:`~iterflow.store.lookup` (a run by id prefix, values by id),
+:mod:`~iterflow.store.api` (the questions as functions taking ``store=``),
 :mod:`~iterflow.store.paging` (long iteration histories, a page at a time),
-:mod:`~iterflow.store.runstore` (opening a store, resuming),
-:mod:`~iterflow.store.retention` (deleting runs), :mod:`~iterflow.store.serving`
-(schedule ticks, ``serve`` leases, run triggers), :mod:`~iterflow.store.db`
-(connections, transactions, errors).
+:mod:`~iterflow.store.serving` (schedule ticks, ``serve`` leases, run triggers),
+:mod:`~iterflow.store.retention` (deleting runs), :mod:`~iterflow.store.db`
+(connections, transactions, errors), :mod:`~iterflow.store.dashboard` and
+:mod:`~iterflow.store.dashboard_loops` (what ``iterflow ui`` shows: pages, shapes,
+loop summaries).
 """
 
 from __future__ import annotations
@@ -25,17 +33,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from iterflow.store.paging import (
-        count_iterations,
-        iter_iteration_dicts,
-        iter_iterations,
-        last_iterations,
-    )
-    from iterflow.store.queries import (
-        IterationRecord,
-        LogEntry,
-        RunInfo,
-        TaskRunInfo,
+    from iterflow.store.api import (
         get_run,
         iterations,
         list_runs,
@@ -44,6 +42,30 @@ if TYPE_CHECKING:
         resume_point,
         task_runs,
     )
+    from iterflow.store.dashboard import (
+        change_marker,
+        flow_names,
+        flow_tasks,
+        log_page,
+        mapped_children,
+        run_shape,
+        runs_page,
+        task_run_row,
+    )
+    from iterflow.store.dashboard_loops import (
+        IterationSummary,
+        LoopStats,
+        iteration_detail,
+        iteration_page,
+        iteration_summary,
+    )
+    from iterflow.store.paging import (
+        count_iterations,
+        iter_iteration_dicts,
+        iter_iterations,
+        last_iterations,
+    )
+    from iterflow.store.records import IterationRecord, LogEntry, RunInfo, TaskRunInfo
     from iterflow.store.retention import delete_run, runs_older_than
     from iterflow.store.runstore import CheckpointSource, RunStore, open_store
     from iterflow.store.schema import SCHEMA_VERSION
@@ -63,8 +85,10 @@ __all__ = [
     "SCHEMA_VERSION",
     "CheckpointSource",
     "IterationRecord",
+    "IterationSummary",
     "LeaseInfo",
     "LogEntry",
+    "LoopStats",
     "RunInfo",
     "RunStore",
     "ServeConflict",
@@ -72,21 +96,32 @@ __all__ = [
     "TaskRunInfo",
     "TickInfo",
     "TriggerInfo",
+    "change_marker",
     "count_iterations",
     "delete_run",
+    "flow_names",
+    "flow_tasks",
     "get_run",
     "iter_iteration_dicts",
     "iter_iterations",
+    "iteration_detail",
+    "iteration_page",
+    "iteration_summary",
     "iterations",
     "last_iterations",
     "lease",
     "list_runs",
     "load_result",
+    "log_page",
     "logs",
+    "mapped_children",
     "open_store",
     "record_trigger",
     "resume_point",
+    "run_shape",
     "runs_older_than",
+    "runs_page",
+    "task_run_row",
     "task_runs",
     "ticks",
     "triggers",
@@ -104,6 +139,21 @@ _HOME = {
     "iter_iteration_dicts": "paging",
     "count_iterations": "paging",
     "last_iterations": "paging",
+    # Readers for the dashboard (iterflow ui).
+    **{
+        name: "dashboard"
+        for name in (
+            "runs_page", "run_shape", "log_page", "mapped_children", "change_marker",
+            "task_run_row", "flow_names", "flow_tasks",
+        )
+    },
+    **{
+        name: "dashboard_loops"
+        for name in (
+            "iteration_summary", "iteration_page", "iteration_detail", "LoopStats",
+            "IterationSummary",
+        )
+    },
     **{
         name: "serving"
         for name in (
@@ -111,11 +161,12 @@ _HOME = {
             "ticks", "triggers",
         )
     },
+    **{name: "records" for name in ("RunInfo", "TaskRunInfo", "IterationRecord", "LogEntry")},
     **{
-        name: "queries"
+        name: "api"
         for name in (
             "list_runs", "get_run", "task_runs", "iterations", "logs", "load_result",
-            "resume_point", "RunInfo", "TaskRunInfo", "IterationRecord", "LogEntry",
+            "resume_point",
         )
     },
 }

@@ -31,12 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from iterflow.store.queries import (
-    IterationRecord,
-    _find_task_run,
-    find_run,
-    using_store,
-)
+from iterflow.store.lookup import find_run
+from iterflow.store.queries import find_task_run
+from iterflow.store.records import IterationRecord
+from iterflow.store.runstore import using_store
 from iterflow.store.schema import results, state_transitions
 
 if TYPE_CHECKING:
@@ -59,7 +57,7 @@ def _keys(conn: sa.Connection, run_id: str, task: str, map_index: int | None,
     :class:`~iterflow.errors.StoreError` for an unknown run or task.
     """
     run = find_run(conn, run_id, name)
-    query = _find_task_run(conn, run.run_id, task, map_index, name)
+    query = find_task_run(conn, run.run_id, task, map_index, name)
     return query, sorted(conn.execute(query).scalars())
 
 

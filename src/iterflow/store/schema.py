@@ -6,12 +6,13 @@ Tables (SQLAlchemy Core; times are epoch seconds as floats; ``run_id`` and
     flows              name, created, updated, tasks (JSON list of [slug, name])
     flow_runs          run_id, id, flow_name, state, started, ended, parameters
                        (JSON), parameters_result_id, source, pid, host, heartbeat,
-                       message
+                       message, owner (the driving process's token)
     task_runs          task_run_id, id, flow_run_id, task_slug, task_name,
                        map_index, state, loop_count, loop_index (of the latest
                        event), looped_index + looped_transition (the latest Looped:
                        where a resumed run continues), result_transition (the final
-                       state), started, ended, message
+                       state), started, ended, message, identity (the task's
+                       fingerprint in the flow that ran it)
     state_transitions  id, flow_run (flow_runs.id), task_run (task_runs.id; NULL:
                        the flow run's own), kind, loop_index, block_index, message,
                        traceback, time, and the result the state carries:
@@ -146,6 +147,9 @@ flow_runs = sa.Table(
     sa.Column("host", sa.String),
     sa.Column("heartbeat", _TIME),
     sa.Column("message", sa.Text),
+    # The token of the process that drives the run (see iterflow.store.liveness):
+    # a resume writes a new one, and a process whose token is gone stops writing.
+    sa.Column("owner", sa.String(32)),
     sa.Index("ix_flow_runs_started", "started"),
     sa.Index("ix_flow_runs_flow_name", "flow_name", "started"),
     sa.Index("ix_flow_runs_state", "state"),
@@ -172,6 +176,9 @@ task_runs = sa.Table(
     sa.Column("started", _TIME),
     sa.Column("ended", _TIME),
     sa.Column("message", sa.Text),
+    # The task's identity in the flow that ran it (iterflow.core.fingerprint):
+    # a resume reuses the task run's results only if the flow's task has it still.
+    sa.Column("identity", sa.String(64)),
     sa.Index("ix_task_runs_flow_run", "flow_run_id", "task_slug", "map_index"),
     sa.Index("ux_task_runs_id", "id", unique=True),
 )
@@ -196,6 +203,10 @@ state_transitions = sa.Table(
     # A task run's history in order. (SQLite appends the rowid to every index
     # entry, so this is ordered by id there too.)
     sa.Index("ix_state_transitions_task_run", "task_run"),
+    # A loop's iterations by index: pages, jumps, failed-only filters and the
+    # dashboard's summaries read only this index (it covers time and kind, in
+    # the order a task run's history happened).
+    sa.Index("ix_state_transitions_iteration", "task_run", "loop_index", "time", "kind"),
 )
 
 results = sa.Table(
@@ -407,8 +418,40 @@ def _v2_results_in_state_rows(conn: sa.Connection) -> None:
     conn.execute(sa.text("INSERT INTO counters (name, value) VALUES ('ids', :top)"), {"top": top})
 
 
+def _run_owner_and_task_identity(conn: sa.Connection) -> None:
+    """Fencing and resume safety: ``flow_runs.owner`` and ``task_runs.identity``.
+
+    Both start NULL: a run recorded before has no owner token (the first
+    resume gives it one), and its task runs no identity (a resume trusts them,
+    as before).
+    """
+    inspector = sa.inspect(conn)
+    # Columns already there are left alone (a store created by code that had them).
+    for table, column, kind in (("flow_runs", "owner", "VARCHAR(32)"),
+                                ("task_runs", "identity", "VARCHAR(64)")):
+        if column not in {c["name"] for c in inspector.get_columns(table)}:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+def _iteration_index(conn: sa.Connection) -> None:
+    """Add ``ix_state_transitions_iteration``: a loop's iterations by index.
+
+    Only an index, so it applies whatever other migrations ran before it; on
+    a store that somehow has it already, nothing happens.
+    """
+    conn.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS ix_state_transitions_iteration "
+        "ON state_transitions (task_run, loop_index, time, kind)"
+    )
+
+
 #: Ordered migrations: ``MIGRATIONS[i]`` upgrades a store from version i+1 to i+2.
-MIGRATIONS: tuple[Migration, ...] = (_v2_results_in_state_rows, _add_schedule_tables)
+MIGRATIONS: tuple[Migration, ...] = (
+    _v2_results_in_state_rows,
+    _add_schedule_tables,
+    _run_owner_and_task_identity,
+    _iteration_index,
+)
 #: The version this code writes and reads.
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
