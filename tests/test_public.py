@@ -95,6 +95,8 @@ ALSO_BUILTIN = {
     "ScheduleParameterError": ValueError,
     "ServeConflict": RuntimeError,
     "RunTakenOver": RuntimeError,
+    "UnsupportedTaskError": TypeError,
+    "LoopBlockedWarning": RuntimeWarning,  # a warning; the error base makes -W error catchable
 }
 
 

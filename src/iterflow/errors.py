@@ -20,6 +20,8 @@ fix it, naming the task and the flow. Beside each name, the builtin it also is
     │       └── ScheduleParameterError     a schedule's parameters do not suit its flow
     │                        ParameterError
     ├── ArgumentError        TypeError     a call a task cannot take; a non-task for a task
+    │   └── UnsupportedTaskError           a function that cannot be a task (an async
+    │                                      generator)
     ├── OptionError          ValueError    a task or flow option with a value it cannot take
     ├── ParameterError       ValueError    a missing, unknown, duplicate or unnamed parameter
     ├── MapError             ValueError    a mapped argument that cannot be mapped over
@@ -27,10 +29,12 @@ fix it, naming the task and the flow. Beside each name, the builtin it also is
     ├── InvalidTransition    RuntimeError  the engine tried an illegal state change
     ├── ExecutorError        RuntimeError  an executor could not start or reach its cluster
     ├── SerializationError   TypeError     a result could not be serialized
-    └── StoreError           RuntimeError  the run store cannot be opened or written
-        ├── RunNotResumable                a run cannot be resumed (alive, finished, unknown)
-        ├── RunTakenOver                   another process resumed the run this one drove
-        └── ServeConflict                  another live ``iterflow serve`` serves the flow
+    ├── StoreError           RuntimeError  the run store cannot be opened or written
+    │   ├── RunNotResumable                a run cannot be resumed (alive, finished, unknown)
+    │   ├── RunTakenOver                   another process resumed the run this one drove
+    │   └── ServeConflict                  another live ``iterflow serve`` serves the flow
+    └── LoopBlockedWarning   RuntimeWarning  a warning, never raised by iterflow: an async
+                                           task held up the run's event loop
 
     RunCancelled (a BaseException, like KeyboardInterrupt: not an error but a stop)
 
@@ -59,6 +63,7 @@ __all__ = [
     "FlowDefinitionError",
     "InvalidTransition",
     "IterflowError",
+    "LoopBlockedWarning",
     "LoopLimitError",
     "MapError",
     "OptionError",
@@ -72,6 +77,7 @@ __all__ = [
     "SerializationError",
     "ServeConflict",
     "StoreError",
+    "UnsupportedTaskError",
 ]
 
 
@@ -103,6 +109,10 @@ class ArgumentError(IterflowError, TypeError):
 
     A ``TypeError``, as Python raises for a call with the wrong arguments.
     """
+
+
+class UnsupportedTaskError(ArgumentError):
+    """A function that cannot be a task: an ``async def`` that yields (an async generator)."""
 
 
 class OptionError(IterflowError, ValueError):
@@ -178,4 +188,12 @@ class RunCancelled(BaseException):
     A ``BaseException`` like ``KeyboardInterrupt``, so that a task's ``except
     Exception`` does not swallow it. The run is recorded as ``Cancelled`` and
     can be resumed.
+    """
+
+
+class LoopBlockedWarning(IterflowError, RuntimeWarning):
+    """An async task ran blocking code on the run's event loop, holding up the others.
+
+    A warning, issued while it happens and naming the task; filter it like any
+    (``-W error`` makes it an error, hence the base).
     """

@@ -10,6 +10,7 @@ above it knows how a run is driven.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ from iterflow.core.fingerprint import task_identities
 from iterflow.core.state import State
 from iterflow.engine.cache import MemoryCache
 from iterflow.engine.runner import FlowRunner, RunCancelled
-from iterflow.errors import ParameterError, RunTakenOver
+from iterflow.errors import OptionError, ParameterError, RunTakenOver
 from iterflow.events import EventBus
 
 __all__ = ["default_cache", "resolve_parameters", "run_flow", "script_source"]
@@ -94,10 +95,18 @@ def run_flow(
     run_id: str | None = None,
     source: str | None = None,
     sinks: list[Any] | None = None,
+    max_concurrency: int | None = None,
+    event_loop: Any = None,
+    on_runner: Any = None,
     trigger: dict[str, Any] | None = None,
     force: bool = False,
 ) -> State:
     """Run ``flow`` (see :meth:`iterflow.Flow.run` for the arguments).
+
+    ``event_loop``: where async tasks are awaited (``flow.run_async`` passes the
+    caller's); None gives the run a loop of its own. ``on_runner(runner)`` is
+    called before the run starts, for a caller in another thread that may
+    need :meth:`FlowRunner.stop`.
 
     ``trigger`` says what started the run, for the store (``{"kind":
     "schedule", "schedule": name, "scheduled": epoch seconds}``); a resume is
@@ -108,6 +117,15 @@ def run_flow(
     its process, if it goes on, finds the run taken over and stops.
     """
     flow.validate()
+    _check_max_concurrency(flow, max_concurrency)
+    if event_loop is None and _running_loop() is not None:
+        # Inside a running event loop (Jupyter, an async app): the run's own loop and
+        # its blocking waits cannot share this thread, so the run goes on a worker.
+        return _on_worker_thread(
+            flow, parameters=parameters, executor=executor, store=store, context=context,
+            resume=resume, progress=progress, run_id=run_id, source=source, sinks=sinks,
+            max_concurrency=max_concurrency, trigger=trigger,
+        )
     from iterflow import context as user_context
 
     run_store = _open_store(store, resume)
@@ -191,6 +209,8 @@ def run_flow(
                 else None
             ),
             source=source if source is not None else script_source(flow),
+            max_concurrency=max_concurrency,
+            event_loop=event_loop,
         )
     except BaseException:
         # The run never started: leave the store as it was, and close what we opened.
@@ -207,6 +227,8 @@ def run_flow(
                 run_store.close()
         raise
     try:
+        if on_runner is not None:
+            on_runner(runner)
         with started, _sigterm_cancels():
             state = runner.run()
         bus.close()
@@ -256,6 +278,123 @@ def _call_failure_hooks(flow: Any, state: State) -> None:
             logging.getLogger("iterflow.runtime").exception(
                 "on_failure hook %r of flow %r raised", hook, flow.name
             )
+
+
+class _Handle:
+    """The runner of a run going on in another thread, to stop it (even before it starts)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.runner: Any = None
+        self.why: str | None = None
+
+    def started(self, runner: Any) -> None:
+        with self.lock:
+            self.runner, why = runner, self.why
+        if why is not None:
+            runner.stop(why)
+
+    def stop(self, why: str) -> None:
+        with self.lock:
+            self.why, runner = why, self.runner
+        if runner is not None:
+            runner.stop(why)
+
+
+async def run_flow_async(flow: Any, **kwargs: Any) -> State:
+    """``await``-able :func:`run_flow`: the runner on a worker thread, async tasks on
+    the caller's loop (see :meth:`iterflow.Flow.run_async`)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    handle = _Handle()
+    ctx = contextvars.copy_context()
+    done = loop.run_in_executor(
+        None, lambda: ctx.run(run_flow, flow, event_loop=loop, on_runner=handle.started, **kwargs)
+    )
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        # The caller gave up on the run: stop it, and let it record itself Cancelled
+        # (its async tasks are on this loop) before passing the cancellation on.
+        handle.stop("cancelled")
+        with contextlib.suppress(BaseException):
+            await done
+        raise
+
+
+def _running_loop() -> Any:
+    """The event loop running in this thread, if any (asyncio is not imported for this)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _on_worker_thread(flow: Any, **kwargs: Any) -> State:
+    """:func:`run_flow` on a new thread, in a copy of this context; wait for it.
+
+    Ctrl-C (or SIGTERM, from the main thread) while waiting stops the run as it
+    would in this thread: recorded ``Cancelled``, then re-raised here.
+    """
+    ctx = contextvars.copy_context()
+    box: dict[str, Any] = {}
+    handle = _Handle()
+
+    def target() -> None:
+        try:
+            box["value"] = ctx.run(run_flow, flow, on_runner=handle.started, **kwargs)
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="iterflow-run", daemon=True)
+    thread.start()
+    try:
+        with _sigterm_cancels(), _ctrl_c_raises():
+            thread.join()
+    except (KeyboardInterrupt, RunCancelled) as stop:
+        handle.stop("cancelled by Ctrl-C" if isinstance(stop, KeyboardInterrupt) else str(stop))
+        thread.join()  # the run records itself Cancelled; a second Ctrl-C stops waiting
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+@contextlib.contextmanager
+def _ctrl_c_raises() -> Iterator[None]:
+    """Inside ``asyncio.run``, let Ctrl-C raise ``KeyboardInterrupt`` while the run is waited on.
+
+    asyncio's own handler only asks its main task to stop at its next ``await``,
+    and that task is blocked in this wait until the run ends.
+    """
+    import asyncio
+
+    previous = signal.getsignal(signal.SIGINT)
+    handler = getattr(previous, "func", previous)  # asyncio.Runner installs a partial
+    if threading.current_thread() is not threading.main_thread() or not isinstance(
+        getattr(handler, "__self__", None), asyncio.Runner
+    ):
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _check_max_concurrency(flow: Any, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise OptionError(
+            f"flow {flow.name!r}: max_concurrency must be an int >= 1 (how many async tasks "
+            f"are awaited at once), got {value!r}"
+        )
 
 
 @contextlib.contextmanager

@@ -7,16 +7,21 @@ kind, result and ``loop_count`` — for mapped tasks, child by child — and on
 the flow's state. The reference knows nothing of the engine: no machine, no
 executor, no context. It loops with a ``for`` over iterations and decides
 retries by comparing planned failures with ``max_retries``.
+
+The same flows run with a random mix of plain and ``async def`` tasks: the
+two loop drivers must agree with the one reference.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import iterflow
 from iterflow import Flow, case, task, triggers, unmapped
@@ -78,18 +83,35 @@ def make_function(node: NodeSpec, attempts: collections.Counter):
     return work
 
 
+def make_async_function(node: NodeSpec, attempts: collections.Counter):
+    """The same work as an ``async def``, suspending on the loop before and after it."""
+    work = make_function(node, attempts)
+
+    async def awork(**inputs: Any) -> int:
+        await asyncio.sleep(0)
+        value = work(**inputs)
+        await asyncio.sleep(0)
+        return value
+
+    return awork
+
+
 TRIGGERS = {name: getattr(triggers, name) for name in
             ("all_successful", "all_failed", "any_successful", "any_failed", "all_finished")}
 
 
-def build(spec: DagSpec):
-    """The flow for ``spec``; returns it with ``{key: task}`` for every node, gate and constant."""
+def build(spec: DagSpec, async_nodes: int = 0):
+    """The flow for ``spec``; returns it with ``{key: task}`` for every node, gate and constant.
+
+    Node ``i`` is an ``async def`` task when bit ``i`` of ``async_nodes`` is set.
+    """
     tasks: dict[tuple[str, int], Any] = {}
     attempts: collections.Counter = collections.Counter()
     with Flow("property") as flow:
         for node in spec.nodes:
+            make = make_async_function if async_nodes >> node.index & 1 else make_function
             work = task(
-                make_function(node, attempts),
+                make(node, attempts),
                 name=f"n{node.index}",
                 max_retries=node.max_retries,
                 max_loops=20,  # far above any plan: a broken engine fails fast
@@ -256,8 +278,8 @@ def describe(state) -> Ref:
     return Ref(state.name, normalise(state.result), state.loop_count)
 
 
-def check_against_reference(spec: DagSpec, executor) -> None:
-    flow, tasks = build(spec)
+def check_against_reference(spec: DagSpec, executor, async_nodes: int = 0) -> None:
+    flow, tasks = build(spec, async_nodes)
     sink = InvariantSink()
     flow_state = run_flow(flow, store=None, executor=executor, sinks=[sink])
     sink.assert_ok(flow_state, flow)
@@ -284,6 +306,20 @@ def test_random_looping_dags_match_the_reference_on_threads(spec):
     check_against_reference(spec, ThreadExecutor(max_workers=3))
 
 
+@settings(PROPERTY, max_examples=30)
+@given(dag_specs(), st.integers(min_value=0, max_value=2**16 - 1))
+def test_random_mixes_of_sync_and_async_tasks_match_the_reference(spec, async_nodes):
+    check_against_reference(spec, LocalExecutor(), async_nodes)
+
+
+@settings(PROPERTY, max_examples=10)
+@given(dag_specs(max_tasks=8), st.integers(min_value=0, max_value=2**8 - 1))
+def test_random_mixes_of_sync_and_async_tasks_match_the_reference_on_threads(
+    spec, async_nodes
+):
+    check_against_reference(spec, ThreadExecutor(max_workers=3), async_nodes)
+
+
 class LeanRecorder:
     """Keeps every task run's events, as a sink the store's peers are (``implied_running``)."""
 
@@ -298,14 +334,15 @@ class LeanRecorder:
 
 
 @settings(PROPERTY, max_examples=15)
-@given(dag_specs(max_tasks=8))
-def test_random_looping_dags_are_recorded_as_they_ran(tmp_path_factory, spec):
+@given(dag_specs(max_tasks=8), st.sampled_from([0, 0, 2**8 - 1, 0b1010_1010]))
+def test_random_looping_dags_are_recorded_as_they_ran(tmp_path_factory, spec, async_nodes):
     """With the store on (and the Running a Looped implies left out), each task run's
-    recorded history is exactly its states as they happened, values included."""
+    recorded history is exactly its states as they happened, values included — for
+    plain tasks, async ones (all of them, or every other) alike."""
     from iterflow.store import iterations, load_result, task_runs
 
     url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'store.db'}"
-    flow, tasks = build(spec)
+    flow, tasks = build(spec, async_nodes)
     recorder = LeanRecorder()
     flow_state = run_flow(flow, store=url, sinks=[recorder])
     expected = reference(spec)

@@ -397,6 +397,7 @@ class Flow:
         progress: bool = False,
         run_id: str | None = None,
         source: str | None = None,
+        max_concurrency: int | None = None,
     ) -> State:
         """Run the flow and return its final state.
 
@@ -404,6 +405,12 @@ class Flow:
         overrides the flow's default; ``store=None`` turns recording off (the
         default records to ``ITERFLOW_STORE_URL`` or the embedded SQLite file);
         ``resume=run_id`` continues a failed, cancelled or crashed run.
+        ``max_concurrency`` bounds how many ``async def`` task runs are awaited
+        at once (default 100).
+
+        Called inside a running event loop (Jupyter, an async app), the run goes
+        on a worker thread and this call waits for it, which holds that loop up
+        meanwhile: ``await flow.run_async(...)`` does not.
 
         >>> from iterflow import Flow, Parameter, task
         >>> @task
@@ -427,6 +434,43 @@ class Flow:
             progress=progress,
             run_id=run_id,
             source=source,
+            max_concurrency=max_concurrency,
+        )
+
+    async def run_async(
+        self,
+        parameters: dict[str, Any] | None = None,
+        executor: Any = None,
+        store: Any = "default",
+        context: dict[str, Any] | None = None,
+        *,
+        resume: str | None = None,
+        progress: bool = False,
+        run_id: str | None = None,
+        max_concurrency: int | None = None,
+    ) -> State:
+        """Run the flow from async code: ``state = await flow.run_async(...)``.
+
+        The same arguments and result as :meth:`run`. The runner works on a
+        worker thread; the flow's ``async def`` tasks are awaited on the
+        caller's own event loop, so they may use a client the caller made, and
+        the loop stays free for the caller's other tasks while the run goes on.
+        Cancelling the awaiting task cancels the run (recorded ``Cancelled``).
+
+        >>> state = await flow.run_async(store=None)   # doctest: +SKIP
+        """
+        from iterflow import runtime
+
+        return await runtime.run_flow_async(
+            self,
+            parameters=parameters,
+            executor=executor,
+            store=store,
+            context=context,
+            resume=resume,
+            progress=progress,
+            run_id=run_id,
+            max_concurrency=max_concurrency,
         )
 
     def serve(self, **options: Any) -> None:

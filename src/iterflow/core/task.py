@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import copy
 import datetime
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from iterflow.errors import ArgumentError, OptionError, OutsideFlowError
+from iterflow.errors import ArgumentError, OptionError, OutsideFlowError, UnsupportedTaskError
 
 if TYPE_CHECKING:
     from iterflow.core.flow import Flow
@@ -45,6 +46,20 @@ def _seconds(value: Any, option: str, owner: str) -> float | None:
             f"got {value!r}"
         )
     return float(value)
+
+
+def _is_async(name: str, fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` is an ``async def`` (awaited by the engine); refuse async generators."""
+    if not inspect.isroutine(fn) and not isinstance(fn, functools.partial):
+        fn = type(fn).__call__  # an object whose __call__ is the function
+    if inspect.isasyncgenfunction(fn):
+        raise UnsupportedTaskError(
+            f"Task {name!r} is an async generator (an `async def` that yields), which "
+            f"iterflow cannot run as a task. To produce one item per iteration, make it a "
+            f"plain `async def` that raises LOOP(result=item) and returns at the end; to "
+            f"produce them all at once, collect them in a list and return it."
+        )
+    return inspect.iscoroutinefunction(fn)
 
 
 class Task:
@@ -75,6 +90,8 @@ class Task:
     """
 
     slug: str | None = None
+    #: True when the work is an ``async def``: the engine awaits it (set in ``__init__``).
+    is_async: bool = False
     #: When True the runner passes upstream *states* instead of their results
     #: (what ``merge`` needs to tell a skipped branch from a ``None`` result).
     receives_states: bool = False
@@ -144,6 +161,7 @@ class Task:
         self.tags = frozenset(tags or ())
         self.nout = nout
         self.log_stdout = log_stdout
+        self.is_async = _is_async(self.name, self._work())
 
     # -- the work -------------------------------------------------------------
     def run(self, *args: Any, **kwargs: Any) -> Any:
@@ -156,6 +174,10 @@ class Task:
     def _signature(self) -> inspect.Signature:
         """The signature of the work; override where :meth:`run` wraps another callable."""
         return inspect.signature(self.run)
+
+    def _work(self) -> Callable[..., Any]:
+        """The function the engine calls: ``run`` here, the wrapped function for ``@task``."""
+        return self.run
 
     def _call_shape(self) -> _CallShape:
         # Computed once for the task made by @task (or a subclass's constructor) and shared
@@ -363,6 +385,9 @@ class FunctionTask(Task):
 
     def _signature(self) -> inspect.Signature:
         return inspect.signature(self.fn)
+
+    def _work(self) -> Callable[..., Any]:
+        return self.fn
 
 
 def task(fn: Callable[..., Any] | None = None, **options: Any) -> Any:

@@ -8,16 +8,26 @@ an error or a timeout all come back as an :class:`Outcome`. The loop driver
 A per-iteration ``timeout`` runs the function on a daemon thread and waits at
 most that long; a hung iteration is abandoned (Python cannot kill a thread),
 so it never hangs the flow.
+
+:func:`call_once_async` is the same for an ``async def`` task: it awaits the
+coroutine, and a ``timeout`` is asyncio's, which cancels the coroutine when
+the time is up (no thread, nothing left running). ``CancelledError`` from
+anywhere else is not an outcome: it means the run is being cancelled, and
+belongs to the loop driver. Printed lines of an async task (``log_stdout``)
+go to that task's sink even while other async tasks print, through a
+``sys.stdout`` that asks a context variable where to write.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import io
+import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from iterflow.signals import FAIL, LOOP, RETRY, SKIP, SUCCESS
@@ -33,6 +43,7 @@ __all__ = [
     "TIMED_OUT",
     "Outcome",
     "call_once",
+    "call_once_async",
 ]
 
 # Outcome kinds, as small ints: the loop's hot path compares them often.
@@ -143,3 +154,83 @@ def _capturing_stdout(fn: Callable[..., Any], sink: Callable[[str], None]) -> Ca
             writer.flush()
 
     return wrapped
+
+
+# -- async tasks -------------------------------------------------------------------
+async def call_once_async(
+    fn: Callable[..., Any],
+    inputs: dict[str, Any],
+    timeout: float | None = None,
+    stdout: Callable[[str], None] | None = None,
+) -> Outcome:
+    """Await ``fn(**inputs)`` once; return its :class:`Outcome`.
+
+    ``asyncio.CancelledError`` is not caught: unless it comes from the
+    timeout, the run is being cancelled.
+    """
+    if timeout is None and stdout is None:
+        try:
+            return Outcome(RETURNED, await fn(**inputs))
+        except Exception as exc:
+            return _from_exception(exc)
+    limit = asyncio.timeout(timeout)
+    writer = _LineWriter(stdout) if stdout is not None else None
+    try:
+        async with limit:
+            if writer is None:
+                return Outcome(RETURNED, await fn(**inputs))
+            with _printing_to(writer):
+                return Outcome(RETURNED, await fn(**inputs))
+    except TimeoutError as exc:
+        if limit.expired():
+            return Outcome(
+                TIMED_OUT, None, f"the iteration ran longer than its timeout of {timeout:g} s"
+            )
+        return _from_exception(exc)
+    except Exception as exc:
+        return _from_exception(exc)
+    finally:
+        if writer is not None:
+            writer.flush()
+
+
+_print_sink: contextvars.ContextVar[_LineWriter | None] = contextvars.ContextVar(
+    "iterflow_print_sink", default=None
+)
+
+
+class _TaskStdout(io.TextIOBase):
+    """``sys.stdout`` while async tasks capture prints: each writes to its own sink.
+
+    ``redirect_stdout`` swaps one global, which is wrong the moment two async
+    tasks interleave on the loop; the sink lives in a context variable instead,
+    which every asyncio task has its own copy of.
+    """
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.users = 0
+
+    def write(self, text: str) -> int:
+        sink = _print_sink.get()
+        return (sink if sink is not None else self.real).write(text)
+
+    def flush(self) -> None:
+        sink = _print_sink.get()
+        (sink if sink is not None else self.real).flush()
+
+
+@contextlib.contextmanager
+def _printing_to(writer: _LineWriter) -> Iterator[None]:
+    current = sys.stdout
+    proxy = current if isinstance(current, _TaskStdout) else _TaskStdout(current)
+    sys.stdout = proxy
+    proxy.users += 1
+    token = _print_sink.set(writer)
+    try:
+        yield
+    finally:
+        _print_sink.reset(token)
+        proxy.users -= 1
+        if proxy.users == 0 and sys.stdout is proxy:
+            sys.stdout = proxy.real

@@ -119,6 +119,10 @@ def run_task_run(
         spec.inputs = inputs
     if cancel is not None:
         spec.cancel = cancel
+    if spec.task.is_async:  # awaited on an event loop, by the same rules (iterflow.engine.aio)
+        from iterflow.engine.aio import run_async_task_run
+
+        return run_async_task_run(spec, emit)
     start, loop_result = spec.start_loop_index, spec.loop_result
     if spec.checkpoint_source is not None:
         found = spec.checkpoint_source.last_loop(spec.task_run_id)

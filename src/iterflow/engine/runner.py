@@ -28,6 +28,13 @@ no executor (:mod:`iterflow.engine.protocols` names what it calls on one).
 State handlers, legality checks and events of every transition, the flow
 run's included, go through :mod:`iterflow.engine.transitions`.
 
+An ``async def`` task run goes to the run's event loop
+(:class:`~iterflow.engine.aio.FlowLoop`, made when the first one is sent)
+rather than to an in-process executor, so that every async task of the run
+shares one loop and they are awaited side by side; the runner waits on both
+kinds of job at once. On an executor that runs jobs elsewhere (Dask) it is a
+job like any other.
+
 Parameters and cache hits finish on the spot, without a job. A job that
 cannot be sent (an unpicklable task on Dask) or that crashes outside the task
 (a worker lost for good) fails its task run with a message naming the cause.
@@ -87,6 +94,8 @@ class FlowRunner:
         cache: MemoryCache | None = None,
         checkpoint_source: CheckpointSource | None = None,
         source: str | None = None,
+        max_concurrency: int | None = None,
+        event_loop: Any = None,
     ) -> None:
         self.flow = flow
         self.executor = executor
@@ -103,6 +112,11 @@ class FlowRunner:
         self._blocks: Blocks | None = None  # the flow's loop blocks, when it has any
         # Set on Ctrl-C / SIGTERM: in-process loops stop before their next iteration.
         self._cancel = threading.Event()
+        # The run's event loop for async tasks, made when the first one is sent.
+        self.max_concurrency = max_concurrency
+        self._event_loop = event_loop
+        self._flow_loop: Any = None
+        self._stop_why: str | None = None  # set by stop()
 
     # -- public ---------------------------------------------------------------
     def run(self) -> State:
@@ -141,11 +155,16 @@ class FlowRunner:
                              has_blocks=bool(plans))
                 todo: deque = deque(root.start())
                 while todo or running:
+                    if self._stop_why is not None:  # stop() from another thread
+                        raise RunCancelled(self._stop_why)
                     while todo:
                         scope, instr = todo.popleft()
                         self._act(instr, scope, running, todo, emit)
                     if running:
-                        done, _ = self.executor.wait(list(running))
+                        done, _ = (
+                            self.executor.wait(list(running)) if self._flow_loop is None
+                            else self._flow_loop.wait(self.executor, list(running))
+                        )
                         for future in done:
                             scope, task, map_index = running.pop(future)
                             if isinstance(task, BlockInstruction):  # its delay has passed
@@ -154,6 +173,8 @@ class FlowRunner:
                             final = self._job_result(future, scope, task, map_index, emit)
                             self._remember(task, map_index, final)
                             todo.extend(scope.task_run_finished(task, map_index, final))
+                if self._stop_why is not None:  # stopped as the last jobs ended
+                    raise RunCancelled(self._stop_why)
             final_state = machine.flow_state()
         except BaseException as exc:
             if not isinstance(exc, (KeyboardInterrupt, RunCancelled)):
@@ -162,11 +183,25 @@ class FlowRunner:
                 why = "cancelled by Ctrl-C"
             else:
                 why = str(exc) or "cancelled"
-            self._stop_running(running, emit)
+            self._stop_running(running, emit, why)
             self._cancel_unfinished(machine, running, emit, why)
             self._finish(Cancelled(why), machine)
             raise
+        finally:
+            if self._flow_loop is not None:
+                self._flow_loop.close()
         return self._finish(final_state, machine)
+
+    def stop(self, why: str = "cancelled") -> None:
+        """Cancel the run from another thread, as Ctrl-C would: recorded ``Cancelled``.
+
+        Loops stop before their next iteration, async tasks where they await;
+        the runner's thread then raises :class:`RunCancelled` out of :meth:`run`.
+        """
+        self._stop_why = why
+        self._cancel.set()
+        if self._flow_loop is not None:
+            self._flow_loop.interrupt(why)
 
     # -- acting on instructions -------------------------------------------------
     def _act(self, instr: Any, scope: Scope, running: dict, todo: deque, emit: Emit | None
@@ -211,8 +246,11 @@ class FlowRunner:
         shared = {"base_context": scope.base_context, "inputs": instr.inputs,
                   "cancel": self._cancel}
         try:
-            future = self.executor.submit(run_task_run, spec, scope.relay,
-                                          key=spec.task_run_id, shared=shared)
+            if task.is_async and not self.executor.remote:
+                future = self._async_loop().submit(spec, scope.relay, **shared)
+            else:
+                future = self.executor.submit(run_task_run, spec, scope.relay,
+                                              key=spec.task_run_id, shared=shared)
         except Exception as exc:
             failed = Failed(
                 f"task {task.name!r} in flow {self.flow.name!r} could not be sent to "
@@ -230,6 +268,13 @@ class FlowRunner:
     def _to_blocks(self, scope: Scope, instr: BlockInstruction) -> list:
         assert self._blocks is not None  # a scope makes block instructions only when it has any
         return self._blocks.act(scope, instr)
+
+    def _async_loop(self) -> Any:
+        if self._flow_loop is None:
+            from iterflow.engine.aio import FlowLoop  # only runs with async tasks load it
+
+            self._flow_loop = FlowLoop(self.flow.name, self.max_concurrency, self._event_loop)
+        return self._flow_loop
 
     def _finish_without_job(self, instr: RunTask) -> State | None:
         task = instr.task
@@ -275,7 +320,7 @@ class FlowRunner:
             return failed
 
     # -- ending -----------------------------------------------------------------
-    def _stop_running(self, running: dict, emit) -> None:
+    def _stop_running(self, running: dict, emit, why: str = "cancelled") -> None:
         """Ask running jobs to stop at their next iteration and give them a moment to.
 
         In-process loops see the cancel flag before their next iteration and record
@@ -283,6 +328,8 @@ class FlowRunner:
         iteration, a remote worker) are cancelled and recorded here by the caller.
         """
         self._cancel.set()
+        if self._flow_loop is not None:  # async tasks stop where they await
+            self._flow_loop.interrupt(why)
         deadline = time.monotonic() + CANCEL_GRACE
         while running and time.monotonic() < deadline:
             for future in [f for f in running if f.done()]:

@@ -359,6 +359,7 @@ def inline_steps(view: ScopeView, members: list[Task]) -> tuple[InlineStep, ...]
             # A timed-out call goes on in a thread of its own, reading the context:
             # the inline path's one context dict would already name the next task.
             or t.timeout is not None
+            or t.is_async  # awaited on the run's event loop, not called here
             or t.trigger is not all_successful
             or any(e.mapped or e.flattened for e in edges)
         ):

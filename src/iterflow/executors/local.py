@@ -39,7 +39,8 @@ class LocalExecutor(Executor):
     """Run each job synchronously in the flow runner's own thread.
 
     The simplest and fastest executor for small flows and tight loops: no
-    threads, no pickling. Tasks run one after another in dependency order.
+    threads, no pickling. Tasks run one after another in dependency order;
+    ``async def`` tasks are awaited on the run's event loop meanwhile, side by side.
 
     >>> from iterflow.executors import LocalExecutor
     >>> flow.run(executor=LocalExecutor())   # doctest: +SKIP

@@ -116,6 +116,10 @@ class ThreadExecutor(Executor):
     so user context (``with iterflow.context(...)``) reaches the task. See the
     module docstring for what a cancelled run does with jobs it cannot stop.
 
+    ``async def`` tasks do not take a thread of the pool: the runner awaits
+    them on the run's one event loop, side by side (``flow.run(max_concurrency=N)``),
+    so they share clients and are not limited to ``max_workers`` at once.
+
     >>> from iterflow.executors import ThreadExecutor
     >>> flow.run(executor=ThreadExecutor(max_workers=8))   # doctest: +SKIP
     """
