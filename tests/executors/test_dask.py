@@ -17,7 +17,7 @@ import iterflow
 from iterflow import Flow, task
 from iterflow.core.state import Kind
 from iterflow.errors import ExecutorError
-from iterflow.events import TaskRunEvent
+from iterflow.events import LogEvent, TaskRunEvent
 from iterflow.runtime import run_flow
 from iterflow.signals import LOOP
 
@@ -508,6 +508,13 @@ def test_killed_worker_with_a_store_continues_at_the_last_recorded_iteration(
     restart = next(i for i in range(1, len(runs)) if runs[i] <= runs[i - 1])
     assert runs[restart] >= 1, f"the rerun started again from iteration 0: {runs}"
     assert recorder.states(y.slug)[-1] is state.result[y]
+    # The run's log says where the job resumed after its worker was lost.
+    lost = [e.message for e in recorder.events
+            if isinstance(e, LogEvent) and e.message.startswith("worker lost")]
+    assert len(lost) == 1, lost
+    assert lost[0].startswith(
+        f"worker lost: task 'slow_sum' resumed at iteration {runs[restart]}"
+    ), lost
 
 
 @task
