@@ -17,7 +17,7 @@ import iterflow
 from iterflow import Flow, task
 from iterflow.core.state import Kind
 from iterflow.errors import ExecutorError
-from iterflow.events import TaskRunEvent
+from iterflow.events import LogEvent, TaskRunEvent
 from iterflow.runtime import run_flow
 from iterflow.signals import LOOP
 
@@ -508,6 +508,13 @@ def test_killed_worker_with_a_store_continues_at_the_last_recorded_iteration(
     restart = next(i for i in range(1, len(runs)) if runs[i] <= runs[i - 1])
     assert runs[restart] >= 1, f"the rerun started again from iteration 0: {runs}"
     assert recorder.states(y.slug)[-1] is state.result[y]
+    # The run's log says where the job resumed after its worker was lost.
+    lost = [e.message for e in recorder.events
+            if isinstance(e, LogEvent) and e.message.startswith("worker lost")]
+    assert len(lost) == 1, lost
+    assert lost[0].startswith(
+        f"worker lost: task 'slow_sum' resumed at iteration {runs[restart]}"
+    ), lost
 
 
 @task
@@ -565,3 +572,78 @@ def test_workers_leave_out_the_running_a_looped_implies(dask_executor):
     state = run_flow(build(), executor=dask_executor, store=None, sinks=[lean])
     assert state.is_successful()
     assert lean.kinds == LEAN
+
+
+# -- memory ------------------------------------------------------------------------------------
+MEMORY_PROBE = '''
+import os, sys, threading
+import iterflow
+from iterflow import Flow, task
+from iterflow.executors import DaskExecutor
+from iterflow.runtime import run_flow
+from iterflow.signals import LOOP
+
+@task
+def carry(iterations, size):
+    i = iterflow.context.loop_index
+    if i < iterations:
+        raise LOOP(result=bytes([i % 256]) * size)
+    return i
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+def peak(executor, iterations):
+    with Flow("memory") as flow:
+        carry(iterations, 2**20)
+    top, stop = [rss()], threading.Event()
+    def sample():
+        while not stop.wait(0.02):
+            top[0] = max(top[0], rss())
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    state = run_flow(flow, executor=executor, store=sys.argv[1])
+    stop.set()
+    sampler.join()
+    assert state.is_successful(), state
+    return top[0]
+
+if __name__ == "__main__":
+    executor = DaskExecutor(n_workers=1)
+    peak(executor, 3)
+    few = peak(executor, 10)
+    many = peak(executor, 1000)
+    print(few, many)
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads /proc for memory")
+def test_driver_memory_stays_flat_over_a_loop_of_big_results_with_the_store_on(tmp_path):
+    """1,000 iterations of a 1 MB loop result: within 50 MB of the 10-iteration figure.
+
+    Runs in a fresh process with its own local cluster, whose scheduler (as a
+    user's ``DaskExecutor()``'s) lives in the driver: events pile up neither
+    there, nor in the client's inbox (flow control), nor in the sinks.
+    """
+    import subprocess
+    import sys
+
+    script = tmp_path / "probe.py"
+    script.write_text(MEMORY_PROBE)
+    # The child imports the very iterflow this test runs (a relative PYTHONPATH would not
+    # hold in the child's working directory).
+    src = str(Path(iterflow.__file__).resolve().parents[1])
+    env = {**os.environ, "ITERFLOW_HOME": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, str(script), f"sqlite:///{tmp_path / 'runs.db'}"],
+        capture_output=True, text=True, timeout=280, env=env, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    few, many = map(int, done.stdout.split()[-2:])
+    growth = (many - few) / 2**20
+    assert growth < 50, (
+        f"peak RSS {few / 2**20:.0f} MB at 10 iterations, {many / 2**20:.0f} MB at 1,000"
+    )

@@ -11,15 +11,18 @@ there is taken from it.
 One module per question, each with its design in its docstring:
 
 - :mod:`~iterflow.executors.dask.executor`: :class:`DaskExecutor`, its life
-  cycle and submit / wait / result / cancel; sending jobs in batches and the
-  values they share once; jobs that end without a word; lost workers.
+  cycle and submit / wait / result / cancel; jobs that end without a word;
+  lost workers; a run that stops early.
+- :mod:`~iterflow.executors.dask.sending`: jobs sent in batches, and the
+  values many of them share sent to the workers once.
 - :mod:`~iterflow.executors.dask.worker`: what runs on a worker: the job, its
-  events pickled at once and sent in numbered batches, its result pushed on
-  the run's topic, the cancel flag a remote loop reads.
+  events pickled at once and sent in numbered batches (with flow control),
+  its result pushed on the run's topic, the cancel flag a remote loop reads.
 - :mod:`~iterflow.executors.dask.connect`: reaching a scheduler (fast, clear
   failures), the local cluster's defaults, what the scheduler keeps.
 - :mod:`~iterflow.executors.dask.stream`: the client's end of the event
-  stream, putting each job attempt's events back in order before its result.
+  stream, putting each job attempt's events back in order before its result,
+  one history per task run.
 
 Scheduling
     A looping job holds its worker thread until the loop ends. Large maps are
@@ -28,8 +31,8 @@ Scheduling
     stealing, within about a second.
 
 Costs to know: event batches and pushed results pass through the scheduler,
-which keeps the last ``distributed.admin.low-level-log-length`` (1,000)
-messages of a topic in memory; the run's topic is dropped when the run ends.
+which keeps recent messages in memory; the executor trims its copies of the
+run's events as they are delivered, and drops the run's topic at the end.
 Scripts that start a local cluster must guard their entry point with
 ``if __name__ == "__main__":``, as for any use of ``distributed`` with process
 workers; on a remote cluster, iterflow and the flow's modules must be

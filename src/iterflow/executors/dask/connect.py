@@ -14,10 +14,16 @@ name the address and say what to check.
 each -- a looping job holds its thread until its loop ends -- no dashboard,
 and quiet logs.
 
-:func:`forget_topic` runs on the scheduler, which keeps the recent messages
-of every topic in memory (``distributed.admin.low-level-log-length`` of
-them): a run's events and results would otherwise stay there, in the
-driver's own memory when the scheduler is a local cluster's.
+:func:`trim_topic` and :func:`forget_topic` run on the scheduler, which
+keeps the recent messages of every topic in memory, and the recent messages
+sent on each client's stream (``distributed.admin.low-level-log-length`` of
+each, 1,000 by default): a run's events -- its loop results among them --
+would otherwise stay there, in the driver's own memory when the scheduler is
+a local cluster's (a 1 MB loop result kept 1,000 times over). The executor
+trims them as the run's events arrive (:func:`trim_later`), and forgets the
+topic at the end. :func:`acknowledge_later` answers a worker's flow-control
+question (see :mod:`~iterflow.executors.dask.worker`). Both are sent from the
+client's event loop, so that the runner does not wait for the answer.
 """
 
 from __future__ import annotations
@@ -36,8 +42,12 @@ from distributed.comm import connect
 from distributed.comm.addressing import parse_address, parse_host_port
 
 from iterflow.errors import ExecutorError
+from iterflow.executors.dask.worker import acknowledge
 
-__all__ = ["LOCAL_CLUSTER_DEFAULTS", "forget_topic", "join", "probe", "start_local_cluster"]
+__all__ = [
+    "LOCAL_CLUSTER_DEFAULTS", "acknowledge_later", "forget_topic", "join", "probe",
+    "start_local_cluster", "trim_later", "trim_topic",
+]
 
 #: What ``DaskExecutor(**cluster_kwargs)`` starts, unless ``cluster_kwargs`` say otherwise
 #: (``n_workers`` defaults to the number of cores).
@@ -151,6 +161,40 @@ def forget_topic(topic: str, dask_scheduler: Any = None) -> None:
     topics = getattr(broker, "_topics", None)
     if topics is not None:
         topics.pop(topic, None)
+
+
+def trim_topic(topic: str, client_id: str, dask_scheduler: Any = None) -> None:
+    """Run on the scheduler: drop what it keeps of the run's messages, already delivered.
+
+    The topic's recent messages, and the log of what was recently sent on the
+    client's stream: logs for debugging distributed, here mostly our events'
+    bytes. (Private API, best effort: the caller ignores failures.)
+    """
+    dask_scheduler._broker.truncate(topic)
+    stream = dask_scheduler.client_comms.get(client_id)
+    if stream is not None:
+        stream.recent_message_log.clear()
+
+
+async def _quietly(answer: Any) -> None:
+    """Await ``answer``; a worker or scheduler gone meanwhile is no news worth a traceback."""
+    with contextlib.suppress(Exception):
+        await answer
+
+
+def trim_later(client: Any, topic: str) -> None:
+    """Have the scheduler drop its copies of the run's delivered messages (see above)."""
+    with contextlib.suppress(Exception):
+        answer = client.run_on_scheduler(trim_topic, topic, client.id, asynchronous=True)
+        client.loop.add_callback(_quietly, answer)
+
+
+def acknowledge_later(client: Any, worker: str, attempt: str, delivered: int) -> None:
+    """Tell a job's worker how much of its attempt's events the sinks have taken."""
+    with contextlib.suppress(Exception):
+        answer = client.run(acknowledge, attempt, delivered, workers=[worker],
+                            on_error="ignore", asynchronous=True)
+        client.loop.add_callback(_quietly, answer)
 
 
 @contextlib.contextmanager

@@ -1,23 +1,10 @@
 """The Dask executor's life cycle and its side of the contract: submit, wait, result, cancel.
 
 Sending
-    :meth:`DaskExecutor.submit` does not talk to the scheduler; it queues the
-    job, and :meth:`~DaskExecutor.wait` (which the runner calls as soon as it
-    has submitted everything ready) sends the queue with one ``client.map``.
-    A mapped task with 10,000 children is one ``update-graph`` message and
-    one pickle, in which what the children share (the task, the run's
-    context) is pickled once -- as with a hand-written ``client.map``. Keys
-    are unique (``<task slug>-<map index>-<token>``, ``pure=False``): a
-    resumed run reuses its task run ids, and one job must never be taken for
-    another; the slug comes first so that distributed groups a task's runs
-    (dashboard, duration estimates, queuing of large maps). When a batch
-    cannot be pickled, each job is pickled alone to find the culprits; those
-    fail with the cause, the others are sent.
-
-Shared values
-    What many jobs hold in common is sent to the workers once
-    (:mod:`~iterflow.executors.dask.sharing`); the runner's cancel flag stays
-    here, and the job gets a flag that works on its worker.
+    :meth:`DaskExecutor.submit` queues the job; :meth:`~DaskExecutor.wait` sends
+    the queue in batches, and what jobs share once
+    (:mod:`~iterflow.executors.dask.sending`). The runner's cancel flag stays
+    here: the job gets a flag that works on its worker.
 
 Receiving
     A job's result arrives on the run's topic with its last events
@@ -51,17 +38,16 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-import cloudpickle
-
 from iterflow.errors import ExecutorError, SerializationError
 from iterflow.executors.base import Executor
 from iterflow.executors.dask.connect import (
+    acknowledge_later,
     forget_topic,
     join,
-    quiet_in_this_thread,
     start_local_cluster,
+    trim_later,
 )
-from iterflow.executors.dask.sharing import Sharing
+from iterflow.executors.dask.sending import Sender, job_key
 from iterflow.executors.dask.stream import EventStream
 from iterflow.executors.dask.worker import (
     CANCEL,
@@ -69,29 +55,12 @@ from iterflow.executors.dask.worker import (
     UNPICKLABLE,
     Relay,
     WorkerCall,
-    root_cause,
-    run_job,
-    token,
 )
 
 __all__ = ["DaskExecutor"]
 
 # Status of a Dask future that ended without the job's result.
 _ENDED_BADLY = frozenset({"error", "cancelled"})
-
-
-def _dask_key(key: str | None, fn: Callable[..., Any], unique: str) -> str:
-    """A unique Dask key that distributed groups by task.
-
-    The runner's keys are task run ids, ``<run id>/<task slug>[/<map index>]``.
-    distributed groups keys by their leading words (``dask.utils.key_split``),
-    for the dashboard, duration estimates and the queuing of large maps; so
-    this label drops the leading run id, and ``unique`` makes it the job's
-    own: ``accumulate-3-<token>``. (A label only: nothing reads it back.)
-    """
-    parts = (key or getattr(fn, "__name__", "job")).split("/")
-    name = "-".join(parts[1:]) if len(parts) > 1 else parts[0]
-    return f"{name}-{unique}"
 
 
 class _Job:
@@ -156,6 +125,10 @@ class DaskExecutor(Executor):
     event_batch: int = 1000
     #: ... or when they weigh this many bytes.
     event_bytes: int = 256 * 1024
+    #: Most bytes of events a job may send ahead of the client's sinks; beyond
+    #: that it waits before its next event (flow control: the driver's memory
+    #: stays flat however fast a loop makes big results).
+    events_ahead: int = 4 * 1024 * 1024
     #: Seconds ``result()`` waits for a job's events still in transit.
     event_grace: float = 10.0
     #: Results up to this many bytes (pickled) are pushed to the client with the
@@ -205,13 +178,14 @@ class DaskExecutor(Executor):
         self._client = client
         self._topic = topic
         self._events: tuple | None = None
-        self._stream = EventStream(None, self._on_result, self.event_grace, self.idle_interval)
+        self._stream = EventStream(None, self._on_result, self.event_grace, self.idle_interval,
+                                   self._trim, self._acknowledge)
         self._pending: list[_Job] = []  # submitted, not sent yet
         self._inflight: dict[str, _Job] = {}  # sent, not known to be done
         self._done: set[_Job] = set()  # done, not yet returned by wait()
         self._next_look = 0.0
         self._released: list[Any] = []  # futures of finished jobs, to let go in a batch
-        self._sharing = Sharing(client, self.share_limit)
+        self._sender = Sender(client, self.share_limit)
         self._cancel_flag: Any = None  # the runner's, from shared["cancel"]
         self._stop_at: float | None = None  # when the run's jobs were cancelled on the cluster
 
@@ -295,7 +269,8 @@ class DaskExecutor(Executor):
         if emit is None:
             self._events = None
             return None
-        self._events = (self.event_interval, self.event_batch, self.event_bytes)
+        self._events = (self.event_interval, self.event_batch, self.event_bytes,
+                        self.events_ahead)
         return Relay(self._topic)
 
     def submit(self, fn: Callable[..., Any], *args: Any, key: str | None = None,
@@ -306,8 +281,8 @@ class DaskExecutor(Executor):
                 "DaskExecutor.submit() called outside executor.start(); "
                 "use it inside `with executor.start():`"
             )
-        dask_key = _dask_key(key, fn, token())
-        send, places, futures = self._sharing.split(shared)
+        dask_key = job_key(key, fn)
+        send, places, futures = self._sender.split(shared)
         cancel = False
         if shared is not None and shared.get(CANCEL) is not None:
             # The runner's flag means nothing on a worker: the job gets a CancelProbe there.
@@ -327,6 +302,8 @@ class DaskExecutor(Executor):
         if not jobs:
             return set(), set()
         self._send_pending()
+        if self._released:  # results taken since the last wait(): nothing left to recompute
+            self._let_go()
         stream = self._stream
         stream.drain(block=False)
         ready = self._done & jobs
@@ -373,9 +350,9 @@ class DaskExecutor(Executor):
             stream = self._stream
             stream.catch_up(attempt, sent)
             if how == LAST_EVENT:
-                stream.deliver(tail[:-1])
+                stream.deliver(tail[:-1], job.key, attempt)
                 return stream.final(tail[-1], self._loads)
-            stream.deliver(tail)
+            stream.deliver(tail, job.key, attempt)
         if how == UNPICKLABLE:
             raise SerializationError(data)
         return self._loads(data)
@@ -461,70 +438,32 @@ class DaskExecutor(Executor):
     def _send_pending(self) -> None:
         pending, self._pending = self._pending, []
         for start in range(0, len(pending), self.submit_batch):
-            self._send(pending[start : start + self.submit_batch])
-
-    def _send(self, jobs: list[_Job]) -> None:
-        try:
-            with quiet_in_this_thread("distributed.protocol.pickle"):
-                futures = self._client.map(
-                    run_job,
-                    [job.call for job in jobs],
-                    [job.shared for job in jobs],
-                    key=[job.key for job in jobs],
-                    pure=False,
-                )
-        except Exception as exc:
-            self._send_separately(jobs, exc)
-            return
-        inflight = self._inflight
-        for job, future in zip(jobs, futures):
-            job.future = future
-            job.call = None
-            job.shared = []
-            inflight[job.key] = job
-
-    def _send_separately(self, jobs: list[_Job], batch_error: Exception) -> None:
-        """A batch failed to send: fail the jobs that cannot be pickled, send the rest."""
-        sendable = []
-        for job in jobs:
-            try:
-                cloudpickle.dumps(job.call)
-            except Exception as exc:
-                cause = root_cause(exc)
-                self._fail_unsent(job, SerializationError(
-                    f"it cannot be pickled to send it to the Dask cluster "
-                    f"({type(cause).__name__}: {cause}). A task run travels with the task's "
-                    f"function, the globals and closures it uses, and its inputs, which must "
-                    f"all be picklable with cloudpickle: create unpicklable objects (locks, "
-                    f"open files, connections) inside the task, or run the flow on "
-                    f"LocalExecutor or ThreadExecutor"
-                ))
-            else:
-                sendable.append(job)
-        if len(sendable) == len(jobs):  # not a pickling problem after all
-            cause = root_cause(batch_error)
-            for job in jobs:
-                self._fail_unsent(job, ExecutorError(
-                    f"it could not be sent to the Dask scheduler: {type(cause).__name__}: {cause}"
-                ))
-        elif sendable:
-            self._send(sendable)
-
-    def _fail_unsent(self, job: _Job, error: BaseException) -> None:
-        job.error = error
-        job.call = None
-        self._done.add(job)
+            sent, failed = self._sender.send(pending[start : start + self.submit_batch])
+            inflight = self._inflight
+            for job in sent:
+                inflight[job.key] = job
+            for job, error in failed:
+                job.error = error
+                self._done.add(job)
 
     # -- receiving ----------------------------------------------------------------------------
+    def _acknowledge(self, worker: str, attempt: str, delivered: int) -> None:
+        acknowledge_later(self._client, worker, attempt, delivered)
+
+    def _trim(self) -> None:
+        trim_later(self._client, self._topic)
+
     def _release(self, future: Any) -> None:
         """Let go of a finished job's future -- soon, and together with others.
 
         Dropping a distributed future schedules a message on the client's event
         loop, a wake-up of that thread which, in this thread, costs more than
         the rest of the job's handling (the loop thread, busy scheduling, holds
-        the GIL). So futures of finished jobs are dropped in batches, by the
-        loop thread itself. Only small, pushed results wait in workers' memory
-        meanwhile; a fetched result's future is dropped at once.
+        the GIL). So futures of jobs whose results were taken are dropped
+        together, by the loop thread itself, at the runner's next ``wait()``
+        (or every :attr:`release_batch`). Soon matters: while the client holds
+        a finished job's future, a worker lost with its result makes
+        distributed run the job again, for nothing.
         """
         if future is None:
             return

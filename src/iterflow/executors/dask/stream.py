@@ -9,8 +9,11 @@ on distributed's event-loop thread and only queues the message
 (:meth:`EventStream.receive`); the runner's thread handles it in the
 executor's ``wait()`` -- which keeps handling messages while it blocks, so a
 long loop is visible while it runs -- and in ``result()``. Two kinds of
-message travel on it: event batches ``[job key, attempt, seq, blobs]`` and
-results ``[job key, *payload]`` (see :mod:`iterflow.executors.dask.worker`).
+message travel on it: event batches ``[job key, attempt, seq, blobs, ask]``
+and results ``[job key, *payload]`` (see :mod:`iterflow.executors.dask.worker`).
+A batch whose ``ask`` names a worker wants to know how much of its attempt
+has been delivered (flow control): the stream answers through ``on_ack``
+once that batch is delivered.
 
 Ordering
     The stream delivers an attempt's batches in sequence, whatever order they
@@ -28,6 +31,10 @@ One history per task run
     events come from an attempt that distributed started after the job had
     ended -- a finished job whose result was lost with its worker, recomputed
     elsewhere -- and would give a recorded final state a later ``Running``.
+    A new attempt at a job still running (its worker died) is the run going
+    on: its events are delivered, and the stream says so in the run's log,
+    with the iteration it resumed at and how many it runs again ("worker
+    lost: child 3 resumed at iteration 17").
 
 Sink errors
     A sink may refuse an event (a loop result the store cannot serialize, a
@@ -46,7 +53,7 @@ from collections.abc import Callable
 from typing import Any
 
 from iterflow.core.state import Failed
-from iterflow.events import TaskRunEvent
+from iterflow.events import LogEvent, TaskRunEvent
 
 __all__ = ["EventStream"]
 
@@ -60,17 +67,28 @@ class EventStream:
     message; event batches are delivered here.
     """
 
+    #: Bytes of events received between two calls of ``on_bytes``.
+    trim_every: int = 2 * 1024 * 1024
+
     def __init__(self, emit: Callable[[Any], None] | None,
-                 on_result: Callable[[list], None], grace: float, idle: float) -> None:
+                 on_result: Callable[[list], None], grace: float, idle: float,
+                 on_bytes: Callable[[], None] | None = None,
+                 on_ack: Callable[[str, str, int], None] | None = None) -> None:
         self.emit = emit
         self.on_result = on_result
+        self.on_bytes = on_bytes
+        self.on_ack = on_ack
+        self.received = 0  # bytes of events since on_bytes was last called
         self.grace = grace
         self.idle = idle
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.streams: dict[str, list] = {}  # attempt -> [next sequence number, held batches]
+        # attempt -> [next sequence number, held batches by number, bytes delivered]
+        self.streams: dict[str, list] = {}
         self.abandoned: set[str] = set()
         self.started: set[str] = set()  # keys of jobs that sent events, not closed yet
         self.closed: set[str] = set()  # keys of jobs whose history is complete
+        # key -> (its latest attempt, the iteration its events had reached)
+        self.progress: dict[str, tuple[str, int]] = {}
         # task_run_id -> what a sink raised on one of its events (see emit_one)
         self.sink_errors: dict[str, Exception] = {}
 
@@ -87,22 +105,28 @@ class EventStream:
         except queue.Empty:
             return False
         while True:
-            if len(item) == 4:
+            if len(item) == 5:
                 self.on_batch(item)
             else:
                 self.on_result(item)
             try:
                 item = inbox.get_nowait()
             except queue.Empty:
-                return True
+                break
+        if self.received >= self.trim_every and self.on_bytes is not None:
+            self.received = 0
+            self.on_bytes()
+        return True
 
     def close(self, key: str) -> None:
         """The job's history is complete: drop what still comes for it."""
         self.closed.add(key)
         self.started.discard(key)
+        self.progress.pop(key, None)
 
     def on_batch(self, batch: list) -> None:
-        key, attempt, seq, blobs = batch
+        key, attempt, seq, blobs, ask = batch
+        self.received += sum(map(len, blobs))
         if key is not None:
             if key in self.closed:
                 logger.info("dropped %d event(s) of Dask job %s, which has ended", len(blobs), key)
@@ -116,16 +140,20 @@ class EventStream:
             return
         stream = self.streams.get(attempt)
         if stream is None:
-            stream = self.streams[attempt] = [0, {}]
+            stream = self.streams[attempt] = [0, {}, 0]
         held = stream[1]
         if seq != stream[0]:
-            held[seq] = blobs
+            held[seq] = (blobs, ask)
             return
-        self.deliver(blobs)
-        seq += 1
-        while seq in held:
-            self.deliver(held.pop(seq))
+        while True:
+            self.deliver(blobs, key, attempt)
+            stream[2] += sum(map(len, blobs))
+            if ask is not None and self.on_ack is not None:
+                self.on_ack(ask, attempt, stream[2])
             seq += 1
+            if seq not in held:
+                break
+            blobs, ask = held.pop(seq)
         stream[0] = seq
 
     def catch_up(self, attempt: str, sent: int) -> None:
@@ -138,27 +166,50 @@ class EventStream:
             if deadline is None:
                 deadline = now + self.grace
             elif now >= deadline:
-                stream = self.streams.get(attempt, [0, {}])
+                stream = self.streams.get(attempt, [0, {}, 0])
                 logger.warning(
                     "%d event batch(es) of a Dask job did not arrive within %g s; "
                     "going on without them",
                     sent - stream[0] - len(stream[1]), self.grace,
                 )
                 for seq in sorted(stream[1]):
-                    self.deliver(stream[1][seq])
+                    self.deliver(stream[1][seq][0])
                 self.abandoned.add(attempt)
                 break
             self.drain(block=True)
         self.streams.pop(attempt, None)
 
-    def deliver(self, blobs: list[bytes]) -> None:
+    def deliver(self, blobs: list[bytes], key: str | None = None,
+                attempt: str | None = None) -> None:
+        """Hand events to the sinks; with ``key``, note how far the job's attempt got."""
         for blob in blobs:
             try:
                 event = pickle.loads(blob)
             except Exception as exc:
                 logger.error("an event from a Dask worker cannot be unpickled here: %r", exc)
                 continue
+            if key is not None and type(event) is TaskRunEvent:
+                self._note(key, attempt, event)
             self.emit_one(event)
+
+    def _note(self, key: str, attempt: str | None, event: TaskRunEvent) -> None:
+        known = self.progress.get(key)
+        if known is not None and known[0] != attempt:
+            self._resumed(event, known[1])
+        reached = event.loop_index + 1 if event.state.is_looped() else event.loop_index
+        self.progress[key] = (attempt, reached)
+
+    def _resumed(self, event: TaskRunEvent, reached: int) -> None:
+        """A job's new attempt (its worker was lost): say where it resumed, in the run's log."""
+        at = event.loop_index
+        what = (f"child {event.map_index}" if event.map_index is not None
+                else f"task {event.task_name!r}")
+        message = f"worker lost: {what} resumed at iteration {at}"
+        if reached > at:
+            message += f" ({reached - at} iteration{'s' if reached - at > 1 else ''} run again)"
+        logger.warning("%s (%s)", message, event.task_run_id)
+        self.emit_one(LogEvent(event.flow_run_id, event.task_run_id, event.task_slug,
+                               event.map_index, at, logging.WARNING, message, time.time()))
 
     def emit_one(self, event: Any) -> None:
         if self.emit is None:

@@ -20,6 +20,16 @@ Event batches
     order (:mod:`iterflow.executors.dask.stream`), and the job's key, so the
     client can drop what a job it has closed still sends.
 
+Flow control
+    A loop on a worker may make events faster than the client's sinks take
+    them (big loop results, a store writing to a slow disk); unchecked, they
+    would pile up in the client's memory. So a job may be at most ``ahead``
+    bytes of events ahead of the client: every quarter of that, a batch asks
+    the client to acknowledge what it has delivered (the batch names the
+    worker), and the client answers with :func:`acknowledge` run on that
+    worker. A job that gets too far ahead waits, in its own thread, before its
+    next event -- as an in-process loop waits for a store that is behind.
+
 Results
     When a job ends, :func:`run_job` publishes its result, the *payload*: the
     final state, pickled on the worker (so an unpicklable result is a clear
@@ -50,7 +60,9 @@ import contextvars
 import os
 import pickle
 import threading
+import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -60,7 +72,9 @@ from iterflow.errors import SerializationError
 from iterflow.events import TaskRunEvent
 from iterflow.pickling import dumps, type_name
 
-__all__ = ["CancelProbe", "Packed", "Relay", "WorkerCall", "root_cause", "run_job", "token"]
+__all__ = [
+    "CancelProbe", "Packed", "Relay", "WorkerCall", "acknowledge", "root_cause", "run_job", "token",
+]
 
 # How a job's final state travels back (``how`` in a job's payload).
 PICKLED = 0  # pickled on its own: ``data`` is its bytes
@@ -183,20 +197,27 @@ class Channel:
     """
 
     __slots__ = (
-        "attempt", "buffer", "closed", "final", "flusher", "key", "lock", "marked",
-        "max_bytes", "max_events", "seq", "size", "topic", "worker",
+        "__weakref__", "acked", "ahead", "attempt", "buffer", "closed", "final", "flusher",
+        "key", "lock", "marked", "max_bytes", "max_events", "next_ask", "sent", "seq", "size",
+        "topic", "turn", "worker",
     )
 
     def __init__(self, worker: Any, topic: str, key: str, interval: float, max_events: int,
-                 max_bytes: int) -> None:
+                 max_bytes: int, ahead: int = 0) -> None:
         self.worker = worker
         self.topic = topic
         self.key = key
+        # Flow control (see the module docstring): bytes sent in batches, and acknowledged.
+        self.ahead = ahead
+        self.sent = 0
+        self.acked = 0
+        self.next_ask = ahead // 4
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.flusher = _flusher(worker, interval)
         self.attempt = token()
         self.lock = threading.Lock()
+        self.turn = threading.Condition(self.lock)  # notified when the client acknowledges
         self.buffer: list[bytes] = []
         self.size = 0
         self.seq = 0
@@ -211,7 +232,7 @@ class Channel:
         mark = False
         with self.lock:
             if self.closed:  # a straggler (a timed-out iteration's thread): send it alone
-                batch = [self.key, None, None, [blob]]
+                batch = [self.key, None, None, [blob], None]
             else:
                 if isinstance(event, TaskRunEvent) and event.state.is_finished():
                     if self.final is not None:  # a second final state: keep both, in order
@@ -230,8 +251,32 @@ class Channel:
                     self.marked = mark = True
         if batch is not None:
             self.worker.log_event(self.topic, batch)
+            if self.ahead:
+                self._wait_for_client()
         elif mark:
             self.flusher.mark(self)
+
+    def _wait_for_client(self) -> None:
+        """Wait (in the job's thread) while the client is too far behind; see Flow control."""
+        with self.lock:
+            if self.sent - self.acked <= self.ahead:
+                return
+            deadline = time.monotonic() + _ACK_PATIENCE
+            while self.sent - self.acked > self.ahead // 2 and not self.closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    # No answer (a client that has gone, or that does not answer):
+                    # go on without flow control rather than stall the loop.
+                    self.ahead = 0
+                    return
+                self.turn.wait(left)
+
+    def acknowledge(self, delivered: int) -> None:
+        """The client has delivered ``delivered`` bytes of this attempt's batches."""
+        with self.lock:
+            if delivered > self.acked:
+                self.acked = delivered
+                self.turn.notify_all()
 
     def flush(self) -> None:
         """Send what is buffered (the flusher calls this on the worker's event loop)."""
@@ -242,7 +287,13 @@ class Channel:
             self.worker.log_event(self.topic, batch)
 
     def _take(self) -> list:
-        batch = [self.key, self.attempt, self.seq, self.buffer]
+        ask = None
+        if self.ahead:
+            self.sent += self.size
+            if self.sent >= self.next_ask:
+                ask = self.worker.address
+                self.next_ask = self.sent + self.ahead // 4
+        batch = [self.key, self.attempt, self.seq, self.buffer, ask]
         self.seq += 1
         self.buffer = []
         self.size = 0
@@ -252,6 +303,7 @@ class Channel:
         """End the channel: ``(attempt, batches sent, unsent tail, state is the tail's last)``."""
         with self.lock:
             self.closed = True
+            self.turn.notify_all()
             tail = self.buffer
             self.buffer = []
             is_last = False
@@ -270,12 +322,25 @@ class Channel:
         """The job raised: send what is unsent, in sequence, and close."""
         attempt, seq, tail, _ = self.close(None)
         if tail:
-            self.worker.log_event(self.topic, [self.key, attempt, seq, tail])
+            self.worker.log_event(self.topic, [self.key, attempt, seq, tail, None])
 
 
 _channel: contextvars.ContextVar[Channel | None] = contextvars.ContextVar(
     "iterflow_dask_channel", default=None
 )
+
+#: Seconds a job waits for the client's acknowledgement before it goes on without.
+_ACK_PATIENCE = 30.0
+
+# The channels of this worker process that may wait for the client, by attempt id.
+_waiting: weakref.WeakValueDictionary[str, Channel] = weakref.WeakValueDictionary()
+
+
+def acknowledge(attempt: str, delivered: int, dask_worker: Any = None) -> None:
+    """Run on a worker by the client: it has delivered ``delivered`` bytes of ``attempt``."""
+    channel = _waiting.get(attempt)
+    if channel is not None:
+        channel.acknowledge(delivered)
 
 
 class Relay:
@@ -301,7 +366,7 @@ class Relay:
         if channel is not None and channel.topic == self.topic:
             channel.add(event, blob)
         else:  # emitted from a thread that did not inherit the job's context
-            distributed.get_worker().log_event(self.topic, [None, None, None, [blob]])
+            distributed.get_worker().log_event(self.topic, [None, None, None, [blob], None])
 
     def __reduce__(self) -> tuple:
         return (Relay, (self.topic,))
@@ -420,9 +485,11 @@ def run_job(call: WorkerCall, shared_values: list) -> tuple:
     """
     worker = distributed.get_worker()
     kwargs = call.keywords(worker, shared_values)
-    channel = (
-        Channel(worker, call.topic, call.key, *call.events) if call.events is not None else None
-    )
+    channel = None
+    if call.events is not None:
+        channel = Channel(worker, call.topic, call.key, *call.events)
+        if channel.ahead:
+            _waiting[channel.attempt] = channel
     reset = _channel.set(channel)
     try:
         state = call.fn(*call.args, **kwargs)
