@@ -228,13 +228,9 @@ def _graph(dash: Dashboard, shape: Any) -> str:
 
 def _graph_shape(dash: Dashboard, shape: Any) -> graph.FlowShape:
     """The run's graph, each loop block drawn with its body (from its first iteration)."""
-    from iterflow.store import iteration_detail
+    from iterflow.ui.pictures import run_picture
 
-    bodies = {
-        g.task_slug: iteration_detail(dash.store, g.task_run_id, g.key, 0)["body"]
-        for g in shape.tasks if g.is_block
-    }
-    return graph.shape_from_run(shape, bodies)
+    return run_picture(dash.store, shape)
 
 
 def run_page(request: Request) -> Response:
