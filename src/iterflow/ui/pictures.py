@@ -10,7 +10,7 @@ only ``grandalf`` (a core dependency) and, for a run, the store's readers.
 ... def one():
 ...     return 1
 >>> with Flow("f") as flow:
-...     one()
+...     _ = one()
 >>> "<svg" in flow_svg(flow)
 True
 """
