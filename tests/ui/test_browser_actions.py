@@ -47,7 +47,7 @@ def server(tmp_path_factory):
     store.close()
 
 
-def test_delete_a_run(server, page):
+def test_delete_a_run(server, page):  # noqa: F811 - the imported fixture
     base, store, home = server
     run_id = failed_run(home, store)
     page.goto(f"{base}/runs/{run_id}")
@@ -61,7 +61,7 @@ def test_delete_a_run(server, page):
     assert page.errors == []
 
 
-def test_resume_a_failed_run(server, page):
+def test_resume_a_failed_run(server, page):  # noqa: F811 - the imported fixture
     base, store, home = server
     run_id = failed_run(home, store)
     (home / "fixed").write_text("yes")
@@ -82,7 +82,7 @@ def test_resume_a_failed_run(server, page):
     assert page.errors == []
 
 
-def test_cancel_a_live_run(server, page):
+def test_cancel_a_live_run(server, page):  # noqa: F811 - the imported fixture
     base, store, _home = server
     run_id = live_run(store)
     page.goto(f"{base}/runs/{run_id}")
