@@ -95,3 +95,31 @@ def test_cancel_a_live_run(server, page):  # noqa: F811 - the imported fixture
     else:
         assert f"iterflow cancel {run_id}" in notice
     assert page.errors == []
+
+
+def test_a_loop_chart_draws_and_zooms(server, page, tmp_path):  # noqa: F811 - the fixture
+    from tests.ui.test_browser import shoot
+    from tests.ui.test_charts import train
+
+    base, store, _home = server
+    from iterflow import Flow
+
+    with Flow("charted") as flow:
+        train(3_000)
+    run_id = flow.run(store=store).run_id
+    page.goto(f"{base}/runs/{run_id}")
+    chart = page.locator('#loop-train .chart[data-series="loss"]')
+    chart.wait_for()
+    assert chart.locator("canvas").count() == 1
+    assert page.locator("#loop-train .chart").count() == 2  # loss and epoch
+    shoot(page, "chart", tmp_path, full_page=True)
+    chart.scroll_into_view_if_needed()
+    box = chart.locator(".u-over").bounding_box()
+    with page.expect_response(lambda r: "/series/train?start=" in r.url):
+        page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + 40)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + 40, steps=5)
+        page.mouse.up()
+    page.locator("text=Whole loop").wait_for()
+    assert "iterations" in page.locator("#loop-train .charts-bar").inner_text()
+    assert page.errors == []

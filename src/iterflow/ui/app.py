@@ -28,6 +28,7 @@ Routes (``<task>`` is a task run id without the run id: ``grind``,
     /runs/<run>/iterations/<task>           iteration table: start, failed, jump
     /runs/<run>/iterations/<n>/<task>       one iteration
     /runs/<run>/strip/<task>                the strip of iteration durations (SVG)
+    /runs/<run>/series/<task>               a loop's numbers per iteration (JSON, charts)
     /runs/<run>/summary/<task>              a loop's summary (fragment, loaded after the page)
     /static/...                             CSS and vendored JS
 """
@@ -46,7 +47,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from iterflow.ui import actions, formatting, views
+from iterflow.ui import actions, charts, formatting, views
 from iterflow.ui.live import Hub
 from iterflow.ui.security import SecurityMiddleware
 
@@ -177,6 +178,7 @@ def create_app(
               name="iteration"),
         Route("/runs/{run_id}/iterations/{task:path}", views.iterations_page, name="iterations"),
         Route("/runs/{run_id}/strip/{task:path}", views.strip_svg, name="strip"),
+        Route("/runs/{run_id}/series/{task:path}", charts.series_json, name="series"),
         Route("/runs/{run_id}/summary/{task:path}", views.summary_fragment, name="summary"),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
