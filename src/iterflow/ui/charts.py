@@ -17,7 +17,7 @@ The browser side is ``static/charts.js`` (no inline script: the page's CSP
 allows none) over the vendored uPlot.
 
 >>> downsample(list(range(10)), [0, 5, 1, 1, 9, 1, 1, 1, -3, 1], 4)
-([1, 4, 8, 9], [5, 9, -3, 1])
+([0, 4, 5, 8], [0, 9, 1, -3])
 """
 
 from __future__ import annotations
