@@ -81,8 +81,9 @@ def _metrics(dash: Any, run_id: str, row: Any, start: int | None, end: int | Non
         return None
     try:
         records = reader(run_id, task=row.task_name, store=dash.store)
-    except TypeError:  # a reader without store=
-        return None
+    except TypeError:
+        # A reader without store= reads the default store: the one `iterflow ui` opens.
+        records = reader(run_id, task=row.task_name)
     series: dict[str, tuple[list[int], list[float]]] = {}
     for r in records:
         if getattr(r, "map_index", None) != row.map_index or r.loop_index is None:
