@@ -77,6 +77,8 @@ class FlowRunEvent:
     #: On a resumed run's first event: the slugs of the tasks that finished in the
     #: run before and are not run again (a mapped task when all its children did).
     finished: tuple[str, ...] = ()
+    #: On the first event: the flow's shape for pictures (``iterflow.core.shape.describe``).
+    shape: dict[str, Any] | None = None
 
     @property
     def time(self) -> float:

@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from iterflow import __version__
-from iterflow.cli import history, logs, run, serve, ui
+from iterflow.cli import history, logs, run, serve, ui, visualize
 from iterflow.cli.common import (
     DEBUG_KEY,
     EXIT_CANCELLED,
@@ -131,6 +131,7 @@ cli.add_command(logs.logs_command)
 cli.add_command(serve.serve_command)
 cli.add_command(serve.schedules_command)
 cli.add_command(ui.ui_command)
+cli.add_command(visualize.visualize_command)
 
 
 def main(argv: list[str] | None = None) -> None:

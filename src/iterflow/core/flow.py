@@ -485,5 +485,34 @@ class Flow:
 
         serve(self, **options)
 
+    def visualize(self, filename: Any = None, format: str = "svg",
+                  flow_state: Any = None) -> str:
+        """The flow's graph as SVG text, written to ``filename`` too when given.
+
+        Loops show as self-edges labelled with their counts and loop blocks as
+        frames with a back-edge; with ``flow_state`` (what :meth:`run` returned)
+        tasks are coloured by state and mapped tasks show their width. The
+        dashboard draws the same picture; no system binary is needed.
+
+        >>> svg = flow.visualize("flow.svg")                # doctest: +SKIP
+        """
+        if format != "svg":
+            raise OptionError(
+                f"flow.visualize() draws SVG only, got format={format!r}: use format=\"svg\""
+            )
+        from iterflow.ui.pictures import flow_svg  # lazy: the renderer, as run() reaches runtime
+
+        svg = flow_svg(self, flow_state)
+        if filename is not None:
+            with open(filename, "w", encoding="utf-8") as fh:
+                fh.write(svg)
+        return svg
+
+    def _repr_svg_(self) -> str:
+        """Notebooks display a flow as its graph."""
+        from iterflow.ui.pictures import flow_svg
+
+        return flow_svg(self, standalone=False)
+
     def __repr__(self) -> str:
         return f"<Flow {self.name!r}: {len(self._tasks)} tasks>"

@@ -52,6 +52,7 @@ from typing import Any
 
 from iterflow.core.helpers import Constant
 from iterflow.core.parameter import Parameter
+from iterflow.core.shape import describe
 from iterflow.core.state import (
     Cached,
     Cancelled,
@@ -371,6 +372,7 @@ class FlowRunner:
         self._flow_state = new
         if self.bus is not None:
             tasks = tuple((t.slug, t.name) for t in self.flow.sorted_tasks()) if initial else ()
+            shape = describe(self.flow) if initial else None
             finished: tuple[str, ...] = ()
             if initial and self.resume is not None:
                 finished = tuple(sorted(
@@ -386,6 +388,7 @@ class FlowRunner:
                     source=self.source,
                     resumed=self.resume is not None,
                     finished=finished,
+                    shape=shape,
                 )
             )
         return new

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
         iteration_page,
         iteration_summary,
     )
+    from iterflow.store.dashboard_series import loop_series
     from iterflow.store.paging import (
         count_iterations,
         iter_iteration_dicts,
@@ -114,6 +115,7 @@ __all__ = [
     "load_result",
     "log_page",
     "logs",
+    "loop_series",
     "mapped_children",
     "open_store",
     "record_trigger",
@@ -161,6 +163,7 @@ _HOME = {
             "ticks", "triggers",
         )
     },
+    "loop_series": "dashboard_series",
     **{name: "records" for name in ("RunInfo", "TaskRunInfo", "IterationRecord", "LogEntry")},
     **{
         name: "api"

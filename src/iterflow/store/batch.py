@@ -39,7 +39,7 @@ import sqlalchemy as sa
 
 from iterflow.errors import RunTakenOver
 from iterflow.store.liveness import HOST
-from iterflow.store.schema import flow_runs, flows, task_runs
+from iterflow.store.schema import flow_run_shapes, flow_runs, flows, task_runs
 from iterflow.store.statements import (
     NATIVE_UPSERT,
     TASK_RUN_COLUMNS,
@@ -67,9 +67,10 @@ TASK, FLOW, LOG, MARK = range(4)
 (T_TAG, T_FLOW_RUN_ID, T_TASK_RUN_ID, T_SLUG, T_NAME, T_MAP_INDEX, T_LOOP_INDEX, T_KIND,
  T_ROLE, T_TIME, T_MESSAGE, T_TRACEBACK, T_BLOCK_INDEX, T_STORED, T_LOOP_COUNT,
  T_SIGNAL) = range(16)
-#: A flow run's state; ``F_TASKS`` is the flow's (slug, name) pairs on its first state.
+#: A flow run's state; ``F_TASKS`` is the flow's (slug, name) pairs on its first state,
+#: ``F_SHAPE`` its description for pictures (``iterflow.core.shape``).
 (F_TAG, F_RUN_ID, F_FLOW_NAME, F_KIND, F_TIME, F_MESSAGE, F_PARAMS_JSON, F_PARAMS_STORED,
- F_TASKS, F_SOURCE, F_FINISHED, F_SIGNAL) = range(12)
+ F_TASKS, F_SOURCE, F_FINISHED, F_SHAPE, F_SIGNAL) = range(13)
 #: A log line.
 (L_TAG, L_FLOW_RUN_ID, L_TASK_RUN_ID, L_SLUG, L_MAP_INDEX, L_LOOP_INDEX, L_LEVEL, L_MESSAGE,
  L_TIME, L_SIGNAL) = range(10)
@@ -363,7 +364,7 @@ def _write_flow(
 ) -> int:
     """Upsert the flow run of a FLOW record and add its state row; return the next free id."""
     (_, run_id, flow_name, kind, at, message, params_json, params_stored, tasks, source,
-     finished, _signal) = record
+     finished, shape, _signal) = record
     if tasks is not None:
         upsert(conn, flows, "name",
                [{"name": flow_name, "created": at, "updated": at, "tasks": tasks}],
@@ -393,6 +394,9 @@ def _write_flow(
         rules.update(pid="new", host="new", heartbeat="new", owner="new")
         runs[run_id] = None
     upsert(conn, flow_runs, "run_id", [row], rules)
+    if shape is not None:
+        upsert(conn, flow_run_shapes, "run_id", [{"run_id": run_id, "shape": shape}],
+               {"shape": "new"})
     rows.other.append(
         (row_id, run_key, None, kind, None, None, message, None, None, None, None, None, at)
     )

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from iterflow.store import get_run
 from iterflow.store.liveness import run_info
-from iterflow.store.schema import flow_runs, flows, state_transitions, task_runs
+from iterflow.store.schema import flow_run_shapes, flow_runs, flows, state_transitions, task_runs
 from iterflow.store.schema import logs as logs_table
 
 if TYPE_CHECKING:
@@ -233,6 +233,8 @@ class RunShape:
     key: int
     tasks: list[TaskGroup]
     flow_tasks: list[tuple[str, str]]
+    #: The flow's description recorded with the run (``iterflow.core.shape``), if any.
+    graph: dict[str, Any] | None = None
 
 
 def run_shape(store: RunStore, run_id: str) -> RunShape:
@@ -283,7 +285,11 @@ def run_shape(store: RunStore, run_id: str) -> RunShape:
                 )
             )
         tasks = [tuple(x) for x in listed or []]
-        return RunShape(run=run, key=key or 0, tasks=groups, flow_tasks=tasks)  # type: ignore[arg-type]
+        graph = conn.execute(
+            sa.select(flow_run_shapes.c.shape).where(flow_run_shapes.c.run_id == run.run_id)
+        ).scalar()
+        return RunShape(run=run, key=key or 0, tasks=groups, flow_tasks=tasks,  # type: ignore[arg-type]
+                        graph=graph if isinstance(graph, dict) else None)
 
     return store.read(query)
 

@@ -22,7 +22,14 @@ from iterflow.errors import StoreError
 from iterflow.store.liveness import LIVE, run_info
 from iterflow.store.lookup import find_run
 from iterflow.store.runstore import RunStore, using_store
-from iterflow.store.schema import flow_runs, logs, results, state_transitions, task_runs
+from iterflow.store.schema import (
+    flow_run_shapes,
+    flow_runs,
+    logs,
+    results,
+    state_transitions,
+    task_runs,
+)
 
 __all__ = ["delete_run", "runs_older_than"]
 
@@ -65,6 +72,8 @@ def delete_run(run_id: str, *, store: RunStore | str | None = None) -> str:
             for start in range(0, len(result_ids), 500):
                 chunk = result_ids[start : start + 500]
                 conn.execute(sa.delete(results).where(results.c.id.in_(chunk)))
+            conn.execute(sa.delete(flow_run_shapes).where(
+                flow_run_shapes.c.run_id == row.run_id))
             conn.execute(sa.delete(flow_runs).where(flow_runs.c.run_id == row.run_id))
             return str(row.run_id)
 

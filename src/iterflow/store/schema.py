@@ -445,12 +445,37 @@ def _iteration_index(conn: sa.Connection) -> None:
     )
 
 
+def _flow_run_shapes_table(meta: sa.MetaData) -> sa.Table:
+    # One row per run: the flow's description (iterflow.core.shape) for its pictures.
+    return sa.Table(
+        "flow_run_shapes",
+        meta,
+        sa.Column("run_id", sa.String, primary_key=True),
+        sa.Column("shape", sa.JSON(none_as_null=True)),
+    )
+
+
+flow_run_shapes = _flow_run_shapes_table(metadata)
+
+
+def _add_flow_run_shapes(conn: sa.Connection) -> None:
+    """Add ``flow_run_shapes``: each run's graph (tasks, edges, blocks) for pictures.
+
+    A new table only, built from a frozen copy of its definition and skipped
+    when it exists, so it applies whatever other migrations ran before it.
+    Runs recorded before it have no row: the dashboard draws them without edges.
+    """
+    if "flow_run_shapes" not in sa.inspect(conn).get_table_names():
+        _flow_run_shapes_table(sa.MetaData()).create(conn)
+
+
 #: Ordered migrations: ``MIGRATIONS[i]`` upgrades a store from version i+1 to i+2.
 MIGRATIONS: tuple[Migration, ...] = (
     _v2_results_in_state_rows,
     _add_schedule_tables,
     _run_owner_and_task_identity,
     _iteration_index,
+    _add_flow_run_shapes,
 )
 #: The version this code writes and reads.
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

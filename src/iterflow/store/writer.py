@@ -333,7 +333,8 @@ class StoreSink:
         self._put(
             (FLOW, event.flow_run_id, event.flow_name, state.kind.value, state.timestamp,
              state.message, params_json, params_stored,
-             [list(pair) for pair in event.tasks] or None, event.source, finished, signal),
+             [list(pair) for pair in event.tasks] or None, event.source, finished, event.shape,
+             signal),
             signal,
         )
 

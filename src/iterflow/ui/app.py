@@ -19,6 +19,8 @@ Routes (``<task>`` is a task run id without the run id: ``grind``,
     /events                                 live rows of the runs list (SSE)
     /runs/<run>                             run page (a unique id prefix resolves)
     /runs/<run>/events                      its live fragments (SSE)
+    /runs/<run>/cancel, /resume             POST: actions (iterflow.ui.actions)
+    /runs/<run>/delete                      GET: confirm; POST: delete
     /runs/<run>/graph.svg                   the flow's graph
     /runs/<run>/logs                        logs: task, iteration, level, text; by id
     /runs/<run>/logs/events                 new log lines, followed live (SSE)
@@ -26,6 +28,7 @@ Routes (``<task>`` is a task run id without the run id: ``grind``,
     /runs/<run>/iterations/<task>           iteration table: start, failed, jump
     /runs/<run>/iterations/<n>/<task>       one iteration
     /runs/<run>/strip/<task>                the strip of iteration durations (SVG)
+    /runs/<run>/series/<task>               a loop's numbers per iteration (JSON, charts)
     /runs/<run>/summary/<task>              a loop's summary (fragment, loaded after the page)
     /static/...                             CSS and vendored JS
 """
@@ -44,7 +47,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from iterflow.ui import formatting, views
+from iterflow.ui import actions, charts, formatting, views
 from iterflow.ui.live import Hub
 from iterflow.ui.security import SecurityMiddleware
 
@@ -70,6 +73,8 @@ class Dashboard:
     def __init__(self, store: RunStore, *, interval: float = 0.5, max_loops: int = 32,
                  max_rows: int = 5_000_000) -> None:
         self.store = store
+        #: Whether the action buttons work: not ``--read-only``, and a store we can write.
+        self.writable = not getattr(store, "read_only", False)
         self.hub = Hub(store, interval=interval)
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(_TEMPLATES),
@@ -136,8 +141,8 @@ def create_app(
 
     ``token``: when given, every request must carry it (see
     :mod:`iterflow.ui.security`). ``interval``: how often the live hub polls
-    the store. ``read_only``: refuse every request but GET and HEAD (the
-    dashboard has no state-changing routes yet; this keeps it so).
+    the store. ``read_only``: refuse every request but GET and HEAD, so
+    the Cancel, Resume and Delete buttons (:mod:`iterflow.ui.actions`) are off.
     ``allowed_hosts``: the only ``Host`` names answered (``None``: any).
     """
     opened = store is None or isinstance(store, str)
@@ -146,6 +151,7 @@ def create_app(
 
         store = open_store(store)  # type: ignore[arg-type]
     dash = Dashboard(store, interval=interval)  # type: ignore[arg-type]
+    dash.writable = dash.writable and not read_only
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -159,6 +165,11 @@ def create_app(
         Route("/events", views.runs_events, name="runs_events"),
         Route("/runs/{run_id}", views.run_page, name="run"),
         Route("/runs/{run_id}/events", views.run_events, name="run_events"),
+        Route("/runs/{run_id}/cancel", actions.cancel, methods=["POST"], name="cancel"),
+        Route("/runs/{run_id}/resume", actions.resume, methods=["POST"], name="resume"),
+        Route("/runs/{run_id}/delete", actions.delete_page, methods=["GET"],
+              name="delete_page"),
+        Route("/runs/{run_id}/delete", actions.delete, methods=["POST"], name="delete"),
         Route("/runs/{run_id}/graph.svg", views.graph_svg, name="graph"),
         Route("/runs/{run_id}/logs", views.logs_page, name="logs"),
         Route("/runs/{run_id}/logs/events", views.logs_events, name="logs_events"),
@@ -167,6 +178,7 @@ def create_app(
               name="iteration"),
         Route("/runs/{run_id}/iterations/{task:path}", views.iterations_page, name="iterations"),
         Route("/runs/{run_id}/strip/{task:path}", views.strip_svg, name="strip"),
+        Route("/runs/{run_id}/series/{task:path}", charts.series_json, name="series"),
         Route("/runs/{run_id}/summary/{task:path}", views.summary_fragment, name="summary"),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]

@@ -4,8 +4,18 @@
 their bodies, mapped tasks), edges, and optionally each node's state — and
 returns SVG. The layout is layered (Sugiyama) by ``grandalf``; nothing about
 it is hand-rolled but the drawing. It knows nothing of the store, so
-``flow.visualize()`` can describe a flow's shape and reuse it; the
-dashboard builds the shape from a run (:func:`shape_from_run`).
+``flow.visualize()``, ``iterflow visualize`` and the dashboard draw the
+same picture: each builds a shape from a flow's description
+(:func:`iterflow.core.shape.describe`, recorded with every run) with
+:func:`shape_from_description`, adding states from a flow state or from the
+store (:func:`shape_from_run`).
+
+Edges join top-level nodes: an edge into a loop block's body is drawn into
+the block, and edges between body tasks are drawn inside the frame. An edge
+carrying data is labelled with its argument name; a mapped edge is dashed
+and labelled "map". Structural classes make the SVG easy to read back:
+``g.node[data-task]``, ``path.edge[data-from][data-to]``, ``path.loop-edge``
+(a task's self-edge), ``path.back-edge`` (a block's), ``text.edge-label``.
 
 How loops look: a looping task has a self-edge labelled with its iteration
 count; a loop block is a framed node with its body inside, a back-edge and
@@ -22,7 +32,17 @@ from html import escape
 from typing import Any
 
 TIMES = "\u00d7"  # the multiplication sign
-__all__ = ["COLOURS", "FlowShape", "Node", "render", "shape_from_run", "strip"]
+__all__ = [
+    "COLOURS",
+    "FlowShape",
+    "Node",
+    "render",
+    "run_states",
+    "shape_from_description",
+    "shape_from_run",
+    "states_from_flow_state",
+    "strip",
+]
 
 COLOURS = {
     "Success": "#2e9e5b", "Cached": "#2e9e5b", "Mapped": "#2e9e5b", "Looped": "#3b7dd8",
@@ -41,7 +61,8 @@ class Node:
 
     ``loops`` is the iteration count (a self-edge or back-edge is drawn when
     it is over 1, or for any block); ``width`` and ``children`` describe a
-    map.
+    map whose children are known, ``mapped`` one that maps (width unknown).
+    ``body_edges`` join the body's nodes of a block.
     """
 
     id: str
@@ -52,30 +73,144 @@ class Node:
     body: list[Node] = field(default_factory=list)
     width: int = 0
     children: dict[str, int] = field(default_factory=dict)
+    mapped: bool = False
+    body_edges: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
 class FlowShape:
-    """Nodes and ``(from id, to id)`` edges of a flow (edges may be unknown: none)."""
+    """Nodes and ``(from id, to id)`` edges of a flow (edges may be unknown: none).
+
+    ``labels`` names what an edge carries (its argument, "map key" for a
+    mapped edge); ``mapped`` holds the edges a task maps over.
+    """
 
     nodes: list[Node]
     edges: list[tuple[str, str]] = field(default_factory=list)
+    labels: dict[tuple[str, str], str] = field(default_factory=dict)
+    mapped: set[tuple[str, str]] = field(default_factory=set)
+
+
+#: What is known of one task's run: ``state`` (a state name), ``loops``,
+#: ``width`` and ``children`` (counts by state) of a map.
+Info = dict[str, Any]
+
+
+def shape_from_description(description: dict[str, Any],
+                           info: dict[str, Info] | None = None) -> FlowShape:
+    """The :class:`FlowShape` of a flow's description, with what ``info`` says of each slug.
+
+    >>> d = {"tasks": [{"slug": "a", "name": "a", "upstream": []},
+    ...                {"slug": "b", "name": "b", "upstream": [{"from": "a", "key": "x"}]}]}
+    >>> s = shape_from_description(d, {"b": {"state": "Success", "loops": 3}})
+    >>> [n.id for n in s.nodes], s.edges, s.labels, s.nodes[1].loops
+    (['a', 'b'], [('a', 'b')], {('a', 'b'): 'x'}, 3)
+    """
+    info = info or {}
+    tasks = description.get("tasks", [])
+    owner = {t["slug"]: t.get("block") for t in tasks}
+
+    def top(slug: str) -> str:
+        seen = 0
+        while owner.get(slug) is not None and seen < 64:  # nesting is shallow; no cycle
+            slug, seen = owner[slug], seen + 1
+        return slug
+
+    nodes: dict[str, Node] = {}
+    for t in tasks:
+        known = info.get(t["slug"], {})
+        nodes[t["slug"]] = Node(
+            t["slug"], t["name"], known.get("state"), loops=known.get("loops"),
+            block=t.get("kind") == "block", width=known.get("width") or 0,
+            children=dict(known.get("children") or {}), mapped=bool(t.get("mapped")),
+        )
+    shape = FlowShape([])
+    for t in tasks:
+        node = nodes[t["slug"]]
+        home = t.get("block")
+        if home is None:
+            shape.nodes.append(node)
+        elif home in nodes:
+            nodes[home].body.append(node)
+        for up in t.get("upstream", []):
+            a = up["from"]
+            if a not in nodes:
+                continue
+            if home is not None and owner.get(a) == home:
+                nodes[home].body_edges.append((a, t["slug"]))
+                continue
+            edge = (top(a), top(t["slug"]))
+            if edge[0] == edge[1]:
+                continue  # a member ordering its block's end: the frame says it
+            if edge not in shape.labels:
+                shape.edges.append(edge)
+                shape.labels[edge] = ""
+            if up.get("mapped"):
+                shape.mapped.add(edge)
+            key = ("map " if up.get("mapped") else "") + (up.get("key") or "")
+            if key.strip() and key not in shape.labels[edge].split(", "):
+                shape.labels[edge] = ", ".join(filter(None, [shape.labels[edge], key]))
+    return shape
+
+
+def states_from_flow_state(flow: Any, flow_state: Any) -> dict[str, Info]:
+    """``info`` for :func:`shape_from_description` from a finished run's state.
+
+    ``flow_state.result`` maps each task to its final state (as ``flow.run()``
+    returns it); a ``Mapped`` state gives its width and children's states.
+    """
+    result = getattr(flow_state, "result", None)
+    if not isinstance(result, dict):
+        return {}
+    info: dict[str, Info] = {}
+    for t, s in result.items():
+        slug = getattr(t, "slug", None)
+        if slug is None or not hasattr(s, "name"):
+            continue
+        known: Info = {"state": s.name, "loops": getattr(s, "loop_count", None)}
+        children = getattr(s, "map_states", None)
+        if children:
+            counts: dict[str, int] = {}
+            for c in children:
+                counts[c.name] = counts.get(c.name, 0) + 1
+            known.update(width=len(children), children=counts)
+        info[slug] = known
+    return info
+
+
+def run_states(shape: Any, bodies: dict[str, list[Any]] | None = None) -> dict[str, Info]:
+    """``info`` for :func:`shape_from_description` from a stored run's task runs."""
+    info: dict[str, Info] = {}
+    for g in shape.tasks:
+        count = g.loop_count or ((g.loop_index or 0) + 1 if g.loop_index is not None else None)
+        info[g.task_slug] = {"state": g.state, "loops": count, "width": g.width,
+                             "children": dict(g.children)}
+    for runs in (bodies or {}).values():
+        for b in runs:
+            info.setdefault(b.task_slug, {"state": b.state})
+    return info
 
 
 def shape_from_run(shape: Any, bodies: dict[str, list[Any]] | None = None) -> FlowShape:
     """A :class:`FlowShape` from :func:`iterflow.store.run_shape`'s answer.
 
-    The store records which tasks ran, not how they connect, so the nodes
-    come without edges; ``bodies`` maps a block's slug to its body's task
-    runs of one iteration.
+    With the flow's description recorded with the run (``shape.graph``) the
+    picture has every task and edge, coloured by what ran; a run recorded
+    before descriptions were kept gets its task runs without edges.
+    ``bodies`` maps a block's slug to its body's task runs of one iteration.
     """
+    info = run_states(shape, bodies)
+    description = getattr(shape, "graph", None)
+    if description:
+        return shape_from_description(description, info)
     nodes = []
     for g in shape.tasks:
-        count = g.loop_count or ((g.loop_index or 0) + 1 if g.loop_index is not None else None)
         body = [Node(b.task_slug, b.task_name, b.state)
                 for b in (bodies or {}).get(g.task_slug, [])]
-        nodes.append(Node(g.task_slug, g.task_name, g.state, loops=count, block=g.is_block,
-                          body=body, width=g.width, children=dict(g.children)))
+        known = info[g.task_slug]
+        nodes.append(Node(g.task_slug, g.task_name, g.state, loops=known["loops"],
+                          block=g.is_block, body=body, width=g.width,
+                          children=dict(g.children)))
     return FlowShape(nodes)
 
 
@@ -90,8 +225,8 @@ class _View:
 def _size(node: Node) -> tuple[float, float]:
     if node.block:
         inner = max(1, len(node.body))
-        return max(_W + 40, inner * (_W + 16) + 24), _H + 64
-    if node.width:
+        return max(_W + 40, inner * (_W + 16) + 24), _H + 76
+    if node.width or node.mapped:
         return _W + 20, _H + 18
     return _W, _H
 
@@ -132,7 +267,8 @@ def _text(x: float, y: float, text: str, size: int = 12, anchor: str = "middle",
 
 def _box(x: float, y: float, w: float, h: float, node: Node) -> list[str]:
     colour = COLOURS.get(node.state, COLOURS[None])
-    label = node.label if len(node.label) <= 22 else node.label[:21] + "…"
+    label = ("loop " if node.block else "") + node.label
+    label = label if len(label) <= 22 else label[:21] + "…"
     out = [f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" rx="6" '
            f'fill="#ffffff" stroke="{colour}" stroke-width="2"/>',
            f'<rect x="{x:.1f}" y="{y:.1f}" width="6" height="{h:.1f}" rx="3" fill="{colour}"/>',
@@ -150,38 +286,66 @@ def _node(node: Node, x: float, y: float, w: float, h: float) -> list[str]:
                    f'fill="#f4f7fb" stroke="{colour}" stroke-width="2" stroke-dasharray="6 3"/>')
         out.append(_text(x + 12, y + 18, f"loop {node.label}", 13, "start", weight="bold"))
         inner_x = x + 12
+        where: dict[str, float] = {}
         for b in node.body:
+            out.append(f'<g class="node body" data-task="{escape(b.id)}">')
             out += _box(inner_x, y + 28, _W, _H, b)
+            out.append("</g>")
+            where[b.id] = inner_x
             inner_x += _W + 16
+        out += _body_edges(node, where, y + 28)
         if not node.body:
             out.append(_text(x + w / 2, y + 52, "body", 11, fill="#4a5663"))
         # The back-edge: from the frame's right side over the top to its left.
         out.append(f'<path d="M {x + w:.1f} {y + h / 2:.1f} C {x + w + 30:.1f} {y + h / 2:.1f}, '
                    f'{x + w + 30:.1f} {y - 14:.1f}, {x + w / 2:.1f} {y - 14:.1f} '
                    f'C {x - 30:.1f} {y - 14:.1f}, {x - 30:.1f} {y + h / 2:.1f}, {x:.1f} '
-                   f'{y + h / 2:.1f}" fill="none" stroke="{colour}" stroke-width="1.5" '
-                   f'marker-end="url(#arrow)"/>')
+                   f'{y + h / 2:.1f}" class="back-edge" fill="none" stroke="{colour}" '
+                   f'stroke-width="1.5" marker-end="url(#arrow)"/>')
         count = node.loops or 0
-        out.append(_text(x + w / 2, y - 18, f"{count:,} iteration{'s' if count != 1 else ''}",
-                         12, fill=colour, weight="bold"))
+        # Left of centre: an edge into the block arrives at the centre of its top.
+        out.append(_text(x + 24, y - 18, f"{count:,} iteration{'s' if count != 1 else ''}",
+                         12, "start", fill=colour, weight="bold"))
     else:
-        out += _box(x, y, w, h if not node.width else _H, node)
-        if node.width:
+        out += _box(x, y, w, h if not (node.width or node.mapped) else _H, node)
+        if node.width or node.mapped:
             # A stack of cards: one node for all its children.
             out.insert(1, f'<rect x="{x + 6:.1f}" y="{y + 6:.1f}" width="{w - 6:.1f}" '
                           f'height="{_H:.1f}" rx="6" fill="#eef1f4" stroke="#9aa3ad"/>')
             counts = ", ".join(f"{n:,} {s}" for s, n in sorted(node.children.items()))
-            caption = f"map {TIMES} {node.width:,}: {counts}"[:60]
+            caption = (f"map {TIMES} {node.width:,}: {counts}"[:60] if node.width
+                       else "mapped")
             out.append(_text(x + w / 2, y + _H + 14, caption, 11, fill="#4a5663"))
         if (node.loops or 0) > 1:
             colour = COLOURS.get(node.state, COLOURS[None])
             cx = x + w
-            out.append(f'<path d="M {cx - 30:.1f} {y:.1f} C {cx - 30:.1f} {y - 30:.1f}, '
-                       f'{cx + 26:.1f} {y - 30:.1f}, {cx:.1f} {y + 12:.1f}" fill="none" '
-                       f'stroke="{colour}" stroke-width="1.5" marker-end="url(#arrow)"/>')
+            out.append(f'<path class="loop-edge" d="M {cx - 30:.1f} {y:.1f} C {cx - 30:.1f} '
+                       f'{y - 30:.1f}, {cx + 26:.1f} {y - 30:.1f}, {cx:.1f} {y + 12:.1f}" '
+                       f'fill="none" stroke="{colour}" stroke-width="1.5" '
+                       f'marker-end="url(#arrow)"/>')
             out.append(_text(cx - 2, y - 24, f"{TIMES}{node.loops:,}", 12, "start", fill=colour,
                              weight="bold"))
     out.append("</g>")
+    return out
+
+
+def _body_edges(node: Node, where: dict[str, float], top: float) -> list[str]:
+    """Arrows between a block's body tasks: across the gap to the next, else an arc below."""
+    out = []
+    for a, b in node.body_edges:
+        if a not in where or b not in where:
+            continue
+        xa, xb = where[a], where[b]
+        if xb == xa + _W + 16:
+            d = f"M {xa + _W:.1f} {top + _H / 2:.1f} L {xb:.1f} {top + _H / 2:.1f}"
+        else:
+            # Below the row, deeper for longer spans, so arcs stay apart.
+            depth = top + _H + 8 + min(abs(xb - xa) / (_W + 16), 4) * 6
+            d = (f"M {xa + _W / 2:.1f} {top + _H:.1f} C {xa + _W / 2:.1f} {depth:.1f}, "
+                 f"{xb + _W / 2:.1f} {depth:.1f}, {xb + _W / 2:.1f} {top + _H:.1f}")
+        out.append(f'<path class="edge body-edge" data-from="{escape(a)}" data-to="{escape(b)}" '
+                   f'd="{d}" stroke="#7b8794" fill="none" stroke-width="1.2" '
+                   f'marker-end="url(#arrow)"/>')
     return out
 
 
@@ -195,9 +359,17 @@ def render(shape: FlowShape, *, standalone: bool = False) -> str:
         if a in boxes and b in boxes and a != b:
             ax, ay, aw, ah = boxes[a]
             bx, by, bw, _bh = boxes[b]
-            parts.append(f'<path d="M {ax + aw / 2 + _PAD:.1f} {ay + ah + _PAD + 30:.1f} L '
-                         f'{bx + bw / 2 + _PAD:.1f} {by + _PAD + 30:.1f}" stroke="#7b8794" '
-                         f'fill="none" stroke-width="1.5" marker-end="url(#arrow)"/>')
+            x1, y1 = ax + aw / 2 + _PAD, ay + ah + _PAD + 30
+            x2, y2 = bx + bw / 2 + _PAD, by + _PAD + 30
+            dash = ' stroke-dasharray="5 3"' if (a, b) in shape.mapped else ""
+            parts.append(f'<path class="edge" data-from="{escape(a)}" data-to="{escape(b)}" '
+                         f'd="M {x1:.1f} {y1:.1f} L {x2:.1f} {y2:.1f}" stroke="#7b8794" '
+                         f'fill="none" stroke-width="1.5"{dash} marker-end="url(#arrow)"/>')
+            label = shape.labels.get((a, b))
+            if label:
+                text = _text((x1 + x2) / 2 + 4, (y1 + y2) / 2 + 4, label[:40], 10, "start",
+                             fill="#4a5663")
+                parts.append(text.replace("<text ", '<text class="edge-label" ', 1))
     for n in shape.nodes:
         x, y, w, h = boxes[n.id]
         parts += _node(n, x + _PAD, y + _PAD + 30, w, h)

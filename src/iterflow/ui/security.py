@@ -11,10 +11,13 @@ fragments, the SSE streams and the static assets alike:
   constant time.
 * **Headers.** A strict Content-Security-Policy (``self`` only: no inline
   scripts or styles, no frames of us anywhere), ``X-Content-Type-Options:
-  nosniff``, ``Referrer-Policy: no-referrer`` and ``X-Frame-Options: DENY``
+  nosniff``, ``Referrer-Policy: same-origin`` (nothing leaves for other
+  sites; our own forms keep their ``Origin``) and ``X-Frame-Options: DENY``
   for older browsers.
-* **Methods.** The dashboard only reads: ``GET`` and ``HEAD``; with
-  ``read_only`` anything else is refused before it reaches a route.
+* **Methods.** Pages are ``GET`` and ``HEAD``; the actions
+  (:mod:`iterflow.ui.actions`) are ``POST`` with their own CSRF checks; with
+  ``read_only`` anything but ``GET`` and ``HEAD`` is refused before it
+  reaches a route.
 * **Host names.** With ``allowed_hosts`` (``iterflow ui`` on loopback
   without a token passes this machine's names), a request naming any other
   host gets ``421``: a web page elsewhere cannot point a name of its own at
@@ -39,7 +42,9 @@ CSP = (
 _HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    # same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on a
+    # form POST, and the actions check that the Origin is the dashboard's own.
+    (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]

@@ -146,6 +146,9 @@ def runs_list(request: Request) -> Response:
     context = _runs_context(request, request.query_params.get("after") or None)
     if _fragment(request) and request.headers.get("hx-target") in ("run-rows", "runs-more"):
         return _html(dash, "_runs_rows.html", **context)
+    deleted = request.query_params.get("deleted", "")
+    # Only a run id's characters are echoed (escaped as every string is).
+    context["deleted"] = deleted[:64] if deleted.replace("-", "").isalnum() else None
     return _html(dash, "runs.html", **context)
 
 
@@ -228,19 +231,19 @@ def _graph(dash: Dashboard, shape: Any) -> str:
 
 def _graph_shape(dash: Dashboard, shape: Any) -> graph.FlowShape:
     """The run's graph, each loop block drawn with its body (from its first iteration)."""
-    from iterflow.store import iteration_detail
+    from iterflow.ui.pictures import run_picture
 
-    bodies = {
-        g.task_slug: iteration_detail(dash.store, g.task_run_id, g.key, 0)["body"]
-        for g in shape.tasks if g.is_block
-    }
-    return graph.shape_from_run(shape, bodies)
+    return run_picture(dash.store, shape)
 
 
 def run_page(request: Request) -> Response:
     """``/runs/<run>``: header, graph, task runs, an iterations panel per loop."""
+    from iterflow.ui import actions
+
     dash = _dash(request)
-    return _html(dash, "run.html", **_run_context(dash, request.path_params["run_id"]))
+    context = _run_context(dash, request.path_params["run_id"])
+    context["actions"] = actions.page_context(request, dash, context["run"])
+    return actions.set_csrf_cookie(request, _html(dash, "run.html", **context))
 
 
 def run_events(request: Request) -> Response:

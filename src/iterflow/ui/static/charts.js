@@ -1,0 +1,91 @@
+// Charts of a loop's numbers per iteration (metrics, or numeric loop results), drawn
+// with the vendored uPlot. Each <div class="charts" data-src="..."> asks its
+// data-src for the series (JSON, downsampled on the server, extremes kept); one
+// chart per series. Drag across a chart to zoom: the narrower range is asked for
+// again, so zooming in shows full detail. "Whole loop" goes back. While the run
+// is live (data-live), the charts are refreshed every two seconds unless zoomed.
+// A file of its own: the page's Content-Security-Policy allows no inline script.
+(function () {
+  "use strict";
+
+  function fetchSeries(box, range) {
+    var url = box.dataset.src;
+    if (range) {
+      url += "?start=" + Math.floor(range[0]) + "&end=" + Math.ceil(range[1]);
+    }
+    return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; });
+  }
+
+  function render(box, data, range) {
+    var names = data ? Object.keys(data.series) : [];
+    box.replaceChildren();
+    if (!names.length) {
+      box.hidden = true;
+      return;
+    }
+    box.hidden = false;
+    var bar = document.createElement("p");
+    bar.className = "charts-bar";
+    bar.textContent = (data.source === "metrics" ? "Metrics" : "Loop result") +
+      " per iteration" + (range ? " (iterations " + Math.floor(range[0]) + "\u2013" +
+      Math.ceil(range[1]) + ")" : "") + " \u00b7 drag to zoom ";
+    if (range) {
+      var reset = document.createElement("button");
+      reset.type = "button";
+      reset.textContent = "Whole loop";
+      reset.addEventListener("click", function () { load(box, null); });
+      bar.appendChild(reset);
+    }
+    box.appendChild(bar);
+    var width = Math.max(280, Math.min(560, box.clientWidth / Math.min(names.length, 2) - 16));
+    names.forEach(function (name) {
+      var s = data.series[name];
+      var holder = document.createElement("div");
+      holder.className = "chart";
+      holder.dataset.series = name;
+      box.appendChild(holder);
+      var opts = {
+        title: name + (s.count > s.x.length ? " (" + s.x.length + " of " + s.count + " points)" : ""),
+        width: width,
+        height: 180,
+        scales: { x: { time: false } },
+        series: [{ label: "iteration" }, { label: name, stroke: "#1f5fbf", width: 1.5 }],
+        // No local zoom: the selection asks the server for that range (full detail).
+        cursor: { drag: { x: true, y: false, setScale: false } },
+        hooks: {
+          setSelect: [function (u) {
+            if (u.select.width < 4) { return; }
+            var lo = u.posToVal(u.select.left, "x");
+            var hi = u.posToVal(u.select.left + u.select.width, "x");
+            load(box, [lo, hi]);
+          }]
+        }
+      };
+      new uPlot(opts, [s.x, s.y], holder);
+    });
+  }
+
+  function load(box, range) {
+    box.zoomed = range;
+    fetchSeries(box, range).then(function (data) { render(box, data, range); });
+  }
+
+  function start() {
+    document.querySelectorAll("div.charts[data-src]").forEach(function (box) {
+      load(box, null);
+      if (box.dataset.live) {
+        var timer = setInterval(function () {
+          if (!document.body.contains(box)) { clearInterval(timer); return; }
+          if (!box.zoomed) { load(box, null); }
+        }, 2000);
+      }
+    });
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();
