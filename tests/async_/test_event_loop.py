@@ -315,11 +315,14 @@ def test_async_tasks_on_threads_beside_sync_tasks(run):
 def test_a_loop_that_never_suspends_still_lets_the_other_tasks_run(run):
     """Its iterations await nothing that waits, yet the driver lets the loop turn."""
     progress = {"spin": 0, "beside": []}
+    # Long enough that, however loaded the machine, the spinning loop outlasts the
+    # eleven 10 ms turns the other task needs (about 0.3 s of spinning at least).
+    spins = 100_000
 
     @task(max_loops=10_000_000)
     async def spin():
         progress["spin"] = iterflow.context.loop_index
-        if iterflow.context.loop_index < 30_000:
+        if iterflow.context.loop_index < spins:
             raise LOOP()
         return "spun"
 
@@ -339,7 +342,7 @@ def test_a_loop_that_never_suspends_still_lets_the_other_tasks_run(run):
         state = run(flow)
     assert (state.result[s].result, state.result[b].result) == ("spun", "done")
     # The other task went on while the spinning loop ran, not only after it ended.
-    assert progress["beside"][10] < 30_000, progress["beside"]
+    assert progress["beside"][10] < spins, progress["beside"]
 
 
 def test_many_short_steps_at_once_are_not_taken_for_a_blocked_loop(run):
