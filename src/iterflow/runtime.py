@@ -16,13 +16,14 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from iterflow.childruns import ENV_KEY, env_for, run_subflow
 from iterflow.core.state import State
 from iterflow.engine.cache import MemoryCache
 from iterflow.engine.runner import FlowRunner, RunCancelled
 from iterflow.errors import ParameterError
 from iterflow.events import EventBus
 
-__all__ = ["default_cache", "resolve_parameters", "run_flow"]
+__all__ = ["default_cache", "resolve_parameters", "run_flow", "run_subflow"]
 
 #: Final values cached in this process (``cache_for``), shared by every run.
 default_cache = MemoryCache()
@@ -89,13 +90,18 @@ def run_flow(
     run_id: str | None = None,
     source: str | None = None,
     sinks: list[Any] | None = None,
+    store_sink: Any = None,
 ) -> State:
-    """Run ``flow`` (see :meth:`iterflow.Flow.run` for the arguments)."""
+    """Run ``flow`` (see :meth:`iterflow.Flow.run` for the arguments).
+
+    ``store_sink``: a sink already writing to ``store`` to record through
+    (a child run borrows its parent's; see :mod:`iterflow.childruns`).
+    """
     flow.validate()
     from iterflow import context as user_context
 
     run_store = _open_store(store, resume)
-    claimed = store_sink = None
+    claimed = None
     try:
         resume_point = None
         if resume is not None:
@@ -119,19 +125,26 @@ def run_flow(
 
         all_sinks = list(sinks or [])
         if run_store is not None:
-            store_sink = run_store.sink()
+            store_sink = store_sink or run_store.sink()
             all_sinks.append(store_sink)
         if progress:
             from iterflow.progress import ProgressDisplay
 
             all_sinks.append(ProgressDisplay.for_flow(flow))
         bus = EventBus(all_sinks)
+        run_context = {**user_context.to_dict(), **(context or {})}
+        # Subflow tasks find the store, its sink and the executor here (None: no subflows).
+        env = env_for(flow, run_store, store_sink, executor)
+        if env is not None:
+            run_context[ENV_KEY] = env
+        else:  # a run started inside a task of another run does not inherit its env
+            run_context.pop(ENV_KEY, None)
         runner = FlowRunner(
             flow,
             executor,
             bus=bus,
             parameters=values,
-            context={**user_context.to_dict(), **(context or {})},
+            context=run_context,
             run_id=run_id,
             resume=resume_point,
             cache=default_cache,

@@ -45,6 +45,7 @@ from iterflow.core.state import (
     State,
     Success,
 )
+from iterflow.core.subflow import judged_tasks
 from iterflow.engine.block import (
     Blocks,
     EndOfIteration,
@@ -138,6 +139,7 @@ class FlowRunner:
             resume_finished=self.resume.finished if self.resume else None,
             resume_loops=self.resume.loops if self.resume else None,
             settle=settle_with_handlers,
+            judged=judged_tasks(flow),
         )
         self.base_context = {
             **self.user_context,

@@ -76,6 +76,7 @@ __all__ = [
     "Migration",
     "check_sqlite_file",
     "counters",
+    "flow_run_parents",
     "flow_runs",
     "flows",
     "logs",
@@ -217,6 +218,23 @@ logs = sa.Table(
 )
 
 
+# A child flow run (a subflow) and where its parent started it: which run, which
+# task run, and at which map index, loop index and loop-block iteration. A row
+# is written as the child starts; runs without one are top-level runs.
+flow_run_parents = sa.Table(
+    "flow_run_parents",
+    metadata,
+    sa.Column("run_id", sa.String, primary_key=True),
+    sa.Column("parent_run_id", sa.String, nullable=False),
+    sa.Column("parent_task_run_id", sa.String, nullable=False),
+    sa.Column("task_slug", sa.String),
+    sa.Column("map_index", sa.Integer),
+    sa.Column("loop_index", sa.Integer),
+    sa.Column("block_index", sa.Integer),
+    sa.Index("ix_flow_run_parents_parent", "parent_run_id"),
+)
+
+
 def _v2_results_in_state_rows(conn: sa.Connection) -> None:
     """Version 2: one lean row per state, results in it, integer keys.
 
@@ -336,8 +354,22 @@ def _v2_results_in_state_rows(conn: sa.Connection) -> None:
     conn.execute(sa.text("INSERT INTO counters (name, value) VALUES ('ids', :top)"), {"top": top})
 
 
+def _add_flow_run_parents(conn: sa.Connection) -> None:
+    """Subflows: the ``flow_run_parents`` table linking a child run to its parent.
+
+    Only adds a table of its own, so it applies whatever migrations ran before.
+    """
+    run = conn.exec_driver_sql
+    run(
+        "CREATE TABLE flow_run_parents (run_id VARCHAR NOT NULL PRIMARY KEY, "
+        "parent_run_id VARCHAR NOT NULL, parent_task_run_id VARCHAR NOT NULL, "
+        "task_slug VARCHAR, map_index INTEGER, loop_index INTEGER, block_index INTEGER)"
+    )
+    run("CREATE INDEX ix_flow_run_parents_parent ON flow_run_parents (parent_run_id)")
+
+
 #: Ordered migrations: ``MIGRATIONS[i]`` upgrades a store from version i+1 to i+2.
-MIGRATIONS: tuple[Migration, ...] = (_v2_results_in_state_rows,)
+MIGRATIONS: tuple[Migration, ...] = (_v2_results_in_state_rows, _add_flow_run_parents)
 #: The version this code writes and reads.
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 

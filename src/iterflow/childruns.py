@@ -1,0 +1,194 @@
+"""Running a child flow run for a subflow task run; the runtime's side of subflows.
+
+A :class:`~iterflow.core.subflow.SubflowTask` is an ordinary task whose
+function is :func:`run_subflow`. What the child needs from its parent run is
+in the task's context under one private key (:data:`ENV_KEY`), put there by
+:func:`iterflow.runtime.run_flow` only for flows that call subflows:
+
+- the parent's run store, and its store sink, which the child borrows (one
+  writer thread for a parent and all its children);
+- the parent's executor: a child of a run on the default executor runs on it,
+  in the task run's own thread; on a thread pool each child gets a pool of the
+  same size (a child waiting on a job in its parent's pool could deadlock it);
+- where the child is started: the parent's run id and the task run's id, map
+  index, loop index and loop-block iteration, recorded as the child's link
+  (:mod:`iterflow.store.children`) before its first event.
+
+Identity and resuming
+    The child's run id is derived from the task run's id
+    (:func:`iterflow.runids.subflow_run_id`), so whoever runs the task run
+    again finds the child: a retry of the subflow task, or a resumed parent.
+    A child that failed, was cancelled or crashed is *resumed* (its finished
+    tasks are not rerun, a looping task continues at its last recorded
+    iteration); a child that succeeded is not run again, its values are read
+    back from the store.
+
+Remote executors
+    On Dask the subflow task runs on a worker like any task. The environment
+    travels as the store's URL only; the child opens the store there (once per
+    process) and runs its tasks in that worker's thread, so a map of children
+    never waits for worker slots its own parents hold: no deadlock, however
+    many children and workers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iterflow.errors import SubflowFailed
+from iterflow.runids import subflow_run_id
+
+__all__ = ["ENV_KEY", "SubflowEnv", "run_subflow"]
+
+#: The context key under which a run that calls subflows finds its :class:`SubflowEnv`.
+ENV_KEY = "_iterflow_subflows"
+
+# Context keys of the task run that starts a child: the child's tasks have their own.
+_TASK_KEYS = frozenset({
+    "flow_name", "flow_run_id", "parameters", "task_name", "task_slug", "task_run_id",
+    "task_tags", "map_index", "loop_index", "loop_result", "task_loop_count",
+    "task_loop_result", "task_run_count", "logger", "block_index", "block_indices",
+    "block_run_count", ENV_KEY,
+})
+
+_RESUMABLE = frozenset({"Failed", "Cancelled", "Crashed"})
+
+
+class SubflowEnv:
+    """What a parent run lends its children; pickles as the store's URL alone."""
+
+    __slots__ = ("executor", "sink", "store", "store_url")
+
+    def __init__(self, store: Any = None, sink: Any = None, executor: Any = None,
+                 store_url: str | None = None) -> None:
+        self.store = store
+        self.sink = sink
+        self.executor = executor
+        self.store_url = store_url if store is None else store.url
+
+    def __reduce__(self) -> tuple:
+        # To another process (a Dask worker): the store is opened again there by URL.
+        return (SubflowEnv, (None, None, None, self.store_url))
+
+    def open_store(self) -> Any:
+        if self.store is not None:
+            return self.store
+        if self.store_url is None:
+            return None
+        from iterflow.store.runstore import CheckpointSource
+
+        # One store per URL per process, kept open: many children may run here.
+        return CheckpointSource(self.store_url)._store()
+
+    def child_executor(self) -> Any:
+        from iterflow.executors.local import LocalExecutor
+        from iterflow.executors.threads import ThreadExecutor
+
+        parent = self.executor
+        if type(parent) is LocalExecutor:
+            return parent  # stateless: the child runs in the task run's thread, as it would
+        if isinstance(parent, ThreadExecutor):
+            return ThreadExecutor(max_workers=parent.max_workers)
+        return LocalExecutor()
+
+
+class _Borrowed:
+    """The parent's store sink lent to a child run: closing it only flushes."""
+
+    __slots__ = ("flush", "handle", "implied_running")
+
+    def __init__(self, sink: Any) -> None:
+        self.handle = sink.handle
+        self.flush = sink.flush
+        self.implied_running = getattr(sink, "implied_running", False)
+
+    def close(self) -> None:
+        self.flush()
+
+
+def borrowed_sink(env: SubflowEnv | None) -> Any:
+    """The sink a child run of ``env``'s run records through; None: open its own."""
+    if env is None or env.sink is None:
+        return None
+    return _Borrowed(env.sink)
+
+
+def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
+    """Run (or resume) the child flow run of the current subflow task run; return its value.
+
+    Raises :class:`~iterflow.errors.SubflowFailed` naming the child run when
+    the child does not succeed.
+    """
+    from iterflow import context as user_context
+    from iterflow.runtime import run_flow
+
+    ctx = user_context.to_dict()
+    child_flow = task.flow
+    env: SubflowEnv | None = ctx.get(ENV_KEY)
+    task_run_id = ctx.get("task_run_id")
+    parent_run_id = ctx.get("flow_run_id")
+    if task_run_id is None or parent_run_id is None:
+        # Called outside a flow run (task.run(...) by hand): an unlinked run of its own.
+        state = child_flow.run(parameters=parameters, store=None)
+        return _value_or_raise(child_flow, state, None)
+    child_id = subflow_run_id(task_run_id)
+    store = env.open_store() if env is not None else None
+    resume = None
+    if store is not None:
+        from iterflow.store.children import ParentLink, find_run, record_parent
+
+        found = find_run(child_id, store=store)
+        if found is not None and found.state in ("Success", "Skipped"):
+            return _stored_value(child_flow, store, child_id)
+        if found is not None and found.state in _RESUMABLE:
+            resume = child_id
+        elif found is None:
+            record_parent(store, ParentLink(
+                run_id=child_id, parent_run_id=parent_run_id, parent_task_run_id=task_run_id,
+                task_slug=ctx.get("task_slug"), map_index=ctx.get("map_index"),
+                loop_index=ctx.get("loop_index"), block_index=ctx.get("block_index"),
+            ))
+    child_context = {k: v for k, v in ctx.items() if k not in _TASK_KEYS}
+    state = run_flow(
+        child_flow,
+        parameters=None if resume else parameters,
+        executor=env.child_executor() if env is not None else None,
+        store=store,
+        context=child_context,
+        resume=resume,
+        run_id=None if resume else child_id,
+        store_sink=borrowed_sink(env),
+    )
+    return _value_or_raise(child_flow, state, child_id)
+
+
+def _value_or_raise(flow: Any, state: Any, run_id: str | None) -> Any:
+    from iterflow.core.subflow import reference_values
+
+    if not state.is_successful():
+        where = f"child run {run_id} of flow {flow.name!r}" if run_id else f"flow {flow.name!r}"
+        see = f"; see `iterflow show {run_id}`" if run_id else ""
+        raise SubflowFailed(f"{where} ended {state.name}: {state.message}{see}", run_id=run_id)
+    return reference_values(flow, state.result or {})
+
+
+def _stored_value(flow: Any, store: Any, run_id: str) -> Any:
+    """The value of a child run that already succeeded, read back rather than run again."""
+    point = store.resume_point(run_id)
+    results = {}
+    for t in flow.sorted_tasks():
+        state = point.finished.get((t.slug, None))
+        if state is not None:
+            results[t] = state
+    from iterflow.core.subflow import reference_values
+
+    return reference_values(flow, results)
+
+
+def env_for(flow: Any, store: Any, sink: Any, executor: Any) -> SubflowEnv | None:
+    """The environment for a run of ``flow``, when it calls subflows (else None)."""
+    from iterflow.core.subflow import SubflowTask
+
+    if not any(isinstance(t, SubflowTask) for t in flow.tasks):
+        return None
+    return SubflowEnv(store=store, sink=sink, executor=executor)
