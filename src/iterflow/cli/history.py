@@ -27,6 +27,7 @@ from iterflow.cli.common import (
     state_style,
     store_session,
 )
+from iterflow.cli.subflows import json_links, print_children, print_parent, read_links
 
 __all__ = ["runs_command", "show_command"]
 
@@ -53,16 +54,22 @@ def _elapsed(row: dict[str, Any]) -> float | None:
 @click.option("--state", type=click.Choice(RUN_STATES, case_sensitive=False),
               help="Only runs in this state.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--all", "show_all", is_flag=True,
+              help="Also list child runs (subflows), which `iterflow show PARENT` lists.")
 @debug_option
-def runs_command(limit: int, flow_name: str | None, state: str | None, as_json: bool) -> None:
+def runs_command(limit: int, flow_name: str | None, state: str | None, as_json: bool,
+                 show_all: bool) -> None:
     """List recorded runs, newest first.
 
     A run whose process died (or whose heartbeat stopped) shows as Crashed;
-    `iterflow resume RUN` continues it.
+    `iterflow resume RUN` continues it. Child runs of subflows are left out
+    unless --all.
     """
+    from iterflow.store.children import list_runs
+
     with store_session() as store:
-        rows = [r.as_dict() for r in store.list_runs(limit=limit, flow_name=flow_name,
-                                                     state=state)]
+        rows = [r.as_dict() for r in list_runs(limit, flow_name, state,
+                                               include_children=show_all, store=store)]
         store_name = store.name
     if as_json:
         _print_json([json_row(r) for r in rows])
@@ -129,6 +136,7 @@ def show_command(
                 ) from exc
         else:
             task_runs = [r.as_dict() for r in store.task_runs(run["run_id"])]
+            parent, children = read_links(store, run["run_id"])
     if iterations_of is not None:
         if as_json:
             _print_json([json_row(r) for r in history])
@@ -136,9 +144,10 @@ def show_command(
             _print_iterations(run, iterations_of, map_index, history)
         return
     if as_json:
-        _print_json({**json_row(run), "task_runs": [json_row(t) for t in task_runs]})
+        _print_json({**json_row(run), "task_runs": [json_row(t) for t in task_runs],
+                     **json_links(parent, children)})
         return
-    _print_run(run, task_runs, show_all)
+    _print_run(run, task_runs, show_all, parent, children)
 
 
 def fold_block_runs(task_runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
@@ -210,7 +219,9 @@ def fold_mapped_children(
     return rows, len(task_runs) - len(rows)
 
 
-def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: bool) -> None:
+def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: bool,
+               parent: dict[str, Any] | None = None,
+               children: list[dict[str, Any]] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -238,6 +249,7 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: b
     if run.get("message") and state in ("Failed", "Cancelled"):
         facts.add_row("message", Text(run["message"]))
     console.print(facts)
+    print_parent(console, parent)
     if state in ("Failed", "Cancelled", "Crashed"):
         console.print(f"Continue it with `iterflow resume {short_id(run['run_id'])}`.",
                       style="dim")
@@ -288,6 +300,7 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: b
             Text(note or "", style="red" if failed else "dim"),
         )
     console.print(table)
+    print_children(console, children or [])
     what = []
     if folded_runs:
         what.append("tasks inside loop blocks show their latest run (block: its iteration / "
