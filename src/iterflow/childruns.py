@@ -35,6 +35,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from iterflow.context import _reset as _reset_context
+from iterflow.context import _set as _set_context
 from iterflow.errors import SubflowFailed
 from iterflow.runids import subflow_run_id
 
@@ -148,28 +150,43 @@ def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
                 task_slug=ctx.get("task_slug"), map_index=ctx.get("map_index"),
                 loop_index=ctx.get("loop_index"), block_index=ctx.get("block_index"),
             ))
-    child_context = {k: v for k, v in ctx.items() if k not in _TASK_KEYS}
-    state = run_flow(
-        child_flow,
-        parameters=None if resume else parameters,
-        executor=env.child_executor() if env is not None else None,
-        store=store,
-        context=child_context,
-        resume=resume,
-        run_id=None if resume else child_id,
-        store_sink=borrowed_sink(env),
-    )
-    return _value_or_raise(child_flow, state, child_id)
+    # The child starts from the parent's user keys; the task run's own are not its.
+    token = _set_context({k: v for k, v in ctx.items() if k not in _TASK_KEYS})
+    try:
+        state = run_flow(
+            child_flow,
+            parameters=None if resume else parameters,
+            executor=env.child_executor() if env is not None else None,
+            store=store,
+            resume=resume,
+            run_id=None if resume else child_id,
+            store_sink=borrowed_sink(env),
+        )
+    finally:
+        _reset_context(token)
+    return _value_or_raise(child_flow, state, child_id, recorded=store is not None)
 
 
-def _value_or_raise(flow: Any, state: Any, run_id: str | None) -> Any:
+def _value_or_raise(flow: Any, state: Any, run_id: str | None, recorded: bool = False) -> Any:
     from iterflow.core.subflow import reference_values
 
     if not state.is_successful():
         where = f"child run {run_id} of flow {flow.name!r}" if run_id else f"flow {flow.name!r}"
-        see = f"; see `iterflow show {run_id}`" if run_id else ""
-        raise SubflowFailed(f"{where} ended {state.name}: {state.message}{see}", run_id=run_id)
+        see = f" (see `iterflow show {run_id}`)" if recorded else ""
+        raise SubflowFailed(
+            f"{where} ended {state.name}: {state.message}{_first_failure(state)}{see}",
+            run_id=run_id,
+        )
     return reference_values(flow, state.result or {})
+
+
+def _first_failure(state: Any) -> str:
+    """What the first task that failed on its own said (not one failed by its upstreams)."""
+    results = state.result or {}
+    for t, task_state in results.items():
+        if task_state.is_failed() and task_state.name != "TriggerFailed":
+            return f"; {t.slug}: {task_state.message}"
+    return ""
 
 
 def _stored_value(flow: Any, store: Any, run_id: str) -> Any:
