@@ -33,11 +33,13 @@ Remote executors
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from iterflow.context import _reset as _reset_context
 from iterflow.context import _set as _set_context
 from iterflow.errors import SubflowFailed
+from iterflow.events import FlowRunEvent
 from iterflow.runids import subflow_run_id
 
 __all__ = ["ENV_KEY", "SubflowEnv", "run_subflow"]
@@ -57,20 +59,39 @@ _RESUMABLE = frozenset({"Failed", "Cancelled", "Crashed"})
 
 
 class SubflowEnv:
-    """What a parent run lends its children; pickles as the store's URL alone."""
+    """What a parent run lends its children; pickles as the store's URL alone.
 
-    __slots__ = ("executor", "sink", "store", "store_url")
+    ``fresh``: the parent run is new (not resumed), so a first attempt of a
+    subflow task run cannot have a child run yet and need not look for one.
+    """
+
+    __slots__ = ("_links", "executor", "fresh", "sink", "store", "store_url")
 
     def __init__(self, store: Any = None, sink: Any = None, executor: Any = None,
-                 store_url: str | None = None) -> None:
+                 store_url: str | None = None, fresh: bool = False) -> None:
         self.store = store
         self.sink = sink
         self.executor = executor
+        self.fresh = fresh
         self.store_url = store_url if store is None else store.url
+        self._links: Any = None
 
     def __reduce__(self) -> tuple:
         # To another process (a Dask worker): the store is opened again there by URL.
         return (SubflowEnv, (None, None, None, self.store_url))
+
+    def links(self) -> Any:
+        """The parent run's :class:`~iterflow.store.children.LinkWriter`, made on first use."""
+        if self._links is None:
+            from iterflow.store.children import LinkWriter
+
+            self._links = LinkWriter(self.store)
+        return self._links
+
+    def close(self) -> None:
+        """At the parent run's end: write the child links still waiting."""
+        if self._links is not None:
+            self._links.close()
 
     def open_store(self) -> Any:
         if self.store is not None:
@@ -95,17 +116,29 @@ class SubflowEnv:
 
 
 class _Borrowed:
-    """The parent's store sink lent to a child run: closing it only flushes."""
+    """The parent's store sink lent to a child run.
 
-    __slots__ = ("flush", "handle", "implied_running")
+    The child's flow-run events are not waited for (``sync=False``), and its
+    end flushes nothing: the parent's own later events, and its end, are
+    committed after them. Closing it leaves the sink to the parent.
+    """
+
+    __slots__ = ("_handle", "implied_running")
 
     def __init__(self, sink: Any) -> None:
-        self.handle = sink.handle
-        self.flush = sink.flush
+        self._handle = sink.handle
         self.implied_running = getattr(sink, "implied_running", False)
 
+    def handle(self, event: Any) -> None:
+        if type(event) is FlowRunEvent:
+            event = dataclasses.replace(event, sync=False)
+        self._handle(event)
+
+    def flush(self) -> None:
+        pass
+
     def close(self) -> None:
-        self.flush()
+        pass
 
 
 def borrowed_sink(env: SubflowEnv | None) -> Any:
@@ -139,17 +172,25 @@ def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
     if store is not None:
         from iterflow.store.children import ParentLink, find_run, record_parent
 
-        found = find_run(child_id, store=store)
-        if found is not None and found.state in ("Success", "Skipped"):
-            return _stored_value(child_flow, store, child_id)
-        if found is not None and found.state in _RESUMABLE:
-            resume = child_id
-        elif found is None:
-            record_parent(store, ParentLink(
-                run_id=child_id, parent_run_id=parent_run_id, parent_task_run_id=task_run_id,
-                task_slug=ctx.get("task_slug"), map_index=ctx.get("map_index"),
-                loop_index=ctx.get("loop_index"), block_index=ctx.get("block_index"),
-            ))
+        link = ParentLink(
+            run_id=child_id, parent_run_id=parent_run_id, parent_task_run_id=task_run_id,
+            task_slug=ctx.get("task_slug"), map_index=ctx.get("map_index"),
+            loop_index=ctx.get("loop_index"), block_index=ctx.get("block_index"),
+        )
+        if env is not None and env.fresh and env.sink is not None and (
+            ctx.get("task_run_count", 1) == 1
+        ):
+            # A new parent's first attempt at this task run: no child run exists yet.
+            env.links().add(link)
+        else:
+            if env is not None and env.sink is not None:
+                env.sink.flush()  # what this process recorded of the child, readable
+            found = find_run(child_id, store=store)
+            record_parent(store, link)
+            if found is not None and found.state in ("Success", "Skipped"):
+                return _stored_value(child_flow, store, child_id)
+            if found is not None and found.state in _RESUMABLE:
+                resume = child_id
     # The child starts from the parent's user keys; the task run's own are not its.
     token = _set_context({k: v for k, v in ctx.items() if k not in _TASK_KEYS})
     try:
@@ -202,10 +243,20 @@ def _stored_value(flow: Any, store: Any, run_id: str) -> Any:
     return reference_values(flow, results)
 
 
-def env_for(flow: Any, store: Any, sink: Any, executor: Any) -> SubflowEnv | None:
-    """The environment for a run of ``flow``, when it calls subflows (else None)."""
+def env_for(flow: Any, store: Any, sink: Any, executor: Any,
+            resumed: str | None) -> SubflowEnv | None:
+    """The environment for a run of ``flow``, when it calls subflows (else None).
+
+    ``resumed``: the id of the run being resumed, if it is one.
+    """
     from iterflow.core.subflow import SubflowTask
 
-    if not any(isinstance(t, SubflowTask) for t in flow.tasks):
+    slugs = {t.slug for t in flow.tasks if isinstance(t, SubflowTask)}
+    if not slugs:
         return None
-    return SubflowEnv(store=store, sink=sink, executor=executor)
+    if resumed is not None and store is not None:
+        from iterflow.store.children import repair_links
+
+        # Links are written in batches: a crash may have lost the last ones.
+        repair_links(store, resumed, {s for s in slugs if s is not None})
+    return SubflowEnv(store=store, sink=sink, executor=executor, fresh=resumed is None)

@@ -77,6 +77,9 @@ class FlowRunEvent:
     #: On a resumed run's first event: the slugs of the tasks that finished in the
     #: run before and are not run again (a mapped task when all its children did).
     finished: tuple[str, ...] = ()
+    #: Whether a sink that records waits until the event is committed. A child
+    #: flow run (a subflow) does not: its parent's own events and end cover it.
+    sync: bool = True
 
     @property
     def time(self) -> float:

@@ -134,7 +134,7 @@ def run_flow(
         bus = EventBus(all_sinks)
         run_context = {**user_context.to_dict(), **(context or {})}
         # Subflow tasks find the store, its sink and the executor here (None: no subflows).
-        env = env_for(flow, run_store, store_sink, executor)
+        env = env_for(flow, run_store, store_sink, executor, resumed=resume)
         if env is not None:
             run_context[ENV_KEY] = env
         else:  # a run started inside a task of another run does not inherit its env
@@ -170,8 +170,12 @@ def run_flow(
                 run_store.close()
         raise
     try:
-        with _sigterm_cancels():
-            state = runner.run()
+        try:
+            with _sigterm_cancels():
+                state = runner.run()
+        finally:
+            if env is not None:
+                env.close()  # the child links still waiting, before the store closes
         bus.close()
     except BaseException:
         # The run's own exception matters more than a store that also failed to close.

@@ -198,3 +198,37 @@ def test_cli_show_lists_child_runs_under_their_task_and_a_child_names_its_parent
     assert child_view["parent"]["parent_run_id"] == parent_id
     assert child_view["child_runs"] == []
     assert f"Child run of {parent_id}" in cli("show", child).output
+
+
+def test_a_resumed_parent_links_children_whose_links_a_crash_lost(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    ran: list[int] = []
+    broken = {"yes": True}
+
+    @task
+    def count(x):
+        ran.append(x)
+        return x
+
+    @task
+    def maybe_fail(xs):
+        if broken["yes"]:
+            raise RuntimeError("not yet")
+        return sum(xs)
+
+    with Flow("counter") as child:
+        count(Parameter("x"))
+    with Flow("parent") as parent:
+        maybe_fail(child.map(x=[1, 2, 3]))
+    failed = parent.run(store=url)
+    assert failed.is_failed()
+    store = open_store(url)
+    with store.engine.begin() as conn:  # as if the process died before the links' batch
+        conn.execute(sa.delete(sa.table("flow_run_parents")))
+    assert len(list_runs(store=store)) == 4  # the children look like runs of their own
+    broken["yes"] = False
+    resumed = parent.run(resume=failed.run_id, store=store)
+    assert resumed.is_successful(), resumed
+    assert ran == [1, 2, 3]  # the children were not run again
+    assert [r.run_id for r in list_runs(store=store)] == [failed.run_id]
+    assert sorted(c.map_index for c in child_runs(failed.run_id, store=store)) == [0, 1, 2]

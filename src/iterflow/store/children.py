@@ -19,6 +19,7 @@ runs out unless asked (what ``iterflow runs`` shows without ``--all``).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,16 @@ from iterflow.store.schema import flow_run_parents, flow_runs
 if TYPE_CHECKING:
     from iterflow.store.runstore import RunStore
 
-__all__ = ["ChildRun", "ParentLink", "child_runs", "list_runs", "parent_of", "record_parent"]
+__all__ = [
+    "ChildRun",
+    "LinkWriter",
+    "ParentLink",
+    "child_runs",
+    "list_runs",
+    "parent_of",
+    "record_parent",
+    "repair_links",
+]
 
 _LIVE = ("Running", "Pending")  # stored states that may be shown as Crashed
 
@@ -77,6 +87,130 @@ def record_parent(store: RunStore, link: ParentLink) -> None:
             conn.execute(sa.insert(table).values(**link.as_dict()))
 
     store.write(write)
+
+
+def record_parents(store: RunStore, links: list[ParentLink]) -> None:
+    """Record several links in one transaction (those already recorded are left alone)."""
+    if not links:
+        return
+    table = flow_run_parents
+
+    def write(conn: sa.Connection) -> None:
+        ids = [link.run_id for link in links]
+        known = {
+            row[0] for row in conn.execute(
+                sa.select(table.c.run_id).where(table.c.run_id.in_(ids))
+            )
+        }
+        new = {link.run_id: link.as_dict() for link in links if link.run_id not in known}
+        if new:
+            conn.execute(sa.insert(table), list(new.values()))
+
+    store.write(write)
+
+
+class LinkWriter:
+    """Records a parent run's child links in batches, off the path that starts children.
+
+    A transaction per child would cost more than the child run itself; links
+    wait at most :attr:`interval` seconds, like the writer's batches, and
+    :meth:`close` (at the parent's end) writes what is left.
+    """
+
+    interval = 0.1
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self._pending: list[ParentLink] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def add(self, link: ParentLink) -> None:
+        with self._lock:
+            self._pending.append(link)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="iterflow-child-links", daemon=True
+                )
+                self._thread.start()
+
+    def flush(self) -> None:
+        """Write every link added so far (in the calling thread)."""
+        with self._lock:
+            links, self._pending = self._pending, []
+        try:
+            record_parents(self.store, links)
+        except BaseException:
+            with self._lock:  # kept for the next try
+                self._pending[:0] = links
+            raise
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.store.lock_timeout + 5)
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.interval)
+            if self._closed:
+                return
+            try:
+                self.flush()
+            except Exception:  # close() writes them again, and raises there
+                pass
+
+
+def repair_links(store: RunStore, run_id: str, slugs: set[str]) -> int:
+    """Link child runs of run ``run_id`` whose link was lost (a crash inside the batch window).
+
+    ``slugs`` name the run's subflow tasks. A child run's id is derived from
+    its task run's id, so every recorded task run of those tasks tells which
+    child run it started; a child run recorded without a link gets one.
+    Returns how many links were added. A resumed parent calls it first.
+    """
+    from iterflow.runids import block_index_of, subflow_run_id
+    from iterflow.store.schema import task_runs
+
+    if not slugs:
+        return 0
+
+    def query(conn: sa.Connection) -> list[ParentLink]:
+        rows = conn.execute(
+            sa.select(task_runs.c.task_run_id, task_runs.c.task_slug, task_runs.c.map_index)
+            .where(task_runs.c.flow_run_id == run_id, task_runs.c.task_slug.in_(sorted(slugs)))
+        ).all()
+        # A mapped task's parent row started no child: its id matches no run.
+        wanted = {subflow_run_id(r.task_run_id): r for r in rows}
+        if not wanted:
+            return []
+        present = {
+            row[0] for row in conn.execute(
+                sa.select(flow_runs.c.run_id).where(flow_runs.c.run_id.in_(list(wanted)))
+            )
+        }
+        linked = {
+            row[0] for row in conn.execute(
+                sa.select(flow_run_parents.c.run_id)
+                .where(flow_run_parents.c.run_id.in_(list(present)))
+            )
+        } if present else set()
+        return [
+            ParentLink(
+                run_id=child, parent_run_id=run_id, parent_task_run_id=r.task_run_id,
+                task_slug=r.task_slug, map_index=r.map_index, loop_index=0,
+                block_index=block_index_of(r.task_run_id, r.task_slug, r.map_index, run_id),
+            )
+            for child, r in wanted.items() if child in present and child not in linked
+        ]
+
+    missing = store.read(query)
+    record_parents(store, missing)
+    return len(missing)
 
 
 def _link(row: Any) -> ParentLink:

@@ -48,7 +48,8 @@ Durability
 ``event.sync`` (``checkpoint="every"``) makes ``handle`` return only after
 the event is committed; so does every :class:`FlowRunEvent` (a run's start
 must be visible — with its pid — before any task runs, and its end before
-``flow.run()`` returns). :meth:`flush` waits for everything queued.
+``flow.run()`` returns), except a child run's (``sync=False``: its parent's
+own events, written after it, cover it). :meth:`flush` waits for everything queued.
 
 A failed transaction (a full disk, a database locked past ``lock_timeout``)
 is rolled back whole, so what was committed stays. The sink then stops
@@ -358,7 +359,7 @@ class StoreSink:
         # A resumed run sends its original parameters again; they are recorded already.
         if event.parameters is not None and not event.resumed:
             params_json, params_stored = self._snapshot_parameters(event)
-        signal = threading.Event()
+        signal = threading.Event() if event.sync else None
         self._put(
             (_FLOW, event.flow_run_id, event.flow_name, state.kind.value, state.timestamp,
              state.message, params_json, params_stored,
