@@ -232,3 +232,19 @@ def test_a_resumed_parent_links_children_whose_links_a_crash_lost(tmp_path):
     assert ran == [1, 2, 3]  # the children were not run again
     assert [r.run_id for r in list_runs(store=store)] == [failed.run_id]
     assert sorted(c.map_index for c in child_runs(failed.run_id, store=store)) == [0, 1, 2]
+
+
+def test_deleting_a_parent_leaves_its_children_as_runs_of_their_own(tmp_path):
+    from iterflow.store import delete_run
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    child = adder()
+    with Flow("parent") as parent:
+        child.map(x=[1, 2])
+    state = parent.run(store=url)
+    kids = [c.run_id for c in child_runs(state.run_id, store=url)]
+    delete_run(kids[0], store=url)
+    assert [c.run_id for c in child_runs(state.run_id, store=url)] == kids[1:]
+    delete_run(state.run_id, store=url)
+    assert [r.run_id for r in list_runs(store=url)] == kids[1:]
+    assert parent_of(kids[1], store=url) is None

@@ -21,7 +21,14 @@ import sqlalchemy as sa
 
 from iterflow.errors import StoreError
 from iterflow.store import queries
-from iterflow.store.schema import flow_runs, logs, results, state_transitions, task_runs
+from iterflow.store.schema import (
+    flow_run_parents,
+    flow_runs,
+    logs,
+    results,
+    state_transitions,
+    task_runs,
+)
 
 if TYPE_CHECKING:
     from iterflow.store.runstore import RunStore
@@ -70,6 +77,12 @@ def delete_run(run_id: str, *, store: RunStore | str | None = None) -> str:
                 chunk = result_ids[start : start + 500]
                 conn.execute(sa.delete(results).where(results.c.id.in_(chunk)))
             conn.execute(sa.delete(flow_runs).where(flow_runs.c.run_id == row.run_id))
+            # Its own link to a parent, and its children's to it: they become top-level
+            # runs, listed by `iterflow runs` and deletable in their turn.
+            conn.execute(sa.delete(flow_run_parents).where(sa.or_(
+                flow_run_parents.c.run_id == row.run_id,
+                flow_run_parents.c.parent_run_id == row.run_id,
+            )))
             return str(row.run_id)
 
         deleted = st.write(delete)
