@@ -65,7 +65,7 @@ class SubflowEnv:
     subflow task run cannot have a child run yet and need not look for one.
     """
 
-    __slots__ = ("_links", "executor", "fresh", "sink", "store", "store_url")
+    __slots__ = ("_links", "cancel", "executor", "fresh", "sink", "store", "store_url")
 
     def __init__(self, store: Any = None, sink: Any = None, executor: Any = None,
                  store_url: str | None = None, fresh: bool = False) -> None:
@@ -74,6 +74,7 @@ class SubflowEnv:
         self.executor = executor
         self.fresh = fresh
         self.store_url = store_url if store is None else store.url
+        self.cancel: Any = None  # the parent runner's cancel event, set by the runtime
         self._links: Any = None
 
     def __reduce__(self) -> tuple:
@@ -202,6 +203,7 @@ def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
             resume=resume,
             run_id=None if resume else child_id,
             store_sink=borrowed_sink(env),
+            cancel=env.cancel if env is not None else None,
         )
     finally:
         _reset_context(token)

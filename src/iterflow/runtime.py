@@ -91,11 +91,13 @@ def run_flow(
     source: str | None = None,
     sinks: list[Any] | None = None,
     store_sink: Any = None,
+    cancel: threading.Event | None = None,
 ) -> State:
     """Run ``flow`` (see :meth:`iterflow.Flow.run` for the arguments).
 
-    ``store_sink``: a sink already writing to ``store`` to record through
-    (a child run borrows its parent's; see :mod:`iterflow.childruns`).
+    ``store_sink``: a sink already writing to ``store`` to record through;
+    ``cancel``: an event that, once set, stops the run's loops at their next
+    iteration (a child run borrows both from its parent: :mod:`iterflow.childruns`).
     """
     flow.validate()
     from iterflow import context as user_context
@@ -157,6 +159,10 @@ def run_flow(
             ),
             source=source,
         )
+        if cancel is not None:
+            runner._cancel = cancel  # the parent's: its Ctrl-C stops the child's loops too
+        if env is not None:
+            env.cancel = runner._cancel
     except BaseException:
         # The run never started: leave the store as it was, and close what we opened.
         with contextlib.suppress(Exception):
