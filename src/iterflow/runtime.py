@@ -177,7 +177,8 @@ def run_flow(
         raise
     try:
         try:
-            with _sigterm_cancels():
+            # A child run (given its parent's cancel event) is inside the parent's handler.
+            with _sigterm_cancels() if cancel is None else contextlib.nullcontext():
                 state = runner.run()
         finally:
             if env is not None:
