@@ -115,6 +115,8 @@ def test_reference_tasks_default_to_the_terminal_tasks_and_can_be_set():
     assert flow.reference_tasks() == {a}
     flow.set_reference_tasks([])
     assert flow.reference_tasks() == {b}
+    flow.set_reference_tasks(a)  # one task alone will do
+    assert flow.reference_tasks() == {a}
 
 
 def test_a_reference_task_must_be_in_the_flow():

@@ -287,7 +287,7 @@ class Flow:
         """Tasks with no downstream."""
         return {t for t in self._tasks if not self._downstream[t]}
 
-    def set_reference_tasks(self, tasks: Iterable[Task]) -> None:
+    def set_reference_tasks(self, tasks: Iterable[Task] | Task) -> None:
         """Decide the flow's state, and its value as a subflow, by these tasks.
 
         By default the terminal tasks do. The flow succeeds when every
@@ -305,7 +305,7 @@ class Flow:
         >>> flow.reference_tasks() == {a}
         True
         """
-        tasks = tuple(tasks)
+        tasks = (tasks,) if isinstance(tasks, Task) else tuple(tasks)
         for t in tasks:
             if t not in self._tasks:
                 raise FlowDefinitionError(
