@@ -34,6 +34,9 @@ Remote executors
 from __future__ import annotations
 
 import dataclasses
+import os
+import threading
+import time
 from typing import Any
 
 from iterflow.context import _reset as _reset_context
@@ -186,12 +189,20 @@ def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
         else:
             if env is not None and env.sink is not None:
                 env.sink.flush()  # what this process recorded of the child, readable
-            found = find_run(child_id, store=store)
+            found = _wait_if_ours(find_run(child_id, store=store), env, store)
             record_parent(store, link)
             if found is not None and found.state in ("Success", "Skipped"):
                 return _stored_value(child_flow, store, child_id)
             if found is not None and found.state in _RESUMABLE:
                 resume = child_id
+    # The child stops at its next iteration when the parent is cancelled, and when this
+    # task run times out (the engine abandons the task's thread, the child must not go on).
+    cancel = _Either(env.cancel if env is not None else None)
+    timer = None
+    if task.timeout is not None:
+        timer = threading.Timer(task.timeout, cancel.set)
+        timer.daemon = True
+        timer.start()
     # The child starts from the parent's user keys; the task run's own are not its.
     token = _set_context({k: v for k, v in ctx.items() if k not in _TASK_KEYS})
     try:
@@ -203,11 +214,60 @@ def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
             resume=resume,
             run_id=None if resume else child_id,
             store_sink=borrowed_sink(env),
-            cancel=env.cancel if env is not None else None,
+            cancel=cancel,
         )
     finally:
         _reset_context(token)
+        if timer is not None:
+            timer.cancel()
     return _value_or_raise(child_flow, state, child_id, recorded=store is not None)
+
+
+class _Either:
+    """A child run's cancel flag: set when its own is, or when its parent's is."""
+
+    __slots__ = ("_own", "_parent")
+
+    def __init__(self, parent: threading.Event | None) -> None:
+        self._parent = parent
+        self._own = threading.Event()
+
+    def is_set(self) -> bool:
+        return self._own.is_set() or (self._parent is not None and self._parent.is_set())
+
+    def set(self) -> None:
+        self._own.set()
+
+
+#: Seconds a retry waits for this process's earlier attempt at a child (timed out) to stop.
+ABANDONED_GRACE = 30.0
+
+
+def _wait_if_ours(found: Any, env: SubflowEnv | None, store: Any) -> Any:
+    """A child run this process still drives (an attempt that timed out): wait for its end.
+
+    Its loops were told to stop; its current task may take a moment to finish.
+    """
+    from iterflow.store.children import find_run
+    from iterflow.store.queries import HOST
+
+    deadline = time.monotonic() + ABANDONED_GRACE
+    while (
+        found is not None and found.state in ("Running", "Pending")
+        and found.pid == os.getpid() and found.host == HOST
+    ):
+        if time.monotonic() > deadline:
+            raise SubflowFailed(
+                f"child run {found.run_id} of flow {found.flow_name!r} is still running in "
+                f"this process (an earlier attempt that timed out); it was asked to stop at "
+                f"its next iteration. Give the subflow task a longer timeout or retry_delay.",
+                run_id=found.run_id,
+            )
+        time.sleep(0.05)
+        if env is not None and env.sink is not None:
+            env.sink.flush()
+        found = find_run(found.run_id, store=store)
+    return found
 
 
 def _value_or_raise(flow: Any, state: Any, run_id: str | None, recorded: bool = False) -> Any:

@@ -91,7 +91,7 @@ def run_flow(
     source: str | None = None,
     sinks: list[Any] | None = None,
     store_sink: Any = None,
-    cancel: threading.Event | None = None,
+    cancel: Any = None,
 ) -> State:
     """Run ``flow`` (see :meth:`iterflow.Flow.run` for the arguments).
 

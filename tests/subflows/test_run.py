@@ -239,3 +239,31 @@ def test_a_task_failing_with_fail_inside_the_child_fails_the_parent_task():
         t = child()
     state = parent.run(store=None)
     assert state.result[t].is_failed() and "no thanks" in state.result[t].message
+
+
+def test_a_retry_after_a_timeout_waits_for_the_abandoned_child_then_resumes_it(store_url):
+    ran: list[str] = []
+
+    @task
+    def slow_once(x):
+        ran.append("slow_once")
+        if ran.count("slow_once") == 1:
+            time.sleep(1.5)  # longer than the subflow task's timeout
+        return x
+
+    @task
+    def after(x):
+        ran.append("after")
+        return x + 1
+
+    with Flow("slow child") as child:
+        after(slow_once(Parameter("x")))
+    with Flow("parent") as parent:
+        value = child.as_task(timeout=1.0, max_retries=1)(x=1)
+    state = parent.run(store=store_url)
+    assert state.is_successful(), state
+    assert state.result[value].result == 2
+    # The timed-out attempt's task finished and was kept; its child stopped before `after`.
+    assert ran == ["slow_once", "after"]
+    runs = [r for r in list_runs(limit=None, store=store_url) if r.flow_name == "slow child"]
+    assert len(runs) == 1 and runs[0].state == "Success"
