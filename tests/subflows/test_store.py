@@ -174,6 +174,9 @@ def test_cli_runs_hides_child_runs_unless_all(cli):
     assert [r["flow_name"] for r in shown] == ["parent"]
     every = json.loads(cli("runs", "--json", "--all").output)
     assert sorted(r["flow_name"] for r in every) == ["adder"] * 4 + ["parent"]
+    [top] = [r for r in every if r["flow_name"] == "parent"]
+    assert top["parent_run_id"] is None and shown[0]["parent_run_id"] is None
+    assert {r["parent_run_id"] for r in every if r["flow_name"] == "adder"} == {top["run_id"]}
     table = cli("runs").output
     assert "parent" in table and "adder" not in table
     assert "adder" in cli("runs", "--all").output
@@ -195,7 +198,7 @@ def test_cli_show_lists_child_runs_under_their_task_and_a_child_names_its_parent
         assert k["run_id"][:8] in table
     child = kids[0]["run_id"]
     child_view = json.loads(cli("show", child, "--json").output)
-    assert child_view["parent"]["parent_run_id"] == parent_id
+    assert child_view["parent"]["parent_run_id"] == child_view["parent_run_id"] == parent_id
     assert child_view["child_runs"] == []
     assert f"Child run of {parent_id}" in cli("show", child).output
 

@@ -65,12 +65,16 @@ def runs_command(limit: int, flow_name: str | None, state: str | None, as_json: 
     `iterflow resume RUN` continues it. Child runs of subflows are left out
     unless --all.
     """
-    from iterflow.store.children import list_runs
+    from iterflow.store.children import list_runs, parents_of
 
     with store_session() as store:
         rows = [r.as_dict() for r in list_runs(limit, flow_name, state,
                                                include_children=show_all, store=store)]
+        links = parents_of([r["run_id"] for r in rows], store=store) if show_all else {}
         store_name = store.name
+    for row in rows:  # None for a top-level run
+        link = links.get(row["run_id"])
+        row["parent_run_id"] = None if link is None else link.parent_run_id
     if as_json:
         _print_json([json_row(r) for r in rows])
         return

@@ -24,8 +24,13 @@ def read_links(store: Any, run_id: str) -> tuple[dict[str, Any] | None, list[dic
 
 
 def json_links(parent: dict[str, Any] | None, children: list[dict[str, Any]]) -> dict[str, Any]:
-    """The keys ``show --json`` adds: ``parent`` (None for a top-level run), ``child_runs``."""
-    return {"parent": parent, "child_runs": [json_row(c) for c in children]}
+    """The keys ``show --json`` adds: ``parent_run_id`` and ``parent`` (the whole link),
+    None for a top-level run, and ``child_runs``."""
+    return {
+        "parent_run_id": None if parent is None else parent["parent_run_id"],
+        "parent": parent,
+        "child_runs": [json_row(c) for c in children],
+    }
 
 
 def print_parent(console: Any, parent: dict[str, Any] | None) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "child_runs",
     "list_runs",
     "parent_of",
+    "parents_of",
     "record_parent",
     "repair_links",
 ]
@@ -232,6 +233,25 @@ def parent_of(run_id: str, *, store: RunStore | str | None = None) -> ParentLink
             return None if row is None else _link(row)
 
         return st.read(query)
+
+
+def parents_of(
+    run_ids: list[str], *, store: RunStore | str | None = None
+) -> dict[str, ParentLink]:
+    """The links of those of ``run_ids`` that are child runs, by run id."""
+    with using_store(store) as st:
+
+        def query(conn: sa.Connection) -> dict[str, ParentLink]:
+            found: dict[str, ParentLink] = {}
+            for start in range(0, len(run_ids), 500):
+                chunk = run_ids[start : start + 500]
+                rows = conn.execute(
+                    sa.select(flow_run_parents).where(flow_run_parents.c.run_id.in_(chunk))
+                )
+                found.update((row.run_id, _link(row)) for row in rows)
+            return found
+
+        return st.read(query) if run_ids else {}
 
 
 def find_run(run_id: str, *, store: RunStore | str | None = None) -> RunInfo | None:
