@@ -267,3 +267,22 @@ def test_a_retry_after_a_timeout_waits_for_the_abandoned_child_then_resumes_it(s
     assert ran == ["slow_once", "after"]
     runs = [r for r in list_runs(limit=None, store=store_url) if r.flow_name == "slow child"]
     assert len(runs) == 1 and runs[0].state == "Success"
+
+
+def test_a_child_may_call_a_flow_of_its_own(store_url, executor):
+    from iterflow.store.children import child_runs
+    from iterflow.store.children import list_runs as top_level_runs
+
+    inner = adder()
+    with Flow("middle") as middle:
+        mul(inner(x=Parameter("x")), 2)
+    with Flow("outer") as outer:
+        values = middle.map(x=[1, 2])
+    state = outer.run(store=store_url, executor=executor)
+    assert state.is_successful(), state
+    assert state.result[values].result == [202, 204]
+    kids = child_runs(state.run_id, store=store_url)
+    assert [k.flow_name for k in kids] == ["middle", "middle"]
+    grandchildren = [g for k in kids for g in child_runs(k.run_id, store=store_url)]
+    assert [g.flow_name for g in grandchildren] == ["adder", "adder"]
+    assert [r.run_id for r in top_level_runs(store=store_url)] == [state.run_id]
