@@ -192,6 +192,11 @@ def test_cli_show_lists_child_runs_under_their_task_and_a_child_names_its_parent
         ("adder", 0, None), ("adder", 1, None), ("adder-2", None, 0), ("adder-2", None, 1),
     ]
     assert all(k["state"] == "Success" and k["flow_name"] == "adder" for k in kids)
+    # Each task run that started a child names it.
+    starters = {t["task_run_id"]: t.get("child_run_id") for t in shown["task_runs"]}
+    assert {k["run_id"] for k in kids} == {
+        starters[k["parent_task_run_id"]] for k in kids
+    }
     table = cli("show", parent_id).output
     assert "Child runs" in table
     for k in kids:

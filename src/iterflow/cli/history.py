@@ -140,7 +140,7 @@ def show_command(
                 ) from exc
         else:
             task_runs = [r.as_dict() for r in store.task_runs(run["run_id"])]
-            parent, children = read_links(store, run["run_id"])
+            parent, children = read_links(store, run["run_id"], task_runs)
     if iterations_of is not None:
         if as_json:
             _print_json([json_row(r) for r in history])

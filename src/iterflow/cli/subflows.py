@@ -14,12 +14,22 @@ from iterflow.cli.common import format_time, json_row, short_id, state_style
 __all__ = ["print_children", "print_parent", "read_links"]
 
 
-def read_links(store: Any, run_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """``(parent link or None, child runs)`` of a run, as plain dicts."""
+def read_links(
+    store: Any, run_id: str, task_runs: list[dict[str, Any]] | None = None
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """``(parent link or None, child runs)`` of a run, as plain dicts.
+
+    Each of ``task_runs`` that started a child run gets its id as ``child_run_id``.
+    """
     from iterflow.store.children import child_runs, parent_of
 
     parent = parent_of(run_id, store=store)
     children = [c.as_dict() for c in child_runs(run_id, store=store)]
+    started = {c["parent_task_run_id"]: c["run_id"] for c in children}
+    for task_run in task_runs or ():
+        child = started.get(task_run.get("task_run_id"))
+        if child is not None:
+            task_run["child_run_id"] = child
     return (None if parent is None else parent.as_dict()), children
 
 
