@@ -8,7 +8,11 @@
    ``--quiet`` leaves the run with no event sink at all, so the engine skips
    making events and the difference is the cost of events, not of the display.
 2. ``iterflow --help`` and ``python -c "import iterflow"``: target 150 ms each.
-3. ``ProgressDisplay.handle`` on the hot path (an iteration's Running/Looped
+3. ``iterflow show RUN --iterations spin`` on the N-iteration run: the table
+   (first and last iterations, a count between), a page of 1,000 from the
+   middle, and ``--json`` (every state, streamed). Target: 2 s at 100,000,
+   and memory (peak RSS) that does not grow with N.
+4. ``ProgressDisplay.handle`` on the hot path (an iteration's Running/Looped
    events), in nanoseconds per event.
 
 Each subprocess is timed by wall clock and by its CPU time (user + system, from
@@ -18,11 +22,13 @@ other work on the machine disturbs the ratios as little as possible.
 
     python benchmarks/cli_overhead.py                 # N = 100,000, best of 5
     python benchmarks/cli_overhead.py -n 20000 --repeat 3
+    python benchmarks/cli_overhead.py --show-only    # only 3., on one recorded run
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pty
 import select
@@ -93,6 +99,33 @@ def best_in_turns(cases: dict[str, tuple[list[str], bool]], env, cwd, repeat: in
     return {n: (min(walls[n]), min(cpus[n]), statistics.median(walls[n])) for n in cases}
 
 
+def show_costs(env: dict[str, str], cwd: Path, n: int, repeat: int) -> None:
+    """Time ``iterflow show --iterations`` on the latest recorded run (section 3)."""
+    listed = subprocess.run([*COMMAND, "runs", "--json", "-n", "1"], env=env, cwd=cwd,
+                            capture_output=True, text=True, check=True)
+    run_id = json.loads(listed.stdout)[0]["run_id"]
+    show = [*COMMAND, "show", run_id, "--iterations", "spin"]
+    cases = {
+        "table (first/last, count)": show,
+        "table, --offset N/2 --limit 1000": [*show, "--offset", str(n // 2), "--limit", "1000"],
+        "--json (all, streamed)": [*show, "--json"],
+    }
+    print(f"\niterflow show --iterations on the {n:,}-iteration run, best of {repeat} "
+          f"(wall s / CPU s / peak RSS MB; target <= 2 s at 100,000)")
+    for name, args in cases.items():
+        best_wall, best_cpu, best_rss = float("inf"), float("inf"), 0.0
+        for _ in range(repeat):
+            start = time.perf_counter()
+            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, env=env, cwd=cwd)
+            _, status, usage = os.wait4(proc.pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise SystemExit(f"{' '.join(args)} failed")
+            best_wall = min(best_wall, time.perf_counter() - start)
+            best_cpu = min(best_cpu, usage.ru_utime + usage.ru_stime)
+            best_rss = max(best_rss, usage.ru_maxrss / 1024)
+        print(f"  {name:<34} {best_wall:7.3f} {best_cpu:7.3f} {best_rss:7.1f}")
+
+
 def handle_cost(events: int = 200_000) -> float:
     """Nanoseconds per hot-path ``handle()`` call (best of five passes)."""
     import io
@@ -125,6 +158,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--iterations", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--show-only", action="store_true",
+                        help="Record one run and time only `iterflow show --iterations`.")
     options = parser.parse_args()
     n = options.iterations
 
@@ -137,6 +172,10 @@ def main() -> None:
         env.pop("NO_COLOR", None)
         run = [*COMMAND, "run", "spin.py", "-p", f"n={n}"]
         timed([*COMMAND, "runs"], env, cwd, terminal=False)  # create the store once
+        if options.show_only:
+            timed([*run, "--quiet"], env, cwd, terminal=False)
+            show_costs(env, cwd, n, options.repeat)
+            return
 
         print(f"iterflow run: a {n:,}-iteration loop, best of {options.repeat} "
               f"(wall s / CPU s / median wall s)")
@@ -167,6 +206,7 @@ def main() -> None:
         )
         for name, (wall, cpu, median) in startup.items():
             print(f"  {name:<32} {wall * 1e3:7.1f} {cpu * 1e3:7.1f} {median * 1e3:7.1f}")
+        show_costs(env, cwd, n, options.repeat)
 
     print(f"\nProgressDisplay.handle on the hot path: {handle_cost():.0f} ns per event "
           f"(two events per iteration)")

@@ -93,6 +93,9 @@ ALSO_BUILTIN = {
     "RunNotResumable": RuntimeError,
     "SubflowFailed": RuntimeError,
     "SubflowParameterError": TypeError,  # and a ValueError, as a ParameterError
+    "ScheduleError": ValueError,
+    "ScheduleParameterError": ValueError,
+    "ServeConflict": RuntimeError,
 }
 
 

@@ -68,11 +68,13 @@ class SubflowEnv:
     subflow task run cannot have a child run yet and need not look for one.
     """
 
-    __slots__ = ("_links", "cancel", "executor", "fresh", "sink", "store", "store_url")
+    __slots__ = ("_links", "cancel", "executor", "fresh", "sink", "slugs", "store", "store_url")
 
     def __init__(self, store: Any = None, sink: Any = None, executor: Any = None,
-                 store_url: str | None = None, fresh: bool = False) -> None:
+                 store_url: str | None = None, fresh: bool = False,
+                 slugs: frozenset[str] = frozenset()) -> None:
         self.store = store
+        self.slugs = slugs  # the parent flow's task slugs (see _Borrowed)
         self.sink = sink
         self.executor = executor
         self.fresh = fresh
@@ -124,19 +126,27 @@ class _Borrowed:
 
     The child's flow-run events are not waited for (``sync=False``), and its
     end flushes nothing: the parent's own later events, and its end, are
-    committed after them. Closing it leaves the sink to the parent.
+    committed after them. Closing it leaves the sink to the parent. ``slugs``
+    are the tasks of the flow whose sink it is: it records their identities
+    (for resume safety) by slug, so a child sharing one of them gets a sink of
+    its own instead (see :func:`borrowed_sink`).
     """
 
-    __slots__ = ("_handle", "implied_running")
+    __slots__ = ("_sink", "implied_running", "slugs")
 
-    def __init__(self, sink: Any) -> None:
-        self._handle = sink.handle
+    def __init__(self, sink: Any, slugs: frozenset[str]) -> None:
+        self._sink = sink
+        self.slugs = slugs
         self.implied_running = getattr(sink, "implied_running", False)
 
     def handle(self, event: Any) -> None:
         if type(event) is FlowRunEvent:
             event = dataclasses.replace(event, sync=False)
-        self._handle(event)
+        self._sink.handle(event)
+
+    @property
+    def taken_over(self) -> Any:
+        return getattr(self._sink, "taken_over", None)
 
     def flush(self) -> None:
         pass
@@ -145,11 +155,18 @@ class _Borrowed:
         pass
 
 
-def borrowed_sink(env: SubflowEnv | None) -> Any:
-    """The sink a child run of ``env``'s run records through; None: open its own."""
+def borrowed_sink(env: SubflowEnv | None, child: Any) -> Any:
+    """The sink a new child run of ``env``'s run records through; None: open its own."""
     if env is None or env.sink is None:
         return None
-    return _Borrowed(env.sink)
+    sink = env.sink
+    if isinstance(sink, _Borrowed):  # the parent borrows too: lend what it was lent
+        sink, owned = sink._sink, sink.slugs
+    else:
+        owned = env.slugs
+    if any(t.slug in owned for t in child.tasks):
+        return None
+    return _Borrowed(sink, owned)
 
 
 def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
@@ -213,7 +230,7 @@ def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
             store=store,
             resume=resume,
             run_id=None if resume else child_id,
-            store_sink=borrowed_sink(env),
+            borrowed_sink=None if resume else borrowed_sink(env, child_flow),
             cancel=cancel,
         )
     finally:
@@ -249,7 +266,7 @@ def _wait_if_ours(found: Any, env: SubflowEnv | None, store: Any) -> Any:
     Its loops were told to stop; its current task may take a moment to finish.
     """
     from iterflow.store.children import find_run
-    from iterflow.store.queries import HOST
+    from iterflow.store.liveness import HOST
 
     deadline = time.monotonic() + ABANDONED_GRACE
     while (
@@ -321,4 +338,5 @@ def env_for(flow: Any, store: Any, sink: Any, executor: Any,
 
         # Links are written in batches: a crash may have lost the last ones.
         repair_links(store, resumed, {s for s in slugs if s is not None})
-    return SubflowEnv(store=store, sink=sink, executor=executor, fresh=resumed is None)
+    return SubflowEnv(store=store, sink=sink, executor=executor, fresh=resumed is None,
+                      slugs=frozenset(t.slug for t in flow.tasks if t.slug is not None))

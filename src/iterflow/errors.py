@@ -14,7 +14,11 @@ fix it, naming the task and the flow. Beside each name, the builtin it also is
     IterflowError
     ├── FlowDefinitionError  ValueError    the graph is wrong (built or validated)
     │   ├── CycleError                     an edge would close a cycle
-    │   └── OutsideFlowError RuntimeError  a task or block used with no flow to join
+    │   ├── OutsideFlowError RuntimeError  a task or block used with no flow to join
+    │   └── ScheduleError    OptionError   a bad schedule or scheduling option (a bad cron
+    │       │                              string, an unknown time zone)
+    │       └── ScheduleParameterError     a schedule's parameters do not suit its flow
+    │                        ParameterError
     ├── ArgumentError        TypeError     a call a task cannot take; a non-task for a task
     ├── OptionError          ValueError    a task or flow option with a value it cannot take
     ├── ParameterError       ValueError    a missing, unknown, duplicate or unnamed parameter
@@ -26,7 +30,9 @@ fix it, naming the task and the flow. Beside each name, the builtin it also is
     ├── SubflowFailed        RuntimeError  a child flow run (a subflow) did not succeed
     ├── SerializationError   TypeError     a result could not be serialized
     └── StoreError           RuntimeError  the run store cannot be opened or written
-        └── RunNotResumable                a run cannot be resumed (alive, finished, unknown)
+        ├── RunNotResumable                a run cannot be resumed (alive, finished, unknown)
+        ├── RunTakenOver                   another process resumed the run this one drove
+        └── ServeConflict                  another live ``iterflow serve`` serves the flow
 
     RunCancelled (a BaseException, like KeyboardInterrupt: not an error but a stop)
 
@@ -62,7 +68,11 @@ __all__ = [
     "ParameterError",
     "RunCancelled",
     "RunNotResumable",
+    "RunTakenOver",
+    "ScheduleError",
+    "ScheduleParameterError",
     "SerializationError",
+    "ServeConflict",
     "StoreError",
     "SubflowFailed",
     "SubflowParameterError",
@@ -128,6 +138,15 @@ class SubflowFailed(IterflowError, RuntimeError):
 
     def __reduce__(self) -> tuple:
         return (type(self), (str(self), self.run_id))
+class ScheduleError(FlowDefinitionError, OptionError):
+    """A schedule or a flow's scheduling option is not valid (a bad cron string, say).
+
+    A ``ValueError`` too, so ``except ValueError`` around ``Cron(text)`` works.
+    """
+
+
+class ScheduleParameterError(ScheduleError, ParameterError):
+    """A schedule's parameters do not suit its flow (unknown, or a required one missing)."""
 
 
 class MapError(IterflowError, ValueError):
@@ -164,6 +183,18 @@ class StoreError(IterflowError, RuntimeError):
 
 class RunNotResumable(StoreError):
     """The run asked for cannot be resumed: unknown, still alive, or finished."""
+
+
+class RunTakenOver(StoreError):
+    """Another process claimed (resumed) the run this process was driving.
+
+    This process stops driving it at once and records nothing more for it,
+    so the new owner's record is never overwritten.
+    """
+
+
+class ServeConflict(StoreError):
+    """Another live ``iterflow serve`` holds the lease of this flow in this store."""
 
 
 class RunCancelled(BaseException):

@@ -13,11 +13,26 @@ cloudpickle stores them by value. Either output loads with :func:`pickle.loads`.
 from __future__ import annotations
 
 import pickle
+from types import ModuleType
 from typing import Any
 
-__all__ = ["PROTOCOL", "dumps", "type_name"]
+__all__ = ["PROTOCOL", "dumps", "pickle_by_value", "type_name"]
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+# Besides __main__, the modules whose names in a stdlib pickle send it to cloudpickle.
+_BY_VALUE: tuple[bytes, ...] = ()
+
+
+def pickle_by_value(module: ModuleType) -> None:
+    """Pickle what ``module`` defines by value from now on (see "Flow files" above)."""
+    global _BY_VALUE
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(module)
+    marker = module.__name__.encode()
+    if marker not in _BY_VALUE:
+        _BY_VALUE = (*_BY_VALUE, marker)
 
 
 def dumps(value: Any) -> bytes:
@@ -35,7 +50,10 @@ def dumps(value: Any) -> bytes:
         data = None
     # b"__main__" may also just occur in a string: then cloudpickle does the
     # same job a little slower, which is harmless.
-    if data is None or b"__main__" in data:
+    # (The common case, no flow file, costs one test: this runs once per loop iteration.)
+    if data is None or b"__main__" in data or (
+        _BY_VALUE and any(marker in data for marker in _BY_VALUE)
+    ):
         import cloudpickle  # imported only when needed: it is slow to import
 
         data = cloudpickle.dumps(value, protocol=PROTOCOL)

@@ -44,7 +44,7 @@ from rich.text import Text
 from iterflow.core.state import Kind
 from iterflow.events import FlowRunEvent, TaskRunEvent
 
-__all__ = ["REFRESH_PER_SECOND", "ProgressDisplay", "format_duration"]
+__all__ = ["REFRESH_PER_SECOND", "ProgressDisplay", "format_duration", "quoted"]
 
 #: How often the live display is redrawn. Low on purpose: a redraw holds the
 #: GIL for a moment, and the loop it watches is running in the same process.
@@ -242,7 +242,7 @@ class ProgressDisplay:
                 if self._already_finished:
                     count += f", {self._already_finished} already finished"
                 line = Text.assemble(
-                    f"{verb} flow ", (repr(event.flow_name), "bold"),
+                    f"{verb} flow ", (quoted(event.flow_name), "bold"),
                     f" (run {event.flow_run_id[:8]}{count})",
                 )
                 if self.live and self._live is None:
@@ -265,7 +265,7 @@ class ProgressDisplay:
                     f": {state.message}" if state.message and not state.is_successful() else ""
                 )
                 line = Text.assemble(
-                    "Flow ", (repr(event.flow_name), "bold"), " finished ",
+                    "Flow ", (quoted(event.flow_name), "bold"), " finished ",
                     (state.name, f"bold {style}"),
                     f" in {format_duration(elapsed)} ({tail}){message}",
                 )
@@ -327,7 +327,7 @@ class ProgressDisplay:
             rate = view.update_rate(now)
             looping = view.loop_index > 0
             table.add_row(
-                view.label,
+                Text(view.label),  # a task's name is text, never markup
                 view.kind.value,
                 str(view.loop_index) if looping else "",
                 f"{rate:,.0f} it/s" if looping and rate is not None else "",
@@ -345,6 +345,15 @@ def _plural(count: int, noun: str) -> str:
 
 def _label(task_name: str, map_index: int | None) -> str:
     return task_name if map_index is None else f"{task_name}[{map_index}]"
+
+
+def quoted(name: str) -> str:
+    """A user's name in quotes, exactly as written (``repr`` would double backslashes).
+
+    >>> print(quoted("etl [prod]"))
+    'etl [prod]'
+    """
+    return f"'{name}'"
 
 
 def format_duration(seconds: float | None) -> str:

@@ -10,20 +10,25 @@ above it knows how a run is driven.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
+import sys
 import threading
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from iterflow.childruns import ENV_KEY, env_for, run_subflow
+from iterflow.core.fingerprint import task_identities
 from iterflow.core.state import State
 from iterflow.engine.cache import MemoryCache
 from iterflow.engine.runner import FlowRunner, RunCancelled
-from iterflow.errors import ParameterError
+from iterflow.errors import ParameterError, RunTakenOver
 from iterflow.events import EventBus
 
-__all__ = ["default_cache", "resolve_parameters", "run_flow", "run_subflow"]
+__all__ = ["default_cache", "resolve_parameters", "run_flow", "run_subflow", "script_source"]
 
 #: Final values cached in this process (``cache_for``), shared by every run.
 default_cache = MemoryCache()
@@ -90,12 +95,22 @@ def run_flow(
     run_id: str | None = None,
     source: str | None = None,
     sinks: list[Any] | None = None,
-    store_sink: Any = None,
+    trigger: dict[str, Any] | None = None,
+    force: bool = False,
+    borrowed_sink: Any = None,
     cancel: Any = None,
 ) -> State:
     """Run ``flow`` (see :meth:`iterflow.Flow.run` for the arguments).
 
-    ``store_sink``: a sink already writing to ``store`` to record through;
+    ``trigger`` says what started the run, for the store (``{"kind":
+    "schedule", "schedule": name, "scheduled": epoch seconds}``); a resume is
+    recorded as one. A run that ends failed calls the flow's ``on_failure``
+    hooks with its final state.
+
+    ``force=True`` resumes a run that looks alive (``iterflow resume --force``):
+    its process, if it goes on, finds the run taken over and stops.
+
+    ``borrowed_sink``: a sink already writing to ``store`` to record through;
     ``cancel``: an event that, once set, stops the run's loops at their next
     iteration (a child run borrows both from its parent: :mod:`iterflow.childruns`).
     """
@@ -103,20 +118,45 @@ def run_flow(
     from iterflow import context as user_context
 
     run_store = _open_store(store, resume)
-    claimed = None
+    claimed = store_sink = owner = None
+    forget: dict[str, list[str]] = {}
+    started = contextlib.ExitStack()
     try:
         resume_point = None
+        # Each task's identity, recorded with its task runs: a resume reuses a result
+        # only where the task is still the same call (core.fingerprint).
+        identities = task_identities(flow) if run_store is not None else None
         if resume is not None:
             if run_store is None:
                 raise ParameterError(
                     f"flow {flow.name!r}: resume={resume!r} needs a run store; "
                     f"do not pass store=None"
                 )
-            # Check and take over the run in one transaction: two processes never drive one run.
-            claimed = run_store.check_resumable(resume, claim=True)
-            resume_point = run_store.resume_point(resume)
+            # Check and take over the run in one transaction: two processes never drive
+            # one run. The owner token is the sink's: it writes only while the run is ours.
+            owner = uuid.uuid4().hex
+            claimed = run_store.check_resumable(
+                resume, claim=True, flow_name=flow.name, owner=owner, force=force
+            )
+            changed = run_store.changed_tasks(resume, identities)
+            resume_point = run_store.resume_point(resume, identities=identities)
+            if changed:
+                forget[resume_point.run_id] = changed
+                logging.getLogger("iterflow").warning(
+                    "flow %r changed since run %s ran: tasks %s are not the calls they were "
+                    "and run again (their recorded results are not reused)",
+                    flow.name, resume_point.run_id, ", ".join(changed),
+                )
             parameters = _resumed_parameters(flow, parameters, resume_point)
         values = resolve_parameters(flow, parameters)
+        if run_store is not None and (trigger is not None or resume is not None):
+            from iterflow.store import record_trigger
+
+            if resume is None and run_id is None:
+                run_id = uuid.uuid4().hex  # the trigger row needs the run's id now
+            triggered = resume if resume is not None else run_id
+            assert triggered is not None
+            record_trigger(triggered, **(trigger or {"kind": "resume"}), store=run_store)
 
         if executor is None:
             executor = flow.executor
@@ -124,10 +164,17 @@ def run_flow(
             from iterflow.executors.local import LocalExecutor
 
             executor = LocalExecutor()
+        # Connect before anything is recorded: a cluster that cannot be reached leaves
+        # no run behind (nor a resumed run changed). The runner starts it again, nested.
+        started.enter_context(executor.start())
 
         all_sinks = list(sinks or [])
         if run_store is not None:
-            store_sink = store_sink or run_store.sink()
+            store_sink = borrowed_sink or run_store.sink(
+                owner=owner, identities=identities, forget=forget,
+                # checkpoint=False: states and previews only (a resume reruns these).
+                previews_only=frozenset(t.slug for t in flow.tasks if t.checkpoint is False),
+            )
             all_sinks.append(store_sink)
         if progress:
             from iterflow.progress import ProgressDisplay
@@ -157,7 +204,7 @@ def run_flow(
                 if run_store is not None and getattr(executor, "remote", False)
                 else None
             ),
-            source=source,
+            source=source if source is not None else script_source(flow),
         )
         if cancel is not None:
             runner._cancel = cancel  # the parent's: its Ctrl-C stops the child's loops too
@@ -165,6 +212,8 @@ def run_flow(
             env.cancel = runner._cancel
     except BaseException:
         # The run never started: leave the store as it was, and close what we opened.
+        with contextlib.suppress(Exception):
+            started.close()
         with contextlib.suppress(Exception):
             if store_sink is not None:
                 store_sink.close()
@@ -178,22 +227,58 @@ def run_flow(
     try:
         try:
             # A child run (given its parent's cancel event) is inside the parent's handler.
-            with _sigterm_cancels() if cancel is None else contextlib.nullcontext():
+            with started, _sigterm_cancels() if cancel is None else contextlib.nullcontext():
                 state = runner.run()
         finally:
             if env is not None:
                 env.close()  # the child links still waiting, before the store closes
         bus.close()
-    except BaseException:
+    except BaseException as exc:
         # The run's own exception matters more than a store that also failed to close.
         with contextlib.suppress(Exception):
             bus.close()
+        taken_over = store_sink.taken_over if store_sink is not None else None
+        if taken_over is not None and not isinstance(exc, RunTakenOver):
+            # Whatever stopped the run here (a task failing to record, the flow's end),
+            # the reason is that another process drives it now: say that.
+            raise RunTakenOver(str(taken_over)) from exc
         raise
     finally:
         if run_store is not None and run_store is not store:
             with contextlib.suppress(Exception):
                 run_store.close()
+    if state.is_failed():
+        _call_failure_hooks(flow, state)
     return state
+
+
+def script_source(flow: Any) -> str | None:
+    """``/abs/FILE.py:variable`` for a flow run by ``python FILE.py``, else None.
+
+    Recorded with the run (as ``iterflow run`` records its file), so that
+    ``iterflow resume RUN`` can load the flow again: the script's module-level
+    variable holding this very flow.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path:
+        return None
+    for name, value in list(vars(main).items()):
+        if value is flow and name.isidentifier() and not name.startswith("_"):
+            return f"{Path(path).resolve()}:{name}"
+    return None
+
+
+def _call_failure_hooks(flow: Any, state: State) -> None:
+    """Call each ``on_failure`` hook with the final state; one that raises is logged."""
+    for hook in getattr(flow, "on_failure", ()):
+        try:
+            hook(flow, state)
+        except Exception:
+            # A notification that fails must not turn into the run's failure.
+            logging.getLogger("iterflow.runtime").exception(
+                "on_failure hook %r of flow %r raised", hook, flow.name
+            )
 
 
 @contextlib.contextmanager

@@ -256,3 +256,20 @@ def test_ctrl_c_inside_a_block_cancels_it(name):
         run_flow(flow, store=None, executor=make_executor(name), sinks=[sink])
     assert sink.states("loop")[-1] == "Cancelled"
     assert sink.task_events("loop")[-1].state.loop_count == 3
+
+
+def test_a_retried_iteration_starts_from_the_carried_value_as_handed_over(run, executor):
+    # A body task changes the carried list in place, then the iteration fails: the
+    # retry must start from the list as it was (issue 12, item 4).
+    @task
+    def append_in_place(pages, i):
+        pages.append(i)
+        return pages
+
+    with Flow("mutating iteration retry") as flow, loop(initial=[], max_retries=2) as it:
+        pages = append_in_place(it.result, it.index)
+        checked = fragile(it.index, bad_index=1, failing_attempts=2)
+        it.next(result=pages, until=at_least(checked, 3))
+    state = run(flow, executor=executor)
+    assert state.is_successful()
+    assert state.result[it.final].result == [0, 1, 2]

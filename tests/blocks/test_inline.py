@@ -21,9 +21,9 @@ class CountingExecutor(LocalExecutor):
     def __init__(self) -> None:
         self.jobs = 0
 
-    def submit(self, fn, *args, key=None):
+    def submit(self, fn, *args, key=None, shared=None):
         self.jobs += 1
-        return super().submit(fn, *args, key=key)
+        return super().submit(fn, *args, key=key, shared=shared)
 
 
 def counting_flow():
@@ -82,3 +82,25 @@ def test_an_iteration_hands_over_to_the_machine_at_a_skip():
     ]
     # the first task of each iteration ran once: nothing is run twice by the hand-over
     assert len(sink.finals(s.slug)) == 4
+
+
+def test_the_executor_says_whether_it_runs_jobs_inline():
+    from iterflow.executors import ThreadExecutor
+
+    class OptedIn(LocalExecutor):
+        runs_inline = True
+
+    assert LocalExecutor().runs_inline is True
+    assert CountingExecutor().runs_inline is False  # a subclass must see its jobs...
+    assert OptedIn().runs_inline is True  # ...unless it says otherwise
+    assert ThreadExecutor().runs_inline is False
+
+
+def test_a_subclass_that_opts_in_runs_simple_bodies_inline():
+    class OptedIn(CountingExecutor):
+        runs_inline = True
+
+    flow, it = counting_flow()
+    opted = OptedIn()
+    assert run_flow(flow, store=None, executor=opted).result[it.final].result == 4
+    assert opted.jobs == 0

@@ -192,9 +192,9 @@ def test_flow_run_uses_the_flows_default_executor(sink):
     used = []
 
     class Recording(iterflow.executors.LocalExecutor):
-        def submit(self, fn, *args, key=None):
+        def submit(self, fn, *args, key=None, shared=None):
             used.append(key)
-            return super().submit(fn, *args, key=key)
+            return super().submit(fn, *args, key=key, shared=shared)
 
     with Flow("default executor", executor=Recording()) as flow:
         inc(1)

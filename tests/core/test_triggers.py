@@ -58,3 +58,40 @@ def test_offending_states_name_what_failed_the_trigger():
     assert offending_states(triggers.not_all_skipped, {"skipped": K}) == {"skipped": K}
     # A trigger it does not know: every upstream state is shown.
     assert offending_states(lambda u: False, upstream) == upstream
+
+
+# -- what a TriggerFailed says about a mapped upstream ------------------------------------
+def test_a_reduce_after_a_failed_mapped_child_names_the_child_and_the_count():
+    from iterflow import Flow, task
+
+    @task
+    def child(x):
+        if x in (3, 5):
+            raise ValueError(f"bad {x}")
+        return x
+
+    @task
+    def total(xs):
+        return sum(xs)
+
+    with Flow("map reduce") as flow:
+        t = total(child.map(list(range(8))))
+    state = flow.run(store=None)
+    message = state.result[t].message
+    assert isinstance(state.result[t], TriggerFailed)
+    assert "2 of 8 mapped children failed" in message, message
+    assert "map indexes 3: Failed, 5: Failed" in message, message
+    assert "(child: Mapped)" not in message
+
+
+def test_describe_upstream_counts_children_beyond_those_it_names():
+    from iterflow.core.triggers import describe_upstream
+
+    class Up:
+        slug = "child"
+
+    children = [Failed() if i % 2 else Success() for i in range(20)]
+    text = describe_upstream({Up(): Mapped(map_states=children)})
+    assert text.startswith("child: 10 of 20 mapped children failed (map indexes 1: Failed, 3:")
+    assert text.endswith(", and 5 more)")
+    assert describe_upstream({Up(): TimedOut()}) == "child: TimedOut"

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 
 import pytest
 
 import iterflow
 from iterflow import LOOP, Flow, Parameter, task
-from iterflow.errors import ParameterError, RunNotResumable
-from iterflow.store import get_run, list_runs
+from iterflow.errors import ParameterError, RunNotResumable, StoreError
+from iterflow.store import get_run, iterations, list_runs, load_result, task_runs
 from iterflow.store.runstore import RunStore
 
 
@@ -150,3 +151,175 @@ def test_a_resume_runs_with_the_original_parameters_or_refuses_others(store_url)
     state = flow.run(resume=run_id, parameters={"n": 4}, store=store_url)  # the same: fine
     assert state.is_successful()
     assert seen == [(4, 4), (4, 4)]
+
+
+def test_a_run_is_not_resumed_by_another_flow(store_url):
+    fail_at = {"i": 2}
+    failed = counting_flow(fail_at).run(parameters={"n": 4}, store=store_url)
+    assert failed.is_failed()
+    before = get_run(failed.run_id, store=store_url)
+
+    @task
+    def other(n):
+        return n
+
+    with Flow("another flow") as flow_b:
+        other(Parameter("n"))
+    with pytest.raises(RunNotResumable) as refused:
+        flow_b.run(resume=failed.run_id, store=store_url)
+    message = str(refused.value)
+    assert "'edges'" in message and "'another flow'" in message and failed.run_id in message
+    after = get_run(failed.run_id, store=store_url)
+    assert after == before  # still Failed, still flow 'edges', nothing taken over
+    fail_at.clear()
+    resumed = counting_flow(fail_at).run(resume=failed.run_id, store=store_url)
+    assert resumed.is_successful()
+
+
+def fetch_and_report(calls: list, fail: dict):
+    @task
+    def fetch(what):
+        calls.append(what)
+        return f"data of {what}"
+
+    @task
+    def report(data):
+        if fail.get("report"):
+            raise RuntimeError("report broke")
+        return f"report on {data}"
+
+    return fetch, report
+
+
+def test_a_resume_after_the_flow_changed_never_hands_a_task_another_calls_result(store_url):
+    calls: list = []
+    fail = {"report": True}
+    fetch, report = fetch_and_report(calls, fail)
+    with Flow("changing") as before:
+        report(fetch("A"))
+    failed = before.run(store=store_url)
+    assert failed.is_failed() and calls == ["A"]
+
+    # Between the failure and the resume, a call is added before fetch("A"): the
+    # slug `fetch` now names fetch("B"), and fetch("A") is `fetch-2`.
+    with Flow("changing") as after:
+        b = fetch("B")
+        a = fetch("A")
+        r = report(a)
+    assert (b.slug, a.slug) == ("fetch", "fetch-2")
+    fail.clear()
+    calls.clear()
+    state = after.run(resume=failed.run_id, store=store_url)
+    assert state.is_successful()
+    assert state.result[b].result == "data of B"  # not A's recorded result
+    assert state.result[a].result == "data of A"
+    assert state.result[r].result == "report on data of A"
+    assert sorted(calls) == ["A", "B"]
+    shown = {t.task_slug: t.result_preview for t in task_runs(failed.run_id, store=store_url)}
+    assert shown == {"fetch": "'data of B'", "fetch-2": "'data of A'",
+                     "report": "'report on data of A'"}
+
+
+def test_a_resume_reuses_the_tasks_that_did_not_change(store_url):
+    calls: list = []
+    fail = {"report": True}
+    fetch, report = fetch_and_report(calls, fail)
+    with Flow("growing") as before:
+        report(fetch("A"))
+    failed = before.run(store=store_url)
+    assert failed.is_failed() and calls == ["A"]
+
+    # A call added after the others changes no one's identity: fetch("A") is reused.
+    with Flow("growing") as after:
+        a = fetch("A")
+        report(a)
+        extra = fetch("B")
+    fail.clear()
+    calls.clear()
+    state = after.run(resume=failed.run_id, store=store_url)
+    assert state.is_successful()
+    assert calls == ["B"]
+    assert (state.result[a].result, state.result[extra].result) == ("data of A", "data of B")
+
+
+def test_a_changed_loop_that_fails_again_at_once_restarts_at_its_first_iteration(store_url):
+    seen: list = []
+    fail_at: dict = {"i": 3}
+
+    @task
+    def count(step):
+        i = iterflow.context.loop_index
+        seen.append((step, i, iterflow.context.get("loop_result")))
+        if i == fail_at.get("i"):
+            raise RuntimeError(f"stopped at {i}")
+        if i < 5:
+            raise LOOP(result=iterflow.context.get("loop_result", 0) + step)
+        return iterflow.context.get("loop_result", 0) + step
+
+    with Flow("loops") as before:
+        count(1)
+    failed = before.run(store=store_url)
+    assert failed.is_failed()  # iterations 0-2 recorded, with step 1
+
+    with Flow("loops") as after:
+        c = count(100)  # another call: it starts again, at iteration 0
+    fail_at["i"] = 0
+    seen.clear()
+    assert after.run(resume=failed.run_id, store=store_url).is_failed()
+    assert seen == [(100, 0, None)]
+    # The next resume must not continue at iteration 3 with step 1's total.
+    fail_at.clear()
+    seen.clear()
+    state = after.run(resume=failed.run_id, store=store_url)
+    assert state.is_successful() and state.result[c].result == 600
+    assert seen[0] == (100, 0, None)
+
+
+def test_checkpoint_false_records_states_and_previews_and_a_resume_reruns_the_task(store_url):
+    opened: list = []
+    fail = {"report": True}
+
+    @task(checkpoint=False)
+    def connect():
+        conn = sqlite3.connect(":memory:")  # cannot be pickled, nor recorded
+        opened.append(conn)
+        return conn
+
+    @task(checkpoint=False)
+    def rows(conn):
+        i = iterflow.context.loop_index
+        conn.execute("CREATE TABLE IF NOT EXISTS t (i)")
+        conn.execute("INSERT INTO t VALUES (?)", (i,))
+        if i < 2:
+            raise LOOP(result={"conn": conn, "i": i})  # an unpicklable loop result too
+        return conn.execute("SELECT count(*) FROM t").fetchone()[0]
+
+    @task
+    def report(n):
+        if fail.get("report"):
+            raise RuntimeError("report broke")
+        return f"{n} rows"
+
+    with Flow("unrecorded") as flow:
+        c = connect()
+        r = rows(c)
+        report(r)
+    failed = flow.run(store=store_url)
+    assert failed.is_failed()
+    assert failed.result[c].is_successful() and failed.result[r].result == 3
+    shown = {t.task_slug: t for t in task_runs(failed.run_id, store=store_url)}
+    assert shown["connect"].state == "Success"
+    assert "sqlite3.Connection" in shown["connect"].result_preview
+    history = iterations(failed.run_id, "rows", store=store_url)
+    assert [(h.state, h.loop_index) for h in history] == [
+        ("Looped", 0), ("Looped", 1), ("Success", 2),
+    ]
+    assert "'i': 1" in history[1].preview
+    with pytest.raises(StoreError, match="checkpoint=False"):
+        load_result(history[1].result_id, store=store_url)
+
+    # Nothing of theirs was kept to reuse: a resume runs both again, from the start.
+    fail.clear()
+    state = flow.run(resume=failed.run_id, store=store_url)
+    assert state.is_successful() and len(opened) == 2
+    assert state.result[r].result == 3 and state.result[c].result is opened[1]

@@ -6,8 +6,9 @@ import pytest
 
 import iterflow
 from iterflow import Flow, flatten, task, unmapped
-from iterflow.engine.expand import NOTHING, MapError, TaskRunSpec, expand_map, run_task_run
-from iterflow.errors import SerializationError
+from iterflow.engine.expand import TaskRunSpec, run_task_run
+from iterflow.engine.mapping import NOTHING, expand_map
+from iterflow.errors import MapError, SerializationError
 from iterflow.events import TaskRunEvent
 from iterflow.signals import LOOP
 from iterflow.states import Failed, Looped, Mapped, Skipped, Success, TriggerFailed
@@ -211,3 +212,37 @@ def test_looped_state_is_what_the_events_carry():
     run_task_run(spec_for(countdown, {"n": 1}), events.append)
     looped = events[1].state
     assert isinstance(looped, Looped) and looped.loop_index == 0 and looped.result == 0
+
+
+def test_a_retry_of_a_resumed_iteration_starts_from_the_value_it_was_given():
+    handed = ["page 0"]
+
+    def fetch():
+        ctx = iterflow.context
+        pages = ctx.loop_result
+        pages.append(f"page {ctx.loop_index}")
+        if ctx.task_run_count == 1:
+            raise ConnectionError("transient")
+        return pages
+
+    state = run_task_run(spec_for(fetch, start=1, loop_result=handed, max_retries=1))
+    assert state.result == ["page 0", "page 1"]
+
+
+def test_a_retry_uses_the_handed_over_value_itself_when_it_cannot_be_kept():
+    class Unpicklable(list):
+        def __reduce__(self):
+            raise TypeError("no pickling")
+
+    handed = Unpicklable(["a"])
+    seen = []
+
+    def fetch():
+        ctx = iterflow.context
+        seen.append(ctx.loop_result)
+        if ctx.task_run_count == 1:
+            raise ConnectionError("transient")
+        return len(seen)
+
+    assert run_task_run(spec_for(fetch, start=1, loop_result=handed, max_retries=1)).result == 2
+    assert seen[0] is handed and seen[1] is handed

@@ -138,7 +138,8 @@ def test_a_failed_child_fails_the_downstream_reduce_unless_its_trigger_allows(ru
                         name="tolerant", trigger=triggers.all_finished)(mapped)
     state = run(flow)
     assert isinstance(state.result[strict], TriggerFailed)
-    assert "fragile: Mapped" in state.result[strict].message
+    message = state.result[strict].message
+    assert "fragile: 1 of 3 mapped children failed (map index 1: Failed)" in message
     assert state.result[tolerant].result == [1, 3]
     assert state.is_failed() is True  # strict is terminal and failed
 

@@ -423,7 +423,7 @@ def test_failed_flow_message_names_the_failed_terminal_tasks(run):
 
 # -- executor failures -----------------------------------------------------------------
 class RefusingExecutor(LocalExecutor):
-    def submit(self, fn, *args, key=None):
+    def submit(self, fn, *args, key=None, shared=None):
         raise RuntimeError("no room")
 
 
@@ -437,7 +437,7 @@ def test_a_job_that_cannot_be_sent_fails_its_task_run(run):
 
 
 class CrashingExecutor(LocalExecutor):
-    def submit(self, fn, *args, key=None):
+    def submit(self, fn, *args, key=None, shared=None):
         from concurrent.futures import Future
 
         future = Future()

@@ -13,12 +13,18 @@ is read back from the events, never from a closure.
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
+
+import pytest
 
 import iterflow
 from iterflow import Flow, task
 from iterflow.core.state import Kind
 from iterflow.events import LogEvent, TaskRunEvent
+from iterflow.runtime import run_flow
 from iterflow.signals import LOOP
 
 
@@ -268,3 +274,113 @@ def test_one_executor_runs_one_flow_after_another(run, executor):
         y = accumulate(x=2, iterations=2)
     assert run(flow, executor=executor).result[y].result == 6
     assert run(flow, executor=executor).result[y].result == 6
+
+
+# -- the submit seam: fn(*args, **shared) ---------------------------------------------------
+def echo(a, b, *, context, inputs, cancel=None):
+    """A job: returns what it was given, and whether its cancel flag is set."""
+    return a, b, context, inputs, None if cancel is None else cancel.is_set()
+
+
+def run_jobs(executor, jobs):
+    """Submit ``(args, shared)`` pairs inside ``start()``; return their values in order."""
+    with executor.start():
+        futures = [executor.submit(echo, *args, key=f"run/echo/{i}", shared=shared)
+                   for i, (args, shared) in enumerate(jobs)]
+        pending = set(futures)
+        while pending:
+            _, pending = executor.wait(pending)
+        return [executor.result(future) for future in futures]
+
+
+def test_a_job_gets_its_args_and_the_shared_values_as_keywords(executor):
+    big = list(range(50_000))  # big enough for Dask to send it to the workers once
+    context = {"flow_name": "f", "parameters": {"big": big}, "deep": [big]}
+    flag = threading.Event()
+    jobs = [((i, "x"), {"context": context, "inputs": {"n": i, "table": big}, "cancel": flag})
+            for i in range(3)]
+
+    results = run_jobs(executor, jobs)
+
+    for i, (a, b, got_context, inputs, cancelled) in enumerate(results):
+        assert (a, b) == (i, "x")
+        assert got_context == context
+        assert inputs == {"n": i, "table": big}
+        assert cancelled is False  # a flag that works where the job ran, not yet set
+    assert context == {"flow_name": "f", "parameters": {"big": big}, "deep": [big]}
+
+
+def test_a_job_without_shared_values_gets_only_its_args(executor):
+    def shout(word):
+        return word.upper()
+
+    with executor.start():
+        future = executor.submit(shout, "hi", key="run/shout")
+        pending = {future}
+        while pending:
+            _, pending = executor.wait(pending)
+        assert executor.result(future) == "HI"
+
+
+def test_start_may_be_entered_again_while_started(executor):
+    with executor.start() as outer, executor.start() as inner:
+        assert inner is outer
+        future = executor.submit(echo, 1, 2, key="run/echo", shared={"context": {}, "inputs": {}})
+        pending = {future}
+        while pending:
+            _, pending = executor.wait(pending)
+        assert executor.result(future)[:2] == (1, 2)
+    # and it still runs a flow afterwards, on its own
+    with Flow("after nesting") as flow:
+        y = accumulate(x=1, iterations=1)
+    assert run_flow(flow, executor=executor, store=None).result[y].result == 2
+# -- cancelling ------------------------------------------------------------------------------
+@task(max_loops=10_000)
+def tick(i):
+    time.sleep(0.02)
+    raise LOOP(result=iterflow.context.loop_index)
+
+
+class LoopWatcher:
+    """A sink that signals once ``count`` task runs have each recorded a Looped state."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.looped: set[str] = set()
+        self.ready = threading.Event()
+
+    def handle(self, event) -> None:
+        if isinstance(event, TaskRunEvent) and event.state.kind is Kind.LOOPED:
+            self.looped.add(event.task_run_id)
+            if len(self.looped) >= self.count:
+                self.ready.set()
+
+
+def test_ctrl_c_of_a_mapped_loop_records_its_children_cancelled(executor, tmp_path):
+    """Every child recorded ends Cancelled, at the iteration it reached: none stays Looped."""
+    from iterflow.store import task_runs
+
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    with Flow("interrupted map") as flow:
+        tick.map(list(range(4)))
+    watcher = LoopWatcher(1 if isinstance(executor, iterflow.executors.LocalExecutor) else 2)
+
+    def interrupt() -> None:
+        if watcher.ready.wait(60):
+            time.sleep(0.1)
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_flow(flow, executor=executor, store=store, sinks=[watcher], run_id="interrupted")
+
+    children = [info for info in task_runs("interrupted", store=store)
+                if info.map_index is not None]
+    assert children
+    assert {info.state for info in children} == {"Cancelled"}, [
+        (info.map_index, info.state, info.loop_count) for info in children
+    ]
+    stopped = [info for info in children if info.task_run_id in watcher.looped]
+    assert stopped and all(info.loop_count >= 2 for info in stopped), [
+        (info.map_index, info.loop_count) for info in stopped
+    ]

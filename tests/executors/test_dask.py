@@ -66,6 +66,11 @@ def inc(x):
 
 
 @task
+def boom_once():
+    raise ValueError("boom")
+
+
+@task
 def grow(n):
     """Loops on one list, mutated in place on every iteration."""
     items = iterflow.context.get("loop_result", [])
@@ -279,6 +284,28 @@ def test_unreachable_address_fails_fast_and_clearly(address):
     assert "dask scheduler" in message
 
 
+def test_an_unreachable_scheduler_leaves_no_run_behind(tmp_path):
+    """The executor connects before the run is recorded: no Running run turns Crashed later."""
+    from iterflow.store import get_run, list_runs
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with Flow("nowhere recorded") as flow:
+        b = boom_once()
+    with pytest.raises(ExecutorError, match="could not reach"):
+        flow.run(executor=DaskExecutor(address), store=url)
+    assert list_runs(store=url) == []
+
+    # A failed run resumed on a cluster it cannot reach stays as it was, resumable.
+    failed = flow.run(store=url)
+    assert failed.result[b].is_failed()
+    with pytest.raises(ExecutorError, match="could not reach"):
+        flow.run(executor=DaskExecutor(address), store=url, resume=failed.run_id)
+    info = get_run(failed.run_id, store=url)
+    assert info.state == "Failed"
+    assert [run.run_id for run in list_runs(store=url)] == [failed.run_id]
+
+
 def test_address_that_never_answers_times_out():
     with socket.socket() as silent:  # accepts connections, says nothing
         silent.bind(("127.0.0.1", 0))
@@ -326,7 +353,7 @@ def test_unpicklable_shared_input_fails_the_task_naming_the_input(dask_executor)
     assert state.result[w].is_failed()
     message = state.result[w].map_states[0].message
     assert "'weigh'" in message
-    assert "its input 'table'" in message
+    assert "the value of 'table' in its inputs" in message
     assert "cannot pickle '_thread.lock' object" in message
 
 

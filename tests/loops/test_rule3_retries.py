@@ -117,3 +117,25 @@ def test_loop_result_survives_a_retry_even_if_the_failed_attempt_mutated_nothing
         g = grows()
     assert run(flow).result[g].result == (0, 1)
     assert results == [(), (), (), (0,), (0,), (0,), (0, 1), (0, 1), (0, 1)]
+
+
+def test_a_retry_starts_from_the_loop_result_as_handed_over_not_as_the_attempt_left_it(
+    run, executor
+):
+    # A page appended in place to the carried list, then a failure: the retry must not
+    # see the page twice (issue 12, item 4).
+    @task(max_retries=2, max_loops=GUARD)
+    def fetch():
+        ctx = iterflow.context
+        pages = ctx.get("loop_result", [])
+        pages.append(f"page {ctx.loop_index}")
+        if ctx.loop_index == 1 and ctx.task_run_count < 3:
+            raise ConnectionError("transient")
+        if ctx.loop_index < 2:
+            raise LOOP(result=pages)
+        return pages
+
+    with Flow("mutating retry") as flow:
+        t = fetch()
+    assert run(flow, executor=executor).result[t].result == ["page 0", "page 1", "page 2"]
+

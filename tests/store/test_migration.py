@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from iterflow.errors import StoreError
 from iterflow.store import SCHEMA_VERSION, open_store
 from iterflow.store.runstore import RunStore
-from iterflow.store.schema import MIGRATIONS
+from iterflow.store.schema import MIGRATIONS, _run_owner_and_task_identity
 
 from . import schema_v1, v1_flows
 
@@ -193,8 +193,8 @@ def test_the_upgrade_is_one_transaction(v1_url):
     def broken(conn: sa.Connection) -> None:
         raise RuntimeError("halfway")
 
-    last = 1 + len(MIGRATIONS)
-    with pytest.raises(StoreError, match=f"from schema version {last} to {last + 1} failed"):
+    last = f"from schema version {SCHEMA_VERSION} to {SCHEMA_VERSION + 1} failed"
+    with pytest.raises(StoreError, match=last):
         RunStore(v1_url, migrations=(*MIGRATIONS, broken))
     engine = sa.create_engine(v1_url)
     try:
@@ -229,3 +229,29 @@ def test_an_upgraded_store_has_the_tables_a_new_store_has(v1_url):
     finally:
         engine.dispose()
 
+
+
+def test_run_owners_and_task_identities_arrive_on_a_store_with_runs(v1_url):
+    # The store as it was just before this migration, whatever ran before it.
+    mine = MIGRATIONS.index(_run_owner_and_task_identity)
+    RunStore(v1_url, migrations=MIGRATIONS[:mine]).close()
+    engine = sa.create_engine(v1_url)
+    try:
+        assert "owner" not in {c["name"] for c in sa.inspect(engine).get_columns("flow_runs")}
+    finally:
+        engine.dispose()
+    with open_store(v1_url) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert scalar(store, "SELECT count(*) FROM flow_runs WHERE owner IS NOT NULL") == 0
+        assert scalar(store, "SELECT count(*) FROM task_runs WHERE identity IS NOT NULL") == 0
+        assert {r.state for r in store.list_runs()} == {"Failed", "Success"}
+    # A run recorded before owners and identities resumes (its task runs are trusted)
+    # and from then on has both.
+    v1_flows.FAIL_AT["at"] = None
+    state = v1_flows.build().run(resume=FAILED, store=v1_url)
+    assert state.is_successful(), state
+    with open_store(v1_url) as store:
+        owner = "SELECT owner FROM flow_runs WHERE run_id = :r"
+        assert len(scalar(store, owner, r=FAILED)) == 32
+        identity = "SELECT identity FROM task_runs WHERE task_run_id = :t"
+        assert scalar(store, identity, t=f"{FAILED}/count") is not None

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from iterflow.errors import StoreError
 from iterflow.states import Failed, Running, Success
 from iterflow.store import get_run, iterations, list_runs, task_runs
-from iterflow.store.queries import HOST, effective_state
+from iterflow.store.liveness import HOST, effective_state
 
 from .helpers import RunEvents
 
@@ -114,11 +114,15 @@ def test_two_tasks_with_one_name_need_the_slug(store, sink):
     assert store.iterations("n1", "add-2") == []
 
 
-def test_stale_heartbeat_is_crashed(store, sink):
+def test_stale_heartbeat_is_crashed_only_where_the_pid_cannot_be_checked(store, sink):
     record(sink, "live1")
     sink.flush()
     assert store.get_run("live1").state == "Running"
     set_row(store, "live1", heartbeat=time.time() - 3600)
+    # On this host a live process is alive whatever its heartbeat says (it may
+    # be stopped, or hold the GIL): its run is not Crashed.
+    assert store.get_run("live1").state == "Running"
+    set_row(store, "live1", host=HOST + "-elsewhere")
     info = store.get_run("live1")
     assert (info.state, info.recorded_state) == ("Crashed", "Running")
 
@@ -141,9 +145,15 @@ def test_effective_state_rules():
     assert effective_state("Success", None, None, None, stale_after=30) == "Success"
     assert effective_state("Running", alive, HOST, now, stale_after=30, now=now) == "Running"
     assert effective_state("Running", alive, HOST, now - 31, stale_after=30, now=now) == (
+        "Running"
+    )
+    assert effective_state("Pending", alive, HOST, None, stale_after=30) == "Pending"
+    elsewhere = HOST + "-elsewhere"
+    assert effective_state("Running", alive, elsewhere, now, stale_after=30, now=now) == "Running"
+    assert effective_state("Running", alive, elsewhere, now - 31, stale_after=30, now=now) == (
         "Crashed"
     )
-    assert effective_state("Pending", alive, HOST, None, stale_after=30) == "Crashed"
+    assert effective_state("Pending", None, HOST, None, stale_after=30) == "Crashed"
 
 
 def test_block_index_is_read_from_the_task_run_id():

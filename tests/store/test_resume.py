@@ -140,6 +140,8 @@ def test_resumed_run_keeps_its_first_record(store, sink):
     first = store.get_run(run.run_id)
 
     resumed = RunEvents(store.sink(), run_id=run.run_id)
+    # As flow.run(resume=...) does: claim the run for the sink that records it.
+    store.check_resumable(run.run_id, claim=True, owner=resumed.sink.owner)
     resumed.start(parameters={"n": 1}, resumed=True)
     resumed.task("t", Running(loop_index=1), loop_index=1)
     resumed.task("t", Success(result=5, loop_count=2), loop_index=1)

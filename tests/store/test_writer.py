@@ -461,10 +461,10 @@ def test_keys_of_finished_task_runs_are_not_kept(store):
         run.task("m", Success(result=i, loop_count=1), map_index=i)
     run.task("live", Running())
     sink.flush()
-    assert list(sink._task_keys) == [run.task_run_id("live")]
+    assert list(sink._batches._task_keys) == [run.task_run_id("live")]
     run.finish()
     sink.close()
-    assert not sink._task_keys and not sink._run_keys
+    assert not sink._batches._task_keys and not sink._batches._run_keys
     keys = rows(store, "SELECT count(*), count(DISTINCT id) FROM task_runs")[0]
     assert tuple(keys) == (1201, 1201)
 

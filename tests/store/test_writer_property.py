@@ -157,7 +157,8 @@ def test_the_store_reads_back_what_was_sent(tmp_path_factory, runs_plans, batch_
             assert info.loop_count == len(plan.values) + 1
         for run in runs:
             assert [e.message for e in store.logs(run.run_id)] == logs[run.run_id]
-        assert not sink._task_keys and not sink._run_keys  # nothing kept after the runs
+        # Nothing kept after the runs.
+        assert not sink._batches._task_keys and not sink._batches._run_keys
     finally:
         sink.close()
         store.close()

@@ -11,6 +11,11 @@ commands that read it, so ``iterflow --help`` stays fast. Commands call the
 :class:`~iterflow.store.RunStore` query methods; their records' ``as_dict()``
 is what ``--json`` prints, with times made readable.
 
+JSON. Every ``--json`` is strict JSON (RFC 8259), which any parser reads: a
+float that JSON cannot write (NaN, Infinity) is printed as the string
+``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` (Python's ``float()`` reads them
+back), never as the bare token Python's ``json`` would write by default.
+
 Times. The store keeps epoch seconds. Tables show local times; ``--json``
 gives ISO 8601 in UTC, which any tool parses without knowing our time zone.
 """
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -38,6 +45,8 @@ __all__ = [
     "format_time",
     "iso_time",
     "json_row",
+    "json_safe",
+    "json_text",
     "open_store",
     "resolve_run",
     "short_id",
@@ -130,11 +139,13 @@ def translate(exc: BaseException) -> CliError:
 
 
 # -- the run store ---------------------------------------------------------------
-def open_store(required: bool = True) -> Any:
+def open_store(required: bool = True, read_only: bool | None = False) -> Any:
     """The run store named by ``ITERFLOW_STORE_URL`` (or the default file).
 
     When ``iterflow.store`` is not installed: a :class:`CliError` if the
     command needs the store, else ``None`` (the run goes unrecorded).
+    ``read_only=None``: for commands that only read, which then work on a
+    store this process cannot write (see :class:`~iterflow.store.RunStore`).
     """
     try:
         from iterflow.store import open_store as _open
@@ -145,13 +156,17 @@ def open_store(required: bool = True) -> Any:
             f"the run store is not available in this installation ({exc})",
             "reinstall iterflow with its dependencies: pip install iterflow",
         ) from exc
-    return _open(os.environ.get("ITERFLOW_STORE_URL"))
+    return _open(os.environ.get("ITERFLOW_STORE_URL"), read_only=read_only)
 
 
 @contextlib.contextmanager
-def store_session() -> Iterator[Any]:
-    """Open the run store for one command and close it afterwards."""
-    store = open_store()
+def store_session(read_only: bool | None = False) -> Iterator[Any]:
+    """Open the run store for one command and close it afterwards.
+
+    Commands that only read pass ``read_only=None``: they work on a store
+    they cannot write (read-only media, another user's home).
+    """
+    store = open_store(read_only=read_only)
     try:
         yield store
     finally:
@@ -201,6 +216,34 @@ def json_row(row: Mapping[str, Any]) -> dict[str, Any]:
     if "started" in row:
         out["duration"] = duration(row)
     return out
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (at any depth) as a string: strict JSON.
+
+    >>> json_safe({"lr": float("nan"), "steps": [1.5, float("-inf")]})
+    {'lr': 'NaN', 'steps': [1.5, '-Infinity']}
+    """
+    kind = type(value)
+    # Exact types first: --json streams a million rows through here.
+    if kind is str or kind is int or value is None or kind is bool:
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if kind is dict or isinstance(value, Mapping):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def json_text(value: Any, indent: int | None = 2) -> str:
+    """``value`` as strict JSON text (see the module docstring); other objects as ``str``."""
+    # allow_nan=False: if a NaN ever slipped past json_safe, fail loudly rather than
+    # print what strict parsers reject.
+    return json.dumps(json_safe(value), indent=indent, default=str, allow_nan=False)
 
 
 def short_id(run_id: str) -> str:

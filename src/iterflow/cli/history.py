@@ -9,7 +9,6 @@ as ISO 8601 (UTC) and ``duration`` in seconds.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -21,7 +20,9 @@ from iterflow.cli.common import (
     debug_option,
     duration,
     format_time,
+    iso_time,
     json_row,
+    json_text,
     resolve_run,
     short_id,
     state_style,
@@ -36,7 +37,7 @@ RUN_STATES = ("Running", "Pending", "Success", "Failed", "Cancelled", "Crashed")
 
 
 def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
+    click.echo(json_text(value))
 
 
 def _elapsed(row: dict[str, Any]) -> float | None:
@@ -67,11 +68,12 @@ def runs_command(limit: int, flow_name: str | None, state: str | None, as_json: 
     """
     from iterflow.store.children import list_runs, parents_of
 
-    with store_session() as store:
+    with store_session(read_only=None) as store:
         rows = [r.as_dict() for r in list_runs(limit, flow_name, state,
                                                include_children=show_all, store=store)]
         links = parents_of([r["run_id"] for r in rows], store=store) if show_all else {}
         store_name = store.name
+        _add_triggers(store, rows)
     for row in rows:  # None for a top-level run
         link = links.get(row["run_id"])
         row["parent_run_id"] = None if link is None else link.parent_run_id
@@ -80,13 +82,14 @@ def runs_command(limit: int, flow_name: str | None, state: str | None, as_json: 
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from iterflow.progress import format_duration
 
     console = Console(highlight=False)
     if not rows:
         what = " matching these filters" if (flow_name or state) else ""
-        console.print(f"No runs{what} in {store_name}.", style="dim")
+        console.print(Text(f"No runs{what} in {store_name}.", style="dim"))
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("run", no_wrap=True)
@@ -94,15 +97,39 @@ def runs_command(limit: int, flow_name: str | None, state: str | None, as_json: 
     table.add_column("state", no_wrap=True)
     table.add_column("started", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
+    table.add_column("trigger")
     for row in rows:
         table.add_row(
             short_id(row["run_id"]),
-            row.get("flow_name") or "",
-            f"[{state_style(row.get('state'))}]{row.get('state')}[/]",
+            Text(row.get("flow_name") or ""),  # a name is text, never markup
+            Text(str(row.get("state")), style=state_style(row.get("state"))),
             format_time(row.get("started")),
             format_duration(_elapsed(row)),
+            _trigger_text(row["trigger"]),
         )
     console.print(table)
+
+
+def _add_triggers(store: Any, rows: list[dict[str, Any]]) -> None:
+    """Give each run its ``trigger``: manual, schedule (name, time) or resume."""
+    from iterflow.store import triggers
+
+    found = triggers([r["run_id"] for r in rows], store=store)
+    for row in rows:
+        trigger = found[row["run_id"]].as_dict()
+        trigger["scheduled"] = iso_time(trigger["scheduled"])
+        row["trigger"] = trigger
+
+
+def _trigger_text(trigger: dict[str, Any]) -> str:
+    if trigger["kind"] == "schedule":
+        when = trigger["scheduled"] or ""
+        text = f"{trigger['schedule']} @ {when[:19].replace('T', ' ')}Z"
+    else:
+        text = trigger["kind"]
+    if trigger["resumes"] and trigger["kind"] != "resume":
+        text += ", resumed"
+    return text
 
 
 @click.command("show")
@@ -110,43 +137,38 @@ def runs_command(limit: int, flow_name: str | None, state: str | None, as_json: 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option("--iterations", "iterations_of", metavar="TASK",
               help="List one task's recorded iterations (by task name or slug), with result "
-                   "previews.")
+                   "previews: the first and last ones, or a page with --offset/--limit.")
 @click.option("--map-index", type=int, metavar="N",
               help="With --iterations: the mapped child to show.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, metavar="K",
+              help="With --iterations: skip the first K recorded states.")
+@click.option("--limit", type=click.IntRange(min=0), metavar="N",
+              help="With --iterations: show at most N states (with --json: all by default).")
 @click.option("--all", "show_all", is_flag=True,
               help="List the task runs of every loop-block iteration, not only the latest.")
 @debug_option
 def show_command(
     run_ref: str, as_json: bool, iterations_of: str | None, map_index: int | None,
-    show_all: bool,
+    offset: int, limit: int | None, show_all: bool,
 ) -> None:
     """Show one run: its state and every task run's state, duration and iterations.
 
     A task inside a loop block runs once per block iteration; the table shows
     its latest run (--all: every one). RUN is a run id or a unique prefix of one.
     """
-    from iterflow.errors import StoreError
-
-    with store_session() as store:
+    if iterations_of is None and (offset or limit is not None):
+        raise CliError("--offset and --limit go with --iterations TASK", exit_code=EXIT_USAGE)
+    with store_session(read_only=None) as store:
         run = resolve_run(store, run_ref)
         if iterations_of is not None:
-            try:
-                history = [r.as_dict() for r in store.iterations(
-                    run["run_id"], iterations_of, map_index=map_index)]
-            except StoreError as exc:
-                raise CliError(
-                    str(exc), f"`iterflow show {short_id(run['run_id'])}` lists its task runs",
-                    EXIT_USAGE,
-                ) from exc
-        else:
-            task_runs = [r.as_dict() for r in store.task_runs(run["run_id"])]
-            parent, children = read_links(store, run["run_id"], task_runs)
-    if iterations_of is not None:
-        if as_json:
-            _print_json([json_row(r) for r in history])
-        else:
-            _print_iterations(run, iterations_of, map_index, history)
-        return
+            from iterflow.cli.iterations import show_iterations
+
+            # Inside the session: the records are read from the store as they are shown.
+            show_iterations(store, run, iterations_of, map_index, as_json=as_json,
+                            offset=offset, limit=limit)
+            return
+        task_runs = [r.as_dict() for r in store.task_runs(run["run_id"])]
+        parent, children = read_links(store, run["run_id"], task_runs)
     if as_json:
         _print_json({**json_row(run), "task_runs": [json_row(t) for t in task_runs],
                      **json_links(parent, children)})
@@ -230,12 +252,12 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: b
     from rich.table import Table
     from rich.text import Text
 
-    from iterflow.progress import format_duration
+    from iterflow.progress import format_duration, quoted
 
     console = Console(highlight=False)
     state = run.get("state")
     console.print(Text.assemble("Run ", (run["run_id"], "bold"), " of flow ",
-                                (repr(run.get("flow_name")), "bold")))
+                                (quoted(run.get("flow_name") or ""), "bold")))
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="dim")
     facts.add_column()
@@ -245,9 +267,9 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: b
         facts.add_row("ended", f"{format_time(run['ended'])} "
                                f"({format_duration(duration(run))})")
     elif state == "Crashed" and run.get("pid"):
-        facts.add_row("process", f"{run['pid']} on {run.get('host')} (gone)")
+        facts.add_row("process", Text(f"{run['pid']} on {run.get('host')} (gone)"))
     if run.get("parameters"):
-        facts.add_row("parameters", Text(json.dumps(run["parameters"], default=str)))
+        facts.add_row("parameters", Text(json_text(run["parameters"], indent=None)))
     if run.get("source"):
         facts.add_row("source", Text(run["source"]))
     if run.get("message") and state in ("Failed", "Cancelled"):
@@ -294,7 +316,7 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: b
             runs = task_run.get("block_runs")
             block = ["" if k is None else f"{k}/{runs}" if runs else str(k)]
         table.add_row(
-            task_run.get("task_name") or task_run.get("task_slug") or "",
+            Text(task_run.get("task_name") or task_run.get("task_slug") or ""),
             "" if map_index is None else str(map_index),
             *block,
             Text(str(task_state), style=state_style(task_state)),
@@ -316,50 +338,6 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: b
         total = folded_runs + folded_children + len(task_runs)
         console.print(f"{'; '.join(what).capitalize()}; --all lists all {total} task runs.",
                       style="dim")
-
-
-def _print_iterations(
-    run: dict[str, Any], task: str, map_index: int | None, history: list[dict[str, Any]]
-) -> None:
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    console = Console(highlight=False)
-    child = f"[{map_index}]" if map_index is not None else ""
-    count = f"{len(history)} state" + ("" if len(history) == 1 else "s")
-    console.print(Text.assemble("Iterations of ", (f"{task}{child}", "bold"), " in run ",
-                                (short_id(run["run_id"]), "bold"), f" ({count})"))
-    if not history:
-        console.print("No iterations recorded.", style="dim")
-        return
-    if map_index is None and all(row.get("state") == "Mapped" for row in history):
-        console.print(f"{task} is mapped: its children loop, each on its own; pick one with "
-                      f"--map-index N.", style="dim")
-    # A task inside a loop block: its runs in every block iteration, each marked.
-    in_block = any(row.get("block_index") is not None for row in history)
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    if in_block:
-        table.add_column("block", justify="right", no_wrap=True)
-    table.add_column("iteration", justify="right", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    table.add_column("time", no_wrap=True)
-    table.add_column("result", overflow="fold")
-    table.add_column("message", overflow="fold")
-    for row in history:
-        row_state = row.get("state")
-        block = [] if not in_block else [
-            "" if row.get("block_index") is None else str(row["block_index"])
-        ]
-        table.add_row(
-            *block,
-            "" if row.get("loop_index") is None else str(row["loop_index"]),
-            Text(str(row_state), style=state_style(row_state)),
-            format_time(row.get("time")),
-            Text(row.get("preview") or "", style="dim"),
-            Text(row.get("message") or ""),
-        )
-    console.print(table)
 
 
 @click.command("delete")

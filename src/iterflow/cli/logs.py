@@ -100,7 +100,7 @@ def logs_command(run_ref: str, task: str | None, follow: bool) -> None:
     from rich.console import Console
 
     console = Console(highlight=False)
-    with store_session() as store:
+    with store_session(read_only=None) as store:
         run = resolve_run(store, run_ref)
         run_id = run["run_id"]
         names: dict[str, str] = {}

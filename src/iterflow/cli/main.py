@@ -2,7 +2,8 @@
 
 Commands live one group per module (:mod:`~iterflow.cli.run`: ``run`` and
 ``resume``; :mod:`~iterflow.cli.history`: ``runs``, ``show`` and ``delete``;
-:mod:`~iterflow.cli.logs`: ``logs``). Each imports rich, the runtime and the
+:mod:`~iterflow.cli.logs`: ``logs``; :mod:`~iterflow.cli.serve`: ``serve`` and
+``schedules``). Each imports rich, the runtime and the
 store inside its function, so ``iterflow --help`` costs little more than
 importing click.
 
@@ -22,7 +23,7 @@ from typing import Any
 import click
 
 from iterflow import __version__
-from iterflow.cli import history, logs, run
+from iterflow.cli import history, logs, run, serve
 from iterflow.cli.common import (
     DEBUG_KEY,
     EXIT_CANCELLED,
@@ -114,6 +115,7 @@ def cli() -> None:
       iterflow show 3f9a2c1b                one run's task runs
       iterflow resume 3f9a2c1b              continue a failed or crashed run
       iterflow logs 3f9a2c1b --follow       a run's log records
+      iterflow serve flows.py               run flows on their schedules
 
     The run store is $ITERFLOW_HOME/iterflow.db (ITERFLOW_HOME defaults to
     ~/.iterflow), or any SQLAlchemy URL in ITERFLOW_STORE_URL.
@@ -126,6 +128,8 @@ cli.add_command(history.runs_command)
 cli.add_command(history.show_command)
 cli.add_command(history.delete_command)
 cli.add_command(logs.logs_command)
+cli.add_command(serve.serve_command)
+cli.add_command(serve.schedules_command)
 
 
 def main(argv: list[str] | None = None) -> None:

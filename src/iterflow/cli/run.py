@@ -4,9 +4,11 @@ Loading. ``FILE[:FLOW]`` names a Python file and, optionally, the module-level
 variable holding the flow; without it the file must hold exactly one
 :class:`~iterflow.Flow`. The file is imported under a name derived from its
 stem (``iterflow_flowfile_<stem>``), not ``__main__``: its
-``if __name__ == "__main__":`` block stays out of the way, and a result whose
-class the file defines is pickled under a module name that ``iterflow
-resume`` recreates by loading the same file. The file's directory goes first
+``if __name__ == "__main__":`` block stays out of the way. What the file
+defines (a class of a loop's result, say) is pickled by value
+(:func:`iterflow.pickling.pickle_by_value`), so a recorded value loads in
+``iterflow resume``, in ``python FILE`` (where the file is ``__main__``) and
+on Dask workers alike. The file's directory goes first
 on ``sys.path``, as with ``python FILE``, so its sibling modules import.
 
 Recording. The run is told where its flow came from (``/abs/path.py:var``),
@@ -160,6 +162,11 @@ def _import_file(path: Path) -> Any:
     directory = str(path.parent)
     if directory not in sys.path:
         sys.path.insert(0, directory)
+    # What the file defines is recorded by value, so that `python FILE` (where it is
+    # __main__) can load it too, and so can Dask workers, which cannot import it.
+    from iterflow.pickling import pickle_by_value
+
+    pickle_by_value(module)
     try:
         loader.exec_module(module)
     except SyntaxError as exc:
@@ -263,12 +270,16 @@ def execute(
     quiet: bool,
     debug: bool,
     resume: str | None = None,
+    force: bool = False,
 ) -> None:
-    """Run (or resume) a flow with progress and logs; a :class:`CliError` unless it succeeds."""
+    """Run (or resume) a flow with progress and logs; a :class:`CliError` unless it succeeds.
+
+    ``force``: resume the run even if it looks alive (see ``iterflow resume --force``).
+    """
     from rich.console import Console
 
     from iterflow.errors import RunCancelled
-    from iterflow.progress import ProgressDisplay
+    from iterflow.progress import ProgressDisplay, quoted
     from iterflow.runtime import run_flow
 
     flow = loaded.flow
@@ -291,36 +302,40 @@ def execute(
                 run_id=None if resume else run_id,
                 source=loaded.source,
                 sinks=[display] if display is not None else None,
+                force=force,
             )
         except KeyboardInterrupt:
             raise CliError(
-                f"run {short} of flow {flow.name!r} cancelled (Ctrl-C)", resume_hint, EXIT_CANCELLED
+                f"run {short} of flow {quoted(flow.name)} cancelled (Ctrl-C)", resume_hint,
+                EXIT_CANCELLED,
             ) from None
         except RunCancelled as exc:  # SIGTERM, turned into RunCancelled by the runtime
             raise CliError(
-                f"run {short} of flow {flow.name!r} {exc}", resume_hint, EXIT_TERMINATED
+                f"run {short} of flow {quoted(flow.name)} {exc}", resume_hint, EXIT_TERMINATED
             ) from None
     if state.is_successful():
         if quiet:
-            click.echo(f"Flow {flow.name!r} finished {state.name} (run {short})")
+            click.echo(f"Flow {quoted(flow.name)} finished {state.name} (run {short})")
         return
     raise _run_failed(flow, state, short, recorded=store is not None, debug=debug)
 
 
 def _run_failed(flow: Any, state: Any, short: str, *, recorded: bool, debug: bool) -> CliError:
     """The error for a run that ended badly: the first failure (a cause, not an effect)."""
+    from iterflow.progress import quoted
+
     failures = _failures(flow, state)
     if debug:
-        for label, failed in failures:
+        for _name, label, failed in failures:
             if failed.traceback:
                 click.echo(f"--- {label}: {failed.name}\n{failed.traceback}", err=True)
     if failures:
-        label, failed = failures[0]
+        name, label, failed = failures[0]
         # The engine's messages name the task already ("task 'x' in flow 'f', iteration 3,
         # failed: ..."); say it ourselves only when the message does not.
         why = failed.message or failed.name
-        if repr(label.split("[")[0]) not in why:
-            why = f"task {label!r} {failed.name}: {why}"
+        if repr(name) not in why and quoted(name) not in why:
+            why = f"task {quoted(label)} {failed.name}: {why}"
         if len(failures) > 1:
             more = len(failures) - 1
             why += f" (and {more} more failed task run{'s' if more > 1 else ''})"
@@ -332,26 +347,31 @@ def _run_failed(flow: Any, state: Any, short: str, *, recorded: bool, debug: boo
                 f"it with `iterflow resume {short}`")
     else:
         hint = "rerun with a run store (without --no-store) to inspect and resume failed runs"
-    return CliError(f"run {short} of flow {flow.name!r} {state.name}{why}", hint, EXIT_FAILED)
+    return CliError(f"run {short} of flow {quoted(flow.name)} {state.name}{why}", hint,
+                    EXIT_FAILED)
 
 
-def _failures(flow: Any, state: Any) -> list[tuple[str, Any]]:
-    """The failed task runs, in flow order, causes first (a trigger failure is an effect)."""
+def _failures(flow: Any, state: Any) -> list[tuple[str, str, Any]]:
+    """The failed task runs as (task name, label, state), in flow order, causes first.
+
+    A label is the name, with ``[map index]`` for a mapped child; a trigger
+    failure is an effect, so it comes after every other failure.
+    """
     results = state.result or {}
-    failed: list[tuple[str, Any]] = []
+    failed: list[tuple[str, str, Any]] = []
     for task in flow.sorted_tasks():
         task_state = results.get(task)
         if task_state is None:
             continue
         if task_state.is_mapped():
             failed.extend(
-                (f"{task.name}[{i}]", child)
+                (task.name, f"{task.name}[{i}]", child)
                 for i, child in enumerate(task_state.map_states)
                 if child.is_failed() or child.is_cancelled()
             )
         elif task_state.is_failed() or task_state.is_cancelled():
-            failed.append((task.name, task_state))
-    failed.sort(key=lambda pair: pair[1].name == "TriggerFailed")  # stable: order kept
+            failed.append((task.name, task.name, task_state))
+    failed.sort(key=lambda triple: triple[2].name == "TriggerFailed")  # stable: order kept
     return failed
 
 
@@ -391,7 +411,6 @@ def run_command(
     parameters = parse_parameters(params)
     executor = make_executor(executor_spec)
     loaded = load_flow(target)
-    _ship_module_if_dask(executor_spec, loaded)
     store = None if no_store else open_store(required=False)
     try:
         execute(
@@ -410,10 +429,15 @@ def run_command(
 @click.argument("run_ref", metavar="RUN")
 @click.option("--executor", "executor_spec", metavar="NAME", help=_EXECUTOR_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress display; only warnings and errors.")
+@click.option(
+    "--force", is_flag=True,
+    help="Resume even if the run looks alive (its process stopped, say); that process, "
+    "if it goes on, finds the run taken over and stops.",
+)
 @debug_option
 @click.pass_context
 def resume_command(
-    ctx: click.Context, run_ref: str, executor_spec: str | None, quiet: bool
+    ctx: click.Context, run_ref: str, executor_spec: str | None, quiet: bool, force: bool
 ) -> None:
     """Continue a failed, cancelled or crashed run where it stopped.
 
@@ -439,7 +463,6 @@ def resume_command(
                 EXIT_USAGE,
             )
         loaded = load_flow(source)
-        _ship_module_if_dask(executor_spec, loaded)
         if loaded.flow.name != run.get("flow_name", loaded.flow.name):
             click.echo(
                 f"warning: run {short_id(run_id)} was of flow {run['flow_name']!r}; "
@@ -454,15 +477,8 @@ def resume_command(
             quiet=quiet,
             debug=bool(ctx.meta.get(DEBUG_KEY)),
             resume=run_id,
+            force=force,
         )
-
-
-def _ship_module_if_dask(executor_spec: str | None, loaded: LoadedFlow) -> None:
-    if executor_spec and executor_spec.strip().lower().startswith("dask"):
-        import cloudpickle
-
-        # Dask workers cannot import the flow file's module: send its code by value.
-        cloudpickle.register_pickle_by_value(loaded.module)
 
 
 def _close(store: Any) -> None:

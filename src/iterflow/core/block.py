@@ -47,9 +47,9 @@ out which block each task runs in and checks this rule, once for
 calls before anything runs) and once for the engine, which needs the same
 layout to cut the flow into scopes.
 
-The engine (:mod:`iterflow.engine.block`) reads this description as nested
-*scopes* — the flow, and inside it each block's body — and runs one scope per
-iteration. Nothing here runs anything.
+The engine reads this description as nested *scopes*
+(:mod:`iterflow.engine.scopes`) — the flow, and inside it each block's body —
+and runs one scope per iteration (:mod:`iterflow.engine.blocks`). Nothing here runs anything.
 """
 
 from __future__ import annotations

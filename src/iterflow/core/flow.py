@@ -64,7 +64,11 @@ class Flow:
 
     Options: ``executor`` (the default for :meth:`run`), ``state_handlers``
     (callables ``(flow, old_state, new_state) -> state``), ``serializer``
-    (``"pickle"`` or ``"json"``: the default for the flow's stored results).
+    (``"pickle"`` or ``"json"``: the default for the flow's stored results),
+    ``on_failure`` (callables ``hook(flow, state)`` called when a run ends
+    failed), and for :meth:`serve`: ``schedules``, ``catchup``, ``overlap``,
+    ``on_crash``, ``misfire_grace``, ``max_catchup``, ``max_active_runs``
+    (see :mod:`iterflow.schedules` and docs/schedules.md).
     """
 
     def __init__(
@@ -74,6 +78,14 @@ class Flow:
         executor: Any = None,
         state_handlers: Iterable[Callable] | None = None,
         serializer: str | None = None,
+        schedules: Iterable[Any] | None = None,
+        catchup: str = "latest",
+        overlap: str = "skip",
+        on_crash: str = "resume",
+        on_failure: Iterable[Callable] | None = None,
+        misfire_grace: Any = None,
+        max_catchup: int = 5,
+        max_active_runs: int | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise OptionError(
@@ -83,6 +95,21 @@ class Flow:
         self.executor = executor
         self.state_handlers = list(state_handlers or [])
         self.serializer = serializer
+        from iterflow.schedules.options import check_options  # descriptions only, no server
+
+        options = check_options(
+            name, schedules=schedules, catchup=catchup, overlap=overlap, on_crash=on_crash,
+            on_failure=on_failure, misfire_grace=misfire_grace, max_catchup=max_catchup,
+            max_active_runs=max_active_runs,
+        )
+        self.schedules: list[Any] = options["schedules"]
+        self.catchup: str = options["catchup"]
+        self.overlap: str = options["overlap"]
+        self.on_crash: str = options["on_crash"]
+        self.on_failure: list[Callable] = options["on_failure"]
+        self.misfire_grace: float | None = options["misfire_grace"]
+        self.max_catchup: int = options["max_catchup"]
+        self.max_active_runs: int | None = options["max_active_runs"]
         self._tasks: dict[Task, None] = {}  # insertion-ordered set
         self._edges: dict[Edge, None] = {}
         self._upstream: dict[Task, list[Edge]] = {}
@@ -108,6 +135,11 @@ class Flow:
 
     def __exit__(self, *exc: Any) -> None:
         _active_flow.reset(self._tokens.pop())
+        if self.schedules and exc[0] is None:
+            # The parameters are known now: refuse a schedule whose runs could not start.
+            from iterflow.schedules.options import check_parameters
+
+            check_parameters(self)
 
     # -- tasks and edges ------------------------------------------------------
     @property
@@ -463,6 +495,18 @@ class Flow:
             run_id=run_id,
             source=source,
         )
+
+    def serve(self, **options: Any) -> None:
+        """Run the flow on its schedules until stopped (Ctrl-C, SIGTERM).
+
+        Options as for :func:`iterflow.schedules.server.serve` (``store``,
+        ``drain``, ...).
+
+        >>> flow.serve()   # doctest: +SKIP
+        """
+        from iterflow.schedules import serve  # lazy, as run() reaches the runtime
+
+        serve(self, **options)
 
     def __repr__(self) -> str:
         return f"<Flow {self.name!r}: {len(self._tasks)} tasks>"

@@ -25,6 +25,7 @@ __all__ = [
     "always_run",
     "any_failed",
     "any_successful",
+    "describe_upstream",
     "not_all_skipped",
     "offending_states",
 ]
@@ -74,3 +75,36 @@ def offending_states(trigger: Any, upstream_states: Mapping[Any, State]) -> dict
     else:
         bad = {}
     return bad or dict(upstream_states)
+
+
+#: At most this many failed children are named in a message; the rest are counted.
+NAMED_CHILDREN = 5
+
+
+def describe_upstream(states: Mapping[Any, State]) -> str:
+    """Upstream states for a message: ``slug: Kind``, and for a map, which children failed.
+
+    A mapped upstream is not "Mapped" to a reader who wants to know what went
+    wrong: say how many of its children failed and which (by map index).
+
+    >>> from iterflow.core.state import Failed, Mapped, Success
+    >>> class T: slug = "child"
+    >>> describe_upstream({T(): Mapped(map_states=[Success(), Failed(), Success()])})
+    'child: 1 of 3 mapped children failed (map index 1: Failed)'
+    """
+    return ", ".join(_describe(task.slug, state) for task, state in states.items())
+
+
+def _describe(slug: str, state: State) -> str:
+    children = getattr(state, "map_states", None)
+    if not children:
+        return f"{slug}: {state.name}"
+    bad = [(i, s) for i, s in enumerate(children) if s.is_failed() or s.is_cancelled()]
+    if not bad:
+        return f"{slug}: {state.name}"
+    which = ", ".join(f"{i}: {s.name}" for i, s in bad[:NAMED_CHILDREN])
+    if len(bad) > NAMED_CHILDREN:
+        which += f", and {len(bad) - NAMED_CHILDREN} more"
+    noun = "map index" if len(bad) == 1 else "map indexes"
+    return (f"{slug}: {len(bad)} of {len(children)} mapped children failed "
+            f"({noun} {which})")

@@ -38,7 +38,9 @@ __all__ = [
 # Outcome kinds, as small ints: the loop's hot path compares them often.
 RETURNED, LOOPED, FAILED, SUCCEEDED, SKIPPED, RETRY_ASKED, ERRORED, TIMED_OUT = range(8)
 
-_SIGNAL_KINDS = {LOOP: LOOPED, FAIL: FAILED, SUCCESS: SUCCEEDED, SKIP: SKIPPED, RETRY: RETRY_ASKED}
+_SIGNAL_KINDS: dict[type[Exception], int] = {
+    LOOP: LOOPED, FAIL: FAILED, SUCCESS: SUCCEEDED, SKIP: SKIPPED, RETRY: RETRY_ASKED,
+}
 
 
 class Outcome:
@@ -62,7 +64,8 @@ def _from_exception(exc: Exception) -> Outcome:
                 kind = signal_kind
                 break
     if kind is not None:
-        return Outcome(kind, exc.result, exc.message)
+        signal: Any = exc  # a Signal: it has a result and a message
+        return Outcome(kind, signal.result, signal.message)
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return Outcome(ERRORED, exc, f"{type(exc).__name__}: {exc}", text)
 

@@ -20,7 +20,8 @@ The rules, in the order they apply when a task's upstreams have all finished:
 A mapped task applies 2 and 3 once to its unmapped upstreams, then again per child
 with that child's element-wise upstream states, so one failed child of an
 upstream map fails only the matching child downstream. Its parent state is
-``Mapped`` once every child finished.
+``Mapped`` once every child finished. The children themselves are
+worked out by :func:`~iterflow.engine.mapping.expand_map`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from iterflow.core.state import (
     Failed,
@@ -40,8 +41,9 @@ from iterflow.core.state import (
     check_transition,
 )
 from iterflow.core.task import Task
-from iterflow.core.triggers import offending_states
-from iterflow.engine.expand import NOTHING, MapError, expand_map
+from iterflow.core.triggers import describe_upstream, offending_states
+from iterflow.engine.mapping import NOTHING, expand_map
+from iterflow.errors import MapError
 
 __all__ = ["NOTHING", "Finished", "FlowMachine", "RunTask", "check_transition"]
 
@@ -156,10 +158,10 @@ class FlowMachine:
         if self._children_left[task] == 0:
             children = self._children.pop(task)
             del self._children_left[task]
-            self._decide(task, Mapped(map_states=children), out)
+            self._decide(task, Mapped(map_states=cast(list[State], children)), out)
 
     def _on_ready(self, task: Task, out: list) -> None:
-        slug = task.slug
+        slug = cast(str, task.slug)  # every task in a flow has its slug
         previous = self.resume_finished.get((slug, None))
         if previous is not None:
             self._decide(task, previous, out, resumed=True)
@@ -208,7 +210,7 @@ class FlowMachine:
             out.append(self._run(task, index, inputs))
 
     def _run(self, task: Task, map_index: int | None, inputs: dict[str, Any]) -> RunTask:
-        start = self.resume_loops.get((task.slug, map_index))
+        start = self.resume_loops.get((cast(str, task.slug), map_index))
         if start is None:
             return RunTask(task, map_index, inputs)
         return RunTask(task, map_index, inputs, start[0], start[1])
@@ -225,7 +227,7 @@ class FlowMachine:
 
     def _gate(self, task: Task, upstream: dict[Task, State]) -> State | None:
         if task.skip_on_upstream_skip:
-            skipped = [t.slug for t, s in upstream.items() if s.is_skipped()]
+            skipped = [str(t.slug) for t, s in upstream.items() if s.is_skipped()]
             if skipped:
                 return Skipped(f"upstream task skipped: {', '.join(skipped)}", loop_count=0)
         trigger = task.trigger
@@ -241,7 +243,7 @@ class FlowMachine:
         if met:
             return None
         bad = offending_states(trigger, upstream)
-        described = ", ".join(f"{t.slug}: {s.name}" for t, s in bad.items())
+        described = describe_upstream(bad)
         return TriggerFailed(
             f"trigger {_name(trigger)} of task {task.name!r} was not met by upstream "
             f"states ({described})",

@@ -13,11 +13,20 @@ nothing is left to do and nothing is running. A job runs a task run to its
 end, loop included, so the runner sees one result per task run however many
 iterations it took.
 
-Loop blocks (:mod:`iterflow.engine.block`) add *scopes*: every instruction
+Loop blocks add *scopes* (:mod:`iterflow.engine.scopes`): every instruction
 and every running job belongs to one, the flow itself or one iteration of a
-block, which has its own small machine. The runner treats them all alike;
-when it meets a block node it hands it to :class:`~iterflow.engine.block.Blocks`,
-whose iterations then feed ``todo`` like the flow's machine does.
+block, which has its own small machine. The runner treats them all alike and
+knows only the machine's two instruction kinds, ``RunTask`` and ``Finished``;
+the blocks' own instructions (start a block, an iteration ended, retry after
+a delay) are plain data it hands, in one branch, to
+:meth:`Blocks.act <iterflow.engine.blocks.Blocks.act>`, whose iterations then
+feed ``todo`` like the flow's machine does. It only waits out a delay an
+instruction carries first, as a job. Whether simple block bodies may run
+without jobs the executor says (``executor.runs_inline``); the engine imports
+no executor (:mod:`iterflow.engine.protocols` names what it calls on one).
+
+State handlers, legality checks and events of every transition, the flow
+run's included, go through :mod:`iterflow.engine.transitions`.
 
 Parameters and cache hits finish on the spot, without a job. A job that
 cannot be sent (an unpicklable task on Dask) or that crashes outside the task
@@ -46,46 +55,18 @@ from iterflow.core.state import (
     Success,
 )
 from iterflow.core.subflow import judged_tasks
-from iterflow.engine.block import (
-    Blocks,
-    EndOfIteration,
-    LoopBlock,
-    Pause,
-    Scope,
-    compile_blocks,
-    pause,
-    task_run_id,
-)
+from iterflow.engine.blocks import Blocks
 from iterflow.engine.cache import MemoryCache, cache_fingerprint
 from iterflow.engine.expand import TaskRunSpec, run_task_run
-from iterflow.engine.machine import Finished, FlowMachine, RunTask, check_transition
+from iterflow.engine.machine import Finished, FlowMachine, RunTask
+from iterflow.engine.protocols import CheckpointSource, Executor
+from iterflow.engine.scopes import BlockInstruction, Scope, compile_blocks
+from iterflow.engine.transitions import Emit, apply_handlers, settle, task_run_event
 from iterflow.errors import RunCancelled
 from iterflow.events import EventBus, FlowRunEvent, ResumePoint, TaskRunEvent
+from iterflow.runids import task_run_id
 
 __all__ = ["FlowRunner", "RunCancelled", "task_run_id"]
-
-
-def settle_with_handlers(task: Any, state: State) -> State:
-    """Pass a state the engine decided without running ``task`` through its handlers.
-
-    Handlers see ``Pending -> state`` (skipped, trigger failed, cached, mapped);
-    what they return is used, like for any other transition.
-    """
-    old: State = Pending()
-    for handler in task.state_handlers:
-        try:
-            returned = handler(task, old, state)
-            if returned is not None:
-                check_transition(old, returned, task.name)
-                state = returned
-        except Exception as exc:
-            state = Failed(
-                f"state handler {getattr(handler, '__name__', handler)!r} of task "
-                f"{task.name!r} raised {type(exc).__name__}: {exc}",
-                exc,
-                loop_count=state.loop_count or 0,
-            )
-    return state
 
 
 #: Seconds a cancelled run waits for in-process loops to stop at their next iteration.
@@ -98,14 +79,14 @@ class FlowRunner:
     def __init__(
         self,
         flow: Any,
-        executor: Any,
+        executor: Executor,
         bus: EventBus | None = None,
         parameters: dict[str, Any] | None = None,
         context: dict[str, Any] | None = None,
         run_id: str | None = None,
         resume: ResumePoint | None = None,
         cache: MemoryCache | None = None,
-        checkpoint_source: Any = None,
+        checkpoint_source: CheckpointSource | None = None,
         source: str | None = None,
     ) -> None:
         self.flow = flow
@@ -132,13 +113,17 @@ class FlowRunner:
         self._implied_running = bool(getattr(self.bus, "implied_running", False))
         root_view, plans = compile_blocks(flow)  # checks blocks before anything runs
         if plans:
-            self._blocks = Blocks(flow, plans, self.run_id, emit, self.resume, self.executor,
-                                  implied_running=self._implied_running)
+            self._blocks = Blocks(
+                flow, plans, self.run_id, emit, self.resume,
+                inline=bool(getattr(self.executor, "runs_inline", False)),
+                executor_name=repr(self.executor),
+                implied_running=self._implied_running,
+            )
         machine = FlowMachine(
             root_view,
             resume_finished=self.resume.finished if self.resume else None,
             resume_loops=self.resume.loops if self.resume else None,
-            settle=settle_with_handlers,
+            settle=settle,
             judged=judged_tasks(flow),
         )
         self.base_context = {
@@ -154,7 +139,8 @@ class FlowRunner:
                 return self._finish(state, machine)
             with self.executor.start():
                 relay = self.executor.event_relay(emit)
-                root = Scope(machine, self.run_id, self.base_context, relay)
+                root = Scope(machine, self.run_id, self.base_context, relay,
+                             has_blocks=bool(plans))
                 todo: deque = deque(root.start())
                 while todo or running:
                     while todo:
@@ -164,8 +150,8 @@ class FlowRunner:
                         done, _ = self.executor.wait(list(running))
                         for future in done:
                             scope, task, map_index = running.pop(future)
-                            if isinstance(task, Pause):
-                                todo.extend(task.over())
+                            if isinstance(task, BlockInstruction):  # its delay has passed
+                                todo.extend(self._to_blocks(scope, task))
                                 continue
                             final = self._job_result(future, scope, task, map_index, emit)
                             self._remember(task, map_index, final)
@@ -185,30 +171,26 @@ class FlowRunner:
         return self._finish(final_state, machine)
 
     # -- acting on instructions -------------------------------------------------
-    def _act(self, instr, scope: Scope, running, todo, emit) -> None:
+    def _act(self, instr: Any, scope: Scope, running: dict, todo: deque, emit: Emit | None
+             ) -> None:
+        if isinstance(instr, BlockInstruction):  # the loop blocks' own: theirs to act on
+            if instr.delay:
+                try:  # waited out as a job, so the rest of the flow goes on meanwhile
+                    future = self.executor.submit(time.sleep, instr.delay, key=instr.key)
+                    running[future] = (scope, instr, None)
+                    return
+                except Exception:  # no worker to wait on: skip the delay rather than stall
+                    pass
+            todo.extend(self._to_blocks(scope, instr))
+            return
         if isinstance(instr, Finished):
             if emit is not None and not instr.resumed:
                 emit(self._event(scope, instr.task, instr.map_index, instr.state))
             return
-        if isinstance(instr, EndOfIteration):  # a block judges its iteration and goes on
-            todo.extend(instr.take())
-            return
-        if isinstance(instr, Pause):  # a block's retry delay, run as a job
-            try:
-                running[self.executor.submit(pause, instr.seconds, key=instr.key)] = (
-                    scope, instr, None
-                )
-            except Exception:  # no worker to wait on: skip the delay rather than stall
-                todo.extend(instr.over())
-            return
         task, map_index = instr.task, instr.map_index
-        if isinstance(task, LoopBlock):
-            todo.extend(self._blocks.start(scope, instr))
-            return
         quick = self._finish_without_job(instr)
         if quick is not None:
-            if task.state_handlers:
-                quick = settle_with_handlers(task, quick)
+            quick = settle(task, quick)
             if emit is not None:
                 emit(self._event(scope, task, map_index, quick))
             todo.extend(scope.task_run_finished(task, map_index, quick))
@@ -216,21 +198,23 @@ class FlowRunner:
         spec = TaskRunSpec(
             task=task,
             map_index=map_index,
-            inputs=instr.inputs,
             flow_run_id=self.run_id,
             task_run_id=scope.task_run_id(task, map_index),
-            base_context=scope.base_context,
             start_loop_index=instr.start_loop_index,
             loop_result=instr.loop_result,
             serializer=self.flow.serializer,
             # Asked by task run id, so a body task inside a loop block finds its own
             # iteration's record, not another iteration's run of the same task.
             checkpoint_source=self.checkpoint_source,
-            cancel=None if getattr(self.executor, "remote", False) else self._cancel,
             implied_running=self._implied_running,
         )
+        # Values many jobs hold in common travel apart from the spec, so that an executor
+        # may send them once; it replaces the cancel flag where jobs run elsewhere.
+        shared = {"base_context": scope.base_context, "inputs": instr.inputs,
+                  "cancel": self._cancel}
         try:
-            future = self.executor.submit(run_task_run, spec, scope.relay, key=spec.task_run_id)
+            future = self.executor.submit(run_task_run, spec, scope.relay,
+                                          key=spec.task_run_id, shared=shared)
         except Exception as exc:
             failed = Failed(
                 f"task {task.name!r} in flow {self.flow.name!r} could not be sent to "
@@ -244,6 +228,10 @@ class FlowRunner:
             todo.extend(scope.task_run_finished(task, map_index, failed))
             return
         running[future] = (scope, task, map_index)
+
+    def _to_blocks(self, scope: Scope, instr: BlockInstruction) -> list:
+        assert self._blocks is not None  # a scope makes block instructions only when it has any
+        return self._blocks.act(scope, instr)
 
     def _finish_without_job(self, instr: RunTask) -> State | None:
         task = instr.task
@@ -311,7 +299,7 @@ class FlowRunner:
 
     def _cancel_unfinished(self, machine: FlowMachine, running, emit, why: str) -> None:
         for scope, task, map_index in list(running.values()):
-            if emit is not None and not isinstance(task, Pause):
+            if emit is not None and not isinstance(task, BlockInstruction):
                 # How far its loop got is unknown here (the job is still inside an
                 # iteration); the store counts the iterations it recorded.
                 emit(self._event(scope, task, map_index, Cancelled(why)))
@@ -331,11 +319,10 @@ class FlowRunner:
         return state
 
     def _flow_move(self, old: State, new: State, initial: bool = False) -> State:
-        for handler in self.flow.state_handlers:
-            returned = handler(self.flow, old, new)
-            if returned is not None:
-                check_transition(old, returned, self.flow.name, owner="flow")
-                new = returned
+        """Make ``new`` the flow run's state, through the flow's handlers, and emit it."""
+        if self.flow.state_handlers:
+            # A handler that raises or asks for an illegal move ends the run Failed.
+            new = apply_handlers(self.flow, self.flow.state_handlers, old, new, kind="flow")
         self._flow_state = new
         if self.bus is not None:
             tasks = tuple((t.slug, t.name) for t in self.flow.sorted_tasks()) if initial else ()
@@ -360,7 +347,7 @@ class FlowRunner:
 
     def _event(self, scope: Scope, task: Any, map_index: int | None,
                state: State) -> TaskRunEvent:
-        return TaskRunEvent(
+        return task_run_event(
             self.run_id,
             scope.task_run_id(task, map_index),
             task.slug,

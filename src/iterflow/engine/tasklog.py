@@ -44,11 +44,12 @@ class TaskLogger(logging.LoggerAdapter):
 
     def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
         if self._emit is not None:
-            ctx = self._ctx
+            ctx: dict[str, Any] = self._ctx
+            run_id: Any = ctx.get("flow_run_id")  # None only outside a run (a test's context)
             text = str(msg) % args if args else str(msg)
             self._emit(
                 LogEvent(
-                    flow_run_id=ctx.get("flow_run_id"),
+                    flow_run_id=run_id,
                     task_run_id=ctx.get("task_run_id"),
                     task_slug=ctx.get("task_slug"),
                     map_index=ctx.get("map_index"),

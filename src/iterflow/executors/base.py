@@ -5,9 +5,33 @@ decides *where*. A job is a plain callable that runs one task run to its end —
 every iteration of its loop, its retries, its timeouts — and returns the task
 run's final state, so a looping task never costs a round trip per iteration.
 
+A job is ``fn(*args, **shared)``. ``args`` are the job's own; ``shared`` holds
+keyword arguments that many jobs of a run hold in common -- the very same
+objects: the run's context, a mapped task's ``unmapped(...)`` inputs. An
+executor whose jobs run in other processes may send each such value once
+rather than with every job (and each value of a dict among them, since a
+mapped child's inputs are a dict of its own around values it shares); ``fn``
+receives values equal to those passed. One key has a meaning of its own:
+
+``shared["cancel"]``
+    The runner's cancel flag, an object with ``is_set()`` that is set when the
+    run is cancelled; a looping job asks it before each iteration. A flag of
+    the runner's process means nothing elsewhere, so an executor whose jobs
+    run in other processes passes in its place one that is set, where the job
+    runs, once the job is cancelled (:meth:`Executor.cancel`).
+
 An executor also carries events from where jobs run back to the runner's sinks:
 :meth:`Executor.event_relay` turns the runner's ``emit`` into something a job
 can call where it runs (for in-process executors, ``emit`` itself).
+
+An executor whose ``submit`` just calls the job on the spot says so
+(:attr:`Executor.runs_inline`); the engine then skips the job, and the
+machinery around it, where it can (a simple loop block body).
+
+:meth:`Executor.start` may be entered again while the executor is started
+(the runtime starts it before it records a run, so that a cluster it cannot
+reach leaves no run behind, and the runner starts it again): the inner
+``start()`` uses what the outer one set up and leaves it running.
 
 Every executor must pass the contract tests in ``tests/executors``.
 """
@@ -16,7 +40,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 __all__ = ["Executor"]
@@ -28,8 +52,13 @@ class Executor(abc.ABC):
     #: How many jobs may run at once (None: no limit the runner must respect).
     capacity: int | None = None
     #: True when jobs run in other processes and may be re-run after a loss, so a job
-    #: must look up where its loop got to (see ``TaskRunSpec.checkpoint_source``).
+    #: must look up where its loop got to (the runtime then gives jobs the run
+    #: store's checkpoint source).
     remote: bool = False
+    #: True when :meth:`submit` runs each job at once in the caller's thread and nobody
+    #: needs to see each job: the engine may then run small task runs (a simple loop
+    #: block body) itself, without a job, as the job would have (LocalExecutor).
+    runs_inline: bool = False
 
     @contextlib.contextmanager
     def start(self) -> Iterator[Executor]:
@@ -37,11 +66,16 @@ class Executor(abc.ABC):
         yield self
 
     @abc.abstractmethod
-    def submit(self, fn: Callable[..., Any], *args: Any, key: str | None = None) -> Any:
-        """Start ``fn(*args)`` and return a future for it (one with ``done()``).
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str | None = None,
+               shared: Mapping[str, Any] | None = None) -> Any:
+        """Start ``fn(*args, **shared)`` and return a future for it (one with ``done()``).
 
-        An executor may hold the job back until the next :meth:`wait`, to send
-        many at once (the Dask executor does): callers wait after submitting.
+        ``key`` names the job (the task run's id), for the executor's own use.
+        ``shared`` is described in the module docstring: values many jobs hold
+        in common, which an executor may send once, and the cancel flag, which
+        an executor whose jobs run elsewhere replaces. An executor may hold the
+        job back until the next :meth:`wait`, to send many at once (the Dask
+        executor does): callers wait after submitting.
         """
 
     @abc.abstractmethod

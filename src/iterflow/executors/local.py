@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from iterflow.executors.base import Executor
@@ -46,10 +46,19 @@ class LocalExecutor(Executor):
     """
 
     capacity = 1
+    runs_inline = True
 
-    def submit(self, fn: Callable[..., Any], *args: Any, key: str | None = None) -> _Done:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass (one that counts or wraps jobs) must see every job, so it does not
+        # run inline unless it says so itself.
+        super().__init_subclass__(**kwargs)
+        if "runs_inline" not in cls.__dict__:
+            cls.runs_inline = False
+
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str | None = None,
+               shared: Mapping[str, Any] | None = None) -> _Done:
         try:
-            return _Done(fn(*args))
+            return _Done(fn(*args, **shared) if shared else fn(*args))
         except Exception as exc:  # the runner decides what a crashed job means
             return _Done(error=exc)
 

@@ -10,9 +10,17 @@ or a query, pays for it.
 
 Modules: :mod:`~iterflow.store.schema` (tables, versions, migrations),
 :mod:`~iterflow.store.results` (serializers, previews, result files),
-:mod:`~iterflow.store.writer` (the event sink), :mod:`~iterflow.store.statements`
-(the SQL it runs), :mod:`~iterflow.store.queries` (reading),
-:mod:`~iterflow.store.runstore` (opening a store, resuming),
+:mod:`~iterflow.store.writer` (the event sink: snapshots, back-pressure, its
+thread), :mod:`~iterflow.store.batch` (a batch of events into rows),
+:mod:`~iterflow.store.statements` (the SQL it runs),
+:mod:`~iterflow.store.runstore` (opening a store, claiming a run to resume),
+:mod:`~iterflow.store.queries` (reading), :mod:`~iterflow.store.records` (what
+reading returns), :mod:`~iterflow.store.liveness` (hosts, pids, heartbeats),
+:mod:`~iterflow.store.resume` (building resume points),
+:mod:`~iterflow.store.lookup` (a run by id prefix, values by id),
+:mod:`~iterflow.store.api` (the questions as functions taking ``store=``),
+:mod:`~iterflow.store.paging` (long iteration histories, a page at a time),
+:mod:`~iterflow.store.serving` (schedule ticks, ``serve`` leases, run triggers),
 :mod:`~iterflow.store.retention` (deleting runs), :mod:`~iterflow.store.db`
 (connections, transactions, errors).
 """
@@ -23,11 +31,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from iterflow.store.queries import (
-        IterationRecord,
-        LogEntry,
-        RunInfo,
-        TaskRunInfo,
+    from iterflow.store.api import (
         get_run,
         iterations,
         list_runs,
@@ -36,30 +40,59 @@ if TYPE_CHECKING:
         resume_point,
         task_runs,
     )
+    from iterflow.store.paging import (
+        count_iterations,
+        iter_iteration_dicts,
+        iter_iterations,
+        last_iterations,
+    )
+    from iterflow.store.records import IterationRecord, LogEntry, RunInfo, TaskRunInfo
     from iterflow.store.retention import delete_run, runs_older_than
     from iterflow.store.runstore import CheckpointSource, RunStore, open_store
     from iterflow.store.schema import SCHEMA_VERSION
+    from iterflow.store.serving import (
+        LeaseInfo,
+        ServeConflict,
+        TickInfo,
+        TriggerInfo,
+        lease,
+        record_trigger,
+        ticks,
+        triggers,
+    )
     from iterflow.store.writer import StoreSink
 
 __all__ = [
     "SCHEMA_VERSION",
     "CheckpointSource",
     "IterationRecord",
+    "LeaseInfo",
     "LogEntry",
     "RunInfo",
     "RunStore",
+    "ServeConflict",
     "StoreSink",
     "TaskRunInfo",
+    "TickInfo",
+    "TriggerInfo",
+    "count_iterations",
     "delete_run",
     "get_run",
+    "iter_iteration_dicts",
+    "iter_iterations",
     "iterations",
+    "last_iterations",
+    "lease",
     "list_runs",
     "load_result",
     "logs",
     "open_store",
+    "record_trigger",
     "resume_point",
     "runs_older_than",
     "task_runs",
+    "ticks",
+    "triggers",
 ]
 
 _HOME = {
@@ -70,11 +103,23 @@ _HOME = {
     "SCHEMA_VERSION": "schema",
     "delete_run": "retention",
     "runs_older_than": "retention",
+    "iter_iterations": "paging",
+    "iter_iteration_dicts": "paging",
+    "count_iterations": "paging",
+    "last_iterations": "paging",
     **{
-        name: "queries"
+        name: "serving"
+        for name in (
+            "LeaseInfo", "ServeConflict", "TickInfo", "TriggerInfo", "lease", "record_trigger",
+            "ticks", "triggers",
+        )
+    },
+    **{name: "records" for name in ("RunInfo", "TaskRunInfo", "IterationRecord", "LogEntry")},
+    **{
+        name: "api"
         for name in (
             "list_runs", "get_run", "task_runs", "iterations", "logs", "load_result",
-            "resume_point", "RunInfo", "TaskRunInfo", "IterationRecord", "LogEntry",
+            "resume_point",
         )
     },
 }

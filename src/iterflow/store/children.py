@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from iterflow.store.queries import RunInfo, _Record, run_info, using_store
+from iterflow.store.liveness import run_info
+from iterflow.store.records import RunInfo, _Record
+from iterflow.store.runstore import using_store
 from iterflow.store.schema import flow_run_parents, flow_runs
 
 if TYPE_CHECKING:
@@ -303,13 +305,11 @@ def list_runs(
 ) -> list[RunInfo]:
     """The most recent runs, newest first, leaving child runs out unless ``include_children``.
 
-    Same filters as :func:`iterflow.store.queries.list_runs`.
+    Same filters as :meth:`iterflow.store.RunStore.list_runs`.
     """
-    if include_children:
-        from iterflow.store import queries
-
-        return queries.list_runs(limit, flow_name, state, store=store)
     with using_store(store) as st:
+        if include_children:
+            return st.list_runs(limit, flow_name, state)
 
         def query(conn: sa.Connection) -> list[RunInfo]:
             stmt = (

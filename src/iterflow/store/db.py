@@ -16,6 +16,15 @@ SQLite needs care to be safe with several processes writing at once:
 * "database is locked" that outlasts the busy timeout is retried with back-off
   until the store's ``lock_timeout``; only then is it an error.
 
+Read-only stores (read-only media, another user's home): a reader that
+cannot write the file or its directory opens it with SQLite's ``mode=ro``
+(:func:`read_only_url`), which needs the ``-shm`` file of a WAL database to
+exist already (it does while the owner's process has the store open); when it
+does not, and cannot be made, the file is opened ``immutable=1``, which needs
+no ``-shm`` at all and reads what the last writer left. A writer refuses such a
+store up front (:func:`check_writable`), before a run starts, rather than
+failing at its first write with "unable to open database file".
+
 Errors leave this module as :class:`~iterflow.errors.StoreError` naming the
 store and saying what to do. A failed transaction is rolled back whole, so what
 was committed before it is never touched.
@@ -23,9 +32,13 @@ was committed before it is never touched.
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -34,11 +47,14 @@ from sqlalchemy.engine import URL, make_url
 from iterflow.errors import StoreError
 
 __all__ = [
+    "check_writable",
     "create_engine",
     "describe_error",
     "display_url",
     "read",
+    "read_only_url",
     "sqlite_path",
+    "sqlite_writable",
     "write",
     "write_connection",
 ]
@@ -65,6 +81,56 @@ def sqlite_path(url: str | URL) -> str | None:
     if u.get_backend_name() != "sqlite":
         return None
     return u.database or ""
+
+
+def sqlite_writable(path: str) -> bool:
+    """Whether this process may write the SQLite file and create files beside it.
+
+    SQLite in WAL mode needs both: the ``-wal`` and ``-shm`` files are made in
+    the file's directory. A directory that does not exist yet counts as
+    writable (opening reports what is wrong with it).
+    """
+    file = Path(path).expanduser()
+    directory = file.parent
+    if not directory.exists():
+        return True
+    if file.exists() and not os.access(file, os.W_OK):
+        return False
+    return os.access(directory, os.W_OK)
+
+
+def read_only_message(name: str) -> str:
+    """What to say about a store this process cannot write."""
+    return (
+        f"the store at {name} is read-only; set ITERFLOW_HOME or ITERFLOW_STORE_URL to a "
+        f"store you can write"
+    )
+
+
+def check_writable(path: str, name: str) -> None:
+    """Raise :class:`StoreError` when the SQLite store at ``path`` cannot be written here."""
+    if not sqlite_writable(path):
+        raise StoreError(read_only_message(name))
+
+
+def read_only_url(path: str) -> str:
+    """A URL that opens the SQLite file at ``path`` for reading only (see module docstring).
+
+    ``mode=ro`` when SQLite can read the file that way here; else ``immutable=1``.
+    """
+    file = str(Path(path).expanduser().resolve())
+    uri = f"file:{quote(file)}?mode=ro"
+    try:
+        probe = sqlite3.connect(uri, uri=True)
+        try:
+            probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            probe.close()
+    except sqlite3.Error:
+        # A WAL database whose -shm is missing and cannot be created: only an
+        # immutable open reads it (and sees what was checkpointed into the file).
+        uri = f"file:{quote(file)}?immutable=1"
+    return f"sqlite:///{uri}&uri=true"
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -146,11 +212,11 @@ def describe_error(exc: BaseException, name: str, *, lock_timeout: float | None 
             f"{name} is not an iterflow run store: it is not a SQLite database ({text}). "
             f"Move the file aside, or point ITERFLOW_STORE_URL at another file."
         )
-    if "readonly" in lower or "read-only" in lower or "permission" in lower:
-        return (
-            f"The run store {name} is read-only here ({text}). Make it writable, or point "
-            f"ITERFLOW_STORE_URL at a store you can write."
-        )
+    if "readonly" in lower or "read-only" in lower or "permission" in lower or (
+        "unable to open database file" in lower and os.path.isabs(name)
+        and not sqlite_writable(name)
+    ):
+        return f"{read_only_message(name)} ({text})"
     return f"The run store {name} failed: {type(orig).__name__}: {text}"
 
 

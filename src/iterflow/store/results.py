@@ -234,8 +234,8 @@ def load_stored(serializer: str, data: bytes | None, path: str | None, preview_t
     if data is None:
         if path is None:
             raise StoreError(
-                f"This result was not recorded (it could not be serialized); only its "
-                f"preview is known: {preview_text}"
+                f"This result was not recorded (its task has checkpoint=False, or it "
+                f"could not be serialized); only its preview is known: {preview_text}"
             )
         data = read_result_file(path)
     return deserialize(data, serializer)

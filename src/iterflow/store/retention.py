@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import shutil
 import time
-from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from iterflow.errors import StoreError
-from iterflow.store import queries
+from iterflow.store.liveness import LIVE, run_info
+from iterflow.store.lookup import find_run
+from iterflow.store.runstore import RunStore, using_store
 from iterflow.store.schema import (
     flow_run_parents,
     flow_runs,
@@ -30,12 +31,7 @@ from iterflow.store.schema import (
     task_runs,
 )
 
-if TYPE_CHECKING:
-    from iterflow.store.runstore import RunStore
-
 __all__ = ["delete_run", "runs_older_than"]
-
-_LIVE = frozenset({"Running", "Pending"})
 
 
 def delete_run(run_id: str, *, store: RunStore | str | None = None) -> str:
@@ -44,12 +40,12 @@ def delete_run(run_id: str, *, store: RunStore | str | None = None) -> str:
     Raises :class:`~iterflow.errors.StoreError` for an unknown run, and for a
     run that is still alive (stop it first; a crashed one may be deleted).
     """
-    with queries.using_store(store) as st:
+    with using_store(store) as st:
 
         def delete(conn: sa.Connection) -> str:
-            row = queries.find_run(conn, run_id, st.name, for_update=True)
-            info = queries.run_info(row, st.stale_after)
-            if info.state in _LIVE:
+            row = find_run(conn, run_id, st.name, for_update=True)
+            info = run_info(row, st.stale_after)
+            if info.state in LIVE:
                 where = f" (process {row.pid} on {row.host})" if row.pid else ""
                 raise StoreError(
                     f"Run {row.run_id} of flow {row.flow_name!r} is still {info.state.lower()}"
@@ -101,8 +97,10 @@ def runs_older_than(
     so ``"Crashed"`` works).
     """
     cutoff = time.time() - days * 86400
+    with using_store(store) as st:
+        listed = st.list_runs(limit=None, state=state)
     found = [
-        run for run in queries.list_runs(limit=None, state=state, store=store)
-        if run.started is not None and run.started < cutoff and run.state not in _LIVE
+        run for run in listed
+        if run.started is not None and run.started < cutoff and run.state not in LIVE
     ]
     return [run.run_id for run in sorted(found, key=lambda r: r.started or 0.0)]

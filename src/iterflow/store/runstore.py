@@ -4,8 +4,10 @@
 is written (not a database, a newer schema: :class:`~iterflow.errors.StoreError`
 naming the file or URL) and creates or upgrades the schema
 (:mod:`iterflow.store.schema`). The store then hands out a sink for a run
-(:meth:`RunStore.sink`), answers queries (:mod:`iterflow.store.queries`),
+(:meth:`RunStore.sink`), answers queries (:class:`~iterflow.store.queries.StoreReaders`),
 and tells a resumed run where to start (:meth:`RunStore.resume_point`).
+:func:`using_store` gives the module-level functions of ``iterflow.store``
+an open store from whatever they were given.
 
 >>> store = open_store("sqlite:///runs.db")            # doctest: +SKIP
 >>> sink = store.sink()                                 # give it to the runner
@@ -15,19 +17,27 @@ and tells a resumed run where to start (:meth:`RunStore.resume_point`).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from iterflow.errors import RunNotResumable, StoreError
 from iterflow.events import ResumePoint
-from iterflow.store import db, queries, statements
+from iterflow.store import db, statements
+from iterflow.store.liveness import HOST, LIVE, driving, run_info
+from iterflow.store.lookup import find_run, load_state_results
+from iterflow.store.queries import StoreReaders
+from iterflow.store.records import RunInfo
+from iterflow.store.resume import build_resume_point, changed_tasks
 from iterflow.store.schema import MIGRATIONS, Migration, check_sqlite_file, flow_runs, prepare
+from iterflow.store.writer import StoreSink
 
 __all__ = [
     "CheckpointSource",
@@ -36,10 +46,8 @@ __all__ = [
     "default_home",
     "default_url",
     "open_store",
+    "using_store",
 ]
-
-if TYPE_CHECKING:
-    from iterflow.store.writer import StoreSink
 
 T = TypeVar("T")
 
@@ -74,17 +82,42 @@ def open_store(url: str | None = None, **options: Any) -> RunStore:
     """Open (creating if needed) the run store at ``url``; see :class:`RunStore`.
 
     With no ``url``: ``$ITERFLOW_STORE_URL``, else ``sqlite:///$ITERFLOW_HOME/iterflow.db``.
+    ``read_only=True`` opens it for reading only, ``None`` does so when it cannot
+    be written here (see :mod:`iterflow.store.db`).
     """
     return RunStore(url or default_url(), **options)
 
 
-class RunStore:
+@contextlib.contextmanager
+def using_store(store: RunStore | str | None) -> Iterator[RunStore]:
+    """``store`` as an open :class:`RunStore`: itself, or one opened (and closed after).
+
+    ``None`` is the default store (see :func:`open_store`), a string its URL.
+    """
+    if isinstance(store, RunStore):
+        yield store
+        return
+    opened = open_store(store)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+class RunStore(StoreReaders):
     """An open run store: a database reached through SQLAlchemy, and a results directory.
 
     ``lock_timeout`` is how long a write may wait for a locked database before
     failing; ``stale_after`` how old a heartbeat may be before a live-looking
     run counts as ``Crashed``. ``home`` holds ``results/`` (large results).
-    A store is safe to share between threads; open one per process.
+    A store is safe to share between threads; open one per process. Its
+    questions (``list_runs``, ``task_runs``, ``iterations``, ...) come from
+    :class:`~iterflow.store.queries.StoreReaders`.
+
+    ``read_only``: False (the default) opens the store to record runs, and
+    refuses a SQLite store this process cannot write, naming it; True opens
+    it for queries only (no schema upgrade, no sink); None picks True exactly
+    when the SQLite file or its directory cannot be written here.
     """
 
     def __init__(
@@ -95,6 +128,7 @@ class RunStore:
         lock_timeout: float = 30.0,
         stale_after: float = 30.0,
         migrations: Sequence[Migration] = MIGRATIONS,
+        read_only: bool | None = False,
     ) -> None:
         self.url = str(url)
         self.lock_timeout = lock_timeout
@@ -112,17 +146,32 @@ class RunStore:
         self.name = (
             str(Path(path).expanduser().resolve()) if path else db.display_url(self.url)
         )
+        if path and read_only is None:
+            read_only = not db.sqlite_writable(path)
+        #: True when opened for queries only (see the class docstring).
+        self.read_only = bool(read_only)
+        engine_url = self.url
         if path:
             check_sqlite_file(path)
+            if not self.read_only:
+                db.check_writable(path, self.name)
+            elif not Path(path).expanduser().exists():
+                raise StoreError(
+                    f"There is no run store at {self.name}, and it cannot be created there "
+                    f"(read-only). Set ITERFLOW_HOME or ITERFLOW_STORE_URL to a store."
+                )
+            else:
+                engine_url = db.read_only_url(path)
         try:
-            self.engine = db.create_engine(self.url, lock_timeout=lock_timeout)
+            self.engine = db.create_engine(engine_url, lock_timeout=lock_timeout)
         except StoreError:
             raise
         except Exception as exc:  # a missing driver, a bad option
             raise StoreError(f"Cannot open the run store {self.name}: {exc}") from exc
         try:
             self.schema_version = prepare(
-                self.engine, self.name, migrations=migrations, lock_timeout=lock_timeout
+                self.engine, self.name, migrations=migrations, lock_timeout=lock_timeout,
+                read_only=self.read_only,
             )
         except BaseException:
             self.engine.dispose()
@@ -131,6 +180,8 @@ class RunStore:
         # pool that queries share (a process running many flows would drain it).
         self._writer_engine: sa.Engine | None = None
         self._writer_lock = threading.Lock()
+        # Run id -> (the owner token a claim replaced, the claim's token).
+        self._claims: dict[str, tuple[str | None, str]] = {}
 
     # -- plumbing used by the writer and the queries --------------------------
     def write(
@@ -171,91 +222,122 @@ class RunStore:
         """A new :class:`~iterflow.store.writer.StoreSink` writing to this store.
 
         ``options`` go to the sink: ``batch_interval``, ``batch_size``,
-        ``max_pending``, ``max_batch``, ``heartbeat_interval``.
+        ``max_pending``, ``max_batch``, ``heartbeat_interval``, ``owner``,
+        ``identities``, ``forget``, ``previews_only`` (slugs of tasks with
+        ``checkpoint=False``).
         """
-        from iterflow.store.writer import StoreSink
-
+        if self.read_only:
+            raise StoreError(db.read_only_message(self.name))
         return StoreSink(self, **options)
 
     def checkpoint_source(self) -> CheckpointSource:
         """A picklable reader of loop checkpoints, for jobs in other processes."""
         return CheckpointSource(self.url)
 
-    # -- queries (see iterflow.store.queries) -------------------------------------
-    def list_runs(
-        self, limit: int | None = 20, flow_name: str | None = None, state: str | None = None
-    ) -> list[queries.RunInfo]:
-        """See :func:`iterflow.store.queries.list_runs`."""
-        return queries.list_runs(limit, flow_name, state, store=self)
-
-    def get_run(self, run_id: str) -> queries.RunInfo:
-        """See :func:`iterflow.store.queries.get_run`."""
-        return queries.get_run(run_id, store=self)
-
-    def task_runs(self, run_id: str) -> list[queries.TaskRunInfo]:
-        """See :func:`iterflow.store.queries.task_runs`."""
-        return queries.task_runs(run_id, store=self)
-
-    def iterations(
-        self, run_id: str, task: str, map_index: int | None = None
-    ) -> list[queries.IterationRecord]:
-        """See :func:`iterflow.store.queries.iterations`."""
-        return queries.iterations(run_id, task, map_index, store=self)
-
-    def logs(
-        self, run_id: str, task: str | None = None, *, after: int | None = None
-    ) -> list[queries.LogEntry]:
-        """See :func:`iterflow.store.queries.logs`."""
-        return queries.logs(run_id, task, after=after, store=self)
-
-    def load_result(self, result_id: int) -> Any:
-        """See :func:`iterflow.store.queries.load_result`."""
-        return queries.load_result(result_id, store=self)
-
     # -- resuming -------------------------------------------------------------------
-    def resume_point(self, run_id: str) -> ResumePoint:
-        """See :func:`iterflow.store.queries.resume_point`."""
-        return queries.resume_point(run_id, store=self)
+    def resume_point(
+        self, run_id: str, *, identities: dict[str, str] | None = None
+    ) -> ResumePoint:
+        """What a resumed run already has: see :class:`~iterflow.events.ResumePoint`.
 
-    def check_resumable(self, run_id: str, *, claim: bool = False) -> queries.RunInfo:
+        ``finished`` holds the task runs that ended well (Success, Cached,
+        Skipped), with their results loaded, and a ``Mapped`` parent when it was
+        recorded and all its children are among them. ``loops`` holds, for each
+        other task run that recorded a ``Looped`` state, ``(i + 1, result)`` for
+        its latest ``Looped`` iteration ``i``.
+
+        Task runs inside loop blocks (ids ``<block task run id>/<k>/<slug>``) go
+        to ``iterations``, keyed by that prefix, for the one iteration each
+        unfinished block continues at (``k`` = its next loop index), nested
+        blocks included; finished iterations are left out, so a resume loads
+        only what it uses. It does not check that the run may be resumed: see
+        :meth:`check_resumable`.
+
+        ``identities`` (task slug -> identity, :func:`iterflow.core.fingerprint.task_identities`
+        of the flow that resumes): task runs recorded for another identity are
+        left out, so they run again (see :meth:`changed_tasks`).
+        """
+        return self.read(lambda conn: build_resume_point(conn, run_id, self.name, identities))
+
+    def changed_tasks(self, run_id: str, identities: dict[str, str]) -> list[str]:
+        """Slugs of the run's recorded tasks that are not the same call in the resuming flow.
+
+        A resume runs them again; give them to the run's sink (``forget=``) so
+        their old summaries are cleared when the resumed run starts.
+        """
+        return self.read(lambda conn: changed_tasks(conn, run_id, self.name, identities))
+
+    def check_resumable(
+        self,
+        run_id: str,
+        *,
+        claim: bool = False,
+        flow_name: str | None = None,
+        owner: str | None = None,
+        force: bool = False,
+    ) -> RunInfo:
         """Raise :class:`RunNotResumable` unless the run is Failed, Cancelled or Crashed.
 
-        A live run is refused so that two processes never drive one run. With
-        ``claim=True`` the check and taking the run over (state ``Running``,
-        this process's pid and host, a fresh heartbeat) happen in one write
-        transaction, so of two processes resuming at once only one succeeds;
-        the run's sink then keeps the heartbeat going.
+        A live run is refused so that two processes never drive one run (on
+        this host a run whose process is alive is live, however old its
+        heartbeat). ``flow_name``: the flow that would resume it; a run of
+        another flow is refused (its results are not that flow's). A refused
+        run is left as it was.
+
+        With ``claim=True`` the check and taking the run over (state
+        ``Running``, this process's pid and host, a fresh heartbeat, and
+        ``owner``, the token of the sink that will record it) happen in one
+        write transaction, so of two processes resuming at once only one
+        succeeds. The process that drove the run before finds its token gone
+        at its next write and stops (:class:`~iterflow.errors.RunTakenOver`).
+        ``force=True`` claims a run that looks live, for a user who knows
+        its process will not go on (a process stopped for good, say).
 
         >>> info = store.check_resumable(run_id, claim=True)   # doctest: +SKIP
         """
 
-        def check(conn: sa.Connection) -> queries.RunInfo:
-            row = queries.find_run(
-                conn, run_id, self.name, error=RunNotResumable, for_update=claim
-            )
-            info = queries.run_info(row, self.stale_after)
-            if info.state not in _RESUMABLE:
+        token = owner or uuid.uuid4().hex
+
+        def check(conn: sa.Connection) -> RunInfo:
+            row = find_run(conn, run_id, self.name, error=RunNotResumable, for_update=claim)
+            info = run_info(row, self.stale_after)
+            if flow_name is not None and info.flow_name != flow_name:
+                raise RunNotResumable(
+                    f"Run {info.run_id} is a run of flow {info.flow_name!r}, not of flow "
+                    f"{flow_name!r}: a run resumes only with the flow it started with. Resume "
+                    f"it with flow {info.flow_name!r}, or start a new run of {flow_name!r}."
+                )
+            live = force and info.state in LIVE
+            if info.state not in _RESUMABLE and not live:
                 raise RunNotResumable(_refusal(info))
             if claim:
+                self._claims[info.run_id] = (row.owner, token)
                 conn.execute(
                     sa.update(flow_runs)
                     .where(flow_runs.c.run_id == info.run_id)
                     .values(
                         state="Running", ended=None, pid=os.getpid(),
-                        host=queries.HOST, heartbeat=time.time(),
+                        host=HOST, heartbeat=time.time(), owner=token,
                     )
                 )
             return info
 
-        return self.write(check) if claim else self.read(check)
+        if not claim:
+            return self.read(check)
+        info = self.write(check)
+        driving(info.run_id, token, True)  # until its sink ends the run, or release()
+        return info
 
-    def release(self, claimed: queries.RunInfo) -> None:
+    def release(self, claimed: RunInfo) -> None:
         """Undo :meth:`check_resumable` ``(claim=True)`` for a resume that did not start.
 
         ``claimed`` is what the claim returned. The run gets back its recorded
-        state, pid, host and heartbeat, so it stays resumable (by this process
-        too); a run some other process has taken since is left alone.
+        state, pid, host, heartbeat and owner, so it stays resumable (by this
+        process too); a run some other process has taken since is left alone.
         """
+        owner, token = self._claims.pop(claimed.run_id, (None, None))
+        if token is not None:
+            driving(claimed.run_id, token, False)
 
         def undo(conn: sa.Connection) -> None:
             conn.execute(
@@ -264,11 +346,11 @@ class RunStore:
                     flow_runs.c.run_id == claimed.run_id,
                     flow_runs.c.state == "Running",
                     flow_runs.c.pid == os.getpid(),
-                    flow_runs.c.host == queries.HOST,
+                    flow_runs.c.host == HOST,
                 )
                 .values(
                     state=claimed.recorded_state, ended=claimed.ended, pid=claimed.pid,
-                    host=claimed.host, heartbeat=claimed.heartbeat,
+                    host=claimed.host, heartbeat=claimed.heartbeat, owner=owner,
                 )
             )
 
@@ -295,7 +377,7 @@ class RunStore:
             looped_index, looped_transition = row
             if looped_transition is None:
                 return looped_index + 1, None
-            loaded = queries.load_state_results(conn, [looped_transition])
+            loaded = load_state_results(conn, [looped_transition])
             return looped_index + 1, loaded[looped_transition]
 
         return self.read(query)
@@ -317,16 +399,19 @@ class RunStore:
         return f"RunStore({self.name!r})"
 
 
-def _refusal(info: queries.RunInfo) -> str:
+def _refusal(info: RunInfo) -> str:
     who = f"flow {info.flow_name!r}"
-    if info.state in ("Running", "Pending"):
+    if info.state in LIVE:
         age = ""
         if info.heartbeat is not None:
             age = f", last heartbeat {time.time() - info.heartbeat:.0f} s ago"
         return (
             f"Run {info.run_id} of {who} is still running (process {info.pid} on "
             f"{info.host}{age}); two processes must not drive one run. Wait for it to "
-            f"finish, or stop it (Ctrl-C or SIGTERM record it as Cancelled), then resume."
+            f"finish, or stop it (Ctrl-C or SIGTERM record it as Cancelled), then resume. "
+            f"A process that is stopped (Ctrl-Z, SIGSTOP) counts as alive: if you know it "
+            f"will not go on, `iterflow resume {info.run_id[:8]} --force` takes the run "
+            f"over, and that process stops at its next write."
         )
     if info.state in ("Success", "Skipped"):
         return (

@@ -6,12 +6,13 @@ Tables (SQLAlchemy Core; times are epoch seconds as floats; ``run_id`` and
     flows              name, created, updated, tasks (JSON list of [slug, name])
     flow_runs          run_id, id, flow_name, state, started, ended, parameters
                        (JSON), parameters_result_id, source, pid, host, heartbeat,
-                       message
+                       message, owner (the driving process's token)
     task_runs          task_run_id, id, flow_run_id, task_slug, task_name,
                        map_index, state, loop_count, loop_index (of the latest
                        event), looped_index + looped_transition (the latest Looped:
                        where a resumed run continues), result_transition (the final
-                       state), started, ended, message
+                       state), started, ended, message, identity (the task's
+                       fingerprint in the flow that ran it)
     state_transitions  id, flow_run (flow_runs.id), task_run (task_runs.id; NULL:
                        the flow run's own), kind, loop_index, block_index, message,
                        traceback, time, and the result the state carries:
@@ -23,6 +24,13 @@ Tables (SQLAlchemy Core; times are epoch seconds as floats; ``run_id`` and
                        the engine's), loop_index, level, message, time
     counters           name, value — hands out state, log and result ids in blocks
     schema_version     version — one row
+    schedule_ticks     id, flow_name, schedule, scheduled (unique together), outcome
+                       (launched / skipped / missed / queued), run_id, resumes,
+                       recorded, message: every occurrence of a schedule, once
+    serve_leases       flow_name, owner, pid, host, started, heartbeat, stopped,
+                       covered, schedules (JSON): the one ``iterflow serve`` serving each flow
+    run_triggers       id, run_id, kind (schedule / resume), schedule, scheduled,
+                       time: what started a run (none recorded: by hand)
 
 A state's result lives in its own row because a loop records one ``Looped``
 state per iteration, each with its result: one row per iteration is half the
@@ -83,7 +91,10 @@ __all__ = [
     "metadata",
     "prepare",
     "results",
+    "run_triggers",
+    "schedule_ticks",
     "schema_version",
+    "serve_leases",
     "state_transitions",
     "task_runs",
 ]
@@ -137,6 +148,9 @@ flow_runs = sa.Table(
     sa.Column("host", sa.String),
     sa.Column("heartbeat", _TIME),
     sa.Column("message", sa.Text),
+    # The token of the process that drives the run (see iterflow.store.liveness):
+    # a resume writes a new one, and a process whose token is gone stops writing.
+    sa.Column("owner", sa.String(32)),
     sa.Index("ix_flow_runs_started", "started"),
     sa.Index("ix_flow_runs_flow_name", "flow_name", "started"),
     sa.Index("ix_flow_runs_state", "state"),
@@ -163,6 +177,9 @@ task_runs = sa.Table(
     sa.Column("started", _TIME),
     sa.Column("ended", _TIME),
     sa.Column("message", sa.Text),
+    # The task's identity in the flow that ran it (iterflow.core.fingerprint):
+    # a resume reuses the task run's results only if the flow's task has it still.
+    sa.Column("identity", sa.String(64)),
     sa.Index("ix_task_runs_flow_run", "flow_run_id", "task_slug", "map_index"),
     sa.Index("ux_task_runs_id", "id", unique=True),
 )
@@ -219,20 +236,86 @@ logs = sa.Table(
 
 
 # A child flow run (a subflow) and where its parent started it: which run, which
-# task run, and at which map index, loop index and loop-block iteration. A row
-# is written as the child starts; runs without one are top-level runs.
-flow_run_parents = sa.Table(
-    "flow_run_parents",
-    metadata,
-    sa.Column("run_id", sa.String, primary_key=True),
-    sa.Column("parent_run_id", sa.String, nullable=False),
-    sa.Column("parent_task_run_id", sa.String, nullable=False),
-    sa.Column("task_slug", sa.String),
-    sa.Column("map_index", sa.Integer),
-    sa.Column("loop_index", sa.Integer),
-    sa.Column("block_index", sa.Integer),
-    sa.Index("ix_flow_run_parents_parent", "parent_run_id"),
-)
+# task run, and at which map index, loop index and loop-block iteration. Runs
+# without a row are top-level runs (iterflow.store.children reads and writes it).
+def _parent_links_table(meta: sa.MetaData) -> sa.Table:
+    """The ``flow_run_parents`` table; one definition for new stores and the migration."""
+    return sa.Table(
+        "flow_run_parents",
+        meta,
+        sa.Column("run_id", sa.String, primary_key=True),
+        sa.Column("parent_run_id", sa.String, nullable=False),
+        sa.Column("parent_task_run_id", sa.String, nullable=False),
+        sa.Column("task_slug", sa.String),
+        sa.Column("map_index", sa.Integer),
+        sa.Column("loop_index", sa.Integer),
+        sa.Column("block_index", sa.Integer),
+        sa.Index("ix_flow_run_parents_parent", "parent_run_id"),
+    )
+
+
+flow_run_parents = _parent_links_table(metadata)
+
+
+# -- schedules (iterflow.store.serving reads and writes these) ---------------------------
+def _schedule_tables(meta: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table]:
+    """The tables of ``iterflow serve``; one definition for new stores and the migration."""
+    ticks = sa.Table(
+        "schedule_ticks",
+        meta,
+        sa.Column("id", _ID, primary_key=True, autoincrement=True),
+        sa.Column("flow_name", sa.String, nullable=False),
+        sa.Column("schedule", sa.String, nullable=False),
+        sa.Column("scheduled", _TIME, nullable=False),
+        sa.Column("outcome", sa.String(16), nullable=False),
+        sa.Column("run_id", sa.String),
+        sa.Column("resumes", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("recorded", _TIME, nullable=False),
+        sa.Column("message", sa.Text),
+        # What makes "every occurrence recorded once" hold against any number of servers.
+        sa.Index("ux_schedule_ticks", "flow_name", "schedule", "scheduled", unique=True),
+        sa.Index("ix_schedule_ticks_run", "run_id"),
+    )
+    leases = sa.Table(
+        "serve_leases",
+        meta,
+        sa.Column("flow_name", sa.String, primary_key=True),
+        sa.Column("owner", sa.String, nullable=False),
+        sa.Column("pid", sa.Integer),
+        sa.Column("host", sa.String),
+        sa.Column("started", _TIME),
+        sa.Column("heartbeat", _TIME),
+        sa.Column("stopped", _TIME),
+        # The schedule time up to which it dealt with ticks (at its last heartbeat).
+        sa.Column("covered", _TIME),
+        # What it serves, for `iterflow schedules`: each schedule's definition.
+        sa.Column("schedules", sa.JSON(none_as_null=True)),
+    )
+    triggers = sa.Table(
+        "run_triggers",
+        meta,
+        sa.Column("id", _ID, primary_key=True, autoincrement=True),
+        sa.Column("run_id", sa.String, nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("schedule", sa.String),
+        sa.Column("scheduled", _TIME),
+        sa.Column("time", _TIME, nullable=False),
+        sa.Index("ix_run_triggers_run", "run_id"),
+    )
+    return ticks, leases, triggers
+
+
+schedule_ticks, serve_leases, run_triggers = _schedule_tables(metadata)
+
+
+def _add_schedule_tables(conn: sa.Connection) -> None:
+    """Schedules: ``schedule_ticks``, ``serve_leases`` and ``run_triggers``.
+
+    New tables only, so it applies after any other migration. They are built
+    from a frozen copy of their definition, here and in new stores alike.
+    """
+    for table in _schedule_tables(sa.MetaData()):
+        table.create(conn, checkfirst=True)
 
 
 def _v2_results_in_state_rows(conn: sa.Connection) -> None:
@@ -357,19 +440,34 @@ def _v2_results_in_state_rows(conn: sa.Connection) -> None:
 def _add_flow_run_parents(conn: sa.Connection) -> None:
     """Subflows: the ``flow_run_parents`` table linking a child run to its parent.
 
-    Only adds a table of its own, so it applies whatever migrations ran before.
+    A new table only, so it applies after any other migration; built from a
+    frozen copy of its definition, and left alone when already there.
     """
-    run = conn.exec_driver_sql
-    run(
-        "CREATE TABLE flow_run_parents (run_id VARCHAR NOT NULL PRIMARY KEY, "
-        "parent_run_id VARCHAR NOT NULL, parent_task_run_id VARCHAR NOT NULL, "
-        "task_slug VARCHAR, map_index INTEGER, loop_index INTEGER, block_index INTEGER)"
-    )
-    run("CREATE INDEX ix_flow_run_parents_parent ON flow_run_parents (parent_run_id)")
+    _parent_links_table(sa.MetaData()).create(conn, checkfirst=True)
+
+
+def _run_owner_and_task_identity(conn: sa.Connection) -> None:
+    """Fencing and resume safety: ``flow_runs.owner`` and ``task_runs.identity``.
+
+    Both start NULL: a run recorded before has no owner token (the first
+    resume gives it one), and its task runs no identity (a resume trusts them,
+    as before).
+    """
+    inspector = sa.inspect(conn)
+    # Columns already there are left alone (a store created by code that had them).
+    for table, column, kind in (("flow_runs", "owner", "VARCHAR(32)"),
+                                ("task_runs", "identity", "VARCHAR(64)")):
+        if column not in {c["name"] for c in inspector.get_columns(table)}:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 #: Ordered migrations: ``MIGRATIONS[i]`` upgrades a store from version i+1 to i+2.
-MIGRATIONS: tuple[Migration, ...] = (_v2_results_in_state_rows, _add_flow_run_parents)
+MIGRATIONS: tuple[Migration, ...] = (
+    _v2_results_in_state_rows,
+    _add_schedule_tables,
+    _run_owner_and_task_identity,
+    _add_flow_run_parents,
+)
 #: The version this code writes and reads.
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
@@ -456,17 +554,29 @@ def prepare(
     *,
     migrations: Sequence[Migration] = MIGRATIONS,
     lock_timeout: float = 30.0,
+    read_only: bool = False,
 ) -> int:
     """Check the store's version and bring it to the newest; return that version.
 
     See the module docstring for the steps. ``name`` (the file or URL) is used
     in messages; ``migrations`` is a parameter so tests can play a future release.
+    ``read_only``: check only, writing nothing (a store opened for queries).
     """
     target = 1 + len(migrations)
     try:
         version, names = db.read(engine, _read_version, name=name)
         if version is not None and version > target:
             raise _too_new(version, target, name)
+        if read_only:
+            if version != target:
+                _check_not_foreign(engine.dialect.name, names, name)
+                state = "empty" if version is None else f"at schema version {version}"
+                raise StoreError(
+                    f"The run store {name} is {state} and read-only here, so it cannot be "
+                    f"brought to version {target}: open it once where it can be written "
+                    f"(any iterflow command), or set ITERFLOW_STORE_URL to another store."
+                )
+            return target
         if version is None:
             _check_not_foreign(engine.dialect.name, names, name)
         if engine.dialect.name == "sqlite":

@@ -20,7 +20,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from iterflow.core.state import Kind
-from iterflow.store.schema import counters, logs, results, state_transitions, task_runs
+from iterflow.store.schema import (
+    counters,
+    flow_runs,
+    logs,
+    results,
+    state_transitions,
+    task_runs,
+)
 
 # SQLite's limit on the variables of one statement: 32766 by default since 3.32, 999 before.
 _SQLITE_DEFAULT_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
@@ -41,6 +48,7 @@ __all__ = [
     "insert_running",
     "insert_transitions",
     "last_looped",
+    "run_owner",
     "upsert",
     "upsert_statement",
     "upsert_task_runs",
@@ -279,10 +287,20 @@ TASK_RUN_RULES = {
     "loop_count": "new_or_old",
     "looped_index": "new_or_old",
     "looped_transition": "new_or_old",
+    "identity": "new_or_old",
 }
 
 
 TASK_RUN_COLUMNS = tuple(task_runs.c.keys())
+
+# Who drives a run (see iterflow.store.batch): read in every transaction that
+# writes for it, with the row locked on PostgreSQL so a resume's claim waits.
+run_owner = Prepared(
+    lambda _dialect: sa.select(flow_runs.c.owner, flow_runs.c.pid, flow_runs.c.host)
+    .where(flow_runs.c.run_id == sa.bindparam("run_id", type_=sa.String))
+    .with_for_update(),
+    ("run_id",),
+)
 NATIVE_UPSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 _UPSERTS: dict[tuple[Any, ...], Any] = {}
 

@@ -1,0 +1,180 @@
+"""State transitions: state handlers, legality checks and events, in one place.
+
+Every move of a task run, a loop block node or a flow run goes through here,
+whoever decided it:
+
+- :func:`apply_handlers` runs the owner's state handlers on ``old -> new``, in
+  order, each seeing the state the previous one returned. A returned state must
+  be a legal move (:func:`~iterflow.core.state.check_transition`); a handler
+  that raises, or returns an illegal state, gives ``Failed`` naming the handler
+  and the error, for tasks and flows alike (the later handlers then see that
+  ``Failed``). Nothing a handler does escapes ``flow.run()``.
+- :func:`settle` is that for a state the engine decided without running the
+  task (skipped, trigger failed, cached, mapped, a job that could not be sent):
+  the handlers see ``Pending -> state``.
+- :func:`emit_or_fail` hands an event to the sinks; a sink that refuses it (an
+  unserializable loop result, a full disk) fails the task run with its message
+  instead, and that failure is recorded if it can be.
+- :func:`task_run_event` is the one factory of
+  :class:`~iterflow.events.TaskRunEvent`; :class:`TaskTransitions` is the loop
+  driver's slow path, all of the above for one task run.
+
+A loop makes a transition or two per iteration, so these are written for the
+hot path: no state objects are made where nothing reads them (the driver only
+builds a :class:`TaskTransitions` when there are handlers or sinks).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from iterflow.core.state import Failed, Pending, State, check_transition
+from iterflow.errors import InvalidTransition
+from iterflow.events import TaskRunEvent
+
+__all__ = [
+    "Emit",
+    "TaskTransitions",
+    "apply_handlers",
+    "emit_or_fail",
+    "settle",
+    "task_run_event",
+]
+
+#: Where events go: the event bus's emitter, or a relay that carries them there.
+Emit = Callable[[Any], None]
+
+#: A state handler: ``handler(task_or_flow, old, new)`` returns the state to use, or None.
+Handler = Callable[[Any, State, State], State | None]
+
+
+def apply_handlers(owner: Any, handlers: Sequence[Handler], old: State, new: State, *,
+                   kind: str = "task", loop_count: int | None = None,
+                   history: list[State] | None = None) -> State:
+    """Pass ``old -> new`` through ``owner``'s state handlers; return the state to use.
+
+    ``kind`` says what ``owner`` is (``"task"`` or ``"flow"``), for messages;
+    ``loop_count`` goes on a ``Failed`` made here; ``history`` holds the run's
+    recent states, shown when a handler asks for an illegal move.
+    """
+    for handler in handlers:
+        try:
+            returned = handler(owner, old, new)
+            if returned is not None:
+                check_transition(old, returned, owner.name, history, owner=kind)
+                new = returned
+        except InvalidTransition as exc:
+            new = Failed(
+                f"state handler {_name(handler)!r} of {kind} {owner.name!r} returned an "
+                f"illegal state: {exc}",
+                exc,
+                loop_count=loop_count,
+            )
+        except Exception as exc:
+            new = Failed(
+                f"state handler {_name(handler)!r} of {kind} {owner.name!r} raised "
+                f"{type(exc).__name__}: {exc}",
+                exc,
+                loop_count=loop_count,
+            )
+    return new
+
+
+def settle(task: Any, state: State) -> State:
+    """Pass a state the engine decided without running ``task`` through its handlers.
+
+    Handlers see ``Pending -> state`` (skipped, trigger failed, cached, mapped);
+    what they return is used, like for any other transition.
+    """
+    if not task.state_handlers:
+        return state
+    return apply_handlers(task, task.state_handlers, Pending(), state,
+                          loop_count=state.loop_count or 0)
+
+
+def emit_or_fail(emit: Emit, make: Callable[[State, int], Any], state: State,
+                 loop_index: int) -> State:
+    """Emit ``make(state, loop_index)``; return ``state``, or the ``Failed`` used instead.
+
+    A sink that cannot record the state (an unserializable loop result, a full
+    disk) fails the task run rather than let it go on unrecorded; that failure
+    is then recorded if it can be.
+    """
+    try:
+        emit(make(state, loop_index))
+        return state
+    except Exception as exc:
+        failed = Failed(str(exc), exc, loop_count=loop_index + 1)
+        try:
+            emit(make(failed, loop_index))
+        except Exception:
+            pass
+        return failed
+
+
+# tuple.__new__ takes the fields as one tuple and skips the named tuple's argument
+# handling: three times cheaper, and the loop driver makes one event per iteration.
+_new_tuple = tuple.__new__
+
+
+def task_run_event(flow_run_id: str, task_run_id: str, task_slug: str, task_name: str,
+                   map_index: int | None, loop_index: int, state: State, sync: bool = False,
+                   serializer: str | None = None,
+                   block_index: int | None = None) -> TaskRunEvent:
+    """A :class:`~iterflow.events.TaskRunEvent`, made the fast way (see the comment above)."""
+    return _new_tuple(TaskRunEvent, (flow_run_id, task_run_id, task_slug, task_name, map_index,
+                                     loop_index, state, sync, serializer, block_index))
+
+
+# task_run_event lays the fields out by position; keep it in step with the record.
+assert TaskRunEvent._fields == (
+    "flow_run_id", "task_run_id", "task_slug", "task_name", "map_index", "loop_index", "state",
+    "sync", "serializer", "block_index",
+), "TaskRunEvent changed: update task_run_event"
+
+
+class TaskTransitions:
+    """One task run's transitions on the loop driver's slow path: handlers, checks, events.
+
+    The driver makes one only when the task has state handlers or an event
+    sink listens; otherwise it makes no states for ``Running``/``Looped`` at all.
+    """
+
+    __slots__ = ("emit", "handlers", "head", "history", "serializer", "sync", "task")
+
+    def __init__(self, task: Any, flow_run_id: str, task_run_id: str, map_index: int | None,
+                 serializer: str | None, emit: Emit | None) -> None:
+        self.task = task
+        self.emit = emit
+        self.handlers = task.state_handlers
+        self.history: collections.deque[State] = collections.deque(maxlen=6)
+        # What every event of this task run shares, in the order task_run_event takes it.
+        self.head = (flow_run_id, task_run_id, task.slug, task.name, map_index)
+        self.sync = task.checkpoint == "every"
+        self.serializer = serializer
+
+    def move(self, old: State, new: State, loop_index: int) -> State:
+        """``old -> new`` at iteration ``loop_index``: the state to use, emitted."""
+        if self.handlers:
+            new = apply_handlers(self.task, self.handlers, old, new, loop_count=loop_index + 1,
+                                 history=list(self.history))
+            self.history.append(old)
+            if new.loop_count is None and new.is_finished():
+                new.loop_count = loop_index + 1  # before it is emitted, so sinks see it too
+        if self.emit is not None:
+            new = emit_or_fail(self.emit, self.event, new, loop_index)
+        return new
+
+    def event(self, state: State, loop_index: int) -> TaskRunEvent:
+        return task_run_event(*self.head, loop_index, state, self.sync, self.serializer)
+
+    def ended(self, state: State, loop_index: int) -> State:
+        if state.loop_count is None:
+            state.loop_count = loop_index + 1
+        return state
+
+
+def _name(fn: Any) -> str:
+    return getattr(fn, "__name__", None) or repr(fn)

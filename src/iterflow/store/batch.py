@@ -1,0 +1,434 @@
+"""A batch of the writer's records into rows: one transaction per batch.
+
+:class:`~iterflow.store.writer.StoreSink` turns each event into a *record*
+(below) and its thread hands them here in batches; :class:`BatchRecorder`
+writes a batch in one transaction and remembers, between batches, what
+the next one needs (integer keys of the runs in flight, the runs to keep
+heartbeating).
+
+Records
+-------
+A record is a plain tuple whose slots are named by the constants below:
+``record[T_LOOP_INDEX]``, never ``record[6]``. Its first slot is its tag
+(:data:`TASK`, :data:`FLOW`, :data:`LOG`, :data:`MARK`), its last the
+``threading.Event`` to set once it is committed (or ``None``). A plain tuple
+rather than a named tuple because one is made per loop iteration in the
+task's own thread, where a tuple display costs a third of building a named
+tuple; :meth:`StoreSink.handle <iterflow.store.writer.StoreSink.handle>` is
+the one place that builds a task record, in slot order.
+
+How a batch is written
+----------------------
+Ids of state rows, log lines and results come from one counter, one
+``UPDATE`` per batch; flow runs and task runs are referred to by their
+integer keys, cached while they are in flight (a batch's newcomers are
+looked up, or given keys, in one statement). Rows are grouped by shape —
+a ``Looped`` state with its pickled value, a ``Running``, a finished state
+with its value, anything else — and each group goes in as one statement
+(:mod:`iterflow.store.statements`); their ids keep them in event order.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from iterflow.errors import RunTakenOver
+from iterflow.store.liveness import HOST
+from iterflow.store.schema import flow_runs, flows, task_runs
+from iterflow.store.statements import (
+    NATIVE_UPSERT,
+    TASK_RUN_COLUMNS,
+    TASK_RUN_RULES,
+    allocate_ids,
+    find_keys,
+    insert_finished,
+    insert_logs,
+    insert_looped,
+    insert_results,
+    insert_running,
+    insert_transitions,
+    run_owner,
+    upsert,
+    upsert_task_runs,
+)
+
+__all__ = ["BatchRecorder"]
+
+# -- the record layout ------------------------------------------------------------
+
+#: Record tags.
+TASK, FLOW, LOG, MARK = range(4)
+#: A task run's state (MARK records hold only their tag and signal: a flush's marker).
+(T_TAG, T_FLOW_RUN_ID, T_TASK_RUN_ID, T_SLUG, T_NAME, T_MAP_INDEX, T_LOOP_INDEX, T_KIND,
+ T_ROLE, T_TIME, T_MESSAGE, T_TRACEBACK, T_BLOCK_INDEX, T_STORED, T_LOOP_COUNT,
+ T_SIGNAL) = range(16)
+#: A flow run's state; ``F_TASKS`` is the flow's (slug, name) pairs on its first state.
+(F_TAG, F_RUN_ID, F_FLOW_NAME, F_KIND, F_TIME, F_MESSAGE, F_PARAMS_JSON, F_PARAMS_STORED,
+ F_TASKS, F_SOURCE, F_FINISHED, F_SIGNAL) = range(12)
+#: A log line.
+(L_TAG, L_FLOW_RUN_ID, L_TASK_RUN_ID, L_SLUG, L_MAP_INDEX, L_LOOP_INDEX, L_LEVEL, L_MESSAGE,
+ L_TIME, L_SIGNAL) = range(10)
+#: A :data:`~iterflow.store.results.Stored` value: (serializer, data, path, size, preview).
+S_SERIALIZER, S_DATA, S_PATH, S_SIZE, S_PREVIEW = range(5)
+
+#: What a task record's role says about its state (``T_ROLE``), by kind:
+ROLE_SKIP = 0  # Pending: not recorded
+ROLE_START = 1  # Running: recorded unless it follows a Looped
+ROLE_LOOP = 2  # Looped: recorded with its result, which must serialize
+ROLE_KEEP = 3  # Retrying: recorded, result best-effort
+ROLE_END_STRICT = 4  # Success, Cached: finished, result must serialize
+ROLE_END = 5  # Failed & co, Skipped, Cancelled: finished, result best-effort
+ROLE_END_MAPPED = 6  # Mapped: finished; its result is its children's, stored with them
+
+#: Results counted against the writer's byte budget (small ones are bounded by count).
+BIG = 4096
+
+
+class BatchRecorder:
+    """Writes batches of records; owned by one sink's writer thread.
+
+    ``write(transaction)`` commits ``transaction(conn)`` (retrying it whole
+    while the database is locked). Between batches it keeps the integer keys
+    of the flow runs and task runs in flight and the flow runs still open,
+    whose heartbeat it refreshes every ``heartbeat_interval`` seconds.
+
+    Fencing: the runs it starts record ``owner`` as theirs, and every
+    transaction first checks that each run it writes for is still theirs
+    (a resume elsewhere writes its own token). If one is not, nothing of the
+    batch is written and :class:`~iterflow.errors.RunTakenOver` is raised.
+    ``identities`` (task slug -> identity, see :mod:`iterflow.core.fingerprint`)
+    go into each task run's row, for a later resume to compare. ``forget``
+    (run id -> slugs) names the task runs a resumed run runs again because
+    their task changed: with the run's first state, their rows lose what a
+    resume would reuse (state, results, last iteration); their history stays.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[Callable[[sa.Connection], None]], None],
+        heartbeat_interval: float,
+        *,
+        owner: str,
+        identities: dict[str, str] | None = None,
+        forget: dict[str, list[str]] | None = None,
+    ) -> None:
+        self._write = write
+        self.heartbeat_interval = heartbeat_interval
+        self.owner = owner
+        self.identities = identities or {}
+        self._forget = dict(forget or {})
+        #: Flow runs to keep heartbeating: started, not yet ended.
+        self.open_runs: dict[str, None] = {}
+        # Integer keys of the flow runs and task runs in flight (their ``id``
+        # columns), so that only a batch's newcomers are looked up. A task
+        # run's key leaves when it finishes.
+        self._run_keys: dict[str, int] = {}
+        self._task_keys: dict[str, int] = {}
+        self._next_beat = 0.0
+
+    def beat_due(self) -> bool:
+        """Whether open runs need their heartbeat refreshed (nothing else to write)."""
+        return bool(self.open_runs) and time.monotonic() >= self._next_beat
+
+    def commit(self, batch: list[tuple[Any, ...]], n_ids: int) -> None:
+        """Write ``batch`` (records, without MARKs) in one transaction.
+
+        ``n_ids`` is how many ids its rows take: one per state row and log
+        line, one per results row (a value in a file, a run's parameters).
+        An empty batch only refreshes the heartbeat.
+        """
+        beat = time.monotonic() >= self._next_beat
+        committed_runs: dict[str, None] = {}
+        run_keys, task_keys = self._run_keys, self._task_keys
+        # Flow runs and task runs this batch names that have no key here yet:
+        # new ones, or ones an earlier process recorded (a resumed run).
+        new_runs: dict[str, None] = {}
+        new_tasks: dict[str, None] = {}
+        for record in batch:
+            tag = record[0]
+            if tag == TASK or (tag == LOG and record[L_TASK_RUN_ID] is not None):
+                if record[T_TASK_RUN_ID] not in task_keys:  # same slot in a LOG record
+                    new_tasks[record[T_TASK_RUN_ID]] = None
+                if record[T_FLOW_RUN_ID] not in run_keys:
+                    new_runs[record[T_FLOW_RUN_ID]] = None
+            elif record[F_RUN_ID] not in run_keys:  # a flow run's state, an engine log line
+                new_runs[record[F_RUN_ID]] = None
+        keyed_runs: dict[str, int] = {}
+        keyed_tasks: dict[str, int] = {}
+        finished: list[str] = []
+        touched = {**self.open_runs, **dict.fromkeys(r[T_FLOW_RUN_ID] for r in batch)}
+
+        def transaction(conn: sa.Connection) -> None:
+            # Everything is rebuilt on each attempt: a retry gets fresh ids.
+            keyed_runs.clear()
+            keyed_tasks.clear()
+            finished.clear()
+            for run_id in touched:
+                self._check_owner(conn, run_id)
+            keyed_runs.update(find_keys(conn, flow_runs, "run_id", new_runs))
+            keyed_tasks.update(find_keys(conn, task_runs, "task_run_id", new_tasks))
+            unkeyed = [r for r in new_runs if r not in keyed_runs]
+            unkeyed += [t for t in new_tasks if t not in keyed_tasks]
+            count = n_ids + len(unkeyed)
+            next_id = allocate_ids(conn, count) if count else 0
+            for name in unkeyed:
+                (keyed_runs if name in new_runs else keyed_tasks)[name] = next_id
+                next_id += 1
+            rows = _Rows()
+            runs = dict(self.open_runs)
+            for record in batch:
+                tag = record[0]
+                if tag == TASK:
+                    task_run_id = record[T_TASK_RUN_ID]
+                    # Keys start at 1, so `or` only falls through for a missing one.
+                    task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
+                    run_key = run_keys.get(record[T_FLOW_RUN_ID]) or keyed_runs[
+                        record[T_FLOW_RUN_ID]
+                    ]
+                    next_id = rows.task_state(record, run_key, task_key, next_id)
+                elif tag == LOG:
+                    task_run_id = record[L_TASK_RUN_ID]
+                    rows.logs.append((
+                        next_id,
+                        run_keys.get(record[L_FLOW_RUN_ID]) or keyed_runs[record[L_FLOW_RUN_ID]],
+                        None if task_run_id is None
+                        else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
+                        record[L_LOOP_INDEX], record[L_LEVEL], record[L_MESSAGE], record[L_TIME],
+                    ))
+                    next_id += 1
+                elif tag == FLOW:
+                    if record[F_RUN_ID] in self._forget:
+                        _forget(conn, record[F_RUN_ID], self._forget[record[F_RUN_ID]])
+                    run_key = run_keys.get(record[F_RUN_ID]) or keyed_runs[record[F_RUN_ID]]
+                    next_id = _write_flow(conn, record, run_key, next_id, rows, runs, self.owner)
+            snapshots: list[tuple[Any, ...]] = []
+            for task_run_id, (record, row_id) in rows.latest.items():
+                task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
+                snapshots.append(_task_run_row(
+                    record, task_key, row_id, rows.first[task_run_id],
+                    rows.looped.get(task_run_id), self.identities.get(record[T_SLUG]),
+                ))
+                if record[T_ROLE] >= ROLE_END_STRICT:
+                    finished.append(task_run_id)
+            insert_results.run(conn, rows.results)
+            if conn.dialect.name in NATIVE_UPSERT:
+                upsert_task_runs.run(conn, snapshots)
+            else:
+                upsert(conn, task_runs, "task_run_id",
+                       [dict(zip(TASK_RUN_COLUMNS, row)) for row in snapshots],
+                       TASK_RUN_RULES)
+            insert_looped.run(conn, rows.looped_rows)
+            insert_running.run(conn, rows.running)
+            insert_finished.run(conn, rows.finished)
+            insert_transitions.run(conn, rows.other)
+            insert_logs.run(conn, rows.logs)
+            if beat and runs:
+                conn.execute(
+                    sa.update(flow_runs)
+                    .where(flow_runs.c.run_id.in_(list(runs)))
+                    .values(heartbeat=time.time())
+                )
+            committed_runs.clear()
+            committed_runs.update(runs)
+
+        self._write(transaction)
+        # Only now, with the transaction committed, do the run set and keys change.
+        # Keys of what finished are dropped (a straggler's event looks them up again),
+        # so these maps hold only what is in flight.
+        self.open_runs = committed_runs
+        run_keys.update(keyed_runs)
+        task_keys.update(keyed_tasks)
+        for task_run_id in finished:
+            task_keys.pop(task_run_id, None)
+        for record in batch:
+            if record[0] == FLOW:
+                self._forget.pop(record[F_RUN_ID], None)
+            if record[0] == FLOW and record[F_FINISHED]:  # a flow run ended: its task runs too
+                run_keys.pop(record[F_RUN_ID], None)
+                prefix = record[F_RUN_ID] + "/"
+                for task_run_id in [t for t in task_keys if t.startswith(prefix)]:
+                    del task_keys[task_run_id]
+        if beat:
+            self._next_beat = time.monotonic() + self.heartbeat_interval
+
+    def _check_owner(self, conn: sa.Connection, run_id: str) -> None:
+        """Raise :class:`RunTakenOver` if another process has claimed ``run_id``."""
+        row = run_owner.first(conn, (run_id,))
+        if row is None or row[0] is None or row[0] == self.owner:
+            return  # a new run, one recorded before owners, or ours
+        self.open_runs.pop(run_id, None)
+        _owner, pid, host = row
+        raise RunTakenOver(
+            f"Run {run_id} was taken over by another process (pid {pid} on {host} resumed "
+            f"it), so this process (pid {os.getpid()} on {HOST}) stopped driving it and "
+            f"records nothing more for it. The run goes on there: `iterflow show "
+            f"{run_id[:8]}` shows it."
+        )
+
+
+class _Rows:
+    """The rows of one batch, grouped by the statement that inserts them."""
+
+    __slots__ = ("finished", "first", "latest", "logs", "looped", "looped_rows", "other",
+                 "results", "running")
+
+    def __init__(self) -> None:
+        self.results: list[tuple[Any, ...]] = []
+        # id, flow_run, task_run, loop_index, data, preview, time
+        self.looped_rows: list[tuple[Any, ...]] = []
+        # id, flow_run, task_run, loop_index, block_index, time
+        self.running: list[tuple[Any, ...]] = []
+        # id, flow_run, task_run, kind, loop_index, block_index, data, preview, time
+        self.finished: list[tuple[Any, ...]] = []
+        # id, flow_run, task_run, kind, loop_index, block_index, message, traceback,
+        # serializer, data, preview, result_id, time
+        self.other: list[tuple[Any, ...]] = []
+        # id, flow_run, task_run, loop_index, level, message, time
+        self.logs: list[tuple[Any, ...]] = []
+        # Per task run: time of its first record; its last record and that
+        # record's row id; its last Looped (index, row id).
+        self.first: dict[str, float] = {}
+        self.latest: dict[str, tuple[tuple[Any, ...], int]] = {}
+        self.looped: dict[str, tuple[int, int]] = {}
+
+    def task_state(
+        self, record: tuple[Any, ...], run_key: int, task_key: int, next_id: int
+    ) -> int:
+        """Add the rows of a TASK record; return the next free id."""
+        row_id = next_id
+        next_id += 1
+        task_run_id = record[T_TASK_RUN_ID]
+        at = record[T_TIME]
+        if task_run_id not in self.first:
+            self.first[task_run_id] = at
+        self.latest[task_run_id] = (record, row_id)
+        stored = record[T_STORED]
+        role = record[T_ROLE]
+        if role == ROLE_LOOP:
+            self.looped[task_run_id] = (record[T_LOOP_INDEX], row_id)
+            if (stored is not None and stored[S_SERIALIZER] == "pickle"
+                    and stored[S_PATH] is None and record[T_BLOCK_INDEX] is None):
+                self.looped_rows.append((row_id, run_key, task_key, record[T_LOOP_INDEX],
+                                         stored[S_DATA], stored[S_PREVIEW], at))
+                return next_id
+        elif role == ROLE_START and record[T_MESSAGE] is None and stored is None:
+            self.running.append((row_id, run_key, task_key, record[T_LOOP_INDEX],
+                                 record[T_BLOCK_INDEX], at))
+            return next_id
+        elif (role == ROLE_END_STRICT and stored is not None and stored[S_SERIALIZER] == "pickle"
+              and stored[S_DATA] is not None and record[T_MESSAGE] is None):
+            # A task run that ended well with a pickled value in the row (each child of a map).
+            self.finished.append((row_id, run_key, task_key, record[T_KIND],
+                                  record[T_LOOP_INDEX], record[T_BLOCK_INDEX], stored[S_DATA],
+                                  stored[S_PREVIEW], at))
+            return next_id
+        serializer = data = preview = result_id = None
+        if stored is not None:
+            serializer, data, path, _size, preview = stored
+            if path is not None:  # in a file: its results row holds the path
+                result_id = next_id
+                next_id += 1
+                self.results.append((result_id, *stored))
+                data = None
+        self.other.append((row_id, run_key, task_key, record[T_KIND], record[T_LOOP_INDEX],
+                           record[T_BLOCK_INDEX], record[T_MESSAGE], record[T_TRACEBACK],
+                           serializer, data, preview, result_id, at))
+        return next_id
+
+
+def _forget(conn: sa.Connection, run_id: str, slugs: list[str]) -> None:
+    """Clear what a resume would reuse from the task runs of ``slugs`` (see BatchRecorder)."""
+    conn.execute(
+        sa.update(task_runs)
+        .where(task_runs.c.flow_run_id == run_id, task_runs.c.task_slug.in_(slugs))
+        .values(state="Pending", loop_count=None, looped_index=None, looped_transition=None,
+                result_transition=None, identity=None,
+                message="its task changed since it ran: it runs again")
+    )
+
+
+def _write_flow(
+    conn: sa.Connection,
+    record: tuple[Any, ...],
+    run_key: int,
+    next_id: int,
+    rows: _Rows,
+    runs: dict[str, None],
+    owner: str,
+) -> int:
+    """Upsert the flow run of a FLOW record and add its state row; return the next free id."""
+    (_, run_id, flow_name, kind, at, message, params_json, params_stored, tasks, source,
+     finished, _signal) = record
+    if tasks is not None:
+        upsert(conn, flows, "name",
+               [{"name": flow_name, "created": at, "updated": at, "tasks": tasks}],
+               {"created": "old", "updated": "new", "tasks": "new"})
+    row_id = next_id
+    next_id += 1
+    row: dict[str, Any] = {
+        "run_id": run_id, "id": run_key, "flow_name": flow_name, "state": kind, "started": at,
+        "message": message, "ended": at if finished else None, "source": source,
+    }
+    rules = {"id": "old", "flow_name": "new", "state": "new", "message": "new", "ended": "new",
+             "started": "old", "source": "new_or_old"}
+    if params_json is not None:
+        # A resumed run sends the original parameters again: keep the first record.
+        row["parameters"] = params_json
+        row["parameters_result_id"] = None
+        if params_stored is not None:
+            row["parameters_result_id"] = next_id
+            rows.results.append((next_id, *params_stored))
+            next_id += 1
+        rules["parameters"] = "old"
+        rules["parameters_result_id"] = "old"
+    if finished:
+        runs.pop(run_id, None)
+    else:
+        row.update(pid=os.getpid(), host=HOST, heartbeat=time.time(), owner=owner)
+        rules.update(pid="new", host="new", heartbeat="new", owner="new")
+        runs[run_id] = None
+    upsert(conn, flow_runs, "run_id", [row], rules)
+    rows.other.append(
+        (row_id, run_key, None, kind, None, None, message, None, None, None, None, None, at)
+    )
+    return next_id
+
+
+def _task_run_row(
+    record: tuple[Any, ...],
+    key: int,
+    row_id: int,
+    started: float,
+    looped: tuple[int, int] | None,
+    identity: str | None,
+) -> tuple[Any, ...]:
+    """The ``task_runs`` row after a batch (in table order), from its last record there."""
+    (_, flow_run_id, task_run_id, slug, name, map_index, loop_index, kind, role, at,
+     message, _traceback, _block, _stored, loop_count, _signal) = record
+    finished = role >= ROLE_END_STRICT
+    if not finished:
+        loop_count = None
+    looped_index = looped_transition = None
+    if looped is not None:
+        looped_index, looped_transition = looped
+        if loop_count is None:
+            loop_count = looped_index + 1  # iterations recorded so far
+    return (
+        task_run_id, key, flow_run_id, slug, name, map_index, kind, loop_count, loop_index,
+        looped_index, looped_transition, row_id if finished else None, started,
+        at if finished else None, message, identity,
+    )
+
+
+_ROW_ORDER = (
+    "task_run_id", "id", "flow_run_id", "task_slug", "task_name", "map_index", "state",
+    "loop_count", "loop_index", "looped_index", "looped_transition", "result_transition",
+    "started", "ended", "message", "identity",
+)
+# _task_run_row builds its tuple in the table's column order; keep them in step.
+assert _ROW_ORDER == TASK_RUN_COLUMNS, "task_runs columns changed: update _task_run_row"

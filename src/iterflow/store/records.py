@@ -1,0 +1,100 @@
+"""What the store's readers return: plain frozen records, ready for JSON.
+
+Each is a frozen dataclass whose ``as_dict()`` is ready for ``json.dumps``
+(times are epoch seconds). Field names follow the CLI's JSON (DESIGN §9).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["IterationRecord", "LogEntry", "RunInfo", "TaskRunInfo"]
+
+
+class _Record:
+    __slots__ = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (JSON-ready)."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo(_Record):
+    """One flow run. ``state`` is what to show (``Crashed`` for a dead live run)."""
+
+    run_id: str
+    flow_name: str
+    state: str
+    started: float | None
+    ended: float | None
+    recorded_state: str
+    parameters: dict[str, Any] | None
+    source: str | None
+    pid: int | None
+    host: str | None
+    heartbeat: float | None
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRunInfo(_Record):
+    """One task run (a mapped child is its own task run, with its ``map_index``).
+
+    ``loop_count`` is the number of iterations run (for a finished task run,
+    its final ``loop_count``; while looping, the iterations recorded so far).
+    ``result_preview`` is the preview of the final result, if any.
+    ``block_index`` is, for a task inside a loop block, the block's iteration
+    this task run belongs to (each iteration runs its body tasks anew; of
+    nested blocks, the innermost); ``None`` outside blocks.
+    """
+
+    task_run_id: str
+    task_slug: str
+    task_name: str
+    map_index: int | None
+    state: str
+    loop_count: int | None
+    loop_index: int | None
+    started: float | None
+    ended: float | None
+    message: str | None
+    result_preview: str | None
+    block_index: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IterationRecord(_Record):
+    """A recorded state of a task run: each ``Looped`` iteration, retries, the end.
+
+    ``result_id`` can be passed to :func:`load_result`; ``preview`` shows the
+    value without loading it.
+    """
+
+    loop_index: int | None
+    state: str
+    time: float
+    message: str | None
+    preview: str | None
+    result_id: int | None
+    size: int | None
+    serializer: str | None
+    block_index: int | None
+    traceback: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry(_Record):
+    """A log line written during a run; ``id`` grows in the order lines were written."""
+
+    id: int
+    time: float
+    level: int
+    level_name: str
+    message: str
+    task_slug: str | None
+    task_run_id: str | None
+    map_index: int | None
+    loop_index: int | None
