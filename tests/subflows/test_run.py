@@ -286,3 +286,30 @@ def test_a_child_may_call_a_flow_of_its_own(store_url, executor):
     grandchildren = [g for k in kids for g in child_runs(k.run_id, store=store_url)]
     assert [g.flow_name for g in grandchildren] == ["adder", "adder"]
     assert [r.run_id for r in top_level_runs(store=store_url)] == [state.run_id]
+
+
+def test_a_child_sharing_task_names_with_its_parent_still_resumes_on_retry(store_url):
+    ran: list[str] = []
+    attempts = {"n": 0}
+
+    @task
+    def count(x):
+        ran.append(f"count {x}")
+        return x
+
+    @task
+    def flaky(x):
+        attempts["n"] += 1
+        if attempts["n"] == 1:
+            raise RuntimeError("first time unlucky")
+        return x + 1
+
+    with Flow("shares names") as child:
+        flaky(count(Parameter("x")))
+    with Flow("parent") as parent:
+        first = count(1)  # the same slug as the child's task
+        value = child.as_task(max_retries=1)(x=first)
+    state = parent.run(store=store_url)
+    assert state.is_successful(), state
+    assert state.result[value].result == 2
+    assert ran == ["count 1", "count 1"]  # the parent's, then the child's: once each
