@@ -96,6 +96,7 @@ ALSO_BUILTIN = {
     "ScheduleError": ValueError,
     "ScheduleParameterError": ValueError,
     "ServeConflict": RuntimeError,
+    "RunTakenOver": RuntimeError,
 }
 
 
