@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	ITERFLOW_HOME=$${ITERFLOW_HOME:-.iterflow} $(PY) examples/accumulate.py
+	@ITERFLOW_HOME=$${ITERFLOW_HOME:-.iterflow} $(PY) -c "from iterflow.store import list_runs; \
+	run = list_runs(limit=1)[0].run_id; \
+	print('Look at it in the dashboard:'); \
+	print('  ITERFLOW_HOME=$${ITERFLOW_HOME:-.iterflow} $(VENV)/bin/iterflow ui'); \
+	print(f'  then open http://127.0.0.1:4200/runs/{run}')"
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples

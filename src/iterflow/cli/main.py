@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from iterflow import __version__
-from iterflow.cli import history, logs, run, serve
+from iterflow.cli import history, logs, run, serve, ui
 from iterflow.cli.common import (
     DEBUG_KEY,
     EXIT_CANCELLED,
@@ -130,6 +130,7 @@ cli.add_command(history.delete_command)
 cli.add_command(logs.logs_command)
 cli.add_command(serve.serve_command)
 cli.add_command(serve.schedules_command)
+cli.add_command(ui.ui_command)
 
 
 def main(argv: list[str] | None = None) -> None:

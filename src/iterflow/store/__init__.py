@@ -22,7 +22,9 @@ reading returns), :mod:`~iterflow.store.liveness` (hosts, pids, heartbeats),
 :mod:`~iterflow.store.paging` (long iteration histories, a page at a time),
 :mod:`~iterflow.store.serving` (schedule ticks, ``serve`` leases, run triggers),
 :mod:`~iterflow.store.retention` (deleting runs), :mod:`~iterflow.store.db`
-(connections, transactions, errors).
+(connections, transactions, errors), :mod:`~iterflow.store.dashboard` and
+:mod:`~iterflow.store.dashboard_loops` (what ``iterflow ui`` shows: pages, shapes,
+loop summaries).
 """
 
 from __future__ import annotations
@@ -39,6 +41,23 @@ if TYPE_CHECKING:
         logs,
         resume_point,
         task_runs,
+    )
+    from iterflow.store.dashboard import (
+        change_marker,
+        flow_names,
+        flow_tasks,
+        log_page,
+        mapped_children,
+        run_shape,
+        runs_page,
+        task_run_row,
+    )
+    from iterflow.store.dashboard_loops import (
+        IterationSummary,
+        LoopStats,
+        iteration_detail,
+        iteration_page,
+        iteration_summary,
     )
     from iterflow.store.paging import (
         count_iterations,
@@ -66,8 +85,10 @@ __all__ = [
     "SCHEMA_VERSION",
     "CheckpointSource",
     "IterationRecord",
+    "IterationSummary",
     "LeaseInfo",
     "LogEntry",
+    "LoopStats",
     "RunInfo",
     "RunStore",
     "ServeConflict",
@@ -75,21 +96,32 @@ __all__ = [
     "TaskRunInfo",
     "TickInfo",
     "TriggerInfo",
+    "change_marker",
     "count_iterations",
     "delete_run",
+    "flow_names",
+    "flow_tasks",
     "get_run",
     "iter_iteration_dicts",
     "iter_iterations",
+    "iteration_detail",
+    "iteration_page",
+    "iteration_summary",
     "iterations",
     "last_iterations",
     "lease",
     "list_runs",
     "load_result",
+    "log_page",
     "logs",
+    "mapped_children",
     "open_store",
     "record_trigger",
     "resume_point",
+    "run_shape",
     "runs_older_than",
+    "runs_page",
+    "task_run_row",
     "task_runs",
     "ticks",
     "triggers",
@@ -107,6 +139,21 @@ _HOME = {
     "iter_iteration_dicts": "paging",
     "count_iterations": "paging",
     "last_iterations": "paging",
+    # Readers for the dashboard (iterflow ui).
+    **{
+        name: "dashboard"
+        for name in (
+            "runs_page", "run_shape", "log_page", "mapped_children", "change_marker",
+            "task_run_row", "flow_names", "flow_tasks",
+        )
+    },
+    **{
+        name: "dashboard_loops"
+        for name in (
+            "iteration_summary", "iteration_page", "iteration_detail", "LoopStats",
+            "IterationSummary",
+        )
+    },
     **{
         name: "serving"
         for name in (

@@ -204,6 +204,10 @@ state_transitions = sa.Table(
     # A task run's history in order. (SQLite appends the rowid to every index
     # entry, so this is ordered by id there too.)
     sa.Index("ix_state_transitions_task_run", "task_run"),
+    # A loop's iterations by index: pages, jumps, failed-only filters and the
+    # dashboard's summaries read only this index (it covers time and kind, in
+    # the order a task run's history happened).
+    sa.Index("ix_state_transitions_iteration", "task_run", "loop_index", "time", "kind"),
 )
 
 results = sa.Table(
@@ -461,11 +465,24 @@ def _run_owner_and_task_identity(conn: sa.Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
+def _iteration_index(conn: sa.Connection) -> None:
+    """Add ``ix_state_transitions_iteration``: a loop's iterations by index.
+
+    Only an index, so it applies whatever other migrations ran before it; on
+    a store that somehow has it already, nothing happens.
+    """
+    conn.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS ix_state_transitions_iteration "
+        "ON state_transitions (task_run, loop_index, time, kind)"
+    )
+
+
 #: Ordered migrations: ``MIGRATIONS[i]`` upgrades a store from version i+1 to i+2.
 MIGRATIONS: tuple[Migration, ...] = (
     _v2_results_in_state_rows,
     _add_schedule_tables,
     _run_owner_and_task_identity,
+    _iteration_index,
     _add_flow_run_parents,
 )
 #: The version this code writes and reads.
