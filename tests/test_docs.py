@@ -16,7 +16,11 @@ def blocks(path: Path) -> list[tuple[str, str]]:
     return [(f"{path.name}#{i}", code) for i, code in enumerate(BLOCK.findall(text))]
 
 
-DOC_BLOCKS = blocks(ROOT / "docs" / "loops.md") + blocks(ROOT / "README.md")
+DOC_BLOCKS = (
+    blocks(ROOT / "docs" / "loops.md")
+    + blocks(ROOT / "docs" / "subflows.md")
+    + blocks(ROOT / "README.md")
+)
 
 
 @pytest.mark.parametrize(("where", "code"), DOC_BLOCKS, ids=[w for w, _ in DOC_BLOCKS])

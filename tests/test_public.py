@@ -91,6 +91,8 @@ ALSO_BUILTIN = {
     "SerializationError": TypeError,
     "StoreError": RuntimeError,
     "RunNotResumable": RuntimeError,
+    "SubflowFailed": RuntimeError,
+    "SubflowParameterError": TypeError,  # and a ValueError, as a ParameterError
     "ScheduleError": ValueError,
     "ScheduleParameterError": ValueError,
     "ServeConflict": RuntimeError,

@@ -24,10 +24,12 @@ fix it, naming the task and the flow. Beside each name, the builtin it also is
     │                                      generator)
     ├── OptionError          ValueError    a task or flow option with a value it cannot take
     ├── ParameterError       ValueError    a missing, unknown, duplicate or unnamed parameter
+    │   └── SubflowParameterError  TypeError  a flow called as a task with inputs it lacks
     ├── MapError             ValueError    a mapped argument that cannot be mapped over
     ├── LoopLimitError       RuntimeError  a task looped past its ``max_loops``
     ├── InvalidTransition    RuntimeError  the engine tried an illegal state change
     ├── ExecutorError        RuntimeError  an executor could not start or reach its cluster
+    ├── SubflowFailed        RuntimeError  a child flow run (a subflow) did not succeed
     ├── SerializationError   TypeError     a result could not be serialized
     ├── StoreError           RuntimeError  the run store cannot be opened or written
     │   ├── RunNotResumable                a run cannot be resumed (alive, finished, unknown)
@@ -77,6 +79,8 @@ __all__ = [
     "SerializationError",
     "ServeConflict",
     "StoreError",
+    "SubflowFailed",
+    "SubflowParameterError",
     "UnsupportedTaskError",
 ]
 
@@ -123,6 +127,27 @@ class ParameterError(IterflowError, ValueError):
     """A required parameter is missing, an unknown one was given, or a name repeats."""
 
 
+class SubflowParameterError(ParameterError, ArgumentError):
+    """A flow called inside another with unknown or missing parameters.
+
+    Both a ``ValueError`` (like any parameter error) and a ``TypeError`` (like
+    any call a task cannot take); the message names both flows.
+    """
+
+
+class SubflowFailed(IterflowError, RuntimeError):
+    """A child flow run did not succeed; fails the task that ran it.
+
+    ``run_id`` names the child run (``iterflow show RUN`` shows why); the
+    message carries the child's own message.
+    """
+
+    def __init__(self, message: str, run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (str(self), self.run_id))
 class ScheduleError(FlowDefinitionError, OptionError):
     """A schedule or a flow's scheduling option is not valid (a bad cron string, say).
 

@@ -79,6 +79,9 @@ class FlowRunEvent:
     finished: tuple[str, ...] = ()
     #: On the first event: the flow's shape for pictures (``iterflow.core.shape.describe``).
     shape: dict[str, Any] | None = None
+    #: Whether a sink that records waits until the event is committed. A child
+    #: flow run (a subflow) does not: its parent's own events and end cover it.
+    sync: bool = True
 
     @property
     def time(self) -> float:

@@ -27,6 +27,7 @@ ones. Nothing else splits an id by hand.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "latest_attempt",
     "scope_prefix",
     "split_attempt",
+    "subflow_run_id",
     "task_run_id",
 ]
 
@@ -100,3 +102,21 @@ def latest_attempt(prefixes: Iterable[str], iteration: str) -> tuple[int, str] |
         if base == iteration and (found is None or attempt > found[0]):
             found = (attempt, prefix)
     return found
+
+
+# Fixed, so that a child run's id depends on its task run's id alone.
+_SUBFLOW_NAMESPACE = uuid.UUID("6f1c2a7e-9b1d-4f57-8a3e-2d4c5b6a7f80")
+
+
+def subflow_run_id(task_run_id: str) -> str:
+    """The run id of the child flow run that the subflow task run ``task_run_id`` starts.
+
+    Deterministic, so that a resumed parent (or a retry) finds its child run
+    again; shaped like any other run id (32 hex digits).
+
+    >>> subflow_run_id("run1/ingest") == subflow_run_id("run1/ingest")
+    True
+    >>> len(subflow_run_id("run1/ingest"))
+    32
+    """
+    return uuid.uuid5(_SUBFLOW_NAMESPACE, task_run_id).hex

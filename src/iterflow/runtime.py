@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from iterflow.childruns import ENV_KEY, env_for, run_subflow
 from iterflow.core.fingerprint import task_identities
 from iterflow.core.state import State
 from iterflow.engine.cache import MemoryCache
@@ -28,7 +29,7 @@ from iterflow.engine.runner import FlowRunner, RunCancelled
 from iterflow.errors import OptionError, ParameterError, RunTakenOver
 from iterflow.events import EventBus
 
-__all__ = ["default_cache", "resolve_parameters", "run_flow", "script_source"]
+__all__ = ["default_cache", "resolve_parameters", "run_flow", "run_subflow", "script_source"]
 
 #: Final values cached in this process (``cache_for``), shared by every run.
 default_cache = MemoryCache()
@@ -100,6 +101,8 @@ def run_flow(
     on_runner: Any = None,
     trigger: dict[str, Any] | None = None,
     force: bool = False,
+    borrowed_sink: Any = None,
+    cancel: Any = None,
 ) -> State:
     """Run ``flow`` (see :meth:`iterflow.Flow.run` for the arguments).
 
@@ -115,6 +118,10 @@ def run_flow(
 
     ``force=True`` resumes a run that looks alive (``iterflow resume --force``):
     its process, if it goes on, finds the run taken over and stops.
+
+    ``borrowed_sink``: a sink already writing to ``store`` to record through;
+    ``cancel``: an event that, once set, stops the run's loops at their next
+    iteration (a child run borrows both from its parent: :mod:`iterflow.childruns`).
     """
     flow.validate()
     _check_max_concurrency(flow, max_concurrency)
@@ -181,7 +188,7 @@ def run_flow(
 
         all_sinks = list(sinks or [])
         if run_store is not None:
-            store_sink = run_store.sink(
+            store_sink = borrowed_sink or run_store.sink(
                 owner=owner, identities=identities, forget=forget,
                 # checkpoint=False: states and previews only (a resume reruns these).
                 previews_only=frozenset(t.slug for t in flow.tasks if t.checkpoint is False),
@@ -192,12 +199,19 @@ def run_flow(
 
             all_sinks.append(ProgressDisplay.for_flow(flow))
         bus = EventBus(all_sinks)
+        run_context = {**user_context.to_dict(), **(context or {})}
+        # Subflow tasks find the store, its sink and the executor here (None: no subflows).
+        env = env_for(flow, run_store, store_sink, executor, resumed=resume)
+        if env is not None:
+            run_context[ENV_KEY] = env
+        else:  # a run started inside a task of another run does not inherit its env
+            run_context.pop(ENV_KEY, None)
         runner = FlowRunner(
             flow,
             executor,
             bus=bus,
             parameters=values,
-            context={**user_context.to_dict(), **(context or {})},
+            context=run_context,
             run_id=run_id,
             resume=resume_point,
             cache=default_cache,
@@ -212,6 +226,10 @@ def run_flow(
             max_concurrency=max_concurrency,
             event_loop=event_loop,
         )
+        if cancel is not None:
+            runner._cancel = cancel  # the parent's: its Ctrl-C stops the child's loops too
+        if env is not None:
+            env.cancel = runner._cancel
     except BaseException:
         # The run never started: leave the store as it was, and close what we opened.
         with contextlib.suppress(Exception):
@@ -229,8 +247,13 @@ def run_flow(
     try:
         if on_runner is not None:
             on_runner(runner)
-        with started, _sigterm_cancels():
-            state = runner.run()
+        try:
+            # A child run (given its parent's cancel event) is inside the parent's handler.
+            with started, _sigterm_cancels() if cancel is None else contextlib.nullcontext():
+                state = runner.run()
+        finally:
+            if env is not None:
+                env.close()  # the child links still waiting, before the store closes
         bus.close()
     except BaseException as exc:
         # The run's own exception matters more than a store that also failed to close.

@@ -28,6 +28,7 @@ from iterflow.cli.common import (
     state_style,
     store_session,
 )
+from iterflow.cli.subflows import json_links, print_children, print_parent, read_links
 
 __all__ = ["runs_command", "show_command"]
 
@@ -54,18 +55,28 @@ def _elapsed(row: dict[str, Any]) -> float | None:
 @click.option("--state", type=click.Choice(RUN_STATES, case_sensitive=False),
               help="Only runs in this state.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--all", "show_all", is_flag=True,
+              help="Also list child runs (subflows), which `iterflow show PARENT` lists.")
 @debug_option
-def runs_command(limit: int, flow_name: str | None, state: str | None, as_json: bool) -> None:
+def runs_command(limit: int, flow_name: str | None, state: str | None, as_json: bool,
+                 show_all: bool) -> None:
     """List recorded runs, newest first.
 
     A run whose process died (or whose heartbeat stopped) shows as Crashed;
-    `iterflow resume RUN` continues it.
+    `iterflow resume RUN` continues it. Child runs of subflows are left out
+    unless --all.
     """
+    from iterflow.store.children import list_runs, parents_of
+
     with store_session(read_only=None) as store:
-        rows = [r.as_dict() for r in store.list_runs(limit=limit, flow_name=flow_name,
-                                                     state=state)]
+        rows = [r.as_dict() for r in list_runs(limit, flow_name, state,
+                                               include_children=show_all, store=store)]
+        links = parents_of([r["run_id"] for r in rows], store=store) if show_all else {}
         store_name = store.name
         _add_triggers(store, rows)
+    for row in rows:  # None for a top-level run
+        link = links.get(row["run_id"])
+        row["parent_run_id"] = None if link is None else link.parent_run_id
     if as_json:
         _print_json([json_row(r) for r in rows])
         return
@@ -157,10 +168,12 @@ def show_command(
                             offset=offset, limit=limit)
             return
         task_runs = [r.as_dict() for r in store.task_runs(run["run_id"])]
+        parent, children = read_links(store, run["run_id"], task_runs)
     if as_json:
-        _print_json({**json_row(run), "task_runs": [json_row(t) for t in task_runs]})
+        _print_json({**json_row(run), "task_runs": [json_row(t) for t in task_runs],
+                     **json_links(parent, children)})
         return
-    _print_run(run, task_runs, show_all)
+    _print_run(run, task_runs, show_all, parent, children)
 
 
 def fold_block_runs(task_runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
@@ -232,7 +245,9 @@ def fold_mapped_children(
     return rows, len(task_runs) - len(rows)
 
 
-def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: bool) -> None:
+def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: bool,
+               parent: dict[str, Any] | None = None,
+               children: list[dict[str, Any]] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -260,6 +275,7 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: b
     if run.get("message") and state in ("Failed", "Cancelled"):
         facts.add_row("message", Text(run["message"]))
     console.print(facts)
+    print_parent(console, parent)
     if state in ("Failed", "Cancelled", "Crashed"):
         console.print(f"Continue it with `iterflow resume {short_id(run['run_id'])}`.",
                       style="dim")
@@ -310,6 +326,7 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: b
             Text(note or "", style="red" if failed else "dim"),
         )
     console.print(table)
+    print_children(console, children or [])
     what = []
     if folded_runs:
         what.append("tasks inside loop blocks show their latest run (block: its iteration / "

@@ -120,6 +120,7 @@ class Flow:
         # sorted_tasks(), kept until a task or an edge is added: validating, laying out
         # blocks and starting the machine each ask for it, and a big flow is sorted once.
         self._order: tuple[Task, ...] | None = None
+        self._reference: tuple[Task, ...] | None = None  # set_reference_tasks(); else terminal
 
     # -- the active flow ------------------------------------------------------
     @staticmethod
@@ -318,6 +319,69 @@ class Flow:
         """Tasks with no downstream."""
         return {t for t in self._tasks if not self._downstream[t]}
 
+    def set_reference_tasks(self, tasks: Iterable[Task] | Task) -> None:
+        """Decide the flow's state, and its value as a subflow, by these tasks.
+
+        By default the terminal tasks do. The flow succeeds when every
+        reference task succeeded or was skipped; called as a subflow it gives
+        the reference task's value (a dict by task name when there are several).
+
+        >>> from iterflow import Flow, task
+        >>> @task
+        ... def one():
+        ...     return 1
+        >>> with Flow("refs") as flow:
+        ...     a = one()
+        ...     b = one(upstream_tasks=[a])
+        >>> flow.set_reference_tasks([a])
+        >>> flow.reference_tasks() == {a}
+        True
+        """
+        tasks = (tasks,) if isinstance(tasks, Task) else tuple(tasks)
+        for t in tasks:
+            if t not in self._tasks:
+                raise FlowDefinitionError(
+                    f"flow {self.name!r}: reference task {getattr(t, 'name', t)!r} is not in "
+                    f"the flow; pass tasks returned by calls inside `with Flow({self.name!r}):`"
+                )
+        self._reference = tasks or None
+
+    def reference_tasks(self) -> set[Task]:
+        """The tasks that decide the flow's state: those given to :meth:`set_reference_tasks`,
+        else the terminal tasks."""
+        if self._reference is not None:
+            return set(self._reference)
+        return self.terminal_tasks()
+
+    # -- calling a flow from another (see iterflow.core.subflow) ---------------
+    def as_task(self, **options: Any) -> Task:
+        """This flow as a task: call it inside another flow for a child flow run.
+
+        ``options`` are :class:`~iterflow.Task` options (``max_retries``,
+        ``timeout``, ``trigger``, ``name``, ...).
+
+        >>> from iterflow import Flow, Parameter
+        >>> with Flow("inner") as inner:
+        ...     x = Parameter("x")
+        >>> with Flow("outer") as outer:
+        ...     runs = inner.as_task(max_retries=1).map(x=[1, 2, 3])
+        """
+        from iterflow.core.subflow import SubflowTask
+
+        return SubflowTask(self, **options)
+
+    def __call__(self, *args: Any, **parameters: Any) -> Task:
+        """Inside ``with Flow(...)``: add a run of this flow as a task, with these parameters.
+
+        Same as ``self.as_task()(**parameters)``; ``upstream_tasks=`` and
+        ``flow=`` work as for any task call.
+        """
+        return self.as_task()(*args, **parameters)
+
+    def map(self, *args: Any, **parameters: Any) -> Task:
+        """Inside ``with Flow(...)``: a child run of this flow per element of the inputs."""
+        return self.as_task().map(*args, **parameters)
+
     def sorted_tasks(self) -> tuple[Task, ...]:
         """Every task in dependency order (ties in the order the tasks were added)."""
         if self._order is None:
@@ -363,6 +427,9 @@ class Flow:
             raise CycleError(f"flow {self.name!r}: {exc}") from None
         for t in self._tasks:
             self._check_inputs(t)
+        from iterflow.core.subflow import check_subflows
+
+        check_subflows(self)
         # Imported here: core.block builds on this module. The engine checks blocks
         # with the same function, so a flow valid here is one the engine can lay out.
         from iterflow.core.block import block_layout

@@ -82,8 +82,11 @@ class FlowMachine:
         resume_finished: dict[tuple[str, int | None], State] | None = None,
         resume_loops: dict[tuple[str, int | None], tuple[int, Any]] | None = None,
         settle: Callable[[Task, State], State] | None = None,
+        judged: frozenset[Task] | None = None,
     ) -> None:
         self.flow = flow
+        # The tasks that decide the flow's state (flow.set_reference_tasks); None: terminal.
+        self.judged = judged
         # Given a task and a state decided here (skipped, trigger failed, mapped), return
         # the state to use: the runner passes the task's state handlers through it. The
         # machine itself stays free of user code.
@@ -250,14 +253,20 @@ class FlowMachine:
     def flow_state(self) -> State:
         """The flow's state once :attr:`done`.
 
-        Success when every terminal task succeeded or was skipped, else Failed.
+        Success when every terminal task (or every reference task, when the flow
+        names them) succeeded or was skipped, else Failed.
         """
-        terminal = [t for t in self.order if not self.downstream[t]]
+        judged = self.judged
+        what = "terminal" if judged is None else "reference"
+        terminal = [
+            t for t in self.order
+            if (not self.downstream[t] if judged is None else t in judged)
+        ]
         bad = [t for t in terminal if not self.states[t].is_successful()]
         if bad:
             names = ", ".join(f"{t.slug} ({self.states[t].name})" for t in bad)
-            return Failed(f"some terminal tasks did not succeed: {names}")
-        return Success("all terminal tasks succeeded")
+            return Failed(f"some {what} tasks did not succeed: {names}")
+        return Success(f"all {what} tasks succeeded")
 
 
 def _name(fn: Any) -> str:

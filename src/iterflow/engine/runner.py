@@ -62,6 +62,7 @@ from iterflow.core.state import (
     State,
     Success,
 )
+from iterflow.core.subflow import judged_tasks
 from iterflow.engine.blocks import Blocks
 from iterflow.engine.cache import MemoryCache, cache_fingerprint
 from iterflow.engine.expand import TaskRunSpec, run_task_run
@@ -138,6 +139,7 @@ class FlowRunner:
             resume_finished=self.resume.finished if self.resume else None,
             resume_loops=self.resume.loops if self.resume else None,
             settle=settle,
+            judged=judged_tasks(flow),
         )
         self.base_context = {
             **self.user_context,

@@ -23,6 +23,7 @@ from iterflow.store.liveness import LIVE, run_info
 from iterflow.store.lookup import find_run
 from iterflow.store.runstore import RunStore, using_store
 from iterflow.store.schema import (
+    flow_run_parents,
     flow_run_shapes,
     flow_runs,
     logs,
@@ -75,6 +76,12 @@ def delete_run(run_id: str, *, store: RunStore | str | None = None) -> str:
             conn.execute(sa.delete(flow_run_shapes).where(
                 flow_run_shapes.c.run_id == row.run_id))
             conn.execute(sa.delete(flow_runs).where(flow_runs.c.run_id == row.run_id))
+            # Its own link to a parent, and its children's to it: they become top-level
+            # runs, listed by `iterflow runs` and deletable in their turn.
+            conn.execute(sa.delete(flow_run_parents).where(sa.or_(
+                flow_run_parents.c.run_id == row.run_id,
+                flow_run_parents.c.parent_run_id == row.run_id,
+            )))
             return str(row.run_id)
 
         deleted = st.write(delete)

@@ -84,6 +84,7 @@ __all__ = [
     "Migration",
     "check_sqlite_file",
     "counters",
+    "flow_run_parents",
     "flow_runs",
     "flows",
     "logs",
@@ -236,6 +237,28 @@ logs = sa.Table(
     sa.Column("time", _TIME, nullable=False),
     sa.Index("ix_logs_flow_run", "flow_run", "id"),
 )
+
+
+# A child flow run (a subflow) and where its parent started it: which run, which
+# task run, and at which map index, loop index and loop-block iteration. Runs
+# without a row are top-level runs (iterflow.store.children reads and writes it).
+def _parent_links_table(meta: sa.MetaData) -> sa.Table:
+    """The ``flow_run_parents`` table; one definition for new stores and the migration."""
+    return sa.Table(
+        "flow_run_parents",
+        meta,
+        sa.Column("run_id", sa.String, primary_key=True),
+        sa.Column("parent_run_id", sa.String, nullable=False),
+        sa.Column("parent_task_run_id", sa.String, nullable=False),
+        sa.Column("task_slug", sa.String),
+        sa.Column("map_index", sa.Integer),
+        sa.Column("loop_index", sa.Integer),
+        sa.Column("block_index", sa.Integer),
+        sa.Index("ix_flow_run_parents_parent", "parent_run_id"),
+    )
+
+
+flow_run_parents = _parent_links_table(metadata)
 
 
 # -- schedules (iterflow.store.serving reads and writes these) ---------------------------
@@ -418,6 +441,15 @@ def _v2_results_in_state_rows(conn: sa.Connection) -> None:
     conn.execute(sa.text("INSERT INTO counters (name, value) VALUES ('ids', :top)"), {"top": top})
 
 
+def _add_flow_run_parents(conn: sa.Connection) -> None:
+    """Subflows: the ``flow_run_parents`` table linking a child run to its parent.
+
+    A new table only, so it applies after any other migration; built from a
+    frozen copy of its definition, and left alone when already there.
+    """
+    _parent_links_table(sa.MetaData()).create(conn, checkfirst=True)
+
+
 def _run_owner_and_task_identity(conn: sa.Connection) -> None:
     """Fencing and resume safety: ``flow_runs.owner`` and ``task_runs.identity``.
 
@@ -476,6 +508,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _run_owner_and_task_identity,
     _iteration_index,
     _add_flow_run_shapes,
+    _add_flow_run_parents,
 )
 #: The version this code writes and reads.
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

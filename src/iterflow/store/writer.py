@@ -40,7 +40,8 @@ Durability
 ``event.sync`` (``checkpoint="every"``) makes ``handle`` return only after
 the event is committed; so does every :class:`FlowRunEvent` (a run's start
 must be visible — with its pid — before any task runs, and its end before
-``flow.run()`` returns). :meth:`flush` waits for everything queued.
+``flow.run()`` returns), except a child run's (``sync=False``: its parent's
+own events, written after it, cover it). :meth:`flush` waits for everything queued.
 
 Each run records this sink's owner token; once a resume elsewhere has
 claimed the run, the sink's next transaction writes nothing and the sink
@@ -329,7 +330,7 @@ class StoreSink:
             params_json, params_stored = snapshot_parameters(
                 event.parameters, self.store.run_results_dir(event.flow_run_id)
             )
-        signal = threading.Event()
+        signal = threading.Event() if event.sync else None
         self._put(
             (FLOW, event.flow_run_id, event.flow_name, state.kind.value, state.timestamp,
              state.message, params_json, params_stored,

@@ -207,9 +207,14 @@ def _resume_from(shape: Any) -> list[str]:
 
 
 def _run_context(dash: Dashboard, run_id: str, *, defer: bool = True) -> dict[str, Any]:
+    from iterflow.store.children import child_runs, parent_of
+
     shape = _shape(dash, run_id)
     return {
         "run": shape.run,
+        # Subflows: the run that started this one, and the runs this one started.
+        "parent": parent_of(shape.run.run_id, store=dash.store),
+        "children": child_runs(shape.run.run_id, store=dash.store),
         "shape": shape,
         "panels": _panels(dash, shape, defer=defer),
         "resume": _resume_from(shape),
@@ -256,6 +261,7 @@ def run_events(request: Request) -> Response:
         fragments = {
             "header": dash.render("_run_header.html", **context),
             "tasks": dash.render("_tasks.html", **context),
+            "children": dash.render("_subflows.html", **context),
             "graph": context["graph"],
         }
         for panel in context["panels"]:
@@ -353,7 +359,18 @@ def iteration_page(request: Request) -> Response:
         raise HTTPException(404, f"Task run {task!r} of run {run_id} has no iteration {index}.")
     lines = log_page(dash.store, run_id, task_run_key=row.id, iteration=index, limit=_PAGE)
     return _html(dash, "iteration.html", run=run, row=row, task=task, index=index,
-                 detail=detail, logs=lines, run_path=run_id)
+                 detail=detail, logs=lines, run_path=run_id,
+                 children=_children_of(dash, run_id, detail["body"]))
+
+
+def _children_of(dash: Dashboard, run_id: str, body: Any) -> list[Any]:
+    """The child runs (subflows) that the body task runs of one block iteration started."""
+    if not body:
+        return []
+    from iterflow.store.children import child_runs
+
+    ids = {b["task_run_id"] if isinstance(b, dict) else b.task_run_id for b in body}
+    return [c for c in child_runs(run_id, store=dash.store) if c.parent_task_run_id in ids]
 
 
 def summary_fragment(request: Request) -> Response:
