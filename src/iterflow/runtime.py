@@ -112,6 +112,7 @@ def run_flow(
 
     run_store = _open_store(store, resume)
     claimed = store_sink = owner = None
+    fresh: tuple[str, str] | None = None  # a new run id this process recorded: (id, owner)
     forget: dict[str, list[str]] = {}
     started = contextlib.ExitStack()
     try:
@@ -119,6 +120,21 @@ def run_flow(
         # Each task's identity, recorded with its task runs: a resume reuses a result
         # only where the task is still the same call (core.fingerprint).
         identities = task_identities(flow) if run_store is not None else None
+        if resume is None and run_id is not None and run_store is not None:
+            # An id chosen by the caller is idempotent: see iterflow.store.idempotent.
+            from iterflow.store.idempotent import FINISHED_WELL, claim_run_id, recorded_result
+
+            owner = uuid.uuid4().hex
+            existing = claim_run_id(run_store, run_id, flow.name, owner)
+            if existing is None:
+                fresh = (run_id, owner)
+            elif existing.state in FINISHED_WELL:
+                state = recorded_result(run_store, flow, existing)
+                if run_store is not store:
+                    run_store.close()
+                return state
+            else:
+                resume = run_id  # the rules of resume apply, refusals included
         if resume is not None:
             if run_store is None:
                 raise ParameterError(
@@ -202,6 +218,11 @@ def run_flow(
         with contextlib.suppress(Exception):
             if claimed is not None:
                 run_store.release(claimed)
+        with contextlib.suppress(Exception):
+            if fresh is not None:
+                from iterflow.store.idempotent import release_run_id
+
+                release_run_id(run_store, *fresh)
         if run_store is not None and run_store is not store:
             with contextlib.suppress(Exception):
                 run_store.close()
