@@ -22,6 +22,7 @@ from typing import Any
 
 from iterflow.core.fingerprint import task_identities
 from iterflow.core.state import State
+from iterflow.durable import SLEEPS_KEY
 from iterflow.engine.cache import MemoryCache
 from iterflow.engine.runner import FlowRunner, RunCancelled
 from iterflow.errors import ParameterError, RunTakenOver
@@ -157,6 +158,12 @@ def run_flow(
                     flow.name, resume_point.run_id, ", ".join(changed),
                 )
             parameters = _resumed_parameters(flow, parameters, resume_point)
+            from iterflow.store.sleeps import recorded_sleeps
+
+            # iterflow.sleep calls the run recorded: the same call waits only what is left.
+            sleeps = recorded_sleeps(run_store, resume_point.run_id)
+            if sleeps:
+                context = {**(context or {}), SLEEPS_KEY: sleeps}
         values = resolve_parameters(flow, parameters)
         if run_store is not None and (trigger is not None or resume is not None):
             from iterflow.store import record_trigger

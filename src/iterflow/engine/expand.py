@@ -176,6 +176,7 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
     kept = keep_for_retry(loop_result) if retries and has_result else None
     run_count = 1
     cancel = spec.cancel
+    ctx["_iterflow_cancel"] = cancel  # iterflow.sleep stops waiting when it is set
     while True:
         if cancel is not None and cancel.is_set():
             # The run was cancelled: stop before this iteration, recorded and resumable.
