@@ -94,3 +94,25 @@ def test_sigterm_interrupts_a_sleep_promptly(flow_script, store_url):
     assert time.time() - sent < 3
     with open_store(store_url) as store:
         assert list_runs(store=store)[0].state == "Cancelled"
+
+
+def test_show_says_sleeping_until(flow_script, store_url):
+    import subprocess
+    import sys
+
+    script = flow_script(POLLING, store_url)
+    proc = script.start("run", SLEEP="60")
+    wait_for(lambda: marks(script, "sleep"), "the sleep", proc=proc, script=script)
+    wake = marks(script, "sleep")[0][1] + 60
+
+    def shown():
+        with open_store(store_url) as store:
+            run_id = list_runs(store=store)[0].run_id
+        out = subprocess.run([sys.executable, "-m", "iterflow", "show", run_id],
+                             capture_output=True, text=True, timeout=60,
+                             env={**script.env, "NO_COLOR": "1", "COLUMNS": "200"})
+        return "sleeping until" in out.stdout and out.stdout
+
+    text = wait_for(shown, "show to say the task sleeps", timeout=20)
+    assert time.strftime("%H:%M", time.localtime(wake)) in text
+    kill(proc, signal.SIGKILL)
