@@ -116,3 +116,39 @@ def test_show_says_sleeping_until(flow_script, store_url):
     text = wait_for(shown, "show to say the task sleeps", timeout=20)
     assert time.strftime("%H:%M", time.localtime(wake)) in text
     kill(proc, signal.SIGKILL)
+
+
+RETRYING = """
+@task(max_retries=1, retry_delay=2)
+def flaky():
+    i = iterflow.context.loop_index
+    attempt = iterflow.context.task_run_count
+    mark("attempt", i, attempt, repr(time.time()))
+    if i == 1 and attempt == 1:
+        raise ValueError("not yet")
+    if i < 1:
+        raise LOOP(result=i)
+    return i
+
+
+with Flow("retrying") as flow:
+    flaky()
+"""
+
+
+def test_retry_delay_is_durable(flow_script, store_url):
+    script = flow_script(RETRYING, store_url)
+    first = script.start("run")
+    wait_for(lambda: any(r[0] == "1" for r in script.side("attempt")), "iteration 1 to fail",
+             proc=first, script=script)
+    time.sleep(0.7)  # into the 2 s retry delay
+    kill(first, signal.SIGKILL)
+    with open_store(store_url) as store:
+        run_id = list_runs(store=store)[0].run_id
+    failed_at = float(script.side("attempt")[1][2])
+    assert script.run("resume", run_id)["results"] == {"flaky": 1}
+    attempts = [(int(i), int(n), float(t)) for i, n, t in script.side("attempt")]
+    # The resumed process fails iteration 1 again, then waits what is left of the delay.
+    assert [(i, n) for i, n, _ in attempts] == [(0, 1), (1, 1), (1, 1), (1, 2)]
+    retried, again = attempts[3][2], attempts[2][2]
+    assert retried - again < 1.6 or retried - failed_at < 2.4
