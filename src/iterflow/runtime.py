@@ -97,6 +97,8 @@ def run_flow(
     sinks: list[Any] | None = None,
     trigger: dict[str, Any] | None = None,
     force: bool = False,
+    from_iteration: int | None = None,
+    task: str | None = None,
 ) -> State:
     """Run ``flow`` (see :meth:`iterflow.Flow.run` for the arguments).
 
@@ -107,11 +109,21 @@ def run_flow(
 
     ``force=True`` resumes a run that looks alive (``iterflow resume --force``):
     its process, if it goes on, finds the run taken over and stops.
+
+    ``from_iteration=K`` (with ``resume``) rewinds a loop to iteration K, the
+    looping task named ``task`` (needed when several loop): see
+    :mod:`iterflow.store.rewind`. The run may have finished; not be alive.
     """
     flow.validate()
     from iterflow import context as user_context
 
+    if (from_iteration is not None or task is not None) and resume is None:
+        raise ParameterError(
+            f"flow {flow.name!r}: from_iteration and task rewind a recorded run; pass the "
+            f"run with resume=RUN_ID"
+        )
     run_store = _open_store(store, resume)
+    rewind = None
     claimed = store_sink = owner = None
     fresh: tuple[str, str] | None = None  # a new run id this process recorded: (id, owner)
     forget: dict[str, list[str]] = {}
@@ -146,7 +158,8 @@ def run_flow(
             # one run. The owner token is the sink's: it writes only while the run is ours.
             owner = uuid.uuid4().hex
             claimed = run_store.check_resumable(
-                resume, claim=True, flow_name=flow.name, owner=owner, force=force
+                resume, claim=True, flow_name=flow.name, owner=owner, force=force,
+                finished_ok=from_iteration is not None,
             )
             changed = run_store.changed_tasks(resume, identities)
             resume_point = run_store.resume_point(resume, identities=identities)
@@ -158,6 +171,10 @@ def run_flow(
                     flow.name, resume_point.run_id, ", ".join(changed),
                 )
             parameters = _resumed_parameters(flow, parameters, resume_point)
+            if from_iteration is not None:
+                from iterflow.store.rewind import plan_rewind
+
+                rewind = plan_rewind(run_store, resume_point, flow, from_iteration, task)
             from iterflow.store.sleeps import recorded_sleeps
 
             # iterflow.sleep calls the run recorded: the same call waits only what is left.
@@ -215,6 +232,11 @@ def run_flow(
             ),
             source=source if source is not None else script_source(flow),
         )
+        if rewind is not None:
+            from iterflow.store.rewind import record_rewind
+
+            assert resume_point is not None
+            record_rewind(run_store, resume_point.run_id, rewind)
     except BaseException:
         # The run never started: leave the store as it was, and close what we opened.
         with contextlib.suppress(Exception):

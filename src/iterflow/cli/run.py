@@ -272,6 +272,8 @@ def execute(
     resume: str | None = None,
     force: bool = False,
     run_id: str | None = None,
+    from_iteration: int | None = None,
+    task: str | None = None,
 ) -> None:
     """Run (or resume) a flow with progress and logs; a :class:`CliError` unless it succeeds.
 
@@ -308,6 +310,8 @@ def execute(
                 source=loaded.source,
                 sinks=[display] if display is not None else None,
                 force=force,
+                from_iteration=from_iteration,
+                task=task,
             )
         except KeyboardInterrupt:
             raise CliError(
@@ -450,17 +454,31 @@ def run_command(
     help="Resume even if the run looks alive (its process stopped, say); that process, "
     "if it goes on, finds the run taken over and stops.",
 )
+@click.option(
+    "--from-iteration", "from_iteration", type=click.IntRange(min=0), metavar="K",
+    help="Rewind a loop to iteration K (0: start it over) and rerun what is downstream; "
+    "the later iterations stay in the history, superseded. The run may have finished.",
+)
+@click.option("--task", "task_name", metavar="NAME",
+              help="With --from-iteration: the looping task (needed when several loop).")
 @debug_option
 @click.pass_context
 def resume_command(
-    ctx: click.Context, run_ref: str, executor_spec: str | None, quiet: bool, force: bool
+    ctx: click.Context, run_ref: str, executor_spec: str | None, quiet: bool, force: bool,
+    from_iteration: int | None, task_name: str | None,
 ) -> None:
     """Continue a failed, cancelled or crashed run where it stopped.
 
     RUN is a run id or a unique prefix of one. The flow is loaded again from
     the file it was run from; finished tasks are not run again, and a looping
     task continues after its last recorded iteration.
+
+    \b
+      iterflow resume 3f9a2c1b
+      iterflow resume 3f9a2c1b --from-iteration 40 --task train
     """
+    if task_name is not None and from_iteration is None:
+        raise CliError("--task goes with --from-iteration K", exit_code=EXIT_USAGE)
     executor = make_executor(executor_spec)
     with store_session() as store:
         run = resolve_run(store, run_ref)
@@ -494,6 +512,8 @@ def resume_command(
             debug=bool(ctx.meta.get(DEBUG_KEY)),
             resume=run_id,
             force=force,
+            from_iteration=from_iteration,
+            task=task_name,
         )
 
 

@@ -397,6 +397,8 @@ class Flow:
         progress: bool = False,
         run_id: str | None = None,
         source: str | None = None,
+        from_iteration: int | None = None,
+        task: str | None = None,
     ) -> State:
         """Run the flow and return its final state.
 
@@ -404,6 +406,10 @@ class Flow:
         overrides the flow's default; ``store=None`` turns recording off (the
         default records to ``ITERFLOW_STORE_URL`` or the embedded SQLite file);
         ``resume=run_id`` continues a failed, cancelled or crashed run.
+        ``run_id=ID`` names a new run, and is idempotent: a finished run of
+        that id returns its recorded result, a failed one resumes.
+        ``resume=run_id, from_iteration=K, task=NAME`` rewinds a loop to
+        iteration K and reruns what is downstream (docs/durable.md).
 
         >>> from iterflow import Flow, Parameter, task
         >>> @task
@@ -427,6 +433,8 @@ class Flow:
             progress=progress,
             run_id=run_id,
             source=source,
+            from_iteration=from_iteration,
+            task=task,
         )
 
     def serve(self, **options: Any) -> None:
