@@ -179,3 +179,37 @@ with Flow("epochs") as flow:
     assert beyond.returncode != 0 and "beyond them" in beyond.stderr
     alone = cli("--task", "epochs")
     assert alone.returncode != 0 and "--from-iteration" in alone.stderr
+
+
+@task
+def step(value):
+    SEEN.append(("step", 0, value))
+    return (value or 0) + 1
+
+
+@task
+def enough(value):
+    return value >= 4
+
+
+@task
+def finish(final):
+    SEEN.append(("finish", 0, final))
+    return final
+
+
+def test_rewind_a_loop_block(store_url):
+    from iterflow import loop
+
+    with Flow("block") as flow:
+        with loop(initial=0, max_loops=20) as it:
+            value = step(it.result)
+            it.next(result=value, until=enough(value))
+        done = finish(it.final)
+    first = flow.run(store=store_url)
+    assert first.result[done].result == 4
+    SEEN.clear()
+    state = flow.run(store=store_url, resume=first.run_id, from_iteration=2)
+    assert state.is_successful(), state
+    # Iteration 2 starts with the value carried out of iteration 1 (2); finish reruns.
+    assert SEEN == [("step", 0, 2), ("step", 0, 3), ("finish", 0, 4)]
