@@ -214,6 +214,18 @@ def run_flow(
 
             all_sinks.append(ProgressDisplay.for_flow(flow))
         bus = EventBus(all_sinks)
+        checkpoints = (
+            run_store.checkpoint_source()
+            if run_store is not None and getattr(executor, "remote", False)
+            else None
+        )
+        if rewind is not None:
+            from iterflow.store.rewind import RewoundCheckpoints, record_rewind
+
+            assert resume_point is not None
+            before_id = record_rewind(run_store, resume_point.run_id, rewind)
+            if checkpoints is not None:  # never continue from a superseded iteration
+                checkpoints = RewoundCheckpoints(checkpoints, before_id)
         runner = FlowRunner(
             flow,
             executor,
@@ -225,18 +237,9 @@ def run_flow(
             cache=default_cache,
             # Only a job that can be re-scheduled elsewhere (a lost Dask worker) needs to look
             # up where its loop got to; in-process jobs never restart on their own.
-            checkpoint_source=(
-                run_store.checkpoint_source()
-                if run_store is not None and getattr(executor, "remote", False)
-                else None
-            ),
+            checkpoint_source=checkpoints,
             source=source if source is not None else script_source(flow),
         )
-        if rewind is not None:
-            from iterflow.store.rewind import record_rewind
-
-            assert resume_point is not None
-            record_rewind(run_store, resume_point.run_id, rewind)
     except BaseException:
         # The run never started: leave the store as it was, and close what we opened.
         with contextlib.suppress(Exception):

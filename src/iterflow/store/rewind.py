@@ -28,7 +28,7 @@ from iterflow.store.schema import rewinds, state_transitions, task_runs
 if TYPE_CHECKING:
     from iterflow.store.runstore import RunStore
 
-__all__ = ["Rewind", "plan_rewind", "record_rewind", "superseded_before"]
+__all__ = ["Rewind", "RewoundCheckpoints", "plan_rewind", "record_rewind", "superseded_before"]
 
 _NOTHING: Any = object()
 
@@ -108,17 +108,21 @@ def plan_rewind(
     return Rewind(row.task_slug, from_iteration, value, downstream)
 
 
-def record_rewind(store: RunStore, run_id: str, plan: Rewind) -> None:
-    """Mark what the rewind supersedes: the state rows recorded so far, from K on."""
+def record_rewind(store: RunStore, run_id: str, plan: Rewind) -> int:
+    """Mark what the rewind supersedes: the state rows recorded so far, from K on.
 
-    def mark(conn: sa.Connection) -> None:
+    Returns the last state row id before the rewind.
+    """
+
+    def mark(conn: sa.Connection) -> int:
         before = conn.execute(sa.select(sa.func.max(state_transitions.c.id))).scalar() or 0
         conn.execute(sa.insert(rewinds).values(
             run_id=run_id, task_slug=plan.slug, from_iteration=plan.from_iteration,
             before_id=before, downstream=json.dumps(plan.downstream), time=time.time(),
         ))
+        return int(before)
 
-    store.write(mark)
+    return store.write(mark)
 
 
 def superseded_before(store: RunStore, run_id: str) -> list[tuple[str, int, int]]:
@@ -157,3 +161,34 @@ def _downstream(flow: Any, start: Any) -> set[Any]:
         seen.add(task)
         todo.extend(flow.downstream_tasks(task))
     return seen
+
+
+class RewoundCheckpoints:
+    """A checkpoint source that ignores the iterations a rewind superseded.
+
+    A job re-scheduled elsewhere (a lost Dask worker) asks where its loop got
+    to; in a rewound run the answer must come from what this run recorded
+    after the rewind (state rows after ``before_id``), never from the
+    superseded iterations. Picklable, like the source it wraps.
+    """
+
+    __slots__ = ("before_id", "source")
+
+    def __init__(self, source: Any, before_id: int) -> None:
+        self.source = source
+        self.before_id = before_id
+
+    def last_loop(self, task_run_id: str) -> tuple[int, Any] | None:
+        """See :meth:`iterflow.store.RunStore.last_loop`; None for a superseded record."""
+        store = self.source._store()
+        latest = store.read(lambda conn: conn.execute(
+            sa.select(task_runs.c.looped_transition)
+            .where(task_runs.c.task_run_id == task_run_id)
+        ).first())
+        if latest is None or latest[0] is None or latest[0] <= self.before_id:
+            return None
+        found: tuple[int, Any] | None = self.source.last_loop(task_run_id)
+        return found
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RewoundCheckpoints, (self.source, self.before_id))
