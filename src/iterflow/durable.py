@@ -32,6 +32,7 @@ __all__ = ["SLEEPS_KEY", "parse_sleep", "sleep", "sleep_key"]
 SLEEPS_KEY = "_iterflow_sleeps"
 #: How a recorded wake-up reads in the logs (``parse_sleep`` reads it back).
 _LINE = "sleeping until {clock} [wake={wake:.6f} call={call}]"
+_ATTEMPT = re.compile(r"/attempt\d+(?=/)")
 _PARSE = re.compile(r"^sleeping until \S+ \[wake=([0-9.]+) call=(\d+)\]$")
 # Counts the sleep calls of the current iteration: the key that finds a call's record.
 _CALLS_KEY = "_iterflow_sleep_calls"
@@ -40,8 +41,13 @@ _POLL = 0.05
 
 
 def sleep_key(task_run_id: str, loop_index: int | None, call: int) -> str:
-    """The key of one ``sleep`` call: task run, iteration, and its order in that iteration."""
-    return f"{task_run_id}|{loop_index}|{call}"
+    """The key of one ``sleep`` call: task run, iteration, and its order in that iteration.
+
+    A loop block's iteration run again after a failure is a new attempt (its
+    task run ids gain ``/attemptN``): it is the same iteration, so the key
+    leaves the attempt out.
+    """
+    return f"{_ATTEMPT.sub('', task_run_id)}|{loop_index}|{call}"
 
 
 def parse_sleep(message: str) -> tuple[float, int] | None:
@@ -73,7 +79,7 @@ def sleep(seconds: float) -> None:
     loop_index = ctx.get("loop_index")
     # Which sleep of this iteration this is (a task may sleep more than once).
     calls: dict[Any, int] = ctx.setdefault(_CALLS_KEY, {})
-    where = (loop_index, ctx.get("task_run_count"))
+    where = (task_run_id, loop_index, ctx.get("task_run_count"))
     if calls.get("at") != where:
         calls.clear()
         calls["at"] = where  # type: ignore[assignment]

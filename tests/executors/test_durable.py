@@ -63,3 +63,37 @@ def test_sleep_already_done_is_not_waited_again_after_resume(executor, tmp_path,
     assert state.is_successful()
     # Iteration 1 runs again; its sleep's wake-up time has passed: no second 1.5 s.
     assert time.monotonic() - start < 1.4
+
+
+@task
+def body_nap(value, flag):
+    iterflow.sleep(1.2)
+    if value == 1 and os.path.exists(flag):
+        raise RuntimeError("failing after the sleep, once")
+    return value + 1
+
+
+@task
+def past(value):
+    return value >= 2
+
+
+def test_sleep_inside_a_loop_block_is_durable(tmp_path, monkeypatch):
+    from iterflow import loop
+
+    monkeypatch.setenv("ITERFLOW_HOME", str(tmp_path))
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    flag = tmp_path / "fail"
+    flag.write_text("")
+    with Flow("block-napping") as flow:
+        with loop(initial=0, max_loops=5) as it:
+            value = body_nap(it.result, str(flag))
+            it.next(result=value, until=past(value))
+    failed = flow.run(store=url)
+    assert failed.is_failed()
+    flag.unlink()
+    start = time.monotonic()
+    state = flow.run(store=url, resume=failed.run_id)
+    assert state.is_successful()
+    # Block iteration 1 runs its task again, whose sleep is over: no second 1.2 s.
+    assert time.monotonic() - start < 1.0
