@@ -85,10 +85,9 @@ def test_sleep_inside_a_loop_block_is_durable(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     flag = tmp_path / "fail"
     flag.write_text("")
-    with Flow("block-napping") as flow:
-        with loop(initial=0, max_loops=5) as it:
-            value = body_nap(it.result, str(flag))
-            it.next(result=value, until=past(value))
+    with Flow("block-napping") as flow, loop(initial=0, max_loops=5) as it:
+        value = body_nap(it.result, str(flag))
+        it.next(result=value, until=past(value))
     failed = flow.run(store=url)
     assert failed.is_failed()
     flag.unlink()
