@@ -24,6 +24,7 @@ from typing import Any
 from iterflow.childruns import ENV_KEY, env_for, run_subflow
 from iterflow.core.fingerprint import task_identities
 from iterflow.core.state import State
+from iterflow.durable import SLEEPS_KEY
 from iterflow.engine.cache import MemoryCache
 from iterflow.engine.runner import FlowRunner, RunCancelled
 from iterflow.errors import OptionError, ParameterError, RunTakenOver
@@ -103,6 +104,8 @@ def run_flow(
     force: bool = False,
     borrowed_sink: Any = None,
     cancel: Any = None,
+    from_iteration: int | None = None,
+    task: str | None = None,
 ) -> State:
     """Run ``flow`` (see :meth:`iterflow.Flow.run` for the arguments).
 
@@ -122,6 +125,9 @@ def run_flow(
     ``borrowed_sink``: a sink already writing to ``store`` to record through;
     ``cancel``: an event that, once set, stops the run's loops at their next
     iteration (a child run borrows both from its parent: :mod:`iterflow.childruns`).
+    ``from_iteration=K`` (with ``resume``) rewinds a loop to iteration K, the
+    looping task named ``task`` (needed when several loop): see
+    :mod:`iterflow.store.rewind`. The run may have finished; not be alive.
     """
     flow.validate()
     _check_max_concurrency(flow, max_concurrency)
@@ -131,12 +137,20 @@ def run_flow(
         return _on_worker_thread(
             flow, parameters=parameters, executor=executor, store=store, context=context,
             resume=resume, progress=progress, run_id=run_id, source=source, sinks=sinks,
-            max_concurrency=max_concurrency, trigger=trigger,
+            max_concurrency=max_concurrency, trigger=trigger, force=force,
+            from_iteration=from_iteration, task=task,
         )
     from iterflow import context as user_context
 
+    if (from_iteration is not None or task is not None) and resume is None:
+        raise ParameterError(
+            f"flow {flow.name!r}: from_iteration and task rewind a recorded run; pass the "
+            f"run with resume=RUN_ID"
+        )
     run_store = _open_store(store, resume)
+    rewind = None
     claimed = store_sink = owner = None
+    fresh: tuple[str, str] | None = None  # a new run id this process recorded: (id, owner)
     forget: dict[str, list[str]] = {}
     started = contextlib.ExitStack()
     try:
@@ -144,6 +158,21 @@ def run_flow(
         # Each task's identity, recorded with its task runs: a resume reuses a result
         # only where the task is still the same call (core.fingerprint).
         identities = task_identities(flow) if run_store is not None else None
+        if resume is None and run_id is not None and run_store is not None:
+            # An id chosen by the caller is idempotent: see iterflow.store.idempotent.
+            from iterflow.store.idempotent import FINISHED_WELL, claim_run_id, recorded_result
+
+            owner = uuid.uuid4().hex
+            existing = claim_run_id(run_store, run_id, flow.name, owner)
+            if existing is None:
+                fresh = (run_id, owner)
+            elif existing.state in FINISHED_WELL:
+                state = recorded_result(run_store, flow, existing)
+                if run_store is not store:
+                    run_store.close()
+                return state
+            else:
+                resume = run_id  # the rules of resume apply, refusals included
         if resume is not None:
             if run_store is None:
                 raise ParameterError(
@@ -154,7 +183,8 @@ def run_flow(
             # one run. The owner token is the sink's: it writes only while the run is ours.
             owner = uuid.uuid4().hex
             claimed = run_store.check_resumable(
-                resume, claim=True, flow_name=flow.name, owner=owner, force=force
+                resume, claim=True, flow_name=flow.name, owner=owner, force=force,
+                finished_ok=from_iteration is not None,
             )
             changed = run_store.changed_tasks(resume, identities)
             resume_point = run_store.resume_point(resume, identities=identities)
@@ -166,6 +196,16 @@ def run_flow(
                     flow.name, resume_point.run_id, ", ".join(changed),
                 )
             parameters = _resumed_parameters(flow, parameters, resume_point)
+            if from_iteration is not None:
+                from iterflow.store.rewind import plan_rewind
+
+                rewind = plan_rewind(run_store, resume_point, flow, from_iteration, task)
+            from iterflow.store.sleeps import recorded_sleeps
+
+            # iterflow.sleep calls the run recorded: the same call waits only what is left.
+            sleeps = recorded_sleeps(run_store, resume_point.run_id)
+            if sleeps:
+                context = {**(context or {}), SLEEPS_KEY: sleeps}
         values = resolve_parameters(flow, parameters)
         if run_store is not None and (trigger is not None or resume is not None):
             from iterflow.store import record_trigger
@@ -206,6 +246,18 @@ def run_flow(
             run_context[ENV_KEY] = env
         else:  # a run started inside a task of another run does not inherit its env
             run_context.pop(ENV_KEY, None)
+        checkpoints = (
+            run_store.checkpoint_source()
+            if run_store is not None and getattr(executor, "remote", False)
+            else None
+        )
+        if rewind is not None:
+            from iterflow.store.rewind import RewoundCheckpoints, record_rewind
+
+            assert resume_point is not None
+            before_id = record_rewind(run_store, resume_point.run_id, rewind)
+            if checkpoints is not None:  # never continue from a superseded iteration
+                checkpoints = RewoundCheckpoints(checkpoints, before_id)
         runner = FlowRunner(
             flow,
             executor,
@@ -217,11 +269,7 @@ def run_flow(
             cache=default_cache,
             # Only a job that can be re-scheduled elsewhere (a lost Dask worker) needs to look
             # up where its loop got to; in-process jobs never restart on their own.
-            checkpoint_source=(
-                run_store.checkpoint_source()
-                if run_store is not None and getattr(executor, "remote", False)
-                else None
-            ),
+            checkpoint_source=checkpoints,
             source=source if source is not None else script_source(flow),
             max_concurrency=max_concurrency,
             event_loop=event_loop,
@@ -240,6 +288,11 @@ def run_flow(
         with contextlib.suppress(Exception):
             if claimed is not None:
                 run_store.release(claimed)
+        with contextlib.suppress(Exception):
+            if fresh is not None:
+                from iterflow.store.idempotent import release_run_id
+
+                release_run_id(run_store, *fresh)
         if run_store is not None and run_store is not store:
             with contextlib.suppress(Exception):
                 run_store.close()

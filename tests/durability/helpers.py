@@ -4,6 +4,7 @@ A flow file is :data:`PRELUDE` + the test's flow + :data:`MAIN`::
 
     python flowfile.py run "{'n': 600}"      # flow.run(parameters=...)
     python flowfile.py resume RUN_ID         # flow.run(resume=RUN_ID)
+    RUN_ID=ID python flowfile.py run         # flow.run(run_id=ID)
 
 It prints one JSON line: ``{"run_id", "state", "results": {task name: result}}``.
 Tasks write what they do to *side files* beside the flow file with
@@ -71,7 +72,8 @@ def main():
     if sys.argv[1] == "resume":
         state = flow.run(resume=sys.argv[2])
     else:
-        state = flow.run(parameters=ast.literal_eval(sys.argv[2]) if len(sys.argv) > 2 else None)
+        state = flow.run(parameters=ast.literal_eval(sys.argv[2]) if len(sys.argv) > 2 else None,
+                         run_id=os.environ.get("RUN_ID"))
     results = {t.name: s.result for t, s in state.result.items()}
     print(json.dumps({"run_id": state.run_id, "state": state.name, "results": results},
                      default=repr))

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from iterflow.errors import StoreError
 from iterflow.store import SCHEMA_VERSION, open_store
 from iterflow.store.runstore import RunStore
-from iterflow.store.schema import MIGRATIONS, _run_owner_and_task_identity
+from iterflow.store.schema import MIGRATIONS, _add_rewinds, _run_owner_and_task_identity
 
 from . import schema_v1, v1_flows
 
@@ -255,3 +255,31 @@ def test_run_owners_and_task_identities_arrive_on_a_store_with_runs(v1_url):
         assert len(scalar(store, owner, r=FAILED)) == 32
         identity = "SELECT identity FROM task_runs WHERE task_run_id = :t"
         assert scalar(store, identity, t=f"{FAILED}/count") is not None
+
+
+def test_rewinds_arrive_on_a_store_with_runs_and_a_recorded_run_rewinds(v1_url):
+    mine = MIGRATIONS.index(_add_rewinds)
+    RunStore(v1_url, migrations=MIGRATIONS[:mine]).close()
+    engine = sa.create_engine(v1_url)
+    try:
+        assert "rewinds" not in sa.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+    with open_store(v1_url) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert scalar(store, "SELECT count(*) FROM rewinds") == 0
+        assert {r.state for r in store.list_runs()} == {"Failed", "Success"}
+    # A run recorded before the table existed rewinds like a new one.
+    v1_flows.FAIL_AT["at"] = None
+    state = v1_flows.build().run(resume=SUCCEEDED, store=v1_url, from_iteration=1, task="count")
+    assert state.is_successful(), state
+    with open_store(v1_url) as store:
+        assert scalar(store, "SELECT from_iteration FROM rewinds WHERE run_id = :r",
+                      r=SUCCEEDED) == 1
+    # Applying the migration again (a store that has the table) changes nothing.
+    engine = sa.create_engine(v1_url)
+    try:
+        with engine.begin() as conn:
+            _add_rewinds(conn)
+    finally:
+        engine.dispose()

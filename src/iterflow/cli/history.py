@@ -10,6 +10,7 @@ as ISO 8601 (UTC) and ``duration`` in seconds.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 import click
@@ -169,6 +170,15 @@ def show_command(
             return
         task_runs = [r.as_dict() for r in store.task_runs(run["run_id"])]
         parent, children = read_links(store, run["run_id"], task_runs)
+        if run.get("state") == "Running":
+            from iterflow.store.sleeps import sleeping_until
+
+            # A task run waiting in iterflow.sleep: say until when.
+            asleep = sleeping_until(store, run["run_id"])
+            for task_run in task_runs:
+                wake = asleep.get(task_run["task_run_id"])
+                if wake is not None and wake > time.time():
+                    task_run["sleeping_until"] = wake
     if as_json:
         _print_json({**json_row(run), "task_runs": [json_row(t) for t in task_runs],
                      **json_links(parent, children)})
@@ -304,6 +314,9 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: b
         failed = task_state in ("Failed", "TriggerFailed", "TimedOut", "Cancelled")
         note = task_run.get("message") if failed or not task_run.get("result_preview") else (
             task_run.get("result_preview"))
+        if task_run.get("sleeping_until"):
+            clock = datetime.fromtimestamp(task_run["sleeping_until"]).strftime("%H:%M")
+            note = f"sleeping until {clock}"
         if task_run.get("children"):  # a big map, folded: what its children came to
             total = sum(n for _, n in task_run["children"])
             note = f"{total} children: " + ", ".join(

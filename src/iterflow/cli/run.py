@@ -271,24 +271,31 @@ def execute(
     debug: bool,
     resume: str | None = None,
     force: bool = False,
+    run_id: str | None = None,
+    from_iteration: int | None = None,
+    task: str | None = None,
 ) -> None:
     """Run (or resume) a flow with progress and logs; a :class:`CliError` unless it succeeds.
 
     ``force``: resume the run even if it looks alive (see ``iterflow resume --force``).
+    ``run_id``: the id chosen with ``iterflow run --run-id`` (idempotent, see
+    :mod:`iterflow.store.idempotent`).
     """
     from rich.console import Console
 
     from iterflow.errors import RunCancelled
     from iterflow.progress import ProgressDisplay, quoted
     from iterflow.runtime import run_flow
+    from iterflow.store.idempotent import RECORDED
 
     flow = loaded.flow
     # Bound to the real stdout now: a task with log_stdout=True swaps sys.stdout for
     # its logger, and a console that followed the swap would log its own lines forever.
     console = Console(file=sys.stdout, highlight=False)
     display = None if quiet else ProgressDisplay.for_flow(flow, console=console)
-    run_id = resume or uuid.uuid4().hex
-    short = short_id(run_id)
+    chosen = run_id
+    run_id = resume or chosen or uuid.uuid4().hex
+    short = chosen or short_id(run_id)  # an id the user chose is shown as it is
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     resume_hint = f"continue it with `iterflow resume {short}`" if store is not None else None
     with _task_logging(console, level):
@@ -303,6 +310,8 @@ def execute(
                 source=loaded.source,
                 sinks=[display] if display is not None else None,
                 force=force,
+                from_iteration=from_iteration,
+                task=task,
             )
         except KeyboardInterrupt:
             raise CliError(
@@ -314,7 +323,10 @@ def execute(
                 f"run {short} of flow {quoted(flow.name)} {exc}", resume_hint, EXIT_TERMINATED
             ) from None
     if state.is_successful():
-        if quiet:
+        if chosen is not None and state.message == RECORDED:
+            click.echo(f"Run {short} of flow {quoted(flow.name)} already finished "
+                       f"{state.name}: nothing ran (`iterflow show {short}` shows it)")
+        elif quiet:
             click.echo(f"Flow {quoted(flow.name)} finished {state.name} (run {short})")
         return
     raise _run_failed(flow, state, short, recorded=store is not None, debug=debug)
@@ -387,6 +399,11 @@ _EXECUTOR_HELP = "Where tasks run: local (default), threads[=N] or dask[=ADDRESS
 )
 @click.option("--executor", "executor_spec", metavar="NAME", help=_EXECUTOR_HELP)
 @click.option("--no-store", is_flag=True, help="Do not record the run (it cannot be resumed).")
+@click.option(
+    "--run-id", "run_id", metavar="ID",
+    help="Run under this id. Idempotent: if ID finished, nothing runs; if it failed, was "
+    "cancelled or crashed, it resumes; if it is running, this is refused.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress display; only warnings and errors.")
 @debug_option
 @click.pass_context
@@ -396,6 +413,7 @@ def run_command(
     params: tuple[str, ...],
     executor_spec: str | None,
     no_store: bool,
+    run_id: str | None,
     quiet: bool,
 ) -> None:
     """Run a flow from a Python file.
@@ -407,6 +425,7 @@ def run_command(
       iterflow run flows.py
       iterflow run flows.py:etl -p day=2024-05-01 -p 'limits=[1, 2]'
       iterflow run flows.py --executor threads=8
+      iterflow run flows.py --run-id sync-$(date +%F)   # run again: same run
     """
     parameters = parse_parameters(params)
     executor = make_executor(executor_spec)
@@ -420,6 +439,7 @@ def run_command(
             store=store,
             quiet=quiet,
             debug=bool(ctx.meta.get(DEBUG_KEY)),
+            run_id=run_id,
         )
     finally:
         _close(store)
@@ -434,17 +454,31 @@ def run_command(
     help="Resume even if the run looks alive (its process stopped, say); that process, "
     "if it goes on, finds the run taken over and stops.",
 )
+@click.option(
+    "--from-iteration", "from_iteration", type=click.IntRange(min=0), metavar="K",
+    help="Rewind a loop to iteration K (0: start it over) and rerun what is downstream; "
+    "the later iterations stay in the history, superseded. The run may have finished.",
+)
+@click.option("--task", "task_name", metavar="NAME",
+              help="With --from-iteration: the looping task (needed when several loop).")
 @debug_option
 @click.pass_context
 def resume_command(
-    ctx: click.Context, run_ref: str, executor_spec: str | None, quiet: bool, force: bool
+    ctx: click.Context, run_ref: str, executor_spec: str | None, quiet: bool, force: bool,
+    from_iteration: int | None, task_name: str | None,
 ) -> None:
     """Continue a failed, cancelled or crashed run where it stopped.
 
     RUN is a run id or a unique prefix of one. The flow is loaded again from
     the file it was run from; finished tasks are not run again, and a looping
     task continues after its last recorded iteration.
+
+    \b
+      iterflow resume 3f9a2c1b
+      iterflow resume 3f9a2c1b --from-iteration 40 --task train
     """
+    if task_name is not None and from_iteration is None:
+        raise CliError("--task goes with --from-iteration K", exit_code=EXIT_USAGE)
     executor = make_executor(executor_spec)
     with store_session() as store:
         run = resolve_run(store, run_ref)
@@ -478,6 +512,8 @@ def resume_command(
             debug=bool(ctx.meta.get(DEBUG_KEY)),
             resume=run_id,
             force=force,
+            from_iteration=from_iteration,
+            task=task_name,
         )
 
 

@@ -465,6 +465,8 @@ class Flow:
         run_id: str | None = None,
         source: str | None = None,
         max_concurrency: int | None = None,
+        from_iteration: int | None = None,
+        task: str | None = None,
     ) -> State:
         """Run the flow and return its final state.
 
@@ -478,6 +480,11 @@ class Flow:
         Called inside a running event loop (Jupyter, an async app), the run goes
         on a worker thread and this call waits for it, which holds that loop up
         meanwhile: ``await flow.run_async(...)`` does not.
+
+        ``run_id=ID`` names a new run, and is idempotent: a finished run of
+        that id returns its recorded result, a failed one resumes.
+        ``resume=run_id, from_iteration=K, task=NAME`` rewinds a loop to
+        iteration K and reruns what is downstream (docs/durable.md).
 
         >>> from iterflow import Flow, Parameter, task
         >>> @task
@@ -502,6 +509,8 @@ class Flow:
             run_id=run_id,
             source=source,
             max_concurrency=max_concurrency,
+            from_iteration=from_iteration,
+            task=task,
         )
 
     async def run_async(

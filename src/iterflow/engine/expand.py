@@ -33,7 +33,6 @@ A mapped task's children are worked out in :mod:`iterflow.engine.mapping`.
 from __future__ import annotations
 
 import pickle
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +50,7 @@ from iterflow.core.state import (
     Success,
     TimedOut,
 )
+from iterflow.durable import sleep as durable_sleep
 from iterflow.engine.call import (
     FAILED,
     LOOPED,
@@ -180,6 +180,7 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
     kept = keep_for_retry(loop_result) if retries and has_result else None
     run_count = 1
     cancel = spec.cancel
+    ctx["_iterflow_cancel"] = cancel  # iterflow.sleep stops waiting when it is set
     while True:
         if cancel is not None and cancel.is_set():
             # The run was cancelled: stop before this iteration, recorded and resumable.
@@ -251,7 +252,8 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
                     if state.is_finished():
                         return moves.ended(state, loop_index)
                 if task.retry_delay:
-                    time.sleep(task.retry_delay)
+                    # Recorded like iterflow.sleep: a resume waits only what is left of it.
+                    durable_sleep(task.retry_delay)
                 if kept is not None:
                     loop_result = pickle.loads(kept)
                 run_count += 1

@@ -275,8 +275,13 @@ class RunStore(StoreReaders):
         flow_name: str | None = None,
         owner: str | None = None,
         force: bool = False,
+        finished_ok: bool = False,
     ) -> RunInfo:
         """Raise :class:`RunNotResumable` unless the run is Failed, Cancelled or Crashed.
+
+        ``finished_ok=True`` also accepts a run that finished (a rewind to an
+        earlier iteration: ``iterflow resume RUN --from-iteration K``); a live
+        run is refused all the same.
 
         A live run is refused so that two processes never drive one run (on
         this host a run whose process is alive is live, however old its
@@ -308,7 +313,9 @@ class RunStore(StoreReaders):
                     f"it with flow {info.flow_name!r}, or start a new run of {flow_name!r}."
                 )
             live = force and info.state in LIVE
-            if info.state not in _RESUMABLE and not live:
+            if info.state not in _RESUMABLE and not live and not (
+                finished_ok and info.state not in LIVE
+            ):
                 raise RunNotResumable(_refusal(info))
             if claim:
                 self._claims[info.run_id] = (row.owner, token)

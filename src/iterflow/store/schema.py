@@ -91,6 +91,7 @@ __all__ = [
     "metadata",
     "prepare",
     "results",
+    "rewinds",
     "run_triggers",
     "schedule_ticks",
     "schema_version",
@@ -499,6 +500,32 @@ def _add_flow_run_shapes(conn: sa.Connection) -> None:
     """
     if "flow_run_shapes" not in sa.inspect(conn).get_table_names():
         _flow_run_shapes_table(sa.MetaData()).create(conn)
+def _rewinds_table(meta: sa.MetaData) -> sa.Table:
+    # One row per rewind (``iterflow resume RUN --from-iteration K``): the rows of
+    # that task run recorded up to ``before_id`` from iteration K on are superseded,
+    # kept in the history, never deleted.
+    return sa.Table(
+        "rewinds",
+        meta,
+        sa.Column("run_id", sa.String, nullable=False),
+        sa.Column("task_slug", sa.String, nullable=False),
+        sa.Column("from_iteration", sa.Integer, nullable=False),
+        # The last state row id before the rewind: rows after it are the new history.
+        sa.Column("before_id", sa.BigInteger, nullable=False),
+        # Tasks downstream of it, rerun (JSON list of slugs).
+        sa.Column("downstream", sa.JSON),
+        sa.Column("time", _TIME, nullable=False),
+        sa.Index("ix_rewinds_run", "run_id"),
+    )
+
+
+rewinds = _rewinds_table(metadata)
+
+
+def _add_rewinds(conn: sa.Connection) -> None:
+    """Add the ``rewinds`` table (superseded iterations). A new table only, so it
+    applies whatever other migrations ran before it; one already there is kept."""
+    _rewinds_table(sa.MetaData()).create(conn, checkfirst=True)
 
 
 #: Ordered migrations: ``MIGRATIONS[i]`` upgrades a store from version i+1 to i+2.
@@ -509,6 +536,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _iteration_index,
     _add_flow_run_shapes,
     _add_flow_run_parents,
+    _add_rewinds,
 )
 #: The version this code writes and reads.
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
