@@ -19,6 +19,7 @@ from iterflow.core.block import loop
 from iterflow.core.flow import Flow
 from iterflow.core.parameter import Parameter
 from iterflow.core.task import Task, flatten, task, unmapped
+from iterflow.metrics import log_metric
 from iterflow.signals import FAIL, LOOP, RETRY, SKIP, SUCCESS
 from iterflow.tasks.control_flow import case, ifelse, merge, switch
 
@@ -38,6 +39,7 @@ __all__ = [
     "context",
     "flatten",
     "ifelse",
+    "log_metric",
     "loop",
     "merge",
     "switch",

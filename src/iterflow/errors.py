@@ -23,6 +23,7 @@ fix it, naming the task and the flow. Beside each name, the builtin it also is
     ├── OptionError          ValueError    a task or flow option with a value it cannot take
     ├── ParameterError       ValueError    a missing, unknown, duplicate or unnamed parameter
     ├── MapError             ValueError    a mapped argument that cannot be mapped over
+    ├── MetricError          ValueError    a metric value that is not a finite number
     ├── LoopLimitError       RuntimeError  a task looped past its ``max_loops``
     ├── InvalidTransition    RuntimeError  the engine tried an illegal state change
     ├── ExecutorError        RuntimeError  an executor could not start or reach its cluster
@@ -61,6 +62,7 @@ __all__ = [
     "IterflowError",
     "LoopLimitError",
     "MapError",
+    "MetricError",
     "OptionError",
     "OutsideFlowError",
     "ParameterError",
@@ -126,6 +128,10 @@ class ScheduleParameterError(ScheduleError, ParameterError):
 
 class MapError(IterflowError, ValueError):
     """A mapped argument cannot be mapped over (not iterable, or lengths differ)."""
+
+
+class MetricError(IterflowError, ValueError):
+    """``log_metric`` got a value that is not a finite number, or a bad name."""
 
 
 class LoopLimitError(IterflowError, RuntimeError):

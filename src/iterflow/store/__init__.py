@@ -59,13 +59,21 @@ if TYPE_CHECKING:
         iteration_page,
         iteration_summary,
     )
+    from iterflow.store.metric_queries import metric_summary, metrics
     from iterflow.store.paging import (
         count_iterations,
         iter_iteration_dicts,
         iter_iterations,
         last_iterations,
     )
-    from iterflow.store.records import IterationRecord, LogEntry, RunInfo, TaskRunInfo
+    from iterflow.store.records import (
+        IterationRecord,
+        LogEntry,
+        MetricRecord,
+        MetricSummary,
+        RunInfo,
+        TaskRunInfo,
+    )
     from iterflow.store.retention import delete_run, runs_older_than
     from iterflow.store.runstore import CheckpointSource, RunStore, open_store
     from iterflow.store.schema import SCHEMA_VERSION
@@ -89,6 +97,8 @@ __all__ = [
     "LeaseInfo",
     "LogEntry",
     "LoopStats",
+    "MetricRecord",
+    "MetricSummary",
     "RunInfo",
     "RunStore",
     "ServeConflict",
@@ -115,6 +125,8 @@ __all__ = [
     "log_page",
     "logs",
     "mapped_children",
+    "metric_summary",
+    "metrics",
     "open_store",
     "record_trigger",
     "resume_point",
@@ -161,7 +173,15 @@ _HOME = {
             "ticks", "triggers",
         )
     },
-    **{name: "records" for name in ("RunInfo", "TaskRunInfo", "IterationRecord", "LogEntry")},
+    **{
+        name: "records"
+        for name in (
+            "RunInfo", "TaskRunInfo", "IterationRecord", "LogEntry", "MetricRecord",
+            "MetricSummary",
+        )
+    },
+    "metrics": "metric_queries",
+    "metric_summary": "metric_queries",
     **{
         name: "api"
         for name in (

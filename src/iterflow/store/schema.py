@@ -88,6 +88,7 @@ __all__ = [
     "flows",
     "logs",
     "metadata",
+    "metrics",
     "prepare",
     "results",
     "run_triggers",
@@ -236,6 +237,27 @@ logs = sa.Table(
     sa.Column("time", _TIME, nullable=False),
     sa.Index("ix_logs_flow_run", "flow_run", "id"),
 )
+
+
+def _metrics_table(meta: sa.MetaData) -> sa.Table:
+    """The numbers tasks log per iteration; one definition for new stores and the migration."""
+    return sa.Table(
+        "metrics",
+        meta,
+        # Assigned by the writer from `counters`, in the order metrics were logged.
+        sa.Column("id", _ID, primary_key=True, autoincrement=False),
+        sa.Column("flow_run", sa.BigInteger, nullable=False),
+        sa.Column("task_run", sa.BigInteger),
+        sa.Column("loop_index", sa.Integer),
+        sa.Column("block_index", sa.Integer),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("value", sa.Float, nullable=False),
+        sa.Column("time", _TIME, nullable=False),
+        sa.Index("ix_metrics_flow_run", "flow_run", "id"),
+    )
+
+
+metrics = _metrics_table(metadata)
 
 
 # -- schedules (iterflow.store.serving reads and writes these) ---------------------------
@@ -445,12 +467,23 @@ def _iteration_index(conn: sa.Connection) -> None:
     )
 
 
+def _add_metrics(conn: sa.Connection) -> None:
+    """Add the ``metrics`` table (``iterflow.log_metric``) unless the store has it already.
+
+    Only creates what is missing, so it works whatever migrations ran before it.
+    """
+    if "metrics" in sa.inspect(conn).get_table_names():
+        return
+    _metrics_table(sa.MetaData()).create(conn)
+
+
 #: Ordered migrations: ``MIGRATIONS[i]`` upgrades a store from version i+1 to i+2.
 MIGRATIONS: tuple[Migration, ...] = (
     _v2_results_in_state_rows,
     _add_schedule_tables,
     _run_owner_and_task_identity,
     _iteration_index,
+    _add_metrics,
 )
 #: The version this code writes and reads.
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
