@@ -95,3 +95,31 @@ def test_without_a_store_metrics_reach_the_sinks_only(run, sink):
         "ratio", 0.25, "numpy_like", 0,
     )
     assert isinstance(event.value, float)
+
+
+@task
+def logs_one(k):
+    iterflow.log_metric("k", k)
+    return k
+
+
+def test_deleting_a_run_deletes_its_metrics_and_no_others(tmp_path):
+    from iterflow.store import delete_run
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with Flow("two runs") as flow:
+        logs_one(iterflow.Parameter("k"))
+    first = run_flow(flow, store=url, parameters={"k": 1})
+    second = run_flow(flow, store=url, parameters={"k": 2})
+    delete_run(first.run_id, store=url)
+    assert [m.value for m in metrics(second.run_id, store=url)] == [2.0]
+    with pytest.raises(IterflowError):
+        metrics(first.run_id, store=url)
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM metrics")).scalar() == 1
+    finally:
+        engine.dispose()
