@@ -32,6 +32,9 @@ from iterflow.errors import MetricError
 
 __all__ = ["check_metric", "log_metric"]
 
+#: Ints below this in size convert to a float without overflowing.
+_BIG = 2**1023
+
 
 def check_metric(name: Any, value: Any, task_name: str | None = None) -> float:
     """``value`` as a float, or :class:`~iterflow.errors.MetricError` saying what is wrong."""
@@ -46,7 +49,10 @@ def check_metric(name: Any, value: Any, task_name: str | None = None) -> float:
             f"Metric {name!r}{where} must be a number (int or float), got "
             f"{type(value).__name__} {value!r}; log a number, e.g. float(x)."
         )
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float
+        number = math.inf
     if not math.isfinite(number):
         raise MetricError(
             f"Metric {name!r}{where} must be a finite number, got {number!r}; "
@@ -68,8 +74,10 @@ def log_metric(name: str, value: float) -> None:
     kind = type(value)
     # The common case checked cheaply (a loop may log several per iteration):
     # x - x is 0 for every finite float or int, NaN for NaN and the infinities.
-    if (kind is float or kind is int) and type(name) is str and name and value - value == 0:
-        number = value if kind is float else float(value)
+    if kind is float and type(name) is str and name and value - value == 0:
+        number = value
+    elif kind is int and type(name) is str and name and -_BIG < value < _BIG:
+        number = float(value)
     else:
         number = check_metric(name, value, ctx.get("task_name"))
     logger = ctx.get("logger")

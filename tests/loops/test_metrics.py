@@ -58,7 +58,7 @@ def bad_metric(value):
     return value
 
 
-@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, "0.5", None, True, [1]])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, "0.5", None, True, [1], 10**400])
 def test_a_bad_value_fails_the_task_naming_metric_and_task(run, value):
     with Flow("bad metrics") as flow:
         out = bad_metric(value)
