@@ -27,7 +27,7 @@ import pytest
 import iterflow.runtime
 from iterflow.core.state import TRANSITIONS, Kind, State
 from iterflow.engine.runner import task_run_id
-from iterflow.events import FlowRunEvent, LogEvent, TaskRunEvent
+from iterflow.events import FlowRunEvent, LogEvent, MetricEvent, TaskRunEvent
 from iterflow.executors import LocalExecutor, ThreadExecutor
 
 
@@ -47,6 +47,7 @@ class InvariantSink:
         self.looped: dict[str, int] = defaultdict(int)
         self.flow_runs: dict[str, list[FlowRunEvent]] = defaultdict(list)
         self.logs: list[LogEvent] = []
+        self.metrics: list[MetricEvent] = []
         self.violations: list[str] = []
 
     # -- the sink protocol ----------------------------------------------------
@@ -59,6 +60,8 @@ class InvariantSink:
                 self._flow_event(event)
             elif isinstance(event, LogEvent):
                 self.logs.append(event)
+            elif isinstance(event, MetricEvent):
+                self.metrics.append(event)
             else:
                 self.violations.append(f"unknown event type {type(event).__name__}")
 

@@ -85,6 +85,7 @@ ALSO_BUILTIN = {
     "OptionError": ValueError,
     "ParameterError": ValueError,
     "MapError": ValueError,
+    "MetricError": ValueError,
     "LoopLimitError": RuntimeError,
     "InvalidTransition": RuntimeError,
     "ExecutorError": RuntimeError,

@@ -20,6 +20,7 @@ from iterflow.core.flow import Flow
 from iterflow.core.parameter import Parameter
 from iterflow.core.task import Task, flatten, task, unmapped
 from iterflow.durable import sleep
+from iterflow.metrics import log_metric
 from iterflow.signals import FAIL, LOOP, RETRY, SKIP, SUCCESS
 from iterflow.tasks.control_flow import case, ifelse, merge, switch
 
@@ -39,6 +40,7 @@ __all__ = [
     "context",
     "flatten",
     "ifelse",
+    "log_metric",
     "loop",
     "merge",
     "sleep",

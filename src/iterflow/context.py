@@ -94,6 +94,12 @@ class Context(Mapping[str, Any]):
         finally:
             _current.reset(token)
 
+    def log_metric(self, name: str, value: float) -> None:
+        """Record a metric for the current iteration: :func:`iterflow.log_metric`."""
+        from iterflow.metrics import log_metric  # metrics reads this module's context
+
+        log_metric(name, value)
+
     def to_dict(self) -> dict[str, Any]:
         """A snapshot of the current context as a plain dict."""
         return dict(_current.get())

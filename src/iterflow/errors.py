@@ -26,6 +26,7 @@ fix it, naming the task and the flow. Beside each name, the builtin it also is
     ├── ParameterError       ValueError    a missing, unknown, duplicate or unnamed parameter
     │   └── SubflowParameterError  TypeError  a flow called as a task with inputs it lacks
     ├── MapError             ValueError    a mapped argument that cannot be mapped over
+    ├── MetricError          ValueError    a metric value that is not a finite number
     ├── LoopLimitError       RuntimeError  a task looped past its ``max_loops``
     ├── InvalidTransition    RuntimeError  the engine tried an illegal state change
     ├── ExecutorError        RuntimeError  an executor could not start or reach its cluster
@@ -68,6 +69,7 @@ __all__ = [
     "LoopBlockedWarning",
     "LoopLimitError",
     "MapError",
+    "MetricError",
     "OptionError",
     "OutsideFlowError",
     "ParameterError",
@@ -161,6 +163,10 @@ class ScheduleParameterError(ScheduleError, ParameterError):
 
 class MapError(IterflowError, ValueError):
     """A mapped argument cannot be mapped over (not iterable, or lengths differ)."""
+
+
+class MetricError(IterflowError, ValueError):
+    """``log_metric`` got a value that is not a finite number, or a bad name."""
 
 
 class LoopLimitError(IterflowError, RuntimeError):

@@ -29,6 +29,7 @@ __all__ = [
     "FlowRunEvent",
     "IterationResume",
     "LogEvent",
+    "MetricEvent",
     "ResumePoint",
     "TaskRunEvent",
 ]
@@ -102,7 +103,27 @@ class LogEvent:
     time: float
 
 
-Event = TaskRunEvent | FlowRunEvent | LogEvent
+class MetricEvent(NamedTuple):
+    """A number a task logged with ``iterflow.log_metric(name, value)`` in one iteration.
+
+    ``loop_index`` is the task's iteration; ``block_index`` that of the loop
+    block it runs in, if any. ``value`` is a finite float (checked when logged).
+    A named tuple, as :class:`TaskRunEvent` is: a loop may log several per iteration.
+    """
+
+    flow_run_id: str
+    task_run_id: str | None
+    task_slug: str | None
+    task_name: str | None
+    map_index: int | None
+    loop_index: int | None
+    block_index: int | None
+    name: str
+    value: float
+    time: float
+
+
+Event = TaskRunEvent | FlowRunEvent | LogEvent | MetricEvent
 
 
 @runtime_checkable

@@ -6,7 +6,8 @@ import sqlalchemy as sa
 
 from iterflow import FAIL, Flow, task
 from iterflow.store import RunStore, list_runs, open_store, ticks, triggers
-from iterflow.store.schema import MIGRATIONS, _add_schedule_tables, metadata
+from iterflow.store.migrations import MIGRATIONS, _add_schedule_tables
+from iterflow.store.schema import metadata
 from iterflow.store.serving import claim_ticks
 
 OURS = ("schedule_ticks", "serve_leases", "run_triggers")

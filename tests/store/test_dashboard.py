@@ -13,8 +13,8 @@ from iterflow.store import (
     open_store,
     run_shape,
 )
+from iterflow.store.migrations import MIGRATIONS, _iteration_index
 from iterflow.store.runstore import RunStore
-from iterflow.store.schema import MIGRATIONS, _iteration_index
 from tests.ui.stores import write_big_run
 
 INDEX = "ix_state_transitions_iteration"

@@ -18,8 +18,8 @@ import sqlalchemy as sa
 
 from iterflow.errors import StoreError
 from iterflow.store import SCHEMA_VERSION, open_store
+from iterflow.store.migrations import MIGRATIONS, _add_rewinds, _run_owner_and_task_identity
 from iterflow.store.runstore import RunStore
-from iterflow.store.schema import MIGRATIONS, _add_rewinds, _run_owner_and_task_identity
 
 from . import schema_v1, v1_flows
 

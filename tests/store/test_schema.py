@@ -13,8 +13,9 @@ import sqlalchemy as sa
 
 from iterflow.errors import StoreError
 from iterflow.store import SCHEMA_VERSION, open_store
+from iterflow.store.migrations import MIGRATIONS
 from iterflow.store.runstore import RunStore, default_url
-from iterflow.store.schema import MIGRATIONS, metadata
+from iterflow.store.schema import metadata
 
 from .helpers import RunEvents
 

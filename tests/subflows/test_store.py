@@ -11,8 +11,8 @@ from iterflow import Flow, Parameter, loop, task
 from iterflow.runids import subflow_run_id
 from iterflow.store import open_store
 from iterflow.store.children import child_runs, list_runs, parent_of
+from iterflow.store.migrations import MIGRATIONS, _add_flow_run_parents
 from iterflow.store.runstore import RunStore
-from iterflow.store.schema import MIGRATIONS, _add_flow_run_parents
 from tests.store.test_migration import build_v1_store
 
 

@@ -11,8 +11,8 @@ import iterflow.store
 from iterflow.cli.main import cli as cli_group
 from iterflow.core.shape import describe
 from iterflow.store import open_store, run_shape
+from iterflow.store.migrations import MIGRATIONS, _add_flow_run_shapes
 from iterflow.store.runstore import RunStore
-from iterflow.store.schema import MIGRATIONS, _add_flow_run_shapes
 from iterflow.ui import create_app
 from tests.ui.stores import write_big_run
 

@@ -147,10 +147,13 @@ def _trigger_text(trigger: dict[str, Any]) -> str:
               help="With --iterations: show at most N states (with --json: all by default).")
 @click.option("--all", "show_all", is_flag=True,
               help="List the task runs of every loop-block iteration, not only the latest.")
+@click.option("--metrics", "show_metrics", is_flag=True,
+              help="Summarize the metrics the run's tasks logged (count, first, last, min, "
+                   "max); with --iterations TASK, only that task's.")
 @debug_option
 def show_command(
     run_ref: str, as_json: bool, iterations_of: str | None, map_index: int | None,
-    offset: int, limit: int | None, show_all: bool,
+    offset: int, limit: int | None, show_all: bool, show_metrics: bool,
 ) -> None:
     """Show one run: its state and every task run's state, duration and iterations.
 
@@ -161,6 +164,11 @@ def show_command(
         raise CliError("--offset and --limit go with --iterations TASK", exit_code=EXIT_USAGE)
     with store_session(read_only=None) as store:
         run = resolve_run(store, run_ref)
+        if show_metrics:
+            from iterflow.cli.metrics import show_metrics as print_metrics
+
+            print_metrics(store, run, iterations_of, as_json=as_json)
+            return
         if iterations_of is not None:
             from iterflow.cli.iterations import show_iterations
 

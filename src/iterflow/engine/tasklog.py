@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from iterflow.events import LogEvent
+from iterflow.events import LogEvent, MetricEvent
 
 __all__ = ["TaskLogger"]
 
 _base = logging.getLogger("iterflow.task")
+_now = time.time
 
 
 class TaskLogger(logging.LoggerAdapter):
@@ -41,6 +42,17 @@ class TaskLogger(logging.LoggerAdapter):
         }
         kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
         return msg, kwargs
+
+    def metric(self, name: str, value: float) -> None:
+        """Emit a :class:`~iterflow.events.MetricEvent` for this iteration (value checked)."""
+        emit = self._emit
+        if emit is not None:
+            get: Callable[[str], Any] = self._ctx.get
+            emit(MetricEvent(
+                get("flow_run_id"), get("task_run_id"), get("task_slug"), get("task_name"),
+                get("map_index"), get("loop_index"), get("block_index"), name, value,
+                _now(),
+            ))
 
     def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
         if self._emit is not None:

@@ -8,7 +8,8 @@ or a query, pays for it.
 >>> store = open_store()                  # ITERFLOW_STORE_URL or ~/.iterflow/iterflow.db
 >>> [run.state for run in list_runs(store=store)]           # doctest: +SKIP
 
-Modules: :mod:`~iterflow.store.schema` (tables, versions, migrations),
+Modules: :mod:`~iterflow.store.schema` (tables), :mod:`~iterflow.store.migrations`
+(versions, migrations, opening a store at the newest),
 :mod:`~iterflow.store.results` (serializers, previews, result files),
 :mod:`~iterflow.store.writer` (the event sink: snapshots, back-pressure, its
 thread), :mod:`~iterflow.store.batch` (a batch of events into rows),
@@ -60,16 +61,24 @@ if TYPE_CHECKING:
         iteration_summary,
     )
     from iterflow.store.dashboard_series import loop_series
+    from iterflow.store.metric_queries import metric_summary, metrics
+    from iterflow.store.migrations import SCHEMA_VERSION
     from iterflow.store.paging import (
         count_iterations,
         iter_iteration_dicts,
         iter_iterations,
         last_iterations,
     )
-    from iterflow.store.records import IterationRecord, LogEntry, RunInfo, TaskRunInfo
+    from iterflow.store.records import (
+        IterationRecord,
+        LogEntry,
+        MetricRecord,
+        MetricSummary,
+        RunInfo,
+        TaskRunInfo,
+    )
     from iterflow.store.retention import delete_run, runs_older_than
     from iterflow.store.runstore import CheckpointSource, RunStore, open_store
-    from iterflow.store.schema import SCHEMA_VERSION
     from iterflow.store.serving import (
         LeaseInfo,
         ServeConflict,
@@ -90,6 +99,8 @@ __all__ = [
     "LeaseInfo",
     "LogEntry",
     "LoopStats",
+    "MetricRecord",
+    "MetricSummary",
     "RunInfo",
     "RunStore",
     "ServeConflict",
@@ -117,6 +128,8 @@ __all__ = [
     "logs",
     "loop_series",
     "mapped_children",
+    "metric_summary",
+    "metrics",
     "open_store",
     "record_trigger",
     "resume_point",
@@ -134,7 +147,7 @@ _HOME = {
     "RunStore": "runstore",
     "CheckpointSource": "runstore",
     "StoreSink": "writer",
-    "SCHEMA_VERSION": "schema",
+    "SCHEMA_VERSION": "migrations",
     "delete_run": "retention",
     "runs_older_than": "retention",
     "iter_iterations": "paging",
@@ -164,7 +177,15 @@ _HOME = {
         )
     },
     "loop_series": "dashboard_series",
-    **{name: "records" for name in ("RunInfo", "TaskRunInfo", "IterationRecord", "LogEntry")},
+    **{
+        name: "records"
+        for name in (
+            "RunInfo", "TaskRunInfo", "IterationRecord", "LogEntry", "MetricRecord",
+            "MetricSummary",
+        )
+    },
+    "metrics": "metric_queries",
+    "metric_summary": "metric_queries",
     **{
         name: "api"
         for name in (

@@ -49,6 +49,7 @@ from iterflow.store.statements import (
     insert_finished,
     insert_logs,
     insert_looped,
+    insert_metrics,
     insert_results,
     insert_running,
     insert_transitions,
@@ -62,7 +63,7 @@ __all__ = ["BatchRecorder"]
 # -- the record layout ------------------------------------------------------------
 
 #: Record tags.
-TASK, FLOW, LOG, MARK = range(4)
+TASK, FLOW, LOG, MARK, METRIC = range(5)
 #: A task run's state (MARK records hold only their tag and signal: a flush's marker).
 (T_TAG, T_FLOW_RUN_ID, T_TASK_RUN_ID, T_SLUG, T_NAME, T_MAP_INDEX, T_LOOP_INDEX, T_KIND,
  T_ROLE, T_TIME, T_MESSAGE, T_TRACEBACK, T_BLOCK_INDEX, T_STORED, T_LOOP_COUNT,
@@ -74,6 +75,9 @@ TASK, FLOW, LOG, MARK = range(4)
 #: A log line.
 (L_TAG, L_FLOW_RUN_ID, L_TASK_RUN_ID, L_SLUG, L_MAP_INDEX, L_LOOP_INDEX, L_LEVEL, L_MESSAGE,
  L_TIME, L_SIGNAL) = range(10)
+#: A metric (``iterflow.log_metric``); run and task run ids in the slots of a TASK record's.
+(M_TAG, M_FLOW_RUN_ID, M_TASK_RUN_ID, M_SLUG, M_MAP_INDEX, M_LOOP_INDEX, M_BLOCK_INDEX, M_NAME,
+ M_VALUE, M_TIME, M_SIGNAL) = range(11)
 #: A :data:`~iterflow.store.results.Stored` value: (serializer, data, path, size, preview).
 S_SERIALIZER, S_DATA, S_PATH, S_SIZE, S_PREVIEW = range(5)
 
@@ -152,7 +156,7 @@ class BatchRecorder:
         new_tasks: dict[str, None] = {}
         for record in batch:
             tag = record[0]
-            if tag == TASK or (tag == LOG and record[L_TASK_RUN_ID] is not None):
+            if tag == TASK or (tag in (LOG, METRIC) and record[L_TASK_RUN_ID] is not None):
                 if record[T_TASK_RUN_ID] not in task_keys:  # same slot in a LOG record
                     new_tasks[record[T_TASK_RUN_ID]] = None
                 if record[T_FLOW_RUN_ID] not in run_keys:
@@ -202,6 +206,17 @@ class BatchRecorder:
                         record[L_LOOP_INDEX], record[L_LEVEL], record[L_MESSAGE], record[L_TIME],
                     ))
                     next_id += 1
+                elif tag == METRIC:
+                    task_run_id = record[M_TASK_RUN_ID]
+                    rows.metrics.append((
+                        next_id,
+                        run_keys.get(record[M_FLOW_RUN_ID]) or keyed_runs[record[M_FLOW_RUN_ID]],
+                        None if task_run_id is None
+                        else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
+                        record[M_LOOP_INDEX], record[M_BLOCK_INDEX], record[M_NAME],
+                        record[M_VALUE], record[M_TIME],
+                    ))
+                    next_id += 1
                 elif tag == FLOW:
                     if record[F_RUN_ID] in self._forget:
                         _forget(conn, record[F_RUN_ID], self._forget[record[F_RUN_ID]])
@@ -228,6 +243,8 @@ class BatchRecorder:
             insert_finished.run(conn, rows.finished)
             insert_transitions.run(conn, rows.other)
             insert_logs.run(conn, rows.logs)
+            if rows.metrics:
+                insert_metrics.run(conn, rows.metrics)
             if beat and runs:
                 conn.execute(
                     sa.update(flow_runs)
@@ -275,8 +292,8 @@ class BatchRecorder:
 class _Rows:
     """The rows of one batch, grouped by the statement that inserts them."""
 
-    __slots__ = ("finished", "first", "latest", "logs", "looped", "looped_rows", "other",
-                 "results", "running")
+    __slots__ = ("finished", "first", "latest", "logs", "looped", "looped_rows", "metrics",
+                 "other", "results", "running")
 
     def __init__(self) -> None:
         self.results: list[tuple[Any, ...]] = []
@@ -291,6 +308,7 @@ class _Rows:
         self.other: list[tuple[Any, ...]] = []
         # id, flow_run, task_run, loop_index, level, message, time
         self.logs: list[tuple[Any, ...]] = []
+        self.metrics: list[tuple[Any, ...]] = []
         # Per task run: time of its first record; its last record and that
         # record's row id; its last Looped (index, row id).
         self.first: dict[str, float] = {}

@@ -2,7 +2,7 @@
 
 SQLite needs care to be safe with several processes writing at once:
 
-* WAL mode (set once per file by :func:`iterflow.store.schema.prepare`): readers
+* WAL mode (set once per file by :func:`iterflow.store.migrations.prepare`): readers
   never block the writer and the writer never blocks readers.
 * ``synchronous=NORMAL``: in WAL mode a commit survives the process being
   killed (SIGKILL), only a power cut may lose the last commits — the same

@@ -10,7 +10,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["IterationRecord", "LogEntry", "RunInfo", "TaskRunInfo"]
+__all__ = [
+    "IterationRecord",
+    "LogEntry",
+    "MetricRecord",
+    "MetricSummary",
+    "RunInfo",
+    "TaskRunInfo",
+]
 
 
 class _Record:
@@ -98,3 +105,32 @@ class LogEntry(_Record):
     task_run_id: str | None
     map_index: int | None
     loop_index: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricRecord(_Record):
+    """One value logged with ``iterflow.log_metric``, in one iteration of a task run.
+
+    ``block_index`` is the loop block's iteration when the task runs in one.
+    """
+
+    task_name: str | None
+    map_index: int | None
+    loop_index: int | None
+    block_index: int | None
+    name: str
+    value: float
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSummary(_Record):
+    """One metric of one task over a run: how many values, the first, last, least, most."""
+
+    task_name: str | None
+    name: str
+    count: int
+    first: float
+    last: float
+    min: float
+    max: float

@@ -27,6 +27,7 @@ from iterflow.store.schema import (
     flow_run_shapes,
     flow_runs,
     logs,
+    metrics,
     results,
     state_transitions,
     task_runs,
@@ -69,6 +70,7 @@ def delete_run(run_id: str, *, store: RunStore | str | None = None) -> str:
                 result_ids.append(row.parameters_result_id)
             conn.execute(sa.delete(state_transitions).where(states))
             conn.execute(sa.delete(logs).where(logs.c.flow_run == row.id))
+            conn.execute(sa.delete(metrics).where(metrics.c.flow_run == row.id))
             conn.execute(sa.delete(task_runs).where(task_runs.c.flow_run_id == row.run_id))
             for start in range(0, len(result_ids), 500):
                 chunk = result_ids[start : start + 500]

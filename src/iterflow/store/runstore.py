@@ -33,10 +33,11 @@ from iterflow.events import ResumePoint
 from iterflow.store import db, statements
 from iterflow.store.liveness import HOST, LIVE, driving, run_info
 from iterflow.store.lookup import find_run, load_state_results
+from iterflow.store.migrations import MIGRATIONS, Migration, prepare
 from iterflow.store.queries import StoreReaders
 from iterflow.store.records import RunInfo
 from iterflow.store.resume import build_resume_point, changed_tasks
-from iterflow.store.schema import MIGRATIONS, Migration, check_sqlite_file, flow_runs, prepare
+from iterflow.store.schema import check_sqlite_file, flow_runs
 from iterflow.store.writer import StoreSink
 
 __all__ = [

@@ -24,6 +24,7 @@ from iterflow.store.schema import (
     counters,
     flow_runs,
     logs,
+    metrics,
     results,
     state_transitions,
     task_runs,
@@ -44,6 +45,7 @@ __all__ = [
     "insert_finished",
     "insert_logs",
     "insert_looped",
+    "insert_metrics",
     "insert_results",
     "insert_running",
     "insert_transitions",
@@ -267,6 +269,10 @@ insert_running = FastInsert(
 )
 insert_logs = FastInsert(
     logs, ("id", "flow_run", "task_run", "loop_index", "level", "message", "time")
+)
+insert_metrics = FastInsert(
+    metrics,
+    ("id", "flow_run", "task_run", "loop_index", "block_index", "name", "value", "time"),
 )
 
 # How an upsert treats each column already in the row: "new" takes the new

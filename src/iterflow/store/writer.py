@@ -70,13 +70,14 @@ import sqlalchemy as sa
 
 from iterflow.core.state import Kind, State
 from iterflow.errors import RunTakenOver, StoreError
-from iterflow.events import FlowRunEvent, LogEvent, TaskRunEvent
+from iterflow.events import FlowRunEvent, LogEvent, MetricEvent, TaskRunEvent
 from iterflow.store.batch import (
     BIG,
     F_PARAMS_STORED,
     FLOW,
     LOG,
     MARK,
+    METRIC,
     ROLE_END,
     ROLE_END_MAPPED,
     ROLE_END_STRICT,
@@ -258,6 +259,12 @@ class StoreSink:
             self._put(
                 (LOG, event.flow_run_id, event.task_run_id, event.task_slug, event.map_index,
                  event.loop_index, event.level, event.message, event.time, None),
+                None,
+            )
+        elif cls is MetricEvent:
+            self._put(
+                (METRIC, event.flow_run_id, event.task_run_id, event.task_slug, event.map_index,
+                 event.loop_index, event.block_index, event.name, event.value, event.time, None),
                 None,
             )
         # Anything else is not ours to record.

@@ -1,0 +1,125 @@
+"""``iterflow.log_metric``: per iteration and per block iteration, checked values, no store."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import iterflow
+from iterflow import LOOP, Flow, loop, task
+from iterflow.errors import IterflowError, MetricError
+from iterflow.runtime import run_flow
+from iterflow.store import metrics
+
+
+@task
+def step(total):
+    iterflow.log_metric("total", total)
+    return total + 1
+
+
+@task
+def finished(total):
+    return total >= 3
+
+
+@task
+def inner_loop(n):
+    i = iterflow.context.loop_index
+    iterflow.log_metric("inner", n * 10 + i)
+    if i < 1:
+        raise LOOP()
+    return n
+
+
+def test_metrics_inside_a_loop_block_carry_the_block_index(tmp_path, sink):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with Flow("block metrics") as flow, loop(initial=0) as it:
+        nxt = step(it.result)
+        inner_loop(it.index)
+        it.next(result=nxt, until=finished(nxt))
+    state = run_flow(flow, store=url, sinks=[sink])
+    assert state.is_successful(), state
+    totals = metrics(state.run_id, name="total", store=url)
+    assert [(m.block_index, m.loop_index, m.value) for m in totals] == [
+        (0, 0, 0.0), (1, 0, 1.0), (2, 0, 2.0),
+    ]
+    inner = metrics(state.run_id, task="inner_loop", store=url)
+    assert [(m.block_index, m.loop_index, m.value) for m in inner] == [
+        (k, i, float(k * 10 + i)) for k in range(3) for i in range(2)
+    ]
+    assert [e.block_index for e in sink.metrics if e.name == "total"] == [0, 1, 2]
+
+
+@task
+def bad_metric(value):
+    iterflow.log_metric("loss", value)
+    return value
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, "0.5", None, True, [1], 10**400])
+def test_a_bad_value_fails_the_task_naming_metric_and_task(run, value):
+    with Flow("bad metrics") as flow:
+        out = bad_metric(value)
+    state = run(flow)
+    failed = state.result[out]
+    assert failed.is_failed()
+    assert isinstance(failed.result, MetricError)
+    assert isinstance(failed.result, (IterflowError, ValueError))
+    assert "'loss'" in str(failed.result) and "'bad_metric'" in str(failed.result)
+
+
+def test_log_metric_checks_values_outside_a_run_too():
+    iterflow.log_metric("fine", 1)  # nowhere to record it: checked and dropped
+    with pytest.raises(MetricError, match="'loss'"):
+        iterflow.log_metric("loss", float("nan"))
+    with pytest.raises(MetricError, match="non-empty string"):
+        iterflow.context.log_metric("", 1.0)
+
+
+@task
+def numpy_like():
+    import fractions
+
+    iterflow.log_metric("ratio", fractions.Fraction(1, 4))  # any real number
+    return 1
+
+
+def test_without_a_store_metrics_reach_the_sinks_only(run, sink):
+    with Flow("no store") as flow:
+        numpy_like()
+    assert run(flow).is_successful()
+    [event] = sink.metrics
+    assert (event.name, event.value, event.task_name, event.loop_index) == (
+        "ratio", 0.25, "numpy_like", 0,
+    )
+    assert isinstance(event.value, float)
+
+
+@task
+def logs_one(k):
+    iterflow.log_metric("k", k)
+    return k
+
+
+def test_deleting_a_run_deletes_its_metrics_and_no_others(tmp_path):
+    from iterflow.store import delete_run
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with Flow("two runs") as flow:
+        logs_one(iterflow.Parameter("k"))
+    first = run_flow(flow, store=url, parameters={"k": 1})
+    second = run_flow(flow, store=url, parameters={"k": 2})
+    delete_run(first.run_id, store=url)
+    assert [m.value for m in metrics(second.run_id, store=url)] == [2.0]
+    with pytest.raises(IterflowError):
+        metrics(first.run_id, store=url)
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM metrics")).scalar() == 1
+    finally:
+        engine.dispose()
