@@ -158,8 +158,12 @@ def run_flow(
         # Each task's identity, recorded with its task runs: a resume reuses a result
         # only where the task is still the same call (core.fingerprint).
         identities = task_identities(flow) if run_store is not None else None
-        if resume is None and run_id is not None and run_store is not None:
+        if resume is None and run_id is not None and run_store is not None and (
+            borrowed_sink is None
+        ):
             # An id chosen by the caller is idempotent: see iterflow.store.idempotent.
+            # (A child run recording through its parent's sink is not claimed here: its
+            # parent decided already whether it is new, and the sink's owner is the parent's.)
             from iterflow.store.idempotent import FINISHED_WELL, claim_run_id, recorded_result
 
             owner = uuid.uuid4().hex
