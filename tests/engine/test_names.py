@@ -145,7 +145,7 @@ def test_an_unknown_input_added_imperatively_is_refused_before_anything_runs():
     flow = Flow("imperative")
     flow.add_task(before)
     flow.add_task(bad)
-    with pytest.raises(FlowDefinitionError, match="'imperative'.*nope|nope.*'imperative'"):
+    with pytest.raises(FlowDefinitionError, match=r"'imperative'.*nope|nope.*'imperative'"):
         flow.run(store=None)
     assert ran == []
 
@@ -318,10 +318,9 @@ def test_loop_block_labels_from_text_and_inline_body_labels(sink):
     def enough(total):
         return total >= 3
 
-    with Flow("block text labels") as flow:
-        with loop(initial=0, max_loops=10, name="blk") as it:
-            total = step(it.result, it.index)
-            it.next(result=total, until=enough(total), label="round {index}")
+    with Flow("block text labels") as flow, loop(initial=0, max_loops=10, name="blk") as it:
+        total = step(it.result, it.index)
+        it.next(result=total, until=enough(total), label="round {index}")
     state = run_flow(flow, store=None, sinks=[sink])
     assert state.is_successful()
     block = [(e.state.name, e.label) for e in _events(sink, "blk") if e.label]

@@ -82,7 +82,8 @@ def test_search_iterations_by_label(server, page):  # noqa: F811 - the fixture
     shown = set(_shown(page))
     while page.locator(".iter-table .pager a", has_text="later").count():
         page.locator(".iter-table .pager a", has_text="later").first.click()
-        wait_until(lambda: not set(_shown(page)) <= shown)
+        before = set(shown)
+        wait_until(lambda before=before: not set(_shown(page)) <= before)
         shown |= set(_shown(page))
     assert sorted(shown) == list(range(0, 401, 50))
     # Another search replaces the rows; one that matches nothing says so.

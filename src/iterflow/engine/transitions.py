@@ -159,7 +159,7 @@ class TaskTransitions:
         self.sync = task.checkpoint == "every"
         self.serializer = serializer
         self.run_name = run_name  # the task run's name, on each of its events
-        self.label = None  # the label of the iteration the state being emitted ends
+        self.label: str | None = None  # the label of the iteration the state being emitted ends
 
     def move(self, old: State, new: State, loop_index: int, label: str | None = None) -> State:
         """``old -> new`` at iteration ``loop_index``: the state to use, emitted.
