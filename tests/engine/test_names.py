@@ -348,3 +348,48 @@ def test_it_next_label_must_be_a_task_of_the_block():
         with loop(initial=0, max_loops=3) as it:
             total = step(it.result)
             it.next(result=total, until=enough(total), label=label)
+
+
+# -- a property: the label recorded for each iteration is the one the rules give ----------
+from hypothesis import given, settings  # noqa: E402 - the property tests' own imports
+from hypothesis import strategies as st  # noqa: E402
+
+_text = st.one_of(st.none(), st.text(max_size=5), st.text(min_size=199, max_size=260))
+#: Per iteration: the set_iteration_label calls made, and LOOP's label (the last one returns).
+_plan = st.lists(st.tuples(st.lists(_text, max_size=3), _text), min_size=1, max_size=6)
+
+
+def _expected(calls: list, loop_label) -> str | None:
+    if loop_label is not None:
+        return clean_text(loop_label)
+    return clean_text(calls[-1]) if calls else None
+
+
+@settings(max_examples=40, deadline=None)
+@given(plan=_plan, is_async=st.booleans())
+def test_recorded_labels_follow_the_rules(plan, is_async):
+    from tests.conftest import InvariantSink
+
+    def body():
+        calls, loop_label = plan[iterflow.context.loop_index]
+        for text in calls:
+            iterflow.set_iteration_label(text)
+        if iterflow.context.loop_index < len(plan) - 1:
+            raise LOOP(label=loop_label)
+        return "done"
+
+    if is_async:
+        async def labelled():
+            return body()
+    else:
+        def labelled():
+            return body()
+
+    with Flow("label property") as flow:
+        task(labelled)()
+    sink = InvariantSink()
+    assert run_flow(flow, store=None, sinks=[sink]).is_successful()
+    got = [e.label for e in _events(sink, "labelled") if e.state.name != "Running"]
+    # The last iteration returns: only set_iteration_label labels it.
+    want = [_expected(c, lbl) for c, lbl in plan[:-1]] + [_expected(plan[-1][0], None)]
+    assert got == want

@@ -84,12 +84,12 @@ from iterflow.engine.call import (
     Outcome,
     call_once_async,
 )
-from iterflow.engine.expand import TaskRunSpec, _loop_limit, _where, keep_for_retry
+from iterflow.engine.expand import TaskRunSpec, _loop_label, _loop_limit, _where, keep_for_retry
 from iterflow.engine.mapping import NOTHING
 from iterflow.engine.tasklog import TaskLogger
 from iterflow.engine.transitions import Emit, TaskTransitions
 from iterflow.errors import LoopBlockedWarning
-from iterflow.naming import LABEL_KEY, clean_text, render_run_name
+from iterflow.naming import LABEL_KEY, render_run_name
 
 __all__ = [
     "BLOCKED_AFTER",
@@ -214,7 +214,8 @@ async def drive_async(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None,
                     if moves is not None:
                         looped = Looped(outcome.message, loop_result, loop_index=loop_index)
                         label = outcome.label
-                        label = ctx.pop(LABEL_KEY, None) if label is None else clean_text(label)
+                        label = (ctx.pop(LABEL_KEY, None) if label is None
+                                 else _loop_label(ctx, label))
                         state = moves.move(state, looped, loop_index, label)
                         if state.is_finished():
                             return moves.ended(state, loop_index)
@@ -265,7 +266,7 @@ async def drive_async(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None,
                 )
             if moves is not None:
                 label = outcome.label
-                label = ctx.pop(LABEL_KEY, None) if label is None else clean_text(label)
+                label = ctx.pop(LABEL_KEY, None) if label is None else _loop_label(ctx, label)
                 state = moves.move(state, final, loop_index, label)
                 return moves.ended(state, loop_index)
             return final

@@ -227,7 +227,7 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
                 if moves is not None:
                     looped = Looped(outcome.message, loop_result, loop_index=loop_index)
                     label = outcome.label
-                    label = ctx.pop(LABEL_KEY, None) if label is None else clean_text(label)
+                    label = ctx.pop(LABEL_KEY, None) if label is None else _loop_label(ctx, label)
                     state = moves.move(state, looped, loop_index, label)
                     if state.is_finished():
                         return moves.ended(state, loop_index)
@@ -278,7 +278,7 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
             )
         if moves is not None:
             label = outcome.label  # a LOOP past max_loops ends the loop: its label counts
-            label = ctx.pop(LABEL_KEY, None) if label is None else clean_text(label)
+            label = ctx.pop(LABEL_KEY, None) if label is None else _loop_label(ctx, label)
             state = moves.move(state, final, loop_index, label)
             return moves.ended(state, loop_index)
         return final
@@ -316,3 +316,9 @@ def _loop_limit(spec: TaskRunSpec, task: Any, loop_index: int) -> Failed:
         f"0..{task.max_loops - 1}; raise max_loops, or return normally to end the loop"
     )
     return Failed(str(error), error, loop_count=loop_index + 1)
+
+
+def _loop_label(ctx: dict[str, Any], given: Any) -> str | None:
+    """The label ``LOOP(label=given)`` gives its iteration; one set before it is dropped."""
+    ctx.pop(LABEL_KEY, None)
+    return clean_text(given)
