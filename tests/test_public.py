@@ -99,6 +99,7 @@ ALSO_BUILTIN = {
     "ServeConflict": RuntimeError,
     "RunTakenOver": RuntimeError,
     "UnsupportedTaskError": TypeError,
+    "TaskRunNameError": ValueError,  # a FlowDefinitionError and an OptionError
     "LoopBlockedWarning": RuntimeWarning,  # a warning; the error base makes -W error catchable
 }
 

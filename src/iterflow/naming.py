@@ -47,7 +47,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from iterflow.context import _current
-from iterflow.errors import FlowDefinitionError, OptionError
+from iterflow.errors import OptionError, TaskRunNameError
 
 __all__ = [
     "LABEL_KEY",
@@ -121,7 +121,8 @@ def _fields(template: str) -> list[str]:
 def check_run_name(task: Any, flow_name: str) -> None:
     """Refuse a ``task_run_name`` format string naming something ``task`` has no input for.
 
-    Raises :class:`~iterflow.errors.FlowDefinitionError` naming the task, the
+    Raises :class:`~iterflow.errors.TaskRunNameError` (a ``FlowDefinitionError``
+    and an ``OptionError``) naming the task, the
     flow and the inputs there are. A callable is checked when it runs.
     """
     template = getattr(task, "task_run_name", None)
@@ -131,7 +132,7 @@ def check_run_name(task: Any, flow_name: str) -> None:
     try:
         fields = _fields(template)
     except ValueError as exc:
-        raise FlowDefinitionError(
+        raise TaskRunNameError(
             f"{where}: task_run_name {template!r} is not a valid format string ({exc}); "
             f"write inputs as {{name}} and a literal brace as {{{{ or }}}}"
         ) from None
@@ -142,13 +143,13 @@ def check_run_name(task: Any, flow_name: str) -> None:
         accepted = [n for n, p in params.items() if p.kind is not p.VAR_POSITIONAL]
     for name in fields:
         if name == "" or name.isdigit():
-            raise FlowDefinitionError(
+            raise TaskRunNameError(
                 f"{where}: task_run_name {template!r} uses a positional field "
                 f"{{{name}}}; name the input instead, like {{{next(iter(accepted or ['x']))}}}"
             )
         if accepted is not None and name not in accepted:
             have = ", ".join(accepted) or "none"
-            raise FlowDefinitionError(
+            raise TaskRunNameError(
                 f"{where}: task_run_name {template!r} refers to {{{name}}}, but the task "
                 f"has no input {name!r} (its inputs: {have}); use one of those names"
             )

@@ -13,7 +13,7 @@ import pytest
 
 import iterflow
 from iterflow import LOOP, Flow, Task, loop, task
-from iterflow.errors import FlowDefinitionError, OptionError
+from iterflow.errors import FlowDefinitionError, OptionError, TaskRunNameError
 from iterflow.naming import MAX_LENGTH, clean_text
 from iterflow.runtime import run_flow
 
@@ -124,8 +124,9 @@ def test_an_unknown_input_is_refused_when_the_flow_is_built():
     def fetch(url):
         return url
 
-    with pytest.raises(FlowDefinitionError) as caught, Flow("typo flow"):
+    with pytest.raises(TaskRunNameError) as caught, Flow("typo flow"):
         fetch("x")
+    assert isinstance(caught.value, FlowDefinitionError) and isinstance(caught.value, OptionError)
     message = str(caught.value)
     assert "'fetch'" in message and "'typo flow'" in message and "{uri}" in message
     assert "url" in message  # the inputs it has
