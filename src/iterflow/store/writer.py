@@ -269,23 +269,31 @@ class StoreSink:
                  state.message, state.traceback, event.block_index, stored, state.loop_count,
                  signal)
             )
-            if len(buffer) >= self.batch_size:
+            n = len(buffer)
+            # Wake the writer once per batch_size records (it drains all that waits),
+            # and check for back-pressure at the limits: a writer behind a fast loop
+            # once cost every record a call here.
+            if n >= self.batch_size and (
+                not n % self.batch_size or n >= self.max_pending
+                or self._big_bytes > _MAX_PENDING_BYTES
+            ):
                 self._wake_writer()
             if signal is not None:
                 self._wake.set()
                 self._wait(signal)
+        elif cls is MetricEvent:
+            # A loop may log several per iteration: the event itself is the record's
+            # payload (see batch.M_EVENT), and the writer is woken only per batch.
+            buffer = self._buffer
+            buffer.append((METRIC, event.flow_run_id, event.task_run_id, event, None))
+            if not len(buffer) % self.batch_size or len(buffer) >= self.max_pending:
+                self._wake_writer()
         elif cls is FlowRunEvent:
             self._flow_event(event)
         elif cls is LogEvent:
             self._put(
                 (LOG, event.flow_run_id, event.task_run_id, event.task_slug, event.map_index,
                  event.loop_index, event.level, event.message, event.time, None),
-                None,
-            )
-        elif cls is MetricEvent:
-            self._put(
-                (METRIC, event.flow_run_id, event.task_run_id, event.task_slug, event.map_index,
-                 event.loop_index, event.block_index, event.name, event.value, event.time, None),
                 None,
             )
         # Anything else is not ours to record.
