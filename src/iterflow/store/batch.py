@@ -75,9 +75,11 @@ TASK, FLOW, LOG, MARK, METRIC = range(5)
 #: A log line.
 (L_TAG, L_FLOW_RUN_ID, L_TASK_RUN_ID, L_SLUG, L_MAP_INDEX, L_LOOP_INDEX, L_LEVEL, L_MESSAGE,
  L_TIME, L_SIGNAL) = range(10)
-#: A metric (``iterflow.log_metric``); run and task run ids in the slots of a TASK record's.
-(M_TAG, M_FLOW_RUN_ID, M_TASK_RUN_ID, M_SLUG, M_MAP_INDEX, M_LOOP_INDEX, M_BLOCK_INDEX, M_NAME,
- M_VALUE, M_TIME, M_SIGNAL) = range(11)
+#: A metric (``iterflow.log_metric``); run and task run ids in the slots of a TASK record's,
+#: then the :class:`~iterflow.events.MetricEvent` itself: a loop may log several per
+#: iteration, and copying its fields into the record cost the task's thread more than
+#: reading them here.
+M_TAG, M_FLOW_RUN_ID, M_TASK_RUN_ID, M_EVENT, M_SIGNAL = range(5)
 #: A :data:`~iterflow.store.results.Stored` value: (serializer, data, path, size, preview).
 S_SERIALIZER, S_DATA, S_PATH, S_SIZE, S_PREVIEW = range(5)
 
@@ -152,21 +154,19 @@ class BatchRecorder:
         run_keys, task_keys = self._run_keys, self._task_keys
         # Flow runs and task runs this batch names that have no key here yet:
         # new ones, or ones an earlier process recorded (a resumed run).
-        new_runs: dict[str, None] = {}
-        new_tasks: dict[str, None] = {}
-        for record in batch:
-            tag = record[0]
-            if tag == TASK or (tag in (LOG, METRIC) and record[L_TASK_RUN_ID] is not None):
-                if record[T_TASK_RUN_ID] not in task_keys:  # same slot in a LOG record
-                    new_tasks[record[T_TASK_RUN_ID]] = None
-                if record[T_FLOW_RUN_ID] not in run_keys:
-                    new_runs[record[T_FLOW_RUN_ID]] = None
-            elif record[F_RUN_ID] not in run_keys:  # a flow run's state, an engine log line
-                new_runs[record[F_RUN_ID]] = None
+        # Comprehensions over the batch, then loops over its few distinct ids: the
+        # writer holds the GIL for this, and a loop's task thread waits for it.
+        # Slot 1 is the run id of every record, slot 2 the task run id of all but a
+        # flow run's state (None for an engine log line). Dicts keep the order.
+        run_ids = dict.fromkeys([r[T_FLOW_RUN_ID] for r in batch])
+        task_ids = dict.fromkeys([r[T_TASK_RUN_ID] for r in batch if r[0] != FLOW])
+        task_ids.pop(None, None)
+        new_runs = {r: None for r in run_ids if r not in run_keys}
+        new_tasks = {t: None for t in task_ids if t not in task_keys}
         keyed_runs: dict[str, int] = {}
         keyed_tasks: dict[str, int] = {}
         finished: list[str] = []
-        touched = {**self.open_runs, **dict.fromkeys(r[T_FLOW_RUN_ID] for r in batch)}
+        touched = {**self.open_runs, **run_ids}
 
         def transaction(conn: sa.Connection) -> None:
             # Everything is rebuilt on each attempt: a retry gets fresh ids.
@@ -196,6 +196,17 @@ class BatchRecorder:
                         record[T_FLOW_RUN_ID]
                     ]
                     next_id = rows.task_state(record, run_key, task_key, next_id)
+                elif tag == METRIC:
+                    task_run_id = record[M_TASK_RUN_ID]
+                    event = record[M_EVENT]
+                    rows.metrics.append((
+                        next_id,
+                        run_keys.get(record[M_FLOW_RUN_ID]) or keyed_runs[record[M_FLOW_RUN_ID]],
+                        None if task_run_id is None
+                        else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
+                        event.loop_index, event.block_index, event.name, event.value, event.time,
+                    ))
+                    next_id += 1
                 elif tag == LOG:
                     task_run_id = record[L_TASK_RUN_ID]
                     rows.logs.append((
@@ -204,17 +215,6 @@ class BatchRecorder:
                         None if task_run_id is None
                         else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
                         record[L_LOOP_INDEX], record[L_LEVEL], record[L_MESSAGE], record[L_TIME],
-                    ))
-                    next_id += 1
-                elif tag == METRIC:
-                    task_run_id = record[M_TASK_RUN_ID]
-                    rows.metrics.append((
-                        next_id,
-                        run_keys.get(record[M_FLOW_RUN_ID]) or keyed_runs[record[M_FLOW_RUN_ID]],
-                        None if task_run_id is None
-                        else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
-                        record[M_LOOP_INDEX], record[M_BLOCK_INDEX], record[M_NAME],
-                        record[M_VALUE], record[M_TIME],
                     ))
                     next_id += 1
                 elif tag == FLOW:
