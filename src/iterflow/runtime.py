@@ -284,6 +284,8 @@ def run_flow(
             max_concurrency=max_concurrency,
             event_loop=event_loop,
         )
+        if borrowed_sink is not None:
+            runner.sync_flow_events = False  # its parent's later events and end cover it
         if cancel is not None:
             runner._cancel = cancel  # the parent's: its Ctrl-C stops the child's loops too
         if env is not None:

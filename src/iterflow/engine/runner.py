@@ -85,6 +85,10 @@ CANCEL_GRACE = 2.0
 class FlowRunner:
     """Runs one flow run to its end; built by :mod:`iterflow.runtime`."""
 
+    #: Whether a recording sink waits for the run's own states to be committed
+    #: (``FlowRunEvent.sync``); a child run recording through its parent's sink does not.
+    sync_flow_events = True
+
     def __init__(
         self,
         flow: Any,
@@ -395,6 +399,7 @@ class FlowRunner:
                     resumed=self.resume is not None,
                     finished=finished,
                     shape=shape,
+                    sync=self.sync_flow_events,
                 )
             )
         return new
