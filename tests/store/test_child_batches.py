@@ -10,12 +10,15 @@ its end time, and the flow's row keeps the latest task list.
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from iterflow import Flow, Parameter, task
+from iterflow.errors import RunTakenOver
 from iterflow.store import open_store
+from iterflow.store.batch import FLOW, BatchRecorder
 from iterflow.store.children import child_runs
-from iterflow.store.schema import flow_run_shapes, flows
+from iterflow.store.schema import flow_run_shapes, flow_runs, flows
 
 
 @task
@@ -72,5 +75,30 @@ def test_a_child_flow_changed_between_runs_records_its_new_task_list(store_url):
             assert [slug for slug, _ in tasks.scalar_one()] == ["x", "double", "double-2"]
         latest = child_runs(state.run_id, store=store)[0].run_id
         assert {t.task_slug for t in store.task_runs(latest)} == {"x", "double", "double-2"}
+    finally:
+        store.close()
+
+
+def _flow_record(run_id: str, kind: str, at: float, finished: bool = False) -> tuple:
+    return (FLOW, run_id, "f", kind, at, None, None, None, None, None, finished, None, None)
+
+
+def test_a_batch_of_several_runs_refuses_all_when_one_was_taken_over(store_url):
+    # A parent and its children share one writer: their owners are read in one
+    # query, and one run resumed elsewhere stops the whole batch, naming that run.
+    store = open_store(store_url)
+    try:
+        recorder = BatchRecorder(store.write, 30.0, owner="a" * 32)
+        recorder.commit([_flow_record(f"run-{i}", "Running", 1.0 + i) for i in range(3)], 3)
+        with store.engine.begin() as conn:
+            conn.execute(sa.update(flow_runs).where(flow_runs.c.run_id == "run-1")
+                         .values(owner="b" * 32, pid=4242, host="elsewhere"))
+        with pytest.raises(RunTakenOver, match=r"run-1 .*pid 4242 on elsewhere"):
+            recorder.commit(
+                [_flow_record(f"run-{i}", "Success", 9.0, finished=True) for i in range(3)], 3
+            )
+        with store.engine.connect() as conn:
+            states = dict(conn.execute(sa.select(flow_runs.c.run_id, flow_runs.c.state)).all())
+        assert states == {"run-0": "Running", "run-1": "Running", "run-2": "Running"}
     finally:
         store.close()

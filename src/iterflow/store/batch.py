@@ -283,7 +283,7 @@ class BatchRecorder:
         """
         if len(run_ids) <= 1:
             for run_id in run_ids:
-                self._check_owner(conn, run_id, run_owner.first(conn, (run_id,)))
+                self._check_owner(run_id, run_owner.first(conn, (run_id,)))
             return
         ordered = sorted(run_ids)
         for start in range(0, len(ordered), 500):
@@ -296,9 +296,9 @@ class BatchRecorder:
                 .with_for_update()
             ).all()
             for run_id, owner, pid, host in found:
-                self._check_owner(conn, run_id, (owner, pid, host))
+                self._check_owner(run_id, (owner, pid, host))
 
-    def _check_owner(self, conn: sa.Connection, run_id: str, row: Any) -> None:
+    def _check_owner(self, run_id: str, row: Any) -> None:
         """Raise :class:`RunTakenOver` if ``row`` (owner, pid, host) says another owns it."""
         if row is None or row[0] is None or row[0] == self.owner:
             return  # a new run, one recorded before owners, or ours
