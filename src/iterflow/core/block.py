@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from iterflow.core.flow import Flow, _block_stack
+from iterflow.core.memo import graph_changed
 from iterflow.core.task import Task
 from iterflow.errors import ArgumentError, FlowDefinitionError, OutsideFlowError
 
@@ -272,6 +273,7 @@ class loop:  # noqa: N801 - reads as a statement: `with loop(...) as it:`
         if innermost is not self:
             return  # a nested block's member: that block claims it
         self.node.members.append(task)
+        graph_changed()
         flow.add_edge(task, self.node)
 
     # -- what the body uses -------------------------------------------------------
@@ -311,6 +313,7 @@ class loop:  # noqa: N801 - reads as a statement: `with loop(...) as it:`
         if label is not None and not isinstance(label, str):
             label = self._own_task(label, "label")
         node.label = label
+        graph_changed()  # the block's layout (and whether it stops) depends on these
 
     @property
     def final(self) -> LoopBlock:

@@ -173,8 +173,7 @@ class BatchRecorder:
             keyed_runs.clear()
             keyed_tasks.clear()
             finished.clear()
-            for run_id in touched:
-                self._check_owner(conn, run_id)
+            self._check_owners(conn, touched)
             keyed_runs.update(find_keys(conn, flow_runs, "run_id", new_runs))
             keyed_tasks.update(find_keys(conn, task_runs, "task_run_id", new_tasks))
             unkeyed = [r for r in new_runs if r not in keyed_runs]
@@ -221,7 +220,8 @@ class BatchRecorder:
                     if record[F_RUN_ID] in self._forget:
                         _forget(conn, record[F_RUN_ID], self._forget[record[F_RUN_ID]])
                     run_key = run_keys.get(record[F_RUN_ID]) or keyed_runs[record[F_RUN_ID]]
-                    next_id = _write_flow(conn, record, run_key, next_id, rows, runs, self.owner)
+                    next_id = _write_flow(record, run_key, next_id, rows, runs, self.owner)
+            _write_flow_rows(conn, rows)
             snapshots: list[tuple[Any, ...]] = []
             for task_run_id, (record, row_id) in rows.latest.items():
                 task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
@@ -274,9 +274,32 @@ class BatchRecorder:
         if beat:
             self._next_beat = time.monotonic() + self.heartbeat_interval
 
-    def _check_owner(self, conn: sa.Connection, run_id: str) -> None:
-        """Raise :class:`RunTakenOver` if another process has claimed ``run_id``."""
-        row = run_owner.first(conn, (run_id,))
+    def _check_owners(self, conn: sa.Connection, run_ids: dict[str, None]) -> None:
+        """Raise :class:`RunTakenOver` if another process has claimed one of ``run_ids``.
+
+        One run (a plain run's batch) is one prepared statement; many (a batch
+        of child runs) are read a few hundred at a time, in a stable order so
+        that two processes locking rows on PostgreSQL cannot wait on each other.
+        """
+        if len(run_ids) <= 1:
+            for run_id in run_ids:
+                self._check_owner(run_id, run_owner.first(conn, (run_id,)))
+            return
+        ordered = sorted(run_ids)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start:start + 500]
+            found = conn.execute(
+                sa.select(flow_runs.c.run_id, flow_runs.c.owner, flow_runs.c.pid,
+                          flow_runs.c.host)
+                .where(flow_runs.c.run_id.in_(chunk))
+                .order_by(flow_runs.c.run_id)
+                .with_for_update()
+            ).all()
+            for run_id, owner, pid, host in found:
+                self._check_owner(run_id, (owner, pid, host))
+
+    def _check_owner(self, run_id: str, row: Any) -> None:
+        """Raise :class:`RunTakenOver` if ``row`` (owner, pid, host) says another owns it."""
         if row is None or row[0] is None or row[0] == self.owner:
             return  # a new run, one recorded before owners, or ours
         self.open_runs.pop(run_id, None)
@@ -292,8 +315,8 @@ class BatchRecorder:
 class _Rows:
     """The rows of one batch, grouped by the statement that inserts them."""
 
-    __slots__ = ("finished", "first", "latest", "logs", "looped", "looped_rows", "metrics",
-                 "other", "results", "running")
+    __slots__ = ("finished", "first", "flow_runs", "flows", "latest", "logs", "looped",
+                 "looped_rows", "metrics", "other", "results", "running", "shapes")
 
     def __init__(self) -> None:
         self.results: list[tuple[Any, ...]] = []
@@ -309,6 +332,11 @@ class _Rows:
         # id, flow_run, task_run, loop_index, level, message, time
         self.logs: list[tuple[Any, ...]] = []
         self.metrics: list[tuple[Any, ...]] = []
+        # Flow-level rows, written by _write_flow_rows: the flows by name (the last
+        # task list), each flow-run state's (run id, upsert rules, row), shapes by run.
+        self.flows: dict[str, dict[str, Any]] = {}
+        self.flow_runs: list[tuple[str, tuple[tuple[str, str], ...], dict[str, Any]]] = []
+        self.shapes: dict[str, dict[str, Any]] = {}
         # Per task run: time of its first record; its last record and that
         # record's row id; its last Looped (index, row id).
         self.first: dict[str, float] = {}
@@ -376,7 +404,6 @@ def _forget(conn: sa.Connection, run_id: str, slugs: list[str]) -> None:
 
 
 def _write_flow(
-    conn: sa.Connection,
     record: tuple[Any, ...],
     run_key: int,
     next_id: int,
@@ -384,13 +411,13 @@ def _write_flow(
     runs: dict[str, None],
     owner: str,
 ) -> int:
-    """Upsert the flow run of a FLOW record and add its state row; return the next free id."""
+    """Add the rows of a FLOW record to ``rows`` (:func:`_write_flow_rows`); return the next id."""
     (_, run_id, flow_name, kind, at, message, params_json, params_stored, tasks, source,
      finished, shape, _signal) = record
     if tasks is not None:
-        upsert(conn, flows, "name",
-               [{"name": flow_name, "created": at, "updated": at, "tasks": tasks}],
-               {"created": "old", "updated": "new", "tasks": "new"})
+        known = rows.flows.get(flow_name)
+        rows.flows[flow_name] = {"name": flow_name, "created": known["created"] if known else at,
+                                 "updated": at, "tasks": tasks}
     row_id = next_id
     next_id += 1
     row: dict[str, Any] = {
@@ -415,15 +442,41 @@ def _write_flow(
         row.update(pid=os.getpid(), host=HOST, heartbeat=time.time(), owner=owner)
         rules.update(pid="new", host="new", heartbeat="new", owner="new")
         runs[run_id] = None
-    upsert(conn, flow_runs, "run_id", [row], rules)
+    rows.flow_runs.append((run_id, tuple(rules.items()), row))
     if shape is not None:
-        upsert(conn, flow_run_shapes, "run_id", [{"run_id": run_id, "shape": shape}],
-               {"shape": "new"})
+        rows.shapes[run_id] = {"run_id": run_id, "shape": shape}
     rows.other.append(
         (row_id, run_key, None, kind, None, None, message, None, None, None, None, None, at,
          None)
     )
     return next_id
+
+
+def _write_flow_rows(conn: sa.Connection, rows: _Rows) -> None:
+    """Upsert a batch's flows, flow runs and their shapes: a statement per kind of row.
+
+    A batch of child runs holds hundreds of flow-run states; one statement
+    each cost more than the rest of the batch. A flow run's states go in
+    the order they came, in *stages* (its first state of the batch in the
+    first statement, its second in the next, ...), so that no statement
+    names a run twice (PostgreSQL refuses an upsert that touches a row twice).
+    """
+    if rows.flows:
+        upsert(conn, flows, "name", list(rows.flows.values()),
+               {"created": "old", "updated": "new", "tasks": "new"})
+    stages: list[dict[tuple[Any, ...], list[dict[str, Any]]]] = []
+    seen: dict[str, int] = {}
+    for run_id, rules, row in rows.flow_runs:
+        stage = seen.get(run_id, 0)
+        seen[run_id] = stage + 1
+        if stage == len(stages):
+            stages.append({})
+        stages[stage].setdefault(rules, []).append(row)
+    for stage_rows in stages:
+        for rules, same in stage_rows.items():
+            upsert(conn, flow_runs, "run_id", same, dict(rules))
+    if rows.shapes:
+        upsert(conn, flow_run_shapes, "run_id", list(rows.shapes.values()), {"shape": "new"})
 
 
 def _task_run_row(

@@ -384,7 +384,7 @@ class StoreSink:
         # A resumed run sends its original parameters again; they are recorded already.
         if event.parameters is not None and not event.resumed:
             params_json, params_stored = snapshot_parameters(
-                event.parameters, self.store.run_results_dir(event.flow_run_id)
+                event.parameters, lambda: self.store.run_results_dir(event.flow_run_id)
             )
         signal = threading.Event() if event.sync else None
         self._put(
