@@ -191,32 +191,48 @@ def test_iterflow_resume_refuses_a_stopped_run_and_force_takes_it_over(tmp_path,
 
 
 def _stop_outside_a_write(proc: subprocess.Popen, url: str) -> None:
-    """SIGSTOP ``proc`` at a moment its writer holds no SQLite write lock.
+    """SIGSTOP ``proc`` at a moment its writer holds no write lock on the store.
 
-    A process stopped inside a write transaction keeps the file locked until it
-    goes on: nothing anyone writes can change that (it is SQLite's lock, not
-    iterflow's), and it is not what these tests are about. So take the write lock
-    briefly after stopping it; if it cannot be had, let the process go on a
-    little and stop it again.
+    A process stopped inside a write transaction keeps what it wrote locked
+    until it goes on (SQLite's file lock, PostgreSQL's row locks): nothing
+    anyone writes can change that, and it is not what these tests are about.
+    So try the locks a resume needs, without waiting, after stopping it; if they
+    cannot be had, let the process go on a little and stop it again.
     """
-    import sqlite3
-
-    if not url.startswith("sqlite:///"):
-        proc.send_signal(signal.SIGSTOP)  # PostgreSQL: readers never wait for a writer
-        time.sleep(0.3)
-        return
-    path = url.removeprefix("sqlite:///")
     for _ in range(50):
         proc.send_signal(signal.SIGSTOP)
         time.sleep(0.3)
-        conn = sqlite3.connect(path, timeout=0.2, isolation_level=None)
+        if _no_write_in_progress(url):
+            return
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError("the looping process always held a write lock on the store")
+
+
+def _no_write_in_progress(url: str) -> bool:
+    if url.startswith("sqlite:///"):
+        import sqlite3
+
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=0.2,
+                               isolation_level=None)
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("ROLLBACK")
-            return
+            return True
         except sqlite3.OperationalError:
-            proc.send_signal(signal.SIGCONT)
-            time.sleep(0.05)
+            return False
         finally:
             conn.close()
-    raise AssertionError("the looping process always held the store's write lock")
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            # Conflicts with any open transaction that wrote these tables.
+            conn.exec_driver_sql(
+                "LOCK TABLE flow_runs, task_runs, state_transitions "
+                "IN SHARE ROW EXCLUSIVE MODE NOWAIT"
+            )
+        return True
+    except sa.exc.OperationalError:
+        return False
+    finally:
+        engine.dispose()
