@@ -308,6 +308,9 @@ class DaskExecutor(Executor):
         stream.drain(block=False)
         ready = self._done & jobs
         while not ready:
+            flag = self._cancel_flag
+            if flag is not None and flag.is_set():
+                break  # cancelled from another thread (iterflow cancel): the runner stops it
             idle = not stream.drain(block=True)
             if idle:
                 self._let_go()
