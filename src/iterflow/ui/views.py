@@ -358,9 +358,13 @@ def iteration_page(request: Request) -> Response:
     if not detail["states"] and not detail["body"]:
         raise HTTPException(404, f"Task run {task!r} of run {run_id} has no iteration {index}.")
     lines = log_page(dash.store, run_id, task_run_key=row.id, iteration=index, limit=_PAGE)
-    return _html(dash, "iteration.html", run=run, row=row, task=task, index=index,
+    from iterflow.ui import actions
+
+    page = _html(dash, "iteration.html", run=run, row=row, task=task, index=index,
                  detail=detail, logs=lines, run_path=run_id,
-                 children=_children_of(dash, run_id, detail["body"]))
+                 children=_children_of(dash, run_id, detail["body"]),
+                 rewind=actions.rewind_context(request, dash, run, row))
+    return actions.set_csrf_cookie(request, page)
 
 
 def _children_of(dash: Dashboard, run_id: str, body: Any) -> list[Any]:
