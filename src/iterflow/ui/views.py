@@ -253,13 +253,18 @@ def run_page(request: Request) -> Response:
 
 def run_events(request: Request) -> Response:
     """``/runs/<run>/events``: header, tasks and panels as they change; ``end`` at the end."""
+    from iterflow.ui import actions
+
     dash = _dash(request)
     run_id = _run(dash, request.path_params["run_id"]).run_id
 
     def render() -> tuple[dict[str, str], bool]:
         context = _run_context(dash, run_id, defer=False)
+        # The buttons follow the state (Cancel while live; Resume, Delete after).
+        buttons = actions.page_context(request, dash, context["run"])
         fragments = {
             "header": dash.render("_run_header.html", **context),
+            "actions": dash.render("_actions.html", run=context["run"], actions=buttons),
             "tasks": dash.render("_tasks.html", **context),
             "children": dash.render("_subflows.html", **context),
             "graph": context["graph"],
