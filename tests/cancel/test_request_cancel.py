@@ -23,7 +23,7 @@ from iterflow.errors import StoreError
 from iterflow.store import get_run, iterations, open_store, request_cancel
 
 LOOPER = Path(__file__).with_name("looper.py")
-HEARTBEAT = 1.0
+HEARTBEAT = 1.5  # seconds; Dask adds about a second of its own (cancel round trip)
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +124,12 @@ def test_cancel_from_another_process_stops_the_loop_and_the_run_resumes(
     assert len(set(indexes)) == 60  # each iteration once: it continued, not restarted
 
 
-def test_cancel_interrupts_a_durable_sleep(store_url):
-    run_id = f"sleep-{uuid.uuid4().hex[:8]}"
-    proc = start_looper(run_id, "local", LOOPER_ITERATIONS="3", LOOPER_SLEEP="600")
+@pytest.mark.parametrize("kind", ["local", "threads", pytest.param("dask", marks=pytest.mark.dask)])
+def test_cancel_interrupts_a_durable_sleep(kind, store_url, request):
+    address = request.getfixturevalue("dask_cluster").scheduler_address if kind == "dask" \
+        else None
+    run_id = f"sleep-{kind}-{uuid.uuid4().hex[:8]}"
+    proc = start_looper(run_id, kind, address, LOOPER_ITERATIONS="3", LOOPER_SLEEP="600")
     try:
         wait_for(lambda: _sleeping(store_url, run_id), "the task to sleep", proc=proc)
         took = cancel_and_time(store_url, run_id, proc)
