@@ -307,7 +307,7 @@ def run_flow(
         try:
             # A child run (given its parent's cancel event) is inside the parent's handler.
             with started, _sigterm_cancels() if cancel is None else contextlib.nullcontext(), \
-                    _cancel_requests_stop(runner, run_store):
+                    _cancel_requests_stop(runner, run_store if cancel is None else None):
                 state = runner.run()
         finally:
             if env is not None:
@@ -481,7 +481,8 @@ def _check_max_concurrency(flow: Any, value: Any) -> None:
 def _cancel_requests_stop(runner: Any, run_store: Any) -> Any:
     """While the run goes on, ``iterflow cancel RUN`` (read by the store's heartbeat) stops it.
 
-    Its child runs share its cancel flag, so they stop with it.
+    Only a run of its own (not a child run, ``run_store`` None): child runs
+    share their parent's cancel flag, so they stop with it.
     """
     if run_store is None:
         return contextlib.nullcontext()

@@ -60,6 +60,10 @@ def test_cancelling_a_parent_stops_its_children(script):
              script=script, timeout=60)
     store = open_store(script.url)
     parent = next(r for r in list_runs(store=store) if r.flow_name == "parent")
+    kid = wait_for(lambda: child_runs(parent.run_id, store=store), "a child run", proc=proc,
+                   script=script, timeout=60)[0]
+    with pytest.raises(iterflow.errors.StoreError, match="is a child run"):
+        request_cancel(kid.run_id, store=store)  # the parent is what to cancel
     done = subprocess.run([sys.executable, "-m", "iterflow", "cancel", parent.run_id],
                           env=dict(script.env, ITERFLOW_STORE_URL=script.url),
                           capture_output=True, text=True, timeout=60)

@@ -30,7 +30,7 @@ from iterflow.errors import StoreError
 from iterflow.store.liveness import LIVE, run_info
 from iterflow.store.lookup import find_run
 from iterflow.store.runstore import RunStore, using_store
-from iterflow.store.schema import cancel_requests, flow_runs
+from iterflow.store.schema import cancel_requests, flow_run_parents, flow_runs
 
 __all__ = ["request_cancel"]
 
@@ -43,8 +43,9 @@ def request_cancel(run: str, *, store: RunStore | str | None = None) -> str:
     be resumed). Returns ``"cancelled"`` when the run was recorded as running
     but its process is gone: it is marked ``Cancelled`` here and now.
 
-    Raises :class:`~iterflow.errors.StoreError` for an unknown run and for one
-    that has already finished (there is nothing to cancel).
+    Raises :class:`~iterflow.errors.StoreError` for an unknown run, for one
+    that has already finished (there is nothing to cancel), and for a live
+    child run (a subflow): cancel its parent, and it stops with it.
     """
     with using_store(store) as st:
 
@@ -64,6 +65,16 @@ def request_cancel(run: str, *, store: RunStore | str | None = None) -> str:
                     f"Run {row.run_id} of flow {row.flow_name!r} has already finished "
                     f"({info.state}): there is nothing to cancel. `iterflow resume "
                     f"{row.run_id[:8]}` continues a failed or cancelled run."
+                )
+            parent = conn.execute(sa.select(flow_run_parents.c.parent_run_id).where(
+                flow_run_parents.c.run_id == row.run_id)).scalar()
+            if parent is not None:
+                # A child run shares its parent's process and cancel flag: stopping it
+                # alone would stop the parent's loops too. Cancel the whole run.
+                raise StoreError(
+                    f"Run {row.run_id} of flow {row.flow_name!r} is a child run (a subflow) "
+                    f"of run {parent}: cancel that one (`iterflow cancel {parent[:8]}`); its "
+                    f"child runs stop with it."
                 )
             conn.execute(sa.delete(cancel_requests).where(
                 cancel_requests.c.run_id == row.run_id))
