@@ -23,7 +23,7 @@ from iterflow.errors import StoreError
 from iterflow.store import get_run, iterations, open_store, request_cancel
 
 LOOPER = Path(__file__).with_name("looper.py")
-HEARTBEAT = 1.5  # seconds; Dask adds about a second of its own (cancel round trip)
+HEARTBEAT = 2.0  # seconds; Dask adds about a second of its own (cancel round trip)
 
 
 @pytest.fixture(scope="module")
