@@ -12,6 +12,8 @@ the first within 2x of the second.
     python benchmarks/block_overhead.py --all        # also the machine path and threads
     python benchmarks/block_overhead.py -n 100000
     python benchmarks/block_overhead.py --memory     # peak memory at N and 10 N: must not grow
+    python benchmarks/block_overhead.py --store sqlite -n 3000   # wall µs/iteration, store on
+    python benchmarks/block_overhead.py --store postgresql+psycopg://... -n 3000
 
 On the default LocalExecutor a body whose tasks are plain runs inline (no
 machine, no job per task run); ``--all`` also times the path every other
@@ -26,6 +28,8 @@ little as possible; for ThreadExecutor that is the CPU of all its threads.
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
 import tracemalloc
 
@@ -93,6 +97,30 @@ class MachinePath(LocalExecutor):
     """A LocalExecutor the block does not run inline: a machine and a job per task run."""
 
 
+def block_wall(n: int, store=None) -> float:
+    """Wall seconds of an n-iteration block run, the writer's wait at its end included."""
+    flow, _ = make_block_flow()
+    start = time.perf_counter()
+    state = flow.run(parameters={"n": n}, store=store)
+    elapsed = time.perf_counter() - start
+    assert state.is_successful(), state
+    return elapsed
+
+
+def store_figures(n: int, url: str) -> None:
+    """Per block iteration (3 task runs), wall time with no store and with ``url``'s."""
+    if url == "sqlite":
+        home = tempfile.mkdtemp()
+        os.environ["ITERFLOW_HOME"] = home
+        url = f"sqlite:///{home}/bench.db"
+    block_wall(200, url)  # the store's import and schema are a cost per process
+    none = min(block_wall(n) for _ in range(3)) / n * 1e6
+    stored = min(block_wall(n, url) for _ in range(3)) / n * 1e6
+    label = url.split(":", 1)[0]
+    print(f"block of 3 tasks      N={n:>9,}  no store {none:7.1f} µs/iteration  "
+          f"{label} store {stored:7.1f} µs/iteration  store's share {stored / none:4.1f}x")
+
+
 def peak_memory(n: int) -> float:
     block_engine(min(n, 1000))  # imports and caches are not the loop's
     tracemalloc.start()
@@ -111,8 +139,13 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=10_000, help="iterations (default 10,000)")
     parser.add_argument("--all", action="store_true", help="also the machine path and threads")
     parser.add_argument("--memory", action="store_true", help="peak memory at N and 10 N")
+    parser.add_argument("--store", metavar="URL",
+                        help="only wall time with a store: 'sqlite' (a temporary file) or a URL")
     args = parser.parse_args()
     n = args.n
+    if args.store:
+        store_figures(n, args.store)
+        return
     block_engine(min(n, 1000))  # warm up imports and caches
     loop_engine(min(n, 1000))
 

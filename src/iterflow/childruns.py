@@ -140,7 +140,7 @@ class _Borrowed:
         self.implied_running = getattr(sink, "implied_running", False)
 
     def handle(self, event: Any) -> None:
-        if type(event) is FlowRunEvent:
+        if type(event) is FlowRunEvent and event.sync:  # (a child's runner sends sync=False)
             event = dataclasses.replace(event, sync=False)
         self._sink.handle(event)
 

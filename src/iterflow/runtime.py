@@ -23,6 +23,7 @@ from typing import Any
 
 from iterflow.childruns import ENV_KEY, env_for, run_subflow
 from iterflow.core.fingerprint import task_identities
+from iterflow.core.memo import derived
 from iterflow.core.state import State
 from iterflow.durable import SLEEPS_KEY
 from iterflow.engine.cache import MemoryCache
@@ -129,7 +130,8 @@ def run_flow(
     looping task named ``task`` (needed when several loop): see
     :mod:`iterflow.store.rewind`. The run may have finished; not be alive.
     """
-    flow.validate()
+    # Once per graph: a subflow's child flow runs once per call (see core.memo).
+    derived(flow, "validated", lambda: flow.validate() or True)
     _check_max_concurrency(flow, max_concurrency)
     if event_loop is None and _running_loop() is not None:
         # Inside a running event loop (Jupyter, an async app): the run's own loop and
@@ -157,7 +159,11 @@ def run_flow(
         resume_point = None
         # Each task's identity, recorded with its task runs: a resume reuses a result
         # only where the task is still the same call (core.fingerprint).
-        identities = task_identities(flow) if run_store is not None else None
+        # (A child run recording through its parent's sink records none: that sink
+        # knows its parent's tasks alone, see iterflow.childruns.borrowed_sink.)
+        identities = task_identities(flow) if run_store is not None and (
+            borrowed_sink is None or resume is not None
+        ) else None
         if resume is None and run_id is not None and run_store is not None and (
             borrowed_sink is None
         ):
@@ -278,6 +284,8 @@ def run_flow(
             max_concurrency=max_concurrency,
             event_loop=event_loop,
         )
+        if borrowed_sink is not None:
+            runner.sync_flow_events = False  # its parent's later events and end cover it
         if cancel is not None:
             runner._cancel = cancel  # the parent's: its Ctrl-C stops the child's loops too
         if env is not None:

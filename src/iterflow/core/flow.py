@@ -23,6 +23,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from iterflow.core.graph import Edge, find_path, topological_order
+from iterflow.core.memo import graph_changed
 from iterflow.core.task import Task, flatten, unmapped
 from iterflow.errors import (
     ArgumentError,
@@ -31,6 +32,7 @@ from iterflow.errors import (
     OptionError,
     ParameterError,
 )
+from iterflow.naming import check_run_name
 
 if TYPE_CHECKING:
     from iterflow.core.parameter import Parameter
@@ -188,6 +190,7 @@ class Flow:
         task.slug = slug
         self._slugs[slug] = task
         self._order = None
+        graph_changed()
         self._tasks[task] = None
         self._upstream[task] = []
         self._downstream[task] = []
@@ -239,6 +242,7 @@ class Flow:
             )
         edge = Edge(upstream_task, downstream_task, key=key, mapped=mapped, flattened=flattened)
         self._order = None
+        graph_changed()
         self._edges[edge] = None
         self._upstream[downstream_task].append(edge)
         self._downstream[upstream_task].append(edge)
@@ -286,6 +290,7 @@ class Flow:
                 )
             else:
                 self.constants.setdefault(task, {})[key] = value
+                graph_changed()
 
     def _as_task(self, value: Any) -> Task:
         if isinstance(value, Task):
@@ -345,6 +350,7 @@ class Flow:
                     f"the flow; pass tasks returned by calls inside `with Flow({self.name!r}):`"
                 )
         self._reference = tasks or None
+        graph_changed()
 
     def reference_tasks(self) -> set[Task]:
         """The tasks that decide the flow's state: those given to :meth:`set_reference_tasks`,
@@ -427,6 +433,8 @@ class Flow:
             raise CycleError(f"flow {self.name!r}: {exc}") from None
         for t in self._tasks:
             self._check_inputs(t)
+            if t.task_run_name is not None:
+                check_run_name(t, self.name)
         from iterflow.core.subflow import check_subflows
 
         check_subflows(self)

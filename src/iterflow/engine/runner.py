@@ -51,6 +51,7 @@ from collections import deque
 from typing import Any
 
 from iterflow.core.helpers import Constant
+from iterflow.core.memo import derived
 from iterflow.core.parameter import Parameter
 from iterflow.core.shape import describe
 from iterflow.core.state import (
@@ -83,6 +84,10 @@ CANCEL_GRACE = 2.0
 
 class FlowRunner:
     """Runs one flow run to its end; built by :mod:`iterflow.runtime`."""
+
+    #: Whether a recording sink waits for the run's own states to be committed
+    #: (``FlowRunEvent.sync``); a child run recording through its parent's sink does not.
+    sync_flow_events = True
 
     def __init__(
         self,
@@ -373,8 +378,11 @@ class FlowRunner:
             new = apply_handlers(self.flow, self.flow.state_handlers, old, new, kind="flow")
         self._flow_state = new
         if self.bus is not None:
-            tasks = tuple((t.slug, t.name) for t in self.flow.sorted_tasks()) if initial else ()
-            shape = describe(self.flow) if initial else None
+            flow = self.flow
+            # Both once per graph (core.memo): a child flow starts once per subflow call.
+            tasks = derived(flow, "task_names", lambda: tuple(
+                (t.slug, t.name) for t in flow.sorted_tasks())) if initial else ()
+            shape = derived(flow, "shape", lambda: describe(flow)) if initial else None
             finished: tuple[str, ...] = ()
             if initial and self.resume is not None:
                 finished = tuple(sorted(
@@ -391,6 +399,7 @@ class FlowRunner:
                     resumed=self.resume is not None,
                     finished=finished,
                     shape=shape,
+                    sync=self.sync_flow_events,
                 )
             )
         return new

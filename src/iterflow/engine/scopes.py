@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from iterflow.core.block import CarriedValue, IterationIndex, LoopBlock, block_layout
 from iterflow.core.graph import Edge
+from iterflow.core.memo import derived
 from iterflow.core.parameter import Parameter
 from iterflow.core.state import State
 from iterflow.core.task import Task
@@ -133,7 +134,7 @@ def compile_blocks(flow: Any) -> tuple[Any, dict[LoopBlock, BlockPlan]]:
     runner may be given a flow nobody validated.
     """
     order = flow.sorted_tasks()
-    layout = block_layout(flow, order)
+    layout = derived(flow, "block_layout", lambda: block_layout(flow, order))
     nodes = layout.blocks
     if not nodes:
         return flow, {}

@@ -20,6 +20,7 @@ __all__ = ["TaskLogger"]
 
 _base = logging.getLogger("iterflow.task")
 _now = time.time
+_new_tuple = tuple.__new__
 
 
 class TaskLogger(logging.LoggerAdapter):
@@ -37,6 +38,7 @@ class TaskLogger(logging.LoggerAdapter):
             "flow_name": ctx.get("flow_name"),
             "task_name": ctx.get("task_name"),
             "task_run_id": ctx.get("task_run_id"),
+            "task_run_name": ctx.get("task_run_name"),
             "map_index": ctx.get("map_index"),
             "loop_index": ctx.get("loop_index"),
         }
@@ -48,11 +50,13 @@ class TaskLogger(logging.LoggerAdapter):
         emit = self._emit
         if emit is not None:
             get: Callable[[str], Any] = self._ctx.get
-            emit(MetricEvent(
+            # tuple.__new__ straight away: the named tuple's own __new__ is one
+            # Python call more, and a loop may log several metrics per iteration.
+            emit(_new_tuple(MetricEvent, (
                 get("flow_run_id"), get("task_run_id"), get("task_slug"), get("task_name"),
                 get("map_index"), get("loop_index"), get("block_index"), name, value,
                 _now(),
-            ))
+            )))
 
     def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
         if self._emit is not None:

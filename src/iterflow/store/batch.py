@@ -68,7 +68,7 @@ TASK, FLOW, LOG, MARK, METRIC = range(5)
 #: A task run's state (MARK records hold only their tag and signal: a flush's marker).
 (T_TAG, T_FLOW_RUN_ID, T_TASK_RUN_ID, T_SLUG, T_NAME, T_MAP_INDEX, T_LOOP_INDEX, T_KIND,
  T_ROLE, T_TIME, T_MESSAGE, T_TRACEBACK, T_BLOCK_INDEX, T_STORED, T_LOOP_COUNT,
- T_SIGNAL) = range(16)
+ T_LABEL, T_RUN_NAME, T_SIGNAL) = range(18)
 #: A flow run's state; ``F_TASKS`` is the flow's (slug, name) pairs on its first state,
 #: ``F_SHAPE`` its description for pictures (``iterflow.core.shape``).
 (F_TAG, F_RUN_ID, F_FLOW_NAME, F_KIND, F_TIME, F_MESSAGE, F_PARAMS_JSON, F_PARAMS_STORED,
@@ -76,9 +76,11 @@ TASK, FLOW, LOG, MARK, METRIC = range(5)
 #: A log line.
 (L_TAG, L_FLOW_RUN_ID, L_TASK_RUN_ID, L_SLUG, L_MAP_INDEX, L_LOOP_INDEX, L_LEVEL, L_MESSAGE,
  L_TIME, L_SIGNAL) = range(10)
-#: A metric (``iterflow.log_metric``); run and task run ids in the slots of a TASK record's.
-(M_TAG, M_FLOW_RUN_ID, M_TASK_RUN_ID, M_SLUG, M_MAP_INDEX, M_LOOP_INDEX, M_BLOCK_INDEX, M_NAME,
- M_VALUE, M_TIME, M_SIGNAL) = range(11)
+#: A metric (``iterflow.log_metric``); run and task run ids in the slots of a TASK record's,
+#: then the :class:`~iterflow.events.MetricEvent` itself: a loop may log several per
+#: iteration, and copying its fields into the record cost the task's thread more than
+#: reading them here.
+M_TAG, M_FLOW_RUN_ID, M_TASK_RUN_ID, M_EVENT, M_SIGNAL = range(5)
 #: A :data:`~iterflow.store.results.Stored` value: (serializer, data, path, size, preview).
 S_SERIALIZER, S_DATA, S_PATH, S_SIZE, S_PREVIEW = range(5)
 
@@ -153,21 +155,19 @@ class BatchRecorder:
         run_keys, task_keys = self._run_keys, self._task_keys
         # Flow runs and task runs this batch names that have no key here yet:
         # new ones, or ones an earlier process recorded (a resumed run).
-        new_runs: dict[str, None] = {}
-        new_tasks: dict[str, None] = {}
-        for record in batch:
-            tag = record[0]
-            if tag == TASK or (tag in (LOG, METRIC) and record[L_TASK_RUN_ID] is not None):
-                if record[T_TASK_RUN_ID] not in task_keys:  # same slot in a LOG record
-                    new_tasks[record[T_TASK_RUN_ID]] = None
-                if record[T_FLOW_RUN_ID] not in run_keys:
-                    new_runs[record[T_FLOW_RUN_ID]] = None
-            elif record[F_RUN_ID] not in run_keys:  # a flow run's state, an engine log line
-                new_runs[record[F_RUN_ID]] = None
+        # Comprehensions over the batch, then loops over its few distinct ids: the
+        # writer holds the GIL for this, and a loop's task thread waits for it.
+        # Slot 1 is the run id of every record, slot 2 the task run id of all but a
+        # flow run's state (None for an engine log line). Dicts keep the order.
+        run_ids = dict.fromkeys([r[T_FLOW_RUN_ID] for r in batch])
+        task_ids = dict.fromkeys([r[T_TASK_RUN_ID] for r in batch if r[0] != FLOW])
+        task_ids.pop(None, None)
+        new_runs = {r: None for r in run_ids if r not in run_keys}
+        new_tasks = {t: None for t in task_ids if t not in task_keys}
         keyed_runs: dict[str, int] = {}
         keyed_tasks: dict[str, int] = {}
         finished: list[str] = []
-        touched = {**self.open_runs, **dict.fromkeys(r[T_FLOW_RUN_ID] for r in batch)}
+        touched = {**self.open_runs, **run_ids}
 
         cancels: list[str] = []  # runs someone asked to cancel (read with the heartbeat)
 
@@ -177,8 +177,7 @@ class BatchRecorder:
             keyed_runs.clear()
             keyed_tasks.clear()
             finished.clear()
-            for run_id in touched:
-                self._check_owner(conn, run_id)
+            self._check_owners(conn, touched)
             keyed_runs.update(find_keys(conn, flow_runs, "run_id", new_runs))
             keyed_tasks.update(find_keys(conn, task_runs, "task_run_id", new_tasks))
             unkeyed = [r for r in new_runs if r not in keyed_runs]
@@ -200,6 +199,17 @@ class BatchRecorder:
                         record[T_FLOW_RUN_ID]
                     ]
                     next_id = rows.task_state(record, run_key, task_key, next_id)
+                elif tag == METRIC:
+                    task_run_id = record[M_TASK_RUN_ID]
+                    event = record[M_EVENT]
+                    rows.metrics.append((
+                        next_id,
+                        run_keys.get(record[M_FLOW_RUN_ID]) or keyed_runs[record[M_FLOW_RUN_ID]],
+                        None if task_run_id is None
+                        else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
+                        event.loop_index, event.block_index, event.name, event.value, event.time,
+                    ))
+                    next_id += 1
                 elif tag == LOG:
                     task_run_id = record[L_TASK_RUN_ID]
                     rows.logs.append((
@@ -210,22 +220,12 @@ class BatchRecorder:
                         record[L_LOOP_INDEX], record[L_LEVEL], record[L_MESSAGE], record[L_TIME],
                     ))
                     next_id += 1
-                elif tag == METRIC:
-                    task_run_id = record[M_TASK_RUN_ID]
-                    rows.metrics.append((
-                        next_id,
-                        run_keys.get(record[M_FLOW_RUN_ID]) or keyed_runs[record[M_FLOW_RUN_ID]],
-                        None if task_run_id is None
-                        else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
-                        record[M_LOOP_INDEX], record[M_BLOCK_INDEX], record[M_NAME],
-                        record[M_VALUE], record[M_TIME],
-                    ))
-                    next_id += 1
                 elif tag == FLOW:
                     if record[F_RUN_ID] in self._forget:
                         _forget(conn, record[F_RUN_ID], self._forget[record[F_RUN_ID]])
                     run_key = run_keys.get(record[F_RUN_ID]) or keyed_runs[record[F_RUN_ID]]
-                    next_id = _write_flow(conn, record, run_key, next_id, rows, runs, self.owner)
+                    next_id = _write_flow(record, run_key, next_id, rows, runs, self.owner)
+            _write_flow_rows(conn, rows)
             snapshots: list[tuple[Any, ...]] = []
             for task_run_id, (record, row_id) in rows.latest.items():
                 task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
@@ -281,9 +281,32 @@ class BatchRecorder:
         if cancels:
             asked(cancels)
 
-    def _check_owner(self, conn: sa.Connection, run_id: str) -> None:
-        """Raise :class:`RunTakenOver` if another process has claimed ``run_id``."""
-        row = run_owner.first(conn, (run_id,))
+    def _check_owners(self, conn: sa.Connection, run_ids: dict[str, None]) -> None:
+        """Raise :class:`RunTakenOver` if another process has claimed one of ``run_ids``.
+
+        One run (a plain run's batch) is one prepared statement; many (a batch
+        of child runs) are read a few hundred at a time, in a stable order so
+        that two processes locking rows on PostgreSQL cannot wait on each other.
+        """
+        if len(run_ids) <= 1:
+            for run_id in run_ids:
+                self._check_owner(run_id, run_owner.first(conn, (run_id,)))
+            return
+        ordered = sorted(run_ids)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start:start + 500]
+            found = conn.execute(
+                sa.select(flow_runs.c.run_id, flow_runs.c.owner, flow_runs.c.pid,
+                          flow_runs.c.host)
+                .where(flow_runs.c.run_id.in_(chunk))
+                .order_by(flow_runs.c.run_id)
+                .with_for_update()
+            ).all()
+            for run_id, owner, pid, host in found:
+                self._check_owner(run_id, (owner, pid, host))
+
+    def _check_owner(self, run_id: str, row: Any) -> None:
+        """Raise :class:`RunTakenOver` if ``row`` (owner, pid, host) says another owns it."""
         if row is None or row[0] is None or row[0] == self.owner:
             return  # a new run, one recorded before owners, or ours
         self.open_runs.pop(run_id, None)
@@ -299,8 +322,8 @@ class BatchRecorder:
 class _Rows:
     """The rows of one batch, grouped by the statement that inserts them."""
 
-    __slots__ = ("finished", "first", "latest", "logs", "looped", "looped_rows", "metrics",
-                 "other", "results", "running")
+    __slots__ = ("finished", "first", "flow_runs", "flows", "latest", "logs", "looped",
+                 "looped_rows", "metrics", "other", "results", "running", "shapes")
 
     def __init__(self) -> None:
         self.results: list[tuple[Any, ...]] = []
@@ -311,11 +334,16 @@ class _Rows:
         # id, flow_run, task_run, kind, loop_index, block_index, data, preview, time
         self.finished: list[tuple[Any, ...]] = []
         # id, flow_run, task_run, kind, loop_index, block_index, message, traceback,
-        # serializer, data, preview, result_id, time
+        # serializer, data, preview, result_id, time, label
         self.other: list[tuple[Any, ...]] = []
         # id, flow_run, task_run, loop_index, level, message, time
         self.logs: list[tuple[Any, ...]] = []
         self.metrics: list[tuple[Any, ...]] = []
+        # Flow-level rows, written by _write_flow_rows: the flows by name (the last
+        # task list), each flow-run state's (run id, upsert rules, row), shapes by run.
+        self.flows: dict[str, dict[str, Any]] = {}
+        self.flow_runs: list[tuple[str, tuple[tuple[str, str], ...], dict[str, Any]]] = []
+        self.shapes: dict[str, dict[str, Any]] = {}
         # Per task run: time of its first record; its last record and that
         # record's row id; its last Looped (index, row id).
         self.first: dict[str, float] = {}
@@ -335,7 +363,11 @@ class _Rows:
         self.latest[task_run_id] = (record, row_id)
         stored = record[T_STORED]
         role = record[T_ROLE]
-        if role == ROLE_LOOP:
+        label = record[T_LABEL]
+        if label is not None:  # rare enough: the general statement, which has the column
+            if role == ROLE_LOOP:
+                self.looped[task_run_id] = (record[T_LOOP_INDEX], row_id)
+        elif role == ROLE_LOOP:
             self.looped[task_run_id] = (record[T_LOOP_INDEX], row_id)
             if (stored is not None and stored[S_SERIALIZER] == "pickle"
                     and stored[S_PATH] is None and record[T_BLOCK_INDEX] is None):
@@ -363,7 +395,7 @@ class _Rows:
                 data = None
         self.other.append((row_id, run_key, task_key, record[T_KIND], record[T_LOOP_INDEX],
                            record[T_BLOCK_INDEX], record[T_MESSAGE], record[T_TRACEBACK],
-                           serializer, data, preview, result_id, at))
+                           serializer, data, preview, result_id, at, label))
         return next_id
 
 
@@ -379,7 +411,6 @@ def _forget(conn: sa.Connection, run_id: str, slugs: list[str]) -> None:
 
 
 def _write_flow(
-    conn: sa.Connection,
     record: tuple[Any, ...],
     run_key: int,
     next_id: int,
@@ -387,13 +418,13 @@ def _write_flow(
     runs: dict[str, None],
     owner: str,
 ) -> int:
-    """Upsert the flow run of a FLOW record and add its state row; return the next free id."""
+    """Add the rows of a FLOW record to ``rows`` (:func:`_write_flow_rows`); return the next id."""
     (_, run_id, flow_name, kind, at, message, params_json, params_stored, tasks, source,
      finished, shape, _signal) = record
     if tasks is not None:
-        upsert(conn, flows, "name",
-               [{"name": flow_name, "created": at, "updated": at, "tasks": tasks}],
-               {"created": "old", "updated": "new", "tasks": "new"})
+        known = rows.flows.get(flow_name)
+        rows.flows[flow_name] = {"name": flow_name, "created": known["created"] if known else at,
+                                 "updated": at, "tasks": tasks}
     row_id = next_id
     next_id += 1
     row: dict[str, Any] = {
@@ -418,14 +449,41 @@ def _write_flow(
         row.update(pid=os.getpid(), host=HOST, heartbeat=time.time(), owner=owner)
         rules.update(pid="new", host="new", heartbeat="new", owner="new")
         runs[run_id] = None
-    upsert(conn, flow_runs, "run_id", [row], rules)
+    rows.flow_runs.append((run_id, tuple(rules.items()), row))
     if shape is not None:
-        upsert(conn, flow_run_shapes, "run_id", [{"run_id": run_id, "shape": shape}],
-               {"shape": "new"})
+        rows.shapes[run_id] = {"run_id": run_id, "shape": shape}
     rows.other.append(
-        (row_id, run_key, None, kind, None, None, message, None, None, None, None, None, at)
+        (row_id, run_key, None, kind, None, None, message, None, None, None, None, None, at,
+         None)
     )
     return next_id
+
+
+def _write_flow_rows(conn: sa.Connection, rows: _Rows) -> None:
+    """Upsert a batch's flows, flow runs and their shapes: a statement per kind of row.
+
+    A batch of child runs holds hundreds of flow-run states; one statement
+    each cost more than the rest of the batch. A flow run's states go in
+    the order they came, in *stages* (its first state of the batch in the
+    first statement, its second in the next, ...), so that no statement
+    names a run twice (PostgreSQL refuses an upsert that touches a row twice).
+    """
+    if rows.flows:
+        upsert(conn, flows, "name", list(rows.flows.values()),
+               {"created": "old", "updated": "new", "tasks": "new"})
+    stages: list[dict[tuple[Any, ...], list[dict[str, Any]]]] = []
+    seen: dict[str, int] = {}
+    for run_id, rules, row in rows.flow_runs:
+        stage = seen.get(run_id, 0)
+        seen[run_id] = stage + 1
+        if stage == len(stages):
+            stages.append({})
+        stages[stage].setdefault(rules, []).append(row)
+    for stage_rows in stages:
+        for rules, same in stage_rows.items():
+            upsert(conn, flow_runs, "run_id", same, dict(rules))
+    if rows.shapes:
+        upsert(conn, flow_run_shapes, "run_id", list(rows.shapes.values()), {"shape": "new"})
 
 
 def _task_run_row(
@@ -438,7 +496,7 @@ def _task_run_row(
 ) -> tuple[Any, ...]:
     """The ``task_runs`` row after a batch (in table order), from its last record there."""
     (_, flow_run_id, task_run_id, slug, name, map_index, loop_index, kind, role, at,
-     message, _traceback, _block, _stored, loop_count, _signal) = record
+     message, _traceback, _block, _stored, loop_count, _label, run_name, _signal) = record
     finished = role >= ROLE_END_STRICT
     if not finished:
         loop_count = None
@@ -450,14 +508,14 @@ def _task_run_row(
     return (
         task_run_id, key, flow_run_id, slug, name, map_index, kind, loop_count, loop_index,
         looped_index, looped_transition, row_id if finished else None, started,
-        at if finished else None, message, identity,
+        at if finished else None, message, identity, run_name,
     )
 
 
 _ROW_ORDER = (
     "task_run_id", "id", "flow_run_id", "task_slug", "task_name", "map_index", "state",
     "loop_count", "loop_index", "looped_index", "looped_transition", "result_transition",
-    "started", "ended", "message", "identity",
+    "started", "ended", "message", "identity", "task_run_name",
 )
 # _task_run_row builds its tuple in the table's column order; keep them in step.
 assert _ROW_ORDER == TASK_RUN_COLUMNS, "task_runs columns changed: update _task_run_row"

@@ -251,6 +251,18 @@ def _add_cancel_requests(conn: sa.Connection) -> None:
     _cancel_requests_table(sa.MetaData()).create(conn, checkfirst=True)
 
 
+def _add_names_and_labels(conn: sa.Connection) -> None:
+    """Add ``task_runs.task_run_name`` and ``state_transitions.label`` (both NULL before).
+
+    New nullable columns only, so it applies whatever migrations ran before
+    it; a column already there is left alone.
+    """
+    inspector = sa.inspect(conn)
+    for table, column in (("task_runs", "task_run_name"), ("state_transitions", "label")):
+        if column not in {c["name"] for c in inspector.get_columns(table)}:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+
+
 #: Ordered migrations: ``MIGRATIONS[i]`` upgrades a store from version i+1 to i+2.
 MIGRATIONS: tuple[Migration, ...] = (
     _v2_results_in_state_rows,
@@ -261,6 +273,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _add_flow_run_parents,
     _add_rewinds,
     _add_metrics,
+    _add_names_and_labels,
     _add_cancel_requests,
 )
 #: The version this code writes and reads.

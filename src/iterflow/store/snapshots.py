@@ -86,11 +86,12 @@ def snapshot(
 
 
 def snapshot_parameters(
-    params: dict[str, Any], results_dir: Path
+    params: dict[str, Any], results_dir: Callable[[], Path]
 ) -> tuple[dict[str, Any], Stored | None]:
     """A run's parameters as JSON to show, and their pickled originals when JSON is not exact.
 
-    ``results_dir`` is the run's directory for values too big for the database.
+    ``results_dir()`` is the run's directory for values too big for the database
+    (asked for only then: most runs' parameters are plain JSON).
     """
     try:
         as_json = json.loads(json.dumps(params))
@@ -108,7 +109,7 @@ def snapshot_parameters(
         except (TypeError, ValueError):
             shown[str(key)] = preview(value)
     try:
-        stored = make_stored(dict(params), "pickle", lambda: results_dir)
+        stored = make_stored(dict(params), "pickle", results_dir)
     except StoreError:
         raise
     except Exception:

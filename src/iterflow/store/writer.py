@@ -43,6 +43,18 @@ must be visible — with its pid — before any task runs, and its end before
 ``flow.run()`` returns), except a child run's (``sync=False``: its parent's
 own events, written after it, cover it). :meth:`flush` waits for everything queued.
 
+One history per task run
+------------------------
+Once this sink has recorded a task run's ``Success``, ``Cached`` or ``Mapped``
+state, it refuses any later non-final state of that task run — the late
+``Running`` of a rerun that a Dask worker's loss set off after the task run
+had finished — and says so: a warning on the ``iterflow.store`` logger and
+in the run's log, naming the task run. Only this sink's own records count: a
+resumed run (a new driver), a rewind and a retry start from what the store
+holds. A ``Failed``, ``Cancelled`` or ``Crashed`` task run is not guarded: a
+retried subflow task resumes its child run through its parent's sink, and
+reopens exactly those.
+
 Each run records this sink's owner token; once a resume elsewhere has
 claimed the run, the sink's next transaction writes nothing and the sink
 stops with :class:`~iterflow.errors.RunTakenOver` (see :mod:`iterflow.store.batch`).
@@ -58,6 +70,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import pickle
 import threading
 import uuid
@@ -120,6 +133,7 @@ _SCALARS = SCALARS  # a module global: one lookup less in handle()
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 _MAX_PENDING_BYTES = 64 * 1024 * 1024
+_log = logging.getLogger("iterflow.store")
 # What _prepare returns for an event that is not recorded.
 _NOT_RECORDED: Any = object()
 
@@ -177,6 +191,10 @@ class StoreSink:
         # which Running to skip. Entries leave when the task run finishes, so
         # this never outgrows the task runs in flight.
         self._last_role: dict[str, int] = {}
+        # Task runs whose Success, Cached or Mapped this sink recorded: no later
+        # non-final state of theirs is recorded (see "One history per task run").
+        # A flow run's entries leave when it ends.
+        self._done: set[str] = set()
         self._error: StoreError | None = None
         self._error_seen = False
         self._closed = False
@@ -215,6 +233,9 @@ class StoreSink:
             kind_name, role = _ROLES.get(type(state)) or _role_of(type(state))
             task_run_id = event.task_run_id
             signal: threading.Event | None = None
+            if task_run_id in self._done and ROLE_SKIP < role < ROLE_END_STRICT:
+                self._refuse(event, kind_name)
+                return
             if role == ROLE_LOOP and not event.sync:
                 # The hot path, once per iteration in the task's thread. A number
                 # is snapshotted here; anything else through _snapshot.
@@ -246,25 +267,33 @@ class StoreSink:
                 (TASK, event.flow_run_id, task_run_id, event.task_slug, event.task_name,
                  event.map_index, event.loop_index, kind_name, role, state.timestamp,
                  state.message, state.traceback, event.block_index, stored, state.loop_count,
-                 signal)
+                 event.label, event.task_run_name, signal)
             )
-            if len(buffer) >= self.batch_size:
+            n = len(buffer)
+            # Wake the writer once per batch_size records (it drains all that waits),
+            # and check for back-pressure at the limits: a writer behind a fast loop
+            # once cost every record a call here.
+            if n >= self.batch_size and (
+                not n % self.batch_size or n >= self.max_pending
+                or self._big_bytes > _MAX_PENDING_BYTES
+            ):
                 self._wake_writer()
             if signal is not None:
                 self._wake.set()
                 self._wait(signal)
+        elif cls is MetricEvent:
+            # A loop may log several per iteration: the event itself is the record's
+            # payload (see batch.M_EVENT), and the writer is woken only per batch.
+            buffer = self._buffer
+            buffer.append((METRIC, event.flow_run_id, event.task_run_id, event, None))
+            if not len(buffer) % self.batch_size or len(buffer) >= self.max_pending:
+                self._wake_writer()
         elif cls is FlowRunEvent:
             self._flow_event(event)
         elif cls is LogEvent:
             self._put(
                 (LOG, event.flow_run_id, event.task_run_id, event.task_slug, event.map_index,
                  event.loop_index, event.level, event.message, event.time, None),
-                None,
-            )
-        elif cls is MetricEvent:
-            self._put(
-                (METRIC, event.flow_run_id, event.task_run_id, event.task_slug, event.map_index,
-                 event.loop_index, event.block_index, event.name, event.value, event.time, None),
                 None,
             )
         # Anything else is not ours to record.
@@ -300,9 +329,26 @@ class StoreSink:
             last[task_run_id] = ROLE_KEEP
         else:
             last.pop(task_run_id, None)
+            if role != ROLE_END:
+                self._done.add(task_run_id)
         if state.result is None or role == ROLE_END_MAPPED:
             return None
         return self._snapshot(event, state.result, role == ROLE_END_STRICT)
+
+    def _refuse(self, event: TaskRunEvent, kind_name: str) -> None:
+        """Do not record ``event``, a non-final state after its task run finished; say so."""
+        message = (
+            f"Ignored a late {kind_name} state of task run {event.task_run_id} "
+            f"(task {event.task_name!r}, iteration {event.loop_index}): its final state "
+            f"is recorded already. A rerun of a finished task run (e.g. after a Dask "
+            f"worker was lost) does not rewrite its history."
+        )
+        _log.warning(message)
+        self._put(
+            (LOG, event.flow_run_id, event.task_run_id, event.task_slug, event.map_index,
+             event.loop_index, logging.WARNING, message, event.state.timestamp, None),
+            None,
+        )
 
     def _snapshot(self, event: TaskRunEvent, value: Any, strict: bool) -> Stored:
         stored = snapshot(event, value, strict, self.store.run_results_dir)
@@ -331,11 +377,14 @@ class StoreSink:
         elif finished and run_id in self._driving:
             self._driving.discard(run_id)
             driving(run_id, self.owner, False)
+        if finished and self._done:
+            prefix = run_id + "/"
+            self._done.difference_update([t for t in self._done if t.startswith(prefix)])
         params_json = params_stored = None
         # A resumed run sends its original parameters again; they are recorded already.
         if event.parameters is not None and not event.resumed:
             params_json, params_stored = snapshot_parameters(
-                event.parameters, self.store.run_results_dir(event.flow_run_id)
+                event.parameters, lambda: self.store.run_results_dir(event.flow_run_id)
             )
         signal = threading.Event() if event.sync else None
         self._put(

@@ -1,0 +1,104 @@
+"""Many child runs' states in one of the writer's batches: each run's rows come out whole.
+
+A parent mapping a child flow over many inputs hands the writer, in one batch,
+the first and last states of many flow runs (often both of the same run) and
+the same flow's task list again and again. They are written a statement per
+kind of row, in stages; these tests check that nothing of it is lost or
+reordered: every child ends ``Success`` with its own parameters, its shape and
+its end time, and the flow's row keeps the latest task list.
+"""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from iterflow import Flow, Parameter, task
+from iterflow.errors import RunTakenOver
+from iterflow.store import open_store
+from iterflow.store.batch import FLOW, BatchRecorder
+from iterflow.store.children import child_runs
+from iterflow.store.schema import flow_run_shapes, flow_runs, flows
+
+
+@task
+def double(x):
+    return 2 * x
+
+
+def test_a_map_of_many_children_records_each_child_run_whole(store_url):
+    with Flow("doubler") as child:
+        double(Parameter("x"))
+    with Flow("parent") as parent:
+        child.map(x=list(range(150)))
+    state = parent.run(store=store_url)
+    assert state.is_successful(), state
+    store = open_store(store_url)
+    try:
+        children = child_runs(state.run_id, store=store)
+        assert len(children) == 150
+        runs = {c.run_id: store.get_run(c.run_id) for c in children}
+        assert {r.state for r in runs.values()} == {"Success"}
+        assert all(r.ended is not None and r.ended >= r.started for r in runs.values())
+        assert sorted(r.parameters["x"] for r in runs.values()) == list(range(150))
+        assert all(r.flow_name == "doubler" for r in runs.values())
+        # Each child's task runs are recorded, with the child's value.
+        first = next(iter(runs))
+        assert {t.task_slug: t.state for t in store.task_runs(first)} == {
+            "x": "Success", "double": "Success",
+        }
+        with store.engine.connect() as conn:
+            shapes = conn.execute(
+                sa.select(flow_run_shapes.c.run_id).where(flow_run_shapes.c.run_id.in_(runs))
+            ).scalars().all()
+            assert set(shapes) == set(runs)
+            tasks = conn.execute(sa.select(flows.c.tasks).where(flows.c.name == "doubler"))
+            assert tasks.scalar_one() == [["x", "x"], ["double", "double"]]
+    finally:
+        store.close()
+
+
+def test_a_child_flow_changed_between_runs_records_its_new_task_list(store_url):
+    with Flow("grower") as child:
+        double(Parameter("x"))
+    with Flow("parent") as parent:
+        child.map(x=[1, 2, 3])
+    assert parent.run(store=store_url).is_successful()
+    with child:
+        double(3)  # a task added to the child after it ran
+    state = parent.run(store=store_url)
+    assert state.is_successful(), state
+    store = open_store(store_url)
+    try:
+        with store.engine.connect() as conn:
+            tasks = conn.execute(sa.select(flows.c.tasks).where(flows.c.name == "grower"))
+            assert [slug for slug, _ in tasks.scalar_one()] == ["x", "double", "double-2"]
+        latest = child_runs(state.run_id, store=store)[0].run_id
+        assert {t.task_slug for t in store.task_runs(latest)} == {"x", "double", "double-2"}
+    finally:
+        store.close()
+
+
+def _flow_record(run_id: str, kind: str, at: float, finished: bool = False) -> tuple:
+    return (FLOW, run_id, "f", kind, at, None, None, None, None, None, finished, None, None)
+
+
+def test_a_batch_of_several_runs_refuses_all_when_one_was_taken_over(store_url):
+    # A parent and its children share one writer: their owners are read in one
+    # query, and one run resumed elsewhere stops the whole batch, naming that run.
+    store = open_store(store_url)
+    try:
+        recorder = BatchRecorder(store.write, 30.0, owner="a" * 32)
+        recorder.commit([_flow_record(f"run-{i}", "Running", 1.0 + i) for i in range(3)], 3)
+        with store.engine.begin() as conn:
+            conn.execute(sa.update(flow_runs).where(flow_runs.c.run_id == "run-1")
+                         .values(owner="b" * 32, pid=4242, host="elsewhere"))
+        with pytest.raises(RunTakenOver, match=r"run-1 .*pid 4242 on elsewhere"):
+            recorder.commit(
+                [_flow_record(f"run-{i}", "Success", 9.0, finished=True) for i in range(3)], 3
+            )
+        with store.engine.connect() as conn:
+            states = dict(conn.execute(sa.select(flow_runs.c.run_id, flow_runs.c.state)).all())
+        assert states == {"run-0": "Running", "run-1": "Running", "run-2": "Running"}
+    finally:
+        store.close()
