@@ -314,7 +314,8 @@ def run_flow(
             on_runner(runner)
         try:
             # A child run (given its parent's cancel event) is inside the parent's handler.
-            with started, _sigterm_cancels() if cancel is None else contextlib.nullcontext():
+            with started, _sigterm_cancels() if cancel is None else contextlib.nullcontext(), \
+                    _cancel_requests_stop(runner, run_store if cancel is None else None):
                 state = runner.run()
         finally:
             if env is not None:
@@ -483,6 +484,19 @@ def _check_max_concurrency(flow: Any, value: Any) -> None:
             f"flow {flow.name!r}: max_concurrency must be an int >= 1 (how many async tasks "
             f"are awaited at once), got {value!r}"
         )
+
+
+def _cancel_requests_stop(runner: Any, run_store: Any) -> Any:
+    """While the run goes on, ``iterflow cancel RUN`` (read by the store's heartbeat) stops it.
+
+    Only a run of its own (not a child run, ``run_store`` None): child runs
+    share their parent's cancel flag, so they stop with it.
+    """
+    if run_store is None:
+        return contextlib.nullcontext()
+    from iterflow.store.cancel_watch import watch
+
+    return watch(runner.run_id, runner.stop)
 
 
 @contextlib.contextmanager

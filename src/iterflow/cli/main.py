@@ -1,7 +1,8 @@
 """The ``iterflow`` command: a click group and the policy for errors and exit codes.
 
 Commands live one group per module (:mod:`~iterflow.cli.run`: ``run`` and
-``resume``; :mod:`~iterflow.cli.history`: ``runs``, ``show`` and ``delete``;
+``resume``; :mod:`~iterflow.cli.cancel`: ``cancel``; :mod:`~iterflow.cli.history`:
+``runs``, ``show`` and ``delete``;
 :mod:`~iterflow.cli.logs`: ``logs``; :mod:`~iterflow.cli.serve`: ``serve`` and
 ``schedules``). Each imports rich, the runtime and the
 store inside its function, so ``iterflow --help`` costs little more than
@@ -23,7 +24,7 @@ from typing import Any
 import click
 
 from iterflow import __version__
-from iterflow.cli import history, logs, run, serve, ui, visualize
+from iterflow.cli import cancel, history, logs, run, serve, ui, visualize
 from iterflow.cli.common import (
     DEBUG_KEY,
     EXIT_CANCELLED,
@@ -124,6 +125,7 @@ def cli() -> None:
 
 cli.add_command(run.run_command)
 cli.add_command(run.resume_command)
+cli.add_command(cancel.cancel_command)
 cli.add_command(history.runs_command)
 cli.add_command(history.show_command)
 cli.add_command(history.delete_command)

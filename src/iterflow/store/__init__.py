@@ -22,7 +22,9 @@ reading returns), :mod:`~iterflow.store.liveness` (hosts, pids, heartbeats),
 :mod:`~iterflow.store.api` (the questions as functions taking ``store=``),
 :mod:`~iterflow.store.paging` (long iteration histories, a page at a time),
 :mod:`~iterflow.store.serving` (schedule ticks, ``serve`` leases, run triggers),
-:mod:`~iterflow.store.retention` (deleting runs), :mod:`~iterflow.store.db`
+:mod:`~iterflow.store.retention` (deleting runs),
+:mod:`~iterflow.store.cancelling` and :mod:`~iterflow.store.cancel_watch`
+(``iterflow cancel``: asking a run's process to stop), :mod:`~iterflow.store.db`
 (connections, transactions, errors), :mod:`~iterflow.store.dashboard` and
 :mod:`~iterflow.store.dashboard_loops` (what ``iterflow ui`` shows: pages, shapes,
 loop summaries).
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
         resume_point,
         task_runs,
     )
+    from iterflow.store.cancelling import request_cancel
     from iterflow.store.dashboard import (
         change_marker,
         flow_names,
@@ -132,6 +135,7 @@ __all__ = [
     "metrics",
     "open_store",
     "record_trigger",
+    "request_cancel",
     "resume_point",
     "run_shape",
     "runs_older_than",
@@ -149,6 +153,7 @@ _HOME = {
     "StoreSink": "writer",
     "SCHEMA_VERSION": "migrations",
     "delete_run": "retention",
+    "request_cancel": "cancelling",
     "runs_older_than": "retention",
     "iter_iterations": "paging",
     "iter_iteration_dicts": "paging",

@@ -38,6 +38,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from iterflow.errors import RunTakenOver
+from iterflow.store.cancel_watch import asked, cancel_asked
 from iterflow.store.liveness import HOST
 from iterflow.store.schema import flow_run_shapes, flow_runs, flows, task_runs
 from iterflow.store.statements import (
@@ -168,8 +169,11 @@ class BatchRecorder:
         finished: list[str] = []
         touched = {**self.open_runs, **run_ids}
 
+        cancels: list[str] = []  # runs someone asked to cancel (read with the heartbeat)
+
         def transaction(conn: sa.Connection) -> None:
             # Everything is rebuilt on each attempt: a retry gets fresh ids.
+            cancels.clear()
             keyed_runs.clear()
             keyed_tasks.clear()
             finished.clear()
@@ -251,6 +255,7 @@ class BatchRecorder:
                     .where(flow_runs.c.run_id.in_(list(runs)))
                     .values(heartbeat=time.time())
                 )
+                cancels.extend(cancel_asked(conn, list(runs), self.owner))
             committed_runs.clear()
             committed_runs.update(runs)
 
@@ -273,6 +278,8 @@ class BatchRecorder:
                     del task_keys[task_run_id]
         if beat:
             self._next_beat = time.monotonic() + self.heartbeat_interval
+        if cancels:
+            asked(cancels)
 
     def _check_owners(self, conn: sa.Connection, run_ids: dict[str, None]) -> None:
         """Raise :class:`RunTakenOver` if another process has claimed one of ``run_ids``.

@@ -34,6 +34,7 @@ from iterflow.store.schema import (
     _ID,
     _OUR_TABLES,
     _TIME,
+    _cancel_requests_table,
     _flow_run_shapes_table,
     _metrics_table,
     _parent_links_table,
@@ -242,6 +243,14 @@ def _add_metrics(conn: sa.Connection) -> None:
     _metrics_table(sa.MetaData()).create(conn)
 
 
+def _add_cancel_requests(conn: sa.Connection) -> None:
+    """Add the ``cancel_requests`` table (``iterflow cancel RUN``) unless it is there.
+
+    A new table only, so it applies whatever other migrations ran before it.
+    """
+    _cancel_requests_table(sa.MetaData()).create(conn, checkfirst=True)
+
+
 def _add_names_and_labels(conn: sa.Connection) -> None:
     """Add ``task_runs.task_run_name`` and ``state_transitions.label`` (both NULL before).
 
@@ -265,6 +274,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _add_rewinds,
     _add_metrics,
     _add_names_and_labels,
+    _add_cancel_requests,
 )
 #: The version this code writes and reads.
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

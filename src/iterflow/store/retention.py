@@ -23,6 +23,7 @@ from iterflow.store.liveness import LIVE, run_info
 from iterflow.store.lookup import find_run
 from iterflow.store.runstore import RunStore, using_store
 from iterflow.store.schema import (
+    cancel_requests,
     flow_run_parents,
     flow_run_shapes,
     flow_runs,
@@ -77,6 +78,8 @@ def delete_run(run_id: str, *, store: RunStore | str | None = None) -> str:
                 conn.execute(sa.delete(results).where(results.c.id.in_(chunk)))
             conn.execute(sa.delete(flow_run_shapes).where(
                 flow_run_shapes.c.run_id == row.run_id))
+            conn.execute(sa.delete(cancel_requests).where(
+                cancel_requests.c.run_id == row.run_id))
             conn.execute(sa.delete(flow_runs).where(flow_runs.c.run_id == row.run_id))
             # Its own link to a parent, and its children's to it: they become top-level
             # runs, listed by `iterflow runs` and deletable in their turn.

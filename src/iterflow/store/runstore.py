@@ -89,6 +89,23 @@ def open_store(url: str | None = None, **options: Any) -> RunStore:
     return RunStore(url or default_url(), **options)
 
 
+def heartbeat_interval() -> float:
+    """Seconds between a driving process's heartbeats: ``$ITERFLOW_HEARTBEAT``, else 5."""
+    given = os.environ.get("ITERFLOW_HEARTBEAT", "").strip()
+    if not given:
+        return 5.0
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise StoreError(
+            f"ITERFLOW_HEARTBEAT={given!r} is not a number of seconds above 0; set it to "
+            f"e.g. 5 (the default), or unset it."
+        )
+    return seconds
+
+
 @contextlib.contextmanager
 def using_store(store: RunStore | str | None) -> Iterator[RunStore]:
     """``store`` as an open :class:`RunStore`: itself, or one opened (and closed after).
@@ -225,10 +242,14 @@ class RunStore(StoreReaders):
         ``options`` go to the sink: ``batch_interval``, ``batch_size``,
         ``max_pending``, ``max_batch``, ``heartbeat_interval``, ``owner``,
         ``identities``, ``forget``, ``previews_only`` (slugs of tasks with
-        ``checkpoint=False``).
+        ``checkpoint=False``). ``heartbeat_interval`` defaults to
+        ``$ITERFLOW_HEARTBEAT`` seconds, else 5 (the heartbeat also reads the
+        run's cancel requests: ``iterflow cancel`` takes up to two of them).
         """
         if self.read_only:
             raise StoreError(db.read_only_message(self.name))
+        if "heartbeat_interval" not in options:
+            options["heartbeat_interval"] = heartbeat_interval()
         return StoreSink(self, **options)
 
     def checkpoint_source(self) -> CheckpointSource:

@@ -351,6 +351,22 @@ def _rewinds_table(meta: sa.MetaData) -> sa.Table:
 rewinds = _rewinds_table(metadata)
 
 
+def _cancel_requests_table(meta: sa.MetaData) -> sa.Table:
+    # One row per run someone asked to cancel (``iterflow cancel RUN``). ``owner`` is
+    # the run's owner token when asked: only the process driving it under that token
+    # acts on it, so a later resume (a new token) is not cancelled by an old request.
+    return sa.Table(
+        "cancel_requests",
+        meta,
+        sa.Column("run_id", sa.String, primary_key=True),
+        sa.Column("owner", sa.String),
+        sa.Column("requested", _TIME, nullable=False),
+    )
+
+
+cancel_requests = _cancel_requests_table(metadata)
+
+
 
 _OUR_TABLES = frozenset(metadata.tables)
 _SQLITE_MAGIC = b"SQLite format 3\x00"

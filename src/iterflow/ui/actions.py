@@ -25,12 +25,17 @@ state changes.
   gives the command.
 * **Delete** asks first (a confirmation page, itself a plain ``GET``), then
   calls :func:`iterflow.store.delete_run`.
+* **Rewind to here**, on the iteration page of a looping task (or loop
+  block) of a run that is not live, starts ``iterflow resume RUN
+  --from-iteration K --task NAME`` as a detached process when the run's
+  source is known; otherwise the message gives the command.
 """
 
 from __future__ import annotations
 
 import hmac
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -48,9 +53,10 @@ if TYPE_CHECKING:
     from iterflow.ui.app import Dashboard
 
 __all__ = ["CSRF_COOKIE", "NOTICES", "cancel", "delete", "delete_page", "page_context",
-           "resume", "set_csrf_cookie"]
+           "resume", "rewind", "rewind_context", "set_csrf_cookie"]
 
 CSRF_COOKIE = "iterflow_csrf"
+_SLUG = re.compile(r"[\w.-]{1,200}")
 LIVE = frozenset({"Running", "Pending"})
 RESUMABLE = frozenset({"Failed", "Cancelled", "Crashed", "TimedOut", "TriggerFailed"})
 
@@ -63,6 +69,13 @@ NOTICES = {
     "resume-started": "Resuming: iterflow resume {run} started (process {pid}).",
     "resume-command": "The run's source is unknown here; type: iterflow resume {run}",
     "not-resumable": "Only a failed, cancelled or crashed run can be resumed.",
+    "cancelled-dead": "The run's process had gone: the run is marked Cancelled.",
+    "cancel-refused": "The run could not be cancelled (it has finished meanwhile).",
+    "rewind-started": "Rewinding: iterflow resume {run} --from-iteration {k} --task {task} "
+                      "started (process {pid}).",
+    "rewind-command": "The run's source is unknown here; type: iterflow resume {run} "
+                      "--from-iteration {k} --task {task}",
+    "rewind-live": "The run is still running: cancel it before rewinding it.",
     "delete-refused": "The run could not be deleted (it may still be running).",
     "deleted": "Deleted run {run}.",
 }
@@ -96,8 +109,12 @@ def page_context(request: Request, dash: Dashboard, run: Any) -> dict[str, Any]:
     code = request.query_params.get("done", "")
     notice = NOTICES.get(code)
     if notice is not None:
-        pid = request.query_params.get("pid", "")
-        notice = notice.format(run=run.run_id, pid=pid if pid.isdigit() else "?")
+        q = request.query_params
+        pid, k, task = q.get("pid", ""), q.get("k", ""), q.get("task", "")
+        # Only digits and task slugs come from the query (never free text).
+        notice = notice.format(run=run.run_id, pid=pid if pid.isdigit() else "?",
+                               k=k if k.isdigit() else "K",
+                               task=task if _SLUG.fullmatch(task) else "NAME")
     return {
         "csrf": csrf_token(request),
         "writable": dash.writable,
@@ -160,8 +177,11 @@ async def cancel(request: Request) -> Response:
     request_cancel = getattr(iterflow.store, "request_cancel", None)
     if request_cancel is None:
         return _back(run.run_id, "cancel-command")
-    request_cancel(run.run_id, store=_dash(request).store)
-    return _back(run.run_id, "cancel-requested")
+    try:
+        outcome = request_cancel(run.run_id, store=_dash(request).store)
+    except StoreError:  # it finished between the page and the click
+        return _back(run.run_id, "cancel-refused")
+    return _back(run.run_id, "cancel-requested" if outcome == "requested" else "cancelled-dead")
 
 
 async def resume(request: Request) -> Response:
@@ -171,16 +191,56 @@ async def resume(request: Request) -> Response:
         return _back(run.run_id, "not-resumable")
     if not run.source:
         return _back(run.run_id, "resume-command")
+    pid = _detached(request, ["resume", run.run_id])
+    return _back(run.run_id, "resume-started", pid=pid)
+
+
+def _detached(request: Request, args: list[str]) -> int:
+    """Start ``iterflow ARGS`` in its own session, on this dashboard's store; its pid."""
     env = dict(os.environ, ITERFLOW_STORE_URL=_dash(request).store.url, NO_COLOR="1")
     # Its own session: the resumed run outlives this request and the dashboard.
     process = subprocess.Popen(
-        [sys.executable, "-m", "iterflow", "resume", run.run_id], env=env,
+        [sys.executable, "-m", "iterflow", *args], env=env,
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True,
     )
     # Reap it when it ends, so no zombie stays behind while the dashboard runs.
     threading.Thread(target=process.wait, daemon=True, name="iterflow-resume").start()
-    return _back(run.run_id, "resume-started", pid=process.pid)
+    return process.pid
+
+
+def rewind_context(request: Request, dash: Dashboard, run: Any, row: Any) -> dict[str, Any]:
+    """What the iteration page's "rewind to here" button needs (None: not offered).
+
+    Offered for a task run of the run's own flow (not a mapped child, not a
+    task inside a loop block's iteration) that looped or is a loop block.
+    """
+    top = row.map_index is None and row.task_run_id == f"{run.run_id}/{row.task_slug}"
+    if not top or row.looped_index is None:  # what a rewind can start again
+        return {}
+    return {"csrf": csrf_token(request), "writable": dash.writable,
+            "can_rewind": run.state not in LIVE}
+
+
+async def rewind(request: Request) -> Response:
+    """``POST /runs/<run>/rewind/<k>/<task>``: ``iterflow resume RUN --from-iteration K``."""
+    run = await _checked(request)
+    index, task = request.path_params["index"], request.path_params["task"]
+    if not _SLUG.fullmatch(task):
+        raise HTTPException(404, f"Run {run.run_id} has no looping task {task!r}.")
+    from iterflow.store import task_run_row
+
+    row = task_run_row(_dash(request).store, f"{run.run_id}/{task}")
+    if row is None or not rewind_context(request, _dash(request), run, row):
+        raise HTTPException(404, f"Run {run.run_id} has no looping task {task!r} to rewind.")
+    where = {"k": index, "task": row.task_slug}
+    if run.state in LIVE:
+        return _back(run.run_id, "rewind-live", **where)
+    if not run.source:
+        return _back(run.run_id, "rewind-command", **where)
+    pid = _detached(request, ["resume", run.run_id, "--from-iteration", str(index),
+                              "--task", row.task_slug])
+    return _back(run.run_id, "rewind-started", pid=pid, **where)
 
 
 def delete_page(request: Request) -> Response:

@@ -21,6 +21,7 @@ Routes (``<task>`` is a task run id without the run id: ``grind``,
     /runs/<run>/events                      its live fragments (SSE)
     /runs/<run>/cancel, /resume             POST: actions (iterflow.ui.actions)
     /runs/<run>/delete                      GET: confirm; POST: delete
+    /runs/<run>/rewind/<n>/<task>           POST: rewind to iteration n
     /runs/<run>/graph.svg                   the flow's graph
     /runs/<run>/logs                        logs: task, iteration, level, text; by id
     /runs/<run>/logs/events                 new log lines, followed live (SSE)
@@ -170,6 +171,8 @@ def create_app(
         Route("/runs/{run_id}/delete", actions.delete_page, methods=["GET"],
               name="delete_page"),
         Route("/runs/{run_id}/delete", actions.delete, methods=["POST"], name="delete"),
+        Route("/runs/{run_id}/rewind/{index:int}/{task:path}", actions.rewind,
+              methods=["POST"], name="rewind"),
         Route("/runs/{run_id}/graph.svg", views.graph_svg, name="graph"),
         Route("/runs/{run_id}/logs", views.logs_page, name="logs"),
         Route("/runs/{run_id}/logs/events", views.logs_events, name="logs_events"),

@@ -253,13 +253,18 @@ def run_page(request: Request) -> Response:
 
 def run_events(request: Request) -> Response:
     """``/runs/<run>/events``: header, tasks and panels as they change; ``end`` at the end."""
+    from iterflow.ui import actions
+
     dash = _dash(request)
     run_id = _run(dash, request.path_params["run_id"]).run_id
 
     def render() -> tuple[dict[str, str], bool]:
         context = _run_context(dash, run_id, defer=False)
+        # The buttons follow the state (Cancel while live; Resume, Delete after).
+        buttons = actions.page_context(request, dash, context["run"])
         fragments = {
             "header": dash.render("_run_header.html", **context),
+            "actions": dash.render("_actions.html", run=context["run"], actions=buttons),
             "tasks": dash.render("_tasks.html", **context),
             "children": dash.render("_subflows.html", **context),
             "graph": context["graph"],
@@ -362,9 +367,13 @@ def iteration_page(request: Request) -> Response:
     if not detail["states"] and not detail["body"]:
         raise HTTPException(404, f"Task run {task!r} of run {run_id} has no iteration {index}.")
     lines = log_page(dash.store, run_id, task_run_key=row.id, iteration=index, limit=_PAGE)
-    return _html(dash, "iteration.html", run=run, row=row, task=task, index=index,
+    from iterflow.ui import actions
+
+    page = _html(dash, "iteration.html", run=run, row=row, task=task, index=index,
                  detail=detail, logs=lines, run_path=run_id,
-                 children=_children_of(dash, run_id, detail["body"]))
+                 children=_children_of(dash, run_id, detail["body"]),
+                 rewind=actions.rewind_context(request, dash, run, row))
+    return actions.set_csrf_cookie(request, page)
 
 
 def _children_of(dash: Dashboard, run_id: str, body: Any) -> list[Any]:

@@ -308,6 +308,12 @@ class DaskExecutor(Executor):
         stream.drain(block=False)
         ready = self._done & jobs
         while not ready:
+            flag = self._cancel_flag
+            if flag is not None and flag.is_set() and self._stop_at is None:
+                # Cancelled from another thread (iterflow cancel): the runner records the
+                # run Cancelled. Once only: a wait after this one waits for the results.
+                self._stop_jobs()
+                break
             idle = not stream.drain(block=True)
             if idle:
                 self._let_go()
