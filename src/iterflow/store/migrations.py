@@ -242,6 +242,20 @@ def _add_metrics(conn: sa.Connection) -> None:
     _metrics_table(sa.MetaData()).create(conn)
 
 
+def _metrics_dashboard_indexes(conn: sa.Connection) -> None:
+    """Index ``metrics`` for the dashboard's charts: by task run and iteration, and by
+    flow run and block iteration (:mod:`iterflow.store.dashboard_metrics`).
+
+    Only indexes, created if missing, so it applies whatever migrations ran before it.
+    """
+    conn.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS ix_metrics_task_run ON metrics (task_run, loop_index, id)"
+    )
+    conn.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS ix_metrics_block ON metrics (flow_run, block_index)"
+    )
+
+
 #: Ordered migrations: ``MIGRATIONS[i]`` upgrades a store from version i+1 to i+2.
 MIGRATIONS: tuple[Migration, ...] = (
     _v2_results_in_state_rows,
@@ -252,6 +266,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _add_flow_run_parents,
     _add_rewinds,
     _add_metrics,
+    _metrics_dashboard_indexes,
 )
 #: The version this code writes and reads.
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
