@@ -115,3 +115,4 @@ def metric_cells(store: RunStore, key: int, task_run_id: str, indexes: Iterable[
     for x, name, value in _rows(store, key, task_run_id, wanted[0], wanted[-1], wanted):
         cells.setdefault(x, {})[name] = float(value)
     return cells
+

@@ -3,7 +3,8 @@
 // data-src for the series (JSON, downsampled on the server, extremes kept); one
 // chart per series. Drag across a chart to zoom: the narrower range is asked for
 // again, so zooming in shows full detail. "Whole loop" goes back. While the run
-// is live (data-live), the charts are refreshed every two seconds unless zoomed.
+// is live (data-live), the charts are refreshed unless zoomed: each time the live
+// stream (SSE, through htmx) swaps in the panel's new summary, else every two seconds.
 // A file of its own: the page's Content-Security-Policy allows no inline script.
 (function () {
   "use strict";
@@ -68,16 +69,29 @@
 
   function load(box, range) {
     box.zoomed = range;
-    fetchSeries(box, range).then(function (data) { render(box, data, range); });
+    box.busy = true;
+    box.loaded = Date.now();
+    fetchSeries(box, range).then(function (data) {
+      box.busy = false;
+      // A zoom asked for meanwhile wins over a live refresh of the whole loop.
+      if (box.zoomed === range) { render(box, data, range); }
+    }, function () { box.busy = false; });
+  }
+
+  function refresh(box) {
+    if (!box.zoomed && !box.busy && document.body.contains(box)) { load(box, null); }
   }
 
   function start() {
     document.querySelectorAll("div.charts[data-src]").forEach(function (box) {
       load(box, null);
       if (box.dataset.live) {
+        var panel = box.closest("section") || document.body;
+        // The live stream swapped this panel's summary in: there are new iterations.
+        panel.addEventListener("htmx:afterSwap", function () { refresh(box); });
         var timer = setInterval(function () {
           if (!document.body.contains(box)) { clearInterval(timer); return; }
-          if (!box.zoomed) { load(box, null); }
+          if (Date.now() - box.loaded >= 2000) { refresh(box); }
         }, 2000);
       }
     });
