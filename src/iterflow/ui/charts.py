@@ -76,7 +76,7 @@ def _bound(value: str | None) -> int | None:
 def series_json(request: Request) -> Response:
     """``/runs/<run>/series/<task>``: the loop's series, downsampled (module doc)."""
     from iterflow.store import loop_series
-    from iterflow.store.dashboard_metrics import metric_series
+    from iterflow.store.dashboard_metrics import has_metrics, metric_series
     from iterflow.ui import views
 
     dash = request.app.state.dash
@@ -86,7 +86,9 @@ def series_json(request: Request) -> Response:
     end = _bound(request.query_params.get("end"))
     found = metric_series(dash.store, row.id, row.task_run_id, start=start, end=end)
     source = "metrics"
-    if not found:
+    # A zoom outside the logged iterations is still a metrics chart (an empty one).
+    whole = start is None and end is None
+    if not found and (whole or not has_metrics(dash.store, row.id, row.task_run_id)):
         found, source = loop_series(dash.store, row.id, start=start, end=end), "result"
     series = {}
     for name, (xs, ys) in found.items():

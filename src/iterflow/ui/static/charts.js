@@ -21,7 +21,8 @@
   function render(box, data, range) {
     var names = data ? Object.keys(data.series) : [];
     box.replaceChildren();
-    if (!names.length) {
+    // Nothing to chart: hide, unless zoomed into an empty range (keep "Whole loop").
+    if (!names.length && !range) {
       box.hidden = true;
       return;
     }
