@@ -48,7 +48,10 @@
       holder.dataset.series = name;
       box.appendChild(holder);
       var opts = {
-        title: name + (s.count > s.x.length ? " (" + s.x.length + " of " + s.count + " points)" : ""),
+        // The title says how many iterations the series has and its latest value.
+        title: name + " \u00b7 " + s.count + " iterations" +
+          (s.y.length ? " \u00b7 last " + Number(s.y[s.y.length - 1].toPrecision(6)) : "") +
+          (s.count > s.x.length ? " (" + s.x.length + " points shown)" : ""),
         width: width,
         height: 180,
         scales: { x: { time: false } },
