@@ -165,3 +165,41 @@ def test_the_reads_use_the_metric_indexes(served):
         "WHERE task_run = ? AND loop_index >= ? AND loop_index <= ? ORDER BY loop_index, id",
         (key, 10, 20)).all())
     assert "ix_metrics_task_run" in " ".join(str(r) for r in plan)
+
+
+def test_the_history_reads_only_what_was_logged_since_and_keeps_the_last_value(tmp_path):
+    from iterflow.core.state import Looped, Running
+    from iterflow.events import FlowRunEvent, MetricEvent, TaskRunEvent
+    from iterflow.store.dashboard_metrics import MetricHistory
+
+    run_id = "f" * 32
+    tid = f"{run_id}/fit"
+    with open_store(f"sqlite:///{tmp_path}/iterflow.db", home=tmp_path) as store:
+        sink = store.sink()
+        sink.handle(FlowRunEvent(run_id, "fitting", Running(), tasks=(("fit", "fit"),)))
+        sink.handle(TaskRunEvent(run_id, tid, "fit", "fit", None, 0, Running()))
+
+        def log(i: int, value: float) -> None:
+            sink.handle(MetricEvent(run_id, tid, "fit", "fit", None, i, None, "loss", value, 0.0))
+
+        for i in range(5):
+            log(i, float(i))
+            sink.handle(TaskRunEvent(run_id, tid, "fit", "fit", None, i,
+                                     Looped(result=i, loop_index=i)))
+        sink.flush()
+        key = next(g.key for g in run_shape(store, run_id).tasks)
+        history = MetricHistory(key, tid)
+        history.update(store)
+        assert history.series() == {"loss": ([0, 1, 2, 3, 4], [0.0, 1.0, 2.0, 3.0, 4.0])}
+        seen = history.last_id
+        log(4, 40.0)  # iteration 4 retried: its new value replaces the old
+        log(5, 5.0)
+        sink.flush()
+        history.update(store)
+        assert history.last_id > seen
+        assert history.series() == {"loss": ([0, 1, 2, 3, 4, 5],
+                                             [0.0, 1.0, 2.0, 3.0, 40.0, 5.0])}
+        assert history.series(2, 4) == {"loss": ([2, 3, 4], [2.0, 3.0, 40.0])}
+        assert history.series(50, 60) == {}
+        assert history.series() == metric_series(store, key, tid)  # the same, read whole
+        sink.close()

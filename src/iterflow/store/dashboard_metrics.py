@@ -21,6 +21,7 @@ latest).
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ from iterflow.store.schema import task_runs as t
 if TYPE_CHECKING:
     from iterflow.store.runstore import RunStore
 
-__all__ = ["has_metrics", "metric_cells", "metric_series"]
+__all__ = ["MetricHistory", "has_metrics", "metric_cells", "metric_series"]
 
 
 def _own(key: int, lo: int | None, hi: int | None) -> sa.Select[Any]:
@@ -121,3 +122,83 @@ def metric_cells(store: RunStore, key: int, task_run_id: str, indexes: Iterable[
         cells.setdefault(x, {})[name] = float(value)
     return cells
 
+
+
+class MetricHistory:
+    """A task run's metrics per iteration, kept in memory and read incrementally.
+
+    The first :meth:`update` reads every metric of the task run (or of the
+    loop block's body); later ones only the rows logged since (by id), so a
+    live chart's refresh and a finished loop's second look cost what was
+    added, not the whole loop. :meth:`series` answers any index range from
+    memory (bisect). Each iteration keeps the last value logged in it.
+    """
+
+    def __init__(self, key: int, task_run_id: str) -> None:
+        self.key = key
+        self.task_run_id = task_run_id
+        self.last_id = 0
+        self.flow_run: int | None = None
+        self.body: bool | None = None  # a loop block's body logged them (x: block_index)
+        self.data: dict[str, tuple[list[int], list[float]]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(xs) for xs, _ys in self.data.values())
+
+    def update(self, store: RunStore) -> None:
+        """Read the metrics logged since the last update."""
+
+        def query(conn: sa.Connection) -> list[Any]:
+            if self.body is not True:
+                own = conn.execute(
+                    sa.select(m.c.id, m.c.loop_index, m.c.name, m.c.value)
+                    .where(m.c.task_run == self.key, m.c.loop_index.is_not(None),
+                           m.c.id > self.last_id).order_by(m.c.id)
+                ).all()
+                if own or self.body is False:
+                    self.body = False
+                    return own
+            if self.flow_run is None:
+                run_id = self.task_run_id.partition("/")[0]
+                self.flow_run = conn.execute(
+                    sa.select(f.c.id).where(f.c.run_id == run_id)).scalar()
+                if self.flow_run is None:
+                    return []
+            block = self.task_run_id
+            under = sa.select(t.c.id).where(t.c.task_run_id > block + "/",
+                                            t.c.task_run_id < block + "0")
+            found = conn.execute(
+                sa.select(m.c.id, m.c.block_index, m.c.name, m.c.value)
+                .where(m.c.flow_run == self.flow_run, m.c.id > self.last_id,
+                       m.c.block_index.is_not(None), m.c.task_run.in_(under))
+                .order_by(m.c.id)
+            ).all()
+            if found:
+                self.body = True
+            return found
+
+        for row_id, x, name, value in store.read(query):
+            self.last_id = max(self.last_id, row_id)
+            xs, ys = self.data.setdefault(name, ([], []))
+            if not xs or x > xs[-1]:
+                xs.append(x)
+                ys.append(float(value))
+                continue
+            at = bisect.bisect_left(xs, x)
+            if at < len(xs) and xs[at] == x:
+                ys[at] = float(value)  # logged again in that iteration: the last counts
+            else:
+                xs.insert(at, x)
+                ys.insert(at, float(value))
+
+    def series(self, start: int | None = None, end: int | None = None
+               ) -> dict[str, tuple[list[int], list[float]]]:
+        """Per name, the iterations in ``start``..``end`` (inclusive) and their values."""
+        out = {}
+        for name, (xs, ys) in self.data.items():
+            lo = 0 if start is None else bisect.bisect_left(xs, start)
+            hi = len(xs) if end is None else bisect.bisect_right(xs, end)
+            out[name] = (xs[lo:hi], ys[lo:hi])
+        if start is not None or end is not None:
+            out = {name: v for name, v in out.items() if v[0]}
+        return out

@@ -7,7 +7,8 @@
 
 one series per metric logged with ``iterflow.log_metric`` (by the task in
 each iteration, or by a loop block's body in each block iteration: read by
-index range through :mod:`iterflow.store.dashboard_metrics`), else, when no
+iteration through :class:`iterflow.store.dashboard_metrics.MetricHistory`, kept
+by the dashboard and read incrementally), else, when no
 metric was logged, one per number in the loop's results (a number, or a dict
 of numbers: :func:`iterflow.store.loop_series`). Each series is
 downsampled here to at most :data:`MAX_POINTS` points by
@@ -76,7 +77,6 @@ def _bound(value: str | None) -> int | None:
 def series_json(request: Request) -> Response:
     """``/runs/<run>/series/<task>``: the loop's series, downsampled (module doc)."""
     from iterflow.store import loop_series
-    from iterflow.store.dashboard_metrics import has_metrics, metric_series
     from iterflow.ui import views
 
     dash = request.app.state.dash
@@ -84,11 +84,13 @@ def series_json(request: Request) -> Response:
     row = views._task_row(dash, run.run_id, request.path_params["task"])
     start = _bound(request.query_params.get("start"))
     end = _bound(request.query_params.get("end"))
-    found = metric_series(dash.store, row.id, row.task_run_id, start=start, end=end)
+    # Read incrementally and kept by the dashboard: a live chart's refresh reads only
+    # what was logged since, and a zoom reads nothing.
+    history = dash.metric_history(row.id, row.task_run_id)
+    found = history.series(start, end)
     source = "metrics"
     # A zoom outside the logged iterations is still a metrics chart (an empty one).
-    whole = start is None and end is None
-    if not found and (whole or not has_metrics(dash.store, row.id, row.task_run_id)):
+    if not found and ((start is None and end is None) or not history.data):
         found, source = loop_series(dash.store, row.id, start=start, end=end), "result"
     series = {}
     for name, (xs, ys) in found.items():
