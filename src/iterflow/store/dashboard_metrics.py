@@ -9,6 +9,10 @@ whose ids lie under the block's. So a chart of iterations 90,000..90,500 of
 a 100,000-iteration loop reads about 500 rows per metric, and a page of the
 iteration table one row per metric and iteration shown.
 
+The charts go through :class:`MetricHistory`, which the dashboard keeps per
+task run: it reads a task run's metrics once, then only the rows logged
+since (by id), and answers any index range from memory.
+
 An iteration's value of a metric is the *last* one logged in it (a retried
 iteration, or a metric logged several times per iteration, counts its
 latest).
@@ -34,7 +38,7 @@ from iterflow.store.schema import task_runs as t
 if TYPE_CHECKING:
     from iterflow.store.runstore import RunStore
 
-__all__ = ["MetricHistory", "has_metrics", "metric_cells", "metric_series"]
+__all__ = ["MetricHistory", "metric_cells", "metric_series"]
 
 
 def _own(key: int, lo: int | None, hi: int | None) -> sa.Select[Any]:
@@ -63,11 +67,11 @@ def _body(block_id: str, flow_run: int, lo: int | None, hi: int | None) -> sa.Se
 
 
 def _rows(store: RunStore, key: int, task_run_id: str, lo: int | None, hi: int | None,
-          indexes: list[int] | None = None, limit: int | None = None) -> list[Any]:
+          indexes: list[int] | None = None) -> list[Any]:
     """``(x, name, value)`` rows of task run ``key`` (id ``task_run_id``) in x order."""
 
     def query(conn: sa.Connection) -> list[Any]:
-        own = _own(key, lo, hi).limit(limit)
+        own = _own(key, lo, hi)
         if indexes is not None:
             own = own.where(m.c.loop_index.in_(indexes))
         found = conn.execute(own).all()
@@ -78,17 +82,12 @@ def _rows(store: RunStore, key: int, task_run_id: str, lo: int | None, hi: int |
         flow_run = conn.execute(sa.select(f.c.id).where(f.c.run_id == run_id)).scalar()
         if flow_run is None:
             return []
-        body = _body(task_run_id, flow_run, lo, hi).limit(limit)
+        body = _body(task_run_id, flow_run, lo, hi)
         if indexes is not None:
             body = body.where(m.c.block_index.in_(indexes))
         return conn.execute(body).all()
 
     return store.read(query)
-
-
-def has_metrics(store: RunStore, key: int, task_run_id: str) -> bool:
-    """Whether a looping task (or a loop block's body) logged any metric (one indexed probe)."""
-    return bool(_rows(store, key, task_run_id, None, None, limit=1))
 
 
 def metric_series(store: RunStore, key: int, task_run_id: str, *, start: int | None = None,
