@@ -13,6 +13,7 @@ SSE clients follow a loop that keeps adding iterations.
     python benchmarks/ui.py --home /tmp/uibench   # keep (and reuse) the store
     python benchmarks/ui.py --url postgresql+psycopg://...   # PostgreSQL
     python benchmarks/ui.py --browser --live
+    python benchmarks/ui.py --metrics             # also a loop logging 3 metrics x 100,000
 
 Targets (issue 13): runs list and run page <= 200 ms; the iteration table at
 any offset <= 50 ms; <= 3,000 DOM nodes; no response over 1 MB.
@@ -187,6 +188,52 @@ def live(store, app) -> None:
           f"{', '.join(f'{r:.0f}' for r in rss)}")
 
 
+def metrics_run(store, loops: int = 100_000) -> str:
+    """A run whose task loops ``loops`` times logging 3 metrics per iteration (built once)."""
+    from iterflow.core.state import Looped, Running, Success
+    from iterflow.events import FlowRunEvent, MetricEvent, TaskRunEvent
+    from iterflow.store import runs_page
+
+    found = runs_page(store, flow="metered", limit=1).runs
+    if found:
+        return found[0].run_id
+    started = time.perf_counter()
+    run_id = "e" * 32
+    tid = f"{run_id}/fit"
+    sink = store.sink(max_pending=50_000, max_batch=20_000)
+    now = 1_700_000_000.0
+    sink.handle(FlowRunEvent(run_id, "metered", Running(timestamp=now), tasks=(("fit", "fit"),)))
+    sink.handle(TaskRunEvent(run_id, tid, "fit", "fit", None, 0, Running(timestamp=now)))
+    for i in range(loops):
+        now += 0.001
+        for name, value in (("loss", 1.0 / (i + 1)), ("accuracy", i / loops), ("lr", 0.1)):
+            sink.handle(MetricEvent(run_id, tid, "fit", "fit", None, i, None, name, value, now))
+        state = (Looped(result=i, loop_index=i, timestamp=now) if i < loops - 1
+                 else Success(result=i, loop_count=loops, timestamp=now))
+        sink.handle(TaskRunEvent(run_id, tid, "fit", "fit", None, i, state))
+    sink.handle(FlowRunEvent(run_id, "metered", Success(timestamp=now)))
+    sink.close()
+    print(f"built the metrics run in {time.perf_counter() - started:.1f} s")
+    return run_id
+
+
+def metric_pages(client, run_id: str, repeat: int) -> None:
+    fragment = {"HX-Request": "true", "HX-Target": "iter-table-fit"}
+    rows = [
+        ("run page (panel with 3 metric columns)", f"/runs/{run_id}", None),
+        ("series: whole loop, 3 x 100,000 -> 3 x 2,000 points", f"/runs/{run_id}/series/fit",
+         None),
+        ("series: zoom to 1,000 iterations", f"/runs/{run_id}/series/fit?start=50000&end=50999",
+         None),
+        ("iteration table with metrics: jump to 99,999",
+         f"/runs/{run_id}/iterations/fit?jump=99999", fragment),
+    ]
+    print("\n| metrics | first ms | best ms | KB |\n|---|---:|---:|---:|")
+    for label, url, headers in rows:
+        first, best, size = timed(client, url, repeat, headers)
+        print(f"| {label} | {first * 1000:.1f} | {best * 1000:.1f} | {size / 1024:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", help="keep the store here (reused when it exists)")
@@ -194,6 +241,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--browser", action="store_true", help="also load it in Chromium")
     parser.add_argument("--live", action="store_true", help="also follow a live loop")
+    parser.add_argument("--metrics", action="store_true",
+                        help="also a 100,000-iteration loop logging 3 metrics per iteration")
     args = parser.parse_args()
     from starlette.testclient import TestClient
 
@@ -208,6 +257,9 @@ def main() -> None:
     app = create_app(store)
     with TestClient(app) as client:
         pages(client, run_id, args.repeat)
+        if args.metrics:
+            metrics_id = metrics_run(store)
+            metric_pages(client, metrics_id, args.repeat)
     if args.browser:
         browser(create_app(store), run_id)
     if args.live:

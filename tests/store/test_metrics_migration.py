@@ -61,3 +61,45 @@ def test_the_migration_leaves_a_metrics_table_already_there_alone(sqlite_url):
             assert conn.execute(sa.text("SELECT name FROM metrics")).scalar() == "kept"
     finally:
         engine.dispose()
+
+
+def _metric_indexes(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        return {i["name"] for i in sa.inspect(engine).get_indexes("metrics")}
+    finally:
+        engine.dispose()
+
+
+def test_the_dashboards_metric_indexes_arrive_on_a_store_with_metrics(store_url):
+    from iterflow.store.migrations import _metrics_dashboard_indexes
+
+    build_v1_store(store_url)
+    mine = MIGRATIONS.index(_metrics_dashboard_indexes)
+    RunStore(store_url, migrations=MIGRATIONS[:mine]).close()
+    assert "metrics" in _tables(store_url)
+    assert not {"ix_metrics_task_run", "ix_metrics_block"} & _metric_indexes(store_url)
+    with Flow("before the indexes") as flow:
+        train()
+    # A run recorded by the older schema: the dashboard reads it through the new indexes.
+    engine = sa.create_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO metrics (id, flow_run, task_run, loop_index, name, value, time) "
+                "VALUES (999999, 1, 1, 0, 'kept', 1.5, 0)"
+            ))
+    finally:
+        engine.dispose()
+    with open_store(store_url) as store:
+        state = flow.run(store=store)
+        assert [m.value for m in metrics(state.run_id, store=store)] == [1.0, 0.5, 1.0 / 3]
+    assert {"ix_metrics_task_run", "ix_metrics_block"} <= _metric_indexes(store_url)
+    engine = sa.create_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            _metrics_dashboard_indexes(conn)  # again: nothing changes
+            assert conn.execute(sa.text(
+                "SELECT value FROM metrics WHERE id = 999999")).scalar() == 1.5
+    finally:
+        engine.dispose()

@@ -143,3 +143,57 @@ def test_iterflow_visualize_draws_a_file_and_a_recorded_run(tmp_path, monkeypatc
     wrong = runner.invoke(cli_group, ["visualize", str(path), "--run", "nosuchrun"])
     assert wrong.exit_code != 0 and "nosuchrun" in wrong.output
 
+
+
+MIXED_SOURCE = FLOW_SOURCE.replace('''with Flow("pictured") as flow:''', '''@task
+def square(x):
+    return x * x
+
+with Flow("pictured") as flow:
+    squares = square.map([1, 2, 3, 4])''')
+
+
+def test_one_renderer_for_visualize_the_cli_and_the_dashboard(tmp_path, monkeypatch):
+    # A looping task, a loop block and a map, drawn from a recorded run three
+    # ways: flow.visualize(flow_state=...), `iterflow visualize --run` and the
+    # dashboard's graph.svg. Same nodes, edges, loop edges and labels.
+    from click.testing import CliRunner
+
+    from tests.core.test_visualize import edges as typed_edges
+    from tests.core.test_visualize import nodes, parse, texts
+
+    url = f"sqlite:///{tmp_path}/iterflow.db"
+    monkeypatch.setenv("ITERFLOW_STORE_URL", url)
+    path = tmp_path / "mixed.py"
+    path.write_text(MIXED_SOURCE)
+    namespace: dict = {}
+    exec(compile(MIXED_SOURCE, str(path), "exec"), namespace)
+    flow = namespace["flow"]
+    with open_store(url, home=tmp_path) as store:
+        state = flow.run(store=store)
+        assert state.is_successful(), state
+        with TestClient(create_app(store)) as client:
+            served = client.get(f"/runs/{state.run_id}/graph.svg").text
+    out = tmp_path / "cli.svg"
+    cli = CliRunner().invoke(cli_group, ["visualize", str(path), "-o", str(out),
+                                         "--run", state.run_id], catch_exceptions=False)
+    assert cli.exit_code == 0, cli.output
+    drawn = {"visualize": parse(flow.visualize(flow_state=state)),
+             "cli": parse(out.read_text()), "dashboard": parse(served)}
+    for how, root in drawn.items():
+        # The mapped list is a constant task of its own ("square.x").
+        assert set(nodes(root, body=False)) == {"start", "grind", "adding", "report",
+                                                "square", "square.x"}, how
+        assert set(nodes(root, body=True)) == {"step", "enough"}, how
+        assert typed_edges(root) >= {("start", "grind"), ("grind", "report"),
+                                     ("adding", "report"), ("step", "enough"),
+                                     ("square.x", "square")}, how
+        assert len([p for p in nodes(root)["grind"].iter(f"{SVG}path")
+                    if p.get("class") == "loop-edge"]) == 1, how
+        assert "\u00d73" in texts(nodes(root)["grind"]), how  # iterations 0..2
+        assert len([p for p in nodes(root)["adding"].iter(f"{SVG}path")
+                    if p.get("class") == "back-edge"]) == 1, how
+        assert "3 iterations" in texts(nodes(root)["adding"]), how
+        assert any("map \u00d7 4" in t for t in texts(nodes(root)["square"])), how
+    assert (typed_edges(drawn["visualize"]) == typed_edges(drawn["cli"])
+            == typed_edges(drawn["dashboard"]))

@@ -263,6 +263,20 @@ def _add_names_and_labels(conn: sa.Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
 
 
+def _metrics_dashboard_indexes(conn: sa.Connection) -> None:
+    """Index ``metrics`` for the dashboard's charts: by task run and iteration, and by
+    flow run and block iteration (:mod:`iterflow.store.dashboard_metrics`).
+
+    Only indexes, created if missing, so it applies whatever migrations ran before it.
+    """
+    conn.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS ix_metrics_task_run ON metrics (task_run, loop_index, id)"
+    )
+    conn.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS ix_metrics_block ON metrics (flow_run, block_index)"
+    )
+
+
 #: Ordered migrations: ``MIGRATIONS[i]`` upgrades a store from version i+1 to i+2.
 MIGRATIONS: tuple[Migration, ...] = (
     _v2_results_in_state_rows,
@@ -275,6 +289,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _add_metrics,
     _add_names_and_labels,
     _add_cancel_requests,
+    _metrics_dashboard_indexes,
 )
 #: The version this code writes and reads.
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

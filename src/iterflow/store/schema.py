@@ -263,6 +263,11 @@ def _metrics_table(meta: sa.MetaData) -> sa.Table:
 
 
 metrics = _metrics_table(metadata)
+# The dashboard's reads (iterflow.store.dashboard_metrics): a looping task's metrics by
+# iteration, and a loop block's body's by block iteration. Added by a migration of
+# their own, so the table's frozen definition above stays as released.
+sa.Index("ix_metrics_task_run", metrics.c.task_run, metrics.c.loop_index, metrics.c.id)
+sa.Index("ix_metrics_block", metrics.c.flow_run, metrics.c.block_index)
 
 
 # -- schedules (iterflow.store.serving reads and writes these) ---------------------------

@@ -54,6 +54,7 @@ from iterflow.ui.security import SecurityMiddleware
 
 if TYPE_CHECKING:
     from iterflow.store import IterationSummary, LoopStats, RunStore
+    from iterflow.store.dashboard_metrics import MetricHistory
 
 __all__ = ["STATIC", "Dashboard", "create_app"]
 
@@ -89,10 +90,39 @@ class Dashboard:
         self._loops_lock = threading.Lock()
         self.max_loops = max_loops
         self.max_rows = max_rows
+        self._metrics: OrderedDict[int, tuple[threading.Lock, MetricHistory]] = OrderedDict()
 
     def render(self, template: str, **context: Any) -> str:
         """Render a template (autoescaped)."""
         return self.env.get_template(template).render(**context)
+
+    def metric_history(self, key: int, task_run_id: str) -> MetricHistory:
+        """Task run ``key``'s metrics per iteration, brought up to date (read incrementally).
+
+        Kept for the ``max_loops // 4`` task runs charted most recently, fewer
+        when they hold more than ``max_rows // 2`` values in all.
+        """
+        from iterflow.store.dashboard_metrics import MetricHistory
+
+        with self._loops_lock:
+            entry = self._metrics.get(key)
+            if entry is None:
+                entry = (threading.Lock(), MetricHistory(key, task_run_id))
+                self._metrics[key] = entry
+            self._metrics.move_to_end(key)
+            while len(self._metrics) > max(1, self.max_loops // 4):
+                self._metrics.popitem(last=False)
+        lock, history = entry
+        with lock:
+            history.update(self.store)
+        with self._loops_lock:
+            total = sum(len(h) for _lock, h in self._metrics.values())
+            while total > self.max_rows // 2 and len(self._metrics) > 1:
+                oldest = next(iter(self._metrics))
+                if oldest == key:
+                    break
+                total -= len(self._metrics.pop(oldest)[1])
+        return history
 
     def has_summary(self, key: int) -> bool:
         """Whether task run ``key``'s history has been read (a summary costs little now)."""

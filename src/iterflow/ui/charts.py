@@ -5,9 +5,12 @@
     {"source": "metrics" | "result", "total": 100000, "start": 0, "end": 99999,
      "series": {"loss": {"x": [...], "y": [...]}, ...}}
 
-one series per metric logged with ``iterflow.log_metric`` (when this
-iterflow records metrics), else per number in the loop's results (a number,
-or a dict of numbers: :func:`iterflow.store.loop_series`). Each series is
+one series per metric logged with ``iterflow.log_metric`` (by the task in
+each iteration, or by a loop block's body in each block iteration: read by
+iteration through :class:`iterflow.store.dashboard_metrics.MetricHistory`, kept
+by the dashboard and read incrementally), else, when no
+metric was logged, one per number in the loop's results (a number, or a dict
+of numbers: :func:`iterflow.store.loop_series`). Each series is
 downsampled here to at most :data:`MAX_POINTS` points by
 :func:`downsample`, which keeps every bucket's minimum and maximum, so a
 spike never disappears from a chart however long the loop. Zooming in asks
@@ -71,32 +74,6 @@ def _bound(value: str | None) -> int | None:
         raise HTTPException(400, f"start and end are iteration numbers, got {value!r}") from None
 
 
-def _metrics(dash: Any, run_id: str, row: Any, start: int | None, end: int | None
-             ) -> dict[str, tuple[list[int], list[float]]] | None:
-    """Metrics logged by this task run, by iteration, when the store records metrics."""
-    import iterflow.store
-
-    reader = getattr(iterflow.store, "metrics", None)
-    if reader is None:
-        return None
-    try:
-        records = reader(run_id, task=row.task_name, store=dash.store)
-    except TypeError:
-        # A reader without store= reads the default store: the one `iterflow ui` opens.
-        records = reader(run_id, task=row.task_name)
-    series: dict[str, tuple[list[int], list[float]]] = {}
-    for r in records:
-        if getattr(r, "map_index", None) != row.map_index or r.loop_index is None:
-            continue
-        x = r.loop_index
-        if (start is not None and x < start) or (end is not None and x > end):
-            continue
-        xs, ys = series.setdefault(r.name, ([], []))
-        xs.append(x)
-        ys.append(float(r.value))
-    return series or None
-
-
 def series_json(request: Request) -> Response:
     """``/runs/<run>/series/<task>``: the loop's series, downsampled (module doc)."""
     from iterflow.store import loop_series
@@ -107,9 +84,13 @@ def series_json(request: Request) -> Response:
     row = views._task_row(dash, run.run_id, request.path_params["task"])
     start = _bound(request.query_params.get("start"))
     end = _bound(request.query_params.get("end"))
-    found = _metrics(dash, run.run_id, row, start, end)
+    # Read incrementally and kept by the dashboard: a live chart's refresh reads only
+    # what was logged since, and a zoom reads nothing.
+    history = dash.metric_history(row.id, row.task_run_id)
+    found = history.series(start, end)
     source = "metrics"
-    if found is None:
+    # A zoom outside the logged iterations is still a metrics chart (an empty one).
+    if not found and ((start is None and end is None) or not history.data):
         found, source = loop_series(dash.store, row.id, start=start, end=end), "result"
     series = {}
     for name, (xs, ys) in found.items():

@@ -183,8 +183,23 @@ def _panels(dash: Dashboard, shape: Any, *, defer: bool = True) -> list[dict[str
         summary = None if later else dash.summary(group.key, STRIP_WIDTH)
         rows = iteration_page(dash.store, group.key, start=0, limit=_PANEL_ROWS)
         panels.append({"group": group, "summary": summary, "rows": rows, "count": count,
-                       "task": _task_path(shape.run.run_id, group.task_run_id)})
+                       "task": _task_path(shape.run.run_id, group.task_run_id),
+                       **_metric_table(dash, group.key, group.task_run_id, rows)})
     return panels
+
+
+def _metric_table(dash: Dashboard, key: int, task_run_id: str, page: Any) -> dict[str, Any]:
+    """The iteration table's metric columns: the names, and each shown row's last values.
+
+    One indexed read for the page's iterations only (:mod:`iterflow.store.dashboard_metrics`).
+    """
+    from iterflow.store.dashboard_metrics import metric_cells
+
+    cells = metric_cells(dash.store, key, task_run_id, [r.loop_index for r in page.rows])
+    names: dict[str, None] = {}
+    for index in sorted(cells):
+        names.update(dict.fromkeys(cells[index]))
+    return {"metric_names": list(names), "metric_cells": cells}
 
 
 def _task_path(run_id: str, task_run_id: str) -> str:
@@ -308,7 +323,7 @@ def task_page(request: Request) -> Response:
     panel = None
     if looping:
         panel = {"group": row, "summary": dash.summary(row.id, STRIP_WIDTH), "rows": history,
-                 "task": task}
+                 "task": task, **_metric_table(dash, row.id, row.task_run_id, history)}
     context = {"run": shape.run, "row": row, "task": task, "group": group,
                "children": children, "after": after, "next_after": next_after,
                "history": history, "panel": panel}
@@ -347,7 +362,8 @@ def iterations_page(request: Request) -> Response:
     page = iteration_page(dash.store, row.id, start=start or 0, failed_only=failed,
                           label=label or None, limit=_PAGE)
     context = {"run": run, "row": row, "task": task, "rows": page, "failed": failed,
-               "label": label, "start": start or 0, "limit": _PAGE}
+               "label": label, "start": start or 0, "limit": _PAGE,
+               **_metric_table(dash, row.id, row.task_run_id, page)}
     if _fragment(request) and (request.headers.get("hx-target") or "").startswith("iter-table"):
         return _html(dash, "_iter_table.html", **context)
     return _html(dash, "iterations.html", **context)

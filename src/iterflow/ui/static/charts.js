@@ -3,7 +3,8 @@
 // data-src for the series (JSON, downsampled on the server, extremes kept); one
 // chart per series. Drag across a chart to zoom: the narrower range is asked for
 // again, so zooming in shows full detail. "Whole loop" goes back. While the run
-// is live (data-live), the charts are refreshed every two seconds unless zoomed.
+// is live (data-live), the charts are refreshed unless zoomed: each time the live
+// stream (SSE, through htmx) swaps in the panel's new summary, else every two seconds.
 // A file of its own: the page's Content-Security-Policy allows no inline script.
 (function () {
   "use strict";
@@ -20,7 +21,8 @@
   function render(box, data, range) {
     var names = data ? Object.keys(data.series) : [];
     box.replaceChildren();
-    if (!names.length) {
+    // Nothing to chart: hide, unless zoomed into an empty range (keep "Whole loop").
+    if (!names.length && !range) {
       box.hidden = true;
       return;
     }
@@ -46,7 +48,10 @@
       holder.dataset.series = name;
       box.appendChild(holder);
       var opts = {
-        title: name + (s.count > s.x.length ? " (" + s.x.length + " of " + s.count + " points)" : ""),
+        // The title says how many iterations the series has and its latest value.
+        title: name + " \u00b7 " + s.count + " iterations" +
+          (s.y.length ? " \u00b7 last " + Number(s.y[s.y.length - 1].toPrecision(6)) : "") +
+          (s.count > s.x.length ? " (" + s.x.length + " points shown)" : ""),
         width: width,
         height: 180,
         scales: { x: { time: false } },
@@ -68,16 +73,29 @@
 
   function load(box, range) {
     box.zoomed = range;
-    fetchSeries(box, range).then(function (data) { render(box, data, range); });
+    box.busy = true;
+    box.loaded = Date.now();
+    fetchSeries(box, range).then(function (data) {
+      box.busy = false;
+      // A zoom asked for meanwhile wins over a live refresh of the whole loop.
+      if (box.zoomed === range) { render(box, data, range); }
+    }, function () { box.busy = false; });
+  }
+
+  function refresh(box) {
+    if (!box.zoomed && !box.busy && document.body.contains(box)) { load(box, null); }
   }
 
   function start() {
     document.querySelectorAll("div.charts[data-src]").forEach(function (box) {
       load(box, null);
       if (box.dataset.live) {
+        var panel = box.closest("section") || document.body;
+        // The live stream swapped this panel's summary in: there are new iterations.
+        panel.addEventListener("htmx:afterSwap", function () { refresh(box); });
         var timer = setInterval(function () {
           if (!document.body.contains(box)) { clearInterval(timer); return; }
-          if (!box.zoomed) { load(box, null); }
+          if (Date.now() - box.loaded >= 2000) { refresh(box); }
         }, 2000);
       }
     });
