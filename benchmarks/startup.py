@@ -93,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=11, help="fresh processes per variant")
     parser.add_argument(
-        "--importtime", choices=list(VARIANTS), help="show the slowest imports of one variant instead"
+        "--importtime", choices=list(VARIANTS), help="show one variant's slowest imports instead"
     )
     parser.add_argument("--top", type=int, default=25, help="rows of --importtime")
     args = parser.parse_args()
@@ -110,7 +110,8 @@ def main() -> None:
     print(f"start-up in a fresh process, median of {args.repeat} (ms)")
     for mode, label in VARIANTS.items():
         values = sorted(times[mode])
-        print(f"  {label:<42} {statistics.median(values):7.1f}   (min {values[0]:.1f}, max {values[-1]:.1f})")
+        median = statistics.median(values)
+        print(f"  {label:<42} {median:7.1f}   (min {values[0]:.1f}, max {values[-1]:.1f})")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from iterflow.core.graph import Edge
 from iterflow.core.state import (
     Failed,
     Kind,
@@ -94,17 +95,25 @@ class FlowMachine:
         # machine itself stays free of user code.
         self.settle = settle
         self.order: tuple[Task, ...] = flow.sorted_tasks()
-        self.edges_in = {t: flow.upstream_edges(t) for t in self.order}
+        # One pass over the graph (a chain of N tasks lays out N of them per run).
+        self.edges_in: dict[Task, list[Edge]] = {}
+        self.downstream: dict[Task, list[Task]] = {}
+        self.remaining: dict[Task, int] = {}
         # Tasks with a mapped input, found once: most tasks have none, and _on_ready
         # need not look through their edges for one each time.
-        self._maps = {t for t, es in self.edges_in.items() if any(e.mapped for e in es)}
-        self.downstream: dict[Task, list[Task]] = {}
+        self._maps: set[Task] = set()
         for t in self.order:
-            seen: dict[Task, None] = {}
-            for e in flow.downstream_edges(t):
-                seen[e.downstream_task] = None
-            self.downstream[t] = list(seen)
-        self.remaining = {t: len({e.upstream_task for e in self.edges_in[t]}) for t in self.order}
+            edges = self.edges_in[t] = flow.upstream_edges(t)
+            self.remaining[t] = (
+                len(edges) if len(edges) < 2 else len({e.upstream_task for e in edges})
+            )
+            for e in edges:
+                if e.mapped:
+                    self._maps.add(t)
+                    break
+            self.downstream[t] = list(
+                dict.fromkeys([e.downstream_task for e in flow.downstream_edges(t)])
+            )
         self.constants = flow.constants
         self.states: dict[Task, State] = {}
         self.resume_finished = resume_finished or {}

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from iterflow.core.block import CarriedValue, IterationIndex, LoopBlock, block_layout
 from iterflow.core.graph import Edge
