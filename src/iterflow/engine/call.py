@@ -20,7 +20,6 @@ go to that task's sink even while other async tasks print, through a
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import io
@@ -175,6 +174,8 @@ async def call_once_async(
             return Outcome(RETURNED, await fn(**inputs))
         except Exception as exc:
             return from_exception(exc)
+    import asyncio  # here, not at the top: a run without async tasks never loads asyncio
+
     limit = asyncio.timeout(timeout)
     writer = _LineWriter(stdout) if stdout is not None else None
     try:
