@@ -258,3 +258,31 @@ def test_resuming_from_python_with_progress_counts_what_finished_before(tmp_path
         "1 already finished)" in out
     assert "(2/2 tasks)" in out
 
+
+
+# -- task run names ---------------------------------------------------------------------
+@task(task_run_name="crawl {site}")
+def crawl(site):
+    time.sleep(0.002)
+    if iterflow.context.loop_index < 150:
+        raise LOOP()
+    if site == "bad.example":
+        raise ValueError("gone")
+    return site
+
+
+def test_task_run_names_in_plain_lines_and_the_live_table():
+    with Flow("named progress") as flow:
+        crawl("example.org")
+        crawl.map(["ok.example", "bad.example"])
+    console = _plain_console()
+    state = run_flow(flow, store=None, sinks=[ProgressDisplay.for_flow(flow, console=console)])
+    assert state.is_failed()
+    out = _text(console)
+    assert "crawl example.org Success (151 iterations" in out
+    assert "crawl bad.example[1] Failed" in out and "ValueError: gone" in out
+    console = _terminal_console()
+    display = ProgressDisplay(total_tasks=2, console=console, refresh_per_second=20)
+    run_flow(flow, store=None, sinks=[display])
+    frames = [line.strip() for line in _text(console).splitlines()]
+    assert any(line.startswith("crawl example.org ") and "Running" in line for line in frames)

@@ -99,6 +99,7 @@ ALSO_BUILTIN = {
     "ServeConflict": RuntimeError,
     "RunTakenOver": RuntimeError,
     "UnsupportedTaskError": TypeError,
+    "TaskRunNameError": ValueError,  # a FlowDefinitionError and an OptionError
     "LoopBlockedWarning": RuntimeWarning,  # a warning; the error base makes -W error catchable
 }
 
@@ -172,3 +173,11 @@ def test_except_type_error_and_runtime_error_still_catch_what_they_caught():
         assert isinstance(exc, errors.OutsideFlowError) and "with Flow" in str(exc)
     else:
         raise AssertionError("a call outside a flow was accepted")
+
+
+def test_naming_is_public():
+    assert "set_iteration_label" in iterflow.__all__
+    assert iterflow.set_iteration_label is iterflow.naming.set_iteration_label
+    assert callable(iterflow.context.set_iteration_label)
+    assert iterflow.LOOP(result=1, label="page 1").label == "page 1"
+    assert iterflow.LOOP().label is None

@@ -21,6 +21,7 @@ from iterflow.core.parameter import Parameter
 from iterflow.core.task import Task, flatten, task, unmapped
 from iterflow.durable import sleep
 from iterflow.metrics import log_metric
+from iterflow.naming import set_iteration_label
 from iterflow.signals import FAIL, LOOP, RETRY, SKIP, SUCCESS
 from iterflow.tasks.control_flow import case, ifelse, merge, switch
 
@@ -43,6 +44,7 @@ __all__ = [
     "log_metric",
     "loop",
     "merge",
+    "set_iteration_label",
     "sleep",
     "switch",
     "task",

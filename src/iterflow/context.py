@@ -9,7 +9,8 @@ iteration, which keeps the loop's hot path cheap.
 Keys while a task runs: ``flow_name``, ``flow_run_id``, ``task_name``,
 ``task_slug``, ``task_run_id``, ``map_index``, ``loop_index``,
 ``loop_result`` (absent on iteration 0), ``task_run_count``, ``parameters``,
-``logger``, and the Prefect Core aliases ``task_loop_count``
+``logger``, ``task_run_name`` (the run's name, see ``@task(task_run_name=...)``;
+the task's name when it has none), and the Prefect Core aliases ``task_loop_count``
 (= ``loop_index + 1``) and ``task_loop_result``. Inside a loop block
 (``iterflow.loop``) tasks also see ``block_index`` (the block's iteration),
 ``block_indices`` (those of every enclosing block, outermost first) and
@@ -99,6 +100,12 @@ class Context(Mapping[str, Any]):
         from iterflow.metrics import log_metric  # metrics reads this module's context
 
         log_metric(name, value)
+
+    def set_iteration_label(self, label: str) -> None:
+        """Label the current iteration: :func:`iterflow.set_iteration_label`."""
+        from iterflow.naming import set_iteration_label  # naming reads this module's context
+
+        set_iteration_label(label)
 
     def to_dict(self) -> dict[str, Any]:
         """A snapshot of the current context as a plain dict."""

@@ -15,6 +15,8 @@ fix it, naming the task and the flow. Beside each name, the builtin it also is
     ├── FlowDefinitionError  ValueError    the graph is wrong (built or validated)
     │   ├── CycleError                     an edge would close a cycle
     │   ├── OutsideFlowError RuntimeError  a task or block used with no flow to join
+    │   ├── TaskRunNameError OptionError   a ``task_run_name`` naming an input the task
+    │   │                                  does not have, or not a valid format string
     │   └── ScheduleError    OptionError   a bad schedule or scheduling option (a bad cron
     │       │                              string, an unknown time zone)
     │       └── ScheduleParameterError     a schedule's parameters do not suit its flow
@@ -83,6 +85,7 @@ __all__ = [
     "StoreError",
     "SubflowFailed",
     "SubflowParameterError",
+    "TaskRunNameError",
     "UnsupportedTaskError",
 ]
 
@@ -159,6 +162,10 @@ class ScheduleError(FlowDefinitionError, OptionError):
 
 class ScheduleParameterError(ScheduleError, ParameterError):
     """A schedule's parameters do not suit its flow (unknown, or a required one missing)."""
+
+
+class TaskRunNameError(FlowDefinitionError, OptionError):
+    """A ``task_run_name`` format string that does not suit its task's inputs."""
 
 
 class MapError(IterflowError, ValueError):

@@ -42,6 +42,10 @@ class TaskRunEvent(NamedTuple):
     the last iteration that ran). ``sync`` asks durable sinks to commit before
     the task continues (the task's ``checkpoint="every"``). ``block_index`` is
     the iteration of the loop block the task run belongs to, if any.
+    ``label`` is the iteration's label (``iterflow.set_iteration_label``,
+    ``LOOP(label=...)``, ``it.next(label=...)``), on the state that ends the
+    iteration; ``task_run_name`` the task run's name (``task_run_name=``), on
+    every state of a task run that has one.
 
     A named tuple rather than a frozen dataclass: it is just as immutable and
     three times cheaper to make, and a loop makes two per iteration. Derive a
@@ -58,6 +62,8 @@ class TaskRunEvent(NamedTuple):
     sync: bool = False
     serializer: str | None = None
     block_index: int | None = None
+    label: str | None = None
+    task_run_name: str | None = None
 
     @property
     def time(self) -> float:

@@ -200,7 +200,8 @@ class ProgressDisplay:
                 view = self._running.get(event.task_run_id)
                 if view is None:
                     self._running[event.task_run_id] = _TaskRunView(
-                        _label(event.task_name, event.map_index), kind, event.loop_index, now
+                        _label(event.task_run_name or event.task_name, event.map_index), kind,
+                        event.loop_index, now,
                     )
                 else:  # a retry: same task run, same clock
                     view.kind, view.loop_index = kind, event.loop_index
@@ -281,7 +282,9 @@ class ProgressDisplay:
             mark, style = self._marks["skip"], "yellow"
         else:
             mark, style = self._marks["ok"], "green"
-        parts: list[Any] = [f"  {mark} ", (_label(event.task_name, event.map_index), "bold"), " "]
+        # A task run's own name (task_run_name=...) when it has one, else its task's.
+        name = _label(event.task_run_name or event.task_name, event.map_index)
+        parts: list[Any] = [f"  {mark} ", (name, "bold"), " "]
         parts.append((state.name, style))
         details = []
         if state.kind is Kind.MAPPED:

@@ -32,9 +32,17 @@ class LOOP(Signal):
     """Run this task again at once with ``loop_index + 1`` and ``loop_result = result``.
 
     ``LOOP()`` with no result passes ``None`` as the next ``loop_result``.
+    ``label`` is a short text recorded with the iteration this ``LOOP`` ends
+    (cut to 200 characters), shown in ``iterflow show RUN --iterations`` and
+    the dashboard; it wins over ``iterflow.set_iteration_label`` in that iteration.
 
-    >>> raise LOOP(result=42)   # doctest: +SKIP
+    >>> raise LOOP(result=42, label="page 7")   # doctest: +SKIP
     """
+
+    def __init__(self, message: str | None = None, result: Any = _NO_RESULT, *,
+                 label: str | None = None) -> None:
+        super().__init__(message, result)
+        self.label = label
 
 
 class FAIL(Signal):

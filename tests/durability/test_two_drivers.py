@@ -56,7 +56,7 @@ def test_a_stopped_process_on_this_host_keeps_its_run(flow_script, store_url):
     try:
         wait_for(lambda: len(script.side("iterations")) >= 20, "20 iterations",
                  proc=proc, script=script)
-        proc.send_signal(signal.SIGSTOP)
+        _stop_outside_a_write(proc, store_url)
         (run,) = list_runs(store=store_url)
         # Its heartbeat goes stale: a store that waits only 0.2 s for one.
         with open_store(store_url, stale_after=0.2) as impatient:
@@ -85,7 +85,7 @@ def test_a_process_whose_run_was_resumed_elsewhere_stops_at_its_next_write(
     try:
         wait_for(lambda: len(script.side("iterations")) >= 20, "20 iterations",
                  proc=first, script=script)
-        first.send_signal(signal.SIGSTOP)
+        _stop_outside_a_write(first, store_url)
         (run,) = list_runs(store=store_url)
         # As if it ran on another host, and its heartbeat went quiet there.
         with open_store(store_url) as store, store.engine.begin() as conn:
@@ -170,8 +170,7 @@ def test_iterflow_resume_refuses_a_stopped_run_and_force_takes_it_over(tmp_path,
     forced = None
     try:
         wait_for(lambda: len(by_pid().get(first.pid, ())) >= 20, "20 iterations", proc=first)
-        first.send_signal(signal.SIGSTOP)
-        time.sleep(0.3)
+        _stop_outside_a_write(first, f"sqlite:///{home / 'iterflow.db'}")
         (run,) = list_runs(store=f"sqlite:///{home / 'iterflow.db'}")
         refused = cli("resume", run.run_id[:8], "-q")
         out, err = refused.communicate(timeout=60)
@@ -189,3 +188,35 @@ def test_iterflow_resume_refuses_a_stopped_run_and_force_takes_it_over(tmp_path,
     assert forced.returncode == 0, out + err
     info = get_run(run.run_id, store=f"sqlite:///{home / 'iterflow.db'}")
     assert (info.state, info.pid) == ("Success", forced.pid)
+
+
+def _stop_outside_a_write(proc: subprocess.Popen, url: str) -> None:
+    """SIGSTOP ``proc`` at a moment its writer holds no SQLite write lock.
+
+    A process stopped inside a write transaction keeps the file locked until it
+    goes on: nothing anyone writes can change that (it is SQLite's lock, not
+    iterflow's), and it is not what these tests are about. So take the write lock
+    briefly after stopping it; if it cannot be had, let the process go on a
+    little and stop it again.
+    """
+    import sqlite3
+
+    if not url.startswith("sqlite:///"):
+        proc.send_signal(signal.SIGSTOP)  # PostgreSQL: readers never wait for a writer
+        time.sleep(0.3)
+        return
+    path = url.removeprefix("sqlite:///")
+    for _ in range(50):
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.3)
+        conn = sqlite3.connect(path, timeout=0.2, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            conn.close()
+    raise AssertionError("the looping process always held the store's write lock")

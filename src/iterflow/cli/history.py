@@ -337,7 +337,7 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: b
             runs = task_run.get("block_runs")
             block = ["" if k is None else f"{k}/{runs}" if runs else str(k)]
         table.add_row(
-            Text(task_run.get("task_name") or task_run.get("task_slug") or ""),
+            _task_cell(task_run),
             "" if map_index is None else str(map_index),
             *block,
             Text(str(task_state), style=state_style(task_state)),
@@ -359,6 +359,17 @@ def _print_run(run: dict[str, Any], task_runs: list[dict[str, Any]], show_all: b
         total = folded_runs + folded_children + len(task_runs)
         console.print(f"{'; '.join(what).capitalize()}; --all lists all {total} task runs.",
                       style="dim")
+
+
+def _task_cell(task_run: dict[str, Any]) -> Any:
+    """The task column: the task run's name when it has one, its task's name dim beside it."""
+    from rich.text import Text
+
+    task_name = task_run.get("task_name") or task_run.get("task_slug") or ""
+    run_name = task_run.get("task_run_name")
+    if not run_name or run_name == task_name:
+        return Text(task_name)
+    return Text.assemble(run_name, (f" ({task_name})", "dim"))
 
 
 @click.command("delete")

@@ -8,6 +8,8 @@ records come from :mod:`iterflow.store.paging` a batch at a time.
   ``--offset K --limit N`` shows any page instead. Rows are drawn in chunks of
   :data:`CHUNK` with fixed column widths, so the chunks line up as one table
   and a big page never becomes one big rich table.
+- Iteration labels (``iterflow.set_iteration_label``) get a ``label`` column
+  when the first rows or the last ones have any; ``--json`` always has the field.
 - ``--json`` streams the whole list (or the page), one object per line,
   each written as soon as it is read.
 """
@@ -129,11 +131,13 @@ def _print_table(
                            f"with --map-index N.", style="dim"))
     # A task inside a loop block: its runs in every block iteration, each marked.
     in_block = any(r.block_index is not None for r in [*first, *tail])
+    # Labels (iterflow.set_iteration_label) get a column when the rows at hand have any.
+    labelled = any(r.label for r in [*first, *tail])
     shown = len(first)
-    _draw(console, first, in_block, header=True)
+    _draw(console, first, in_block, labelled, header=True)
     while chunk := list(islice(rows, CHUNK)):
         shown += len(chunk)
-        _draw(console, chunk, in_block, header=False)
+        _draw(console, chunk, in_block, labelled, header=False)
     if tail:
         hidden = total - shown - len(tail)
         console.print(Text(
@@ -141,7 +145,7 @@ def _print_table(
             f"(see them with --offset {shown} --limit N, or all with --json)",
             style="dim",
         ))
-        _draw(console, tail, in_block, header=False)
+        _draw(console, tail, in_block, labelled, header=False)
     elif paged:
         end = offset + shown
         note = (f"states {offset + 1:,} to {end:,} of {total:,}" if shown
@@ -150,7 +154,8 @@ def _print_table(
                            style="dim"))
 
 
-def _draw(console: Any, records: list[Any], in_block: bool, *, header: bool) -> None:
+def _draw(console: Any, records: list[Any], in_block: bool, labelled: bool, *,
+          header: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -164,6 +169,8 @@ def _draw(console: Any, records: list[Any], in_block: bool, *, header: bool) -> 
     table.add_column("iteration", justify="right", no_wrap=True, width=9)
     table.add_column("state", no_wrap=True, width=13)
     table.add_column("time", no_wrap=True, width=19)
+    if labelled:
+        table.add_column("label", overflow="fold", ratio=1)
     # The rest of the line, shared by result and message whatever the rows hold.
     table.add_column("result", overflow="fold", ratio=1)
     table.add_column("message", overflow="fold", ratio=1)
@@ -176,6 +183,7 @@ def _draw(console: Any, records: list[Any], in_block: bool, *, header: bool) -> 
             "" if record.loop_index is None else str(record.loop_index),
             Text(str(record.state), style=state_style(record.state)),
             format_time(record.time),
+            *([Text(record.label or "")] if labelled else []),  # users' text: never markup
             Text(record.preview or "", style="dim"),
             Text(record.message or ""),  # users' text: never markup
         )

@@ -75,7 +75,8 @@ class ConsoleLogHandler(logging.Handler):
             line = log_line(
                 record.created,
                 record.levelname,
-                getattr(record, "task_name", None),
+                # The task run's name (task_run_name=...) when it has one.
+                getattr(record, "task_run_name", None) or getattr(record, "task_name", None),
                 getattr(record, "map_index", None),
                 getattr(record, "loop_index", None),
                 record.getMessage(),
@@ -112,8 +113,9 @@ def logs_command(run_ref: str, task: str | None, follow: bool) -> None:
                 ended = not follow or store.get_run(run_id).state not in ("Running", "Pending")
                 # Only the lines after the last one printed: each is read once.
                 fresh = store.logs(run_id, task=task, after=last_id)
-                if any(e.task_slug not in names for e in fresh):
-                    names = {t.task_slug: t.task_name for t in store.task_runs(run_id)}
+                if any(e.task_run_id not in names for e in fresh):
+                    # Each line is named after its task run: its task_run_name, if any.
+                    names = {t.task_run_id: t.display_name for t in store.task_runs(run_id)}
                 for entry in fresh:
                     console.print(_entry_line(entry, names), soft_wrap=True, highlight=False)
                 if fresh:
@@ -130,7 +132,7 @@ def _entry_line(entry: Any, names: dict[str, str]) -> Any:
     return log_line(
         entry.time,
         entry.level_name,
-        names.get(slug, slug) if slug is not None else None,
+        names.get(entry.task_run_id, slug) if slug is not None else None,
         entry.map_index,
         entry.loop_index,
         entry.message,

@@ -96,6 +96,8 @@ class LoopBlock(Task):
         self.initial: Any = None
         self.result_task: Task | None = None
         self.until_task: Task | None = None
+        #: The iteration label (``it.next(label=...)``): a task of the block, a text, or None.
+        self.label: Task | str | None = None
         self.carried: CarriedValue | None = None
         self.index_task: IterationIndex | None = None
         self.parent: LoopBlock | None = None
@@ -175,8 +177,12 @@ class loop:  # noqa: N801 - reads as a statement: `with loop(...) as it:`
     - ``it.result``: the carried value — ``initial`` on iteration 0 (a value,
       or a task outside the block), then the ``result`` of the iteration before;
     - ``it.index``: the iteration number, from 0 (also ``context.block_index``);
-    - ``it.next(result=task, until=task)``: what is carried to the next
-      iteration, and the task whose truth ends the loop after this iteration.
+    - ``it.next(result=task, until=task, label=task_or_text)``: what is
+      carried to the next iteration, the task whose truth ends the loop after
+      this iteration, and optionally the iteration's label, shown in
+      ``iterflow show RUN --iterations`` and the dashboard (a task of the
+      block whose value is the label, or a text in which ``{index}`` stands
+      for the iteration number).
 
     After the block, ``it.final`` is the carried value of the last iteration.
 
@@ -285,11 +291,13 @@ class loop:  # noqa: N801 - reads as a statement: `with loop(...) as it:`
             node.index_task = self._supply(IterationIndex, "index")
         return node.index_task
 
-    def next(self, result: Any = _UNSET, *, until: Task) -> None:
+    def next(self, result: Any = _UNSET, *, until: Task, label: Task | str | None = None) -> None:
         """Carry ``result`` to the next iteration; stop after one where ``until`` is truthy.
 
         Both are tasks created inside this block. Without ``result`` the carried
-        value stays as it is.
+        value stays as it is. ``label`` names each iteration: a task created
+        inside the block (its value, as text) or a text, ``{index}`` in it
+        standing for the iteration number; cut to 200 characters.
         """
         self._require_open("it.next(...)")
         node = self.node
@@ -300,6 +308,9 @@ class loop:  # noqa: N801 - reads as a statement: `with loop(...) as it:`
         if result is not _UNSET:
             node.result_task = self._own_task(result, "result")
         node.until_task = self._own_task(until, "until")
+        if label is not None and not isinstance(label, str):
+            label = self._own_task(label, "label")
+        node.label = label
 
     @property
     def final(self) -> LoopBlock:

@@ -31,6 +31,7 @@ from iterflow.errors import (
     OptionError,
     ParameterError,
 )
+from iterflow.naming import check_run_name
 
 if TYPE_CHECKING:
     from iterflow.core.parameter import Parameter
@@ -427,6 +428,8 @@ class Flow:
             raise CycleError(f"flow {self.name!r}: {exc}") from None
         for t in self._tasks:
             self._check_inputs(t)
+            if t.task_run_name is not None:
+                check_run_name(t, self.name)
         from iterflow.core.subflow import check_subflows
 
         check_subflows(self)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from iterflow.errors import ArgumentError, OptionError, OutsideFlowError, UnsupportedTaskError
+from iterflow.naming import check_run_name, check_run_name_option
 
 if TYPE_CHECKING:
     from iterflow.core.flow import Flow
@@ -83,6 +84,10 @@ class Task:
     - ``serializer``: ``"pickle"`` (default) or ``"json"`` for stored results.
     - ``state_handlers``: callables ``(task, old_state, new_state) -> state``.
     - ``tags``, ``nout`` (iterate the result into ``nout`` items), ``log_stdout``.
+    - ``task_run_name``: the name of each run of the task, shown in the
+      progress display, the CLI and the dashboard: a format string over its
+      inputs (``"fetch {url}"``) or a callable taking them as keyword
+      arguments (see :mod:`iterflow.naming`).
 
     >>> class Double(Task):
     ...     def run(self, x):
@@ -90,6 +95,8 @@ class Task:
     """
 
     slug: str | None = None
+    #: How each run of the task is named (see ``task_run_name`` above; set in ``__init__``).
+    task_run_name: str | Callable[..., str] | None = None
     #: True when the work is an ``async def``: the engine awaits it (set in ``__init__``).
     is_async: bool = False
     #: When True the runner passes upstream *states* instead of their results
@@ -114,8 +121,10 @@ class Task:
         nout: int | None = None,
         log_stdout: bool = False,
         serializer: str | None = None,
+        task_run_name: str | Callable[..., str] | None = None,
     ) -> None:
         self.name = name or type(self).__name__
+        self.task_run_name = check_run_name_option(task_run_name, self.name)
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise OptionError(
                 f"Task {self.name!r}: max_retries must be an int >= 0, got {max_retries!r}"
@@ -202,6 +211,8 @@ class Task:
                     f"Task {self.name!r} has no option {key!r}; the options are the "
                     f"keyword arguments of Task (see help(iterflow.Task))"
                 )
+            if key == "task_run_name":
+                value = check_run_name_option(value, new.name)
             setattr(new, key, value)
         return new
 
@@ -277,6 +288,8 @@ class Task:
                 f"to run the function directly."
             )
         arguments = self._bind_arguments(args, kwargs, flow)
+        if self.task_run_name is not None:
+            check_run_name(self, flow.name)
         new = self.copy()
         flow.set_dependencies(
             new,

@@ -84,11 +84,12 @@ from iterflow.engine.call import (
     Outcome,
     call_once_async,
 )
-from iterflow.engine.expand import TaskRunSpec, _loop_limit, _where, keep_for_retry
+from iterflow.engine.expand import TaskRunSpec, _loop_label, _loop_limit, _where, keep_for_retry
 from iterflow.engine.mapping import NOTHING
 from iterflow.engine.tasklog import TaskLogger
 from iterflow.engine.transitions import Emit, TaskTransitions
 from iterflow.errors import LoopBlockedWarning
+from iterflow.naming import LABEL_KEY, render_run_name
 
 __all__ = [
     "BLOCKED_AFTER",
@@ -146,15 +147,21 @@ async def drive_async(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None,
     ctx["task_run_id"] = spec.task_run_id
     ctx["task_tags"] = task.tags
     ctx["map_index"] = spec.map_index
+    ctx.pop(LABEL_KEY, None)
     fn = task.run
     inputs = spec.inputs
+    run_name = (
+        render_run_name(task, inputs, ctx["logger"].warning)
+        if task.task_run_name is not None else None
+    )
+    ctx["task_run_name"] = run_name or task.name
     timeout = task.timeout
     stdout = ctx["logger"].info if task.log_stdout else None
     max_loops = task.max_loops
     max_retries = task.max_retries
     moves = (
         TaskTransitions(task, spec.flow_run_id, spec.task_run_id, spec.map_index,
-                        task.serializer or spec.serializer, emit)
+                        task.serializer or spec.serializer, emit, run_name)
         if task.state_handlers or emit is not None
         else None
     )
@@ -206,7 +213,10 @@ async def drive_async(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None,
                     has_result = True
                     if moves is not None:
                         looped = Looped(outcome.message, loop_result, loop_index=loop_index)
-                        state = moves.move(state, looped, loop_index)
+                        label = outcome.label
+                        label = (ctx.pop(LABEL_KEY, None) if label is None
+                                 else _loop_label(ctx, label))
+                        state = moves.move(state, looped, loop_index, label)
                         if state.is_finished():
                             return moves.ended(state, loop_index)
                         if state.is_looped():
@@ -255,7 +265,9 @@ async def drive_async(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None,
                     traceback=outcome.traceback,
                 )
             if moves is not None:
-                state = moves.move(state, final, loop_index)
+                label = outcome.label
+                label = ctx.pop(LABEL_KEY, None) if label is None else _loop_label(ctx, label)
+                state = moves.move(state, final, loop_index, label)
                 return moves.ended(state, loop_index)
             return final
     except asyncio.CancelledError as stop:

@@ -87,6 +87,7 @@ from iterflow.engine.scopes import (
 from iterflow.engine.transitions import emit_or_fail, task_run_event
 from iterflow.errors import LoopLimitError
 from iterflow.events import ResumePoint, TaskRunEvent
+from iterflow.naming import clean_text
 from iterflow.runids import iteration_prefix, latest_attempt
 
 __all__ = ["BlockRun", "Blocks"]
@@ -206,6 +207,8 @@ class BlockRun:
         self.current: dict[Task, State] = {}
         self.sync = node.checkpoint == "every"
         self.serializer = node.serializer or blocks.flow.serializer
+        #: The label of the iteration being judged (it.next(label=...)), for its events.
+        self.label: str | None = None
         self.inline = InlineIteration(self) if plan.inline is not None and blocks.inline else None
 
     # -- an iteration -----------------------------------------------------------------
@@ -333,6 +336,7 @@ class BlockRun:
                 exc,
                 loop_count=k + 1,
             ))
+        self.label = self._label(states, k)
         if stop:
             return self._end(Success(result=value, loop_count=k + 1))
         if node.max_loops is not None and k + 1 >= node.max_loops:
@@ -350,10 +354,24 @@ class BlockRun:
             looped = self.move(Looped(result=value, loop_index=k))
             if looped.is_finished():
                 return self._end(looped)
+        self.label = None
         self.carried = value
         self.index = k + 1
         self.attempt = 1
         return _NEXT
+
+    def _label(self, states: dict[Task, State], k: int) -> str | None:
+        """The label of iteration ``k`` (``it.next(label=...)``), or None."""
+        label = self.node.label
+        if label is None:
+            return None
+        if isinstance(label, str):
+            try:
+                return clean_text(label.format(index=k))
+            except (ValueError, KeyError, IndexError, AttributeError):
+                return clean_text(label)  # braces that are not {index}: the text as it is
+        state = states.get(label)
+        return clean_text(state.result) if state is not None and state.is_successful() else None
 
     def _problem(self, states: dict[Task, State]) -> str | None:
         """Why the iteration failed, or None.
@@ -423,9 +441,11 @@ class BlockRun:
     def _event(self, state: State, loop_index: int) -> TaskRunEvent:
         if state.is_finished():  # it belongs to the last iteration that ran, as for a task
             loop_index = max((state.loop_count or 1) - 1, 0)
+        # Only the state that ends an iteration carries its label (a Looped, the final one).
+        label = self.label if state.is_looped() or state.is_finished() else None
         return task_run_event(
             self.blocks.run_id, self.task_run_id, self.slug, self.node.name, None,
-            loop_index, state, self.sync, self.serializer, self.parent.block_index,
+            loop_index, state, self.sync, self.serializer, self.parent.block_index, label,
         )
 
     def _end(self, final: State) -> list[tuple[Scope, Any]]:

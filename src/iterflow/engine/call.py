@@ -55,16 +55,20 @@ _SIGNAL_KINDS: dict[type[Exception], int] = {
 
 
 class Outcome:
-    """What one run of the function produced: ``kind``, ``value`` and, for errors, text."""
+    """What one run of the function produced: ``kind``, ``value`` and, for errors, text.
 
-    __slots__ = ("kind", "message", "traceback", "value")
+    ``label`` is the iteration label a ``LOOP(label=...)`` gave, as given.
+    """
+
+    __slots__ = ("kind", "label", "message", "traceback", "value")
 
     def __init__(self, kind: int, value: Any = None, message: str | None = None,
-                 tb: str | None = None) -> None:
+                 tb: str | None = None, label: Any = None) -> None:
         self.kind = kind
         self.value = value
         self.message = message
         self.traceback = tb
+        self.label = label
 
 
 def from_exception(exc: Exception) -> Outcome:
@@ -76,8 +80,8 @@ def from_exception(exc: Exception) -> Outcome:
                 kind = signal_kind
                 break
     if kind is not None:
-        signal: Any = exc  # a Signal: it has a result and a message
-        return Outcome(kind, signal.result, signal.message)
+        signal: Any = exc  # a Signal: it has a result and a message (a LOOP, a label)
+        return Outcome(kind, signal.result, signal.message, None, getattr(signal, "label", None))
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return Outcome(ERRORED, exc, f"{type(exc).__name__}: {exc}", text)
 

@@ -68,6 +68,7 @@ from iterflow.engine.protocols import CancelFlag, CheckpointSource
 from iterflow.engine.tasklog import TaskLogger
 from iterflow.engine.transitions import Emit, TaskTransitions
 from iterflow.errors import LoopLimitError, RunCancelled
+from iterflow.naming import LABEL_KEY, clean_text, render_run_name
 from iterflow.pickling import dumps
 
 __all__ = ["TaskRunSpec", "drive", "keep_for_retry", "run_task_run"]
@@ -160,11 +161,18 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
     ctx["task_run_id"] = spec.task_run_id
     ctx["task_tags"] = task.tags
     ctx["map_index"] = spec.map_index
+    ctx.pop(LABEL_KEY, None)  # a label the task run before left in a shared context
     # A plain @task's run() only calls its function: call that, one frame less per call
     # (not when a subclass or task.copy(run=...) gave the task a run of its own).
     plain_run = type(task).run is _PLAIN_RUN and "run" not in task.__dict__
     fn = task.fn if plain_run else task.run
     inputs = spec.inputs
+    # Named once per task run, never per iteration (iterflow.naming).
+    run_name = (
+        render_run_name(task, inputs, ctx["logger"].warning)
+        if task.task_run_name is not None else None
+    )
+    ctx["task_run_name"] = run_name or task.name
     timeout = task.timeout
     stdout = ctx["logger"].info if task.log_stdout else None
     plain = timeout is None and stdout is None
@@ -172,7 +180,7 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
     max_retries = task.max_retries
     moves = (
         TaskTransitions(task, spec.flow_run_id, spec.task_run_id, spec.map_index,
-                        task.serializer or spec.serializer, emit)
+                        task.serializer or spec.serializer, emit, run_name)
         if task.state_handlers or emit is not None
         else None
     )
@@ -232,7 +240,9 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
                 has_result = True
                 if moves is not None:
                     looped = Looped(outcome.message, loop_result, loop_index=loop_index)
-                    state = moves.move(state, looped, loop_index)
+                    label = outcome.label
+                    label = ctx.pop(LABEL_KEY, None) if label is None else _loop_label(ctx, label)
+                    state = moves.move(state, looped, loop_index, label)
                     if state.is_finished():
                         return moves.ended(state, loop_index)
                     if state.is_looped():  # a handler's Looped state is the one used
@@ -281,7 +291,9 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
                 traceback=outcome.traceback,
             )
         if moves is not None:
-            state = moves.move(state, final, loop_index)
+            label = outcome.label  # a LOOP past max_loops ends the loop: its label counts
+            label = ctx.pop(LABEL_KEY, None) if label is None else _loop_label(ctx, label)
+            state = moves.move(state, final, loop_index, label)
             return moves.ended(state, loop_index)
         return final
 
@@ -321,3 +333,9 @@ def _loop_limit(spec: TaskRunSpec, task: Any, loop_index: int) -> Failed:
         f"0..{task.max_loops - 1}; raise max_loops, or return normally to end the loop"
     )
     return Failed(str(error), error, loop_count=loop_index + 1)
+
+
+def _loop_label(ctx: dict[str, Any], given: Any) -> str | None:
+    """The label ``LOOP(label=given)`` gives its iteration; one set before it is dropped."""
+    ctx.pop(LABEL_KEY, None)
+    return clean_text(given)

@@ -42,6 +42,7 @@ class TaskLogger(logging.LoggerAdapter):
             "flow_name": ctx.get("flow_name"),
             "task_name": ctx.get("task_name"),
             "task_run_id": ctx.get("task_run_id"),
+            "task_run_name": ctx.get("task_run_name"),
             "map_index": ctx.get("map_index"),
             "loop_index": ctx.get("loop_index"),
         }

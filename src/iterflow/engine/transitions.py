@@ -122,16 +122,18 @@ _new_tuple = tuple.__new__
 def task_run_event(flow_run_id: str, task_run_id: str, task_slug: str, task_name: str,
                    map_index: int | None, loop_index: int, state: State, sync: bool = False,
                    serializer: str | None = None,
-                   block_index: int | None = None) -> TaskRunEvent:
+                   block_index: int | None = None, label: str | None = None,
+                   task_run_name: str | None = None) -> TaskRunEvent:
     """A :class:`~iterflow.events.TaskRunEvent`, made the fast way (see the comment above)."""
     return _new_tuple(TaskRunEvent, (flow_run_id, task_run_id, task_slug, task_name, map_index,
-                                     loop_index, state, sync, serializer, block_index))
+                                     loop_index, state, sync, serializer, block_index, label,
+                                     task_run_name))
 
 
 # task_run_event lays the fields out by position; keep it in step with the record.
 assert TaskRunEvent._fields == (
     "flow_run_id", "task_run_id", "task_slug", "task_name", "map_index", "loop_index", "state",
-    "sync", "serializer", "block_index",
+    "sync", "serializer", "block_index", "label", "task_run_name",
 ), "TaskRunEvent changed: update task_run_event"
 
 
@@ -142,10 +144,12 @@ class TaskTransitions:
     sink listens; otherwise it makes no states for ``Running``/``Looped`` at all.
     """
 
-    __slots__ = ("emit", "handlers", "head", "history", "serializer", "sync", "task")
+    __slots__ = ("emit", "handlers", "head", "history", "label", "run_name", "serializer",
+                 "sync", "task")
 
     def __init__(self, task: Any, flow_run_id: str, task_run_id: str, map_index: int | None,
-                 serializer: str | None, emit: Emit | None) -> None:
+                 serializer: str | None, emit: Emit | None,
+                 run_name: str | None = None) -> None:
         self.task = task
         self.emit = emit
         self.handlers = task.state_handlers
@@ -154,9 +158,15 @@ class TaskTransitions:
         self.head = (flow_run_id, task_run_id, task.slug, task.name, map_index)
         self.sync = task.checkpoint == "every"
         self.serializer = serializer
+        self.run_name = run_name  # the task run's name, on each of its events
+        self.label: str | None = None  # the label of the iteration the state being emitted ends
 
-    def move(self, old: State, new: State, loop_index: int) -> State:
-        """``old -> new`` at iteration ``loop_index``: the state to use, emitted."""
+    def move(self, old: State, new: State, loop_index: int, label: str | None = None) -> State:
+        """``old -> new`` at iteration ``loop_index``: the state to use, emitted.
+
+        ``label`` is the iteration's label, given with the state that ends it.
+        """
+        self.label = label
         if self.handlers:
             new = apply_handlers(self.task, self.handlers, old, new, loop_count=loop_index + 1,
                                  history=list(self.history))
@@ -168,7 +178,8 @@ class TaskTransitions:
         return new
 
     def event(self, state: State, loop_index: int) -> TaskRunEvent:
-        return task_run_event(*self.head, loop_index, state, self.sync, self.serializer)
+        return task_run_event(*self.head, loop_index, state, self.sync, self.serializer, None,
+                              self.label, self.run_name)
 
     def ended(self, state: State, loop_index: int) -> State:
         if state.loop_count is None:

@@ -67,7 +67,7 @@ TASK, FLOW, LOG, MARK, METRIC = range(5)
 #: A task run's state (MARK records hold only their tag and signal: a flush's marker).
 (T_TAG, T_FLOW_RUN_ID, T_TASK_RUN_ID, T_SLUG, T_NAME, T_MAP_INDEX, T_LOOP_INDEX, T_KIND,
  T_ROLE, T_TIME, T_MESSAGE, T_TRACEBACK, T_BLOCK_INDEX, T_STORED, T_LOOP_COUNT,
- T_SIGNAL) = range(16)
+ T_LABEL, T_RUN_NAME, T_SIGNAL) = range(18)
 #: A flow run's state; ``F_TASKS`` is the flow's (slug, name) pairs on its first state,
 #: ``F_SHAPE`` its description for pictures (``iterflow.core.shape``).
 (F_TAG, F_RUN_ID, F_FLOW_NAME, F_KIND, F_TIME, F_MESSAGE, F_PARAMS_JSON, F_PARAMS_STORED,
@@ -304,7 +304,7 @@ class _Rows:
         # id, flow_run, task_run, kind, loop_index, block_index, data, preview, time
         self.finished: list[tuple[Any, ...]] = []
         # id, flow_run, task_run, kind, loop_index, block_index, message, traceback,
-        # serializer, data, preview, result_id, time
+        # serializer, data, preview, result_id, time, label
         self.other: list[tuple[Any, ...]] = []
         # id, flow_run, task_run, loop_index, level, message, time
         self.logs: list[tuple[Any, ...]] = []
@@ -328,7 +328,11 @@ class _Rows:
         self.latest[task_run_id] = (record, row_id)
         stored = record[T_STORED]
         role = record[T_ROLE]
-        if role == ROLE_LOOP:
+        label = record[T_LABEL]
+        if label is not None:  # rare enough: the general statement, which has the column
+            if role == ROLE_LOOP:
+                self.looped[task_run_id] = (record[T_LOOP_INDEX], row_id)
+        elif role == ROLE_LOOP:
             self.looped[task_run_id] = (record[T_LOOP_INDEX], row_id)
             if (stored is not None and stored[S_SERIALIZER] == "pickle"
                     and stored[S_PATH] is None and record[T_BLOCK_INDEX] is None):
@@ -356,7 +360,7 @@ class _Rows:
                 data = None
         self.other.append((row_id, run_key, task_key, record[T_KIND], record[T_LOOP_INDEX],
                            record[T_BLOCK_INDEX], record[T_MESSAGE], record[T_TRACEBACK],
-                           serializer, data, preview, result_id, at))
+                           serializer, data, preview, result_id, at, label))
         return next_id
 
 
@@ -416,7 +420,8 @@ def _write_flow(
         upsert(conn, flow_run_shapes, "run_id", [{"run_id": run_id, "shape": shape}],
                {"shape": "new"})
     rows.other.append(
-        (row_id, run_key, None, kind, None, None, message, None, None, None, None, None, at)
+        (row_id, run_key, None, kind, None, None, message, None, None, None, None, None, at,
+         None)
     )
     return next_id
 
@@ -431,7 +436,7 @@ def _task_run_row(
 ) -> tuple[Any, ...]:
     """The ``task_runs`` row after a batch (in table order), from its last record there."""
     (_, flow_run_id, task_run_id, slug, name, map_index, loop_index, kind, role, at,
-     message, _traceback, _block, _stored, loop_count, _signal) = record
+     message, _traceback, _block, _stored, loop_count, _label, run_name, _signal) = record
     finished = role >= ROLE_END_STRICT
     if not finished:
         loop_count = None
@@ -443,14 +448,14 @@ def _task_run_row(
     return (
         task_run_id, key, flow_run_id, slug, name, map_index, kind, loop_count, loop_index,
         looped_index, looped_transition, row_id if finished else None, started,
-        at if finished else None, message, identity,
+        at if finished else None, message, identity, run_name,
     )
 
 
 _ROW_ORDER = (
     "task_run_id", "id", "flow_run_id", "task_slug", "task_name", "map_index", "state",
     "loop_count", "loop_index", "looped_index", "looped_transition", "result_transition",
-    "started", "ended", "message", "identity",
+    "started", "ended", "message", "identity", "task_run_name",
 )
 # _task_run_row builds its tuple in the table's column order; keep them in step.
 assert _ROW_ORDER == TASK_RUN_COLUMNS, "task_runs columns changed: update _task_run_row"

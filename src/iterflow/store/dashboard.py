@@ -201,6 +201,7 @@ class TaskGroup:
     ``children`` counts a mapped task's children by state (``width`` in all);
     ``is_block`` marks a loop block (its body's task runs live under its
     iterations). ``key`` is the task run's integer key (for iteration queries).
+    ``task_run_name`` is the run's own name (``task_run_name=``), if it has one.
     """
 
     task_slug: str
@@ -218,6 +219,7 @@ class TaskGroup:
     width: int = 0
     children: dict[str, int] = field(default_factory=dict)
     is_block: bool = False
+    task_run_name: str | None = None
 
     @property
     def loops(self) -> bool:
@@ -282,6 +284,7 @@ def run_shape(store: RunStore, run_id: str) -> RunShape:
                     started=r.started, ended=r.ended, message=r.message, preview=r.preview,
                     looped_index=r.looped_index, width=sum(children.values()), children=children,
                     is_block=not children and _has_children(conn, r, False),
+                    task_run_name=r.task_run_name,
                 )
             )
         tasks = [tuple(x) for x in listed or []]
@@ -319,7 +322,7 @@ def mapped_children(
     def query(conn: sa.Connection) -> tuple[list[Any], int | None]:
         rows = conn.execute(
             sa.select(t.c.task_run_id, t.c.id, t.c.map_index, t.c.state, t.c.loop_count,
-                      t.c.loop_index, t.c.started, t.c.ended, t.c.message)
+                      t.c.loop_index, t.c.started, t.c.ended, t.c.message, t.c.task_run_name)
             .where(t.c.flow_run_id == run_id, t.c.task_slug == slug,
                    t.c.map_index > after,
                    t.c.task_run_id == run_id + "/" + slug + "/" + sa.cast(t.c.map_index, sa.String))
@@ -373,7 +376,8 @@ def log_page(
     lg = logs_table
     stmt = (
         sa.select(lg.c.id, lg.c.time, lg.c.level, lg.c.message, lg.c.loop_index,
-                  t.c.task_slug, t.c.task_name, t.c.map_index, t.c.task_run_id)
+                  t.c.task_slug, t.c.task_name, t.c.map_index, t.c.task_run_id,
+                  t.c.task_run_name)
         .select_from(lg.outerjoin(t, t.c.id == lg.c.task_run))
         .where(lg.c.flow_run == _run_key(run_id), lg.c.id > after)
         .order_by(lg.c.id)

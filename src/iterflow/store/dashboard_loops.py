@@ -214,6 +214,7 @@ class IterationRow:
     message: str | None
     preview: str | None
     id: int
+    label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,22 +232,24 @@ def iteration_page(
     *,
     start: int = 0,
     failed_only: bool = False,
+    label: str | None = None,
     limit: int = 50,
 ) -> IterationPage:
     """The rows of iterations ``start``, ``start + 1``, ... of task run ``key``.
 
     Keyset by loop index, so a jump to iteration 99,999 costs what the first
-    page does. ``failed_only`` keeps failed attempts (retried ones included).
+    page does. ``failed_only`` keeps failed attempts (retried ones included);
+    ``label`` keeps iterations whose label contains that text (any case),
+    searched by the database, page by page like the rest.
     """
     limit = _pagesize(limit)
     start = max(0, int(start))
 
     def query(conn: sa.Connection) -> IterationPage:
-        cond = [s.c.task_run == key, s.c.kind != "Running", s.c.loop_index >= start]
-        if failed_only:
-            cond.append(s.c.kind.in_(FAILED_KINDS))
+        cond = [s.c.task_run == key, s.c.kind != "Running", s.c.loop_index >= start,
+                *_filters(failed_only, label)]
         cols = (s.c.id, s.c.loop_index, s.c.kind, s.c.time, s.c.message, s.c.preview,
-                s.c.serializer)
+                s.c.serializer, s.c.label)
         rows = conn.execute(
             sa.select(*cols).where(*cond)
             .order_by(*_HISTORY).limit(limit + 1)
@@ -254,7 +257,7 @@ def iteration_page(
         more = rows[limit].loop_index if len(rows) > limit else None
         rows = rows[:limit]
         if not rows:
-            return IterationPage([], None, _previous(conn, key, start, failed_only, limit))
+            return IterationPage([], None, _previous(conn, key, start, failed_only, label, limit))
         # Durations: each row's time minus the row before it (any kind, so a
         # retried attempt counts from its restart). A contiguous page reads its
         # range once; a sparse one (failed only) probes once per row.
@@ -302,23 +305,34 @@ def iteration_page(
                 duration=(r.time - before[r.id]) if r.id in before else None,
                 attempt=attempts.get(r.id, 1), message=r.message,
                 preview=r.preview if r.serializer is not None else None, id=r.id,
+                label=r.label,
             )
             for r in rows
         ]
-        return IterationPage(out, more, _previous(conn, key, start, failed_only, limit))
+        return IterationPage(out, more, _previous(conn, key, start, failed_only, label, limit))
 
     return store.read(query)
 
 
+def _filters(failed_only: bool, label: str | None) -> list[Any]:
+    """The conditions of the failed-only and label filters."""
+    cond: list[Any] = []
+    if failed_only:
+        cond.append(s.c.kind.in_(FAILED_KINDS))
+    if label:
+        # Any case; % and _ in the text are themselves, not wildcards.
+        cond.append(s.c.label.icontains(label, autoescape=True))
+    return cond
+
+
 def _previous(
-    conn: sa.Connection, key: int, start: int, failed_only: bool, limit: int
+    conn: sa.Connection, key: int, start: int, failed_only: bool, label: str | None, limit: int
 ) -> int | None:
     """Where the page before one starting at ``start`` starts (``None``: no such page)."""
     if start <= 0:
         return None
-    cond = [s.c.task_run == key, s.c.kind != "Running", s.c.loop_index < start]
-    if failed_only:
-        cond.append(s.c.kind.in_(FAILED_KINDS))
+    cond = [s.c.task_run == key, s.c.kind != "Running", s.c.loop_index < start,
+            *_filters(failed_only, label)]
     inner = (
         sa.select(s.c.loop_index).where(*cond)
         .order_by(*(c.desc() for c in _HISTORY)).limit(limit).subquery()
@@ -334,13 +348,14 @@ def iteration_detail(store: RunStore, task_run_id: str, key: int, index: int) ->
     def query(conn: sa.Connection) -> dict[str, Any]:
         states = conn.execute(
             sa.select(s.c.id, s.c.kind, s.c.loop_index, s.c.time, s.c.message, s.c.traceback,
-                      s.c.preview, s.c.serializer)
+                      s.c.preview, s.c.serializer, s.c.label)
             .where(s.c.task_run == key, s.c.loop_index.between(index - 1, index))
             .order_by(*_HISTORY)
         ).all()
         body = conn.execute(
             sa.select(t.c.task_run_id, t.c.id, t.c.task_slug, t.c.task_name, t.c.map_index,
-                      t.c.state, t.c.loop_count, t.c.started, t.c.ended, t.c.message)
+                      t.c.state, t.c.loop_count, t.c.started, t.c.ended, t.c.message,
+                      t.c.task_run_name)
             .where(t.c.task_run_id > prefix + "/", t.c.task_run_id < prefix + "0")
             .order_by(t.c.started, t.c.task_run_id)
             .limit(_MAX_PAGE)

@@ -242,6 +242,18 @@ def _add_metrics(conn: sa.Connection) -> None:
     _metrics_table(sa.MetaData()).create(conn)
 
 
+def _add_names_and_labels(conn: sa.Connection) -> None:
+    """Add ``task_runs.task_run_name`` and ``state_transitions.label`` (both NULL before).
+
+    New nullable columns only, so it applies whatever migrations ran before
+    it; a column already there is left alone.
+    """
+    inspector = sa.inspect(conn)
+    for table, column in (("task_runs", "task_run_name"), ("state_transitions", "label")):
+        if column not in {c["name"] for c in inspector.get_columns(table)}:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+
+
 #: Ordered migrations: ``MIGRATIONS[i]`` upgrades a store from version i+1 to i+2.
 MIGRATIONS: tuple[Migration, ...] = (
     _v2_results_in_state_rows,
@@ -252,6 +264,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _add_flow_run_parents,
     _add_rewinds,
     _add_metrics,
+    _add_names_and_labels,
 )
 #: The version this code writes and reads.
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

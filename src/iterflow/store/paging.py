@@ -69,6 +69,7 @@ def _select(*where: Any) -> sa.Select:
             s.c.id, s.c.loop_index, s.c.kind, s.c.time, s.c.message, s.c.block_index,
             s.c.traceback, s.c.serializer, s.c.preview,
             sa.func.coalesce(sa.func.length(s.c.data), results.c.size).label("size"),
+            s.c.label,
         )
         .select_from(s.outerjoin(results, results.c.id == s.c.result_id))
         # Running states are kept only where a task run (re)started; each Looped
@@ -79,7 +80,8 @@ def _select(*where: Any) -> sa.Select:
 
 def _record(row: Any) -> IterationRecord:
     # Positional: a history can be a million rows, and a Row's attributes cost more.
-    state_id, loop_index, kind, when, message, block_index, tb, serializer, preview, size = row
+    (state_id, loop_index, kind, when, message, block_index, tb, serializer, preview, size,
+     label) = row
     stored = serializer is not None  # no serializer: the state carried None
     return IterationRecord(
         loop_index=loop_index,
@@ -92,13 +94,15 @@ def _record(row: Any) -> IterationRecord:
         serializer=serializer,
         block_index=block_index,
         traceback=tb,
+        label=label,
     )
 
 
 def _as_dict(row: Any) -> dict[str, Any]:
     # What IterationRecord.as_dict() gives, without the frozen dataclass in between
     # (making one costs more than reading its row): for streaming to JSON.
-    state_id, loop_index, kind, when, message, block_index, tb, serializer, preview, size = row
+    (state_id, loop_index, kind, when, message, block_index, tb, serializer, preview, size,
+     label) = row
     stored = serializer is not None
     return {
         "loop_index": loop_index,
@@ -111,6 +115,7 @@ def _as_dict(row: Any) -> dict[str, Any]:
         "serializer": serializer,
         "block_index": block_index,
         "traceback": tb,
+        "label": label,
     }
 
 

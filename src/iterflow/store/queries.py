@@ -122,6 +122,7 @@ class StoreReaders:
                     block_index=block_index_of(
                         row.task_run_id, row.task_slug, row.map_index, run.run_id
                     ),
+                    task_run_name=row.task_run_name,
                 )
                 for row in conn.execute(stmt)
             ]
@@ -153,6 +154,7 @@ class StoreReaders:
                     s.c.id, s.c.loop_index, s.c.kind, s.c.time, s.c.message, s.c.block_index,
                     s.c.traceback, s.c.serializer, s.c.preview,
                     sa.func.coalesce(sa.func.length(s.c.data), results.c.size).label("size"),
+                    s.c.label,
                 )
                 .select_from(s.outerjoin(results, results.c.id == s.c.result_id))
                 .where(s.c.task_run.in_(keys), s.c.kind != "Running")
@@ -171,6 +173,7 @@ class StoreReaders:
                     serializer=row.serializer,
                     block_index=row.block_index,
                     traceback=row.traceback,
+                    label=row.label,
                 )
                 for row in conn.execute(stmt)
             ]

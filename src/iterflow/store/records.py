@@ -56,6 +56,8 @@ class TaskRunInfo(_Record):
     ``block_index`` is, for a task inside a loop block, the block's iteration
     this task run belongs to (each iteration runs its body tasks anew; of
     nested blocks, the innermost); ``None`` outside blocks.
+    ``task_run_name`` is the run's name from the task's ``task_run_name``
+    option (``None`` when it has none); :attr:`display_name` is what to show.
     """
 
     task_run_id: str
@@ -70,6 +72,12 @@ class TaskRunInfo(_Record):
     message: str | None
     result_preview: str | None
     block_index: int | None = None
+    task_run_name: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        """The run's name when it has one, else its task's name."""
+        return self.task_run_name or self.task_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +85,9 @@ class IterationRecord(_Record):
     """A recorded state of a task run: each ``Looped`` iteration, retries, the end.
 
     ``result_id`` can be passed to :func:`load_result`; ``preview`` shows the
-    value without loading it.
+    value without loading it. ``label`` is the iteration's label
+    (``iterflow.set_iteration_label``, ``LOOP(label=...)``, ``it.next(label=...)``),
+    on the state that ended the iteration.
     """
 
     loop_index: int | None
@@ -90,6 +100,7 @@ class IterationRecord(_Record):
     serializer: str | None
     block_index: int | None
     traceback: str | None
+    label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,12 @@ Tables (SQLAlchemy Core; times are epoch seconds as floats; ``run_id`` and
                        event), looped_index + looped_transition (the latest Looped:
                        where a resumed run continues), result_transition (the final
                        state), started, ended, message, identity (the task's
-                       fingerprint in the flow that ran it)
+                       fingerprint in the flow that ran it), task_run_name (its
+                       name from the task's ``task_run_name``, or NULL)
     state_transitions  id, flow_run (flow_runs.id), task_run (task_runs.id; NULL:
                        the flow run's own), kind, loop_index, block_index, message,
-                       traceback, time, and the result the state carries:
+                       traceback, time, label (of the iteration the state ends,
+                       or NULL), and the result the state carries:
                        serializer, data, preview (inline), or result_id (kept out
                        of line, in ``results``)
     results            id, serializer, data (inline) or path (a file), size, preview:
@@ -156,6 +158,8 @@ task_runs = sa.Table(
     # The task's identity in the flow that ran it (iterflow.core.fingerprint):
     # a resume reuses the task run's results only if the flow's task has it still.
     sa.Column("identity", sa.String(64)),
+    # What the task's task_run_name made of this run's inputs (NULL: none given).
+    sa.Column("task_run_name", sa.Text),
     sa.Index("ix_task_runs_flow_run", "flow_run_id", "task_slug", "map_index"),
     sa.Index("ux_task_runs_id", "id", unique=True),
 )
@@ -177,6 +181,9 @@ state_transitions = sa.Table(
     sa.Column("data", sa.LargeBinary),
     sa.Column("preview", sa.Text),
     sa.Column("result_id", sa.BigInteger),
+    # The label of the iteration this state ends (iterflow.set_iteration_label):
+    # a column rather than a table of its own, so a labelled iteration is still one row.
+    sa.Column("label", sa.Text),
     # A task run's history in order. (SQLite appends the rowid to every index
     # entry, so this is ordered by id there too.)
     sa.Index("ix_state_transitions_task_run", "task_run"),

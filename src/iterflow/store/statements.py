@@ -245,7 +245,7 @@ insert_results = FastInsert(
 insert_transitions = FastInsert(
     state_transitions,
     ("id", "flow_run", "task_run", "kind", "loop_index", "block_index", "message",
-     "traceback", "serializer", "data", "preview", "result_id", "time"),
+     "traceback", "serializer", "data", "preview", "result_id", "time", "label"),
 )
 insert_looped = FastInsert(
     state_transitions,
@@ -294,6 +294,7 @@ TASK_RUN_RULES = {
     "looped_index": "new_or_old",
     "looped_transition": "new_or_old",
     "identity": "new_or_old",
+    "task_run_name": "new_or_old",
 }
 
 

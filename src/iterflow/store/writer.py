@@ -246,7 +246,7 @@ class StoreSink:
                 (TASK, event.flow_run_id, task_run_id, event.task_slug, event.task_name,
                  event.map_index, event.loop_index, kind_name, role, state.timestamp,
                  state.message, state.traceback, event.block_index, stored, state.loop_count,
-                 signal)
+                 event.label, event.task_run_name, signal)
             )
             if len(buffer) >= self.batch_size:
                 self._wake_writer()

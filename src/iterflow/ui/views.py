@@ -315,7 +315,8 @@ def task_page(request: Request) -> Response:
 def iterations_page(request: Request) -> Response:
     """``/runs/<run>/iterations/<task>``: the iteration table from ``start`` (or ``jump``).
 
-    ``failed=1`` keeps failed attempts; ``at.x`` (a click on the strip,
+    ``failed=1`` keeps failed attempts; ``label=text`` the iterations whose
+    label contains ``text``; ``at.x`` (a click on the strip,
     submitted by the form around it) starts at that bucket's first iteration.
     """
     from iterflow.store import iteration_page
@@ -327,6 +328,8 @@ def iterations_page(request: Request) -> Response:
     row = _task_row(dash, run_id, task)
     q = request.query_params
     failed = q.get("failed") in ("1", "on", "true")
+    # A search of the labels (iterflow.set_iteration_label), done by the store.
+    label = (q.get("label") or "").strip()[:200]
     start = _int(q.get("jump")) if q.get("jump") else _int(q.get("start"), 0)
     if q.get("at.x") is not None:
         summary = dash.summary(row.id, STRIP_WIDTH)
@@ -336,9 +339,10 @@ def iterations_page(request: Request) -> Response:
             bucket = summary.strip[min(n - 1, x * n // STRIP_WIDTH)]
             target = f"/runs/{run_id}/iterations/{bucket.first}/{task}"
             return RedirectResponse(target, status_code=303)
-    page = iteration_page(dash.store, row.id, start=start or 0, failed_only=failed, limit=_PAGE)
+    page = iteration_page(dash.store, row.id, start=start or 0, failed_only=failed,
+                          label=label or None, limit=_PAGE)
     context = {"run": run, "row": row, "task": task, "rows": page, "failed": failed,
-               "start": start or 0, "limit": _PAGE}
+               "label": label, "start": start or 0, "limit": _PAGE}
     if _fragment(request) and (request.headers.get("hx-target") or "").startswith("iter-table"):
         return _html(dash, "_iter_table.html", **context)
     return _html(dash, "iterations.html", **context)
