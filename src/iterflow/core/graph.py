@@ -70,6 +70,10 @@ def topological_order(
     """Nodes in dependency order; ties keep the order of ``nodes`` (stable, deterministic)."""
     nodes = list(nodes)
     position = {node: i for i, node in enumerate(nodes)}
+    # Usually every edge already points forward (a flow's tasks are added after their
+    # upstreams): then ``nodes`` is the answer, the one the heap below would give.
+    if all(position[child] > i for i, node in enumerate(nodes) for child in children.get(node, ())):
+        return nodes
     indegree = dict.fromkeys(nodes, 0)
     for node in nodes:
         for child in children.get(node, ()):

@@ -20,7 +20,6 @@ go to that task's sink even while other async tasks print, through a
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import io
@@ -44,6 +43,7 @@ __all__ = [
     "Outcome",
     "call_once",
     "call_once_async",
+    "from_exception",
 ]
 
 # Outcome kinds, as small ints: the loop's hot path compares them often.
@@ -71,7 +71,8 @@ class Outcome:
         self.label = label
 
 
-def _from_exception(exc: Exception) -> Outcome:
+def from_exception(exc: Exception) -> Outcome:
+    """The :class:`Outcome` of a call that raised ``exc``: a signal's kind, else ERRORED."""
     kind = _SIGNAL_KINDS.get(type(exc))
     if kind is None:
         for signal_type, signal_kind in _SIGNAL_KINDS.items():
@@ -96,14 +97,14 @@ def call_once(
         try:
             return Outcome(RETURNED, fn(**inputs))
         except Exception as exc:
-            return _from_exception(exc)
+            return from_exception(exc)
     if stdout is not None:
         fn = _capturing_stdout(fn, stdout)
     if timeout is None:
         try:
             return Outcome(RETURNED, fn(**inputs))
         except Exception as exc:
-            return _from_exception(exc)
+            return from_exception(exc)
     return _call_with_timeout(fn, inputs, timeout)
 
 
@@ -115,9 +116,9 @@ def _call_with_timeout(fn: Callable[..., Any], inputs: dict[str, Any], timeout: 
         try:
             box.append(Outcome(RETURNED, ctx.run(fn, **inputs)))
         except Exception as exc:
-            box.append(_from_exception(exc))
+            box.append(from_exception(exc))
         except BaseException as exc:  # SystemExit in a task thread: report, don't vanish
-            box.append(_from_exception(RuntimeError(f"task raised {type(exc).__name__}: {exc}")))
+            box.append(from_exception(RuntimeError(f"task raised {type(exc).__name__}: {exc}")))
 
     thread = threading.Thread(target=target, daemon=True, name="iterflow-timeout")
     thread.start()
@@ -176,7 +177,9 @@ async def call_once_async(
         try:
             return Outcome(RETURNED, await fn(**inputs))
         except Exception as exc:
-            return _from_exception(exc)
+            return from_exception(exc)
+    import asyncio  # here, not at the top: a run without async tasks never loads asyncio
+
     limit = asyncio.timeout(timeout)
     writer = _LineWriter(stdout) if stdout is not None else None
     try:
@@ -190,9 +193,9 @@ async def call_once_async(
             return Outcome(
                 TIMED_OUT, None, f"the iteration ran longer than its timeout of {timeout:g} s"
             )
-        return _from_exception(exc)
+        return from_exception(exc)
     except Exception as exc:
-        return _from_exception(exc)
+        return from_exception(exc)
     finally:
         if writer is not None:
             writer.flush()

@@ -36,8 +36,7 @@ import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
-from iterflow.context import _reset as _reset_context
-from iterflow.context import _set as _set_context
+from iterflow.context import _current
 from iterflow.core.state import (
     Cancelled,
     Failed,
@@ -50,6 +49,7 @@ from iterflow.core.state import (
     Success,
     TimedOut,
 )
+from iterflow.core.task import FunctionTask
 from iterflow.durable import sleep as durable_sleep
 from iterflow.engine.call import (
     FAILED,
@@ -59,7 +59,9 @@ from iterflow.engine.call import (
     SKIPPED,
     SUCCEEDED,
     TIMED_OUT,
+    Outcome,
     call_once,
+    from_exception,
 )
 from iterflow.engine.mapping import NOTHING
 from iterflow.engine.protocols import CancelFlag, CheckpointSource
@@ -131,11 +133,13 @@ def run_task_run(
             start, loop_result = found
     ctx = dict(spec.base_context)
     ctx["logger"] = TaskLogger(ctx, emit)
-    token = _set_context(ctx)
+    # The context variable itself, not iterflow.context's _set/_reset: one call less
+    # each way for every task run.
+    token = _current.set(ctx)
     try:
         return drive(spec, ctx, emit, start, loop_result)
     finally:
-        _reset_context(token)
+        _current.reset(token)
 
 
 def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index: int = 0,
@@ -158,7 +162,10 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
     ctx["task_tags"] = task.tags
     ctx["map_index"] = spec.map_index
     ctx.pop(LABEL_KEY, None)  # a label the task run before left in a shared context
-    fn = task.run
+    # A plain @task's run() only calls its function: call that, one frame less per call
+    # (not when a subclass or task.copy(run=...) gave the task a run of its own).
+    plain_run = type(task).run is _PLAIN_RUN and "run" not in task.__dict__
+    fn = task.fn if plain_run else task.run
     inputs = spec.inputs
     # Named once per task run, never per iteration (iterflow.naming).
     run_name = (
@@ -168,6 +175,7 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
     ctx["task_run_name"] = run_name or task.name
     timeout = task.timeout
     stdout = ctx["logger"].info if task.log_stdout else None
+    plain = timeout is None and stdout is None
     max_loops = task.max_loops
     max_retries = task.max_retries
     moves = (
@@ -208,7 +216,13 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
         after_looped = False
 
         try:
-            outcome = call_once(fn, inputs, timeout, stdout)
+            if plain:  # call_once's own first case, without the call to it
+                try:
+                    outcome = Outcome(RETURNED, fn(**inputs))
+                except Exception as exc:
+                    outcome = from_exception(exc)
+            else:
+                outcome = call_once(fn, inputs, timeout, stdout)
         except (KeyboardInterrupt, RunCancelled) as stop:
             # Interrupted inside the function (Ctrl-C or SIGTERM in this thread): record
             # this task run as Cancelled at this iteration, then let the runner stop.
@@ -283,6 +297,9 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
             return moves.ended(state, loop_index)
         return final
 
+
+#: FunctionTask.run, which a subclass may replace (then its own run is called).
+_PLAIN_RUN = FunctionTask.run
 
 #: Types whose values cannot change in place: a retry may reuse them as they are.
 _IMMUTABLE = frozenset({int, float, complex, bool, str, bytes, type(None)})

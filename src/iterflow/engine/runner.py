@@ -11,7 +11,9 @@ state the machine decided), then wait until at least one running job
 finishes, tell the machine, and put its answer in ``todo``. It ends when
 nothing is left to do and nothing is running. A job runs a task run to its
 end, loop included, so the runner sees one result per task run however many
-iterations it took.
+iterations it took. On an executor that finishes each job inside ``submit``
+(``executor.runs_inline``: the LocalExecutor), the runner acts on the job's
+state at once instead, with no round through ``running``.
 
 Loop blocks add *scopes* (:mod:`iterflow.engine.scopes`): every instruction
 and every running job belongs to one, the flow itself or one iteration of a
@@ -131,6 +133,9 @@ class FlowRunner:
         flow = self.flow
         emit = self.bus.emitter() if self.bus is not None else None
         self._implied_running = bool(getattr(self.bus, "implied_running", False))
+        # The plain LocalExecutor finishes each job inside submit (a subclass that counts
+        # or wraps jobs does not say runs_inline, and goes the usual way).
+        self._inline = getattr(self.executor, "runs_inline", False) is True
         root_view, plans = compile_blocks(flow)  # checks blocks before anything runs
         if plans:
             self._blocks = Blocks(
@@ -166,6 +171,8 @@ class FlowRunner:
                     if self._stop_why is not None:  # stop() from another thread
                         raise RunCancelled(self._stop_why)
                     while todo:
+                        if self._stop_why is not None:  # between inline jobs too
+                            raise RunCancelled(self._stop_why)
                         scope, instr = todo.popleft()
                         self._act(instr, scope, running, todo, emit)
                     if running:
@@ -236,19 +243,34 @@ class FlowRunner:
                 emit(self._event(scope, task, map_index, quick))
             todo.extend(scope.task_run_finished(task, map_index, quick))
             return
+        inline = self._inline and not task.is_async
         spec = TaskRunSpec(
             task=task,
             map_index=map_index,
             flow_run_id=self.run_id,
             task_run_id=scope.task_run_id(task, map_index),
+            inputs=instr.inputs if inline else {},
+            base_context=scope.base_context if inline else {},
             start_loop_index=instr.start_loop_index,
             loop_result=instr.loop_result,
             serializer=self.flow.serializer,
             # Asked by task run id, so a body task inside a loop block finds its own
             # iteration's record, not another iteration's run of the same task.
             checkpoint_source=self.checkpoint_source,
+            cancel=self._cancel if inline else None,
             implied_running=self._implied_running,
         )
+        if inline:
+            # The executor would run the job in this thread, done when submit returns:
+            # run it here and act on its state now, with no future, no round through
+            # ``running`` and no ``executor.wait``.
+            try:
+                final = run_task_run(spec, scope.relay)
+            except Exception as exc:  # a crash outside the task, as _job_result says
+                final = self._crashed(exc, scope, task, map_index, emit)
+            self._remember(task, map_index, final)
+            todo.extend(scope.task_run_finished(task, map_index, final))
+            return
         # Values many jobs hold in common travel apart from the spec, so that an executor
         # may send them once; it replaces the cancel flag where jobs run elsewhere.
         shared = {"base_context": scope.base_context, "inputs": instr.inputs,
@@ -317,15 +339,20 @@ class FlowRunner:
         try:
             return self.executor.result(future)
         except Exception as exc:
-            failed = Failed(
-                f"task {task.name!r} in flow {self.flow.name!r} did not finish on "
-                f"{self.executor!r}: {type(exc).__name__}: {exc}",
-                exc,
-                loop_count=0,
-            )
-            if emit is not None:
-                emit(self._event(scope, task, map_index, failed))
-            return failed
+            return self._crashed(exc, scope, task, map_index, emit)
+
+    def _crashed(self, exc: Exception, scope: Scope, task: Any, map_index: int | None,
+                 emit) -> State:
+        """The Failed state (recorded) of a job that crashed outside its task."""
+        failed = Failed(
+            f"task {task.name!r} in flow {self.flow.name!r} did not finish on "
+            f"{self.executor!r}: {type(exc).__name__}: {exc}",
+            exc,
+            loop_count=0,
+        )
+        if emit is not None:
+            emit(self._event(scope, task, map_index, failed))
+        return failed
 
     # -- ending -----------------------------------------------------------------
     def _stop_running(self, running: dict, emit, why: str = "cancelled") -> None:

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from iterflow.core.block import CarriedValue, IterationIndex, LoopBlock, block_layout
 from iterflow.core.graph import Edge
@@ -267,7 +267,8 @@ class Scope:
         return out
 
     def task_run_id(self, task: Task, map_index: int | None) -> str:
-        return task_run_id(self.prefix, cast(str, task.slug), map_index)
+        # Every task in a flow has its slug (no cast(): a call per task on the hot path).
+        return task_run_id(self.prefix, task.slug, map_index)  # type: ignore[arg-type]
 
 
 class BlockRelay:

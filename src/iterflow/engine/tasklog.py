@@ -26,8 +26,13 @@ _new_tuple = tuple.__new__
 class TaskLogger(logging.LoggerAdapter):
     """Logs with the task run's identity attached; see the module docstring."""
 
+    merge_extra = False
+
     def __init__(self, ctx: dict[str, Any], emit: Callable[[Any], None] | None) -> None:
-        super().__init__(_base, {})
+        # What LoggerAdapter.__init__ sets (merge_extra, Python 3.13's, is a class
+        # attribute below), set here: one is made per task run, on a chain's hot path.
+        self.logger = _base
+        self.extra: Any = {}
         self._ctx = ctx
         self._emit = emit
 

@@ -11,13 +11,13 @@ fallback) and the id counter.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import itertools
 import sqlite3
 from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from iterflow.core.state import Kind
 from iterflow.store.schema import (
@@ -308,7 +308,18 @@ run_owner = Prepared(
     .with_for_update(),
     ("run_id",),
 )
-NATIVE_UPSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+
+def _dialect_insert(dialect: str) -> Callable[[sa.Table], Any]:
+    # The dialect's module is imported when first used: SQLAlchemy's PostgreSQL
+    # dialect (with its asyncpg part) would cost every SQLite run's start ~40 ms.
+    def insert(table: sa.Table) -> Any:
+        return importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert(table)
+
+    return insert
+
+
+NATIVE_UPSERT = {"sqlite": _dialect_insert("sqlite"), "postgresql": _dialect_insert("postgresql")}
 _UPSERTS: dict[tuple[Any, ...], Any] = {}
 
 
