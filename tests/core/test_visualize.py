@@ -170,3 +170,38 @@ def test_describe_lists_edges_keys_maps_and_blocks():
     assert tasks["square"]["mapped"] is True
     assert not any(t.get("block") is None and t["slug"].startswith("adding.") for t in
                    tasks.values())
+
+
+@task
+def breaks(n):
+    raise ValueError(f"broken at {n}")
+
+
+def _colour(node: ET.Element) -> str:
+    """A node's state colour: the stroke of its box."""
+    return next(r.get("stroke") for r in node.iter(f"{SVG}rect") if r.get("stroke"))
+
+
+def test_states_are_colours_and_a_loop_inside_a_block_is_a_body_node():
+    from iterflow.ui.graph import COLOURS
+
+    with Flow("coloured") as flow:
+        g = grind(2)
+        breaks(g)
+        with loop(initial=0, max_loops=50, name="adding") as it:
+            total = step(it.result, it.index)
+            grind(1)
+            it.next(total, until=enough(total))
+    state = flow.run(store=None)
+    root = parse(flow.visualize(flow_state=state))
+    top = nodes(root, body=False)
+    assert set(top) == {"grind", "breaks", "adding"}
+    assert _colour(top["grind"]) == COLOURS["Success"]
+    assert _colour(top["breaks"]) == COLOURS["Failed"] != COLOURS["Success"]
+    assert "Failed" in texts(top["breaks"])
+    assert ("grind", "breaks") in edges(root)
+    body = nodes(root, body=True)
+    assert {"step", "enough"} <= set(body) and len(body) == 3  # the inner grind is in the body
+    # Without a state nothing is coloured by state: every node has the "not run" colour.
+    plain = nodes(parse(flow.visualize()), body=False)
+    assert {_colour(n) for n in plain.values()} == {COLOURS[None]}
