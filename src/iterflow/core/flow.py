@@ -17,7 +17,6 @@ the cycle's path), and hands itself to :mod:`iterflow.runtime` to run.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -32,7 +31,6 @@ from iterflow.errors import (
     OptionError,
     ParameterError,
 )
-from iterflow.naming import check_run_name
 
 if TYPE_CHECKING:
     from iterflow.core.parameter import Parameter
@@ -419,46 +417,9 @@ class Flow:
         inputs its function cannot accept, naming the task.
         ``flow.run()`` calls it before anything runs.
         """
-        for edge in self._edges:
-            for t in (edge.upstream_task, edge.downstream_task):
-                if t not in self._tasks:
-                    raise FlowDefinitionError(
-                        f"flow {self.name!r}: edge {edge} refers to task {t.name!r}, which is "
-                        f"not in the flow; add it with flow.add_task(...), or build edges "
-                        f"with flow.add_edge(...), which adds both ends"
-                    )
-        try:
-            order = self.sorted_tasks()
-        except CycleError as exc:
-            raise CycleError(f"flow {self.name!r}: {exc}") from None
-        for t in self._tasks:
-            self._check_inputs(t)
-            if t.task_run_name is not None:
-                check_run_name(t, self.name)
-        from iterflow.core.subflow import check_subflows
+        from iterflow.core.validation import validate_flow
 
-        check_subflows(self)
-        # Imported here: core.block builds on this module. The engine checks blocks
-        # with the same function, so a flow valid here is one the engine can lay out.
-        from iterflow.core.block import block_layout
-
-        block_layout(self, order)
-
-    def _check_inputs(self, task: Task) -> None:
-        keys = {e.key for e in self._upstream[task] if e.key is not None}
-        keys.update(self.constants.get(task, ()))
-        shape = task._call_shape()
-        error = shape.misfit(frozenset(keys))
-        if error is not None:
-            params = [
-                p for p in shape.signature.parameters.values()
-                if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
-            ]
-            raise ArgumentError(
-                f"Task {task.name!r} in flow {self.name!r} has inputs {sorted(keys)} its "
-                f"function cannot take: {error}. It accepts: {', '.join(p.name for p in params)}; "
-                f"give it inputs by those names (or let the function take **kwargs)."
-            )
+        validate_flow(self)
 
     # -- running --------------------------------------------------------------
     def run(

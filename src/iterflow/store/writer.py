@@ -69,14 +69,12 @@ has seen it yet.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import pickle
 import threading
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -86,7 +84,6 @@ from iterflow.errors import RunTakenOver, StoreError
 from iterflow.events import FlowRunEvent, LogEvent, MetricEvent, TaskRunEvent
 from iterflow.store.batch import (
     BIG,
-    F_PARAMS_STORED,
     FLOW,
     LOG,
     MARK,
@@ -99,15 +96,14 @@ from iterflow.store.batch import (
     ROLE_SKIP,
     ROLE_START,
     S_DATA,
-    S_PATH,
     S_SIZE,
-    T_STORED,
     TASK,
     BatchRecorder,
 )
 from iterflow.store.liveness import driving
 from iterflow.store.results import Stored, preview
 from iterflow.store.snapshots import PREVIEW_ONLY, SCALARS, snapshot, snapshot_parameters
+from iterflow.store.writer_thread import WriterThread
 
 if TYPE_CHECKING:
     from iterflow.store.runstore import RunStore
@@ -144,7 +140,7 @@ def _role_of(cls: type[State]) -> tuple[str, int]:
     return info
 
 
-class StoreSink:
+class StoreSink(WriterThread):
     """Records a run's events in a :class:`~iterflow.store.runstore.RunStore`.
 
     Give one to the runner as an event sink for each flow run, and call
@@ -495,108 +491,6 @@ class StoreSink:
     def __repr__(self) -> str:
         return f"StoreSink({self.store.name!r}, pending={len(self._buffer)})"
 
-    # -- the writer thread ----------------------------------------------------------------
-    def _run(self) -> None:
-        try:
-            while True:
-                self._wake.wait(self.batch_interval)
-                self._wake.clear()
-                stopping = self._stopping
-                self._drain()
-                if self._error is None and self._batches.beat_due():
-                    try:
-                        self._batches.commit([], 0)  # nothing queued, but the heartbeat is due
-                    except StoreError as exc:  # a run taken over, a database locked too long
-                        self._fail(exc)
-                if stopping and not self._buffer:
-                    return
-        except BaseException as exc:  # a bug here must not leave handle() waiting forever
-            self._fail(StoreError(
-                f"The writer for the run store {self.store.name} failed: "
-                f"{type(exc).__name__}: {exc}"
-            ))
-            self._discard_all()
-        finally:
-            self._drop_connection()
-
-    def _write(self, transaction: Callable[[sa.Connection], None]) -> None:
-        """Commit ``transaction``; on SQLite through a connection the writer keeps.
-
-        With ``checkpoint="every"`` the writer commits once per iteration, and a
-        pool checkout and return cost about as much as the transaction. A server
-        database keeps the pool, whose pre-ping survives a restarted server.
-        """
-        if self.store.engine.dialect.name != "sqlite":
-            self.store.write(transaction)
-            return
-        if self._conn is None:
-            self._conn = self.store.write_connection()
-        try:
-            self.store.write(transaction, connection=self._conn)
-        except BaseException:
-            self._drop_connection()  # the next attempt starts from a fresh one
-            raise
-
-    def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
-
-    def _drain(self) -> None:
-        buffer = self._buffer
-        while buffer:
-            batch: list[tuple[Any, ...]] = []
-            signals: list[threading.Event] = []
-            released = n_ids = 0
-            # Behind a fast loop, take all that waits (up to max_batch): each
-            # transaction costs the writer several waits for the GIL, so fewer,
-            # larger ones let it keep up (see statements.FastInsert).
-            limit = min(max(self.batch_size, len(buffer)), self.max_batch)
-            while buffer and len(batch) < limit:
-                record = buffer.popleft()
-                signal = record[-1]
-                if signal is not None:
-                    signals.append(signal)
-                tag = record[0]
-                if tag == MARK:
-                    continue
-                batch.append(record)
-                n_ids += 1  # a state row or a log line each
-                if tag == TASK:
-                    stored = record[T_STORED]
-                    if stored is not None:
-                        if stored[S_PATH] is not None:
-                            n_ids += 1  # a results row: the value is in a file
-                        elif stored[S_DATA] is not None and stored[S_SIZE] > BIG:
-                            released += stored[S_SIZE]  # counted by handle() (see _count_big)
-                elif tag == FLOW and record[F_PARAMS_STORED] is not None:
-                    n_ids += 1  # the run's parameters always get a results row
-            if batch and self._error is None:
-                try:
-                    self._batches.commit(batch, n_ids)
-                except StoreError as exc:
-                    self._fail(exc)
-                except Exception as exc:
-                    self._fail(StoreError(
-                        f"Recording to the run store {self.store.name} failed: "
-                        f"{type(exc).__name__}: {exc}"
-                    ))
-            if released:
-                with self._big_lock:
-                    self._big_bytes -= released
-            for signal in signals:
-                signal.set()
-            with self._room:
-                self._room.notify_all()
-
-    def _discard_all(self) -> None:
-        while self._buffer:
-            signal = self._buffer.popleft()[-1]
-            if signal is not None:
-                signal.set()
-        with self._room:
-            self._room.notify_all()
 
 # Sinks whose writer may still hold records: flushed at interpreter exit, so a
 # script that forgets close() still leaves a complete record.

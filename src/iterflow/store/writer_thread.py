@@ -1,0 +1,161 @@
+"""The store sink's other half: the background thread that turns records into transactions.
+
+:class:`WriterThread` is mixed into :class:`~iterflow.store.writer.StoreSink`:
+the sink's ``handle`` (in the threads that make transitions) fills a buffer,
+and this thread drains it — in transactions of ``batch_size`` records, or of up
+to ``max_batch`` behind a fast loop — keeps the heartbeat, and wakes whoever
+waits for a commit or for room. Nothing here runs in a task's thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from iterflow.errors import StoreError
+from iterflow.store.batch import (
+    BIG,
+    F_PARAMS_STORED,
+    FLOW,
+    MARK,
+    S_DATA,
+    S_PATH,
+    S_SIZE,
+    T_STORED,
+    TASK,
+    BatchRecorder,
+)
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from iterflow.store.runstore import RunStore
+
+__all__ = ["WriterThread"]
+
+
+class WriterThread:
+    """The writer thread's loop and its transactions (the state is the sink's)."""
+
+    # Set by StoreSink.__init__; declared here for the methods below.
+    store: RunStore
+    batch_interval: float
+    batch_size: int
+    max_batch: int
+    _buffer: deque[tuple[Any, ...]]
+    _wake: threading.Event
+    _room: threading.Condition
+    _big_lock: threading.Lock
+    _big_bytes: int
+    _batches: BatchRecorder
+    _conn: sa.Connection | None
+    _error: StoreError | None
+    _stopping: bool
+
+    def _fail(self, error: StoreError) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._wake.wait(self.batch_interval)
+                self._wake.clear()
+                stopping = self._stopping
+                self._drain()
+                if self._error is None and self._batches.beat_due():
+                    try:
+                        self._batches.commit([], 0)  # nothing queued, but the heartbeat is due
+                    except StoreError as exc:  # a run taken over, a database locked too long
+                        self._fail(exc)
+                if stopping and not self._buffer:
+                    return
+        except BaseException as exc:  # a bug here must not leave handle() waiting forever
+            self._fail(StoreError(
+                f"The writer for the run store {self.store.name} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ))
+            self._discard_all()
+        finally:
+            self._drop_connection()
+
+    def _write(self, transaction: Callable[[sa.Connection], None]) -> None:
+        """Commit ``transaction``; on SQLite through a connection the writer keeps.
+
+        With ``checkpoint="every"`` the writer commits once per iteration, and a
+        pool checkout and return cost about as much as the transaction. A server
+        database keeps the pool, whose pre-ping survives a restarted server.
+        """
+        if self.store.engine.dialect.name != "sqlite":
+            self.store.write(transaction)
+            return
+        if self._conn is None:
+            self._conn = self.store.write_connection()
+        try:
+            self.store.write(transaction, connection=self._conn)
+        except BaseException:
+            self._drop_connection()  # the next attempt starts from a fresh one
+            raise
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _drain(self) -> None:
+        buffer = self._buffer
+        while buffer:
+            batch: list[tuple[Any, ...]] = []
+            signals: list[threading.Event] = []
+            released = n_ids = 0
+            # Behind a fast loop, take all that waits (up to max_batch): each
+            # transaction costs the writer several waits for the GIL, so fewer,
+            # larger ones let it keep up (see statements.FastInsert).
+            limit = min(max(self.batch_size, len(buffer)), self.max_batch)
+            while buffer and len(batch) < limit:
+                record = buffer.popleft()
+                signal = record[-1]
+                if signal is not None:
+                    signals.append(signal)
+                tag = record[0]
+                if tag == MARK:
+                    continue
+                batch.append(record)
+                n_ids += 1  # a state row or a log line each
+                if tag == TASK:
+                    stored = record[T_STORED]
+                    if stored is not None:
+                        if stored[S_PATH] is not None:
+                            n_ids += 1  # a results row: the value is in a file
+                        elif stored[S_DATA] is not None and stored[S_SIZE] > BIG:
+                            released += stored[S_SIZE]  # counted by handle() (see _count_big)
+                elif tag == FLOW and record[F_PARAMS_STORED] is not None:
+                    n_ids += 1  # the run's parameters always get a results row
+            if batch and self._error is None:
+                try:
+                    self._batches.commit(batch, n_ids)
+                except StoreError as exc:
+                    self._fail(exc)
+                except Exception as exc:
+                    self._fail(StoreError(
+                        f"Recording to the run store {self.store.name} failed: "
+                        f"{type(exc).__name__}: {exc}"
+                    ))
+            if released:
+                with self._big_lock:
+                    self._big_bytes -= released
+            for signal in signals:
+                signal.set()
+            with self._room:
+                self._room.notify_all()
+
+    def _discard_all(self) -> None:
+        while self._buffer:
+            signal = self._buffer.popleft()[-1]
+            if signal is not None:
+                signal.set()
+        with self._room:
+            self._room.notify_all()
