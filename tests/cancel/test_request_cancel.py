@@ -178,3 +178,38 @@ def test_unknown_and_finished_runs_are_refused(store_url):
     assert "already finished (Success)" in done.stderr
     with pytest.raises(StoreError, match="nothing to cancel"):
         request_cancel(run_id, store=store_url)
+
+
+SLOW = """
+import sys, time
+from pathlib import Path
+from iterflow import Flow, task
+from iterflow.executors import ThreadExecutor
+
+@task
+def download():
+    Path(sys.argv[1], "ready").touch()
+    time.sleep(60)
+    return 1
+
+with Flow("slow download") as flow:
+    download()
+
+flow.run(executor=ThreadExecutor(), run_id=sys.argv[2])
+"""
+
+
+def test_cancel_reaches_a_threads_run_whose_task_is_inside_a_long_call(store_url, tmp_path):
+    # No loop to stop at: the run still ends Cancelled (its thread is left, as on SIGTERM).
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW)
+    run_id = uuid.uuid4().hex
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), run_id], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (tmp_path / "ready").exists(), "the task to start", proc=proc)
+        took = cancel_and_time(store_url, run_id, proc)
+    finally:
+        proc.kill()
+    assert took <= 2 * HEARTBEAT + 1.0  # not the task's 60 s
+    assert state(store_url, run_id) == "Cancelled"

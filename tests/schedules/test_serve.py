@@ -177,7 +177,7 @@ def test_two_serves_one_flow_one_refuses(tmp_path, env):
                          what="one serve to refuse")
         winner = second if loser is first else first
         out, _ = loser.communicate(timeout=10)
-        assert loser.returncode == 2
+        assert loser.returncode == 2, out
         assert f"already served by process {winner.pid} on {socket.gethostname()}" in out
         time.sleep(1.5)
         assert winner.poll() is None

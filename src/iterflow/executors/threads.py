@@ -131,6 +131,10 @@ class ThreadExecutor(Executor):
         self._running: dict[Future, str] = {}
         # Set once the run gave up on its jobs: what they emit afterwards is dropped.
         self._deaf = threading.Event()
+        # The runner's cancel flag (from ``shared``), and whether wait() has handed the
+        # runner back its turn once it was set (see wait).
+        self._cancel_flag: Any = None
+        self._told = False
 
     @property
     def capacity(self) -> int | None:  # type: ignore[override]
@@ -147,6 +151,7 @@ class ThreadExecutor(Executor):
         self._pool = pool
         self._running = pool.running
         self._deaf.clear()
+        self._told = False
         try:
             yield self
         finally:
@@ -159,12 +164,27 @@ class ThreadExecutor(Executor):
         if self._pool is None:
             raise RuntimeError("ThreadExecutor.submit() called outside executor.start()")
         ctx = contextvars.copy_context()
+        if shared and shared.get("cancel") is not None:
+            self._cancel_flag = shared["cancel"]
         job = functools.partial(fn, **shared) if shared else fn
         return self._pool.submit(ctx.run, (job, *args), key or getattr(fn, "__name__", "job"))
 
     def wait(self, futures: Iterable[Future]) -> tuple[set[Future], set[Future]]:
-        done, not_done = futures_wait(list(futures), return_when=FIRST_COMPLETED)
-        return set(done), set(not_done)
+        """Block until a job is done — or, once, until the run is stopped from another
+        thread (``iterflow cancel``): a job inside a long call would hold the runner
+        here, where Ctrl-C and SIGTERM reach it but a stop from elsewhere does not."""
+        jobs = list(futures)
+        flag = self._cancel_flag
+        if flag is None or self._told:
+            done, not_done = futures_wait(jobs, return_when=FIRST_COMPLETED)
+            return set(done), set(not_done)
+        while True:
+            done, not_done = futures_wait(jobs, timeout=0.05, return_when=FIRST_COMPLETED)
+            if done:
+                return set(done), set(not_done)
+            if flag.is_set():
+                self._told = True  # the runner now winds the run down; no more polling
+                return set(), set(not_done)
 
     def result(self, future: Future) -> Any:
         return future.result()
