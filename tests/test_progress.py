@@ -286,3 +286,24 @@ def test_task_run_names_in_plain_lines_and_the_live_table():
     run_flow(flow, store=None, sinks=[display])
     frames = [line.strip() for line in _text(console).splitlines()]
     assert any(line.startswith("crawl example.org ") and "Running" in line for line in frames)
+
+
+@task
+def nap():
+    iterflow.sleep(0.6)
+    return "rested"
+
+
+def test_live_table_says_until_when_a_task_run_sleeps():
+    # iterflow.sleep records its wake-up time; the row shows it instead of "Running".
+    with Flow("napping") as flow:
+        nap()
+    console = _terminal_console()
+    display = ProgressDisplay(total_tasks=1, console=console, refresh_per_second=20)
+    state = run_flow(flow, store=None, sinks=[display])
+    assert state.is_successful()
+    rows = [line.strip() for line in _text(console).splitlines() if line.strip().startswith("nap ")]
+    sleeping = [line for line in rows if "sleeping until " in line]
+    assert sleeping, rows
+    shown = sleeping[0].split("sleeping until ")[1].split()[0]
+    assert time.strptime(shown, "%H:%M:%S")  # a clock time, HH:MM:SS

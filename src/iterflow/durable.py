@@ -26,12 +26,14 @@ from typing import Any
 from iterflow.context import current
 from iterflow.errors import RunCancelled
 
-__all__ = ["SLEEPS_KEY", "parse_sleep", "sleep", "sleep_key"]
+__all__ = ["SLEEPS_KEY", "SLEEP_PREFIX", "parse_sleep", "sleep", "sleep_key"]
 
 #: The context key holding the wake-up times a resumed run found recorded.
 SLEEPS_KEY = "_iterflow_sleeps"
 #: How a recorded wake-up reads in the logs (``parse_sleep`` reads it back).
 _LINE = "sleeping until {clock} [wake={wake:.6f} call={call}]"
+#: How every such line starts (the progress display looks for it).
+SLEEP_PREFIX = "sleeping until "
 _ATTEMPT = re.compile(r"/attempt\d+(?=/)")
 _PARSE = re.compile(r"^sleeping until \S+ \[wake=([0-9.]+) call=(\d+)\]$")
 # Counts the sleep calls of the current iteration: the key that finds a call's record.

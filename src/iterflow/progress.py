@@ -42,7 +42,8 @@ from rich.table import Table
 from rich.text import Text
 
 from iterflow.core.state import Kind
-from iterflow.events import FlowRunEvent, TaskRunEvent
+from iterflow.durable import SLEEP_PREFIX, parse_sleep
+from iterflow.events import FlowRunEvent, LogEvent, TaskRunEvent
 
 __all__ = ["REFRESH_PER_SECOND", "ProgressDisplay", "format_duration", "quoted"]
 
@@ -62,7 +63,8 @@ _ONGOING = frozenset({Kind.RUNNING, Kind.LOOPED, Kind.RETRYING, Kind.PENDING})
 class _TaskRunView:
     """What the display knows about one running task run (written on the hot path)."""
 
-    __slots__ = ("kind", "label", "loop_index", "rate", "sample_index", "sample_time", "started")
+    __slots__ = ("kind", "label", "loop_index", "rate", "sample_index", "sample_time", "started",
+                 "wake")
 
     def __init__(self, label: str, kind: Kind, loop_index: int, now: float) -> None:
         self.label = label
@@ -72,6 +74,8 @@ class _TaskRunView:
         self.sample_time = now
         self.sample_index = loop_index
         self.rate: float | None = None
+        # When the task run sleeps in iterflow.sleep: its wake-up time (else None or past).
+        self.wake: float | None = None
 
     def update_rate(self, now: float) -> float | None:
         """Iterations per second over the last window; called by the drawing thread."""
@@ -170,7 +174,13 @@ class ProgressDisplay:
             self._task_event(event)
         elif event.__class__ is FlowRunEvent:
             self._flow_event(event)
-        # LogEvents are shown by the logging handler of whoever set up logging.
+        elif event.__class__ is LogEvent and event.message.startswith(SLEEP_PREFIX):
+            # A durable sleep's record: the row says "sleeping until HH:MM" meanwhile.
+            # Other LogEvents are shown by the logging handler of whoever set up logging.
+            view = self._running.get(event.task_run_id)
+            found = parse_sleep(event.message)
+            if view is not None and found is not None:
+                view.wake = found[0]
 
     def flush(self) -> None:
         """Make sure everything printed so far has reached the terminal."""
@@ -329,9 +339,11 @@ class ProgressDisplay:
         for view in views[:MAX_ROWS]:
             rate = view.update_rate(now)
             looping = view.loop_index > 0
+            wake = view.wake
             table.add_row(
                 Text(view.label),  # a task's name is text, never markup
-                view.kind.value,
+                view.kind.value if wake is None or wake <= now
+                else f"sleeping until {time.strftime('%H:%M:%S', time.localtime(wake))}",
                 str(view.loop_index) if looping else "",
                 f"{rate:,.0f} it/s" if looping and rate is not None else "",
                 format_duration(now - view.started),
