@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from iterflow.errors import StoreError
-from iterflow.store import get_run, iterations, open_store, request_cancel
+from iterflow.store import get_run, iterations, open_store, request_cancel, task_runs
 
 LOOPER = Path(__file__).with_name("looper.py")
 HEARTBEAT = 2.0  # seconds; Dask adds about a second of its own (cancel round trip)
@@ -163,6 +163,17 @@ def test_a_dead_run_is_marked_cancelled_at_once(store_url):
     assert request_cancel(run_id, store=store_url) == "cancelled"
     run = get_run(run_id, store=store_url)
     assert (run.state, run.recorded_state) == ("Cancelled", "Cancelled")
+    # Its task run is closed too, and the history ends as a Ctrl-C'd run's does ...
+    (count,) = task_runs(run_id, store=store_url)
+    assert count.state == "Cancelled"
+    # ... so a resume continues the loop where it was, each iteration once.
+    done = len(iterations(run_id, "count", store=store_url))
+    resumed = cli("resume", run_id, LOOPER_ITERATIONS="20", LOOPER_PAUSE="0")
+    assert resumed.returncode == 0, resumed.stderr
+    assert state(store_url, run_id) == "Success"
+    indexes = [it.loop_index for it in iterations(run_id, "count", store=store_url)
+               if it.state != "Cancelled"]
+    assert indexes == sorted(set(indexes)) and indexes[-1] == 19 and done >= 2
 
 
 def test_unknown_and_finished_runs_are_refused(store_url):

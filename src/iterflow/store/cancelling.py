@@ -23,6 +23,7 @@ to read the request: it is marked ``Cancelled`` at once.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -30,7 +31,14 @@ from iterflow.errors import StoreError
 from iterflow.store.liveness import LIVE, run_info
 from iterflow.store.lookup import find_run
 from iterflow.store.runstore import RunStore, using_store
-from iterflow.store.schema import cancel_requests, flow_run_parents, flow_runs
+from iterflow.store.schema import (
+    cancel_requests,
+    flow_run_parents,
+    flow_runs,
+    state_transitions,
+    task_runs,
+)
+from iterflow.store.statements import allocate_ids
 
 __all__ = ["request_cancel"]
 
@@ -54,12 +62,7 @@ def request_cancel(run: str, *, store: RunStore | str | None = None) -> str:
             info = run_info(row, st.stale_after)
             if info.state not in LIVE:
                 if row.state in LIVE:  # recorded live, but its process is gone
-                    conn.execute(
-                        sa.update(flow_runs).where(flow_runs.c.run_id == row.run_id).values(
-                            state="Cancelled", ended=time.time(),
-                            message="cancelled (iterflow cancel; its process had gone)",
-                        )
-                    )
+                    _cancel_dead_run(conn, row)
                     return "cancelled"
                 raise StoreError(
                     f"Run {row.run_id} of flow {row.flow_name!r} has already finished "
@@ -83,3 +86,39 @@ def request_cancel(run: str, *, store: RunStore | str | None = None) -> str:
             return "requested"
 
         return st.write(ask)
+
+
+#: Task-run states a run's driver would have closed had it not died.
+_UNFINISHED = ("Pending", "Running", "Looped", "Retrying")
+
+
+def _cancel_dead_run(conn: sa.Connection, row: Any) -> None:
+    """Record ``Cancelled`` for a run whose process is gone, as its driver would have.
+
+    The run and each task run it left unfinished end ``Cancelled``, each with a
+    ``Cancelled`` row closing its history (a task run's at the iteration it was
+    in), so ``show``, the dashboard and ``resume`` read it like a run stopped
+    with Ctrl-C: a loop continues at its last recorded iteration.
+    """
+    now = time.time()
+    why = "cancelled (iterflow cancel; its process had gone)"
+    conn.execute(sa.update(flow_runs).where(flow_runs.c.run_id == row.run_id).values(
+        state="Cancelled", ended=now, message=why))
+    left = conn.execute(
+        sa.select(task_runs.c.task_run_id, task_runs.c.id, task_runs.c.loop_index).where(
+            task_runs.c.flow_run_id == row.run_id, task_runs.c.state.in_(_UNFINISHED))
+    ).all()
+    if left:
+        conn.execute(
+            sa.update(task_runs)
+            .where(task_runs.c.task_run_id.in_([t.task_run_id for t in left]))
+            .values(state="Cancelled", ended=now, message=why)
+        )
+    first = allocate_ids(conn, 1 + len(left))
+    conn.execute(sa.insert(state_transitions), [
+        {"id": first, "flow_run": row.id, "task_run": None, "kind": "Cancelled",
+         "loop_index": None, "message": why, "time": now},
+        *({"id": first + 1 + n, "flow_run": row.id, "task_run": t.id, "kind": "Cancelled",
+           "loop_index": t.loop_index, "message": why, "time": now}
+          for n, t in enumerate(left)),
+    ])
