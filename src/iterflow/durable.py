@@ -94,6 +94,9 @@ def sleep(seconds: float) -> None:
         wake = recorded.pop(sleep_key(task_run_id, loop_index, call), None)
     if wake is None:
         wake = time.time() + seconds
+    if wake > time.time():
+        # Recorded (again, after a resume: the same call and wake-up time, so a later
+        # resume reads the same thing) and shown by `show` and the progress display.
         clock = datetime.fromtimestamp(wake).strftime("%H:%M:%S")
         logger = ctx.get("logger")
         if logger is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import time
 
+from iterflow.durable import parse_sleep
 from iterflow.store import list_runs, logs, open_store
 
 from .helpers import kill, wait_for
@@ -68,6 +69,14 @@ def test_a_killed_sleep_waits_only_what_is_left_after_resume(flow_script, store_
     late = max(0.0, again - (sleeps[1][1] + 2.0))
     assert woke[2][1] - sleeps[0][1] < 6 + late + 0.8
     assert ended - started < 60
+    # The resumed sleep said so again (when time was left), with the wake-up time
+    # first recorded: `show` and the progress display read the latest line.
+    with open_store(store_url) as store:
+        wakes = [parse_sleep(e.message) for e in logs(run_id, store=store)]
+    wakes = [w for w in wakes if w is not None]
+    assert len({w[0] for w in wakes}) == 3  # three sleeps, three wake-up times
+    if woke_1 - again >= 0.1:
+        assert len(wakes) == 4  # iteration 1's, recorded before the kill and after
 
 
 def test_a_resume_after_the_wake_up_time_continues_at_once(flow_script, store_url):
