@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 from iterflow.core.state import Looped, Running, Success
 from iterflow.events import FlowRunEvent, TaskRunEvent
 from iterflow.store import open_store
+from tests.ui.serving import serving
 from tests.ui.stores import write_big_run, write_small_runs
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -65,7 +65,6 @@ def browser():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``(base url, store, the big run)`` of a uvicorn server in a thread."""
-    import uvicorn
 
     from iterflow.ui import create_app
 
@@ -73,20 +72,8 @@ def server(tmp_path_factory):
     store = open_store(f"sqlite:///{home}/iterflow.db", home=home)
     write_small_runs(store, 60)
     run = write_big_run(store, loops=100_000, block=200, width=300)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(store, interval=0.2), host="127.0.0.1", port=port,
-                            log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", store, run
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(store, interval=0.2)) as base:
+        yield base, store, run
     store.close()
 
 

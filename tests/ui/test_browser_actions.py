@@ -6,15 +6,12 @@ its own, so these runs change nothing the other browser tests look at.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import pytest
 
 import iterflow.store
 from iterflow.errors import StoreError
 from iterflow.store import get_run, open_store
+from tests.ui.serving import serving
 from tests.ui.test_actions import failed_run, live_run
 from tests.ui.test_browser import browser, page, wait_until  # noqa: F401 - fixtures
 
@@ -24,26 +21,13 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``(base url, store, home)`` of a uvicorn server in a thread."""
-    import uvicorn
 
     from iterflow.ui import create_app
 
     home = tmp_path_factory.mktemp("actions-store")
     store = open_store(f"sqlite:///{home}/iterflow.db", home=home)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(store, interval=0.2), host="127.0.0.1", port=port,
-                            log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", store, home
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(store, interval=0.2)) as base:
+        yield base, store, home
     store.close()
 
 

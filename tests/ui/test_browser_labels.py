@@ -8,15 +8,13 @@ server, which filters in SQL and pages the result.
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 
 import pytest
 
 import iterflow
 from iterflow import LOOP, Flow, task
 from iterflow.store import open_store
+from tests.ui.serving import serving
 from tests.ui.test_browser import browser, page, wait_until  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -33,7 +31,6 @@ def crawl(site, pages):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import uvicorn
 
     from iterflow.ui import create_app
 
@@ -44,20 +41,8 @@ def server(tmp_path_factory):
     state = flow.run(store=url)
     assert state.is_successful()
     store = open_store(url, home=home)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(store, interval=0.2), host="127.0.0.1", port=port,
-                            log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", state.run_id
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(store, interval=0.2)) as base:
+        yield base, state.run_id
     store.close()
 
 

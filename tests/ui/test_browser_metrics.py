@@ -8,7 +8,6 @@ metrics per iteration, and a run written live while the page watches it. See
 from __future__ import annotations
 
 import re
-import socket
 import threading
 import time
 
@@ -19,6 +18,7 @@ from iterflow import LOOP, Flow, task
 from iterflow.core.state import Looped, Running, Success
 from iterflow.events import FlowRunEvent, MetricEvent, TaskRunEvent
 from iterflow.store import open_store
+from tests.ui.serving import serving
 from tests.ui.test_browser import browser, page, shoot, wait_until  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -40,7 +40,6 @@ def fit(epochs):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """``(base url, store, run id)`` of a uvicorn server in a thread."""
-    import uvicorn
 
     from iterflow.ui import create_app
 
@@ -50,20 +49,8 @@ def served(tmp_path_factory):
         fit(5_000)
     state = flow.run(store=store)
     assert state.is_successful()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(store, interval=0.2), host="127.0.0.1", port=port,
-                            log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", store, state.run_id
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(store, interval=0.2)) as base:
+        yield base, store, state.run_id
     store.close()
 
 
