@@ -17,11 +17,11 @@ the cycle's path), and hands itself to :mod:`iterflow.runtime` to run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from iterflow.core.graph import Edge, find_path, topological_order
+from iterflow.core.graph import DownstreamView, Edge, find_path, topological_order
 from iterflow.core.memo import graph_changed
 from iterflow.core.task import Task, flatten, unmapped
 from iterflow.errors import (
@@ -41,22 +41,6 @@ __all__ = ["Flow"]
 _active_flow: ContextVar[Flow | None] = ContextVar("iterflow_active_flow", default=None)
 # Blocks (``case``, ``loop``) that want to know which tasks are created inside them.
 _block_stack: ContextVar[tuple[Any, ...]] = ContextVar("iterflow_block_stack", default=())
-
-
-class _Children(Mapping[Task, list[Task]]):
-    """A read-only view of each task's downstream tasks, for the cycle check."""
-
-    def __init__(self, downstream: dict[Task, list[Edge]]) -> None:
-        self._downstream = downstream
-
-    def __getitem__(self, task: Task) -> list[Task]:
-        return [e.downstream_task for e in self._downstream[task]]
-
-    def __iter__(self) -> Iterator[Task]:
-        return iter(self._downstream)
-
-    def __len__(self) -> int:
-        return len(self._downstream)
 
 
 class Flow:
@@ -229,7 +213,7 @@ class Flow:
                         f"edge (no key, upstream_tasks=[...])"
                     )
         # Read children on demand: copying the whole graph per edge made building quadratic.
-        path = find_path(downstream_task, upstream_task, _Children(self._downstream))
+        path = find_path(downstream_task, upstream_task, DownstreamView(self._downstream))
         if path is not None:
             names = [t.slug or t.name for t in (*path, downstream_task)]  # add_task set slugs
             raise CycleError(

@@ -6,13 +6,13 @@ description with a small API, and these algorithms can be tested on their own.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from iterflow.errors import CycleError
 
-__all__ = ["Edge", "find_path", "topological_order"]
+__all__ = ["DownstreamView", "Edge", "find_path", "topological_order"]
 
 #: A graph node: anything hashable (the flow passes tasks).
 Node = TypeVar("Node", bound=Hashable)
@@ -100,3 +100,22 @@ def topological_order(
             f"an edge that closes a cycle"
         )
     return order
+
+
+class DownstreamView(Mapping[Any, list[Any]]):
+    """A read-only view of each task's downstream tasks, from its outgoing edges.
+
+    What :func:`find_path` walks for the cycle check, without copying the graph.
+    """
+
+    def __init__(self, downstream: Mapping[Any, list[Edge]]) -> None:
+        self._downstream = downstream
+
+    def __getitem__(self, task: Any) -> list[Any]:
+        return [e.downstream_task for e in self._downstream[task]]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._downstream)
+
+    def __len__(self) -> int:
+        return len(self._downstream)
