@@ -14,27 +14,7 @@ import iterflow
 from iterflow.store import open_store, request_cancel
 from iterflow.store.children import child_runs, list_runs
 from tests.durability.helpers import FlowScript, wait_for
-
-FOREVER = """
-from iterflow.executors import ThreadExecutor
-
-
-@task
-def spin(x):
-    i = iterflow.context.loop_index
-    mark("spins", i)
-    time.sleep(0.02)
-    if i < 100_000:
-        raise LOOP(result=i)
-    return i
-
-
-with Flow("spinner") as child:
-    spin(Parameter("x"))
-
-with Flow("parent", executor=ThreadExecutor(max_workers=2)) as flow:
-    child.map(x=[1, 2])
-"""
+from tests.subflows.test_cancel import FOREVER  # the same parent: children that loop on
 
 
 @pytest.fixture
