@@ -9,6 +9,13 @@
 (function () {
   "use strict";
 
+  function yAxisSize(u, values) {
+    if (!values) { return 50; }
+    var longest = 0;
+    values.forEach(function (v) { longest = Math.max(longest, String(v).length); });
+    return Math.max(50, 16 + 7 * longest);
+  }
+
   function fetchSeries(box, range) {
     var url = box.dataset.src;
     if (range) {
@@ -56,6 +63,8 @@
         height: 180,
         scales: { x: { time: false } },
         series: [{ label: "iteration" }, { label: name, stroke: "#1f5fbf", width: 1.5 }],
+        // The y axis as wide as its longest tick label ("200,000" fits, not "0,000").
+        axes: [{}, { size: yAxisSize }],
         // No local zoom: the selection asks the server for that range (full detail).
         cursor: { drag: { x: true, y: false, setScale: false } },
         hooks: {
