@@ -58,7 +58,7 @@ from iterflow.store.statements import (
     insert_transitions,
     run_owner,
     upsert,
-    upsert_task_runs,
+    upsert_task_run_rows,
 )
 
 __all__ = ["BatchRecorder"]
@@ -242,7 +242,7 @@ class BatchRecorder:
                     rows.running.append(rows.opening[task_run_id])
             insert_results.run(conn, rows.results)
             if conn.dialect.name in NATIVE_UPSERT:
-                upsert_task_runs.run(conn, snapshots)
+                upsert_task_run_rows(conn, snapshots)
             else:
                 upsert(conn, task_runs, "task_run_id",
                        [dict(zip(TASK_RUN_COLUMNS, row)) for row in snapshots],
