@@ -128,3 +128,18 @@ def test_the_dashboard_times_a_loops_first_iteration_from_its_start(store, sink)
     detail = iteration_detail(store, tid, key, 0)
     assert detail["started"] == t0
     assert [s.kind for s in detail["states"]] == ["Looped"]
+
+
+def test_a_mapped_flow_run_records_its_children_without_running_rows(store):
+    from iterflow import Flow, Parameter, task
+
+    with Flow("fan") as flow:
+        task(lambda x: x + 1, name="inc").map(Parameter("items"))
+    state = flow.run(parameters={"items": [1, 2, 3]}, store=store)
+    assert state.is_successful()
+    (run,) = store.list_runs()
+    children = [t for t in store.task_runs(run.run_id) if t.map_index is not None]
+    assert len(children) == 3
+    for child in children:
+        assert [k for k, _ in history(store, child.task_run_id)] == ["Success"]
+        assert child.started is not None and child.started <= child.ended
