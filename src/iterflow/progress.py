@@ -41,8 +41,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from iterflow.core.state import Kind
+from iterflow.core.state import Kind, Looped
 from iterflow.durable import SLEEP_PREFIX, parse_sleep
+from iterflow.engine.transitions import task_run_event
 from iterflow.events import FlowRunEvent, LogEvent, TaskRunEvent
 
 __all__ = ["REFRESH_PER_SECOND", "ProgressDisplay", "format_duration", "quoted"]
@@ -181,6 +182,30 @@ class ProgressDisplay:
             found = parse_sleep(event.message)
             if view is not None and found is not None:
                 view.wake = found[0]
+
+    #: Its lane never declines a state (see EventBus.looped_lane).
+    lane_always_takes = True
+
+    def looped_lane(self, slug: str, serializer: str | None) -> Any:
+        """:meth:`record_looped`: the display needs no event to count an iteration."""
+        return self.record_looped
+
+    def record_looped(
+        self, head: tuple[Any, ...], loop_index: int, value: Any, label: str | None
+    ) -> bool:
+        """Iteration ``loop_index`` of the task run ``head`` names looped (no event made).
+
+        See :func:`iterflow.engine.transitions.looped_lane`; ``head`` is (flow
+        run id, task run id, slug, name, map index, task run name).
+        """
+        view = self._running.get(head[1])
+        if view is None:  # not seen yet: the usual way, which adds its line
+            self.handle(task_run_event(*head[:5], loop_index, Looped(None, value,
+                                                                     loop_index=loop_index)))
+            return True
+        view.loop_index = loop_index + 1  # the next iteration starts at once
+        view.kind = _RUNNING
+        return True
 
     def flush(self) -> None:
         """Make sure everything printed so far has reached the terminal."""
