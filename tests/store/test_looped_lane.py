@@ -121,10 +121,10 @@ def test_the_lane_declines_a_task_run_already_finished(tmp_path):
         lane = sink.looped_lane("t", None)
         head = ("run", "run/t", "t", "t", None, None)
         assert lane(head, 0, 1, None) is True
-        assert lane(head, 1, 2, "a label") is False  # a label: the usual way
-        assert lane(head, 1, [2], None) is False  # not a number: the usual way
+        assert lane(head, 1, 2, "a label") is True  # labels go in the general row
+        assert lane(head, 2, [2], None) is False  # not a number: the usual way
         sink._done.add("run/t")  # its Success is recorded: no later Looped is
-        assert lane(head, 1, 2, None) is False
+        assert lane(head, 2, 2, None) is False
         sink.close()
 
 

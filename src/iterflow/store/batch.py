@@ -86,7 +86,7 @@ M_TAG, M_FLOW_RUN_ID, M_TASK_RUN_ID, M_EVENT, M_SIGNAL = range(5)
 #: slots of a TASK record's, then the task run's head (flow run id, task run id, slug,
 #: name, map index, task run name), the iteration, the pickled value and its preview.
 (LP_TAG, LP_FLOW_RUN_ID, LP_TASK_RUN_ID, LP_HEAD, LP_LOOP_INDEX, LP_DATA, LP_PREVIEW, LP_TIME,
- LP_SIGNAL) = range(9)
+ LP_LABEL, LP_SIGNAL) = range(10)
 #: A :data:`~iterflow.store.results.Stored` value: (serializer, data, path, size, preview).
 S_SERIALIZER, S_DATA, S_PATH, S_SIZE, S_PREVIEW = range(5)
 
@@ -204,12 +204,16 @@ class BatchRecorder:
                     task_run_id = record[LP_TASK_RUN_ID]
                     at = record[LP_TIME]
                     index = record[LP_LOOP_INDEX]
-                    looped_rows.append((
-                        next_id,
-                        run_keys.get(record[LP_FLOW_RUN_ID]) or keyed_runs[record[LP_FLOW_RUN_ID]],
-                        task_keys.get(task_run_id) or keyed_tasks[task_run_id],
-                        index, record[LP_DATA], record[LP_PREVIEW], at,
-                    ))
+                    run_key = (run_keys.get(record[LP_FLOW_RUN_ID])
+                               or keyed_runs[record[LP_FLOW_RUN_ID]])
+                    task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
+                    if record[LP_LABEL] is None:
+                        looped_rows.append((next_id, run_key, task_key, index, record[LP_DATA],
+                                            record[LP_PREVIEW], at))
+                    else:  # the compact row has no label column
+                        rows.other.append((next_id, run_key, task_key, "Looped", index, None,
+                                           None, None, "pickle", record[LP_DATA],
+                                           record[LP_PREVIEW], None, at, record[LP_LABEL]))
                     latest[task_run_id] = (record, next_id)
                     looped[task_run_id] = (index, next_id)
                     if task_run_id not in first:

@@ -14,7 +14,7 @@ does only what must happen there:
   appends it to a bounded buffer.
 
 A loop's plain iterations skip even that: a task run with no state handlers
-hands each ``Looped`` state with a number for its result to
+hands each ``Looped`` state with a number for its result (and no message) to
 :meth:`StoreSink.record_looped` as values (the loop driver's *lane*, see
 :func:`iterflow.engine.transitions.looped_lane`), with no state or event
 made for it, and it becomes a compact record. Anything else the lane
@@ -325,13 +325,13 @@ class StoreSink(WriterThread):
         in the task's thread instead of making a state and an event: a number
         is pickled here and goes in a compact record
         (:data:`~iterflow.store.batch.LOOPED`). Anything else — another value,
-        an iteration label, a task run already finished — returns False and
+        a task run already finished — returns False and
         the driver takes the usual way through :meth:`handle`.
         """
         if self._unusable:
             self._raise()
         task_run_id = head[1]
-        if label is not None or task_run_id in self._done:
+        if task_run_id in self._done:
             return False
         if type(value) not in _SCALARS:
             return False
@@ -342,7 +342,7 @@ class StoreSink(WriterThread):
         buffer = self._buffer
         # Slots are batch.LP_*, in this order.
         buffer.append((LOOPED, head[0], task_run_id, head, loop_index, data, repr(value), _now(),
-                       None))
+                       label, None))
         n = len(buffer)
         if n >= self.batch_size and (
             not n % self.batch_size or n >= self.max_pending
