@@ -30,8 +30,9 @@ VALUES = st.one_of(
     st.integers(10**200, 10**201), st.text(max_size=6), st.none(),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=3),
 )
-ITERATION = st.tuples(VALUES, st.sampled_from([None, None, "page {i}"]),
-                      st.sampled_from([None, None, None, "note {i}"]))
+# Labels and messages with what a COPY or a quoted literal must carry through.
+ITERATION = st.tuples(VALUES, st.sampled_from([None, None, "page {i}", "p\t{i}\\N 50% 'q' ü"]),
+                      st.sampled_from([None, None, None, "note {i}\nline two %s"]))
 
 
 def _loop_flow(plan: list[tuple], with_handler: bool) -> tuple[Flow, str]:
@@ -66,8 +67,9 @@ def _history(run_id: str, store) -> list[tuple]:
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(plan=st.lists(ITERATION, max_size=12))
-def test_lane_records_what_the_usual_way_records(tmp_path, plan):
-    with open_store(f"sqlite:///{tmp_path}/lane.db") as store:
+def test_lane_records_what_the_usual_way_records(store_url, plan):
+    """On SQLite and PostgreSQL (whose rows go in by COPY)."""
+    with open_store(store_url) as store:
         fast, _ = _loop_flow(plan, with_handler=False)
         slow, _ = _loop_flow(plan, with_handler=True)
         fast_state = fast.run(store=store)
