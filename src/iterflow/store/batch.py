@@ -64,7 +64,7 @@ __all__ = ["BatchRecorder"]
 # -- the record layout ------------------------------------------------------------
 
 #: Record tags.
-TASK, FLOW, LOG, MARK, METRIC = range(5)
+TASK, FLOW, LOG, MARK, METRIC, LOOPED = range(6)
 #: A task run's state (MARK records hold only their tag and signal: a flush's marker).
 (T_TAG, T_FLOW_RUN_ID, T_TASK_RUN_ID, T_SLUG, T_NAME, T_MAP_INDEX, T_LOOP_INDEX, T_KIND,
  T_ROLE, T_TIME, T_MESSAGE, T_TRACEBACK, T_BLOCK_INDEX, T_STORED, T_LOOP_COUNT,
@@ -81,6 +81,12 @@ TASK, FLOW, LOG, MARK, METRIC = range(5)
 #: iteration, and copying its fields into the record cost the task's thread more than
 #: reading them here.
 M_TAG, M_FLOW_RUN_ID, M_TASK_RUN_ID, M_EVENT, M_SIGNAL = range(5)
+#: A plain ``Looped`` state with a number for its result, from the loop driver's lane
+#: (:meth:`~iterflow.store.writer.StoreSink.record_looped`): run and task run ids in the
+#: slots of a TASK record's, then the task run's head (flow run id, task run id, slug,
+#: name, map index, task run name), the iteration, the pickled value and its preview.
+(LP_TAG, LP_FLOW_RUN_ID, LP_TASK_RUN_ID, LP_HEAD, LP_LOOP_INDEX, LP_DATA, LP_PREVIEW, LP_TIME,
+ LP_LABEL, LP_SIGNAL) = range(10)
 #: A :data:`~iterflow.store.results.Stored` value: (serializer, data, path, size, preview).
 S_SERIALIZER, S_DATA, S_PATH, S_SIZE, S_PREVIEW = range(5)
 
@@ -189,9 +195,31 @@ class BatchRecorder:
                 next_id += 1
             rows = _Rows()
             runs = dict(self.open_runs)
+            looped_rows, latest, looped, first = (
+                rows.looped_rows, rows.latest, rows.looped, rows.first
+            )
             for record in batch:
                 tag = record[0]
-                if tag == TASK:
+                if tag == LOOPED:  # most records of a loop: their rows made right here
+                    task_run_id = record[LP_TASK_RUN_ID]
+                    at = record[LP_TIME]
+                    index = record[LP_LOOP_INDEX]
+                    run_key = (run_keys.get(record[LP_FLOW_RUN_ID])
+                               or keyed_runs[record[LP_FLOW_RUN_ID]])
+                    task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
+                    if record[LP_LABEL] is None:
+                        looped_rows.append((next_id, run_key, task_key, index, record[LP_DATA],
+                                            record[LP_PREVIEW], at))
+                    else:  # the compact row has no label column
+                        rows.other.append((next_id, run_key, task_key, "Looped", index, None,
+                                           None, None, "pickle", record[LP_DATA],
+                                           record[LP_PREVIEW], None, at, record[LP_LABEL]))
+                    latest[task_run_id] = (record, next_id)
+                    looped[task_run_id] = (index, next_id)
+                    if task_run_id not in first:
+                        first[task_run_id] = at
+                    next_id += 1
+                elif tag == TASK:
                     task_run_id = record[T_TASK_RUN_ID]
                     # Keys start at 1, so `or` only falls through for a missing one.
                     task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
@@ -228,6 +256,8 @@ class BatchRecorder:
             _write_flow_rows(conn, rows)
             snapshots: list[tuple[Any, ...]] = []
             for task_run_id, (record, row_id) in rows.latest.items():
+                if record[0] == LOOPED:
+                    record = _as_task_record(record)
                 task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
                 snapshots.append(_task_run_row(
                     record, task_key, row_id, rows.first[task_run_id],
@@ -369,8 +399,10 @@ class _Rows:
                 self.looped[task_run_id] = (record[T_LOOP_INDEX], row_id)
         elif role == ROLE_LOOP:
             self.looped[task_run_id] = (record[T_LOOP_INDEX], row_id)
+            # The compact row has no message column: a LOOP(message=...) takes the other.
             if (stored is not None and stored[S_SERIALIZER] == "pickle"
-                    and stored[S_PATH] is None and record[T_BLOCK_INDEX] is None):
+                    and stored[S_PATH] is None and record[T_BLOCK_INDEX] is None
+                    and record[T_MESSAGE] is None):
                 self.looped_rows.append((row_id, run_key, task_key, record[T_LOOP_INDEX],
                                          stored[S_DATA], stored[S_PREVIEW], at))
                 return next_id
@@ -397,6 +429,14 @@ class _Rows:
                            record[T_BLOCK_INDEX], record[T_MESSAGE], record[T_TRACEBACK],
                            serializer, data, preview, result_id, at, label))
         return next_id
+
+
+def _as_task_record(record: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The TASK record a LOOPED record stands for (for the ``task_runs`` row)."""
+    flow_run_id, task_run_id, slug, name, map_index, run_name = record[LP_HEAD]
+    return (TASK, flow_run_id, task_run_id, slug, name, map_index, record[LP_LOOP_INDEX],
+            "Looped", ROLE_LOOP, record[LP_TIME], None, None, None, None, None, None, run_name,
+            None)
 
 
 def _forget(conn: sa.Connection, run_id: str, slugs: list[str]) -> None:

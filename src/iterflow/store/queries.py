@@ -242,8 +242,10 @@ def find_task_run(
 ) -> Any:
     """A query for the keys (``task_runs.id``) of a run's task runs of one task.
 
-    By task slug or name, and map index. One task run, but for a task inside
-    a loop block, which has a task run in every block iteration.
+    By task slug or name, and map index; or by a task run's own name
+    (``task_run_name=``), which names a mapped child without its map index.
+    One task run, but for a task inside a loop block, which has a task run in
+    every block iteration.
     """
     t = task_runs_table
     cols = (t.c.id, t.c.task_slug, t.c.task_name, t.c.map_index)
@@ -254,9 +256,16 @@ def find_task_run(
         sa.select(*cols).where(t.c.flow_run_id == run_id, t.c.task_name == task)
     ).all()
     if not rows:
+        rows = conn.execute(
+            sa.select(*cols).where(t.c.flow_run_id == run_id, t.c.task_run_name == task)
+        ).all()
+        children = {r.map_index for r in rows}
+        if map_index is None and len(children) == 1:
+            map_index = children.pop()  # "fetch example.org" names its child
+    if not rows:
         raise StoreError(
-            f"Run {run_id} has no task run of a task named {task!r} (by slug or name). "
-            f"`iterflow show {run_id[:8]}` lists its task runs."
+            f"Run {run_id} has no task run of a task named {task!r} (by slug, name or "
+            f"task run name). `iterflow show {run_id[:8]}` lists its task runs."
         )
     slugs = sorted({r.task_slug for r in rows})
     if len(slugs) > 1:
