@@ -42,7 +42,9 @@ _DEFAULT = "default"
 def resolve_parameters(flow: Any, given: dict[str, Any] | None) -> dict[str, Any]:
     """Every parameter's value for a run, or :class:`ParameterError` naming what is wrong."""
     given = dict(given or {})
-    declared = {p.name: p for p in flow.parameters()}
+    # Once per graph (core.memo): a subflow's child flow resolves them once per call.
+    declared: dict[str, Any] = derived(
+        flow, "parameters", lambda: {p.name: p for p in flow.parameters()})
     unknown = sorted(set(given) - set(declared))
     if unknown:
         valid = ", ".join(sorted(declared)) or "none"
