@@ -33,6 +33,10 @@ from iterflow.events import EventBus
 
 __all__ = ["default_cache", "resolve_parameters", "run_flow", "run_subflow", "script_source"]
 
+#: ``run_flow(source=NO_SOURCE)``: the run has no source, do not look for one
+#: (a child run: its parent run looked once for all its children).
+NO_SOURCE: Any = object()
+
 #: Final values cached in this process (``cache_for``), shared by every run.
 default_cache = MemoryCache()
 
@@ -282,7 +286,8 @@ def run_flow(
             # Only a job that can be re-scheduled elsewhere (a lost Dask worker) needs to look
             # up where its loop got to; in-process jobs never restart on their own.
             checkpoint_source=checkpoints,
-            source=source if source is not None else script_source(flow),
+            source=None if source is NO_SOURCE else (
+                source if source is not None else script_source(flow)),
             max_concurrency=max_concurrency,
             event_loop=event_loop,
         )
