@@ -267,13 +267,15 @@ class _Either:
 
     def __init__(self, parent: threading.Event | None) -> None:
         self._parent = parent
-        self._own = threading.Event()
+        # A flag, not an Event: nobody waits on it (iterflow.sleep polls is_set), and
+        # an Event (a lock and a condition) per child run cost its start.
+        self._own = False
 
     def is_set(self) -> bool:
-        return self._own.is_set() or (self._parent is not None and self._parent.is_set())
+        return self._own or (self._parent is not None and self._parent.is_set())
 
     def set(self) -> None:
-        self._own.set()
+        self._own = True
 
 
 #: Seconds a retry waits for this process's earlier attempt at a child (timed out) to stop.

@@ -20,7 +20,7 @@ from iterflow import Flow, Parameter, task
 from iterflow.errors import RunTakenOver
 from iterflow.store import open_store
 from iterflow.store.batch import FLOW, BatchRecorder, _fold
-from iterflow.store.children import child_runs
+from iterflow.store.children import ParentLink, child_runs, parents_of, record_parents
 from iterflow.store.schema import flow_run_shapes, flow_runs, flows, state_transitions
 
 
@@ -174,3 +174,21 @@ def test_folding_a_runs_rows_follows_each_rule():
     assert rules == {"a": "old", "b": "new", "c": "new_or_old", "d": "new", "e": "new"}
     # Keep-if-set after take-unless-NULL depends on the stored row: not folded.
     assert _fold(({"a": "new_or_old"}, {"a": None}), {"a": "old"}, {"a": 1}) is None
+
+
+def test_links_written_in_a_batch_keep_those_already_recorded(store_url):
+    # The link writer hands many links at once; a child linked before (a resumed
+    # parent's, say) keeps its first link, and the new ones are all recorded.
+    store = open_store(store_url)
+    try:
+        record_parents(store, [ParentLink("c0", "p", "p/sub/0", "sub", 0)])
+        record_parents(store, [
+            ParentLink(f"c{i}", "p2" if i == 0 else "p", f"p/sub/{i}", "sub", i, 3, 1)
+            for i in range(300)
+        ])
+        links = parents_of([f"c{i}" for i in range(300)], store=store)
+        assert len(links) == 300
+        assert links["c0"] == ParentLink("c0", "p", "p/sub/0", "sub", 0)
+        assert links["c7"] == ParentLink("c7", "p", "p/sub/7", "sub", 7, 3, 1)
+    finally:
+        store.close()
