@@ -24,8 +24,11 @@ Ids of state rows, log lines and results come from one counter, one
 integer keys, cached while they are in flight (a batch's newcomers are
 looked up, or given keys, in one statement). Rows are grouped by shape —
 a ``Looped`` state with its pickled value, a ``Running``, a finished state
-with its value, anything else — and each group goes in as one statement
-(:mod:`iterflow.store.statements`); their ids keep them in event order.
+with its value, a flow run's state, anything else — and each group goes in
+as one statement (:mod:`iterflow.store.statements`); their ids keep them in
+event order. A flow run's states of one batch (a child run's start and end)
+update its ``flow_runs`` row once, folded into one upsert. Ownership is read
+only for runs already in the store: a run a batch creates has no owner yet.
 """
 
 from __future__ import annotations
