@@ -43,6 +43,7 @@ __all__ = [
     "dbapi_cursor",
     "find_keys",
     "insert_finished",
+    "insert_flow_states",
     "insert_logs",
     "insert_looped",
     "insert_metrics",
@@ -293,6 +294,14 @@ insert_running = FastInsert(
     ("id", "flow_run", "task_run", "loop_index", "block_index", "time"),
     fixed={"kind": Kind.RUNNING.value, "message": None, "traceback": None,
            "serializer": None, "data": None, "preview": None, "result_id": None},
+)
+# A flow run's state: no task run, no value.
+insert_flow_states = FastInsert(
+    state_transitions,
+    ("id", "flow_run", "kind", "message", "time"),
+    fixed={"task_run": None, "loop_index": None, "block_index": None, "traceback": None,
+           "serializer": None, "data": None, "preview": None, "result_id": None,
+           "label": None},
 )
 insert_logs = FastInsert(
     logs, ("id", "flow_run", "task_run", "loop_index", "level", "message", "time")

@@ -199,8 +199,10 @@ class StoreSink(WriterThread):
         self._last_role: dict[str, int] = {}
         # Task runs whose Success, Cached or Mapped this sink recorded: no later
         # non-final state of theirs is recorded (see "One history per task run").
-        # A flow run's entries leave when it ends.
+        # A flow run's entries leave when it ends: _done_by_run lists them by run, so
+        # a child run's end does not scan its parent's (a map of children: quadratic).
         self._done: set[str] = set()
+        self._done_by_run: dict[str, list[str]] = {}
         self._error: StoreError | None = None
         self._error_seen = False
         self._closed = False
@@ -384,6 +386,10 @@ class StoreSink(WriterThread):
             last.pop(task_run_id, None)
             if role != ROLE_END:
                 self._done.add(task_run_id)
+                done = self._done_by_run.get(event.flow_run_id)
+                if done is None:
+                    done = self._done_by_run[event.flow_run_id] = []
+                done.append(task_run_id)
         if state.result is None or role == ROLE_END_MAPPED:
             return None
         return self._snapshot(event, state.result, role == ROLE_END_STRICT)
@@ -430,9 +436,10 @@ class StoreSink(WriterThread):
         elif finished and run_id in self._driving:
             self._driving.discard(run_id)
             driving(run_id, self.owner, False)
-        if finished and self._done:
-            prefix = run_id + "/"
-            self._done.difference_update([t for t in self._done if t.startswith(prefix)])
+        if finished:
+            done = self._done_by_run.pop(run_id, None)
+            if done:
+                self._done.difference_update(done)
         params_json = params_stored = None
         # A resumed run sends its original parameters again; they are recorded already.
         if event.parameters is not None and not event.resumed:
@@ -443,7 +450,9 @@ class StoreSink(WriterThread):
         self._put(
             (FLOW, event.flow_run_id, event.flow_name, state.kind.value, state.timestamp,
              state.message, params_json, params_stored,
-             [list(pair) for pair in event.tasks] or None, event.source, finished, event.shape,
+             # The (slug, name) pairs as they come (JSON makes them lists): a child
+             # run's are the same tuple each time, and copying them cost its thread.
+             event.tasks or None, event.source, finished, event.shape,
              signal),
             signal,
         )
