@@ -297,11 +297,26 @@ SCHEMA_VERSION = 1 + len(MIGRATIONS)
 # Any constant works; it only has to be the same in every iterflow process.
 _PG_LOCK_KEY = 0x69746572666C6F77 & 0x7FFFFFFFFFFFFFFF  # "iterflow"
 
+# SQLite's own tables (sqlite_sequence, sqlite_stat1) are not the application's.
+_SQLITE_TABLES = (
+    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite~_%' ESCAPE '~'"
+)
+
+
+def _table_names(conn: sa.Connection) -> list[str]:
+    """The database's table names (on PostgreSQL, of the connection's default schema)."""
+    if conn.dialect.name == "sqlite":
+        # Every open of a SQLite store asks this: one query, without building
+        # an inspector and its reflection caches for one list of names.
+        return [row[0] for row in conn.exec_driver_sql(_SQLITE_TABLES)]
+    return sa.inspect(conn).get_table_names()
+
+
 def _read_version(conn: sa.Connection) -> tuple[int | None, list[str]]:
-    names = sa.inspect(conn).get_table_names()
+    names = _table_names(conn)
     if "schema_version" not in names:
         return None, names
-    version = conn.execute(sa.select(schema_version.c.version)).scalar()
+    version = conn.exec_driver_sql("SELECT version FROM schema_version").scalar()
     return (0 if version is None else int(version)), names
 
 
@@ -384,7 +399,9 @@ def prepare(
             current, names = _read_version(conn)
             if current is None:
                 _check_not_foreign(conn.dialect.name, names, name)
-                metadata.create_all(conn)
+                # None of our tables exists (just checked, under the lock): every table
+                # at the newest version in one go, without asking first about each.
+                metadata.create_all(conn, checkfirst=False)
                 conn.execute(sa.insert(schema_version).values(version=target))
                 conn.execute(sa.insert(counters).values(name="ids", value=0))
                 return target
