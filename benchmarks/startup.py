@@ -24,6 +24,7 @@ environment as it is.
     python benchmarks/startup.py --repeat 21
     python benchmarks/startup.py --importtime store   # its slowest imports (-X importtime)
     python benchmarks/startup.py --no-bytecode-cache  # as the environment has it
+    python benchmarks/startup.py --baseline ../other-checkout/src   # before/after, in turns
 """
 
 from __future__ import annotations
@@ -71,18 +72,21 @@ _FRESH_HOME = {"store"}
 _EXISTING_HOME = "existing-store"
 
 
-def child_env(home: str, pycache: str | None) -> dict[str, str]:
-    """The environment of a measured child: its home, and the bytecode cache if any."""
+def child_env(home: str, pycache: str | None, src: str | None = None) -> dict[str, str]:
+    """The environment of a measured child: its home, the bytecode cache if any, and
+    ``src`` (another checkout's ``src``, for ``--baseline``) first on its path."""
     env = dict(os.environ, ITERFLOW_HOME=home)
     if pycache is not None:
         env["PYTHONPYCACHEPREFIX"] = pycache
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
     return env
 
 
-def warm_up(base: str, pycache: str | None) -> None:
+def warm_up(home: str, pycache: str | None, src: str | None = None) -> None:
     """Fill the bytecode cache (every module a store run imports), and make the
-    store the "existing" variant reuses."""
-    env = child_env(os.path.join(base, _EXISTING_HOME), pycache)
+    store the "existing" variant reuses (at ``home``)."""
+    env = child_env(home, pycache, src)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     subprocess.run(
         [sys.executable, "-c", CHILD.format(mode="store")], env=env, check=True,
@@ -90,12 +94,13 @@ def warm_up(base: str, pycache: str | None) -> None:
     )
 
 
-def run_child(mode: str, home: str, pycache: str | None = None) -> tuple[float, float, float]:
+def run_child(
+    mode: str, home: str, pycache: str | None = None, src: str | None = None
+) -> tuple[float, float, float]:
     """(ms to import, ms to the end, CPU ms to the end) of one fresh process."""
-    env = child_env(home, pycache)
     out = subprocess.run(
         [sys.executable, "-c", CHILD.format(mode=mode)],
-        env=env,
+        env=child_env(home, pycache, src),
         check=True,
         capture_output=True,
         text=True,
@@ -124,6 +129,18 @@ def importtime(mode: str, home: str, top: int, pycache: str | None = None) -> No
         print(f"  {cumulative:>8}  {own:>8}  {name}")
 
 
+def report(name: str, times: dict[str, list[float]], cpu: dict[str, list[float]]) -> None:
+    """Each variant's median wall time, its range, and its median CPU time."""
+    print(f"  {name}")
+    for mode, label in VARIANTS.items():
+        values = sorted(times[mode])
+        median = statistics.median(values)
+        print(
+            f"    {label:<42} {median:7.1f}   (min {values[0]:.1f}, max {values[-1]:.1f})"
+            f"   CPU {statistics.median(cpu[mode]):.1f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=11, help="fresh processes per variant")
@@ -135,33 +152,43 @@ def main() -> None:
         "--no-bytecode-cache", action="store_true",
         help="no warmed-up PYTHONPYCACHEPREFIX: modules load as the environment has them",
     )
+    parser.add_argument(
+        "--baseline", metavar="SRC",
+        help="another checkout's src directory, measured in turns with this one (before/after)",
+    )
     args = parser.parse_args()
 
-    times: dict[str, list[float]] = {mode: [] for mode in VARIANTS}
-    cpu: dict[str, list[float]] = {mode: [] for mode in VARIANTS}
+    # Each tree measured: its name and the src put first on the children's path.
+    trees: list[tuple[str, str | None]] = [("iterflow as imported here", None)]
+    if args.baseline:
+        trees.insert(0, (f"baseline {args.baseline}", os.path.abspath(args.baseline)))
+    times = {name: {mode: [] for mode in VARIANTS} for name, _ in trees}
+    cpu = {name: {mode: [] for mode in VARIANTS} for name, _ in trees}
     with tempfile.TemporaryDirectory() as base:
         pycache = None if args.no_bytecode_cache else os.path.join(base, "pycache")
-        warm_up(base, pycache)
+        kept = {
+            name: os.path.join(base, f"{_EXISTING_HOME}-{n}") for n, (name, _) in enumerate(trees)
+        }
+        for name, src in trees:
+            warm_up(kept[name], pycache, src)
         if args.importtime:
-            home = os.path.join(base, _EXISTING_HOME if args.importtime == "existing" else "it")
+            name = trees[-1][0]
+            home = kept[name] if args.importtime == "existing" else os.path.join(base, "it")
             importtime(args.importtime, home, args.top, pycache)
             return
         for i in range(args.repeat):
             for mode in VARIANTS:
-                # A new store for each "store" run; one kept store for "existing".
-                home = os.path.join(base, f"{mode}-{i}" if mode in _FRESH_HOME else _EXISTING_HOME)
-                _, wall, used = run_child(mode, home, pycache)
-                times[mode].append(wall)
-                cpu[mode].append(used)
+                for n, (name, src) in enumerate(trees):
+                    # A new store for each "store" run; one kept store for "existing".
+                    fresh = os.path.join(base, f"{mode}-{i}-{n}")
+                    home = fresh if mode in _FRESH_HOME else kept[name]
+                    _, wall, used = run_child(mode, home, pycache, src)
+                    times[name][mode].append(wall)
+                    cpu[name][mode].append(used)
     cache = "not cached" if pycache is None else "cached"
     print(f"start-up in a fresh process (bytecode {cache}), median of {args.repeat} (ms)")
-    for mode, label in VARIANTS.items():
-        values = sorted(times[mode])
-        median = statistics.median(values)
-        print(
-            f"  {label:<42} {median:7.1f}   (min {values[0]:.1f}, max {values[-1]:.1f})"
-            f"   CPU {statistics.median(cpu[mode]):.1f}"
-        )
+    for name, _ in trees:
+        report(name, times[name], cpu[name])
 
 
 if __name__ == "__main__":
