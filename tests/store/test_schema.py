@@ -206,6 +206,13 @@ def test_opening_a_store_at_the_newest_version_only_reads(store_url):
     assert statements and set(statements) == {"SELECT"}, statements
 
 
+def test_an_older_store_opened_read_only_says_its_version(store_url):
+    open_store(store_url).close()
+    set_version(store_url, SCHEMA_VERSION - 1)
+    with pytest.raises(StoreError, match=rf"at schema version {SCHEMA_VERSION - 1} and read-only"):
+        RunStore(store_url, read_only=True)
+
+
 def test_importing_iterflow_does_not_import_sqlalchemy():
     code = (
         "import sys, iterflow, iterflow.store\n"

@@ -12,14 +12,17 @@ always describe the newest version. Released migrations are never edited.
 
 :func:`prepare` runs on every open, in this order:
 
-1. Read the version without writing anything. Newer than this code knows:
-   :class:`StoreError`, nothing touched. Equal: done (the common case, one query).
+1. Read the version without writing anything (on SQLite two plain queries: the
+   table names, then the version). Newer than this code knows:
+   :class:`StoreError`, nothing touched. Equal: done (the common case: no
+   schema check beyond that; on SQLite WAL mode is made sure of).
 2. Otherwise take the write lock (``BEGIN IMMEDIATE`` on SQLite, an advisory
    lock on PostgreSQL), read the version again — another process may have
    just done the work — and then either create every table at the newest
-   version (an empty store) or apply the pending migrations in order, bumping
-   the version after each. All of it is one transaction (DDL is transactional
-   on SQLite and PostgreSQL), so a failing migration leaves the store as it was.
+   version in one go (an empty store: no migration runs) or apply the pending
+   migrations in order, bumping the version after each. All of it is one
+   transaction (DDL is transactional on SQLite and PostgreSQL), so a failing
+   migration leaves the store as it was.
 """
 
 from __future__ import annotations
@@ -376,7 +379,8 @@ def prepare(
             raise _too_new(version, target, name)
         if read_only:
             if version != target:
-                _check_not_foreign(engine.dialect.name, names, name)
+                if version is None:  # an older store has its tables: they are ours
+                    _check_not_foreign(engine.dialect.name, names, name)
                 state = "empty" if version is None else f"at schema version {version}"
                 raise StoreError(
                     f"The run store {name} is {state} and read-only here, so it cannot be "
