@@ -87,7 +87,8 @@ def warm_up(home: str, pycache: str | None, src: str | None = None) -> None:
     """Fill the bytecode cache (every module a store run imports), and make the
     store the "existing" variant reuses (at ``home``)."""
     env = child_env(home, pycache, src)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if pycache is not None:  # --no-bytecode-cache leaves the environment as it is
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
     subprocess.run(
         [sys.executable, "-c", CHILD.format(mode="store")], env=env, check=True,
         capture_output=True,
