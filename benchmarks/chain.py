@@ -10,6 +10,7 @@ flow is usually built once and run many times.
     python benchmarks/chain.py                 # N = 1,000
     python benchmarks/chain.py -n 10000
     python benchmarks/chain.py --profile       # where one run spends its time
+    python benchmarks/chain.py --store sqlite  # wall µs/link, store on (a temporary file)
 
 Times are this process's CPU time (``time.process_time``), best of ``--repeat``
 runs taken in turns, so that other work on the shared machine disturbs the
@@ -20,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
+import tempfile
 import time
 
 from iterflow import Flow, task
@@ -66,13 +69,47 @@ def chain_plain(n: int) -> float:
     return elapsed
 
 
+def chain_wall(n: int, store=None) -> float:
+    """Wall seconds of a chain run, the writer's wait at its end included."""
+    flow, last = make_chain(n)
+    start = time.perf_counter()
+    state = flow.run(store=store)
+    elapsed = time.perf_counter() - start
+    assert state.is_successful(), state
+    assert state.result[last].result == n
+    return elapsed
+
+
+def store_figures(n: int, url: str, repeat: int) -> None:
+    """Per chain link, wall time with no store and with ``url``'s, runs taken in turns."""
+    if url == "sqlite":
+        home = tempfile.mkdtemp()
+        os.environ["ITERFLOW_HOME"] = home
+        url = f"sqlite:///{home}/bench.db"
+    chain_wall(min(n, 100), url)  # the store's import and schema are a cost per process
+    none, stored = [], []
+    for _ in range(repeat):
+        none.append(chain_wall(n))
+        stored.append(chain_wall(n, url))
+    label = url.split(":", 1)[0]
+    best_none, best_stored = min(none) / n * 1e6, min(stored) / n * 1e6
+    share = best_stored / best_none
+    print(f"chain of {n:,} tasks, wall time (best of {repeat}): no store {best_none:6.1f} µs/link"
+          f"  {label} store {best_stored:6.1f} µs/link  store's share {share:4.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=1_000, help="tasks in the chain")
     parser.add_argument("--repeat", type=int, default=7, help="runs of each; the best counts")
     parser.add_argument("--profile", action="store_true", help="profile one run instead")
+    parser.add_argument("--store", metavar="URL",
+                        help="only wall time with a store: 'sqlite' (a temporary file) or a URL")
     args = parser.parse_args()
     n = args.n
+    if args.store:
+        store_figures(n, args.store, args.repeat)
+        return
 
     chain_run(min(n, 100))  # warm up: imports, first-run caches
     if args.profile:

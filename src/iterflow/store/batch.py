@@ -29,6 +29,8 @@ as one statement (:mod:`iterflow.store.statements`); their ids keep them in
 event order. A flow run's states of one batch (a child run's start and end)
 update its ``flow_runs`` row once, folded into one upsert. Ownership is read
 only for runs already in the store: a run a batch creates has no owner yet.
+The first ``Running`` of a task run new to the store that also ends in the
+batch is not written (see :class:`_Rows`): its ``task_runs.started`` says it.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ from iterflow.store.statements import (
     insert_transitions,
     run_owner,
     upsert,
-    upsert_task_runs,
+    upsert_task_run_rows,
 )
 
 __all__ = ["BatchRecorder"]
@@ -204,7 +206,8 @@ class BatchRecorder:
             for name in unkeyed:
                 (keyed_runs if name in new_runs else keyed_tasks)[name] = next_id
                 next_id += 1
-            rows = _Rows()
+            # Task runs the store has never seen: their first Running may be implied.
+            rows = _Rows({t: None for t in unkeyed if t in new_tasks})
             runs = dict(self.open_runs)
             looped_rows, latest, looped, first = (
                 rows.looped_rows, rows.latest, rows.looped, rows.first
@@ -276,9 +279,11 @@ class BatchRecorder:
                 ))
                 if record[T_ROLE] >= ROLE_END_STRICT:
                     finished.append(task_run_id)
+                elif task_run_id in rows.opening:  # still open: its start is history
+                    rows.running.append(rows.opening[task_run_id])
             insert_results.run(conn, rows.results)
             if conn.dialect.name in NATIVE_UPSERT:
-                upsert_task_runs.run(conn, snapshots)
+                upsert_task_run_rows(conn, snapshots)
             else:
                 upsert(conn, task_runs, "task_run_id",
                        [dict(zip(TASK_RUN_COLUMNS, row)) for row in snapshots],
@@ -384,12 +389,25 @@ def _owners_sqlite(conn: sa.Connection, run_ids: list[str]) -> list[tuple[Any, .
 
 
 class _Rows:
-    """The rows of one batch, grouped by the statement that inserts them."""
+    """The rows of one batch, grouped by the statement that inserts them.
 
-    __slots__ = ("finished", "first", "flow_runs", "flow_states", "flows", "latest", "logs",
-                 "looped", "looped_rows", "metrics", "other", "results", "running", "shapes")
+    ``fresh`` names the task runs that have no row in the store yet. The
+    ``Running`` that starts one of them is held in :attr:`opening` rather than
+    :attr:`running`: if the task run also ends in this batch, that row says
+    nothing ``task_runs.started`` does not (the time of its first record, this
+    one), so :meth:`BatchRecorder.commit` drops it — a third of the rows of a
+    short task run (a map's child, a loop block's body, a chain's link).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("finished", "first", "flow_runs", "flow_states", "flows", "fresh", "latest",
+                 "logs", "looped", "looped_rows", "metrics", "opening", "other", "results",
+                 "running", "shapes")
+
+    def __init__(self, fresh: dict[str, None]) -> None:
+        self.fresh = fresh
+        # task run id -> its first Running row (the shape of `running`'s), until the
+        # batch's end tells whether it is kept.
+        self.opening: dict[str, tuple[Any, ...]] = {}
         self.results: list[tuple[Any, ...]] = []
         # id, flow_run, task_run, loop_index, data, preview, time
         self.looped_rows: list[tuple[Any, ...]] = []
@@ -424,7 +442,8 @@ class _Rows:
         next_id += 1
         task_run_id = record[T_TASK_RUN_ID]
         at = record[T_TIME]
-        if task_run_id not in self.first:
+        opens = task_run_id not in self.first
+        if opens:
             self.first[task_run_id] = at
         self.latest[task_run_id] = (record, row_id)
         stored = record[T_STORED]
@@ -443,8 +462,11 @@ class _Rows:
                                          stored[S_DATA], stored[S_PREVIEW], at))
                 return next_id
         elif role == ROLE_START and record[T_MESSAGE] is None and stored is None:
-            self.running.append((row_id, run_key, task_key, record[T_LOOP_INDEX],
-                                 record[T_BLOCK_INDEX], at))
+            row = (row_id, run_key, task_key, record[T_LOOP_INDEX], record[T_BLOCK_INDEX], at)
+            if opens and task_run_id in self.fresh:
+                self.opening[task_run_id] = row  # see the class docstring
+            else:  # a restart, a resumed run's start, a task run open before this batch
+                self.running.append(row)
             return next_id
         elif (role == ROLE_END_STRICT and stored is not None and stored[S_SERIALIZER] == "pickle"
               and stored[S_DATA] is not None and record[T_MESSAGE] is None):

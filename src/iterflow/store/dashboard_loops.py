@@ -14,7 +14,9 @@ covers the summary's reads. An iteration's row is its *end*: the ``Looped``
 state that continued the loop, or the state that ended it; a ``Retrying``
 row is a failed attempt at that iteration. An attempt's duration is the time
 since the row before it (the previous end, or the ``Running`` that restarted
-the task after a retry).
+the task after a retry); the first row's is the time since the task run
+started (``task_runs.started``: a task run that started and ended in one of
+the writer's batches has no ``Running`` row, see :mod:`iterflow.store.batch`).
 
 Nothing is unpickled: values are shown by the previews stored beside them.
 
@@ -125,10 +127,16 @@ class LoopStats:
                 sa.tuple_(s.c.loop_index, s.c.time, s.c.kind) > sa.tuple_(*self._last)
             )
         stmt = stmt.order_by(*_HISTORY)
-        rows = store.read(lambda conn: conn.execute(stmt).all())
+        first_read = self._last is None
+
+        def query(conn: sa.Connection) -> tuple[list[Any], float | None]:
+            found = conn.execute(stmt).all()
+            return found, _started(conn, self.key) if first_read and found else None
+
+        rows, started = store.read(query)
         if not rows:
             return
-        prev = self._prev_time
+        prev = started if first_read else self._prev_time
         durations, indexes, failed, states = self.durations, self.indexes, self.failed, self.states
         for _id, i, tm, kind in rows:
             if kind != "Running":
@@ -264,6 +272,11 @@ def iteration_page(
         lo, hi = rows[0].loop_index, rows[-1].loop_index
         before: dict[int, float] = {}
         attempts: dict[int, int] = {}
+        # The first row of the history is timed from the task run's start.
+        first_row = _first_row(conn, key) if lo <= 0 else None
+        started = _started(conn, key) if first_row is not None else None
+        if started is not None:
+            before[first_row] = started
         if hi - lo <= 2 * limit:
             context = conn.execute(
                 sa.select(s.c.id, s.c.loop_index, s.c.kind, s.c.time)
@@ -314,6 +327,19 @@ def iteration_page(
     return store.read(query)
 
 
+def _started(conn: sa.Connection, key: int) -> float | None:
+    """When the task run with integer key ``key`` started (``task_runs.started``)."""
+    return conn.execute(sa.select(t.c.started).where(t.c.id == key)).scalar()
+
+
+def _first_row(conn: sa.Connection, key: int) -> int | None:
+    """The id of the first row of a task run's history (in the iteration index's order)."""
+    return conn.execute(
+        sa.select(s.c.id).where(s.c.task_run == key, s.c.loop_index.is_not(None))
+        .order_by(*_HISTORY).limit(1)
+    ).scalar()
+
+
 def _filters(failed_only: bool, label: str | None) -> list[Any]:
     """The conditions of the failed-only and label filters."""
     cond: list[Any] = []
@@ -362,11 +388,16 @@ def iteration_detail(store: RunStore, task_run_id: str, key: int, index: int) ->
         ).all()
         previous = [r for r in states if r.loop_index == index - 1 and r.kind != "Running"]
         mine = [r for r in states if r.loop_index == index]
-        return {
-            "states": mine,
-            "started": previous[-1].time if previous else (mine[0].time if mine else None),
-            "body": body,
-        }
+        if previous:
+            started = previous[-1].time
+        elif mine and mine[0].kind == "Running":
+            started = mine[0].time
+        elif mine:  # the first iteration of a task run with no Running row (see above)
+            started = _started(conn, key)
+            started = mine[0].time if started is None else min(started, mine[0].time)
+        else:
+            started = None
+        return {"states": mine, "started": started, "body": body}
 
     return store.read(query)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import itertools
+import operator
 import sqlite3
 from collections.abc import Callable
 from typing import Any
@@ -54,6 +55,7 @@ __all__ = [
     "run_owner",
     "upsert",
     "upsert_statement",
+    "upsert_task_run_rows",
     "upsert_task_runs",
 ]
 
@@ -376,6 +378,58 @@ def upsert_statement(table: sa.Table, dialect: str, key: str, rules: dict[str, s
 upsert_task_runs = FastInsert(
     task_runs, TASK_RUN_COLUMNS, upsert=("task_run_id", TASK_RUN_RULES)
 )
+
+
+def _task_run_shape(null: tuple[str, ...]) -> tuple[FastInsert, Callable[..., tuple[Any, ...]]]:
+    """The ``task_runs`` upsert of rows whose ``null`` columns are NULL, and what picks
+    the rest from a full row (in :data:`TASK_RUN_COLUMNS` order).
+
+    Same rules, same result as :data:`upsert_task_runs` for such rows; only the
+    NULLs are written into the statement (see :class:`FastInsert`'s ``fixed``):
+    on SQLite binding a value costs about what storing it does, and there is a
+    ``task_runs`` row per task run in every batch — per map child, per task of a
+    loop block's iteration, per link of a chain.
+    """
+    bound = tuple(c for c in TASK_RUN_COLUMNS if c not in null)
+    pick = operator.itemgetter(*(TASK_RUN_COLUMNS.index(c) for c in bound))
+    statement = FastInsert(task_runs, bound, fixed=dict.fromkeys(null),
+                           upsert=("task_run_id", TASK_RUN_RULES))
+    return statement, pick
+
+
+# No message, no name: nearly every task run.
+_QUIET = _task_run_shape(("message", "task_run_name"))
+# ... and no Looped state either: a map's child, a block's body task, a chain's link.
+_PLAIN = _task_run_shape(("message", "task_run_name", "looped_index", "looped_transition"))
+_LOOPED_INDEX, _MESSAGE, _NAME = (
+    TASK_RUN_COLUMNS.index(c) for c in ("looped_index", "message", "task_run_name")
+)
+
+
+def upsert_task_run_rows(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Upsert ``task_runs`` rows (tuples in :data:`TASK_RUN_COLUMNS` order), natively.
+
+    Usually in one statement of one of the shapes above, the narrowest that
+    takes them all (each statement costs the writer a wait for the GIL, see
+    :class:`FastInsert`); rows with a message or a name in the full one.
+    """
+    plain: list[tuple[Any, ...]] = []
+    looped: list[tuple[Any, ...]] = []
+    full: list[tuple[Any, ...]] = []
+    for row in rows:
+        if row[_MESSAGE] is not None or row[_NAME] is not None:
+            full.append(row)
+        elif row[_LOOPED_INDEX] is None:
+            plain.append(row)
+        else:
+            looped.append(row)
+    if looped:
+        statement, pick = _QUIET
+        statement.run(conn, list(map(pick, plain + looped)))
+    else:
+        statement, pick = _PLAIN
+        statement.run(conn, list(map(pick, plain)))
+    upsert_task_runs.run(conn, full)
 
 
 def upsert(

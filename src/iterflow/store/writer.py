@@ -34,9 +34,14 @@ What is recorded
   (a value over 1 MiB in a file, with a ``results`` row for its path);
 * every ``Retrying``, failed and finished state, with message and traceback;
 * ``Running`` only where a task run (re)starts: its first ``Running``, one
-  after a ``Retrying``, the first one of a resumed run. The ``Running`` that
-  follows each ``Looped`` is implied by it and skipped — it is half of all
-  events in a loop. ``Pending`` task states are not recorded;
+  after a ``Retrying``, the first one of a resumed run, and any with a
+  message. The ``Running`` that follows each ``Looped`` is implied by it and
+  skipped — it is half of all events in a loop. Nor is the first ``Running``
+  of a task run new to the store that also ends within the same batch (a
+  map's child, a loop block's body task, a chain's link) recorded: its
+  ``task_runs.started`` holds that time, and the row would be a third of such
+  a task run's rows. A task run still open when its batch is committed keeps
+  it. ``Pending`` task states are not recorded;
 * a task with ``checkpoint=False`` records these states with a preview of
   their values only (:data:`~iterflow.store.snapshots.PREVIEW_ONLY`);
 * every flow-run state, log line, and a heartbeat for each open flow run;
