@@ -77,10 +77,11 @@ TASK, FLOW, LOG, MARK, METRIC = range(5)
 (L_TAG, L_FLOW_RUN_ID, L_TASK_RUN_ID, L_SLUG, L_MAP_INDEX, L_LOOP_INDEX, L_LEVEL, L_MESSAGE,
  L_TIME, L_SIGNAL) = range(10)
 #: A metric (``iterflow.log_metric``); run and task run ids in the slots of a TASK record's,
-#: then the :class:`~iterflow.events.MetricEvent` itself: a loop may log several per
-#: iteration, and copying its fields into the record cost the task's thread more than
-#: reading them here.
-M_TAG, M_FLOW_RUN_ID, M_TASK_RUN_ID, M_EVENT, M_SIGNAL = range(5)
+#: then the ``metrics`` row's own columns in table order: a loop may log several per
+#: iteration, so the record is made from plain values in the task's thread
+#: (``StoreSink.record_metric``) and becomes a row here with little work.
+(M_TAG, M_FLOW_RUN_ID, M_TASK_RUN_ID, M_LOOP_INDEX, M_BLOCK_INDEX, M_NAME, M_VALUE, M_TIME,
+ M_SIGNAL) = range(9)
 #: A :data:`~iterflow.store.results.Stored` value: (serializer, data, path, size, preview).
 S_SERIALIZER, S_DATA, S_PATH, S_SIZE, S_PREVIEW = range(5)
 
@@ -201,13 +202,13 @@ class BatchRecorder:
                     next_id = rows.task_state(record, run_key, task_key, next_id)
                 elif tag == METRIC:
                     task_run_id = record[M_TASK_RUN_ID]
-                    event = record[M_EVENT]
                     rows.metrics.append((
                         next_id,
                         run_keys.get(record[M_FLOW_RUN_ID]) or keyed_runs[record[M_FLOW_RUN_ID]],
                         None if task_run_id is None
                         else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
-                        event.loop_index, event.block_index, event.name, event.value, event.time,
+                        record[M_LOOP_INDEX], record[M_BLOCK_INDEX], record[M_NAME],
+                        record[M_VALUE], record[M_TIME],
                     ))
                     next_id += 1
                 elif tag == LOG:
