@@ -47,6 +47,7 @@ from iterflow.store.statements import (
     TASK_RUN_RULES,
     allocate_ids,
     find_keys,
+    insert_block_metrics,
     insert_finished,
     insert_logs,
     insert_looped,
@@ -202,14 +203,20 @@ class BatchRecorder:
                     next_id = rows.task_state(record, run_key, task_key, next_id)
                 elif tag == METRIC:
                     task_run_id = record[M_TASK_RUN_ID]
-                    rows.metrics.append((
-                        next_id,
-                        run_keys.get(record[M_FLOW_RUN_ID]) or keyed_runs[record[M_FLOW_RUN_ID]],
-                        None if task_run_id is None
-                        else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
-                        record[M_LOOP_INDEX], record[M_BLOCK_INDEX], record[M_NAME],
-                        record[M_VALUE], record[M_TIME],
-                    ))
+                    run_key = run_keys.get(record[M_FLOW_RUN_ID]) or keyed_runs[
+                        record[M_FLOW_RUN_ID]
+                    ]
+                    task_key = (None if task_run_id is None
+                                else task_keys.get(task_run_id) or keyed_tasks[task_run_id])
+                    if record[M_BLOCK_INDEX] is None:  # the common case, NULL in the statement
+                        rows.metrics.append((next_id, run_key, task_key, record[M_LOOP_INDEX],
+                                             record[M_NAME], record[M_VALUE], record[M_TIME]))
+                    else:
+                        rows.block_metrics.append((
+                            next_id, run_key, task_key, record[M_LOOP_INDEX],
+                            record[M_BLOCK_INDEX], record[M_NAME], record[M_VALUE],
+                            record[M_TIME],
+                        ))
                     next_id += 1
                 elif tag == LOG:
                     task_run_id = record[L_TASK_RUN_ID]
@@ -248,8 +255,8 @@ class BatchRecorder:
             insert_finished.run(conn, rows.finished)
             insert_transitions.run(conn, rows.other)
             insert_logs.run(conn, rows.logs)
-            if rows.metrics:
-                insert_metrics.run(conn, rows.metrics)
+            insert_metrics.run(conn, rows.metrics)
+            insert_block_metrics.run(conn, rows.block_metrics)
             if beat and runs:
                 conn.execute(
                     sa.update(flow_runs)
@@ -323,8 +330,8 @@ class BatchRecorder:
 class _Rows:
     """The rows of one batch, grouped by the statement that inserts them."""
 
-    __slots__ = ("finished", "first", "flow_runs", "flows", "latest", "logs", "looped",
-                 "looped_rows", "metrics", "other", "results", "running", "shapes")
+    __slots__ = ("block_metrics", "finished", "first", "flow_runs", "flows", "latest", "logs",
+                 "looped", "looped_rows", "metrics", "other", "results", "running", "shapes")
 
     def __init__(self) -> None:
         self.results: list[tuple[Any, ...]] = []
@@ -339,7 +346,10 @@ class _Rows:
         self.other: list[tuple[Any, ...]] = []
         # id, flow_run, task_run, loop_index, level, message, time
         self.logs: list[tuple[Any, ...]] = []
+        # id, flow_run, task_run, loop_index, name, value, time (no block_index: NULL)
         self.metrics: list[tuple[Any, ...]] = []
+        # id, flow_run, task_run, loop_index, block_index, name, value, time
+        self.block_metrics: list[tuple[Any, ...]] = []
         # Flow-level rows, written by _write_flow_rows: the flows by name (the last
         # task list), each flow-run state's (run id, upsert rules, row), shapes by run.
         self.flows: dict[str, dict[str, Any]] = {}
