@@ -264,10 +264,14 @@ def _metrics_table(meta: sa.MetaData) -> sa.Table:
 
 metrics = _metrics_table(metadata)
 # The dashboard's reads (iterflow.store.dashboard_metrics): a looping task's metrics by
-# iteration, and a loop block's body's by block iteration. Added by a migration of
-# their own, so the table's frozen definition above stays as released.
+# iteration, and a loop block's body's by block iteration. Added by migrations of
+# their own, so the table's frozen definition above stays as released. The block index
+# holds only the rows logged inside a loop block (its readers ask for those alone):
+# every index costs the writer per row, and most metrics are logged outside blocks.
 sa.Index("ix_metrics_task_run", metrics.c.task_run, metrics.c.loop_index, metrics.c.id)
-sa.Index("ix_metrics_block", metrics.c.flow_run, metrics.c.block_index)
+_BLOCK_ROWS = metrics.c.block_index.is_not(None)
+sa.Index("ix_metrics_block", metrics.c.flow_run, metrics.c.block_index,
+         sqlite_where=_BLOCK_ROWS, postgresql_where=_BLOCK_ROWS)
 
 
 # -- schedules (iterflow.store.serving reads and writes these) ---------------------------
