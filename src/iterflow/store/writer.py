@@ -33,6 +33,9 @@ What is recorded
 * a task with ``checkpoint=False`` records these states with a preview of
   their values only (:data:`~iterflow.store.snapshots.PREVIEW_ONLY`);
 * every flow-run state, log line, and a heartbeat for each open flow run;
+* every metric (``iterflow.log_metric``), one ``metrics`` row each; from a
+  :class:`~iterflow.events.MetricEvent`, or through :meth:`StoreSink.record_metric`
+  when this sink is the only one;
 * ``task_runs`` holds each task run's latest state, updated once per batch.
 
 Durability
