@@ -206,14 +206,14 @@ class BatchRecorder:
                     run_key = run_keys.get(record[M_FLOW_RUN_ID]) or keyed_runs[
                         record[M_FLOW_RUN_ID]
                     ]
-                    task_key = (None if task_run_id is None
-                                else task_keys.get(task_run_id) or keyed_tasks[task_run_id])
+                    of_task = (None if task_run_id is None
+                               else task_keys.get(task_run_id) or keyed_tasks[task_run_id])
                     if record[M_BLOCK_INDEX] is None:  # the common case, NULL in the statement
-                        rows.metrics.append((next_id, run_key, task_key, record[M_LOOP_INDEX],
+                        rows.metrics.append((next_id, run_key, of_task, record[M_LOOP_INDEX],
                                              record[M_NAME], record[M_VALUE], record[M_TIME]))
                     else:
                         rows.block_metrics.append((
-                            next_id, run_key, task_key, record[M_LOOP_INDEX],
+                            next_id, run_key, of_task, record[M_LOOP_INDEX],
                             record[M_BLOCK_INDEX], record[M_NAME], record[M_VALUE],
                             record[M_TIME],
                         ))
