@@ -174,3 +174,8 @@ def _metrics_block_index_partial_again(url: str) -> None:
             _metrics_block_index_partial(conn)
     finally:
         engine.dispose()
+
+
+def test_a_new_store_has_the_partial_block_index(store_url):
+    open_store(store_url).close()
+    assert "BLOCK_INDEX IS NOT NULL" in _block_index_sql(store_url).upper()

@@ -34,6 +34,7 @@ from iterflow.store.schema import (
     _ID,
     _OUR_TABLES,
     _TIME,
+    METRICS_BLOCK_INDEX,
     _cancel_requests_table,
     _flow_run_shapes_table,
     _metrics_table,
@@ -286,10 +287,7 @@ def _metrics_block_index_partial(conn: sa.Connection) -> None:
     ran before it; on a store whose index is partial already it changes nothing.
     """
     conn.exec_driver_sql("DROP INDEX IF EXISTS ix_metrics_block")
-    conn.exec_driver_sql(
-        "CREATE INDEX ix_metrics_block ON metrics (flow_run, block_index) "
-        "WHERE block_index IS NOT NULL"
-    )
+    conn.exec_driver_sql(METRICS_BLOCK_INDEX)
 
 
 #: Ordered migrations: ``MIGRATIONS[i]`` upgrades a store from version i+1 to i+2.
