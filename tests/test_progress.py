@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import threading
 import time
 
@@ -307,3 +308,34 @@ def test_live_table_says_until_when_a_task_run_sleeps():
     assert sleeping, rows
     shown = sleeping[0].split("sleeping until ")[1].split()[0]
     assert time.strptime(shown, "%H:%M:%S")  # a clock time, HH:MM:SS
+
+
+@task
+def page_through(n):
+    time.sleep(0.002)
+    i = iterflow.context.loop_index
+    if i < n:
+        raise LOOP(result=i, label=f"page {i} (cursor=c{i})")
+    return n
+
+
+@pytest.mark.parametrize("with_store", [False, True])
+def test_live_table_shows_the_last_iteration_label(tmp_path, with_store):
+    # With the store on, iterations reach the display through the loop lane.
+    with Flow("paging") as flow:
+        page_through(200)
+    console = _terminal_console()
+    display = ProgressDisplay(total_tasks=1, console=console, refresh_per_second=20)
+    store = f"sqlite:///{tmp_path}/p.db" if with_store else None
+    run_flow(flow, store=store, sinks=[display])
+    frames = [line for line in _text(console).splitlines()
+              if line.lstrip().startswith("page_through ") and "Running" in line]
+    labels = [int(m.group(1)) for m in map(re.compile(r"page (\d+) \(cursor=c\1\)").search,
+                                           frames) if m]
+    assert "last label" in _text(console)
+    assert labels and labels == sorted(labels)
+    # The label shown is that of an iteration before the one running.
+    for line in frames:
+        found = re.search(r"Running\s+(\d+)\s.*page (\d+) ", line)
+        if found:
+            assert int(found.group(2)) < int(found.group(1))

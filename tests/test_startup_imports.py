@@ -68,5 +68,15 @@ def test_a_run_without_the_store_loads_neither_sqlalchemy_nor_asyncio(tmp_path):
 
 def test_a_sqlite_run_loads_sqlalchemy_but_not_its_postgresql_dialect(tmp_path):
     code = LOOP_RUN.format(store='"default"')
-    names = ("sqlalchemy", "sqlalchemy.dialects.postgresql", "dask", "rich", "starlette")
+    names = (
+        "sqlalchemy", "sqlalchemy.dialects.postgresql", "sqlalchemy.orm", "dask", "rich",
+        "starlette",
+        # What only queries, the dashboard or the CLI need: a run that records loads none.
+        "iterflow.store.records", "iterflow.store.dashboard", "iterflow.cli",
+    )
     assert _loaded(code, names, tmp_path) == ["sqlalchemy"]
+
+
+def test_a_flow_without_schedules_loads_no_schedule_parsing(tmp_path):
+    code = LOOP_RUN.format(store="None")
+    assert _loaded(code, ("iterflow.schedules.definitions", "zoneinfo"), tmp_path) == []

@@ -33,7 +33,6 @@ Remote executors
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
@@ -42,7 +41,6 @@ from typing import Any
 from iterflow.context import _reset as _reset_context
 from iterflow.context import _set as _set_context
 from iterflow.errors import SubflowFailed
-from iterflow.events import FlowRunEvent
 from iterflow.runids import subflow_run_id
 
 __all__ = ["ENV_KEY", "SubflowEnv", "run_subflow"]
@@ -68,7 +66,8 @@ class SubflowEnv:
     subflow task run cannot have a child run yet and need not look for one.
     """
 
-    __slots__ = ("_links", "cancel", "executor", "fresh", "sink", "slugs", "store", "store_url")
+    __slots__ = ("_lent", "_links", "cancel", "executor", "fresh", "sink", "slugs", "store",
+                 "store_url")
 
     def __init__(self, store: Any = None, sink: Any = None, executor: Any = None,
                  store_url: str | None = None, fresh: bool = False,
@@ -81,6 +80,9 @@ class SubflowEnv:
         self.store_url = store_url if store is None else store.url
         self.cancel: Any = None  # the parent runner's cancel event, set by the runtime
         self._links: Any = None
+        # Per child flow (by id, with the flow kept so the id stays its): the sink a
+        # new child run of it borrows and its script source, the same for every call.
+        self._lent: dict[int, tuple[Any, Any, Any]] = {}
 
     def __reduce__(self) -> tuple:
         # To another process (a Dask worker): the store is opened again there by URL.
@@ -93,6 +95,22 @@ class SubflowEnv:
 
             self._links = LinkWriter(self.store)
         return self._links
+
+    def lend(self, child: Any) -> tuple[Any, Any]:
+        """What a new run of ``child`` records through (:func:`borrowed_sink`) and its source.
+
+        The source is ``runtime.NO_SOURCE`` when the child flow has none.
+
+        Worked out once per child flow and parent run: a map of children, or a
+        child per loop iteration, asks for the same many times.
+        """
+        lent = self._lent.get(id(child))
+        if lent is None:
+            from iterflow.runtime import NO_SOURCE, script_source
+
+            lent = self._lent[id(child)] = (child, borrowed_sink(self, child),
+                                            script_source(child) or NO_SOURCE)
+        return lent[1], lent[2]
 
     def close(self) -> None:
         """At the parent run's end: write the child links still waiting."""
@@ -124,25 +142,23 @@ class SubflowEnv:
 class _Borrowed:
     """The parent's store sink lent to a child run.
 
-    The child's flow-run events are not waited for (``sync=False``), and its
-    end flushes nothing: the parent's own later events, and its end, are
-    committed after them. Closing it leaves the sink to the parent. ``slugs``
-    are the tasks of the flow whose sink it is: it records their identities
-    (for resume safety) by slug, so a child sharing one of them gets a sink of
-    its own instead (see :func:`borrowed_sink`).
+    The child's flow-run events are not waited for (``sync=False``: the
+    runtime tells a child's runner to send them so), and its end flushes
+    nothing: the parent's own later events, and its end, are committed after
+    them. Closing it leaves the sink to the parent. ``slugs`` are the tasks of
+    the flow whose sink it is: it records their identities (for resume
+    safety) by slug, so a child sharing one of them gets a sink of its own
+    instead (see :func:`borrowed_sink`).
     """
 
-    __slots__ = ("_sink", "implied_running", "slugs")
+    __slots__ = ("_sink", "handle", "implied_running", "slugs")
 
     def __init__(self, sink: Any, slugs: frozenset[str]) -> None:
         self._sink = sink
         self.slugs = slugs
         self.implied_running = getattr(sink, "implied_running", False)
-
-    def handle(self, event: Any) -> None:
-        if type(event) is FlowRunEvent and event.sync:  # (a child's runner sends sync=False)
-            event = dataclasses.replace(event, sync=False)
-        self._sink.handle(event)
+        # The sink's own handle: a child run's events reach it with no call between.
+        self.handle = sink.handle
 
     @property
     def taken_over(self) -> Any:
@@ -221,6 +237,9 @@ def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
         timer.daemon = True
         timer.start()
     # The child starts from the parent's user keys; the task run's own are not its.
+    lent, source = env.lend(child_flow) if env is not None else (None, None)
+    if resume:  # a resumed child opens a sink of its own (and looks for its source)
+        lent = source = None
     token = _set_context({k: v for k, v in ctx.items() if k not in _TASK_KEYS})
     try:
         state = run_flow(
@@ -230,8 +249,9 @@ def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
             store=store,
             resume=resume,
             run_id=None if resume else child_id,
-            borrowed_sink=None if resume else borrowed_sink(env, child_flow),
+            borrowed_sink=lent,
             cancel=cancel,
+            source=source,
         )
     finally:
         _reset_context(token)
@@ -247,13 +267,15 @@ class _Either:
 
     def __init__(self, parent: threading.Event | None) -> None:
         self._parent = parent
-        self._own = threading.Event()
+        # A flag, not an Event: nobody waits on it (iterflow.sleep polls is_set), and
+        # an Event (a lock and a condition) per child run cost its start.
+        self._own = False
 
     def is_set(self) -> bool:
-        return self._own.is_set() or (self._parent is not None and self._parent.is_set())
+        return self._own or (self._parent is not None and self._parent.is_set())
 
     def set(self) -> None:
-        self._own.set()
+        self._own = True
 
 
 #: Seconds a retry waits for this process's earlier attempt at a child (timed out) to stop.
@@ -328,9 +350,12 @@ def env_for(flow: Any, store: Any, sink: Any, executor: Any,
 
     ``resumed``: the id of the run being resumed, if it is one.
     """
+    from iterflow.core.memo import derived
     from iterflow.core.subflow import SubflowTask
 
-    slugs = {t.slug for t in flow.tasks if isinstance(t, SubflowTask)}
+    # Once per graph (core.memo): most child flows call no subflows of their own.
+    slugs = derived(flow, "subflow_slugs", lambda: {
+        t.slug for t in flow.tasks if isinstance(t, SubflowTask)})
     if not slugs:
         return None
     if resumed is not None and store is not None:

@@ -214,6 +214,41 @@ class EventBus:
             return self.sinks[0].handle
         return self.emit
 
+    def looped_lane(self, slug: str, serializer: str | None) -> Callable[..., bool] | None:
+        """One lane for task ``slug``'s plain ``Looped`` states through every sink, or None.
+
+        Given only when every sink offers one (see
+        :func:`iterflow.engine.transitions.looped_lane`) and at most one of them
+        may decline a state: a sink whose lane always takes it says so with a
+        true ``lane_always_takes`` attribute. The one that may decline is asked
+        first; when it declines, the others are not asked and the driver emits
+        the event to every sink as usual.
+        """
+        # The sink that may decline first (sorted() keeps the sinks' order otherwise).
+        sinks = sorted(self.sinks, key=lambda s: bool(getattr(s, "lane_always_takes", False)))
+        if sum(1 for s in sinks if not getattr(s, "lane_always_takes", False)) > 1:
+            return None  # two lanes that may decline cannot be asked in one call
+        lanes: list[Callable[..., bool]] = []
+        for sink in sinks:
+            offer = getattr(sink, "looped_lane", None)
+            lane = offer(slug, serializer) if offer is not None else None
+            if lane is None:
+                return None
+            lanes.append(lane)
+        if len(lanes) == 1:
+            return lanes[0]
+        first, rest = lanes[0], lanes[1:]
+
+        def every_sink(head: tuple[Any, ...], loop_index: int, value: Any,
+                       label: str | None) -> bool:
+            if not first(head, loop_index, value, label):
+                return False
+            for lane in rest:
+                lane(head, loop_index, value, label)
+            return True
+
+        return every_sink
+
     def flush(self) -> None:
         for sink in self.sinks:
             flush = getattr(sink, "flush", None)

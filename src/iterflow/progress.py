@@ -41,8 +41,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from iterflow.core.state import Kind
+from iterflow.core.state import Kind, Looped
 from iterflow.durable import SLEEP_PREFIX, parse_sleep
+from iterflow.engine.transitions import task_run_event
 from iterflow.events import FlowRunEvent, LogEvent, TaskRunEvent
 
 __all__ = ["REFRESH_PER_SECOND", "ProgressDisplay", "format_duration", "quoted"]
@@ -63,8 +64,8 @@ _ONGOING = frozenset({Kind.RUNNING, Kind.LOOPED, Kind.RETRYING, Kind.PENDING})
 class _TaskRunView:
     """What the display knows about one running task run (written on the hot path)."""
 
-    __slots__ = ("kind", "label", "loop_index", "rate", "sample_index", "sample_time", "started",
-                 "wake")
+    __slots__ = ("kind", "label", "last_label", "loop_index", "rate", "sample_index",
+                 "sample_time", "started", "wake")
 
     def __init__(self, label: str, kind: Kind, loop_index: int, now: float) -> None:
         self.label = label
@@ -76,6 +77,9 @@ class _TaskRunView:
         self.rate: float | None = None
         # When the task run sleeps in iterflow.sleep: its wake-up time (else None or past).
         self.wake: float | None = None
+        # The label of the last iteration that ended with one (set_iteration_label,
+        # LOOP(label=...)): where a paging loop is, in its own words.
+        self.last_label: str | None = None
 
     def update_rate(self, now: float) -> float | None:
         """Iterations per second over the last window; called by the drawing thread."""
@@ -167,6 +171,8 @@ class ProgressDisplay:
                         # implied, so it may never come (see implied_running).
                         view.loop_index = event.loop_index + 1
                         view.kind = _RUNNING
+                        if event.label is not None:
+                            view.last_label = event.label
                     else:
                         view.loop_index = event.loop_index
                         view.kind = kind
@@ -181,6 +187,32 @@ class ProgressDisplay:
             found = parse_sleep(event.message)
             if view is not None and found is not None:
                 view.wake = found[0]
+
+    #: Its lane never declines a state (see EventBus.looped_lane).
+    lane_always_takes = True
+
+    def looped_lane(self, slug: str, serializer: str | None) -> Any:
+        """:meth:`record_looped`: the display needs no event to count an iteration."""
+        return self.record_looped
+
+    def record_looped(
+        self, head: tuple[Any, ...], loop_index: int, value: Any, label: str | None
+    ) -> bool:
+        """Iteration ``loop_index`` of the task run ``head`` names looped (no event made).
+
+        See :func:`iterflow.engine.transitions.looped_lane`; ``head`` is (flow
+        run id, task run id, slug, name, map index, task run name).
+        """
+        view = self._running.get(head[1])
+        if view is None:  # not seen yet: the usual way, which adds its line
+            looped = Looped(None, value, loop_index=loop_index)
+            self.handle(task_run_event(*head[:5], loop_index, looped, label=label))
+            return True
+        view.loop_index = loop_index + 1  # the next iteration starts at once
+        view.kind = _RUNNING
+        if label is not None:
+            view.last_label = label
+        return True
 
     def flush(self) -> None:
         """Make sure everything printed so far has reached the terminal."""
@@ -336,10 +368,16 @@ class ProgressDisplay:
         table.add_column("rate", justify="right")
         table.add_column("elapsed", justify="right")
         views.sort(key=lambda v: v.started)
-        for view in views[:MAX_ROWS]:
+        shown = views[:MAX_ROWS]
+        labelled = any(view.last_label is not None for view in shown)
+        if labelled:
+            # Labels may be 200 characters long: one line each, cut to fit.
+            table.add_column("last label", no_wrap=True, overflow="ellipsis", max_width=48)
+        for view in shown:
             rate = view.update_rate(now)
             looping = view.loop_index > 0
             wake = view.wake
+            extra = [Text(view.last_label or "")] if labelled else []  # text, never markup
             table.add_row(
                 Text(view.label),  # a task's name is text, never markup
                 view.kind.value if wake is None or wake <= now
@@ -347,6 +385,7 @@ class ProgressDisplay:
                 str(view.loop_index) if looping else "",
                 f"{rate:,.0f} it/s" if looping and rate is not None else "",
                 format_duration(now - view.started),
+                *extra,
             )
         rows: list[RenderableType] = [header, table]
         if len(views) > MAX_ROWS:

@@ -27,6 +27,7 @@ ones. Nothing else splits an id by hand.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable
 
@@ -106,6 +107,7 @@ def latest_attempt(prefixes: Iterable[str], iteration: str) -> tuple[int, str] |
 
 # Fixed, so that a child run's id depends on its task run's id alone.
 _SUBFLOW_NAMESPACE = uuid.UUID("6f1c2a7e-9b1d-4f57-8a3e-2d4c5b6a7f80")
+_NAMESPACE_BYTES = _SUBFLOW_NAMESPACE.bytes
 
 
 def subflow_run_id(task_run_id: str) -> str:
@@ -119,4 +121,9 @@ def subflow_run_id(task_run_id: str) -> str:
     >>> len(subflow_run_id("run1/ingest"))
     32
     """
-    return uuid.uuid5(_SUBFLOW_NAMESPACE, task_run_id).hex
+    # uuid.uuid5(_SUBFLOW_NAMESPACE, task_run_id).hex, without building a UUID (a
+    # fifth of its cost): a child run is started per subflow call.
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + task_run_id.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    return digest.hex()

@@ -33,6 +33,10 @@ from iterflow.events import EventBus
 
 __all__ = ["default_cache", "resolve_parameters", "run_flow", "run_subflow", "script_source"]
 
+#: ``run_flow(source=NO_SOURCE)``: the run has no source, do not look for one
+#: (a child run: its parent run looked once for all its children).
+NO_SOURCE: Any = object()
+
 #: Final values cached in this process (``cache_for``), shared by every run.
 default_cache = MemoryCache()
 
@@ -42,7 +46,11 @@ _DEFAULT = "default"
 def resolve_parameters(flow: Any, given: dict[str, Any] | None) -> dict[str, Any]:
     """Every parameter's value for a run, or :class:`ParameterError` naming what is wrong."""
     given = dict(given or {})
-    declared = {p.name: p for p in flow.parameters()}
+    # Once per graph (core.memo): a subflow's child flow resolves them once per call.
+    declared: dict[str, Any] = derived(
+        flow, "parameters", lambda: {p.name: p for p in flow.parameters()})
+    if len(given) == len(declared) and all(n in given for n in declared):
+        return {n: given[n] for n in declared}  # each one given (a subflow call's case)
     unknown = sorted(set(given) - set(declared))
     if unknown:
         valid = ", ".join(sorted(declared)) or "none"
@@ -280,7 +288,8 @@ def run_flow(
             # Only a job that can be re-scheduled elsewhere (a lost Dask worker) needs to look
             # up where its loop got to; in-process jobs never restart on their own.
             checkpoint_source=checkpoints,
-            source=source if source is not None else script_source(flow),
+            source=None if source is NO_SOURCE else (
+                source if source is not None else script_source(flow)),
             max_concurrency=max_concurrency,
             event_loop=event_loop,
         )

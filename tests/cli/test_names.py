@@ -71,3 +71,38 @@ def test_iterations_without_labels_have_no_label_column(cli, invoke, flow_file):
     assert "label" not in table.stdout.splitlines()[1]
     rows = json.loads(cli("show", run["run_id"], "--iterations", "fetch", "--json").stdout)
     assert {r["label"] for r in rows} == {None}
+
+
+MAPPED = """
+    import iterflow
+    from iterflow import task, Flow, LOOP
+
+    @task(task_run_name="crawl {site}")
+    def crawl(site):
+        i = iterflow.context.loop_index
+        if i < len(site):
+            raise LOOP(result=i)
+        return i
+
+    with Flow("mapped names") as flow:
+        crawl.map(["ab", "abcd"])
+"""
+
+
+@needs_store
+def test_iterations_by_task_run_name(cli, invoke, flow_file):
+    """A task run's own name finds it, a mapped child without its map index too."""
+    invoke("run", flow_file("mapped.py", MAPPED), "-q")
+    [run] = json.loads(invoke("runs", "--json").stdout)
+    rows = json.loads(cli("show", run["run_id"], "--iterations", "crawl abcd", "--json").stdout)
+    assert [r["state"] for r in rows] == ["Looped"] * 4 + ["Success"]
+    by_index = json.loads(
+        cli("show", run["run_id"], "--iterations", "crawl", "--map-index", "1", "--json").stdout
+    )
+    assert by_index == rows
+    table = cli("show", run["run_id"], "--iterations", "crawl ab")
+    assert table.returncode == 0, table.stderr
+    assert len(re.findall(r"^\s*\d+\s+Looped", table.stdout, re.M)) == 2
+    missing = cli("show", run["run_id"], "--iterations", "crawl nowhere")
+    assert missing.returncode != 0
+    assert "task run name" in missing.stderr

@@ -3,12 +3,15 @@
 A parent mapping a child flow over many inputs hands the writer, in one batch,
 the first and last states of many flow runs (often both of the same run) and
 the same flow's task list again and again. They are written a statement per
-kind of row, in stages; these tests check that nothing of it is lost or
-reordered: every child ends ``Success`` with its own parameters, its shape and
-its end time, and the flow's row keeps the latest task list.
+kind of row, a run's states of one batch folded into one row; these tests
+check that nothing of it is lost or reordered: every child ends ``Success``
+with its own parameters, its shape and its end time, and the flow's row keeps
+the latest task list.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import sqlalchemy as sa
@@ -16,9 +19,9 @@ import sqlalchemy as sa
 from iterflow import Flow, Parameter, task
 from iterflow.errors import RunTakenOver
 from iterflow.store import open_store
-from iterflow.store.batch import FLOW, BatchRecorder
-from iterflow.store.children import child_runs
-from iterflow.store.schema import flow_run_shapes, flow_runs, flows
+from iterflow.store.batch import FLOW, BatchRecorder, _fold
+from iterflow.store.children import ParentLink, child_runs, parents_of, record_parents
+from iterflow.store.schema import flow_run_shapes, flow_runs, flows, state_transitions
 
 
 @task
@@ -100,5 +103,92 @@ def test_a_batch_of_several_runs_refuses_all_when_one_was_taken_over(store_url):
         with store.engine.connect() as conn:
             states = dict(conn.execute(sa.select(flow_runs.c.run_id, flow_runs.c.state)).all())
         assert states == {"run-0": "Running", "run-1": "Running", "run-2": "Running"}
+    finally:
+        store.close()
+
+
+def _state_record(run_id: str, kind: str, at: float, *, finished: bool = False,
+                  message: str | None = None, params: dict | None = None,
+                  source: str | None = None) -> tuple:
+    return (FLOW, run_id, "f", kind, at, message, params, None, None, source, finished, None,
+            None)
+
+
+def test_a_runs_start_and_end_in_one_batch_make_one_row_as_two_would(store_url):
+    # A child run often starts and ends within one batch: its states are folded into
+    # one upsert of its row, which must come out as the two upserts in turn would.
+    store = open_store(store_url)
+    try:
+        recorder = BatchRecorder(store.write, 30.0, owner="a" * 32)
+        recorder.commit([
+            _state_record("run-1", "Running", 1.0, params={"x": 1}, source="f.py:flow"),
+            _state_record("run-1", "Success", 2.0, finished=True, message="done"),
+        ], 2)
+        run = store.get_run("run-1")
+        assert (run.state, run.started, run.ended, run.message) == ("Success", 1.0, 2.0, "done")
+        assert run.parameters == {"x": 1}
+        with store.engine.connect() as conn:
+            row = conn.execute(sa.select(flow_runs).where(flow_runs.c.run_id == "run-1")).one()
+            transitions = conn.execute(
+                sa.select(state_transitions.c.kind, state_transitions.c.task_run)
+                .order_by(state_transitions.c.id)
+            ).all()
+        # What only the first state carries stays: who drives it, where it came from.
+        assert (row.owner, row.source, row.pid) == ("a" * 32, "f.py:flow", os.getpid())
+        assert row.heartbeat is not None
+        # Both states are in the run's history, in order.
+        assert [tuple(t) for t in transitions] == [("Running", None), ("Success", None)]
+    finally:
+        store.close()
+
+
+def test_a_resumed_runs_states_in_one_batch_keep_what_it_recorded_first(store_url):
+    store = open_store(store_url)
+    try:
+        recorder = BatchRecorder(store.write, 30.0, owner="a" * 32)
+        recorder.commit([_state_record("run-1", "Running", 1.0, params={"x": 1},
+                                       source="f.py:flow")], 1)
+        recorder.commit([_state_record("run-1", "Failed", 2.0, finished=True, message="no")], 1)
+        # Resumed: Running again (the original parameters come again, not recorded
+        # twice: see writer), then Success, in one batch.
+        recorder.commit([
+            _state_record("run-1", "Running", 3.0),
+            _state_record("run-1", "Success", 4.0, finished=True, message="done"),
+        ], 2)
+        run = store.get_run("run-1")
+        assert (run.state, run.started, run.ended, run.message) == ("Success", 1.0, 4.0, "done")
+        assert run.parameters == {"x": 1}
+        with store.engine.connect() as conn:
+            source = conn.execute(sa.select(flow_runs.c.source)).scalar_one()
+        assert source == "f.py:flow"
+    finally:
+        store.close()
+
+
+def test_folding_a_runs_rows_follows_each_rule():
+    first = ({"a": "old", "b": "new", "c": "new_or_old", "d": "new"},
+             {"run_id": "r", "a": None, "b": 1, "c": "x", "d": 5})
+    rules, row = _fold(first, {"a": "old", "b": "new", "c": "new_or_old", "e": "new"},
+                       {"run_id": "r", "a": 2, "b": 3, "c": None, "e": 7})
+    assert row == {"run_id": "r", "a": 2, "b": 3, "c": "x", "d": 5, "e": 7}
+    assert rules == {"a": "old", "b": "new", "c": "new_or_old", "d": "new", "e": "new"}
+    # Keep-if-set after take-unless-NULL depends on the stored row: not folded.
+    assert _fold(({"a": "new_or_old"}, {"a": None}), {"a": "old"}, {"a": 1}) is None
+
+
+def test_links_written_in_a_batch_keep_those_already_recorded(store_url):
+    # The link writer hands many links at once; a child linked before (a resumed
+    # parent's, say) keeps its first link, and the new ones are all recorded.
+    store = open_store(store_url)
+    try:
+        record_parents(store, [ParentLink("c0", "p", "p/sub/0", "sub", 0)])
+        record_parents(store, [
+            ParentLink(f"c{i}", "p2" if i == 0 else "p", f"p/sub/{i}", "sub", i, 3, 1)
+            for i in range(300)
+        ])
+        links = parents_of([f"c{i}" for i in range(300)], store=store)
+        assert len(links) == 300
+        assert links["c0"] == ParentLink("c0", "p", "p/sub/0", "sub", 0)
+        assert links["c7"] == ParentLink("c7", "p", "p/sub/7", "sub", 7, 3, 1)
     finally:
         store.close()

@@ -183,6 +183,36 @@ def test_a_failing_migration_leaves_the_store_unchanged(store_url):
         assert store.schema_version == SCHEMA_VERSION
 
 
+def test_a_new_store_is_created_at_the_newest_version_without_migrating(store_url):
+    # Every migration would fail: a new store must not run any of them.
+    with RunStore(store_url, migrations=tuple(_broken_migration for _ in MIGRATIONS)) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert set(metadata.tables) <= set(sa.inspect(store.engine).get_table_names())
+
+
+def test_opening_a_store_at_the_newest_version_only_reads(store_url):
+    open_store(store_url).close()
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args):
+        statements.append(statement.strip().split()[0].upper())
+
+    sa.event.listen(sa.Engine, "before_cursor_execute", seen)
+    try:
+        open_store(store_url).close()
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", seen)
+    # The version (and, for the check, the tables' names): no DDL, no write.
+    assert statements and set(statements) == {"SELECT"}, statements
+
+
+def test_an_older_store_opened_read_only_says_its_version(store_url):
+    open_store(store_url).close()
+    set_version(store_url, SCHEMA_VERSION - 1)
+    with pytest.raises(StoreError, match=rf"at schema version {SCHEMA_VERSION - 1} and read-only"):
+        RunStore(store_url, read_only=True)
+
+
 def test_importing_iterflow_does_not_import_sqlalchemy():
     code = (
         "import sys, iterflow, iterflow.store\n"

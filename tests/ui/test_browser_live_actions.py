@@ -97,13 +97,10 @@ def test_cancel_resume_and_delete_a_real_looping_run(server, page, looper_env): 
     page.wait_for_url("**/runs/*?done=resume-started*")
     assert "Resuming" in page.locator(".notice").inner_text()
 
-    def finished() -> bool:
-        if page.locator("#run-header .state").inner_text() == "Success":
-            return True
-        page.reload()  # a run that was not live when the page loaded is not followed
-        return False
-
-    wait_until(finished, timeout=120)
+    # No reload either: the page that started the resume follows the run it starts.
+    state = page.locator("#run-header .state")
+    wait_until(lambda: state.inner_text() == "Running", timeout=60)
+    wait_until(lambda: state.inner_text() == "Success", timeout=120)
     indexes = [it.loop_index for it in iterations(run_id, "count", store=store)]
     assert indexes[-1] == 39 and len(set(indexes)) == 40  # continued, each iteration once
 
@@ -136,7 +133,11 @@ def test_rewind_a_finished_loop_from_its_iteration_page(server, page, looper_env
         run = get_run(run_id, store=store)
         return run.state == "Success" and (run.ended or 0) > started
 
+    # The page follows the rerun live: it goes Running, then Success again.
+    state = page.locator("#run-header .state")
+    wait_until(lambda: state.inner_text() == "Running", timeout=60)
     wait_until(rewound, timeout=120)
+    wait_until(lambda: state.inner_text() == "Success", timeout=30)
     from iterflow.store.rewind import superseded_before
 
     assert [(slug, k) for slug, k, _ in superseded_before(store, run_id)] == [("count", 3)]

@@ -137,8 +137,9 @@ def _trigger_text(trigger: dict[str, Any]) -> str:
 @click.argument("run_ref", metavar="RUN")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option("--iterations", "iterations_of", metavar="TASK",
-              help="List one task's recorded iterations (by task name or slug), with result "
-                   "previews: the first and last ones, or a page with --offset/--limit.")
+              help="List one task run's recorded iterations (by task name, slug or task run "
+                   "name), with result previews: the first and last ones, or a page with "
+                   "--offset/--limit.")
 @click.option("--map-index", type=int, metavar="N",
               help="With --iterations: the mapped child to show.")
 @click.option("--offset", type=click.IntRange(min=0), default=0, metavar="K",

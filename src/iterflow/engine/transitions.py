@@ -36,9 +36,11 @@ from iterflow.events import TaskRunEvent
 
 __all__ = [
     "Emit",
+    "LoopedLane",
     "TaskTransitions",
     "apply_handlers",
     "emit_or_fail",
+    "looped_lane",
     "settle",
     "task_run_event",
 ]
@@ -144,8 +146,8 @@ class TaskTransitions:
     sink listens; otherwise it makes no states for ``Running``/``Looped`` at all.
     """
 
-    __slots__ = ("emit", "handlers", "head", "history", "label", "run_name", "serializer",
-                 "sync", "task")
+    __slots__ = ("emit", "handlers", "head", "history", "label", "lane_head", "looped_lane",
+                 "run_name", "serializer", "sync", "task")
 
     def __init__(self, task: Any, flow_run_id: str, task_run_id: str, map_index: int | None,
                  serializer: str | None, emit: Emit | None,
@@ -160,6 +162,14 @@ class TaskTransitions:
         self.serializer = serializer
         self.run_name = run_name  # the task run's name, on each of its events
         self.label: str | None = None  # the label of the iteration the state being emitted ends
+        #: Where the driver hands a plain ``Looped`` without making its state or event
+        #: (see :func:`looped_lane`); None when this task run cannot use one.
+        self.looped_lane = (
+            looped_lane(emit, task.slug, serializer)
+            if emit is not None and not self.handlers and not self.sync
+            else None
+        )
+        self.lane_head = (*self.head, run_name)  # what the lane gets for this task run
 
     def move(self, old: State, new: State, loop_index: int, label: str | None = None) -> State:
         """``old -> new`` at iteration ``loop_index``: the state to use, emitted.
@@ -185,6 +195,27 @@ class TaskTransitions:
         if state.loop_count is None:
             state.loop_count = loop_index + 1
         return state
+
+
+#: A looped lane: ``lane(head, loop_index, value, label)`` records the plain ``Looped``
+#: state of iteration ``loop_index`` (``head``: flow run id, task run id, task slug, task
+#: name, map index, task run name) and returns True, or returns False having recorded nothing:
+#: the driver then makes the state and its event as usual.
+LoopedLane = Callable[[tuple[Any, ...], int, Any, "str | None"], bool]
+
+
+def looped_lane(emit: Emit, slug: str, serializer: str | None) -> LoopedLane | None:
+    """The lane of the sinks behind ``emit`` for task ``slug``'s plain ``Looped`` states, if any.
+
+    A loop's one event per iteration costs more to make (a state, an event,
+    the sink's dispatch on its type) than the store spends recording it. A
+    sink, or the :class:`~iterflow.events.EventBus` of several, that offers
+    ``looped_lane(slug, serializer)`` takes those iterations as plain values
+    instead. Only ``emit`` that is a sink's (or the bus's) own bound method
+    reaches one; a relay (another thread's, a loop block's) goes the usual way.
+    """
+    offer = getattr(getattr(emit, "__self__", None), "looped_lane", None)
+    return offer(slug, serializer) if offer is not None else None
 
 
 def _name(fn: Any) -> str:

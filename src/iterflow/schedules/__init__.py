@@ -21,17 +21,35 @@ serving loop, child processes, signals) and :mod:`~iterflow.schedules.child`
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from iterflow.schedules.definitions import (
-    Cron,
-    Interval,
-    Schedule,
-    ScheduleError,
-    ScheduleParameterError,
-)
+if TYPE_CHECKING:
+    from iterflow.schedules.definitions import (
+        Cron,
+        Interval,
+        Schedule,
+        ScheduleError,
+        ScheduleParameterError,
+    )
 
 __all__ = ["Cron", "Interval", "Schedule", "ScheduleError", "ScheduleParameterError", "serve"]
+
+# Loaded on first use: every Flow() imports iterflow.schedules.options, which must
+# not pay for zoneinfo and cron parsing when the flow has no schedule.
+_LAZY = frozenset({"Cron", "Interval", "Schedule", "ScheduleError", "ScheduleParameterError"})
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'iterflow.schedules' has no attribute {name!r}")
+    value = getattr(importlib.import_module("iterflow.schedules.definitions"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def serve(*flows: Any, **options: Any) -> None:

@@ -17,9 +17,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from iterflow.schedules.definitions import Schedule, ScheduleError, ScheduleParameterError
+from iterflow.errors import ScheduleError, ScheduleParameterError
+
+if TYPE_CHECKING:
+    from iterflow.schedules.definitions import Schedule
 
 __all__ = ["CATCHUP", "ON_CRASH", "OVERLAP", "check_options", "check_parameters"]
 
@@ -72,9 +75,13 @@ def check_options(
     max_active_runs: int | None = None,
 ) -> dict[str, Any]:
     """The options, checked and normalised (times in seconds), as a dict of attributes."""
-    if isinstance(schedules, Schedule):
-        schedules = [schedules]
-    found = list(schedules or ())
+    found: list[Any] = []
+    if schedules is not None:
+        # Every Flow() comes here; only one given schedules loads what a schedule is
+        # (zoneinfo and cron parsing), see benchmarks/startup.py.
+        from iterflow.schedules.definitions import Schedule
+
+        found = [schedules] if isinstance(schedules, Schedule) else list(schedules or ())
     for schedule in found:
         if not isinstance(schedule, Schedule):
             raise ScheduleError(

@@ -24,12 +24,17 @@ Ids of state rows, log lines and results come from one counter, one
 integer keys, cached while they are in flight (a batch's newcomers are
 looked up, or given keys, in one statement). Rows are grouped by shape —
 a ``Looped`` state with its pickled value, a ``Running``, a finished state
-with its value, anything else — and each group goes in as one statement
-(:mod:`iterflow.store.statements`); their ids keep them in event order.
+with its value, a flow run's state, anything else — and each group goes in
+as one statement (:mod:`iterflow.store.statements`); their ids keep them in
+event order. A flow run's states of one batch (a child run's start and end)
+update its ``flow_runs`` row once, folded into one upsert. Ownership is read
+only for runs already in the store: a run a batch creates has no owner yet.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import time
 from collections.abc import Callable
@@ -45,10 +50,13 @@ from iterflow.store.statements import (
     NATIVE_UPSERT,
     TASK_RUN_COLUMNS,
     TASK_RUN_RULES,
+    FastInsert,
     allocate_ids,
+    dbapi_cursor,
     find_keys,
     insert_block_metrics,
     insert_finished,
+    insert_flow_states,
     insert_logs,
     insert_looped,
     insert_metrics,
@@ -65,7 +73,7 @@ __all__ = ["BatchRecorder"]
 # -- the record layout ------------------------------------------------------------
 
 #: Record tags.
-TASK, FLOW, LOG, MARK, METRIC = range(5)
+TASK, FLOW, LOG, MARK, METRIC, LOOPED = range(6)
 #: A task run's state (MARK records hold only their tag and signal: a flush's marker).
 (T_TAG, T_FLOW_RUN_ID, T_TASK_RUN_ID, T_SLUG, T_NAME, T_MAP_INDEX, T_LOOP_INDEX, T_KIND,
  T_ROLE, T_TIME, T_MESSAGE, T_TRACEBACK, T_BLOCK_INDEX, T_STORED, T_LOOP_COUNT,
@@ -83,6 +91,12 @@ TASK, FLOW, LOG, MARK, METRIC = range(5)
 #: (``StoreSink.record_metric``) and becomes a row here with little work.
 (M_TAG, M_FLOW_RUN_ID, M_TASK_RUN_ID, M_LOOP_INDEX, M_BLOCK_INDEX, M_NAME, M_VALUE, M_TIME,
  M_SIGNAL) = range(9)
+#: A plain ``Looped`` state with a number for its result, from the loop driver's lane
+#: (:meth:`~iterflow.store.writer.StoreSink.record_looped`): run and task run ids in the
+#: slots of a TASK record's, then the task run's head (flow run id, task run id, slug,
+#: name, map index, task run name), the iteration, the pickled value and its preview.
+(LP_TAG, LP_FLOW_RUN_ID, LP_TASK_RUN_ID, LP_HEAD, LP_LOOP_INDEX, LP_DATA, LP_PREVIEW, LP_TIME,
+ LP_LABEL, LP_SIGNAL) = range(10)
 #: A :data:`~iterflow.store.results.Stored` value: (serializer, data, path, size, preview).
 S_SERIALIZER, S_DATA, S_PATH, S_SIZE, S_PREVIEW = range(5)
 
@@ -179,8 +193,11 @@ class BatchRecorder:
             keyed_runs.clear()
             keyed_tasks.clear()
             finished.clear()
-            self._check_owners(conn, touched)
             keyed_runs.update(find_keys(conn, flow_runs, "run_id", new_runs))
+            # A run not in the store yet has no owner to check: a batch of new child
+            # runs reads only its parent's (no row to lock either way on PostgreSQL).
+            self._check_owners(conn, {r: None for r in touched
+                                      if r not in new_runs or r in keyed_runs})
             keyed_tasks.update(find_keys(conn, task_runs, "task_run_id", new_tasks))
             unkeyed = [r for r in new_runs if r not in keyed_runs]
             unkeyed += [t for t in new_tasks if t not in keyed_tasks]
@@ -191,9 +208,31 @@ class BatchRecorder:
                 next_id += 1
             rows = _Rows()
             runs = dict(self.open_runs)
+            looped_rows, latest, looped, first = (
+                rows.looped_rows, rows.latest, rows.looped, rows.first
+            )
             for record in batch:
                 tag = record[0]
-                if tag == TASK:
+                if tag == LOOPED:  # most records of a loop: their rows made right here
+                    task_run_id = record[LP_TASK_RUN_ID]
+                    at = record[LP_TIME]
+                    index = record[LP_LOOP_INDEX]
+                    run_key = (run_keys.get(record[LP_FLOW_RUN_ID])
+                               or keyed_runs[record[LP_FLOW_RUN_ID]])
+                    task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
+                    if record[LP_LABEL] is None:
+                        looped_rows.append((next_id, run_key, task_key, index, record[LP_DATA],
+                                            record[LP_PREVIEW], at))
+                    else:  # the compact row has no label column
+                        rows.other.append((next_id, run_key, task_key, "Looped", index, None,
+                                           None, None, "pickle", record[LP_DATA],
+                                           record[LP_PREVIEW], None, at, record[LP_LABEL]))
+                    latest[task_run_id] = (record, next_id)
+                    looped[task_run_id] = (index, next_id)
+                    if task_run_id not in first:
+                        first[task_run_id] = at
+                    next_id += 1
+                elif tag == TASK:
                     task_run_id = record[T_TASK_RUN_ID]
                     # Keys start at 1, so `or` only falls through for a missing one.
                     task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
@@ -236,6 +275,8 @@ class BatchRecorder:
             _write_flow_rows(conn, rows)
             snapshots: list[tuple[Any, ...]] = []
             for task_run_id, (record, row_id) in rows.latest.items():
+                if record[0] == LOOPED:
+                    record = _as_task_record(record)
                 task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
                 snapshots.append(_task_run_row(
                     record, task_key, row_id, rows.first[task_run_id],
@@ -301,8 +342,13 @@ class BatchRecorder:
                 self._check_owner(run_id, run_owner.first(conn, (run_id,)))
             return
         ordered = sorted(run_ids)
+        sqlite = conn.dialect.name == "sqlite"
         for start in range(0, len(ordered), 500):
             chunk = ordered[start:start + 500]
+            if sqlite:  # no row locks there; the Core statement cost more than the query
+                for run_id, owner, pid, host in _owners_sqlite(conn, chunk):
+                    self._check_owner(run_id, (owner, pid, host))
+                continue
             found = conn.execute(
                 sa.select(flow_runs.c.run_id, flow_runs.c.owner, flow_runs.c.pid,
                           flow_runs.c.host)
@@ -327,11 +373,30 @@ class BatchRecorder:
         )
 
 
+def _owners_sqlite(conn: sa.Connection, run_ids: list[str]) -> list[tuple[Any, ...]]:
+    """(run id, owner, pid, host) of those of ``run_ids`` in the store, on SQLite.
+
+    Padded with NULLs (which match nothing) to a power of two, so that SQLite
+    prepares few distinct statements.
+    """
+    size = 8
+    while size < len(run_ids):
+        size *= 2
+    marks = ", ".join(["?"] * size)
+    with contextlib.closing(dbapi_cursor(conn)) as cursor:
+        cursor.execute(
+            f"SELECT run_id, owner, pid, host FROM flow_runs WHERE run_id IN ({marks})",
+            (*run_ids, *[None] * (size - len(run_ids))),
+        )
+        return cursor.fetchall()
+
+
 class _Rows:
     """The rows of one batch, grouped by the statement that inserts them."""
 
-    __slots__ = ("block_metrics", "finished", "first", "flow_runs", "flows", "latest", "logs",
-                 "looped", "looped_rows", "metrics", "other", "results", "running", "shapes")
+    __slots__ = ("block_metrics", "finished", "first", "flow_runs", "flow_states", "flows",
+                 "latest", "logs", "looped", "looped_rows", "metrics", "other", "results",
+                 "running", "shapes")
 
     def __init__(self) -> None:
         self.results: list[tuple[Any, ...]] = []
@@ -344,6 +409,8 @@ class _Rows:
         # id, flow_run, task_run, kind, loop_index, block_index, message, traceback,
         # serializer, data, preview, result_id, time, label
         self.other: list[tuple[Any, ...]] = []
+        # id, flow_run, kind, message, time: a flow run's states (no task run, no value)
+        self.flow_states: list[tuple[Any, ...]] = []
         # id, flow_run, task_run, loop_index, level, message, time
         self.logs: list[tuple[Any, ...]] = []
         # id, flow_run, task_run, loop_index, name, value, time (no block_index: NULL)
@@ -353,7 +420,7 @@ class _Rows:
         # Flow-level rows, written by _write_flow_rows: the flows by name (the last
         # task list), each flow-run state's (run id, upsert rules, row), shapes by run.
         self.flows: dict[str, dict[str, Any]] = {}
-        self.flow_runs: list[tuple[str, tuple[tuple[str, str], ...], dict[str, Any]]] = []
+        self.flow_runs: list[tuple[str, dict[str, str], dict[str, Any]]] = []
         self.shapes: dict[str, dict[str, Any]] = {}
         # Per task run: time of its first record; its last record and that
         # record's row id; its last Looped (index, row id).
@@ -380,8 +447,10 @@ class _Rows:
                 self.looped[task_run_id] = (record[T_LOOP_INDEX], row_id)
         elif role == ROLE_LOOP:
             self.looped[task_run_id] = (record[T_LOOP_INDEX], row_id)
+            # The compact row has no message column: a LOOP(message=...) takes the other.
             if (stored is not None and stored[S_SERIALIZER] == "pickle"
-                    and stored[S_PATH] is None and record[T_BLOCK_INDEX] is None):
+                    and stored[S_PATH] is None and record[T_BLOCK_INDEX] is None
+                    and record[T_MESSAGE] is None):
                 self.looped_rows.append((row_id, run_key, task_key, record[T_LOOP_INDEX],
                                          stored[S_DATA], stored[S_PREVIEW], at))
                 return next_id
@@ -410,6 +479,14 @@ class _Rows:
         return next_id
 
 
+def _as_task_record(record: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The TASK record a LOOPED record stands for (for the ``task_runs`` row)."""
+    flow_run_id, task_run_id, slug, name, map_index, run_name = record[LP_HEAD]
+    return (TASK, flow_run_id, task_run_id, slug, name, map_index, record[LP_LOOP_INDEX],
+            "Looped", ROLE_LOOP, record[LP_TIME], None, None, None, None, None, None, run_name,
+            None)
+
+
 def _forget(conn: sa.Connection, run_id: str, slugs: list[str]) -> None:
     """Clear what a resume would reuse from the task runs of ``slugs`` (see BatchRecorder)."""
     conn.execute(
@@ -419,6 +496,21 @@ def _forget(conn: sa.Connection, run_id: str, slugs: list[str]) -> None:
                 result_transition=None, identity=None,
                 message="its task changed since it ran: it runs again")
     )
+
+
+# How a flow-run state's row updates the run's (see statements.upsert), by whether
+# it carries the parameters (the first state) and whether the run ended. Shared:
+# read-only.
+_FLOW_RUN_BASE = {"id": "old", "flow_name": "new", "state": "new", "message": "new",
+                  "ended": "new", "started": "old", "source": "new_or_old"}
+_FLOW_RUN_RULES = {
+    (has_params, finished): {
+        **_FLOW_RUN_BASE,
+        **({"parameters": "old", "parameters_result_id": "old"} if has_params else {}),
+        **({} if finished else {"pid": "new", "host": "new", "heartbeat": "new", "owner": "new"}),
+    }
+    for has_params in (False, True) for finished in (False, True)
+}
 
 
 def _write_flow(
@@ -442,9 +534,8 @@ def _write_flow(
         "run_id": run_id, "id": run_key, "flow_name": flow_name, "state": kind, "started": at,
         "message": message, "ended": at if finished else None, "source": source,
     }
-    rules = {"id": "old", "flow_name": "new", "state": "new", "message": "new", "ended": "new",
-             "started": "old", "source": "new_or_old"}
-    if params_json is not None:
+    has_params = params_json is not None
+    if has_params:
         # A resumed run sends the original parameters again: keep the first record.
         row["parameters"] = params_json
         row["parameters_result_id"] = None
@@ -452,21 +543,16 @@ def _write_flow(
             row["parameters_result_id"] = next_id
             rows.results.append((next_id, *params_stored))
             next_id += 1
-        rules["parameters"] = "old"
-        rules["parameters_result_id"] = "old"
     if finished:
         runs.pop(run_id, None)
     else:
         row.update(pid=os.getpid(), host=HOST, heartbeat=time.time(), owner=owner)
-        rules.update(pid="new", host="new", heartbeat="new", owner="new")
         runs[run_id] = None
-    rows.flow_runs.append((run_id, tuple(rules.items()), row))
+    rules = _FLOW_RUN_RULES[has_params, finished]
+    rows.flow_runs.append((run_id, rules, row))
     if shape is not None:
         rows.shapes[run_id] = {"run_id": run_id, "shape": shape}
-    rows.other.append(
-        (row_id, run_key, None, kind, None, None, message, None, None, None, None, None, at,
-         None)
-    )
+    rows.flow_states.append((row_id, run_key, kind, message, at))
     return next_id
 
 
@@ -474,27 +560,110 @@ def _write_flow_rows(conn: sa.Connection, rows: _Rows) -> None:
     """Upsert a batch's flows, flow runs and their shapes: a statement per kind of row.
 
     A batch of child runs holds hundreds of flow-run states; one statement
-    each cost more than the rest of the batch. A flow run's states go in
-    the order they came, in *stages* (its first state of the batch in the
-    first statement, its second in the next, ...), so that no statement
-    names a run twice (PostgreSQL refuses an upsert that touches a row twice).
+    each cost more than the rest of the batch. A flow run's states in one
+    batch (a child run's start and end, most often) are folded into one row
+    (:func:`_fold`), so each run's row is written once, not once per state;
+    states that cannot be folded go in *stages* (a run's first row of the
+    batch in the first statement, its second in the next, ...), so that no
+    statement names a run twice (PostgreSQL refuses an upsert that touches a
+    row twice). On SQLite the rows go in as padded multi-row statements
+    (:class:`~iterflow.store.statements.FastInsert`).
     """
     if rows.flows:
         upsert(conn, flows, "name", list(rows.flows.values()),
                {"created": "old", "updated": "new", "tasks": "new"})
-    stages: list[dict[tuple[Any, ...], list[dict[str, Any]]]] = []
-    seen: dict[str, int] = {}
+    stages: list[dict[str, tuple[dict[str, str], dict[str, Any]]]] = [{}]
     for run_id, rules, row in rows.flow_runs:
-        stage = seen.get(run_id, 0)
-        seen[run_id] = stage + 1
-        if stage == len(stages):
-            stages.append({})
-        stages[stage].setdefault(rules, []).append(row)
+        stage = 0
+        while True:
+            if stage == len(stages):
+                stages.append({})
+            known = stages[stage].get(run_id)
+            if known is None:
+                stages[stage][run_id] = (rules, row)
+                break
+            folded = _fold(known, rules, row)
+            if folded is not None:
+                stages[stage][run_id] = folded
+                break
+            stage += 1
+    fast = conn.dialect.name == "sqlite"
     for stage_rows in stages:
-        for rules, same in stage_rows.items():
-            upsert(conn, flow_runs, "run_id", same, dict(rules))
+        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for rules, row in stage_rows.values():
+            groups.setdefault((tuple(rules.items()), tuple(row)), []).append(row)
+        for (rules, columns), same in groups.items():
+            if fast:
+                statement = _fast_upsert(flow_runs, "run_id", columns, rules)
+                statement.run(conn, [_row_values(row, columns) for row in same])
+            else:
+                upsert(conn, flow_runs, "run_id", same, dict(rules))
+    insert_flow_states.run(conn, rows.flow_states)
     if rows.shapes:
-        upsert(conn, flow_run_shapes, "run_id", list(rows.shapes.values()), {"shape": "new"})
+        shapes = list(rows.shapes.values())
+        if fast:
+            # A map of child runs sends one shape object (derived per graph) for all.
+            texts: dict[int, str] = {}
+            statement = _fast_upsert(flow_run_shapes, "run_id", ("run_id", "shape"),
+                                     (("shape", "new"),))
+            statement.run(conn, [
+                (row["run_id"], texts.get(id(row["shape"])) or texts.setdefault(
+                    id(row["shape"]), json.dumps(row["shape"])))
+                for row in shapes
+            ])
+        else:
+            upsert(conn, flow_run_shapes, "run_id", shapes, {"shape": "new"})
+
+
+def _fold(
+    known: tuple[dict[str, str], dict[str, Any]], rules: dict[str, str], row: dict[str, Any]
+) -> tuple[dict[str, str], dict[str, Any]] | None:
+    """One upsert doing what ``known`` (rules, row) and then ``rules``/``row`` would do.
+
+    None when no single upsert can (a column kept if set, after one taken
+    unless NULL): that state goes in a later stage.
+    """
+    old_rules, old_row = known
+    merged_rules, merged_row = dict(old_rules), dict(old_row)
+    for column, rule in rules.items():
+        value = row[column]
+        before = old_rules.get(column)
+        if before is None or rule == "new":
+            merged_rules[column], merged_row[column] = rule, value
+        elif rule == "new_or_old":
+            if value is not None:
+                merged_rules[column], merged_row[column] = "new", value
+        elif before in ("old", "new"):  # rule "old": the earlier value, unless NULL
+            if old_row[column] is None:
+                merged_row[column] = value
+        else:  # "new_or_old" then "old": depends on what the row held
+            return None
+    return merged_rules, merged_row
+
+
+# JSON columns of the flow-level rows: on SQLite they go in as text (see _row_values).
+_JSON_COLUMNS = frozenset({"parameters"})
+_FAST_UPSERTS: dict[tuple[Any, ...], FastInsert] = {}
+
+
+def _row_values(row: dict[str, Any], columns: tuple[str, ...]) -> tuple[Any, ...]:
+    """``row`` as a tuple in ``columns`` order, JSON columns as the JSON type stores them."""
+    return tuple(
+        (None if row[c] is None else json.dumps(row[c])) if c in _JSON_COLUMNS else row[c]
+        for c in columns
+    )
+
+
+def _fast_upsert(
+    table: sa.Table, key: str, columns: tuple[str, ...], rules: tuple[tuple[str, str], ...]
+) -> FastInsert:
+    """The SQLite upsert of ``columns`` following ``rules``, built once per shape of row."""
+    cache_key = (table.name, columns, rules)
+    statement = _FAST_UPSERTS.get(cache_key)
+    if statement is None:
+        statement = _FAST_UPSERTS[cache_key] = FastInsert(
+            table, columns, upsert=(key, dict(rules)))
+    return statement
 
 
 def _task_run_row(

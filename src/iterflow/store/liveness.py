@@ -22,9 +22,10 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from iterflow.store.records import RunInfo
+if TYPE_CHECKING:
+    from iterflow.store.records import RunInfo
 
 __all__ = ["HOST", "LIVE", "driving", "effective_state", "pid_alive", "run_info"]
 
@@ -102,6 +103,10 @@ def effective_state(
 
 def run_info(row: Any, stale_after: float) -> RunInfo:
     """A ``flow_runs`` row as a :class:`RunInfo`, its state as it should be shown."""
+    # Imported here: a run that only records never builds one, and the records'
+    # frozen dataclasses cost several ms to define (see benchmarks/startup.py).
+    from iterflow.store.records import RunInfo
+
     return RunInfo(
         run_id=row.run_id,
         flow_name=row.flow_name,

@@ -12,14 +12,17 @@ always describe the newest version. Released migrations are never edited.
 
 :func:`prepare` runs on every open, in this order:
 
-1. Read the version without writing anything. Newer than this code knows:
-   :class:`StoreError`, nothing touched. Equal: done (the common case, one query).
+1. Read the version without writing anything (on SQLite two plain queries: the
+   table names, then the version). Newer than this code knows:
+   :class:`StoreError`, nothing touched. Equal: done (the common case: no
+   schema check beyond that; on SQLite WAL mode is made sure of).
 2. Otherwise take the write lock (``BEGIN IMMEDIATE`` on SQLite, an advisory
    lock on PostgreSQL), read the version again — another process may have
    just done the work — and then either create every table at the newest
-   version (an empty store) or apply the pending migrations in order, bumping
-   the version after each. All of it is one transaction (DDL is transactional
-   on SQLite and PostgreSQL), so a failing migration leaves the store as it was.
+   version in one go (an empty store: no migration runs) or apply the pending
+   migrations in order, bumping the version after each. All of it is one
+   transaction (DDL is transactional on SQLite and PostgreSQL), so a failing
+   migration leaves the store as it was.
 """
 
 from __future__ import annotations
@@ -311,11 +314,26 @@ SCHEMA_VERSION = 1 + len(MIGRATIONS)
 # Any constant works; it only has to be the same in every iterflow process.
 _PG_LOCK_KEY = 0x69746572666C6F77 & 0x7FFFFFFFFFFFFFFF  # "iterflow"
 
+# SQLite's own tables (sqlite_sequence, sqlite_stat1) are not the application's.
+_SQLITE_TABLES = (
+    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite~_%' ESCAPE '~'"
+)
+
+
+def _table_names(conn: sa.Connection) -> list[str]:
+    """The database's table names (on PostgreSQL, of the connection's default schema)."""
+    if conn.dialect.name == "sqlite":
+        # Every open of a SQLite store asks this: one query, without building
+        # an inspector and its reflection caches for one list of names.
+        return [row[0] for row in conn.exec_driver_sql(_SQLITE_TABLES)]
+    return sa.inspect(conn).get_table_names()
+
+
 def _read_version(conn: sa.Connection) -> tuple[int | None, list[str]]:
-    names = sa.inspect(conn).get_table_names()
+    names = _table_names(conn)
     if "schema_version" not in names:
         return None, names
-    version = conn.execute(sa.select(schema_version.c.version)).scalar()
+    version = conn.exec_driver_sql("SELECT version FROM schema_version").scalar()
     return (0 if version is None else int(version)), names
 
 
@@ -375,7 +393,8 @@ def prepare(
             raise _too_new(version, target, name)
         if read_only:
             if version != target:
-                _check_not_foreign(engine.dialect.name, names, name)
+                if version is None:  # an older store has its tables: they are ours
+                    _check_not_foreign(engine.dialect.name, names, name)
                 state = "empty" if version is None else f"at schema version {version}"
                 raise StoreError(
                     f"The run store {name} is {state} and read-only here, so it cannot be "
@@ -398,7 +417,9 @@ def prepare(
             current, names = _read_version(conn)
             if current is None:
                 _check_not_foreign(conn.dialect.name, names, name)
-                metadata.create_all(conn)
+                # None of our tables exists (just checked, under the lock): every table
+                # at the newest version in one go, without asking first about each.
+                metadata.create_all(conn, checkfirst=False)
                 conn.execute(sa.insert(schema_version).values(version=target))
                 conn.execute(sa.insert(counters).values(name="ids", value=0))
                 return target

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -28,10 +28,14 @@ from iterflow.errors import StoreError
 from iterflow.runids import block_index_of
 from iterflow.store.liveness import LIVE, run_info
 from iterflow.store.lookup import find_run, load_state_results
-from iterflow.store.records import IterationRecord, LogEntry, RunInfo, TaskRunInfo
 from iterflow.store.schema import flow_runs, results, state_transitions
 from iterflow.store.schema import logs as logs_table
 from iterflow.store.schema import task_runs as task_runs_table
+
+if TYPE_CHECKING:
+    # Imported where they are built: a store that only records never builds one
+    # (defining the records' dataclasses costs several ms at start-up).
+    from iterflow.store.records import IterationRecord, LogEntry, RunInfo, TaskRunInfo
 
 __all__ = ["StoreReaders"]
 
@@ -97,6 +101,8 @@ class StoreReaders:
         """The task runs of a run, in the order they started."""
 
         def query(conn: sa.Connection) -> list[TaskRunInfo]:
+            from iterflow.store.records import TaskRunInfo
+
             run = find_run(conn, run_id, self.name)
             t = task_runs_table
             s = state_transitions
@@ -146,6 +152,8 @@ class StoreReaders:
         """
 
         def query(conn: sa.Connection) -> list[IterationRecord]:
+            from iterflow.store.records import IterationRecord
+
             run = find_run(conn, run_id, self.name)
             keys = find_task_run(conn, run.run_id, task, map_index, self.name)
             s = state_transitions
@@ -197,6 +205,8 @@ class StoreReaders:
         """
 
         def query(conn: sa.Connection) -> list[LogEntry]:
+            from iterflow.store.records import LogEntry
+
             run = find_run(conn, run_id, self.name)
             lg, t = logs_table, task_runs_table
             stmt = (
@@ -242,8 +252,10 @@ def find_task_run(
 ) -> Any:
     """A query for the keys (``task_runs.id``) of a run's task runs of one task.
 
-    By task slug or name, and map index. One task run, but for a task inside
-    a loop block, which has a task run in every block iteration.
+    By task slug or name, and map index; or by a task run's own name
+    (``task_run_name=``), which names a mapped child without its map index.
+    One task run, but for a task inside a loop block, which has a task run in
+    every block iteration.
     """
     t = task_runs_table
     cols = (t.c.id, t.c.task_slug, t.c.task_name, t.c.map_index)
@@ -254,9 +266,16 @@ def find_task_run(
         sa.select(*cols).where(t.c.flow_run_id == run_id, t.c.task_name == task)
     ).all()
     if not rows:
+        rows = conn.execute(
+            sa.select(*cols).where(t.c.flow_run_id == run_id, t.c.task_run_name == task)
+        ).all()
+        children = {r.map_index for r in rows}
+        if map_index is None and len(children) == 1:
+            map_index = children.pop()  # "fetch example.org" names its child
+    if not rows:
         raise StoreError(
-            f"Run {run_id} has no task run of a task named {task!r} (by slug or name). "
-            f"`iterflow show {run_id[:8]}` lists its task runs."
+            f"Run {run_id} has no task run of a task named {task!r} (by slug, name or "
+            f"task run name). `iterflow show {run_id[:8]}` lists its task runs."
         )
     slugs = sorted({r.task_slug for r in rows})
     if len(slugs) > 1:

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -35,10 +35,12 @@ from iterflow.store.liveness import HOST, LIVE, driving, run_info
 from iterflow.store.lookup import find_run, load_state_results
 from iterflow.store.migrations import MIGRATIONS, Migration, prepare
 from iterflow.store.queries import StoreReaders
-from iterflow.store.records import RunInfo
 from iterflow.store.resume import build_resume_point, changed_tasks
 from iterflow.store.schema import check_sqlite_file, flow_runs
 from iterflow.store.writer import StoreSink
+
+if TYPE_CHECKING:
+    from iterflow.store.records import RunInfo
 
 __all__ = [
     "CheckpointSource",

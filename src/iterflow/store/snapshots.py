@@ -11,6 +11,7 @@ and the type; other values (a failure's exception) keep a preview at least.
 from __future__ import annotations
 
 import json
+import math
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,8 @@ PREVIEW_ONLY = "preview-only"
 #: Loop results common enough for a fast path: nothing can fail, nothing goes to a file.
 SCALARS = frozenset({int, float, bool})
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+# Parameter values that are their own JSON (a float only when finite: JSON has no NaN).
+_JSON_EXACT = frozenset({str, int, bool, type(None)})
 
 
 def task_label(event: TaskRunEvent) -> str:
@@ -93,6 +96,8 @@ def snapshot_parameters(
     ``results_dir()`` is the run's directory for values too big for the database
     (asked for only then: most runs' parameters are plain JSON).
     """
+    if _plain(params):
+        return dict(params), None  # a copy: the caller may change its dict later
     try:
         as_json = json.loads(json.dumps(params))
         if as_json == params:
@@ -115,3 +120,19 @@ def snapshot_parameters(
     except Exception:
         stored = preview_only(params, "pickle")
     return shown, stored
+
+
+def _plain(params: dict[str, Any]) -> bool:
+    """Whether ``params`` come back from JSON exactly, seen without a JSON round trip.
+
+    A child run (a subflow call) records its parameters once per call; most are
+    a few strings and numbers, for which dumping and loading cost more than the
+    rest of the record.
+    """
+    for key, value in params.items():
+        kind = type(value)
+        if type(key) is not str or (
+            kind not in _JSON_EXACT and not (kind is float and math.isfinite(value))
+        ):
+            return False
+    return True

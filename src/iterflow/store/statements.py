@@ -44,6 +44,7 @@ __all__ = [
     "find_keys",
     "insert_block_metrics",
     "insert_finished",
+    "insert_flow_states",
     "insert_logs",
     "insert_looped",
     "insert_metrics",
@@ -136,7 +137,7 @@ def dbapi_cursor(conn: sa.Connection) -> Any:
 
 
 class FastInsert(Prepared):
-    """``INSERT`` of many rows; on SQLite one statement per batch.
+    """``INSERT`` of many rows; on SQLite one statement per batch, on PostgreSQL a ``COPY``.
 
     Each statement the writer runs costs it a trip through the GIL: pysqlite
     releases it while SQLite works and must then wait for the task's thread
@@ -195,27 +196,54 @@ class FastInsert(Prepared):
             f"SELECT {', '.join(picked)} FROM (VALUES {', '.join([group] * size)}) "
             f"WHERE column1 IS NOT NULL"
         )
-        if self.upsert is not None:
-            # (The WHERE above also keeps SQLite from reading ON as a join's.)
-            key, rules = self.upsert
-            name = self.table.name
-            sets = []
-            for column, rule in rules.items():
-                if rule == "new":
-                    sets.append(f"{column} = excluded.{column}")
-                elif rule == "old":
-                    sets.append(f"{column} = coalesce({name}.{column}, excluded.{column})")
-                elif rule == "new_or_old":
-                    sets.append(f"{column} = coalesce(excluded.{column}, {name}.{column})")
-                else:  # pragma: no cover - a typo in the rules
-                    raise ValueError(rule)
-            sql += f" ON CONFLICT ({key}) DO UPDATE SET {', '.join(sets)}"
-        return sql, (None,) * width
+        # (The WHERE above also keeps SQLite from reading ON as a join's.)
+        return sql + self._on_conflict(), (None,) * width
+
+    def _on_conflict(self) -> str:
+        """The ``ON CONFLICT ... DO UPDATE`` clause of an upsert ('' for an insert)."""
+        if self.upsert is None:
+            return ""
+        key, rules = self.upsert
+        name = self.table.name
+        sets = []
+        for column, rule in rules.items():
+            if rule == "new":
+                sets.append(f"{column} = excluded.{column}")
+            elif rule == "old":
+                sets.append(f"{column} = coalesce({name}.{column}, excluded.{column})")
+            elif rule == "new_or_old":
+                sets.append(f"{column} = coalesce(excluded.{column}, {name}.{column})")
+            else:  # pragma: no cover - a typo in the rules
+                raise ValueError(rule)
+        return f" ON CONFLICT ({key}) DO UPDATE SET {', '.join(sets)}"
+
+    def _copy(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+        """On PostgreSQL (psycopg): the rows through ``COPY ... FROM STDIN``.
+
+        ``executemany`` sends each row as a statement of its own, which cost the
+        writer ~13 µs of its CPU per row (a loop iteration); a multi-row
+        ``INSERT`` of a thousand rows cost more still (psycopg reads the long
+        statement each time). ``COPY`` streams the rows: ~2 µs each.
+        """
+        sql = f"COPY {self.table.name} ({', '.join(self.columns)}) FROM STDIN"
+        fixed = self._fixed_values
+        with contextlib.closing(dbapi_cursor(conn)) as cursor, cursor.copy(sql) as copy:
+            write = copy.write_row
+            if fixed:
+                for row in rows:
+                    write(row + fixed)
+            else:
+                for row in rows:
+                    write(row)
 
     def run(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
         if conn.dialect.name != "sqlite":
+            if (self.upsert is None and conn.dialect.name == "postgresql"
+                    and conn.dialect.driver == "psycopg"):
+                self._copy(conn, rows)
+                return
             if self._fixed_values:
                 rows = [row + self._fixed_values for row in rows]
             super().run(conn, rows)
@@ -267,6 +295,14 @@ insert_running = FastInsert(
     ("id", "flow_run", "task_run", "loop_index", "block_index", "time"),
     fixed={"kind": Kind.RUNNING.value, "message": None, "traceback": None,
            "serializer": None, "data": None, "preview": None, "result_id": None},
+)
+# A flow run's state: no task run, no value.
+insert_flow_states = FastInsert(
+    state_transitions,
+    ("id", "flow_run", "kind", "message", "time"),
+    fixed={"task_run": None, "loop_index": None, "block_index": None, "traceback": None,
+           "serializer": None, "data": None, "preview": None, "result_id": None,
+           "label": None},
 )
 insert_logs = FastInsert(
     logs, ("id", "flow_run", "task_run", "loop_index", "level", "message", "time")

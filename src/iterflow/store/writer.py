@@ -13,6 +13,13 @@ does only what must happen there:
 * it turns the event into a small record (never holding the live result) and
   appends it to a bounded buffer.
 
+A loop's plain iterations skip even that: a task run with no state handlers
+hands each ``Looped`` state with a number for its result (and no message) to
+:meth:`StoreSink.record_looped` as values (the loop driver's *lane*, see
+:func:`iterflow.engine.transitions.looped_lane`), with no state or event
+made for it, and it becomes a compact record. Anything else the lane
+declines, and it comes as an event.
+
 The writer thread wakes every ``batch_interval`` (50 ms), or as soon as
 ``batch_size`` records are waiting, and commits what is waiting: in
 transactions of ``batch_size`` records, or of up to ``max_batch`` when it has
@@ -75,6 +82,7 @@ import atexit
 import logging
 import pickle
 import threading
+import time
 import uuid
 import weakref
 from collections import deque
@@ -89,6 +97,7 @@ from iterflow.store.batch import (
     BIG,
     FLOW,
     LOG,
+    LOOPED,
     MARK,
     METRIC,
     ROLE_END,
@@ -130,6 +139,7 @@ _ROLES: dict[type, tuple[str, int]] = {}
 # Loop results common enough for a fast path in handle() (see snapshots.SCALARS).
 _SCALARS = SCALARS  # a module global: one lookup less in handle()
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+_now = time.time  # a Looped state's timestamp (State.timestamp) is the same clock
 
 _MAX_PENDING_BYTES = 64 * 1024 * 1024
 _log = logging.getLogger("iterflow.store")
@@ -192,8 +202,10 @@ class StoreSink(WriterThread):
         self._last_role: dict[str, int] = {}
         # Task runs whose Success, Cached or Mapped this sink recorded: no later
         # non-final state of theirs is recorded (see "One history per task run").
-        # A flow run's entries leave when it ends.
+        # A flow run's entries leave when it ends: _done_by_run lists them by run, so
+        # a child run's end does not scan its parent's (a map of children: quadratic).
         self._done: set[str] = set()
+        self._done_by_run: dict[str, list[str]] = {}
         self._error: StoreError | None = None
         self._error_seen = False
         self._closed = False
@@ -210,10 +222,10 @@ class StoreSink(WriterThread):
             self._write, heartbeat_interval, owner=self.owner, identities=identities,
             forget=forget,
         )
+        self._previews_only = previews_only
         if previews_only:
             # Tasks with checkpoint=False (by slug) record states and previews only. Only
             # runs that have such tasks pay for the check, in this wrapper.
-            self._previews_only = previews_only
             self.handle = self._handle_previews_only  # type: ignore[method-assign]
         self._thread = threading.Thread(
             target=self._run, name=f"iterflow-store-writer-{id(self):x}", daemon=True
@@ -293,6 +305,53 @@ class StoreSink(WriterThread):
             )
         # Anything else is not ours to record.
 
+    def looped_lane(self, slug: str, serializer: str | None) -> Any:
+        """:meth:`record_looped` for task ``slug``'s plain ``Looped`` states, or None.
+
+        The engine asks once per task run (see
+        :func:`iterflow.engine.transitions.looped_lane`). None where a loop
+        result is not pickled as it is: another serializer, or a task with
+        ``checkpoint=False`` (previews only).
+        """
+        if serializer not in (None, "pickle") or slug in self._previews_only:
+            return None
+        return self.record_looped
+
+    def record_looped(
+        self, head: tuple[Any, ...], loop_index: int, value: Any, label: str | None
+    ) -> bool:
+        """Record ``Looped(loop_index, value)`` of the task run ``head`` names; False if not.
+
+        The hot path of a loop with the store on, called by the loop driver
+        in the task's thread instead of making a state and an event: a number
+        is pickled here and goes in a compact record
+        (:data:`~iterflow.store.batch.LOOPED`). Anything else — another value,
+        a task run already finished — returns False and
+        the driver takes the usual way through :meth:`handle`.
+        """
+        if self._unusable:
+            self._raise()
+        task_run_id = head[1]
+        if task_run_id in self._done:
+            return False
+        if type(value) not in _SCALARS:
+            return False
+        data = pickle.dumps(value, _PROTOCOL)
+        if len(data) >= 64:  # a very long int: its preview is cut short by handle()
+            return False
+        self._last_role[task_run_id] = ROLE_LOOP
+        buffer = self._buffer
+        # Slots are batch.LP_*, in this order.
+        buffer.append((LOOPED, head[0], task_run_id, head, loop_index, data, repr(value), _now(),
+                       label, None))
+        n = len(buffer)
+        if n >= self.batch_size and (
+            not n % self.batch_size or n >= self.max_pending
+            or self._big_bytes > _MAX_PENDING_BYTES
+        ):
+            self._wake_writer()
+        return True
+
     def record_metric(
         self,
         flow_run_id: str,
@@ -354,6 +413,10 @@ class StoreSink(WriterThread):
             last.pop(task_run_id, None)
             if role != ROLE_END:
                 self._done.add(task_run_id)
+                done = self._done_by_run.get(event.flow_run_id)
+                if done is None:
+                    done = self._done_by_run[event.flow_run_id] = []
+                done.append(task_run_id)
         if state.result is None or role == ROLE_END_MAPPED:
             return None
         return self._snapshot(event, state.result, role == ROLE_END_STRICT)
@@ -400,9 +463,10 @@ class StoreSink(WriterThread):
         elif finished and run_id in self._driving:
             self._driving.discard(run_id)
             driving(run_id, self.owner, False)
-        if finished and self._done:
-            prefix = run_id + "/"
-            self._done.difference_update([t for t in self._done if t.startswith(prefix)])
+        if finished:
+            done = self._done_by_run.pop(run_id, None)
+            if done:
+                self._done.difference_update(done)
         params_json = params_stored = None
         # A resumed run sends its original parameters again; they are recorded already.
         if event.parameters is not None and not event.resumed:
@@ -413,7 +477,9 @@ class StoreSink(WriterThread):
         self._put(
             (FLOW, event.flow_run_id, event.flow_name, state.kind.value, state.timestamp,
              state.message, params_json, params_stored,
-             [list(pair) for pair in event.tasks] or None, event.source, finished, event.shape,
+             # The (slug, name) pairs as they come (JSON makes them lists): a child
+             # run's are the same tuple each time, and copying them cost its thread.
+             event.tasks or None, event.source, finished, event.shape,
              signal),
             signal,
         )

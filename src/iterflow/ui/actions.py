@@ -162,6 +162,10 @@ async def _form_field(request: Request, name: str) -> str:
     return values[0] if values else ""
 
 
+#: Outcomes after which the run page follows a run that is about to start.
+STARTING = frozenset({"resume-started", "rewind-started"})
+
+
 def _back(run_id: str, code: str, **extra: Any) -> RedirectResponse:
     query = "&".join(f"{k}={quote(str(v))}" for k, v in {"done": code, **extra}.items())
     return RedirectResponse(f"/runs/{quote(run_id)}?{query}", status_code=303)

@@ -263,7 +263,17 @@ def run_page(request: Request) -> Response:
     dash = _dash(request)
     context = _run_context(dash, request.path_params["run_id"])
     context["actions"] = actions.page_context(request, dash, context["run"])
+    context["events"] = f"/runs/{context['run'].run_id}/events"
+    if request.query_params.get("done") in actions.STARTING and not context["live"]:
+        # Resume or Rewind just started a process that has not recorded its start
+        # yet: follow the run anyway, as it will be live in a moment.
+        context["live"] = True
+        context["events"] += "?awaiting=1"
     return actions.set_csrf_cookie(request, _html(dash, "run.html", **context))
+
+
+#: How long a page that started a resume waits for its run to go live (seconds).
+AWAIT_START = 60.0
 
 
 def run_events(request: Request) -> Response:
@@ -272,8 +282,15 @@ def run_events(request: Request) -> Response:
 
     dash = _dash(request)
     run_id = _run(dash, request.path_params["run_id"]).run_id
+    # ?awaiting=1: a page that has just started a resume (see run_page) follows the
+    # run until it has gone live and ended, or AWAIT_START passed with no start.
+    waiting_until = (
+        time.monotonic() + AWAIT_START if request.query_params.get("awaiting") == "1" else 0.0
+    )
+    went_live = False
 
     def render() -> tuple[dict[str, str], bool]:
+        nonlocal went_live
         context = _run_context(dash, run_id, defer=False)
         # The buttons follow the state (Cancel while live; Resume, Delete after).
         buttons = actions.page_context(request, dash, context["run"])
@@ -287,7 +304,9 @@ def run_events(request: Request) -> Response:
         for panel in context["panels"]:
             fragments[f"panel-{panel['group'].task_slug}"] = dash.render(
                 "_panel_summary.html", panel=panel, run=context["run"])
-        return fragments, not context["live"]
+        went_live = went_live or context["live"]
+        waiting = not went_live and time.monotonic() < waiting_until
+        return fragments, not context["live"] and not waiting
 
     return EventSourceResponse(stream(dash.hub, render, request), ping=15)
 

@@ -1,0 +1,217 @@
+"""The loop driver's lane into the store: what it records is what the usual way records.
+
+A loop whose task has no state handlers hands its plain ``Looped`` states to the
+store sink as values (``StoreSink.record_looped``) instead of making a state and
+an event; a task with a state handler goes the usual way (an event per state).
+For random loops — numbers, text, None, containers, very long integers, labels,
+messages — both flows must leave the same history in the store, and a resume
+must continue from it alike.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import iterflow
+from iterflow import LOOP, Flow, task
+from iterflow.engine.transitions import task_run_event
+from iterflow.events import EventBus
+from iterflow.progress import ProgressDisplay
+from iterflow.states import Running
+from iterflow.store import iterations, load_result, open_store
+
+# What a loop may carry: the lane takes small numbers, the rest it declines.
+VALUES = st.one_of(
+    st.integers(-10**9, 10**9), st.floats(allow_nan=False), st.booleans(),
+    st.integers(10**200, 10**201), st.text(max_size=6), st.none(),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=3),
+)
+# Labels and messages with what a COPY or a quoted literal must carry through.
+ITERATION = st.tuples(VALUES, st.sampled_from([None, None, "page {i}", "p\t{i}\\N 50% 'q' ü"]),
+                      st.sampled_from([None, None, None, "note {i}\nline two %s"]))
+
+
+def _loop_flow(plan: list[tuple], with_handler: bool) -> tuple[Flow, str]:
+    handlers = [lambda task, old, new: new] if with_handler else []
+
+    @task(name="walk", state_handlers=handlers)
+    def walk():
+        i = iterflow.context.loop_index
+        if i < len(plan):
+            value, label, message = plan[i]
+            raise LOOP(
+                message=message and message.format(i=i),
+                result=value,
+                label=label and label.format(i=i),
+            )
+        return i
+
+    with Flow("lane") as flow:
+        walk()
+    return flow, "walk"
+
+
+def _history(run_id: str, store) -> list[tuple]:
+    out = []
+    for record in iterations(run_id, "walk", store=store):
+        value = load_result(record.result_id, store=store) if record.result_id else None
+        out.append((record.loop_index, record.state, record.message, record.preview,
+                    record.label, record.serializer, repr(value)))
+    return out
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plan=st.lists(ITERATION, max_size=12))
+def test_lane_records_what_the_usual_way_records(store_url, plan):
+    """On SQLite and PostgreSQL (whose rows go in by COPY)."""
+    with open_store(store_url) as store:
+        fast, _ = _loop_flow(plan, with_handler=False)
+        slow, _ = _loop_flow(plan, with_handler=True)
+        fast_state = fast.run(store=store)
+        slow_state = slow.run(store=store)
+        assert fast_state.is_successful() and slow_state.is_successful()
+        fast_rows = _history(fast_state.run_id, store)
+        assert fast_rows == _history(slow_state.run_id, store)
+        # And that history is the plan: one Looped per iteration, then the end.
+        assert [r[:2] for r in fast_rows] == (
+            [(i, "Looped") for i in range(len(plan))] + [(len(plan), "Success")]
+        )
+        for (index, _, message, _, label, _, value), (planned, lab, msg) in zip(
+            fast_rows, plan, strict=False
+        ):
+            assert value == repr(planned)
+            assert label == (lab and lab.format(i=index))
+            assert message == (msg and msg.format(i=index))
+        [row] = [t for t in store.task_runs(fast_state.run_id) if t.task_name == "walk"]
+        assert row.loop_count == len(plan) + 1
+
+
+def test_a_crashed_lane_loop_resumes_at_its_last_iteration(tmp_path):
+    """The rows the lane wrote are the ones a resume continues from."""
+    seen = []
+
+    @task
+    def count():
+        i = iterflow.context.loop_index
+        seen.append(i)
+        if i == 7 and len(seen) == 8:
+            raise RuntimeError("the first run fails at iteration 7")
+        if i < 10:
+            raise LOOP(result=iterflow.context.get("loop_result", 0) + i)
+        return iterflow.context.loop_result
+
+    with Flow("lane resume") as flow:
+        count()
+    url = f"sqlite:///{tmp_path}/resume.db"
+    first = flow.run(store=url)
+    assert first.is_failed(), first
+    final = flow.run(store=url, resume=first.run_id)
+    assert final.is_successful(), final
+    assert seen[8] == 7  # the resume starts at the iteration that did not finish
+    [walked] = final.result.values()
+    assert walked.result == sum(range(10))
+
+
+def test_the_lane_declines_a_task_run_already_finished(tmp_path):
+    with open_store(f"sqlite:///{tmp_path}/done.db") as store:
+        sink = store.sink()
+        lane = sink.looped_lane("t", None)
+        head = ("run", "run/t", "t", "t", None, None)
+        assert lane(head, 0, 1, None) is True
+        assert lane(head, 1, 2, "a label") is True  # labels go in the general row
+        assert lane(head, 2, [2], None) is False  # not a number: the usual way
+        sink._done.add("run/t")  # its Success is recorded: no later Looped is
+        assert lane(head, 2, 2, None) is False
+        sink.close()
+
+
+def test_no_lane_for_previews_only_or_other_serializers(tmp_path):
+    with open_store(f"sqlite:///{tmp_path}/none.db") as store:
+        sink = store.sink(previews_only=frozenset({"secret"}))
+        assert sink.looped_lane("secret", None) is None
+        assert sink.looped_lane("t", "json") is None
+        assert sink.looped_lane("t", "pickle") is not None
+        sink.close()
+
+
+class _Declining:
+    """A sink whose lane may decline (no ``lane_always_takes``)."""
+
+    implied_running = True
+
+    def __init__(self):
+        self.taken = []
+        self.events = []
+
+    def handle(self, event):
+        self.events.append(event)
+
+    def looped_lane(self, slug, serializer):
+        def lane(head, loop_index, value, label):
+            if value is None:
+                return False
+            self.taken.append((loop_index, value))
+            return True
+        return lane
+
+
+def test_bus_lane_asks_the_sink_that_may_decline_first(tmp_path):
+    progress = ProgressDisplay(1, live=False)
+    declining = _Declining()
+    bus = EventBus([progress, declining])
+    lane = bus.looped_lane("t", None)
+    head = ("run", "run/t", "t", "t", None, None)
+    progress.handle(task_run_event(*head[:5], 0, Running(loop_index=0)))  # its first state
+    assert lane(head, 0, 5, None) is True
+    assert declining.taken == [(0, 5)]
+    assert progress._running["run/t"].loop_index == 1  # the display counted it too
+    assert lane(head, 1, None, None) is False  # declined: the driver emits the event
+    assert progress._running["run/t"].loop_index == 1  # ...which the display then sees
+    # Two sinks that may decline: no lane at all, every state is an event.
+    assert EventBus([_Declining(), _Declining()]).looped_lane("t", None) is None
+    # A sink without a lane: none either.
+    assert EventBus([progress, object()]).looped_lane("t", None) is None
+
+
+def test_progress_and_store_both_follow_a_lane_loop(tmp_path):
+    """The CLI's pair of sinks: the display counts iterations the store records."""
+
+    @task
+    def spin():
+        i = iterflow.context.loop_index
+        if i < 50:
+            raise LOOP(result=i)
+        return i
+
+    with Flow("pair") as flow:
+        spin()
+    with open_store(f"sqlite:///{tmp_path}/pair.db") as store:
+        state = flow.run(store=store, progress=True)
+        assert state.is_successful()
+        rows = iterations(state.run_id, "spin", store=store)
+        assert [r.loop_index for r in rows if r.state == "Looped"] == list(range(50))
+        assert rows[-1].state == "Success"
+
+
+@pytest.mark.parametrize("value", [3, 2.5, True])
+def test_lane_rows_keep_their_time(tmp_path, value):
+    before = time.time()
+
+    @task
+    def once():
+        if iterflow.context.loop_index == 0:
+            raise LOOP(result=value)
+        return 0
+
+    with Flow("time") as flow:
+        once()
+    with open_store(f"sqlite:///{tmp_path}/t.db") as store:
+        state = flow.run(store=store)
+        [looped, done] = iterations(state.run_id, "once", store=store)
+        assert before <= looped.time <= done.time <= time.time()
+        assert looped.preview == repr(value)
