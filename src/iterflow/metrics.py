@@ -5,8 +5,10 @@ iteration (``loop_index``; inside a loop block also ``block_index``), with
 the time. The engine emits it as a :class:`~iterflow.events.MetricEvent`
 through the same relay as log lines, so the run store batches it like every
 other record and metrics logged on worker threads or Dask workers arrive in
-order. Read them back with ``iterflow.store.metrics(run)`` or
-``iterflow show RUN --metrics``.
+order. When the run store is the run's only sink, the task's logger hands
+it the metric as plain values instead (no event is made: a loop may log
+several per iteration). Read them back with ``iterflow.store.metrics(run)``
+or ``iterflow show RUN --metrics``.
 
 >>> import iterflow
 >>> from iterflow import LOOP, Flow, task

@@ -123,3 +123,47 @@ def test_deleting_a_run_deletes_its_metrics_and_no_others(tmp_path):
             assert conn.execute(sa.text("SELECT count(*) FROM metrics")).scalar() == 1
     finally:
         engine.dispose()
+
+
+def test_a_store_that_is_the_only_sink_takes_metrics_as_plain_values(tmp_path):
+    from iterflow.engine.tasklog import metric_recorder
+    from iterflow.events import EventBus
+    from iterflow.store import open_store
+
+    with open_store(f"sqlite:///{tmp_path / 'store.db'}") as store:
+        sink = store.sink()
+        try:
+            # The bus hands out the store's own handle: the logger finds its recorder.
+            assert metric_recorder(EventBus([sink]).emitter()) == sink.record_metric
+            # Other sinks too, or a relay (threads, Dask, a loop block): events, as before.
+            assert metric_recorder(EventBus([sink, object()]).emitter()) is None
+            assert metric_recorder(lambda event: sink.handle(event)) is None
+            assert metric_recorder(None) is None
+        finally:
+            sink.close()
+
+
+@task
+def counts_down(n):
+    i = iterflow.context.loop_index
+    iterflow.log_metric("left", n - i)
+    iterflow.log_metric("half", (n - i) / 2)
+    if i < n:
+        raise LOOP()
+    return i
+
+
+def test_a_loops_metrics_recorded_by_the_store_alone(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with Flow("store only") as flow:
+        counts_down(3)
+    state = run_flow(flow, store=url)  # the store is the only sink
+    assert state.is_successful(), state
+    found = metrics(state.run_id, store=url)
+    assert [(m.loop_index, m.name, m.value) for m in found] == [
+        (i, name, value) for i in range(4)
+        for name, value in (("left", 3.0 - i), ("half", (3.0 - i) / 2))
+    ]
+    assert all(m.task_name == "counts_down" and m.block_index is None for m in found)
+    times = [m.time for m in found]
+    assert times == sorted(times) and times[0] > 1e9

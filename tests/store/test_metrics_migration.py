@@ -103,3 +103,79 @@ def test_the_dashboards_metric_indexes_arrive_on_a_store_with_metrics(store_url)
                 "SELECT value FROM metrics WHERE id = 999999")).scalar() == 1.5
     finally:
         engine.dispose()
+
+
+@task
+def rewarded(k):
+    iterflow.log_metric("reward", k * 10.0)
+    return k + 1
+
+
+@task
+def enough(k):
+    return k >= 3
+
+
+def _block_index_sql(url: str) -> str:
+    """How the store defines ``ix_metrics_block`` (SQLite's or PostgreSQL's text)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                query = "SELECT sql FROM sqlite_master WHERE name = 'ix_metrics_block'"
+            else:
+                query = ("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_metrics_block' "
+                         "AND schemaname = current_schema()")
+            return str(conn.exec_driver_sql(query).scalar())
+    finally:
+        engine.dispose()
+
+
+def test_the_block_index_keeps_only_block_rows_after_the_upgrade(store_url):
+    from iterflow import loop
+    from iterflow.store.dashboard import run_shape
+    from iterflow.store.dashboard_metrics import metric_series
+    from iterflow.store.migrations import _metrics_block_index_partial
+
+    build_v1_store(store_url)
+    mine = MIGRATIONS.index(_metrics_block_index_partial)
+    RunStore(store_url, migrations=MIGRATIONS[:mine]).close()
+    assert "WHERE" not in _block_index_sql(store_url).upper()  # every row, as before
+    # A loop block and a loop recorded by the older schema, read after the upgrade.
+    with Flow("block before") as flow, loop(initial=0) as it:
+        nxt = rewarded(it.result)
+        it.next(result=nxt, until=enough(nxt))
+        train()
+    with RunStore(store_url, migrations=MIGRATIONS[:mine]) as store:
+        before = flow.run(store=store)
+        assert before.is_successful()
+    with open_store(store_url) as store:
+        assert "BLOCK_INDEX IS NOT NULL" in _block_index_sql(store_url).upper()
+        after = flow.run(store=store)
+        for run_id in (before.run_id, after.run_id):
+            block = next(g for g in run_shape(store, run_id).tasks if g.is_block)
+            assert metric_series(store, block.key, block.task_run_id) == {
+                "reward": ([0, 1, 2], [0.0, 10.0, 20.0]),
+                "loss": ([0, 1, 2], [1.0 / 3] * 3),  # each block iteration's last
+            }
+            assert [m.value for m in metrics(run_id, task="train", store=store)] == [
+                1.0, 0.5, 1.0 / 3] * 3
+        _metrics_block_index_partial_again(store_url)
+    assert "BLOCK_INDEX IS NOT NULL" in _block_index_sql(store_url).upper()
+
+
+def _metrics_block_index_partial_again(url: str) -> None:
+    """Run the migration once more on an upgraded store: it must change nothing."""
+    from iterflow.store.migrations import _metrics_block_index_partial
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            _metrics_block_index_partial(conn)
+    finally:
+        engine.dispose()
+
+
+def test_a_new_store_has_the_partial_block_index(store_url):
+    open_store(store_url).close()
+    assert "BLOCK_INDEX IS NOT NULL" in _block_index_sql(store_url).upper()

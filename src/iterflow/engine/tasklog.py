@@ -16,17 +16,35 @@ from typing import Any
 
 from iterflow.events import LogEvent, MetricEvent
 
-__all__ = ["TaskLogger"]
+__all__ = ["TaskLogger", "metric_recorder"]
 
 _base = logging.getLogger("iterflow.task")
 _now = time.time
 _new_tuple = tuple.__new__
+#: ``TaskLogger._record`` before the first metric: not looked up yet.
+_UNKNOWN: Any = object()
+
+
+def metric_recorder(emit: Callable[[Any], None] | None) -> Callable[..., None] | None:
+    """The store's own metric recorder when ``emit`` is a store sink's ``handle``, else None.
+
+    A sink may offer ``record_metric(flow_run_id, task_run_id, loop_index,
+    block_index, name, value, time)``: when it is the only sink (the event
+    bus then hands out its bound ``handle``), a metric goes there as a few
+    plain values, with no :class:`~iterflow.events.MetricEvent` made. A relay
+    (threads, Dask, a loop block's) is not a bound ``handle``: its events stay
+    events, and any other sink still gets them.
+    """
+    return getattr(getattr(emit, "__self__", None), "record_metric", None)
 
 
 class TaskLogger(logging.LoggerAdapter):
     """Logs with the task run's identity attached; see the module docstring."""
 
     merge_extra = False
+    # The store's fast path for metrics (see metric_recorder), found at the first metric:
+    # a task run that logs none pays nothing for it.
+    _record: Any = _UNKNOWN
 
     def __init__(self, ctx: dict[str, Any], emit: Callable[[Any], None] | None) -> None:
         # What LoggerAdapter.__init__ sets (merge_extra, Python 3.13's, is a class
@@ -51,10 +69,21 @@ class TaskLogger(logging.LoggerAdapter):
         return msg, kwargs
 
     def metric(self, name: str, value: float) -> None:
-        """Emit a :class:`~iterflow.events.MetricEvent` for this iteration (value checked)."""
+        """Record metric ``name`` (``value`` checked) for this iteration (``iterflow.log_metric``).
+
+        To the store directly when it is the only sink (:func:`metric_recorder`),
+        otherwise as a :class:`~iterflow.events.MetricEvent`.
+        """
         emit = self._emit
         if emit is not None:
             get: Callable[[str], Any] = self._ctx.get
+            record = self._record
+            if record is _UNKNOWN:
+                record = self._record = metric_recorder(emit)
+            if record is not None:
+                record(get("flow_run_id"), get("task_run_id"), get("loop_index"),
+                       get("block_index"), name, value, _now())
+                return
             # tuple.__new__ straight away: the named tuple's own __new__ is one
             # Python call more, and a loop may log several metrics per iteration.
             emit(_new_tuple(MetricEvent, (

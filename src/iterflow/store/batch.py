@@ -56,6 +56,7 @@ from iterflow.store.statements import (
     allocate_ids,
     dbapi_cursor,
     find_keys,
+    insert_block_metrics,
     insert_finished,
     insert_flow_states,
     insert_logs,
@@ -87,10 +88,11 @@ TASK, FLOW, LOG, MARK, METRIC, LOOPED = range(6)
 (L_TAG, L_FLOW_RUN_ID, L_TASK_RUN_ID, L_SLUG, L_MAP_INDEX, L_LOOP_INDEX, L_LEVEL, L_MESSAGE,
  L_TIME, L_SIGNAL) = range(10)
 #: A metric (``iterflow.log_metric``); run and task run ids in the slots of a TASK record's,
-#: then the :class:`~iterflow.events.MetricEvent` itself: a loop may log several per
-#: iteration, and copying its fields into the record cost the task's thread more than
-#: reading them here.
-M_TAG, M_FLOW_RUN_ID, M_TASK_RUN_ID, M_EVENT, M_SIGNAL = range(5)
+#: then the ``metrics`` row's own columns in table order: a loop may log several per
+#: iteration, so the record is made from plain values in the task's thread
+#: (``StoreSink.record_metric``) and becomes a row here with little work.
+(M_TAG, M_FLOW_RUN_ID, M_TASK_RUN_ID, M_LOOP_INDEX, M_BLOCK_INDEX, M_NAME, M_VALUE, M_TIME,
+ M_SIGNAL) = range(9)
 #: A plain ``Looped`` state with a number for its result, from the loop driver's lane
 #: (:meth:`~iterflow.store.writer.StoreSink.record_looped`): run and task run ids in the
 #: slots of a TASK record's, then the task run's head (flow run id, task run id, slug,
@@ -243,14 +245,20 @@ class BatchRecorder:
                     next_id = rows.task_state(record, run_key, task_key, next_id)
                 elif tag == METRIC:
                     task_run_id = record[M_TASK_RUN_ID]
-                    event = record[M_EVENT]
-                    rows.metrics.append((
-                        next_id,
-                        run_keys.get(record[M_FLOW_RUN_ID]) or keyed_runs[record[M_FLOW_RUN_ID]],
-                        None if task_run_id is None
-                        else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
-                        event.loop_index, event.block_index, event.name, event.value, event.time,
-                    ))
+                    run_key = run_keys.get(record[M_FLOW_RUN_ID]) or keyed_runs[
+                        record[M_FLOW_RUN_ID]
+                    ]
+                    of_task = (None if task_run_id is None
+                               else task_keys.get(task_run_id) or keyed_tasks[task_run_id])
+                    if record[M_BLOCK_INDEX] is None:  # the common case, NULL in the statement
+                        rows.metrics.append((next_id, run_key, of_task, record[M_LOOP_INDEX],
+                                             record[M_NAME], record[M_VALUE], record[M_TIME]))
+                    else:
+                        rows.block_metrics.append((
+                            next_id, run_key, of_task, record[M_LOOP_INDEX],
+                            record[M_BLOCK_INDEX], record[M_NAME], record[M_VALUE],
+                            record[M_TIME],
+                        ))
                     next_id += 1
                 elif tag == LOG:
                     task_run_id = record[L_TASK_RUN_ID]
@@ -293,8 +301,8 @@ class BatchRecorder:
             insert_finished.run(conn, rows.finished)
             insert_transitions.run(conn, rows.other)
             insert_logs.run(conn, rows.logs)
-            if rows.metrics:
-                insert_metrics.run(conn, rows.metrics)
+            insert_metrics.run(conn, rows.metrics)
+            insert_block_metrics.run(conn, rows.block_metrics)
             if beat and runs:
                 conn.execute(
                     sa.update(flow_runs)
@@ -399,9 +407,9 @@ class _Rows:
     short task run (a map's child, a loop block's body, a chain's link).
     """
 
-    __slots__ = ("finished", "first", "flow_runs", "flow_states", "flows", "fresh", "latest",
-                 "logs", "looped", "looped_rows", "metrics", "opening", "other", "results",
-                 "running", "shapes")
+    __slots__ = ("block_metrics", "finished", "first", "flow_runs", "flow_states", "flows",
+                 "fresh", "latest", "logs", "looped", "looped_rows", "metrics", "opening",
+                 "other", "results", "running", "shapes")
 
     def __init__(self, fresh: dict[str, None]) -> None:
         self.fresh = fresh
@@ -422,7 +430,10 @@ class _Rows:
         self.flow_states: list[tuple[Any, ...]] = []
         # id, flow_run, task_run, loop_index, level, message, time
         self.logs: list[tuple[Any, ...]] = []
+        # id, flow_run, task_run, loop_index, name, value, time (no block_index: NULL)
         self.metrics: list[tuple[Any, ...]] = []
+        # id, flow_run, task_run, loop_index, block_index, name, value, time
+        self.block_metrics: list[tuple[Any, ...]] = []
         # Flow-level rows, written by _write_flow_rows: the flows by name (the last
         # task list), each flow-run state's (run id, upsert rules, row), shapes by run.
         self.flows: dict[str, dict[str, Any]] = {}

@@ -37,6 +37,7 @@ from iterflow.store.schema import (
     _ID,
     _OUR_TABLES,
     _TIME,
+    METRICS_BLOCK_INDEX,
     _cancel_requests_table,
     _flow_run_shapes_table,
     _metrics_table,
@@ -280,6 +281,18 @@ def _metrics_dashboard_indexes(conn: sa.Connection) -> None:
     )
 
 
+def _metrics_block_index_partial(conn: sa.Connection) -> None:
+    """Make ``ix_metrics_block`` index only the metrics logged inside a loop block.
+
+    Its readers (:mod:`iterflow.store.dashboard_metrics`) ask for those rows
+    alone, and the writer paid for it on every metric logged outside a block
+    too. Drops and creates an index only, so it applies whatever migrations
+    ran before it; on a store whose index is partial already it changes nothing.
+    """
+    conn.exec_driver_sql("DROP INDEX IF EXISTS ix_metrics_block")
+    conn.exec_driver_sql(METRICS_BLOCK_INDEX)
+
+
 #: Ordered migrations: ``MIGRATIONS[i]`` upgrades a store from version i+1 to i+2.
 MIGRATIONS: tuple[Migration, ...] = (
     _v2_results_in_state_rows,
@@ -293,6 +306,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _add_names_and_labels,
     _add_cancel_requests,
     _metrics_dashboard_indexes,
+    _metrics_block_index_partial,
 )
 #: The version this code writes and reads.
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

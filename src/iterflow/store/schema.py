@@ -61,6 +61,7 @@ import sqlalchemy as sa
 from iterflow.errors import StoreError
 
 __all__ = [
+    "METRICS_BLOCK_INDEX",
     "check_sqlite_file",
     "counters",
     "flow_run_parents",
@@ -264,10 +265,22 @@ def _metrics_table(meta: sa.MetaData) -> sa.Table:
 
 metrics = _metrics_table(metadata)
 # The dashboard's reads (iterflow.store.dashboard_metrics): a looping task's metrics by
-# iteration, and a loop block's body's by block iteration. Added by a migration of
+# iteration, and a loop block's body's by block iteration. Added by migrations of
 # their own, so the table's frozen definition above stays as released.
 sa.Index("ix_metrics_task_run", metrics.c.task_run, metrics.c.loop_index, metrics.c.id)
-sa.Index("ix_metrics_block", metrics.c.flow_run, metrics.c.block_index)
+#: The block index holds only the rows logged inside a loop block (its readers ask for
+#: those alone): every index costs the writer per row, and most metrics are logged
+#: outside blocks. Created by this DDL, not by ``sa.Index(..., postgresql_where=...)``:
+#: a dialect's keyword makes SQLAlchemy import that dialect, in every SQLite process too.
+#: The index stays in the metadata (with its columns) for what compares stores to it.
+METRICS_BLOCK_INDEX = (
+    "CREATE INDEX ix_metrics_block ON metrics (flow_run, block_index) "
+    "WHERE block_index IS NOT NULL"
+)
+sa.Index("ix_metrics_block", metrics.c.flow_run, metrics.c.block_index).ddl_if(
+    callable_=lambda *_args, **_kwargs: False
+)
+sa.event.listen(metrics, "after_create", sa.DDL(METRICS_BLOCK_INDEX))
 
 
 # -- schedules (iterflow.store.serving reads and writes these) ---------------------------

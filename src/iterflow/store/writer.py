@@ -45,6 +45,9 @@ What is recorded
 * a task with ``checkpoint=False`` records these states with a preview of
   their values only (:data:`~iterflow.store.snapshots.PREVIEW_ONLY`);
 * every flow-run state, log line, and a heartbeat for each open flow run;
+* every metric (``iterflow.log_metric``), one ``metrics`` row each; from a
+  :class:`~iterflow.events.MetricEvent`, or through :meth:`StoreSink.record_metric`
+  when this sink is the only one;
 * ``task_runs`` holds each task run's latest state, updated once per batch.
 
 Durability
@@ -294,13 +297,9 @@ class StoreSink(WriterThread):
             if signal is not None:
                 self._wake.set()
                 self._wait(signal)
-        elif cls is MetricEvent:
-            # A loop may log several per iteration: the event itself is the record's
-            # payload (see batch.M_EVENT), and the writer is woken only per batch.
-            buffer = self._buffer
-            buffer.append((METRIC, event.flow_run_id, event.task_run_id, event, None))
-            if not len(buffer) % self.batch_size or len(buffer) >= self.max_pending:
-                self._wake_writer()
+        elif cls is MetricEvent:  # through a relay, or with other sinks: see record_metric
+            self.record_metric(event.flow_run_id, event.task_run_id, event.loop_index,
+                               event.block_index, event.name, event.value, event.time)
         elif cls is FlowRunEvent:
             self._flow_event(event)
         elif cls is LogEvent:
@@ -357,6 +356,34 @@ class StoreSink(WriterThread):
         ):
             self._wake_writer()
         return True
+
+    def record_metric(
+        self,
+        flow_run_id: str,
+        task_run_id: str | None,
+        loop_index: int | None,
+        block_index: int | None,
+        name: str,
+        value: float,
+        at: float,
+    ) -> None:
+        """Record a metric (a :class:`~iterflow.events.MetricEvent`'s fields, value checked).
+
+        A task's logger calls this directly when this sink is the only one
+        (``iterflow.engine.tasklog.metric_recorder``): a loop may log several
+        metrics per iteration, and a record made from plain values here costs
+        its thread a third of an event handed to :meth:`handle`. The record is
+        in the ``metrics`` row's order (see ``batch.M_*``); the writer is woken
+        only once per batch.
+        """
+        if self._unusable:
+            self._raise()
+        buffer = self._buffer
+        buffer.append((METRIC, flow_run_id, task_run_id, loop_index, block_index, name, value,
+                       at, None))
+        n = len(buffer)
+        if not n % self.batch_size or n >= self.max_pending:
+            self._wake_writer()
 
     def _handle_previews_only(self, event: Any) -> None:
         """:meth:`handle`, recording only previews of the values of some tasks' states."""
