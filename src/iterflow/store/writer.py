@@ -26,7 +26,11 @@ transactions of ``batch_size`` records, or of up to ``max_batch`` when it has
 fallen behind a fast loop — each transaction costs it several waits for the
 GIL, so fewer, larger ones let it keep up. Back-pressure keeps memory flat:
 ``handle`` waits while ``max_pending`` records (or 64 MiB of result bytes)
-are queued. How records become rows is :mod:`iterflow.store.batch`'s job.
+are queued. That limit (4,096, one full transaction) also bounds what a run
+waits for at its end: a loop that keeps the writer behind leaves at most that
+many records to commit after its last iteration (~25 ms on SQLite; 10,000
+left ~50–80 ms, for no faster loop). How records become rows is
+:mod:`iterflow.store.batch`'s job.
 
 What is recorded
 ----------------
@@ -182,7 +186,7 @@ class StoreSink(WriterThread):
         *,
         batch_interval: float = 0.05,
         batch_size: int = 500,
-        max_pending: int = 10_000,
+        max_pending: int = 4096,
         max_batch: int = 4096,
         heartbeat_interval: float = 5.0,
         owner: str | None = None,
