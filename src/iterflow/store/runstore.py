@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from iterflow.errors import RunNotResumable, StoreError
 from iterflow.events import ResumePoint
-from iterflow.store import db, statements
+from iterflow.store import db, statements, writer_connections
 from iterflow.store.liveness import HOST, LIVE, driving, run_info
 from iterflow.store.lookup import find_run, load_state_results
 from iterflow.store.migrations import MIGRATIONS, Migration, prepare
@@ -224,8 +224,13 @@ class RunStore(StoreReaders):
     def write_connection(self) -> sa.Connection:
         """A connection of its own for many :meth:`write` calls (the caller closes it).
 
-        It does not come from the pool that queries and other writes share.
+        It does not come from the pool that queries and other writes share. On
+        SQLite it may be one an earlier writer on the same file gave back
+        (:mod:`iterflow.store.writer_connections`), with its statements compiled.
         """
+        kept = writer_connections.take(self)
+        if kept is not None:
+            return kept
         with self._writer_lock:
             if self._writer_engine is None:
                 self._writer_engine = db.create_engine(

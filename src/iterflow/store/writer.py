@@ -29,7 +29,7 @@ GIL, so fewer, larger ones let it keep up. Back-pressure keeps memory flat:
 are queued. That limit (4,096, one full transaction) also bounds what a run
 waits for at its end: a loop that keeps the writer behind leaves at most that
 many records to commit after its last iteration (~25 ms on SQLite; 10,000
-left ~50–80 ms, for no faster loop). How records become rows is
+left 50 to 80 ms, for no faster loop). How records become rows is
 :mod:`iterflow.store.batch`'s job.
 
 What is recorded

@@ -79,7 +79,9 @@ class WriterThread:
             ))
             self._discard_all()
         finally:
-            self._drop_connection()
+            # A writer that ended well leaves its connection, statements compiled,
+            # for the next run's (see writer_connections).
+            self._drop_connection(keep=self._error is None)
 
     def _write(self, transaction: Callable[[sa.Connection], None]) -> None:
         """Commit ``transaction``; on SQLite through a connection the writer keeps.
@@ -99,11 +101,17 @@ class WriterThread:
             self._drop_connection()  # the next attempt starts from a fresh one
             raise
 
-    def _drop_connection(self) -> None:
+    def _drop_connection(self, *, keep: bool = False) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
+        if conn is None:
+            return
+        if keep:
+            from iterflow.store.writer_connections import give_back
+
+            give_back(self.store, conn)
+            return
+        with contextlib.suppress(Exception):
+            conn.close()
 
     def _drain(self) -> None:
         buffer = self._buffer
