@@ -225,25 +225,42 @@ class FastInsert(Prepared):
         ``executemany`` sends each row as a statement of its own, which cost the
         writer ~13 µs of its CPU per row (a loop iteration); a multi-row
         ``INSERT`` of a thousand rows cost more still (psycopg reads the long
-        statement each time). ``COPY`` streams the rows: ~2 µs each.
+        statement each time). ``COPY`` streams the rows: ~2 µs each. An upsert
+        copies them to a temporary table first (each key once: a batch has one
+        row per task run or flow run).
         """
-        sql = f"COPY {self.table.name} ({', '.join(self.columns)}) FROM STDIN"
+        columns = ", ".join(self.columns)
         fixed = self._fixed_values
-        with contextlib.closing(dbapi_cursor(conn)) as cursor, cursor.copy(sql) as copy:
-            write = copy.write_row
-            if fixed:
-                for row in rows:
-                    write(row + fixed)
-            else:
-                for row in rows:
-                    write(row)
+        with contextlib.closing(dbapi_cursor(conn)) as cursor:
+            target = self.table.name
+            if self.upsert is not None:
+                # COPY cannot upsert: the rows go to a temporary table (emptied at
+                # commit), then into the table in one INSERT ... ON CONFLICT.
+                target = f"iterflow_copy_{self.table.name}"
+                cursor.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {target} "
+                    f"(LIKE {self.table.name}) ON COMMIT DELETE ROWS"
+                )
+            with cursor.copy(f"COPY {target} ({columns}) FROM STDIN") as copy:
+                write = copy.write_row
+                if fixed:
+                    for row in rows:
+                        write(row + fixed)
+                else:
+                    for row in rows:
+                        write(row)
+            if self.upsert is not None:
+                cursor.execute(
+                    f"INSERT INTO {self.table.name} ({columns}) SELECT {columns} FROM {target}"
+                    f"{self._on_conflict()}"
+                )
+                cursor.execute(f"DELETE FROM {target}")  # the next statement's, this batch
 
     def run(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
         if conn.dialect.name != "sqlite":
-            if (self.upsert is None and conn.dialect.name == "postgresql"
-                    and conn.dialect.driver == "psycopg"):
+            if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
                 self._copy(conn, rows)
                 return
             if self._fixed_values:
