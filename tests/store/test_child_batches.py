@@ -19,8 +19,9 @@ import sqlalchemy as sa
 from iterflow import Flow, Parameter, task
 from iterflow.errors import RunTakenOver
 from iterflow.store import open_store
-from iterflow.store.batch import FLOW, BatchRecorder, _fold
+from iterflow.store.batch import FLOW, BatchRecorder
 from iterflow.store.children import ParentLink, child_runs, parents_of, record_parents
+from iterflow.store.flow_rows import _fold
 from iterflow.store.schema import flow_run_shapes, flow_runs, flows, state_transitions
 
 

@@ -91,7 +91,6 @@ import atexit
 import logging
 import pickle
 import threading
-import time
 import uuid
 import weakref
 from collections import deque
@@ -106,9 +105,7 @@ from iterflow.store.batch import (
     BIG,
     FLOW,
     LOG,
-    LOOPED,
     MARK,
-    METRIC,
     ROLE_END,
     ROLE_END_MAPPED,
     ROLE_END_STRICT,
@@ -123,6 +120,8 @@ from iterflow.store.batch import (
 )
 from iterflow.store.liveness import driving
 from iterflow.store.results import Stored, preview
+from iterflow.store.sink_lanes import MAX_PENDING_BYTES as _MAX_PENDING_BYTES
+from iterflow.store.sink_lanes import SinkLanes
 from iterflow.store.snapshots import PREVIEW_ONLY, SCALARS, snapshot, snapshot_parameters
 from iterflow.store.writer_thread import WriterThread
 
@@ -148,9 +147,7 @@ _ROLES: dict[type, tuple[str, int]] = {}
 # Loop results common enough for a fast path in handle() (see snapshots.SCALARS).
 _SCALARS = SCALARS  # a module global: one lookup less in handle()
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
-_now = time.time  # a Looped state's timestamp (State.timestamp) is the same clock
 
-_MAX_PENDING_BYTES = 64 * 1024 * 1024
 _log = logging.getLogger("iterflow.store")
 # What _prepare returns for an event that is not recorded.
 _NOT_RECORDED: Any = object()
@@ -162,7 +159,7 @@ def _role_of(cls: type[State]) -> tuple[str, int]:
     return info
 
 
-class StoreSink(WriterThread):
+class StoreSink(SinkLanes, WriterThread):
     """Records a run's events in a :class:`~iterflow.store.runstore.RunStore`.
 
     Give one to the runner as an event sink for each flow run, and call
@@ -313,81 +310,6 @@ class StoreSink(WriterThread):
                 None,
             )
         # Anything else is not ours to record.
-
-    def looped_lane(self, slug: str, serializer: str | None) -> Any:
-        """:meth:`record_looped` for task ``slug``'s plain ``Looped`` states, or None.
-
-        The engine asks once per task run (see
-        :func:`iterflow.engine.transitions.looped_lane`). None where a loop
-        result is not pickled as it is: another serializer, or a task with
-        ``checkpoint=False`` (previews only).
-        """
-        if serializer not in (None, "pickle") or slug in self._previews_only:
-            return None
-        return self.record_looped
-
-    def record_looped(
-        self, head: tuple[Any, ...], loop_index: int, value: Any, label: str | None
-    ) -> bool:
-        """Record ``Looped(loop_index, value)`` of the task run ``head`` names; False if not.
-
-        The hot path of a loop with the store on, called by the loop driver
-        in the task's thread instead of making a state and an event: a number
-        is pickled here and goes in a compact record
-        (:data:`~iterflow.store.batch.LOOPED`). Anything else — another value,
-        a task run already finished — returns False and
-        the driver takes the usual way through :meth:`handle`.
-        """
-        if self._unusable:
-            self._raise()
-        task_run_id = head[1]
-        if task_run_id in self._done:
-            return False
-        if type(value) not in _SCALARS:
-            return False
-        data = pickle.dumps(value, _PROTOCOL)
-        if len(data) >= 64:  # a very long int: its preview is cut short by handle()
-            return False
-        self._last_role[task_run_id] = ROLE_LOOP
-        buffer = self._buffer
-        # Slots are batch.LP_*, in this order.
-        buffer.append((LOOPED, head[0], task_run_id, head, loop_index, data, repr(value), _now(),
-                       label, None))
-        n = len(buffer)
-        if n >= self.batch_size and (
-            not n % self.batch_size or n >= self.max_pending
-            or self._big_bytes > _MAX_PENDING_BYTES
-        ):
-            self._wake_writer()
-        return True
-
-    def record_metric(
-        self,
-        flow_run_id: str,
-        task_run_id: str | None,
-        loop_index: int | None,
-        block_index: int | None,
-        name: str,
-        value: float,
-        at: float,
-    ) -> None:
-        """Record a metric (a :class:`~iterflow.events.MetricEvent`'s fields, value checked).
-
-        A task's logger calls this directly when this sink is the only one
-        (``iterflow.engine.tasklog.metric_recorder``): a loop may log several
-        metrics per iteration, and a record made from plain values here costs
-        its thread a third of an event handed to :meth:`handle`. The record is
-        in the ``metrics`` row's order (see ``batch.M_*``); the writer is woken
-        only once per batch.
-        """
-        if self._unusable:
-            self._raise()
-        buffer = self._buffer
-        buffer.append((METRIC, flow_run_id, task_run_id, loop_index, block_index, name, value,
-                       at, None))
-        n = len(buffer)
-        if not n % self.batch_size or n >= self.max_pending:
-            self._wake_writer()
 
     def _handle_previews_only(self, event: Any) -> None:
         """:meth:`handle`, recording only previews of the values of some tasks' states."""

@@ -1,0 +1,191 @@
+"""A batch's flow-level rows: flows, flow runs (their states folded), shapes.
+
+:class:`~iterflow.store.batch.BatchRecorder` hands each FLOW record to
+:func:`write_flow`, which adds its rows to the batch's ``_Rows`` (``rows``
+below: its ``flows``, ``flow_runs``, ``shapes``, ``flow_states`` and
+``results``); :func:`write_flow_rows` then writes them, a statement per kind
+of row. A batch of child runs (subflows) holds hundreds of flow-run states,
+so this is written for many small runs at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+from iterflow.store.liveness import HOST
+from iterflow.store.schema import flow_run_shapes, flow_runs, flows
+from iterflow.store.statements import FastInsert, insert_flow_states, upsert
+
+__all__ = ["write_flow", "write_flow_rows"]
+
+# How a flow-run state's row updates the run's (see statements.upsert), by whether
+# it carries the parameters (the first state) and whether the run ended. Shared:
+# read-only.
+_FLOW_RUN_BASE = {"id": "old", "flow_name": "new", "state": "new", "message": "new",
+                  "ended": "new", "started": "old", "source": "new_or_old"}
+_FLOW_RUN_RULES = {
+    (has_params, finished): {
+        **_FLOW_RUN_BASE,
+        **({"parameters": "old", "parameters_result_id": "old"} if has_params else {}),
+        **({} if finished else {"pid": "new", "host": "new", "heartbeat": "new", "owner": "new"}),
+    }
+    for has_params in (False, True) for finished in (False, True)
+}
+
+
+def write_flow(
+    record: tuple[Any, ...],
+    run_key: int,
+    next_id: int,
+    rows: Any,
+    runs: dict[str, None],
+    owner: str,
+) -> int:
+    """Add the rows of a FLOW record to ``rows`` (:func:`write_flow_rows`); return the next id."""
+    (_, run_id, flow_name, kind, at, message, params_json, params_stored, tasks, source,
+     finished, shape, _signal) = record
+    if tasks is not None:
+        known = rows.flows.get(flow_name)
+        rows.flows[flow_name] = {"name": flow_name, "created": known["created"] if known else at,
+                                 "updated": at, "tasks": tasks}
+    row_id = next_id
+    next_id += 1
+    row: dict[str, Any] = {
+        "run_id": run_id, "id": run_key, "flow_name": flow_name, "state": kind, "started": at,
+        "message": message, "ended": at if finished else None, "source": source,
+    }
+    has_params = params_json is not None
+    if has_params:
+        # A resumed run sends the original parameters again: keep the first record.
+        row["parameters"] = params_json
+        row["parameters_result_id"] = None
+        if params_stored is not None:
+            row["parameters_result_id"] = next_id
+            rows.results.append((next_id, *params_stored))
+            next_id += 1
+    if finished:
+        runs.pop(run_id, None)
+    else:
+        row.update(pid=os.getpid(), host=HOST, heartbeat=time.time(), owner=owner)
+        runs[run_id] = None
+    rules = _FLOW_RUN_RULES[has_params, finished]
+    rows.flow_runs.append((run_id, rules, row))
+    if shape is not None:
+        rows.shapes[run_id] = {"run_id": run_id, "shape": shape}
+    rows.flow_states.append((row_id, run_key, kind, message, at))
+    return next_id
+
+
+def write_flow_rows(conn: sa.Connection, rows: Any) -> None:
+    """Upsert a batch's flows, flow runs and their shapes: a statement per kind of row.
+
+    A batch of child runs holds hundreds of flow-run states; one statement
+    each cost more than the rest of the batch. A flow run's states in one
+    batch (a child run's start and end, most often) are folded into one row
+    (:func:`_fold`), so each run's row is written once, not once per state;
+    states that cannot be folded go in *stages* (a run's first row of the
+    batch in the first statement, its second in the next, ...), so that no
+    statement names a run twice (PostgreSQL refuses an upsert that touches a
+    row twice). On SQLite the rows go in as padded multi-row statements
+    (:class:`~iterflow.store.statements.FastInsert`).
+    """
+    if rows.flows:
+        upsert(conn, flows, "name", list(rows.flows.values()),
+               {"created": "old", "updated": "new", "tasks": "new"})
+    stages: list[dict[str, tuple[dict[str, str], dict[str, Any]]]] = [{}]
+    for run_id, rules, row in rows.flow_runs:
+        stage = 0
+        while True:
+            if stage == len(stages):
+                stages.append({})
+            known = stages[stage].get(run_id)
+            if known is None:
+                stages[stage][run_id] = (rules, row)
+                break
+            folded = _fold(known, rules, row)
+            if folded is not None:
+                stages[stage][run_id] = folded
+                break
+            stage += 1
+    fast = conn.dialect.name == "sqlite"
+    for stage_rows in stages:
+        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for rules, row in stage_rows.values():
+            groups.setdefault((tuple(rules.items()), tuple(row)), []).append(row)
+        for (rules, columns), same in groups.items():
+            if fast:
+                statement = _fast_upsert(flow_runs, "run_id", columns, rules)
+                statement.run(conn, [_row_values(row, columns) for row in same])
+            else:
+                upsert(conn, flow_runs, "run_id", same, dict(rules))
+    insert_flow_states.run(conn, rows.flow_states)
+    if rows.shapes:
+        shapes = list(rows.shapes.values())
+        if fast:
+            # A map of child runs sends one shape object (derived per graph) for all.
+            texts: dict[int, str] = {}
+            statement = _fast_upsert(flow_run_shapes, "run_id", ("run_id", "shape"),
+                                     (("shape", "new"),))
+            statement.run(conn, [
+                (row["run_id"], texts.get(id(row["shape"])) or texts.setdefault(
+                    id(row["shape"]), json.dumps(row["shape"])))
+                for row in shapes
+            ])
+        else:
+            upsert(conn, flow_run_shapes, "run_id", shapes, {"shape": "new"})
+
+
+def _fold(
+    known: tuple[dict[str, str], dict[str, Any]], rules: dict[str, str], row: dict[str, Any]
+) -> tuple[dict[str, str], dict[str, Any]] | None:
+    """One upsert doing what ``known`` (rules, row) and then ``rules``/``row`` would do.
+
+    None when no single upsert can (a column kept if set, after one taken
+    unless NULL): that state goes in a later stage.
+    """
+    old_rules, old_row = known
+    merged_rules, merged_row = dict(old_rules), dict(old_row)
+    for column, rule in rules.items():
+        value = row[column]
+        before = old_rules.get(column)
+        if before is None or rule == "new":
+            merged_rules[column], merged_row[column] = rule, value
+        elif rule == "new_or_old":
+            if value is not None:
+                merged_rules[column], merged_row[column] = "new", value
+        elif before in ("old", "new"):  # rule "old": the earlier value, unless NULL
+            if old_row[column] is None:
+                merged_row[column] = value
+        else:  # "new_or_old" then "old": depends on what the row held
+            return None
+    return merged_rules, merged_row
+
+
+# JSON columns of the flow-level rows: on SQLite they go in as text (see _row_values).
+_JSON_COLUMNS = frozenset({"parameters"})
+_FAST_UPSERTS: dict[tuple[Any, ...], FastInsert] = {}
+
+
+def _row_values(row: dict[str, Any], columns: tuple[str, ...]) -> tuple[Any, ...]:
+    """``row`` as a tuple in ``columns`` order, JSON columns as the JSON type stores them."""
+    return tuple(
+        (None if row[c] is None else json.dumps(row[c])) if c in _JSON_COLUMNS else row[c]
+        for c in columns
+    )
+
+
+def _fast_upsert(
+    table: sa.Table, key: str, columns: tuple[str, ...], rules: tuple[tuple[str, str], ...]
+) -> FastInsert:
+    """The SQLite upsert of ``columns`` following ``rules``, built once per shape of row."""
+    cache_key = (table.name, columns, rules)
+    statement = _FAST_UPSERTS.get(cache_key)
+    if statement is None:
+        statement = _FAST_UPSERTS[cache_key] = FastInsert(
+            table, columns, upsert=(key, dict(rules)))
+    return statement
