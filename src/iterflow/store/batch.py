@@ -47,6 +47,7 @@ from iterflow.errors import RunTakenOver
 from iterflow.store.cancel_watch import asked, cancel_asked
 from iterflow.store.flow_rows import write_flow, write_flow_rows
 from iterflow.store.liveness import HOST
+from iterflow.store.metric_packing import chunk_row
 from iterflow.store.schema import flow_runs, task_runs
 from iterflow.store.statements import (
     NATIVE_UPSERT,
@@ -55,7 +56,6 @@ from iterflow.store.statements import (
     allocate_ids,
     dbapi_cursor,
     find_keys,
-    insert_block_metrics,
     insert_finished,
     insert_logs,
     insert_looped,
@@ -209,8 +209,8 @@ class BatchRecorder:
             # Task runs the store has never seen: their first Running may be implied.
             rows = _Rows({t: None for t in unkeyed if t in new_tasks})
             runs = dict(self.open_runs)
-            looped_rows, latest, looped, first = (
-                rows.looped_rows, rows.latest, rows.looped, rows.first
+            looped_rows, latest, looped, first, metric_chunks = (
+                rows.looped_rows, rows.latest, rows.looped, rows.first, rows.metric_chunks
             )
             for record in batch:
                 tag = record[0]
@@ -242,21 +242,19 @@ class BatchRecorder:
                     ]
                     next_id = rows.task_state(record, run_key, task_key, next_id)
                 elif tag == METRIC:
+                    # Packed: one row per task run (or run) and batch, see metric_packing.
                     task_run_id = record[M_TASK_RUN_ID]
-                    run_key = run_keys.get(record[M_FLOW_RUN_ID]) or keyed_runs[
-                        record[M_FLOW_RUN_ID]
-                    ]
-                    of_task = (None if task_run_id is None
-                               else task_keys.get(task_run_id) or keyed_tasks[task_run_id])
-                    if record[M_BLOCK_INDEX] is None:  # the common case, NULL in the statement
-                        rows.metrics.append((next_id, run_key, of_task, record[M_LOOP_INDEX],
-                                             record[M_NAME], record[M_VALUE], record[M_TIME]))
-                    else:
-                        rows.block_metrics.append((
-                            next_id, run_key, of_task, record[M_LOOP_INDEX],
-                            record[M_BLOCK_INDEX], record[M_NAME], record[M_VALUE],
-                            record[M_TIME],
-                        ))
+                    chunk = metric_chunks.get(task_run_id or record[M_FLOW_RUN_ID])
+                    if chunk is None:
+                        chunk = metric_chunks[task_run_id or record[M_FLOW_RUN_ID]] = (
+                            run_keys.get(record[M_FLOW_RUN_ID])
+                            or keyed_runs[record[M_FLOW_RUN_ID]],
+                            None if task_run_id is None
+                            else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
+                            [], [],
+                        )
+                    chunk[2].append(next_id)
+                    chunk[3].append(record)
                     next_id += 1
                 elif tag == LOG:
                     task_run_id = record[L_TASK_RUN_ID]
@@ -299,8 +297,7 @@ class BatchRecorder:
             insert_finished.run(conn, rows.finished)
             insert_transitions.run(conn, rows.other)
             insert_logs.run(conn, rows.logs)
-            insert_metrics.run(conn, rows.metrics)
-            insert_block_metrics.run(conn, rows.block_metrics)
+            insert_metrics.run(conn, [metric_row(*chunk) for chunk in metric_chunks.values()])
             if beat and runs:
                 conn.execute(
                     sa.update(flow_runs)
@@ -394,6 +391,16 @@ def _owners_sqlite(conn: sa.Connection, run_ids: list[str]) -> list[tuple[Any, .
         return cursor.fetchall()
 
 
+def metric_row(flow_run: int, task_run: int | None, ids: list[int],
+               records: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """The packed ``metrics`` row of a task run's METRIC ``records`` (see metric_packing)."""
+    return chunk_row(
+        flow_run, task_run, ids, [r[M_LOOP_INDEX] for r in records],
+        [r[M_BLOCK_INDEX] for r in records], [r[M_NAME] for r in records],
+        [r[M_VALUE] for r in records], [r[M_TIME] for r in records],
+    )
+
+
 class _Rows:
     """The rows of one batch, grouped by the statement that inserts them.
 
@@ -405,8 +412,8 @@ class _Rows:
     short task run (a map's child, a loop block's body, a chain's link).
     """
 
-    __slots__ = ("block_metrics", "finished", "first", "flow_runs", "flow_states", "flows",
-                 "fresh", "latest", "logs", "looped", "looped_rows", "metrics", "opening",
+    __slots__ = ("finished", "first", "flow_runs", "flow_states", "flows",
+                 "fresh", "latest", "logs", "looped", "looped_rows", "metric_chunks", "opening",
                  "other", "results", "running", "shapes")
 
     def __init__(self, fresh: dict[str, None]) -> None:
@@ -428,10 +435,9 @@ class _Rows:
         self.flow_states: list[tuple[Any, ...]] = []
         # id, flow_run, task_run, loop_index, level, message, time
         self.logs: list[tuple[Any, ...]] = []
-        # id, flow_run, task_run, loop_index, name, value, time (no block_index: NULL)
-        self.metrics: list[tuple[Any, ...]] = []
-        # id, flow_run, task_run, loop_index, block_index, name, value, time
-        self.block_metrics: list[tuple[Any, ...]] = []
+        # Metrics by task run id (a run id for those of no task run): its flow run's and
+        # task run's keys, then the ids and records of its values (see metric_row).
+        self.metric_chunks: dict[str, tuple[int, int | None, list[int], list[Any]]] = {}
         # Flow-level rows, written by flow_rows.write_flow_rows: the flows by name (the last
         # task list), each flow-run state's (run id, upsert rules, row), shapes by run.
         self.flows: dict[str, dict[str, Any]] = {}

@@ -19,6 +19,7 @@ import pickle
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from iterflow.store.batch import LOOPED, METRIC, ROLE_LOOP
@@ -127,3 +128,30 @@ class SinkLanes:
         n = len(buffer)
         if not n % self.batch_size or n >= self.max_pending:
             self._wake_writer()
+
+    def metric_lane(
+        self, flow_run_id: str, task_run_id: str | None, get: Callable[[str], Any]
+    ) -> Callable[[str, float], None]:
+        """:meth:`record_metric` for one task run, as ``record(name, value)``.
+
+        ``get`` reads the task's context (its ``loop_index`` and ``block_index``
+        at the time of the call). What a loop's metric costs its thread is
+        mostly calls: this closure is the only one between ``log_metric`` and
+        the queue (see ``TaskLogger.metric``).
+        """
+        buffer = self._buffer
+        batch_size = self.batch_size
+        max_pending = self.max_pending
+        wake = self._wake_writer
+        now = time.time
+
+        def record(name: str, value: float) -> None:
+            if self._unusable:
+                self._raise()
+            buffer.append((METRIC, flow_run_id, task_run_id, get("loop_index"),
+                           get("block_index"), name, value, now(), None))
+            n = len(buffer)
+            if not n % batch_size or n >= max_pending:
+                wake()
+
+        return record

@@ -49,9 +49,11 @@ What is recorded
 * a task with ``checkpoint=False`` records these states with a preview of
   their values only (:data:`~iterflow.store.snapshots.PREVIEW_ONLY`);
 * every flow-run state, log line, and a heartbeat for each open flow run;
-* every metric (``iterflow.log_metric``), one ``metrics`` row each; from a
-  :class:`~iterflow.events.MetricEvent`, or through :meth:`StoreSink.record_metric`
-  when this sink is the only one;
+* every metric (``iterflow.log_metric``), packed: one ``metrics`` row holds a
+  batch's metrics of one task run (:mod:`iterflow.store.metric_packing`); from a
+  :class:`~iterflow.events.MetricEvent`, or through the sink's metric lane
+  (:meth:`StoreSink.record_metric`, :meth:`StoreSink.metric_lane`) when this sink
+  is the only one;
 * ``task_runs`` holds each task run's latest state, updated once per batch.
 
 Durability
