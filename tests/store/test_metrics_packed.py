@@ -205,3 +205,44 @@ def test_rows_of_an_older_store_are_packed_in_order(store_url):
             ).scalar() == 3  # a row per task run (and one for the run's own value)
     finally:
         engine.dispose()
+
+
+def test_checkpoint_every_commits_an_iterations_metrics_before_the_next(sqlite_url):
+    seen = []
+
+    @task(checkpoint="every")
+    def careful():
+        i = iterflow.context.loop_index
+        if i:  # what another reader sees now: the last iteration's metrics, committed
+            run = iterflow.context.flow_run_id
+            seen.append(sorted((m.loop_index, m.name) for m in metrics(run, store=sqlite_url)))
+        iterflow.log_metric("x", float(i))
+        iterflow.log_metric("y", float(i))
+        if i < 3:
+            raise LOOP(result=i)
+
+    with Flow("careful") as flow:
+        careful()
+    assert flow.run(store=sqlite_url).is_successful()
+    assert seen == [
+        [(j, name) for j in range(i) for name in ("x", "y")] for i in range(1, 4)
+    ]
+
+
+def test_flush_covers_metrics_logged_before_it(tmp_path):
+    from iterflow.core.state import Running
+    from iterflow.events import FlowRunEvent, TaskRunEvent
+
+    run_id = "e" * 32
+    tid = f"{run_id}/fit"
+    with open_store(f"sqlite:///{tmp_path}/iterflow.db", home=tmp_path) as store:
+        sink = store.sink()
+        sink.handle(FlowRunEvent(run_id, "fitting", Running(), tasks=(("fit", "fit"),)))
+        sink.handle(TaskRunEvent(run_id, tid, "fit", "fit", None, 0, Running()))
+        record = sink.metric_lane(run_id, tid, {"loop_index": 4}.get)
+        for k in range(1200):  # more than a batch: the writer wakes on its own too
+            record("k", float(k))
+        sink.flush()
+        assert [m.value for m in metrics(run_id, store=store)] == [float(k) for k in range(1200)]
+        assert {m.loop_index for m in metrics(run_id, store=store)} == {4}
+        sink.close()

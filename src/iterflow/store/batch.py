@@ -73,7 +73,7 @@ __all__ = ["BatchRecorder"]
 # -- the record layout ------------------------------------------------------------
 
 #: Record tags.
-TASK, FLOW, LOG, MARK, METRIC, LOOPED = range(6)
+TASK, FLOW, LOG, MARK, LOOPED = range(5)
 #: A task run's state (MARK records hold only their tag and signal: a flush's marker).
 (T_TAG, T_FLOW_RUN_ID, T_TASK_RUN_ID, T_SLUG, T_NAME, T_MAP_INDEX, T_LOOP_INDEX, T_KIND,
  T_ROLE, T_TIME, T_MESSAGE, T_TRACEBACK, T_BLOCK_INDEX, T_STORED, T_LOOP_COUNT,
@@ -85,12 +85,13 @@ TASK, FLOW, LOG, MARK, METRIC, LOOPED = range(6)
 #: A log line.
 (L_TAG, L_FLOW_RUN_ID, L_TASK_RUN_ID, L_SLUG, L_MAP_INDEX, L_LOOP_INDEX, L_LEVEL, L_MESSAGE,
  L_TIME, L_SIGNAL) = range(10)
-#: A metric (``iterflow.log_metric``); run and task run ids in the slots of a TASK record's,
-#: then the ``metrics`` row's own columns in table order: a loop may log several per
-#: iteration, so the record is made from plain values in the task's thread
-#: (``StoreSink.record_metric``) and becomes a row here with little work.
-(M_TAG, M_FLOW_RUN_ID, M_TASK_RUN_ID, M_LOOP_INDEX, M_BLOCK_INDEX, M_NAME, M_VALUE, M_TIME,
- M_SIGNAL) = range(9)
+#: A metric (``iterflow.log_metric``). Metrics have a queue of their own (the sink's
+#: ``_metrics``), so their records carry no tag and no signal: a loop may log several per
+#: iteration, so the record is made from plain values in the task's thread (the sink's
+#: metric lane) and the writer takes them all at once, packed by task run (see
+#: :func:`metric_row`).
+(M_FLOW_RUN_ID, M_TASK_RUN_ID, M_LOOP_INDEX, M_BLOCK_INDEX, M_NAME, M_VALUE,
+ M_TIME) = range(7)
 #: A plain ``Looped`` state with a number for its result, from the loop driver's lane
 #: (:meth:`~iterflow.store.writer.StoreSink.record_looped`): run and task run ids in the
 #: slots of a TASK record's, then the task run's head (flow run id, task run id, slug,
@@ -159,13 +160,16 @@ class BatchRecorder:
         """Whether open runs need their heartbeat refreshed (nothing else to write)."""
         return bool(self.open_runs) and time.monotonic() >= self._next_beat
 
-    def commit(self, batch: list[tuple[Any, ...]], n_ids: int) -> None:
-        """Write ``batch`` (records, without MARKs) in one transaction.
+    def commit(self, batch: list[tuple[Any, ...]], n_ids: int,
+               metrics: list[tuple[Any, ...]] | None = None) -> None:
+        """Write ``batch`` (records, without MARKs) and ``metrics`` in one transaction.
 
-        ``n_ids`` is how many ids its rows take: one per state row and log
-        line, one per results row (a value in a file, a run's parameters).
-        An empty batch only refreshes the heartbeat.
+        ``n_ids`` is how many ids the batch's rows take: one per state row and
+        log line, one per results row (a value in a file, a run's parameters);
+        each metric takes one more. An empty batch only refreshes the heartbeat.
         """
+        metrics = metrics or []
+        n_ids += len(metrics)
         beat = time.monotonic() >= self._next_beat
         committed_runs: dict[str, None] = {}
         run_keys, task_keys = self._run_keys, self._task_keys
@@ -177,6 +181,9 @@ class BatchRecorder:
         # flow run's state (None for an engine log line). Dicts keep the order.
         run_ids = dict.fromkeys([r[T_FLOW_RUN_ID] for r in batch])
         task_ids = dict.fromkeys([r[T_TASK_RUN_ID] for r in batch if r[0] != FLOW])
+        if metrics:
+            run_ids.update(dict.fromkeys([m[M_FLOW_RUN_ID] for m in metrics]))
+            task_ids.update(dict.fromkeys([m[M_TASK_RUN_ID] for m in metrics]))
         task_ids.pop(None, None)
         new_runs = {r: None for r in run_ids if r not in run_keys}
         new_tasks = {t: None for t in task_ids if t not in task_keys}
@@ -241,21 +248,6 @@ class BatchRecorder:
                         record[T_FLOW_RUN_ID]
                     ]
                     next_id = rows.task_state(record, run_key, task_key, next_id)
-                elif tag == METRIC:
-                    # Packed: one row per task run (or run) and batch, see metric_packing.
-                    task_run_id = record[M_TASK_RUN_ID]
-                    chunk = metric_chunks.get(task_run_id or record[M_FLOW_RUN_ID])
-                    if chunk is None:
-                        chunk = metric_chunks[task_run_id or record[M_FLOW_RUN_ID]] = (
-                            run_keys.get(record[M_FLOW_RUN_ID])
-                            or keyed_runs[record[M_FLOW_RUN_ID]],
-                            None if task_run_id is None
-                            else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
-                            [], [],
-                        )
-                    chunk[2].append(next_id)
-                    chunk[3].append(record)
-                    next_id += 1
                 elif tag == LOG:
                     task_run_id = record[L_TASK_RUN_ID]
                     rows.logs.append((
@@ -271,6 +263,8 @@ class BatchRecorder:
                         _forget(conn, record[F_RUN_ID], self._forget[record[F_RUN_ID]])
                     run_key = run_keys.get(record[F_RUN_ID]) or keyed_runs[record[F_RUN_ID]]
                     next_id = write_flow(record, run_key, next_id, rows, runs, self.owner)
+            next_id = _group_metrics(metrics, metric_chunks, next_id, run_keys, keyed_runs,
+                                     task_keys, keyed_tasks)
             write_flow_rows(conn, rows)
             snapshots: list[tuple[Any, ...]] = []
             for task_run_id, (record, row_id) in rows.latest.items():
@@ -391,13 +385,39 @@ def _owners_sqlite(conn: sa.Connection, run_ids: list[str]) -> list[tuple[Any, .
         return cursor.fetchall()
 
 
+def _group_metrics(metrics: list[tuple[Any, ...]],
+                   chunks: dict[str, tuple[int, int | None, list[int], list[Any]]],
+                   next_id: int, run_keys: dict[str, int], keyed_runs: dict[str, int],
+                   task_keys: dict[str, int], keyed_tasks: dict[str, int]) -> int:
+    """Give ``metrics`` their ids, from ``next_id``, and group them by task run in ``chunks``.
+
+    Returns the next free id. A chunk is ``(flow run key, task run key, ids, records)``;
+    values of no task run are grouped by their run id.
+    """
+    for record in metrics:
+        owner = record[M_TASK_RUN_ID] or record[M_FLOW_RUN_ID]
+        chunk = chunks.get(owner)
+        if chunk is None:
+            task_run_id = record[M_TASK_RUN_ID]
+            chunk = chunks[owner] = (
+                run_keys.get(record[M_FLOW_RUN_ID]) or keyed_runs[record[M_FLOW_RUN_ID]],
+                None if task_run_id is None
+                else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
+                [], [],
+            )
+        chunk[2].append(next_id)
+        chunk[3].append(record)
+        next_id += 1
+    return next_id
+
+
 def metric_row(flow_run: int, task_run: int | None, ids: list[int],
                records: list[tuple[Any, ...]]) -> tuple[Any, ...]:
-    """The packed ``metrics`` row of a task run's METRIC ``records`` (see metric_packing)."""
+    """The packed ``metrics`` row of a task run's metric ``records`` (see metric_packing)."""
+    columns = list(zip(*records))  # in C: the records' slots as columns
     return chunk_row(
-        flow_run, task_run, ids, [r[M_LOOP_INDEX] for r in records],
-        [r[M_BLOCK_INDEX] for r in records], [r[M_NAME] for r in records],
-        [r[M_VALUE] for r in records], [r[M_TIME] for r in records],
+        flow_run, task_run, ids, columns[M_LOOP_INDEX], columns[M_BLOCK_INDEX],
+        columns[M_NAME], columns[M_VALUE], columns[M_TIME],
     )
 
 

@@ -200,6 +200,10 @@ class StoreSink(SinkLanes, WriterThread):
         self.max_batch = max(max_batch, batch_size)
         self.heartbeat_interval = heartbeat_interval
         self._buffer: deque[tuple[Any, ...]] = deque()
+        # Metrics wait apart (batch.M_*): the writer takes them whole into each transaction
+        # instead of record by record; each commit holds every metric logged before its
+        # last record, so a flush or a synchronous event covers them too.
+        self._metrics: deque[tuple[Any, ...]] = deque()
         self._wake = threading.Event()
         self._room = threading.Condition()
         self._big_bytes = 0
@@ -431,13 +435,17 @@ class StoreSink(SinkLanes, WriterThread):
         wake = self._wake
         if not wake.is_set():  # set() takes a lock; the writer may already be awake
             wake.set()
-        if len(self._buffer) >= self.max_pending or self._big_bytes > _MAX_PENDING_BYTES:
+        if self._pending() >= self.max_pending or self._big_bytes > _MAX_PENDING_BYTES:
             self._wait_for_room()
+
+    def _pending(self) -> int:
+        """Records waiting for the writer: states, lines, metrics."""
+        return len(self._buffer) + len(self._metrics)
 
     def _wait_for_room(self) -> None:
         with self._room:
             while (
-                (len(self._buffer) >= self.max_pending or self._big_bytes > _MAX_PENDING_BYTES)
+                (self._pending() >= self.max_pending or self._big_bytes > _MAX_PENDING_BYTES)
                 and self._error is None
                 and self._thread.is_alive()
             ):
@@ -515,7 +523,7 @@ class StoreSink(SinkLanes, WriterThread):
         return error if isinstance(error, RunTakenOver) else None
 
     def __repr__(self) -> str:
-        return f"StoreSink({self.store.name!r}, pending={len(self._buffer)})"
+        return f"StoreSink({self.store.name!r}, pending={self._pending()})"
 
 
 # Sinks whose writer may still hold records: flushed at interpreter exit, so a

@@ -46,6 +46,7 @@ class WriterThread:
     batch_size: int
     max_batch: int
     _buffer: deque[tuple[Any, ...]]
+    _metrics: deque[tuple[Any, ...]]
     _wake: threading.Event
     _room: threading.Condition
     _big_lock: threading.Lock
@@ -70,7 +71,7 @@ class WriterThread:
                         self._batches.commit([], 0)  # nothing queued, but the heartbeat is due
                     except StoreError as exc:  # a run taken over, a database locked too long
                         self._fail(exc)
-                if stopping and not self._buffer:
+                if stopping and not self._buffer and not self._metrics:
                     return
         except BaseException as exc:  # a bug here must not leave handle() waiting forever
             self._fail(StoreError(
@@ -115,7 +116,8 @@ class WriterThread:
 
     def _drain(self) -> None:
         buffer = self._buffer
-        while buffer:
+        metrics_queue = self._metrics
+        while buffer or metrics_queue:
             batch: list[tuple[Any, ...]] = []
             signals: list[threading.Event] = []
             released = n_ids = 0
@@ -142,9 +144,11 @@ class WriterThread:
                             released += stored[S_SIZE]  # counted by handle() (see _count_big)
                 elif tag == FLOW and record[F_PARAMS_STORED] is not None:
                     n_ids += 1  # the run's parameters always get a results row
-            if batch and self._error is None:
+            # Every metric logged so far, also those logged before the batch's last record.
+            metrics = [metrics_queue.popleft() for _ in range(len(metrics_queue))]
+            if (batch or metrics) and self._error is None:
                 try:
-                    self._batches.commit(batch, n_ids)
+                    self._batches.commit(batch, n_ids, metrics)
                 except StoreError as exc:
                     self._fail(exc)
                 except Exception as exc:
@@ -161,6 +165,7 @@ class WriterThread:
                 self._room.notify_all()
 
     def _discard_all(self) -> None:
+        self._metrics.clear()
         while self._buffer:
             signal = self._buffer.popleft()[-1]
             if signal is not None:
