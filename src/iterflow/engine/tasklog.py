@@ -84,7 +84,7 @@ class TaskLogger(logging.LoggerAdapter):
                 if lane is not None and record is not None:
                     # This task run's next metrics go straight to the store's lane: an
                     # instance attribute, found before this method (one call less).
-                    self.metric = lane(get("flow_run_id"), get("task_run_id"), get)
+                    self.metric = lane(get("flow_run_id"), get("task_run_id"), get)  # type: ignore[method-assign]
             if record is not None:
                 record(get("flow_run_id"), get("task_run_id"), get("loop_index"),
                        get("block_index"), name, value, _now())
