@@ -176,7 +176,7 @@ class MetricHistory:
     def update(self, store: RunStore) -> None:
         """Read the metrics logged since the last update."""
 
-        def query(conn: sa.Connection) -> list[tuple[int, int, str, float]]:
+        def query(conn: sa.Connection) -> list[Any]:
             if self.body is not True:
                 own = conn.execute(
                     sa.select(m.c.id, m.c.count, m.c.names, m.c.data)
@@ -185,8 +185,7 @@ class MetricHistory:
                 ).all()
                 if own or self.body is False:
                     self.body = False
-                    self._seen(own)
-                    return _points(own, False)
+                    return own
             if self.flow_run is None:
                 run_id = self.task_run_id.partition("/")[0]
                 self.flow_run = conn.execute(
@@ -201,26 +200,40 @@ class MetricHistory:
             ).all()
             if found:
                 self.body = True
-                self._seen(found)
-            return _points(found, True)
+            return found
 
-        for _seq, x, name, value in store.read(query):
-            xs, ys = self.data.setdefault(name, ([], []))
-            if not xs or x > xs[-1]:
-                xs.append(x)
-                ys.append(value)
-                continue
-            at = bisect.bisect_left(xs, x)
-            if at < len(xs) and xs[at] == x:
-                ys[at] = value  # logged again in that iteration: the last counts
-            else:
-                xs.insert(at, x)
-                ys.insert(at, value)
+        chunks = store.read(query)
+        if not chunks:
+            return
+        self.last_id = max(self.last_id, chunks[-1].id)
+        if not self.body:
+            # One task run's chunks, in id order: its values in the order logged, as they come.
+            for row in chunks:
+                chunk = unpack(row.data, row.count)
+                targets = [self.data.setdefault(name, ([], [])) for name in json.loads(row.names)]
+                for x, code, value in zip(chunk.loop_index, chunk.name, chunk.value):
+                    if x != NONE:
+                        self._put(targets[code], x, value)
+            return
+        # Several task runs (a block's body): their values merged back into the order logged.
+        data = self.data
+        for _seq, x, name, value in _points(chunks, True):
+            self._put(data.setdefault(name, ([], [])), x, value)
 
-    def _seen(self, chunks: list[Any]) -> None:
-        """Remember the newest chunk read: the next update reads only newer ones."""
-        if chunks:
-            self.last_id = max(self.last_id, chunks[-1].id)
+    @staticmethod
+    def _put(series: tuple[list[int], list[float]], x: int, value: float) -> None:
+        """Add iteration ``x``'s ``value``; one logged again in an iteration replaces it."""
+        xs, ys = series
+        if not xs or x > xs[-1]:
+            xs.append(x)
+            ys.append(value)
+            return
+        at = bisect.bisect_left(xs, x)
+        if at < len(xs) and xs[at] == x:
+            ys[at] = value  # logged again in that iteration: the last counts
+        else:
+            xs.insert(at, x)
+            ys.insert(at, value)
 
     def series(self, start: int | None = None, end: int | None = None
                ) -> dict[str, tuple[list[int], list[float]]]:
