@@ -137,8 +137,42 @@ def test_a_runs_start_and_end_in_one_batch_make_one_row_as_two_would(store_url):
         # What only the first state carries stays: who drives it, where it came from.
         assert (row.owner, row.source, row.pid) == ("a" * 32, "f.py:flow", os.getpid())
         assert row.heartbeat is not None
-        # Both states are in the run's history, in order.
-        assert [tuple(t) for t in transitions] == [("Running", None), ("Success", None)]
+        # A new run that starts and ends in one batch: its start is flow_runs.started,
+        # not a state row of its own (a child run's rows, one fewer).
+        assert [tuple(t) for t in transitions] == [("Success", None)]
+    finally:
+        store.close()
+
+
+def _flow_kinds(store, run_id: str) -> list[str]:
+    with store.engine.connect() as conn:
+        return list(conn.execute(
+            sa.select(state_transitions.c.kind)
+            .join(flow_runs, flow_runs.c.id == state_transitions.c.flow_run)
+            .where(flow_runs.c.run_id == run_id, state_transitions.c.task_run.is_(None))
+            .order_by(state_transitions.c.id)
+        ).scalars())
+
+
+def test_a_runs_start_is_a_state_row_unless_it_ends_in_the_same_batch(store_url):
+    store = open_store(store_url)
+    try:
+        recorder = BatchRecorder(store.write, 30.0, owner="a" * 32)
+        # Still running at the batch's end: its Running is history.
+        recorder.commit([_state_record("open", "Running", 1.0, params={})], 1)
+        assert _flow_kinds(store, "open") == ["Running"]
+        recorder.commit([_state_record("open", "Success", 2.0, finished=True)], 1)
+        assert _flow_kinds(store, "open") == ["Running", "Success"]
+        # Started and ended in one batch, beside a run that goes on: only the ended
+        # one's start is implied.
+        recorder.commit([
+            _state_record("short", "Running", 3.0, params={}),
+            _state_record("long", "Running", 3.5, params={}),
+            _state_record("short", "Failed", 4.0, finished=True, message="boom"),
+        ], 3)
+        assert _flow_kinds(store, "short") == ["Failed"]
+        assert _flow_kinds(store, "long") == ["Running"]
+        assert store.get_run("short").started == 3.0
     finally:
         store.close()
 

@@ -31,6 +31,8 @@ update its ``flow_runs`` row once, folded into one upsert. Ownership is read
 only for runs already in the store: a run a batch creates has no owner yet.
 The first ``Running`` of a task run new to the store that also ends in the
 batch is not written (see :class:`_Rows`): its ``task_runs.started`` says it.
+Nor is the ``Running`` of a flow run new to the store that ends in the batch
+(a child run of a subflow): its ``flow_runs.started`` says it.
 """
 
 from __future__ import annotations
@@ -207,7 +209,8 @@ class BatchRecorder:
                 (keyed_runs if name in new_runs else keyed_tasks)[name] = next_id
                 next_id += 1
             # Task runs the store has never seen: their first Running may be implied.
-            rows = _Rows({t: None for t in unkeyed if t in new_tasks})
+            rows = _Rows({t: None for t in unkeyed if t in new_tasks},
+                         {r: None for r in unkeyed if r in new_runs})
             runs = dict(self.open_runs)
             looped_rows, latest, looped, first = (
                 rows.looped_rows, rows.latest, rows.looped, rows.first
@@ -405,12 +408,18 @@ class _Rows:
     short task run (a map's child, a loop block's body, a chain's link).
     """
 
-    __slots__ = ("block_metrics", "finished", "first", "flow_runs", "flow_states", "flows",
-                 "fresh", "latest", "logs", "looped", "looped_rows", "metrics", "opening",
-                 "other", "results", "running", "shapes")
+    __slots__ = ("block_metrics", "finished", "first", "flow_opening", "flow_runs",
+                 "flow_states", "flows", "fresh", "fresh_runs", "latest", "logs", "looped",
+                 "looped_rows", "metrics", "opening", "other", "results", "running", "shapes")
 
-    def __init__(self, fresh: dict[str, None]) -> None:
+    def __init__(self, fresh: dict[str, None], fresh_runs: dict[str, None] | None = None
+                 ) -> None:
         self.fresh = fresh
+        # Flow runs with no row in the store yet, and the first Running state of each,
+        # held until the batch's end: as for task runs, one that also ends in this batch
+        # (a child run) drops it, its ``flow_runs.started`` says it (flow_rows.write_flow).
+        self.fresh_runs = fresh_runs or {}
+        self.flow_opening: dict[str, tuple[Any, ...]] = {}
         # task run id -> its first Running row (the shape of `running`'s), until the
         # batch's end tells whether it is kept.
         self.opening: dict[str, tuple[Any, ...]] = {}

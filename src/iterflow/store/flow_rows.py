@@ -77,7 +77,13 @@ def write_flow(
     rows.flow_runs.append((run_id, rules, row))
     if shape is not None:
         rows.shapes[run_id] = {"run_id": run_id, "shape": shape}
-    rows.flow_states.append((row_id, run_key, kind, message, at))
+    state_row = (row_id, run_key, kind, message, at)
+    if kind == "Running" and run_id in rows.fresh_runs and run_id not in rows.flow_opening:
+        rows.flow_opening[run_id] = state_row  # its start: dropped if it ends in the batch
+    else:
+        rows.flow_states.append(state_row)
+        if finished:
+            rows.flow_opening.pop(run_id, None)
     return next_id
 
 
@@ -94,6 +100,9 @@ def write_flow_rows(conn: sa.Connection, rows: Any) -> None:
     row twice). On SQLite the rows go in as padded multi-row statements
     (:class:`~iterflow.store.statements.FastInsert`).
     """
+    # A new run's start is history only if the run is still going at the batch's end.
+    rows.flow_states.extend(rows.flow_opening.values())
+    rows.flow_opening.clear()
     if rows.flows:
         upsert(conn, flows, "name", list(rows.flows.values()),
                {"created": "old", "updated": "new", "tasks": "new"})

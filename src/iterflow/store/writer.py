@@ -49,6 +49,9 @@ What is recorded
 * a task with ``checkpoint=False`` records these states with a preview of
   their values only (:data:`~iterflow.store.snapshots.PREVIEW_ONLY`);
 * every flow-run state, log line, and a heartbeat for each open flow run;
+  except the ``Running`` that starts a flow run new to the store which also
+  ends within the same batch (a child run of a subflow): ``flow_runs.started``
+  holds its time (a top-level run's start is committed on its own);
 * every metric (``iterflow.log_metric``), one ``metrics`` row each; from a
   :class:`~iterflow.events.MetricEvent`, or through :meth:`StoreSink.record_metric`
   when this sink is the only one;
