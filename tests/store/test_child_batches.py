@@ -137,9 +137,9 @@ def test_a_runs_start_and_end_in_one_batch_make_one_row_as_two_would(store_url):
         # What only the first state carries stays: who drives it, where it came from.
         assert (row.owner, row.source, row.pid) == ("a" * 32, "f.py:flow", os.getpid())
         assert row.heartbeat is not None
-        # A new run that starts and ends in one batch: its start is flow_runs.started,
-        # not a state row of its own (a child run's rows, one fewer).
-        assert [tuple(t) for t in transitions] == [("Success", None)]
+        # A new run that starts and ends in one batch (a child run): its flow_runs row
+        # (started, ended, state, message, checked above) is its whole history.
+        assert [tuple(t) for t in transitions] == []
     finally:
         store.close()
 
@@ -154,7 +154,7 @@ def _flow_kinds(store, run_id: str) -> list[str]:
         ).scalars())
 
 
-def test_a_runs_start_is_a_state_row_unless_it_ends_in_the_same_batch(store_url):
+def test_a_new_runs_states_are_rows_unless_it_starts_and_ends_in_one_batch(store_url):
     store = open_store(store_url)
     try:
         recorder = BatchRecorder(store.write, 30.0, owner="a" * 32)
@@ -163,16 +163,22 @@ def test_a_runs_start_is_a_state_row_unless_it_ends_in_the_same_batch(store_url)
         assert _flow_kinds(store, "open") == ["Running"]
         recorder.commit([_state_record("open", "Success", 2.0, finished=True)], 1)
         assert _flow_kinds(store, "open") == ["Running", "Success"]
-        # Started and ended in one batch, beside a run that goes on: only the ended
-        # one's start is implied.
+        # Started and ended in one batch, beside a run that goes on: only the one
+        # that goes on has state rows; the other's are its flow_runs row.
         recorder.commit([
             _state_record("short", "Running", 3.0, params={}),
             _state_record("long", "Running", 3.5, params={}),
             _state_record("short", "Failed", 4.0, finished=True, message="boom"),
-        ], 3)
-        assert _flow_kinds(store, "short") == ["Failed"]
+            _state_record("odd", "Running", 5.0, params={}, message="started by hand"),
+            _state_record("odd", "Success", 6.0, finished=True),
+        ], 5)
+        assert _flow_kinds(store, "short") == []
+        short = store.get_run("short")
+        assert (short.state, short.started, short.ended, short.message) == (
+            "Failed", 3.0, 4.0, "boom")
         assert _flow_kinds(store, "long") == ["Running"]
-        assert store.get_run("short").started == 3.0
+        # A start with a message of its own says more than flow_runs: it stays.
+        assert _flow_kinds(store, "odd") == ["Running", "Success"]
     finally:
         store.close()
 

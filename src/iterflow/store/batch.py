@@ -31,8 +31,9 @@ update its ``flow_runs`` row once, folded into one upsert. Ownership is read
 only for runs already in the store: a run a batch creates has no owner yet.
 The first ``Running`` of a task run new to the store that also ends in the
 batch is not written (see :class:`_Rows`): its ``task_runs.started`` says it.
-Nor is the ``Running`` of a flow run new to the store that ends in the batch
-(a child run of a subflow): its ``flow_runs.started`` says it.
+Nor are the states of a flow run new to the store that starts and ends in
+the batch (a child run of a subflow): its ``flow_runs`` row (started, ended,
+state, message) is all they would say.
 """
 
 from __future__ import annotations
@@ -416,8 +417,8 @@ class _Rows:
                  ) -> None:
         self.fresh = fresh
         # Flow runs with no row in the store yet, and the first Running state of each,
-        # held until the batch's end: as for task runs, one that also ends in this batch
-        # (a child run) drops it, its ``flow_runs.started`` says it (flow_rows.write_flow).
+        # held until the batch's end: one that also ends in this batch (a child run)
+        # writes no state rows, its ``flow_runs`` row says it all (flow_rows.write_flow).
         self.fresh_runs = fresh_runs or {}
         self.flow_opening: dict[str, tuple[Any, ...]] = {}
         # task run id -> its first Running row (the shape of `running`'s), until the

@@ -78,12 +78,20 @@ def write_flow(
     if shape is not None:
         rows.shapes[run_id] = {"run_id": run_id, "shape": shape}
     state_row = (row_id, run_key, kind, message, at)
-    if kind == "Running" and run_id in rows.fresh_runs and run_id not in rows.flow_opening:
-        rows.flow_opening[run_id] = state_row  # its start: dropped if it ends in the batch
-    else:
+    if run_id not in rows.fresh_runs:
         rows.flow_states.append(state_row)
-        if finished:
-            rows.flow_opening.pop(run_id, None)
+    elif finished and run_id in rows.flow_opening:
+        # A run new to the store that started and ended in this batch (a child run):
+        # its flow_runs row (started, ended, state, message) is its whole history.
+        del rows.flow_opening[run_id]
+    elif (kind == "Running" and message in (None, "running")
+          and run_id not in rows.flow_opening):
+        rows.flow_opening[run_id] = state_row  # its start: history only if it goes on
+    else:  # anything else of a new run: its start first, if held
+        opening = rows.flow_opening.pop(run_id, None)
+        if opening is not None:
+            rows.flow_states.append(opening)
+        rows.flow_states.append(state_row)
     return next_id
 
 

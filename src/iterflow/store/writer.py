@@ -49,9 +49,11 @@ What is recorded
 * a task with ``checkpoint=False`` records these states with a preview of
   their values only (:data:`~iterflow.store.snapshots.PREVIEW_ONLY`);
 * every flow-run state, log line, and a heartbeat for each open flow run;
-  except the ``Running`` that starts a flow run new to the store which also
-  ends within the same batch (a child run of a subflow): ``flow_runs.started``
-  holds its time (a top-level run's start is committed on its own);
+  except the states of a flow run new to the store that starts and ends
+  within one batch (a child run of a subflow): its ``flow_runs`` row holds
+  its start, its end, its final state and message, all its ``Running`` and
+  final state rows would say (a top-level run's start is committed on its
+  own, so its states are all rows);
 * every metric (``iterflow.log_metric``), one ``metrics`` row each; from a
   :class:`~iterflow.events.MetricEvent`, or through :meth:`StoreSink.record_metric`
   when this sink is the only one;
