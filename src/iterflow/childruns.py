@@ -40,6 +40,9 @@ from typing import Any
 
 from iterflow.context import _reset as _reset_context
 from iterflow.context import _set as _set_context
+from iterflow.context import current as _current_context
+from iterflow.core.memo import derived
+from iterflow.core.subflow import SubflowTask, reference_values
 from iterflow.errors import SubflowFailed
 from iterflow.runids import subflow_run_id
 
@@ -128,15 +131,49 @@ class SubflowEnv:
         return CheckpointSource(self.store_url)._store()
 
     def child_executor(self) -> Any:
+        local, threads = _executor_classes()
+        parent = self.executor
+        if type(parent) is local:
+            return parent  # stateless: the child runs in the task run's thread, as it would
+        if isinstance(parent, threads):
+            return threads(max_workers=parent.max_workers)
+        return local()
+
+
+# What a child run needs from modules that import this one, or that load the store
+# (SQLAlchemy): imported on the first child run, not on each (a map of children).
+_LAZY: dict[str, Any] = {}
+
+
+def _executor_classes() -> tuple[type, type]:
+    """(LocalExecutor, ThreadExecutor)."""
+    found = _LAZY.get("executors")
+    if found is None:
         from iterflow.executors.local import LocalExecutor
         from iterflow.executors.threads import ThreadExecutor
 
-        parent = self.executor
-        if type(parent) is LocalExecutor:
-            return parent  # stateless: the child runs in the task run's thread, as it would
-        if isinstance(parent, ThreadExecutor):
-            return ThreadExecutor(max_workers=parent.max_workers)
-        return LocalExecutor()
+        found = _LAZY["executors"] = (LocalExecutor, ThreadExecutor)
+    return found
+
+
+def _run_flow() -> Any:
+    """:func:`iterflow.runtime.run_flow` (runtime imports this module)."""
+    found = _LAZY.get("run_flow")
+    if found is None:
+        from iterflow.runtime import run_flow
+
+        found = _LAZY["run_flow"] = run_flow
+    return found
+
+
+def _parent_link() -> Any:
+    """:class:`iterflow.store.children.ParentLink` (the store loads SQLAlchemy)."""
+    found = _LAZY.get("ParentLink")
+    if found is None:
+        from iterflow.store.children import ParentLink
+
+        found = _LAZY["ParentLink"] = ParentLink
+    return found
 
 
 class _Borrowed:
@@ -191,10 +228,7 @@ def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
     Raises :class:`~iterflow.errors.SubflowFailed` naming the child run when
     the child does not succeed.
     """
-    from iterflow import context as user_context
-    from iterflow.runtime import run_flow
-
-    ctx = user_context.to_dict()
+    ctx = _current_context()  # read only: the child's context is a filtered copy (below)
     child_flow = task.flow
     env: SubflowEnv | None = ctx.get(ENV_KEY)
     task_run_id = ctx.get("task_run_id")
@@ -207,9 +241,7 @@ def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
     store = env.open_store() if env is not None else None
     resume = None
     if store is not None:
-        from iterflow.store.children import ParentLink, find_run, record_parent
-
-        link = ParentLink(
+        link = _parent_link()(
             run_id=child_id, parent_run_id=parent_run_id, parent_task_run_id=task_run_id,
             task_slug=ctx.get("task_slug"), map_index=ctx.get("map_index"),
             loop_index=ctx.get("loop_index"), block_index=ctx.get("block_index"),
@@ -220,6 +252,8 @@ def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
             # A new parent's first attempt at this task run: no child run exists yet.
             env.links().add(link)
         else:
+            from iterflow.store.children import find_run, record_parent
+
             if env is not None and env.sink is not None:
                 env.sink.flush()  # what this process recorded of the child, readable
             found = _wait_if_ours(find_run(child_id, store=store), env, store)
@@ -242,7 +276,7 @@ def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
         lent = source = None
     token = _set_context({k: v for k, v in ctx.items() if k not in _TASK_KEYS})
     try:
-        state = run_flow(
+        state = _run_flow()(
             child_flow,
             parameters=None if resume else parameters,
             executor=env.child_executor() if env is not None else None,
@@ -310,8 +344,6 @@ def _wait_if_ours(found: Any, env: SubflowEnv | None, store: Any) -> Any:
 
 
 def _value_or_raise(flow: Any, state: Any, run_id: str | None, recorded: bool = False) -> Any:
-    from iterflow.core.subflow import reference_values
-
     if not state.is_successful():
         where = f"child run {run_id} of flow {flow.name!r}" if run_id else f"flow {flow.name!r}"
         see = f" (see `iterflow show {run_id}`)" if recorded else ""
@@ -339,8 +371,6 @@ def _stored_value(flow: Any, store: Any, run_id: str) -> Any:
         state = point.finished.get((t.slug, None))
         if state is not None:
             results[t] = state
-    from iterflow.core.subflow import reference_values
-
     return reference_values(flow, results)
 
 
@@ -350,9 +380,6 @@ def env_for(flow: Any, store: Any, sink: Any, executor: Any,
 
     ``resumed``: the id of the run being resumed, if it is one.
     """
-    from iterflow.core.memo import derived
-    from iterflow.core.subflow import SubflowTask
-
     # Once per graph (core.memo): most child flows call no subflows of their own.
     slugs = derived(flow, "subflow_slugs", lambda: {
         t.slug for t in flow.tasks if isinstance(t, SubflowTask)})
