@@ -420,7 +420,8 @@ class _Rows:
         # held until the batch's end: one that also ends in this batch (a child run)
         # writes no state rows, its ``flow_runs`` row says it all (flow_rows.write_flow).
         self.fresh_runs = fresh_runs or {}
-        self.flow_opening: dict[str, tuple[Any, ...]] = {}
+        # run id -> (its Running's state row, its flow_runs row dict).
+        self.flow_opening: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         # task run id -> its first Running row (the shape of `running`'s), until the
         # batch's end tells whether it is kept.
         self.opening: dict[str, tuple[Any, ...]] = {}
