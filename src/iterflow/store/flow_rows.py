@@ -5,7 +5,11 @@
 below: its ``flows``, ``flow_runs``, ``shapes``, ``flow_states`` and
 ``results``); :func:`write_flow_rows` then writes them, a statement per kind
 of row. A batch of child runs (subflows) holds hundreds of flow-run states,
-so this is written for many small runs at once.
+so this is written for many small runs at once: a run new to the store that
+starts and ends in the batch (a child run, most often) is one ``flow_runs``
+row, its end merged into its start's row as it comes, and no state rows (that
+row holds its start, end, final state and message; nobody reads a flow run's
+history from ``state_transitions``).
 """
 
 from __future__ import annotations
