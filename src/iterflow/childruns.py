@@ -69,7 +69,7 @@ class SubflowEnv:
     subflow task run cannot have a child run yet and need not look for one.
     """
 
-    __slots__ = ("_lent", "_links", "cancel", "executor", "fresh", "sink", "slugs", "store",
+    __slots__ = ("_lent", "cancel", "executor", "fresh", "sink", "slugs", "store",
                  "store_url")
 
     def __init__(self, store: Any = None, sink: Any = None, executor: Any = None,
@@ -82,7 +82,6 @@ class SubflowEnv:
         self.fresh = fresh
         self.store_url = store_url if store is None else store.url
         self.cancel: Any = None  # the parent runner's cancel event, set by the runtime
-        self._links: Any = None
         # Per child flow (by id, with the flow kept so the id stays its): the sink a
         # new child run of it borrows and its script source, the same for every call.
         self._lent: dict[int, tuple[Any, Any, Any]] = {}
@@ -90,14 +89,6 @@ class SubflowEnv:
     def __reduce__(self) -> tuple:
         # To another process (a Dask worker): the store is opened again there by URL.
         return (SubflowEnv, (None, None, None, self.store_url))
-
-    def links(self) -> Any:
-        """The parent run's :class:`~iterflow.store.children.LinkWriter`, made on first use."""
-        if self._links is None:
-            from iterflow.store.children import LinkWriter
-
-            self._links = LinkWriter(self.store)
-        return self._links
 
     def lend(self, child: Any) -> tuple[Any, Any]:
         """What a new run of ``child`` records through (:func:`borrowed_sink`) and its source.
@@ -114,11 +105,6 @@ class SubflowEnv:
             lent = self._lent[id(child)] = (child, borrowed_sink(self, child),
                                             script_source(child) or NO_SOURCE)
         return lent[1], lent[2]
-
-    def close(self) -> None:
-        """At the parent run's end: write the child links still waiting."""
-        if self._links is not None:
-            self._links.close()
 
     def open_store(self) -> Any:
         if self.store is not None:
@@ -201,6 +187,9 @@ class _Borrowed:
     def taken_over(self) -> Any:
         return getattr(self._sink, "taken_over", None)
 
+    def record_link(self, link: Any) -> None:
+        self._sink.record_link(link)
+
     def flush(self) -> None:
         pass
 
@@ -250,7 +239,8 @@ def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
             ctx.get("task_run_count", 1) == 1
         ):
             # A new parent's first attempt at this task run: no child run exists yet.
-            env.links().add(link)
+            # Its link goes with the parent's next batch, ahead of the child's rows.
+            env.sink.record_link(link)
         else:
             from iterflow.store.children import find_run, record_parent
 

@@ -320,15 +320,11 @@ def run_flow(
     try:
         if on_runner is not None:
             on_runner(runner)
-        try:
-            # A child run (given its parent's cancel event) is inside the parent's handler.
-            with started, _sigterm_cancels() if cancel is None else contextlib.nullcontext(), \
-                    _cancel_requests_stop(runner, run_store if cancel is None else None):
-                state = runner.run()
-        finally:
-            if env is not None:
-                env.close()  # the child links still waiting, before the store closes
-        bus.close()
+        # A child run (given its parent's cancel event) is inside the parent's handler.
+        with started, _sigterm_cancels() if cancel is None else contextlib.nullcontext(), \
+                _cancel_requests_stop(runner, run_store if cancel is None else None):
+            state = runner.run()
+        bus.close()  # its children's links too: they are queued in its sink
     except BaseException as exc:
         # The run's own exception matters more than a store that also failed to close.
         with contextlib.suppress(Exception):

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from iterflow import Flow, Parameter, task
 from iterflow.errors import RunTakenOver
 from iterflow.store import open_store
-from iterflow.store.batch import FLOW, BatchRecorder
+from iterflow.store.batch import FLOW, LINK, BatchRecorder
 from iterflow.store.children import ParentLink, child_runs, parents_of, record_parents
 from iterflow.store.flow_rows import _fold
 from iterflow.store.schema import flow_run_shapes, flow_runs, flows, state_transitions
@@ -231,5 +231,32 @@ def test_links_written_in_a_batch_keep_those_already_recorded(store_url):
         assert len(links) == 300
         assert links["c0"] == ParentLink("c0", "p", "p/sub/0", "sub", 0)
         assert links["c7"] == ParentLink("c7", "p", "p/sub/7", "sub", 7, 3, 1)
+    finally:
+        store.close()
+
+
+def test_a_childs_link_goes_in_with_the_batch_that_holds_its_rows(store_url):
+    # A new child's link is queued in its parent's sink ahead of the child's first
+    # state: one transaction writes both, so no recorded child lacks its link.
+    store = open_store(store_url)
+    try:
+        recorder = BatchRecorder(store.write, 30.0, owner="a" * 32)
+        recorder.commit([_state_record("parent", "Running", 1.0, params={})], 1)
+        link = ParentLink(run_id="child", parent_run_id="parent",
+                          parent_task_run_id="parent/t/0", task_slug="t", map_index=0,
+                          loop_index=0)
+        again = ParentLink(run_id="child", parent_run_id="parent",
+                           parent_task_run_id="parent/t/0", task_slug="t", map_index=0,
+                           loop_index=0)
+        recorder.commit([
+            (LINK, "parent", None, link, None),
+            _state_record("child", "Running", 2.0, params={"x": 1}),
+            _state_record("child", "Success", 3.0, finished=True),
+            (LINK, "parent", None, again, None),  # recorded twice: harmless
+        ], 2)
+        [child] = child_runs("parent", store=store)
+        assert (child.run_id, child.state, child.task_slug, child.map_index) == (
+            "child", "Success", "t", 0)
+        assert parents_of(["child"], store=store)["child"] == link
     finally:
         store.close()

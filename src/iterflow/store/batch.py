@@ -76,7 +76,7 @@ __all__ = ["BatchRecorder"]
 # -- the record layout ------------------------------------------------------------
 
 #: Record tags.
-TASK, FLOW, LOG, MARK, METRIC, LOOPED = range(6)
+TASK, FLOW, LOG, MARK, METRIC, LOOPED, LINK = range(7)
 #: A task run's state (MARK records hold only their tag and signal: a flush's marker).
 (T_TAG, T_FLOW_RUN_ID, T_TASK_RUN_ID, T_SLUG, T_NAME, T_MAP_INDEX, T_LOOP_INDEX, T_KIND,
  T_ROLE, T_TIME, T_MESSAGE, T_TRACEBACK, T_BLOCK_INDEX, T_STORED, T_LOOP_COUNT,
@@ -100,6 +100,10 @@ TASK, FLOW, LOG, MARK, METRIC, LOOPED = range(6)
 #: name, map index, task run name), the iteration, the pickled value and its preview.
 (LP_TAG, LP_FLOW_RUN_ID, LP_TASK_RUN_ID, LP_HEAD, LP_LOOP_INDEX, LP_DATA, LP_PREVIEW, LP_TIME,
  LP_LABEL, LP_SIGNAL) = range(10)
+#: A child run's link to its parent (:class:`~iterflow.store.children.ParentLink`), in
+#: the parent run's batches (a new child's link commits with its rows, or before them):
+#: the parent run's id in the run id's slot, no task run.
+(K_TAG, K_RUN_ID, K_TASK_RUN_ID, K_LINK, K_SIGNAL) = range(5)
 #: A :data:`~iterflow.store.results.Stored` value: (serializer, data, path, size, preview).
 S_SERIALIZER, S_DATA, S_PATH, S_SIZE, S_PREVIEW = range(5)
 
@@ -272,6 +276,8 @@ class BatchRecorder:
                         record[L_LOOP_INDEX], record[L_LEVEL], record[L_MESSAGE], record[L_TIME],
                     ))
                     next_id += 1
+                elif tag == LINK:
+                    rows.links.append(record[K_LINK])
                 elif tag == FLOW:
                     if record[F_RUN_ID] in self._forget:
                         _forget(conn, record[F_RUN_ID], self._forget[record[F_RUN_ID]])
@@ -305,6 +311,10 @@ class BatchRecorder:
             insert_logs.run(conn, rows.logs)
             insert_metrics.run(conn, rows.metrics)
             insert_block_metrics.run(conn, rows.block_metrics)
+            if rows.links:
+                from iterflow.store.children import write_links
+
+                write_links(conn, rows.links)
             if beat and runs:
                 conn.execute(
                     sa.update(flow_runs)
@@ -410,8 +420,9 @@ class _Rows:
     """
 
     __slots__ = ("block_metrics", "finished", "first", "flow_opening", "flow_runs",
-                 "flow_states", "flows", "fresh", "fresh_runs", "latest", "logs", "looped",
-                 "looped_rows", "metrics", "opening", "other", "results", "running", "shapes")
+                 "flow_states", "flows", "fresh", "fresh_runs", "latest", "links", "logs",
+                 "looped", "looped_rows", "metrics", "opening", "other", "results", "running",
+                 "shapes")
 
     def __init__(self, fresh: dict[str, None], fresh_runs: dict[str, None] | None = None
                  ) -> None:
@@ -443,6 +454,8 @@ class _Rows:
         self.metrics: list[tuple[Any, ...]] = []
         # id, flow_run, task_run, loop_index, block_index, name, value, time
         self.block_metrics: list[tuple[Any, ...]] = []
+        # Child runs' links (ParentLink), written with the batch.
+        self.links: list[Any] = []
         # Flow-level rows, written by flow_rows.write_flow_rows: the flows by name (the last
         # task list), each flow-run state's (run id, upsert rules, row), shapes by run.
         self.flows: dict[str, dict[str, Any]] = {}
