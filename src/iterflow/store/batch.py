@@ -31,6 +31,9 @@ update its ``flow_runs`` row once, folded into one upsert. Ownership is read
 only for runs already in the store: a run a batch creates has no owner yet.
 The first ``Running`` of a task run new to the store that also ends in the
 batch is not written (see :class:`_Rows`): its ``task_runs.started`` says it.
+Nor are the states of a flow run new to the store that starts and ends in
+the batch (a child run of a subflow): its ``flow_runs`` row (started, ended,
+state, message) is all they would say.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ __all__ = ["BatchRecorder"]
 # -- the record layout ------------------------------------------------------------
 
 #: Record tags.
-TASK, FLOW, LOG, MARK, LOOPED = range(5)
+TASK, FLOW, LOG, MARK, LOOPED, LINK = range(6)
 #: A task run's state (MARK records hold only their tag and signal: a flush's marker).
 (T_TAG, T_FLOW_RUN_ID, T_TASK_RUN_ID, T_SLUG, T_NAME, T_MAP_INDEX, T_LOOP_INDEX, T_KIND,
  T_ROLE, T_TIME, T_MESSAGE, T_TRACEBACK, T_BLOCK_INDEX, T_STORED, T_LOOP_COUNT,
@@ -98,6 +101,10 @@ TASK, FLOW, LOG, MARK, LOOPED = range(5)
 #: name, map index, task run name), the iteration, the pickled value and its preview.
 (LP_TAG, LP_FLOW_RUN_ID, LP_TASK_RUN_ID, LP_HEAD, LP_LOOP_INDEX, LP_DATA, LP_PREVIEW, LP_TIME,
  LP_LABEL, LP_SIGNAL) = range(10)
+#: A child run's link to its parent (:class:`~iterflow.store.children.ParentLink`), in
+#: the parent run's batches (a new child's link commits with its rows, or before them):
+#: the parent run's id in the run id's slot, no task run.
+(K_TAG, K_RUN_ID, K_TASK_RUN_ID, K_LINK, K_SIGNAL) = range(5)
 #: A :data:`~iterflow.store.results.Stored` value: (serializer, data, path, size, preview).
 S_SERIALIZER, S_DATA, S_PATH, S_SIZE, S_PREVIEW = range(5)
 
@@ -214,7 +221,8 @@ class BatchRecorder:
                 (keyed_runs if name in new_runs else keyed_tasks)[name] = next_id
                 next_id += 1
             # Task runs the store has never seen: their first Running may be implied.
-            rows = _Rows({t: None for t in unkeyed if t in new_tasks})
+            rows = _Rows({t: None for t in unkeyed if t in new_tasks},
+                         {r: None for r in unkeyed if r in new_runs})
             runs = dict(self.open_runs)
             looped_rows, latest, looped, first, metric_chunks = (
                 rows.looped_rows, rows.latest, rows.looped, rows.first, rows.metric_chunks
@@ -258,6 +266,8 @@ class BatchRecorder:
                         record[L_LOOP_INDEX], record[L_LEVEL], record[L_MESSAGE], record[L_TIME],
                     ))
                     next_id += 1
+                elif tag == LINK:
+                    rows.links.append(record[K_LINK])
                 elif tag == FLOW:
                     if record[F_RUN_ID] in self._forget:
                         _forget(conn, record[F_RUN_ID], self._forget[record[F_RUN_ID]])
@@ -292,6 +302,10 @@ class BatchRecorder:
             insert_transitions.run(conn, rows.other)
             insert_logs.run(conn, rows.logs)
             insert_metrics.run(conn, [metric_row(*chunk) for chunk in metric_chunks.values()])
+            if rows.links:
+                from iterflow.store.children import write_links
+
+                write_links(conn, rows.links)
             if beat and runs:
                 conn.execute(
                     sa.update(flow_runs)
@@ -432,12 +446,19 @@ class _Rows:
     short task run (a map's child, a loop block's body, a chain's link).
     """
 
-    __slots__ = ("finished", "first", "flow_runs", "flow_states", "flows",
-                 "fresh", "latest", "logs", "looped", "looped_rows", "metric_chunks", "opening",
-                 "other", "results", "running", "shapes")
+    __slots__ = ("finished", "first", "flow_opening", "flow_runs", "flow_states", "flows",
+                 "fresh", "fresh_runs", "latest", "links", "logs", "looped", "looped_rows",
+                 "metric_chunks", "opening", "other", "results", "running", "shapes")
 
-    def __init__(self, fresh: dict[str, None]) -> None:
+    def __init__(self, fresh: dict[str, None], fresh_runs: dict[str, None] | None = None
+                 ) -> None:
         self.fresh = fresh
+        # Flow runs with no row in the store yet, and the first Running state of each,
+        # held until the batch's end: one that also ends in this batch (a child run)
+        # writes no state rows, its ``flow_runs`` row says it all (flow_rows.write_flow).
+        self.fresh_runs = fresh_runs or {}
+        # run id -> (its Running's state row, its flow_runs row dict).
+        self.flow_opening: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         # task run id -> its first Running row (the shape of `running`'s), until the
         # batch's end tells whether it is kept.
         self.opening: dict[str, tuple[Any, ...]] = {}
@@ -458,6 +479,8 @@ class _Rows:
         # Metrics by task run id (a run id for those of no task run): its flow run's and
         # task run's keys, then the ids and records of its values (see metric_row).
         self.metric_chunks: dict[str, tuple[int, int | None, list[int], list[Any]]] = {}
+        # Child runs' links (ParentLink), written with the batch.
+        self.links: list[Any] = []
         # Flow-level rows, written by flow_rows.write_flow_rows: the flows by name (the last
         # task list), each flow-run state's (run id, upsert rules, row), shapes by run.
         self.flows: dict[str, dict[str, Any]] = {}

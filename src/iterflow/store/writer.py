@@ -49,6 +49,13 @@ What is recorded
 * a task with ``checkpoint=False`` records these states with a preview of
   their values only (:data:`~iterflow.store.snapshots.PREVIEW_ONLY`);
 * every flow-run state, log line, and a heartbeat for each open flow run;
+  a new child run's link to its parent (:meth:`StoreSink.record_link`), in the
+  same transaction as the child's first rows or an earlier one;
+  except the states of a flow run new to the store that starts and ends
+  within one batch (a child run of a subflow): its ``flow_runs`` row holds
+  its start, its end, its final state and message, all its ``Running`` and
+  final state rows would say (a top-level run's start is committed on its
+  own, so its states are all rows);
 * every metric (``iterflow.log_metric``), packed: one ``metrics`` row holds a
   batch's metrics of one task run (:mod:`iterflow.store.metric_packing`); from a
   :class:`~iterflow.events.MetricEvent`, or through the sink's metric lane
@@ -106,6 +113,7 @@ from iterflow.events import FlowRunEvent, LogEvent, MetricEvent, TaskRunEvent
 from iterflow.store.batch import (
     BIG,
     FLOW,
+    LINK,
     LOG,
     MARK,
     ROLE_END,
@@ -420,6 +428,16 @@ class StoreSink(SinkLanes, WriterThread):
              signal),
             signal,
         )
+
+    def record_link(self, link: Any) -> None:
+        """Record a new child run's link to its parent run (a ``ParentLink``).
+
+        Queued like an event, before the child's first one: it commits with the
+        child's rows (or before them), in this sink's transactions.
+        """
+        if self._unusable:
+            self._raise()
+        self._put((LINK, link.parent_run_id, None, link, None), None)
 
     def _put(self, record: tuple[Any, ...], signal: threading.Event | None) -> None:
         buffer = self._buffer

@@ -20,6 +20,7 @@ from iterflow.store.batch import (
     BIG,
     F_PARAMS_STORED,
     FLOW,
+    LINK,
     MARK,
     S_DATA,
     S_PATH,
@@ -134,6 +135,8 @@ class WriterThread:
                 if tag == MARK:
                     continue
                 batch.append(record)
+                if tag == LINK:
+                    continue  # a link row has its child's run id for its key
                 n_ids += 1  # a state row or a log line each
                 if tag == TASK:
                     stored = record[T_STORED]
