@@ -291,6 +291,8 @@ def _metrics_dashboard_indexes(conn: sa.Connection) -> None:
 
     Only indexes, created if missing, so it applies whatever migrations ran before it.
     """
+    if _metrics_are_packed(conn):
+        return  # a newer layout, indexed as it is made
     conn.exec_driver_sql(
         "CREATE INDEX IF NOT EXISTS ix_metrics_task_run ON metrics (task_run, loop_index, id)"
     )
@@ -307,6 +309,8 @@ def _metrics_block_index_partial(conn: sa.Connection) -> None:
     too. Drops and creates an index only, so it applies whatever migrations
     ran before it; on a store whose index is partial already it changes nothing.
     """
+    if _metrics_are_packed(conn):
+        return  # a newer layout (a store created at this version by a later iterflow)
     conn.exec_driver_sql("DROP INDEX IF EXISTS ix_metrics_block")
     conn.exec_driver_sql(
         "CREATE INDEX ix_metrics_block ON metrics (flow_run, block_index) "
@@ -325,6 +329,8 @@ def _metrics_packed(conn: sa.Connection) -> None:
     """
     from iterflow.store.metric_packing import COLUMNS, chunk_row
 
+    if _metrics_are_packed(conn):
+        return  # a store created with this layout under an older version number
     old = _metric_rows_table(sa.MetaData())
     packed = _metrics_table(sa.MetaData())
     packed.name = "metrics_packed"  # beside the old table until it is dropped
@@ -360,6 +366,11 @@ def _metrics_packed(conn: sa.Connection) -> None:
     for index in _metrics_table(sa.MetaData()).indexes:
         index.create(conn)
     conn.exec_driver_sql(METRICS_BLOCK_INDEX)
+
+
+def _metrics_are_packed(conn: sa.Connection) -> bool:
+    """Whether ``metrics`` has the packed layout already (:func:`_metrics_packed`)."""
+    return "data" in {c["name"] for c in sa.inspect(conn).get_columns("metrics")}
 
 
 def _packed(chunk_row: Callable[..., tuple[Any, ...]], part: list[Any]) -> tuple[Any, ...]:
