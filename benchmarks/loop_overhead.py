@@ -10,6 +10,7 @@ iteration is the engine's overhead. Also measures peak memory of a long loop
     python benchmarks/loop_overhead.py --store    # also with the run store on (batched, every)
     python benchmarks/loop_overhead.py --metrics  # cost of 3 log_metric calls per iteration
     python benchmarks/loop_overhead.py --end-wait # batched store: the wait at a run's end
+    python benchmarks/loop_overhead.py --end-wait --url postgresql+psycopg://...
 """
 
 from __future__ import annotations
@@ -98,11 +99,14 @@ def end_wait(n: int, store=None) -> tuple[float, float]:
     return end - start, end - stamps[-1]
 
 
-def end_wait_figures(ns: list[int], rounds: int) -> None:
-    """Per N: µs/iteration and the wait at the run's end, no store and batched SQLite."""
+def end_wait_figures(ns: list[int], rounds: int, url: str | None = None) -> None:
+    """Per N: µs/iteration and the wait at the run's end, no store and batched (``url``).
+
+    ``url`` None: SQLite in a temporary file.
+    """
     with tempfile.TemporaryDirectory() as home:
         os.environ["ITERFLOW_HOME"] = home
-        url = f"sqlite:///{home}/bench.db"
+        url = url or f"sqlite:///{home}/bench.db"
         end_wait(1000, store=url)  # the store's import, schema and statements: once
         for n in ns:
             for label, store in (("no store", None), ("store, batched", url)):
@@ -180,10 +184,11 @@ def main() -> None:
         help="only the wait from a loop's last iteration to flow.run()'s return",
     )
     parser.add_argument("--rounds", type=int, default=5, help="runs per figure (--end-wait)")
+    parser.add_argument("--url", help="--end-wait: this store, not a temporary SQLite file")
     parser.add_argument("-n", type=int, nargs="*", default=[10_000, 100_000])
     args = parser.parse_args()
     if args.end_wait:
-        end_wait_figures(args.n, args.rounds)
+        end_wait_figures(args.n, args.rounds, args.url)
         return
     for n in args.n:
         engine_loop(min(n, 1000))  # warm up imports and caches
