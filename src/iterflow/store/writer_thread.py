@@ -54,6 +54,7 @@ class WriterThread:
     _conn: sa.Connection | None
     _error: StoreError | None
     _stopping: bool
+    _writing: bool
 
     def _fail(self, error: StoreError) -> None:
         raise NotImplementedError
@@ -114,6 +115,16 @@ class WriterThread:
             conn.close()
 
     def _drain(self) -> None:
+        # Set before the first record leaves the buffer, cleared once all taken are
+        # committed: an empty buffer and no drain under way mean nothing is pending
+        # (see StoreSink.flush).
+        self._writing = True
+        try:
+            self._drain_batches()
+        finally:
+            self._writing = False
+
+    def _drain_batches(self) -> None:
         buffer = self._buffer
         while buffer:
             batch: list[tuple[Any, ...]] = []
