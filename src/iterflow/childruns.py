@@ -40,6 +40,9 @@ from typing import Any
 
 from iterflow.context import _reset as _reset_context
 from iterflow.context import _set as _set_context
+from iterflow.context import current as _current_context
+from iterflow.core.memo import derived
+from iterflow.core.subflow import SubflowTask, reference_values
 from iterflow.errors import SubflowFailed
 from iterflow.runids import subflow_run_id
 
@@ -66,7 +69,7 @@ class SubflowEnv:
     subflow task run cannot have a child run yet and need not look for one.
     """
 
-    __slots__ = ("_lent", "_links", "cancel", "executor", "fresh", "sink", "slugs", "store",
+    __slots__ = ("_lent", "cancel", "executor", "fresh", "sink", "slugs", "store",
                  "store_url")
 
     def __init__(self, store: Any = None, sink: Any = None, executor: Any = None,
@@ -79,7 +82,6 @@ class SubflowEnv:
         self.fresh = fresh
         self.store_url = store_url if store is None else store.url
         self.cancel: Any = None  # the parent runner's cancel event, set by the runtime
-        self._links: Any = None
         # Per child flow (by id, with the flow kept so the id stays its): the sink a
         # new child run of it borrows and its script source, the same for every call.
         self._lent: dict[int, tuple[Any, Any, Any]] = {}
@@ -87,14 +89,6 @@ class SubflowEnv:
     def __reduce__(self) -> tuple:
         # To another process (a Dask worker): the store is opened again there by URL.
         return (SubflowEnv, (None, None, None, self.store_url))
-
-    def links(self) -> Any:
-        """The parent run's :class:`~iterflow.store.children.LinkWriter`, made on first use."""
-        if self._links is None:
-            from iterflow.store.children import LinkWriter
-
-            self._links = LinkWriter(self.store)
-        return self._links
 
     def lend(self, child: Any) -> tuple[Any, Any]:
         """What a new run of ``child`` records through (:func:`borrowed_sink`) and its source.
@@ -112,11 +106,6 @@ class SubflowEnv:
                                             script_source(child) or NO_SOURCE)
         return lent[1], lent[2]
 
-    def close(self) -> None:
-        """At the parent run's end: write the child links still waiting."""
-        if self._links is not None:
-            self._links.close()
-
     def open_store(self) -> Any:
         if self.store is not None:
             return self.store
@@ -128,15 +117,49 @@ class SubflowEnv:
         return CheckpointSource(self.store_url)._store()
 
     def child_executor(self) -> Any:
+        local, threads = _executor_classes()
+        parent = self.executor
+        if type(parent) is local:
+            return parent  # stateless: the child runs in the task run's thread, as it would
+        if isinstance(parent, threads):
+            return threads(max_workers=parent.max_workers)  # type: ignore[attr-defined]
+        return local()
+
+
+# What a child run needs from modules that import this one, or that load the store
+# (SQLAlchemy): imported on the first child run, not on each (a map of children).
+_LAZY: dict[str, Any] = {}
+
+
+def _executor_classes() -> tuple[type, type]:
+    """(LocalExecutor, ThreadExecutor)."""
+    found = _LAZY.get("executors")
+    if found is None:
         from iterflow.executors.local import LocalExecutor
         from iterflow.executors.threads import ThreadExecutor
 
-        parent = self.executor
-        if type(parent) is LocalExecutor:
-            return parent  # stateless: the child runs in the task run's thread, as it would
-        if isinstance(parent, ThreadExecutor):
-            return ThreadExecutor(max_workers=parent.max_workers)
-        return LocalExecutor()
+        found = _LAZY["executors"] = (LocalExecutor, ThreadExecutor)
+    return found
+
+
+def _run_flow() -> Any:
+    """:func:`iterflow.runtime.run_flow` (runtime imports this module)."""
+    found = _LAZY.get("run_flow")
+    if found is None:
+        from iterflow.runtime import run_flow
+
+        found = _LAZY["run_flow"] = run_flow
+    return found
+
+
+def _parent_link() -> Any:
+    """:class:`iterflow.store.children.ParentLink` (the store loads SQLAlchemy)."""
+    found = _LAZY.get("ParentLink")
+    if found is None:
+        from iterflow.store.children import ParentLink
+
+        found = _LAZY["ParentLink"] = ParentLink
+    return found
 
 
 class _Borrowed:
@@ -163,6 +186,9 @@ class _Borrowed:
     @property
     def taken_over(self) -> Any:
         return getattr(self._sink, "taken_over", None)
+
+    def record_link(self, link: Any) -> None:
+        self._sink.record_link(link)
 
     def flush(self) -> None:
         pass
@@ -191,10 +217,7 @@ def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
     Raises :class:`~iterflow.errors.SubflowFailed` naming the child run when
     the child does not succeed.
     """
-    from iterflow import context as user_context
-    from iterflow.runtime import run_flow
-
-    ctx = user_context.to_dict()
+    ctx = _current_context()  # read only: the child's context is a filtered copy (below)
     child_flow = task.flow
     env: SubflowEnv | None = ctx.get(ENV_KEY)
     task_run_id = ctx.get("task_run_id")
@@ -207,9 +230,7 @@ def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
     store = env.open_store() if env is not None else None
     resume = None
     if store is not None:
-        from iterflow.store.children import ParentLink, find_run, record_parent
-
-        link = ParentLink(
+        link = _parent_link()(
             run_id=child_id, parent_run_id=parent_run_id, parent_task_run_id=task_run_id,
             task_slug=ctx.get("task_slug"), map_index=ctx.get("map_index"),
             loop_index=ctx.get("loop_index"), block_index=ctx.get("block_index"),
@@ -218,8 +239,11 @@ def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
             ctx.get("task_run_count", 1) == 1
         ):
             # A new parent's first attempt at this task run: no child run exists yet.
-            env.links().add(link)
+            # Its link goes with the parent's next batch, ahead of the child's rows.
+            env.sink.record_link(link)
         else:
+            from iterflow.store.children import find_run, record_parent
+
             if env is not None and env.sink is not None:
                 env.sink.flush()  # what this process recorded of the child, readable
             found = _wait_if_ours(find_run(child_id, store=store), env, store)
@@ -242,7 +266,7 @@ def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
         lent = source = None
     token = _set_context({k: v for k, v in ctx.items() if k not in _TASK_KEYS})
     try:
-        state = run_flow(
+        state = _run_flow()(
             child_flow,
             parameters=None if resume else parameters,
             executor=env.child_executor() if env is not None else None,
@@ -310,8 +334,6 @@ def _wait_if_ours(found: Any, env: SubflowEnv | None, store: Any) -> Any:
 
 
 def _value_or_raise(flow: Any, state: Any, run_id: str | None, recorded: bool = False) -> Any:
-    from iterflow.core.subflow import reference_values
-
     if not state.is_successful():
         where = f"child run {run_id} of flow {flow.name!r}" if run_id else f"flow {flow.name!r}"
         see = f" (see `iterflow show {run_id}`)" if recorded else ""
@@ -339,8 +361,6 @@ def _stored_value(flow: Any, store: Any, run_id: str) -> Any:
         state = point.finished.get((t.slug, None))
         if state is not None:
             results[t] = state
-    from iterflow.core.subflow import reference_values
-
     return reference_values(flow, results)
 
 
@@ -350,9 +370,6 @@ def env_for(flow: Any, store: Any, sink: Any, executor: Any,
 
     ``resumed``: the id of the run being resumed, if it is one.
     """
-    from iterflow.core.memo import derived
-    from iterflow.core.subflow import SubflowTask
-
     # Once per graph (core.memo): most child flows call no subflows of their own.
     slugs = derived(flow, "subflow_slugs", lambda: {
         t.slug for t in flow.tasks if isinstance(t, SubflowTask)})

@@ -292,11 +292,10 @@ def run_flow(
                 source if source is not None else script_source(flow)),
             max_concurrency=max_concurrency,
             event_loop=event_loop,
+            cancel=cancel,  # the parent's: its Ctrl-C stops the child's loops too
         )
         if borrowed_sink is not None:
             runner.sync_flow_events = False  # its parent's later events and end cover it
-        if cancel is not None:
-            runner._cancel = cancel  # the parent's: its Ctrl-C stops the child's loops too
         if env is not None:
             env.cancel = runner._cancel
     except BaseException:
@@ -321,15 +320,11 @@ def run_flow(
     try:
         if on_runner is not None:
             on_runner(runner)
-        try:
-            # A child run (given its parent's cancel event) is inside the parent's handler.
-            with started, _sigterm_cancels() if cancel is None else contextlib.nullcontext(), \
-                    _cancel_requests_stop(runner, run_store if cancel is None else None):
-                state = runner.run()
-        finally:
-            if env is not None:
-                env.close()  # the child links still waiting, before the store closes
-        bus.close()
+        # A child run (given its parent's cancel event) is inside the parent's handler.
+        with started, _sigterm_cancels() if cancel is None else contextlib.nullcontext(), \
+                _cancel_requests_stop(runner, run_store if cancel is None else None):
+            state = runner.run()
+        bus.close()  # its children's links too: they are queued in its sink
     except BaseException as exc:
         # The run's own exception matters more than a store that also failed to close.
         with contextlib.suppress(Exception):
@@ -533,6 +528,10 @@ def _open_store(store: Any, resume: str | None) -> Any:
     """The run store for this run, or None when recording is off."""
     if store is None:
         return None
+    # An open store (each child run's) is one of a module loaded already: no import.
+    loaded = sys.modules.get("iterflow.store.runstore")
+    if loaded is not None and isinstance(store, loaded.RunStore):
+        return store
     from iterflow.store import RunStore, open_store
     if isinstance(store, RunStore):
         return store

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from iterflow import Flow, Parameter, task
 from iterflow.errors import RunTakenOver
 from iterflow.store import open_store
-from iterflow.store.batch import FLOW, BatchRecorder
+from iterflow.store.batch import FLOW, LINK, BatchRecorder
 from iterflow.store.children import ParentLink, child_runs, parents_of, record_parents
 from iterflow.store.flow_rows import _fold
 from iterflow.store.schema import flow_run_shapes, flow_runs, flows, state_transitions
@@ -137,8 +137,48 @@ def test_a_runs_start_and_end_in_one_batch_make_one_row_as_two_would(store_url):
         # What only the first state carries stays: who drives it, where it came from.
         assert (row.owner, row.source, row.pid) == ("a" * 32, "f.py:flow", os.getpid())
         assert row.heartbeat is not None
-        # Both states are in the run's history, in order.
-        assert [tuple(t) for t in transitions] == [("Running", None), ("Success", None)]
+        # A new run that starts and ends in one batch (a child run): its flow_runs row
+        # (started, ended, state, message, checked above) is its whole history.
+        assert [tuple(t) for t in transitions] == []
+    finally:
+        store.close()
+
+
+def _flow_kinds(store, run_id: str) -> list[str]:
+    with store.engine.connect() as conn:
+        return list(conn.execute(
+            sa.select(state_transitions.c.kind)
+            .join(flow_runs, flow_runs.c.id == state_transitions.c.flow_run)
+            .where(flow_runs.c.run_id == run_id, state_transitions.c.task_run.is_(None))
+            .order_by(state_transitions.c.id)
+        ).scalars())
+
+
+def test_a_new_runs_states_are_rows_unless_it_starts_and_ends_in_one_batch(store_url):
+    store = open_store(store_url)
+    try:
+        recorder = BatchRecorder(store.write, 30.0, owner="a" * 32)
+        # Still running at the batch's end: its Running is history.
+        recorder.commit([_state_record("open", "Running", 1.0, params={})], 1)
+        assert _flow_kinds(store, "open") == ["Running"]
+        recorder.commit([_state_record("open", "Success", 2.0, finished=True)], 1)
+        assert _flow_kinds(store, "open") == ["Running", "Success"]
+        # Started and ended in one batch, beside a run that goes on: only the one
+        # that goes on has state rows; the other's are its flow_runs row.
+        recorder.commit([
+            _state_record("short", "Running", 3.0, params={}),
+            _state_record("long", "Running", 3.5, params={}),
+            _state_record("short", "Failed", 4.0, finished=True, message="boom"),
+            _state_record("odd", "Running", 5.0, params={}, message="started by hand"),
+            _state_record("odd", "Success", 6.0, finished=True),
+        ], 5)
+        assert _flow_kinds(store, "short") == []
+        short = store.get_run("short")
+        assert (short.state, short.started, short.ended, short.message) == (
+            "Failed", 3.0, 4.0, "boom")
+        assert _flow_kinds(store, "long") == ["Running"]
+        # A start with a message of its own says more than flow_runs: it stays.
+        assert _flow_kinds(store, "odd") == ["Running", "Success"]
     finally:
         store.close()
 
@@ -191,5 +231,32 @@ def test_links_written_in_a_batch_keep_those_already_recorded(store_url):
         assert len(links) == 300
         assert links["c0"] == ParentLink("c0", "p", "p/sub/0", "sub", 0)
         assert links["c7"] == ParentLink("c7", "p", "p/sub/7", "sub", 7, 3, 1)
+    finally:
+        store.close()
+
+
+def test_a_childs_link_goes_in_with_the_batch_that_holds_its_rows(store_url):
+    # A new child's link is queued in its parent's sink ahead of the child's first
+    # state: one transaction writes both, so no recorded child lacks its link.
+    store = open_store(store_url)
+    try:
+        recorder = BatchRecorder(store.write, 30.0, owner="a" * 32)
+        recorder.commit([_state_record("parent", "Running", 1.0, params={})], 1)
+        link = ParentLink(run_id="child", parent_run_id="parent",
+                          parent_task_run_id="parent/t/0", task_slug="t", map_index=0,
+                          loop_index=0)
+        again = ParentLink(run_id="child", parent_run_id="parent",
+                           parent_task_run_id="parent/t/0", task_slug="t", map_index=0,
+                           loop_index=0)
+        recorder.commit([
+            (LINK, "parent", None, link, None),
+            _state_record("child", "Running", 2.0, params={"x": 1}),
+            _state_record("child", "Success", 3.0, finished=True),
+            (LINK, "parent", None, again, None),  # recorded twice: harmless
+        ], 2)
+        [child] = child_runs("parent", store=store)
+        assert (child.run_id, child.state, child.task_slug, child.map_index) == (
+            "child", "Success", "t", 0)
+        assert parents_of(["child"], store=store)["child"] == link
     finally:
         store.close()

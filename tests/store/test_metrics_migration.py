@@ -49,7 +49,9 @@ def test_metrics_arrive_on_a_store_with_runs(store_url):
 
 
 def test_the_migration_leaves_a_metrics_table_already_there_alone(sqlite_url):
-    RunStore(sqlite_url).close()  # a new store: it has the table already
+    build_v1_store(sqlite_url)
+    mine = MIGRATIONS.index(_add_metrics)
+    RunStore(sqlite_url, migrations=MIGRATIONS[:mine + 1]).close()  # it has the table now
     engine = sa.create_engine(sqlite_url)
     try:
         with engine.begin() as conn:
@@ -79,9 +81,7 @@ def test_the_dashboards_metric_indexes_arrive_on_a_store_with_metrics(store_url)
     RunStore(store_url, migrations=MIGRATIONS[:mine]).close()
     assert "metrics" in _tables(store_url)
     assert not {"ix_metrics_task_run", "ix_metrics_block"} & _metric_indexes(store_url)
-    with Flow("before the indexes") as flow:
-        train()
-    # A run recorded by the older schema: the dashboard reads it through the new indexes.
+    # A value recorded by the older schema, still there after the indexes arrive.
     engine = sa.create_engine(store_url)
     try:
         with engine.begin() as conn:
@@ -91,9 +91,7 @@ def test_the_dashboards_metric_indexes_arrive_on_a_store_with_metrics(store_url)
             ))
     finally:
         engine.dispose()
-    with open_store(store_url) as store:
-        state = flow.run(store=store)
-        assert [m.value for m in metrics(state.run_id, store=store)] == [1.0, 0.5, 1.0 / 3]
+    RunStore(store_url, migrations=MIGRATIONS[:mine + 1]).close()
     assert {"ix_metrics_task_run", "ix_metrics_block"} <= _metric_indexes(store_url)
     engine = sa.create_engine(store_url)
     try:
@@ -103,6 +101,12 @@ def test_the_dashboards_metric_indexes_arrive_on_a_store_with_metrics(store_url)
                 "SELECT value FROM metrics WHERE id = 999999")).scalar() == 1.5
     finally:
         engine.dispose()
+    with Flow("after the indexes") as flow:
+        train()
+    with open_store(store_url) as store:
+        state = flow.run(store=store)
+        assert [m.value for m in metrics(state.run_id, store=store)] == [1.0, 0.5, 1.0 / 3]
+    assert {"ix_metrics_task_run", "ix_metrics_block"} <= _metric_indexes(store_url)
 
 
 @task
@@ -141,27 +145,25 @@ def test_the_block_index_keeps_only_block_rows_after_the_upgrade(store_url):
     mine = MIGRATIONS.index(_metrics_block_index_partial)
     RunStore(store_url, migrations=MIGRATIONS[:mine]).close()
     assert "WHERE" not in _block_index_sql(store_url).upper()  # every row, as before
-    # A loop block and a loop recorded by the older schema, read after the upgrade.
-    with Flow("block before") as flow, loop(initial=0) as it:
+    RunStore(store_url, migrations=MIGRATIONS[:mine + 1]).close()
+    assert "BLOCK_INDEX IS NOT NULL" in _block_index_sql(store_url).upper()
+    _metrics_block_index_partial_again(store_url)
+    assert "BLOCK_INDEX IS NOT NULL" in _block_index_sql(store_url).upper()
+    # A loop block and a loop, read through the newest index.
+    with Flow("block after") as flow, loop(initial=0) as it:
         nxt = rewarded(it.result)
         it.next(result=nxt, until=enough(nxt))
         train()
-    with RunStore(store_url, migrations=MIGRATIONS[:mine]) as store:
-        before = flow.run(store=store)
-        assert before.is_successful()
     with open_store(store_url) as store:
-        assert "BLOCK_INDEX IS NOT NULL" in _block_index_sql(store_url).upper()
-        after = flow.run(store=store)
-        for run_id in (before.run_id, after.run_id):
-            block = next(g for g in run_shape(store, run_id).tasks if g.is_block)
-            assert metric_series(store, block.key, block.task_run_id) == {
-                "reward": ([0, 1, 2], [0.0, 10.0, 20.0]),
-                "loss": ([0, 1, 2], [1.0 / 3] * 3),  # each block iteration's last
-            }
-            assert [m.value for m in metrics(run_id, task="train", store=store)] == [
-                1.0, 0.5, 1.0 / 3] * 3
-        _metrics_block_index_partial_again(store_url)
-    assert "BLOCK_INDEX IS NOT NULL" in _block_index_sql(store_url).upper()
+        run_id = flow.run(store=store).run_id
+        block = next(g for g in run_shape(store, run_id).tasks if g.is_block)
+        assert metric_series(store, block.key, block.task_run_id) == {
+            "reward": ([0, 1, 2], [0.0, 10.0, 20.0]),
+            "loss": ([0, 1, 2], [1.0 / 3] * 3),  # each block iteration's last
+        }
+        assert [m.value for m in metrics(run_id, task="train", store=store)] == [
+            1.0, 0.5, 1.0 / 3] * 3
+    assert "BLOCK_LO IS NOT NULL" in _block_index_sql(store_url).upper()
 
 
 def _metrics_block_index_partial_again(url: str) -> None:
@@ -178,4 +180,4 @@ def _metrics_block_index_partial_again(url: str) -> None:
 
 def test_a_new_store_has_the_partial_block_index(store_url):
     open_store(store_url).close()
-    assert "BLOCK_INDEX IS NOT NULL" in _block_index_sql(store_url).upper()
+    assert "BLOCK_LO IS NOT NULL" in _block_index_sql(store_url).upper()

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from iterflow.errors import SerializationError, StoreError
 from iterflow.states import Failed, Looped, Mapped, Pending, Retrying, Running, Success
-from iterflow.store import open_store
+from iterflow.store import metrics, open_store
 from iterflow.store.results import FILE_THRESHOLD
 
 from .helpers import RunEvents
@@ -368,6 +368,19 @@ def test_flush_waits_for_the_transaction_in_flight(store, monkeypatch):
     assert flushed.wait(5)
     assert looped_count(store, run.run_id) == 1
     flusher.join()
+    sink.close()
+
+
+def test_flush_commits_metrics_waiting_in_their_own_queue(store):
+    sink = store.sink(batch_interval=30)  # the writer wakes only when asked
+    run = RunEvents(sink)
+    run.start()
+    sink.flush()
+    sink.record_metric(run.run_id, None, 0, None, "loss", 0.5, time.time())
+    assert sink._metrics and not sink._buffer
+    sink.flush()  # must not take the empty buffer for nothing pending
+    assert not sink._metrics
+    assert [m.value for m in metrics(run.run_id, store=store)] == [0.5]
     sink.close()
 
 

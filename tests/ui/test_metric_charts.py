@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 import iterflow
 from iterflow import LOOP, Flow, loop, task
 from iterflow.store import open_store, run_shape
-from iterflow.store.dashboard_metrics import _body, metric_cells, metric_series
+from iterflow.store.dashboard_metrics import _body, _own, metric_cells, metric_series
 from iterflow.ui import create_app
 from iterflow.ui.charts import MAX_POINTS, downsample
 
@@ -160,10 +160,10 @@ def test_a_loop_blocks_metrics_are_charted_by_block_iteration(served):
 def test_the_reads_use_the_metric_indexes(served):
     store, _client, run_id, _ = served
     key = next(g.key for g in run_shape(store, run_id).tasks if g.task_name == "train")
+    sql = _own(key, 10, 20).compile(dialect=store.engine.dialect)
+    params = tuple(sql.params[k] for k in sql.positiontup or ())
     plan = store.read(lambda conn: conn.exec_driver_sql(
-        "EXPLAIN QUERY PLAN SELECT loop_index, name, value FROM metrics "
-        "WHERE task_run = ? AND loop_index >= ? AND loop_index <= ? ORDER BY loop_index, id",
-        (key, 10, 20)).all())
+        "EXPLAIN QUERY PLAN " + str(sql), params).all())
     assert "ix_metrics_task_run" in " ".join(str(r) for r in plan)
 
 
@@ -177,7 +177,7 @@ def test_a_blocks_reads_use_the_block_index_which_holds_block_rows_only(served):
     assert "ix_metrics_block" in " ".join(str(r) for r in plan)
     definition = store.read(lambda conn: conn.exec_driver_sql(
         "SELECT sql FROM sqlite_master WHERE name = 'ix_metrics_block'").scalar())
-    assert definition.endswith("WHERE block_index IS NOT NULL")  # the writer skips others
+    assert definition.endswith("WHERE block_lo IS NOT NULL")  # the writer skips others
 
 
 def test_the_history_reads_only_what_was_logged_since_and_keeps_the_last_value(tmp_path):

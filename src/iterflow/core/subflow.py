@@ -36,6 +36,7 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any
 
+from iterflow.core.memo import derived
 from iterflow.core.task import Task
 from iterflow.errors import CycleError, SubflowParameterError
 
@@ -189,7 +190,9 @@ def reference_values(flow: Flow, results: dict[Any, Any]) -> Any:
     reference tasks the dict is keyed by task name (the slug where two share
     a name).
     """
-    refs = [t for t in flow.sorted_tasks() if t in flow.reference_tasks()]
+    # Once per graph (core.memo): a map of children asks for the same flow's each time.
+    refs = derived(flow, "reference_order", lambda: tuple(
+        t for t in flow.sorted_tasks() if t in flow.reference_tasks()))
     if len(refs) == 1:
         state = results.get(refs[0])
         return None if state is None else state.result

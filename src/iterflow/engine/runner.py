@@ -105,6 +105,7 @@ class FlowRunner:
         source: str | None = None,
         max_concurrency: int | None = None,
         event_loop: Any = None,
+        cancel: Any = None,
     ) -> None:
         self.flow = flow
         self.executor = executor
@@ -120,7 +121,8 @@ class FlowRunner:
         self._fingerprints: dict[tuple[Any, int | None], str] = {}
         self._blocks: Blocks | None = None  # the flow's loop blocks, when it has any
         # Set on Ctrl-C / SIGTERM: in-process loops stop before their next iteration.
-        self._cancel = threading.Event()
+        # A child run's is given (its parent's, see iterflow.childruns): none made for it.
+        self._cancel = cancel if cancel is not None else threading.Event()
         # The run's event loop for async tasks, made when the first one is sent.
         self.max_concurrency = max_concurrency
         self._event_loop = event_loop

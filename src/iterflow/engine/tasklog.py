@@ -80,6 +80,11 @@ class TaskLogger(logging.LoggerAdapter):
             record = self._record
             if record is _UNKNOWN:
                 record = self._record = metric_recorder(emit)
+                lane = getattr(getattr(emit, "__self__", None), "metric_lane", None)
+                if lane is not None and record is not None:
+                    # This task run's next metrics go straight to the store's lane: an
+                    # instance attribute, found before this method (one call less).
+                    self.metric = lane(get("flow_run_id"), get("task_run_id"), get)  # type: ignore[method-assign]
             if record is not None:
                 record(get("flow_run_id"), get("task_run_id"), get("loop_index"),
                        get("block_index"), name, value, _now())

@@ -139,6 +139,10 @@ assert TaskRunEvent._fields == (
 ), "TaskRunEvent changed: update task_run_event"
 
 
+# TaskTransitions' lane before it is asked for.
+_UNASKED: Any = object()
+
+
 class TaskTransitions:
     """One task run's transitions on the loop driver's slow path: handlers, checks, events.
 
@@ -146,7 +150,7 @@ class TaskTransitions:
     sink listens; otherwise it makes no states for ``Running``/``Looped`` at all.
     """
 
-    __slots__ = ("emit", "handlers", "head", "history", "label", "lane_head", "looped_lane",
+    __slots__ = ("_lane", "emit", "handlers", "head", "history", "label", "lane_head",
                  "run_name", "serializer", "sync", "task")
 
     def __init__(self, task: Any, flow_run_id: str, task_run_id: str, map_index: int | None,
@@ -155,21 +159,37 @@ class TaskTransitions:
         self.task = task
         self.emit = emit
         self.handlers = task.state_handlers
-        self.history: collections.deque[State] = collections.deque(maxlen=6)
+        # The states before, for handlers only (a child run's tasks, a map's, have none).
+        self.history: collections.deque[State] | None = (
+            collections.deque(maxlen=6) if self.handlers else None)
         # What every event of this task run shares, in the order task_run_event takes it.
         self.head = (flow_run_id, task_run_id, task.slug, task.name, map_index)
         self.sync = task.checkpoint == "every"
         self.serializer = serializer
         self.run_name = run_name  # the task run's name, on each of its events
         self.label: str | None = None  # the label of the iteration the state being emitted ends
-        #: Where the driver hands a plain ``Looped`` without making its state or event
-        #: (see :func:`looped_lane`); None when this task run cannot use one.
-        self.looped_lane = (
-            looped_lane(emit, task.slug, serializer)
-            if emit is not None and not self.handlers and not self.sync
-            else None
-        )
-        self.lane_head = (*self.head, run_name)  # what the lane gets for this task run
+        self._lane: Any = _UNASKED
+        #: What the lane gets for this task run (head and run name), set with the lane.
+        self.lane_head: tuple[Any, ...] = ()
+
+    @property
+    def looped_lane(self) -> LoopedLane | None:
+        """Where the driver hands a plain ``Looped`` without making its state or event.
+
+        See :func:`looped_lane`; None when this task run cannot use one. Asked on
+        the first ``Looped``: most task runs (a map's children, a child run's
+        tasks) never loop, and asking the sinks cost each of them.
+        """
+        lane = self._lane
+        if lane is _UNASKED:
+            emit = self.emit
+            lane = self._lane = (
+                looped_lane(emit, self.task.slug, self.serializer)
+                if emit is not None and not self.handlers and not self.sync
+                else None
+            )
+            self.lane_head = (*self.head, self.run_name)
+        return lane
 
     def move(self, old: State, new: State, loop_index: int, label: str | None = None) -> State:
         """``old -> new`` at iteration ``loop_index``: the state to use, emitted.
@@ -179,8 +199,8 @@ class TaskTransitions:
         self.label = label
         if self.handlers:
             new = apply_handlers(self.task, self.handlers, old, new, loop_count=loop_index + 1,
-                                 history=list(self.history))
-            self.history.append(old)
+                                 history=list(self.history or ()))
+            self.history.append(old)  # type: ignore[union-attr]  # made with handlers
             if new.loop_count is None and new.is_finished():
                 new.loop_count = loop_index + 1  # before it is emitted, so sinks see it too
         if self.emit is not None:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = ["Executor"]
@@ -60,10 +60,13 @@ class Executor(abc.ABC):
     #: block body) itself, without a job, as the job would have (LocalExecutor).
     runs_inline: bool = False
 
-    @contextlib.contextmanager
-    def start(self) -> Iterator[Executor]:
-        """Set up what the executor needs for one flow run, and tear it down after."""
-        yield self
+    def start(self) -> contextlib.AbstractContextManager[Executor]:
+        """Set up what the executor needs for one flow run, and tear it down after.
+
+        This one has nothing to set up: a plain context giving the executor (a
+        child run starts its parent's twice; a generator's context cost more).
+        """
+        return contextlib.nullcontext(self)
 
     @abc.abstractmethod
     def submit(self, fn: Callable[..., Any], *args: Any, key: str | None = None,

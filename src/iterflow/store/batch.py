@@ -31,6 +31,9 @@ update its ``flow_runs`` row once, folded into one upsert. Ownership is read
 only for runs already in the store: a run a batch creates has no owner yet.
 The first ``Running`` of a task run new to the store that also ends in the
 batch is not written (see :class:`_Rows`): its ``task_runs.started`` says it.
+Nor are the states of a flow run new to the store that starts and ends in
+the batch (a child run of a subflow): its ``flow_runs`` row (started, ended,
+state, message) is all they would say.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from iterflow.errors import RunTakenOver
 from iterflow.store.cancel_watch import asked, cancel_asked
 from iterflow.store.flow_rows import write_flow, write_flow_rows
 from iterflow.store.liveness import HOST
+from iterflow.store.metric_packing import chunk_row
 from iterflow.store.schema import flow_runs, task_runs
 from iterflow.store.statements import (
     NATIVE_UPSERT,
@@ -55,7 +59,6 @@ from iterflow.store.statements import (
     allocate_ids,
     dbapi_cursor,
     find_keys,
-    insert_block_metrics,
     insert_finished,
     insert_logs,
     insert_looped,
@@ -73,7 +76,7 @@ __all__ = ["BatchRecorder"]
 # -- the record layout ------------------------------------------------------------
 
 #: Record tags.
-TASK, FLOW, LOG, MARK, METRIC, LOOPED = range(6)
+TASK, FLOW, LOG, MARK, LOOPED, LINK = range(6)
 #: A task run's state (MARK records hold only their tag and signal: a flush's marker).
 (T_TAG, T_FLOW_RUN_ID, T_TASK_RUN_ID, T_SLUG, T_NAME, T_MAP_INDEX, T_LOOP_INDEX, T_KIND,
  T_ROLE, T_TIME, T_MESSAGE, T_TRACEBACK, T_BLOCK_INDEX, T_STORED, T_LOOP_COUNT,
@@ -85,18 +88,23 @@ TASK, FLOW, LOG, MARK, METRIC, LOOPED = range(6)
 #: A log line.
 (L_TAG, L_FLOW_RUN_ID, L_TASK_RUN_ID, L_SLUG, L_MAP_INDEX, L_LOOP_INDEX, L_LEVEL, L_MESSAGE,
  L_TIME, L_SIGNAL) = range(10)
-#: A metric (``iterflow.log_metric``); run and task run ids in the slots of a TASK record's,
-#: then the ``metrics`` row's own columns in table order: a loop may log several per
-#: iteration, so the record is made from plain values in the task's thread
-#: (``StoreSink.record_metric``) and becomes a row here with little work.
-(M_TAG, M_FLOW_RUN_ID, M_TASK_RUN_ID, M_LOOP_INDEX, M_BLOCK_INDEX, M_NAME, M_VALUE, M_TIME,
- M_SIGNAL) = range(9)
+#: A metric (``iterflow.log_metric``). Metrics have a queue of their own (the sink's
+#: ``_metrics``), so their records carry no tag and no signal: a loop may log several per
+#: iteration, so the record is made from plain values in the task's thread (the sink's
+#: metric lane) and the writer takes them all at once, packed by task run (see
+#: :func:`metric_row`).
+(M_FLOW_RUN_ID, M_TASK_RUN_ID, M_LOOP_INDEX, M_BLOCK_INDEX, M_NAME, M_VALUE,
+ M_TIME) = range(7)
 #: A plain ``Looped`` state with a number for its result, from the loop driver's lane
 #: (:meth:`~iterflow.store.writer.StoreSink.record_looped`): run and task run ids in the
 #: slots of a TASK record's, then the task run's head (flow run id, task run id, slug,
 #: name, map index, task run name), the iteration, the pickled value and its preview.
 (LP_TAG, LP_FLOW_RUN_ID, LP_TASK_RUN_ID, LP_HEAD, LP_LOOP_INDEX, LP_DATA, LP_PREVIEW, LP_TIME,
  LP_LABEL, LP_SIGNAL) = range(10)
+#: A child run's link to its parent (:class:`~iterflow.store.children.ParentLink`), in
+#: the parent run's batches (a new child's link commits with its rows, or before them):
+#: the parent run's id in the run id's slot, no task run.
+(K_TAG, K_RUN_ID, K_TASK_RUN_ID, K_LINK, K_SIGNAL) = range(5)
 #: A :data:`~iterflow.store.results.Stored` value: (serializer, data, path, size, preview).
 S_SERIALIZER, S_DATA, S_PATH, S_SIZE, S_PREVIEW = range(5)
 
@@ -159,13 +167,16 @@ class BatchRecorder:
         """Whether open runs need their heartbeat refreshed (nothing else to write)."""
         return bool(self.open_runs) and time.monotonic() >= self._next_beat
 
-    def commit(self, batch: list[tuple[Any, ...]], n_ids: int) -> None:
-        """Write ``batch`` (records, without MARKs) in one transaction.
+    def commit(self, batch: list[tuple[Any, ...]], n_ids: int,
+               metrics: list[tuple[Any, ...]] | None = None) -> None:
+        """Write ``batch`` (records, without MARKs) and ``metrics`` in one transaction.
 
-        ``n_ids`` is how many ids its rows take: one per state row and log
-        line, one per results row (a value in a file, a run's parameters).
-        An empty batch only refreshes the heartbeat.
+        ``n_ids`` is how many ids the batch's rows take: one per state row and
+        log line, one per results row (a value in a file, a run's parameters);
+        each metric takes one more. An empty batch only refreshes the heartbeat.
         """
+        metrics = metrics or []
+        n_ids += len(metrics)
         beat = time.monotonic() >= self._next_beat
         committed_runs: dict[str, None] = {}
         run_keys, task_keys = self._run_keys, self._task_keys
@@ -177,6 +188,9 @@ class BatchRecorder:
         # flow run's state (None for an engine log line). Dicts keep the order.
         run_ids = dict.fromkeys([r[T_FLOW_RUN_ID] for r in batch])
         task_ids = dict.fromkeys([r[T_TASK_RUN_ID] for r in batch if r[0] != FLOW])
+        if metrics:
+            run_ids.update(dict.fromkeys([m[M_FLOW_RUN_ID] for m in metrics]))
+            task_ids.update(dict.fromkeys([m[M_TASK_RUN_ID] for m in metrics]))
         task_ids.pop(None, None)
         new_runs = {r: None for r in run_ids if r not in run_keys}
         new_tasks = {t: None for t in task_ids if t not in task_keys}
@@ -207,10 +221,11 @@ class BatchRecorder:
                 (keyed_runs if name in new_runs else keyed_tasks)[name] = next_id
                 next_id += 1
             # Task runs the store has never seen: their first Running may be implied.
-            rows = _Rows({t: None for t in unkeyed if t in new_tasks})
+            rows = _Rows({t: None for t in unkeyed if t in new_tasks},
+                         {r: None for r in unkeyed if r in new_runs})
             runs = dict(self.open_runs)
-            looped_rows, latest, looped, first = (
-                rows.looped_rows, rows.latest, rows.looped, rows.first
+            looped_rows, latest, looped, first, metric_chunks = (
+                rows.looped_rows, rows.latest, rows.looped, rows.first, rows.metric_chunks
             )
             for record in batch:
                 tag = record[0]
@@ -241,23 +256,6 @@ class BatchRecorder:
                         record[T_FLOW_RUN_ID]
                     ]
                     next_id = rows.task_state(record, run_key, task_key, next_id)
-                elif tag == METRIC:
-                    task_run_id = record[M_TASK_RUN_ID]
-                    run_key = run_keys.get(record[M_FLOW_RUN_ID]) or keyed_runs[
-                        record[M_FLOW_RUN_ID]
-                    ]
-                    of_task = (None if task_run_id is None
-                               else task_keys.get(task_run_id) or keyed_tasks[task_run_id])
-                    if record[M_BLOCK_INDEX] is None:  # the common case, NULL in the statement
-                        rows.metrics.append((next_id, run_key, of_task, record[M_LOOP_INDEX],
-                                             record[M_NAME], record[M_VALUE], record[M_TIME]))
-                    else:
-                        rows.block_metrics.append((
-                            next_id, run_key, of_task, record[M_LOOP_INDEX],
-                            record[M_BLOCK_INDEX], record[M_NAME], record[M_VALUE],
-                            record[M_TIME],
-                        ))
-                    next_id += 1
                 elif tag == LOG:
                     task_run_id = record[L_TASK_RUN_ID]
                     rows.logs.append((
@@ -268,11 +266,15 @@ class BatchRecorder:
                         record[L_LOOP_INDEX], record[L_LEVEL], record[L_MESSAGE], record[L_TIME],
                     ))
                     next_id += 1
+                elif tag == LINK:
+                    rows.links.append(record[K_LINK])
                 elif tag == FLOW:
                     if record[F_RUN_ID] in self._forget:
                         _forget(conn, record[F_RUN_ID], self._forget[record[F_RUN_ID]])
                     run_key = run_keys.get(record[F_RUN_ID]) or keyed_runs[record[F_RUN_ID]]
                     next_id = write_flow(record, run_key, next_id, rows, runs, self.owner)
+            next_id = _group_metrics(metrics, metric_chunks, next_id, run_keys, keyed_runs,
+                                     task_keys, keyed_tasks)
             write_flow_rows(conn, rows)
             snapshots: list[tuple[Any, ...]] = []
             for task_run_id, (record, row_id) in rows.latest.items():
@@ -299,8 +301,11 @@ class BatchRecorder:
             insert_finished.run(conn, rows.finished)
             insert_transitions.run(conn, rows.other)
             insert_logs.run(conn, rows.logs)
-            insert_metrics.run(conn, rows.metrics)
-            insert_block_metrics.run(conn, rows.block_metrics)
+            insert_metrics.run(conn, [metric_row(*chunk) for chunk in metric_chunks.values()])
+            if rows.links:
+                from iterflow.store.children import write_links
+
+                write_links(conn, rows.links)
             if beat and runs:
                 conn.execute(
                     sa.update(flow_runs)
@@ -394,6 +399,42 @@ def _owners_sqlite(conn: sa.Connection, run_ids: list[str]) -> list[tuple[Any, .
         return cursor.fetchall()
 
 
+def _group_metrics(metrics: list[tuple[Any, ...]],
+                   chunks: dict[str, tuple[int, int | None, list[int], list[Any]]],
+                   next_id: int, run_keys: dict[str, int], keyed_runs: dict[str, int],
+                   task_keys: dict[str, int], keyed_tasks: dict[str, int]) -> int:
+    """Give ``metrics`` their ids, from ``next_id``, and group them by task run in ``chunks``.
+
+    Returns the next free id. A chunk is ``(flow run key, task run key, ids, records)``;
+    values of no task run are grouped by their run id.
+    """
+    for record in metrics:
+        owner = record[M_TASK_RUN_ID] or record[M_FLOW_RUN_ID]
+        chunk = chunks.get(owner)
+        if chunk is None:
+            task_run_id = record[M_TASK_RUN_ID]
+            chunk = chunks[owner] = (
+                run_keys.get(record[M_FLOW_RUN_ID]) or keyed_runs[record[M_FLOW_RUN_ID]],
+                None if task_run_id is None
+                else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
+                [], [],
+            )
+        chunk[2].append(next_id)
+        chunk[3].append(record)
+        next_id += 1
+    return next_id
+
+
+def metric_row(flow_run: int, task_run: int | None, ids: list[int],
+               records: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """The packed ``metrics`` row of a task run's metric ``records`` (see metric_packing)."""
+    columns = list(zip(*records))  # in C: the records' slots as columns
+    return chunk_row(
+        flow_run, task_run, ids, columns[M_LOOP_INDEX], columns[M_BLOCK_INDEX],
+        columns[M_NAME], columns[M_VALUE], columns[M_TIME],
+    )
+
+
 class _Rows:
     """The rows of one batch, grouped by the statement that inserts them.
 
@@ -405,12 +446,19 @@ class _Rows:
     short task run (a map's child, a loop block's body, a chain's link).
     """
 
-    __slots__ = ("block_metrics", "finished", "first", "flow_runs", "flow_states", "flows",
-                 "fresh", "latest", "logs", "looped", "looped_rows", "metrics", "opening",
-                 "other", "results", "running", "shapes")
+    __slots__ = ("finished", "first", "flow_opening", "flow_runs", "flow_states", "flows",
+                 "fresh", "fresh_runs", "latest", "links", "logs", "looped", "looped_rows",
+                 "metric_chunks", "opening", "other", "results", "running", "shapes")
 
-    def __init__(self, fresh: dict[str, None]) -> None:
+    def __init__(self, fresh: dict[str, None], fresh_runs: dict[str, None] | None = None
+                 ) -> None:
         self.fresh = fresh
+        # Flow runs with no row in the store yet, and the first Running state of each,
+        # held until the batch's end: one that also ends in this batch (a child run)
+        # writes no state rows, its ``flow_runs`` row says it all (flow_rows.write_flow).
+        self.fresh_runs = fresh_runs or {}
+        # run id -> (its Running's state row, its flow_runs row dict).
+        self.flow_opening: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         # task run id -> its first Running row (the shape of `running`'s), until the
         # batch's end tells whether it is kept.
         self.opening: dict[str, tuple[Any, ...]] = {}
@@ -428,10 +476,11 @@ class _Rows:
         self.flow_states: list[tuple[Any, ...]] = []
         # id, flow_run, task_run, loop_index, level, message, time
         self.logs: list[tuple[Any, ...]] = []
-        # id, flow_run, task_run, loop_index, name, value, time (no block_index: NULL)
-        self.metrics: list[tuple[Any, ...]] = []
-        # id, flow_run, task_run, loop_index, block_index, name, value, time
-        self.block_metrics: list[tuple[Any, ...]] = []
+        # Metrics by task run id (a run id for those of no task run): its flow run's and
+        # task run's keys, then the ids and records of its values (see metric_row).
+        self.metric_chunks: dict[str, tuple[int, int | None, list[int], list[Any]]] = {}
+        # Child runs' links (ParentLink), written with the batch.
+        self.links: list[Any] = []
         # Flow-level rows, written by flow_rows.write_flow_rows: the flows by name (the last
         # task list), each flow-run state's (run id, upsert rules, row), shapes by run.
         self.flows: dict[str, dict[str, Any]] = {}

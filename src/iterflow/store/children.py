@@ -20,7 +20,6 @@ runs out unless asked (what ``iterflow runs`` shows without ``--all``).
 from __future__ import annotations
 
 import contextlib
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ChildRun",
-    "LinkWriter",
     "ParentLink",
     "child_runs",
     "list_runs",
@@ -44,6 +42,7 @@ __all__ = [
     "parents_of",
     "record_parent",
     "repair_links",
+    "write_links",
 ]
 
 _LIVE = ("Running", "Pending")  # stored states that may be shown as Crashed
@@ -97,23 +96,30 @@ def record_parents(store: RunStore, links: list[ParentLink]) -> None:
     """Record several links in one transaction (those already recorded are left alone)."""
     if not links:
         return
+    store.write(lambda conn: write_links(conn, links))
+
+
+def write_links(conn: sa.Connection, links: list[ParentLink]) -> None:
+    """Insert ``links`` in the caller's transaction, leaving those already recorded alone.
+
+    The store's writer calls it for the links its batch holds (a new child run's
+    link goes in with its rows: :meth:`~iterflow.store.writer.StoreSink.record_link`).
+    """
+    if not links:
+        return
+    if conn.dialect.name == "sqlite":
+        _insert_new_links_sqlite(conn, links)
+        return
     table = flow_run_parents
-
-    def write(conn: sa.Connection) -> None:
-        if conn.dialect.name == "sqlite":
-            _insert_new_links_sqlite(conn, links)
-            return
-        ids = [link.run_id for link in links]
-        known = {
-            row[0] for row in conn.execute(
-                sa.select(table.c.run_id).where(table.c.run_id.in_(ids))
-            )
-        }
-        new = {link.run_id: link.as_dict() for link in links if link.run_id not in known}
-        if new:
-            conn.execute(sa.insert(table), list(new.values()))
-
-    store.write(write)
+    ids = [link.run_id for link in links]
+    known = {
+        row[0] for row in conn.execute(
+            sa.select(table.c.run_id).where(table.c.run_id.in_(ids))
+        )
+    }
+    new = {link.run_id: link.as_dict() for link in links if link.run_id not in known}
+    if new:
+        conn.execute(sa.insert(table), list(new.values()))
 
 
 _LINK_COLUMNS = ("run_id", "parent_run_id", "parent_task_run_id", "task_slug", "map_index",
@@ -139,62 +145,6 @@ def _insert_new_links_sqlite(conn: sa.Connection, links: list[ParentLink]) -> No
             link.map_index, link.loop_index, link.block_index)]
         with contextlib.closing(dbapi_cursor(conn)) as cursor:
             cursor.execute(sql, params)
-
-
-class LinkWriter:
-    """Records a parent run's child links in batches, off the path that starts children.
-
-    A transaction per child would cost more than the child run itself; links
-    wait at most :attr:`interval` seconds, like the writer's batches, and
-    :meth:`close` (at the parent's end) writes what is left.
-    """
-
-    interval = 0.1
-
-    def __init__(self, store: RunStore) -> None:
-        self.store = store
-        self._pending: list[ParentLink] = []
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._closed = False
-        self._thread: threading.Thread | None = None
-
-    def add(self, link: ParentLink) -> None:
-        with self._lock:
-            self._pending.append(link)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="iterflow-child-links", daemon=True
-                )
-                self._thread.start()
-
-    def flush(self) -> None:
-        """Write every link added so far (in the calling thread)."""
-        with self._lock:
-            links, self._pending = self._pending, []
-        try:
-            record_parents(self.store, links)
-        except BaseException:
-            with self._lock:  # kept for the next try
-                self._pending[:0] = links
-            raise
-
-    def close(self) -> None:
-        self._closed = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.store.lock_timeout + 5)
-        self.flush()
-
-    def _run(self) -> None:
-        while not self._closed:
-            self._wake.wait(self.interval)
-            if self._closed:
-                return
-            try:
-                self.flush()
-            except Exception:  # close() writes them again, and raises there
-                pass
 
 
 def repair_links(store: RunStore, run_id: str, slugs: set[str]) -> int:

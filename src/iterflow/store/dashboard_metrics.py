@@ -1,13 +1,15 @@
 """A loop's logged metrics per iteration, for the dashboard's charts and iteration table.
 
-Metrics (``iterflow.log_metric``) are read here by *task run and index
-range*, never as a whole run's list: a looping task's through
-``ix_metrics_task_run`` (task run, loop index, id), a loop block's — logged
-by the task runs of its body, against ``block_index`` — through
-``ix_metrics_block`` (flow run, block index), keeping the rows of task runs
-whose ids lie under the block's. So a chart of iterations 90,000..90,500 of
-a 100,000-iteration loop reads about 500 rows per metric, and a page of the
-iteration table one row per metric and iteration shown.
+Metrics (``iterflow.log_metric``) are stored packed, a row (a *chunk*) per
+task run and writer batch (:mod:`iterflow.store.metric_packing`), and read
+here by *task run and index range*, never as a whole run's list: a looping
+task's chunks through ``ix_metrics_task_run`` (task run, id), keeping those
+whose ``loop_lo``..``loop_hi`` meets the range; a loop block's — logged by the
+task runs of its body, against ``block_index`` — through ``ix_metrics_block``
+(flow run, ``block_lo``), keeping the chunks of task runs whose ids lie under
+the block's. The chunks' arrays are decoded here and cut to the range. So a
+chart of iterations 90,000..90,500 of a 100,000-iteration loop decodes a
+chunk or two, and a page of the iteration table the chunks of its iterations.
 
 The charts go through :class:`MetricHistory`, which the dashboard keeps per
 task run: it reads a task run's metrics once, then only the rows logged
@@ -26,11 +28,14 @@ latest).
 from __future__ import annotations
 
 import bisect
+import json
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from iterflow.store.metric_packing import NONE, unpack
 from iterflow.store.schema import flow_runs as f
 from iterflow.store.schema import metrics as m
 from iterflow.store.schema import task_runs as t
@@ -40,41 +45,65 @@ if TYPE_CHECKING:
 
 __all__ = ["MetricHistory", "metric_cells", "metric_series"]
 
+_by_x = itemgetter(1)
+
 
 def _own(key: int, lo: int | None, hi: int | None) -> sa.Select[Any]:
-    """The metrics a task run logged itself, by loop index (``ix_metrics_task_run``)."""
-    where = [m.c.task_run == key, m.c.loop_index.is_not(None)]
+    """Chunks of metrics a task run logged itself in ``lo..hi`` (``ix_metrics_task_run``)."""
+    where = [m.c.task_run == key, m.c.loop_lo.is_not(None)]
     if lo is not None:
-        where.append(m.c.loop_index >= lo)
+        where.append(m.c.loop_hi >= lo)
     if hi is not None:
-        where.append(m.c.loop_index <= hi)
-    return (sa.select(m.c.loop_index.label("x"), m.c.name, m.c.value)
-            .where(*where).order_by(m.c.loop_index, m.c.id))
+        where.append(m.c.loop_lo <= hi)
+    return sa.select(m.c.id, m.c.count, m.c.names, m.c.data).where(*where).order_by(m.c.id)
+
+
+def _under(block_id: str) -> sa.Select[Any]:
+    """The keys of the task runs under loop block ``block_id`` (its body's, any depth)."""
+    # Task run ids under the block sort between "<block>/" and "<block>0" ("0" follows "/").
+    return sa.select(t.c.id).where(t.c.task_run_id > block_id + "/",
+                                   t.c.task_run_id < block_id + "0")
 
 
 def _body(block_id: str, flow_run: int, lo: int | None, hi: int | None) -> sa.Select[Any]:
-    """The metrics a loop block's body logged, by block index (``ix_metrics_block``)."""
-    # Task run ids under the block sort between "<block>/" and "<block>0" ("0" follows "/").
-    body = sa.select(t.c.id).where(t.c.task_run_id > block_id + "/",
-                                   t.c.task_run_id < block_id + "0")
-    where = [m.c.flow_run == flow_run, m.c.block_index.is_not(None), m.c.task_run.in_(body)]
+    """Chunks of metrics a loop block's body logged in ``lo..hi`` (``ix_metrics_block``)."""
+    where = [m.c.flow_run == flow_run, m.c.block_lo.is_not(None),
+             m.c.task_run.in_(_under(block_id))]
     if lo is not None:
-        where.append(m.c.block_index >= lo)
+        where.append(m.c.block_hi >= lo)
     if hi is not None:
-        where.append(m.c.block_index <= hi)
-    return (sa.select(m.c.block_index.label("x"), m.c.name, m.c.value)
-            .where(*where).order_by(m.c.block_index, m.c.id))
+        where.append(m.c.block_lo <= hi)
+    return sa.select(m.c.id, m.c.count, m.c.names, m.c.data).where(*where).order_by(m.c.id)
+
+
+def _points(chunks: Iterable[Any], by_block: bool, lo: int | None = None,
+            hi: int | None = None, wanted: set[int] | None = None
+            ) -> list[tuple[int, int, str, float]]:
+    """``(seq, x, name, value)`` of the chunks' values with an x in range, in seq order.
+
+    x is each value's ``block_index`` when ``by_block``, else its ``loop_index``.
+    """
+    out: list[tuple[int, int, str, float]] = []
+    for row in chunks:
+        chunk = unpack(row.data, row.count)
+        names = json.loads(row.names)
+        xs = chunk.block_index if by_block else chunk.loop_index
+        for seq, x, code, value in zip(chunk.seq, xs, chunk.name, chunk.value):
+            if x == NONE or (lo is not None and x < lo) or (hi is not None and x > hi):
+                continue
+            if wanted is None or x in wanted:
+                out.append((seq, x, names[code], value))
+    out.sort()
+    return out
 
 
 def _rows(store: RunStore, key: int, task_run_id: str, lo: int | None, hi: int | None,
-          indexes: list[int] | None = None) -> list[Any]:
-    """``(x, name, value)`` rows of task run ``key`` (id ``task_run_id``) in x order."""
+          indexes: list[int] | None = None) -> list[tuple[int, str, float]]:
+    """``(x, name, value)`` of task run ``key`` (id ``task_run_id``), by x, then as logged."""
+    wanted = None if indexes is None else set(indexes)
 
-    def query(conn: sa.Connection) -> list[Any]:
-        own = _own(key, lo, hi)
-        if indexes is not None:
-            own = own.where(m.c.loop_index.in_(indexes))
-        found = conn.execute(own).all()
+    def query(conn: sa.Connection) -> list[tuple[int, int, str, float]]:
+        found = _points(conn.execute(_own(key, lo, hi)), False, lo, hi, wanted)
         if found:
             return found
         # Nothing logged by the task run itself: a loop block's body may have logged.
@@ -82,12 +111,12 @@ def _rows(store: RunStore, key: int, task_run_id: str, lo: int | None, hi: int |
         flow_run = conn.execute(sa.select(f.c.id).where(f.c.run_id == run_id)).scalar()
         if flow_run is None:
             return []
-        body = _body(task_run_id, flow_run, lo, hi)
-        if indexes is not None:
-            body = body.where(m.c.block_index.in_(indexes))
-        return conn.execute(body).all()
+        return _points(conn.execute(_body(task_run_id, flow_run, lo, hi)), True, lo, hi,
+                       wanted)
 
-    return store.read(query)
+    points = store.read(query)
+    points.sort(key=_by_x)  # stable: within an iteration, still in the order logged
+    return [(x, name, value) for _seq, x, name, value in points]
 
 
 def metric_series(store: RunStore, key: int, task_run_id: str, *, start: int | None = None,
@@ -150,8 +179,8 @@ class MetricHistory:
         def query(conn: sa.Connection) -> list[Any]:
             if self.body is not True:
                 own = conn.execute(
-                    sa.select(m.c.id, m.c.loop_index, m.c.name, m.c.value)
-                    .where(m.c.task_run == self.key, m.c.loop_index.is_not(None),
+                    sa.select(m.c.id, m.c.count, m.c.names, m.c.data)
+                    .where(m.c.task_run == self.key, m.c.loop_lo.is_not(None),
                            m.c.id > self.last_id).order_by(m.c.id)
                 ).all()
                 if own or self.body is False:
@@ -163,32 +192,48 @@ class MetricHistory:
                     sa.select(f.c.id).where(f.c.run_id == run_id)).scalar()
                 if self.flow_run is None:
                     return []
-            block = self.task_run_id
-            under = sa.select(t.c.id).where(t.c.task_run_id > block + "/",
-                                            t.c.task_run_id < block + "0")
             found = conn.execute(
-                sa.select(m.c.id, m.c.block_index, m.c.name, m.c.value)
+                sa.select(m.c.id, m.c.count, m.c.names, m.c.data)
                 .where(m.c.flow_run == self.flow_run, m.c.id > self.last_id,
-                       m.c.block_index.is_not(None), m.c.task_run.in_(under))
+                       m.c.block_lo.is_not(None), m.c.task_run.in_(_under(self.task_run_id)))
                 .order_by(m.c.id)
             ).all()
             if found:
                 self.body = True
             return found
 
-        for row_id, x, name, value in store.read(query):
-            self.last_id = max(self.last_id, row_id)
-            xs, ys = self.data.setdefault(name, ([], []))
-            if not xs or x > xs[-1]:
-                xs.append(x)
-                ys.append(float(value))
-                continue
-            at = bisect.bisect_left(xs, x)
-            if at < len(xs) and xs[at] == x:
-                ys[at] = float(value)  # logged again in that iteration: the last counts
-            else:
-                xs.insert(at, x)
-                ys.insert(at, float(value))
+        chunks = store.read(query)
+        if not chunks:
+            return
+        self.last_id = max(self.last_id, chunks[-1].id)
+        if not self.body:
+            # One task run's chunks, in id order: its values in the order logged, as they come.
+            for row in chunks:
+                chunk = unpack(row.data, row.count)
+                targets = [self.data.setdefault(name, ([], [])) for name in json.loads(row.names)]
+                for x, code, value in zip(chunk.loop_index, chunk.name, chunk.value):
+                    if x != NONE:
+                        self._put(targets[code], x, value)
+            return
+        # Several task runs (a block's body): their values merged back into the order logged.
+        data = self.data
+        for _seq, x, name, value in _points(chunks, True):
+            self._put(data.setdefault(name, ([], [])), x, value)
+
+    @staticmethod
+    def _put(series: tuple[list[int], list[float]], x: int, value: float) -> None:
+        """Add iteration ``x``'s ``value``; one logged again in an iteration replaces it."""
+        xs, ys = series
+        if not xs or x > xs[-1]:
+            xs.append(x)
+            ys.append(value)
+            return
+        at = bisect.bisect_left(xs, x)
+        if at < len(xs) and xs[at] == x:
+            ys[at] = value  # logged again in that iteration: the last counts
+        else:
+            xs.insert(at, x)
+            ys.insert(at, value)
 
     def series(self, start: int | None = None, end: int | None = None
                ) -> dict[str, tuple[list[int], list[float]]]:

@@ -5,12 +5,17 @@
 below: its ``flows``, ``flow_runs``, ``shapes``, ``flow_states`` and
 ``results``); :func:`write_flow_rows` then writes them, a statement per kind
 of row. A batch of child runs (subflows) holds hundreds of flow-run states,
-so this is written for many small runs at once.
+so this is written for many small runs at once: a run new to the store that
+starts and ends in the batch (a child run, most often) is one ``flow_runs``
+row, its end merged into its start's row as it comes, and no state rows (that
+row holds its start, end, final state and message; nobody reads a flow run's
+history from ``state_transitions``).
 """
 
 from __future__ import annotations
 
 import json
+import operator
 import os
 import time
 from typing import Any
@@ -49,6 +54,21 @@ def write_flow(
     """Add the rows of a FLOW record to ``rows`` (:func:`write_flow_rows`); return the next id."""
     (_, run_id, flow_name, kind, at, message, params_json, params_stored, tasks, source,
      finished, shape, _signal) = record
+    if finished and run_id in rows.flow_opening and params_json is None and tasks is None:
+        # A run new to the store that started in this batch ends here (a child run):
+        # its flow_runs row (started, ended, state, message) is its whole history, so
+        # neither state becomes a row. The start's row takes the end's columns, as
+        # _fold would: the run has no row (looked up in this transaction), so the
+        # upsert inserts it, and its rules (the start's) would matter only on a conflict.
+        _state_row, row = rows.flow_opening.pop(run_id)
+        row["flow_name"], row["state"], row["message"], row["ended"] = (
+            flow_name, kind, message, at)
+        if source is not None:
+            row["source"] = source
+        if shape is not None:
+            rows.shapes[run_id] = {"run_id": run_id, "shape": shape}
+        runs.pop(run_id, None)
+        return next_id + 1  # the state's id, unused
     if tasks is not None:
         known = rows.flows.get(flow_name)
         rows.flows[flow_name] = {"name": flow_name, "created": known["created"] if known else at,
@@ -77,7 +97,18 @@ def write_flow(
     rows.flow_runs.append((run_id, rules, row))
     if shape is not None:
         rows.shapes[run_id] = {"run_id": run_id, "shape": shape}
-    rows.flow_states.append((row_id, run_key, kind, message, at))
+    state_row = (row_id, run_key, kind, message, at)
+    if run_id not in rows.fresh_runs:
+        rows.flow_states.append(state_row)
+    elif (kind == "Running" and message in (None, "running") and not finished
+          and run_id not in rows.flow_opening):
+        # A new run's start: history only if the run goes on past this batch.
+        rows.flow_opening[run_id] = (state_row, row)
+    else:  # anything else of a new run: its start first, if held
+        opening = rows.flow_opening.pop(run_id, None)
+        if opening is not None:
+            rows.flow_states.append(opening[0])
+        rows.flow_states.append(state_row)
     return next_id
 
 
@@ -94,6 +125,9 @@ def write_flow_rows(conn: sa.Connection, rows: Any) -> None:
     row twice). On SQLite the rows go in as padded multi-row statements
     (:class:`~iterflow.store.statements.FastInsert`).
     """
+    # A new run's start is history only if the run is still going at the batch's end.
+    rows.flow_states.extend(state_row for state_row, _row in rows.flow_opening.values())
+    rows.flow_opening.clear()
     if rows.flows:
         upsert(conn, flows, "name", list(rows.flows.values()),
                {"created": "old", "updated": "new", "tasks": "new"})
@@ -173,10 +207,26 @@ _FAST_UPSERTS: dict[tuple[Any, ...], FastInsert] = {}
 
 def _row_values(row: dict[str, Any], columns: tuple[str, ...]) -> tuple[Any, ...]:
     """``row`` as a tuple in ``columns`` order, JSON columns as the JSON type stores them."""
-    return tuple(
-        (None if row[c] is None else json.dumps(row[c])) if c in _JSON_COLUMNS else row[c]
-        for c in columns
-    )
+    pick = _PICKERS.get(columns)
+    if pick is None:
+        pick = _PICKERS[columns] = (
+            operator.itemgetter(*columns) if len(columns) > 1 else lambda r: (r[columns[0]],),
+            tuple(i for i, c in enumerate(columns) if c in _JSON_COLUMNS),
+        )
+    getter, json_at = pick
+    values = getter(row)
+    if not json_at:
+        return values  # type: ignore[no-any-return]
+    # A run's first row (its parameters): a child run each, so picked in C above.
+    out = list(values)
+    for i in json_at:
+        if out[i] is not None:
+            out[i] = json.dumps(out[i])
+    return tuple(out)
+
+
+# Per tuple of columns: a getter of their values from a row, and where the JSON ones are.
+_PICKERS: dict[tuple[str, ...], tuple[Any, tuple[int, ...]]] = {}
 
 
 def _fast_upsert(

@@ -28,6 +28,7 @@ always describe the newest version. Released migrations are never edited.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -237,6 +238,23 @@ def _add_rewinds(conn: sa.Connection) -> None:
     _rewinds_table(sa.MetaData()).create(conn, checkfirst=True)
 
 
+def _metric_rows_table(meta: sa.MetaData) -> sa.Table:
+    """The ``metrics`` table as :func:`_add_metrics` made it: one row per value (frozen)."""
+    return sa.Table(
+        "metrics",
+        meta,
+        sa.Column("id", _ID, primary_key=True, autoincrement=False),
+        sa.Column("flow_run", sa.BigInteger, nullable=False),
+        sa.Column("task_run", sa.BigInteger),
+        sa.Column("loop_index", sa.Integer),
+        sa.Column("block_index", sa.Integer),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("value", sa.Float, nullable=False),
+        sa.Column("time", _TIME, nullable=False),
+        sa.Index("ix_metrics_flow_run", "flow_run", "id"),
+    )
+
+
 def _add_metrics(conn: sa.Connection) -> None:
     """Add the ``metrics`` table (``iterflow.log_metric``) unless the store has it already.
 
@@ -244,7 +262,7 @@ def _add_metrics(conn: sa.Connection) -> None:
     """
     if "metrics" in sa.inspect(conn).get_table_names():
         return
-    _metrics_table(sa.MetaData()).create(conn)
+    _metric_rows_table(sa.MetaData()).create(conn)
 
 
 def _add_cancel_requests(conn: sa.Connection) -> None:
@@ -290,7 +308,71 @@ def _metrics_block_index_partial(conn: sa.Connection) -> None:
     ran before it; on a store whose index is partial already it changes nothing.
     """
     conn.exec_driver_sql("DROP INDEX IF EXISTS ix_metrics_block")
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_metrics_block ON metrics (flow_run, block_index) "
+        "WHERE block_index IS NOT NULL"
+    )
+
+
+def _metrics_packed(conn: sa.Connection) -> None:
+    """Pack metrics: one row holds a batch's values for a task run (``metric_packing``).
+
+    The table is rebuilt: the rows of each task run (and each flow run's
+    values of no task run), in id order, become chunks of up to
+    :data:`_CHUNK` values in the newest table. Values keep their ids (in the
+    chunks' ``seq``), so the order they were logged in is kept. Old rows are
+    streamed, so a store with millions of them is not read into memory.
+    """
+    from iterflow.store.metric_packing import COLUMNS, chunk_row
+
+    old = _metric_rows_table(sa.MetaData())
+    packed = _metrics_table(sa.MetaData())
+    packed.name = "metrics_packed"  # beside the old table until it is dropped
+    packed.indexes.clear()  # index names are the old table's until then
+    packed.create(conn)
+    rows = conn.execute(
+        sa.select(old.c.id, old.c.flow_run, old.c.task_run, old.c.loop_index,
+                  old.c.block_index, old.c.name, old.c.value, old.c.time)
+        .order_by(old.c.flow_run, old.c.task_run, old.c.id)
+        .execution_options(stream_results=True, yield_per=10_000)
+    )
+    insert = sa.insert(packed)
+    ready: list[dict[str, Any]] = []
+    part: list[Any] = []
+    for row in rows:
+        if part and (len(part) == _CHUNK or (row.flow_run, row.task_run)
+                     != (part[0].flow_run, part[0].task_run)):
+            ready.append(dict(zip(COLUMNS, _packed(chunk_row, part))))
+            part = []
+            if len(ready) == 200:
+                conn.execute(insert, ready)
+                ready = []
+        part.append(row)
+    if part:
+        ready.append(dict(zip(COLUMNS, _packed(chunk_row, part))))
+    if ready:
+        conn.execute(insert, ready)
+    conn.exec_driver_sql("DROP TABLE metrics")  # its indexes go with it
+    conn.exec_driver_sql("ALTER TABLE metrics_packed RENAME TO metrics")
+    if conn.dialect.name == "postgresql":  # a renamed table keeps its key's name
+        conn.exec_driver_sql(
+            "ALTER TABLE metrics RENAME CONSTRAINT metrics_packed_pkey TO metrics_pkey")
+    for index in _metrics_table(sa.MetaData()).indexes:
+        index.create(conn)
     conn.exec_driver_sql(METRICS_BLOCK_INDEX)
+
+
+def _packed(chunk_row: Callable[..., tuple[Any, ...]], part: list[Any]) -> tuple[Any, ...]:
+    """The packed row of ``part``, old rows of one task run in id order."""
+    return chunk_row(
+        part[0].flow_run, part[0].task_run, [r.id for r in part], [r.loop_index for r in part],
+        [r.block_index for r in part], [r.name for r in part], [float(r.value) for r in part],
+        [float(r.time) for r in part],
+    )
+
+
+#: Values per chunk when old rows are packed (the writer's batches hold up to 4,096).
+_CHUNK = 4096
 
 
 #: Ordered migrations: ``MIGRATIONS[i]`` upgrades a store from version i+1 to i+2.
@@ -307,6 +389,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _add_cancel_requests,
     _metrics_dashboard_indexes,
     _metrics_block_index_partial,
+    _metrics_packed,
 )
 #: The version this code writes and reads.
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

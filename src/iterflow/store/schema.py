@@ -246,38 +246,47 @@ flow_run_parents = _parent_links_table(metadata)
 
 
 def _metrics_table(meta: sa.MetaData) -> sa.Table:
-    """The numbers tasks log per iteration; one definition for new stores and the migration."""
+    """The numbers tasks log, packed; one definition for new stores and the migration.
+
+    A row (a *chunk*) holds the metrics one batch of the writer carried for one
+    task run, as arrays in ``data`` (see :mod:`iterflow.store.metric_packing`);
+    the other columns say what it holds, for readers to choose rows by task run
+    and iteration range without decoding them.
+    """
     return sa.Table(
         "metrics",
         meta,
-        # Assigned by the writer from `counters`, in the order metrics were logged.
+        # The id of the chunk's first value; every value has one (from `counters`,
+        # in the order values were logged), kept in the chunk's `seq` array.
         sa.Column("id", _ID, primary_key=True, autoincrement=False),
         sa.Column("flow_run", sa.BigInteger, nullable=False),
         sa.Column("task_run", sa.BigInteger),
-        sa.Column("loop_index", sa.Integer),
-        sa.Column("block_index", sa.Integer),
-        sa.Column("name", sa.Text, nullable=False),
-        sa.Column("value", sa.Float, nullable=False),
-        sa.Column("time", _TIME, nullable=False),
+        sa.Column("count", sa.Integer, nullable=False),
+        # The smallest and largest loop_index and block_index of the chunk's values
+        # (NULL when none has one): the range a chart or a table page asks about.
+        sa.Column("loop_lo", sa.Integer),
+        sa.Column("loop_hi", sa.Integer),
+        sa.Column("block_lo", sa.Integer),
+        sa.Column("block_hi", sa.Integer),
+        sa.Column("names", sa.Text, nullable=False),  # a JSON list; the arrays index it
+        sa.Column("data", sa.LargeBinary, nullable=False),
         sa.Index("ix_metrics_flow_run", "flow_run", "id"),
+        sa.Index("ix_metrics_task_run", "task_run", "id"),
     )
 
 
 metrics = _metrics_table(metadata)
-# The dashboard's reads (iterflow.store.dashboard_metrics): a looping task's metrics by
-# iteration, and a loop block's body's by block iteration. Added by migrations of
-# their own, so the table's frozen definition above stays as released.
-sa.Index("ix_metrics_task_run", metrics.c.task_run, metrics.c.loop_index, metrics.c.id)
-#: The block index holds only the rows logged inside a loop block (its readers ask for
-#: those alone): every index costs the writer per row, and most metrics are logged
-#: outside blocks. Created by this DDL, not by ``sa.Index(..., postgresql_where=...)``:
-#: a dialect's keyword makes SQLAlchemy import that dialect, in every SQLite process too.
-#: The index stays in the metadata (with its columns) for what compares stores to it.
+#: A loop block's body's metrics, by flow run and block iteration (the dashboard's
+#: charts of a block, :mod:`iterflow.store.dashboard_metrics`). Partial: only chunks
+#: logged inside a block, which its readers ask for alone. Created by this DDL, not by
+#: ``sa.Index(..., postgresql_where=...)``: a dialect's keyword makes SQLAlchemy import
+#: that dialect, in every SQLite process too. The index stays in the metadata (with its
+#: columns) for what compares stores to it.
 METRICS_BLOCK_INDEX = (
-    "CREATE INDEX ix_metrics_block ON metrics (flow_run, block_index) "
-    "WHERE block_index IS NOT NULL"
+    "CREATE INDEX ix_metrics_block ON metrics (flow_run, block_lo) "
+    "WHERE block_lo IS NOT NULL"
 )
-sa.Index("ix_metrics_block", metrics.c.flow_run, metrics.c.block_index).ddl_if(
+sa.Index("ix_metrics_block", metrics.c.flow_run, metrics.c.block_lo).ddl_if(
     callable_=lambda *_args, **_kwargs: False
 )
 sa.event.listen(metrics, "after_create", sa.DDL(METRICS_BLOCK_INDEX))

@@ -9,7 +9,8 @@ task's own thread: a plain ``Looped`` state with a number for its result
 (:meth:`SinkLanes.record_looped`, through
 :func:`iterflow.engine.transitions.looped_lane`) and a metric when the store
 is the only sink (:meth:`SinkLanes.record_metric`). Each makes the compact
-record the writer expects (``batch.LOOPED``, ``batch.METRIC``); anything a
+record the writer expects (``batch.LOOPED``; a metric's, ``batch.M_*``, in a queue
+of their own); anything a
 lane declines comes as an event to ``handle``.
 """
 
@@ -19,9 +20,10 @@ import pickle
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, NoReturn
 
-from iterflow.store.batch import LOOPED, METRIC, ROLE_LOOP
+from iterflow.store.batch import LOOPED, ROLE_LOOP
 from iterflow.store.snapshots import SCALARS
 
 __all__ = ["SinkLanes"]
@@ -40,6 +42,7 @@ class SinkLanes:
     batch_size: int
     max_pending: int
     _buffer: deque[tuple[Any, ...]]
+    _metrics: deque[tuple[Any, ...]]
     _big_bytes: int
     _done: set[str]
     _last_role: dict[str, int]
@@ -115,15 +118,41 @@ class SinkLanes:
         A task's logger calls this directly when this sink is the only one
         (``iterflow.engine.tasklog.metric_recorder``): a loop may log several
         metrics per iteration, and a record made from plain values here costs
-        its thread a third of an event handed to ``handle``. The record is
-        in the ``metrics`` row's order (see ``batch.M_*``); the writer is woken
-        only once per batch.
+        its thread a third of an event handed to ``handle``. The record (see
+        ``batch.M_*``) goes to the metrics' own queue, which the writer takes
+        whole into its next transaction; it is woken only once per batch.
         """
         if self._unusable:
             self._raise()
-        buffer = self._buffer
-        buffer.append((METRIC, flow_run_id, task_run_id, loop_index, block_index, name, value,
-                       at, None))
-        n = len(buffer)
+        queue = self._metrics
+        queue.append((flow_run_id, task_run_id, loop_index, block_index, name, value, at))
+        n = len(queue)
         if not n % self.batch_size or n >= self.max_pending:
             self._wake_writer()
+
+    def metric_lane(
+        self, flow_run_id: str, task_run_id: str | None, get: Callable[[str], Any]
+    ) -> Callable[[str, float], None]:
+        """:meth:`record_metric` for one task run, as ``record(name, value)``.
+
+        ``get`` reads the task's context (its ``loop_index`` and ``block_index``
+        at the time of the call). What a loop's metric costs its thread is
+        mostly calls: this closure is the only one between ``log_metric`` and
+        the queue (see ``TaskLogger.metric``).
+        """
+        queue = self._metrics
+        batch_size = self.batch_size
+        max_pending = self.max_pending
+        wake = self._wake_writer
+        now = time.time
+
+        def record(name: str, value: float) -> None:
+            if self._unusable:
+                self._raise()
+            queue.append((flow_run_id, task_run_id, get("loop_index"), get("block_index"),
+                          name, value, now()))
+            n = len(queue)
+            if not n % batch_size or n >= max_pending:
+                wake()
+
+        return record

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from iterflow.core.state import Kind
+from iterflow.store.metric_packing import COLUMNS as METRIC_COLUMNS
 from iterflow.store.prepared import (
     NATIVE_UPSERT,
     FastInsert,
@@ -47,7 +48,6 @@ __all__ = [
     "allocate_ids",
     "dbapi_cursor",
     "find_keys",
-    "insert_block_metrics",
     "insert_finished",
     "insert_flow_states",
     "insert_logs",
@@ -106,18 +106,8 @@ insert_flow_states = FastInsert(
 insert_logs = FastInsert(
     logs, ("id", "flow_run", "task_run", "loop_index", "level", "message", "time")
 )
-# A metric logged outside any loop block, and one inside (with its block iteration).
-# Two statements because binding None costs pysqlite ~15 times an int (it looks for an
-# adapter), and most metrics have no block_index: a NULL literal instead.
-insert_metrics = FastInsert(
-    metrics,
-    ("id", "flow_run", "task_run", "loop_index", "name", "value", "time"),
-    fixed={"block_index": None},
-)
-insert_block_metrics = FastInsert(
-    metrics,
-    ("id", "flow_run", "task_run", "loop_index", "block_index", "name", "value", "time"),
-)
+# Metrics go in packed, a row per task run and batch (see metric_packing).
+insert_metrics = FastInsert(metrics, METRIC_COLUMNS)
 
 # How an upsert treats each column already in the row: "new" takes the new
 # value, "old" keeps a value once set, "new_or_old" takes the new one unless

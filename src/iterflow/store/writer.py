@@ -53,9 +53,18 @@ What is recorded
 * a task with ``checkpoint=False`` records these states with a preview of
   their values only (:data:`~iterflow.store.snapshots.PREVIEW_ONLY`);
 * every flow-run state, log line, and a heartbeat for each open flow run;
-* every metric (``iterflow.log_metric``), one ``metrics`` row each; from a
-  :class:`~iterflow.events.MetricEvent`, or through :meth:`StoreSink.record_metric`
-  when this sink is the only one;
+  a new child run's link to its parent (:meth:`StoreSink.record_link`), in the
+  same transaction as the child's first rows or an earlier one;
+  except the states of a flow run new to the store that starts and ends
+  within one batch (a child run of a subflow): its ``flow_runs`` row holds
+  its start, its end, its final state and message, all its ``Running`` and
+  final state rows would say (a top-level run's start is committed on its
+  own, so its states are all rows);
+* every metric (``iterflow.log_metric``), packed: one ``metrics`` row holds a
+  batch's metrics of one task run (:mod:`iterflow.store.metric_packing`); from a
+  :class:`~iterflow.events.MetricEvent`, or through the sink's metric lane
+  (:meth:`StoreSink.record_metric`, :meth:`StoreSink.metric_lane`) when this sink
+  is the only one;
 * ``task_runs`` holds each task run's latest state, updated once per batch.
 
 Durability
@@ -108,6 +117,7 @@ from iterflow.events import FlowRunEvent, LogEvent, MetricEvent, TaskRunEvent
 from iterflow.store.batch import (
     BIG,
     FLOW,
+    LINK,
     LOG,
     MARK,
     ROLE_END,
@@ -202,6 +212,10 @@ class StoreSink(SinkLanes, WriterThread):
         self.max_batch = max(max_batch, batch_size)
         self.heartbeat_interval = heartbeat_interval
         self._buffer: deque[tuple[Any, ...]] = deque()
+        # Metrics wait apart (batch.M_*): the writer takes them whole into each transaction
+        # instead of record by record; each commit holds every metric logged before its
+        # last record, so a flush or a synchronous event covers them too.
+        self._metrics: deque[tuple[Any, ...]] = deque()
         self._wake = threading.Event()
         self._room = threading.Condition()
         self._big_bytes = 0
@@ -420,6 +434,16 @@ class StoreSink(SinkLanes, WriterThread):
             signal,
         )
 
+    def record_link(self, link: Any) -> None:
+        """Record a new child run's link to its parent run (a ``ParentLink``).
+
+        Queued like an event, before the child's first one: it commits with the
+        child's rows (or before them), in this sink's transactions.
+        """
+        if self._unusable:
+            self._raise()
+        self._put((LINK, link.parent_run_id, None, link, None), None)
+
     def _put(self, record: tuple[Any, ...], signal: threading.Event | None) -> None:
         buffer = self._buffer
         buffer.append(record)
@@ -434,13 +458,17 @@ class StoreSink(SinkLanes, WriterThread):
         wake = self._wake
         if not wake.is_set():  # set() takes a lock; the writer may already be awake
             wake.set()
-        if len(self._buffer) >= self.max_pending or self._big_bytes > _MAX_PENDING_BYTES:
+        if self._pending() >= self.max_pending or self._big_bytes > _MAX_PENDING_BYTES:
             self._wait_for_room()
+
+    def _pending(self) -> int:
+        """Records waiting for the writer: states, lines, metrics."""
+        return len(self._buffer) + len(self._metrics)
 
     def _wait_for_room(self) -> None:
         with self._room:
             while (
-                (len(self._buffer) >= self.max_pending or self._big_bytes > _MAX_PENDING_BYTES)
+                (self._pending() >= self.max_pending or self._big_bytes > _MAX_PENDING_BYTES)
                 and self._error is None
                 and self._thread.is_alive()
             ):
@@ -482,7 +510,7 @@ class StoreSink(SinkLanes, WriterThread):
             self._raise()
         if self._closed:
             return
-        if not self._buffer and not self._writing:
+        if not self._buffer and not self._metrics and not self._writing:
             # Nothing queued, no transaction in flight: all is committed. A run's end
             # flushes just after its last state was committed (synchronously), twice;
             # each round trip through the writer cost ~0.1 ms, or a few ms on a busy
@@ -526,7 +554,7 @@ class StoreSink(SinkLanes, WriterThread):
         return error if isinstance(error, RunTakenOver) else None
 
     def __repr__(self) -> str:
-        return f"StoreSink({self.store.name!r}, pending={len(self._buffer)})"
+        return f"StoreSink({self.store.name!r}, pending={self._pending()})"
 
 
 # Sinks whose writer may still hold records: flushed at interpreter exit, so a

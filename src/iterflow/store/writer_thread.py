@@ -20,6 +20,7 @@ from iterflow.store.batch import (
     BIG,
     F_PARAMS_STORED,
     FLOW,
+    LINK,
     MARK,
     S_DATA,
     S_PATH,
@@ -46,6 +47,7 @@ class WriterThread:
     batch_size: int
     max_batch: int
     _buffer: deque[tuple[Any, ...]]
+    _metrics: deque[tuple[Any, ...]]
     _wake: threading.Event
     _room: threading.Condition
     _big_lock: threading.Lock
@@ -71,7 +73,7 @@ class WriterThread:
                         self._batches.commit([], 0)  # nothing queued, but the heartbeat is due
                     except StoreError as exc:  # a run taken over, a database locked too long
                         self._fail(exc)
-                if stopping and not self._buffer:
+                if stopping and not self._buffer and not self._metrics:
                     return
         except BaseException as exc:  # a bug here must not leave handle() waiting forever
             self._fail(StoreError(
@@ -115,8 +117,8 @@ class WriterThread:
             conn.close()
 
     def _drain(self) -> None:
-        # Set before the first record leaves the buffer, cleared once all taken are
-        # committed: an empty buffer and no drain under way mean nothing is pending
+        # Set before the first record leaves the queues, cleared once all taken are
+        # committed: empty queues and no drain under way mean nothing is pending
         # (see StoreSink.flush).
         self._writing = True
         try:
@@ -126,7 +128,8 @@ class WriterThread:
 
     def _drain_batches(self) -> None:
         buffer = self._buffer
-        while buffer:
+        metrics_queue = self._metrics
+        while buffer or metrics_queue:
             batch: list[tuple[Any, ...]] = []
             signals: list[threading.Event] = []
             released = n_ids = 0
@@ -143,6 +146,8 @@ class WriterThread:
                 if tag == MARK:
                     continue
                 batch.append(record)
+                if tag == LINK:
+                    continue  # a link row has its child's run id for its key
                 n_ids += 1  # a state row or a log line each
                 if tag == TASK:
                     stored = record[T_STORED]
@@ -153,9 +158,11 @@ class WriterThread:
                             released += stored[S_SIZE]  # counted by handle() (see _count_big)
                 elif tag == FLOW and record[F_PARAMS_STORED] is not None:
                     n_ids += 1  # the run's parameters always get a results row
-            if batch and self._error is None:
+            # Every metric logged so far, also those logged before the batch's last record.
+            metrics = [metrics_queue.popleft() for _ in range(len(metrics_queue))]
+            if (batch or metrics) and self._error is None:
                 try:
-                    self._batches.commit(batch, n_ids)
+                    self._batches.commit(batch, n_ids, metrics)
                 except StoreError as exc:
                     self._fail(exc)
                 except Exception as exc:
@@ -172,6 +179,7 @@ class WriterThread:
                 self._room.notify_all()
 
     def _discard_all(self) -> None:
+        self._metrics.clear()
         while self._buffer:
             signal = self._buffer.popleft()[-1]
             if signal is not None:
