@@ -10,12 +10,15 @@ what the run's event loop and ``max_concurrency`` cost per child.
 
     python benchmarks/async_overhead.py            # N = 10,000 and 100,000
     python benchmarks/async_overhead.py --cpu      # the loops in CPU time (a busy machine)
+    python benchmarks/async_overhead.py --store    # also with a batched SQLite store
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import tempfile
 import time
 
 import iterflow
@@ -36,10 +39,10 @@ def make_flow() -> tuple[Flow, object]:
     return flow, y
 
 
-def engine_loop(n: int, clock=time.perf_counter) -> float:
+def engine_loop(n: int, clock=time.perf_counter, store=None) -> float:
     flow, y = make_flow()
     start = clock()
-    state = flow.run(parameters={"n": n - 1}, store=None)
+    state = flow.run(parameters={"n": n - 1}, store=store)
     elapsed = clock() - start
     assert state.result[y].result == n, state.result[y]
     return elapsed
@@ -97,12 +100,30 @@ def bare_gather(children: int, seconds: float) -> float:
     return asyncio.run(main())
 
 
+def store_figures(ns: list[int], clock) -> None:
+    """The async loop with a batched SQLite store against none, runs taken in turns."""
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["ITERFLOW_HOME"] = home
+        url = f"sqlite:///{home}/bench.db"
+        engine_loop(1000, store=url)  # SQLAlchemy's import and the schema: once a process
+        for n in ns:
+            none, stored = [], []
+            for _ in range(5):
+                none.append(engine_loop(n, clock))
+                stored.append(engine_loop(n, clock, store=url))
+            a, b = min(none) / n * 1e6, min(stored) / n * 1e6
+            print(f"async loop, SQLite store  N={n:>9,}  engine {b:6.2f} µs/it  no store "
+                  f"{a:6.2f} µs/it  store's cost {b - a:6.2f} µs/it")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, nargs="*", default=[10_000, 100_000])
     parser.add_argument("--children", type=int, default=1_000)
     parser.add_argument("--cpu", action="store_true",
                         help="time the loops in CPU time: steadier on a shared machine")
+    parser.add_argument("--store", action="store_true",
+                        help="also the loop with a batched SQLite store (a temporary file)")
     args = parser.parse_args()
     # CPU time of the process: the runner's thread only waits while the loop thread works.
     clock = time.process_time if args.cpu else time.perf_counter
@@ -112,6 +133,8 @@ def main() -> None:
         bare = min(bare_loop(n, clock) for _ in range(5)) / n * 1e6
         print(f"async loop, no store  N={n:>9,}  engine {engine:6.2f} µs/it  bare await "
               f"{bare:5.2f} µs/it  overhead {engine - bare:6.2f} µs/it")
+    if args.store:
+        store_figures(args.n, clock)
     m = args.children
     engine = min(engine_map(m, 0.05) for _ in range(3))
     bare = min(bare_gather(m, 0.05) for _ in range(3))

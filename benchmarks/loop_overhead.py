@@ -9,6 +9,8 @@ iteration is the engine's overhead. Also measures peak memory of a long loop
     python benchmarks/loop_overhead.py --memory   # also 1,000,000 iterations under tracemalloc
     python benchmarks/loop_overhead.py --store    # also with the run store on (batched, every)
     python benchmarks/loop_overhead.py --metrics  # cost of 3 log_metric calls per iteration
+    python benchmarks/loop_overhead.py --end-wait # batched store: the wait at a run's end
+    python benchmarks/loop_overhead.py --end-wait --url postgresql+psycopg://...
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import iterflow
 from iterflow import LOOP, Flow, log_metric, task
 
 
-def make_flow(checkpoint=None, metrics=False) -> tuple[Flow, object]:
+def make_flow(checkpoint=None, metrics=False, stamps=None) -> tuple[Flow, object]:
+    """The accumulate loop; ``stamps`` (a list) gets the time its last iteration ended."""
+
     @task(checkpoint=checkpoint)
     def accumulate(x, iterations):
         ctx = iterflow.context
@@ -36,6 +40,8 @@ def make_flow(checkpoint=None, metrics=False) -> tuple[Flow, object]:
             log_metric("index", ctx.loop_index)
         if ctx.loop_index < iterations:
             raise LOOP(result=result)
+        if stamps is not None:
+            stamps.append(time.perf_counter())
         return result
 
     with Flow("loop overhead") as flow:
@@ -75,6 +81,41 @@ def engine_loop(
     assert state.is_successful(), state
     assert state.result[y].result == n, state.result[y]
     return elapsed
+
+
+def end_wait(n: int, store=None) -> tuple[float, float]:
+    """(wall seconds of the run, seconds from its last iteration's end to ``flow.run()``'s return).
+
+    The second is what a run waits at its end: the writer committing what the
+    loop left queued, the final states, closing the sink.
+    """
+    stamps: list[float] = []
+    flow, y = make_flow(stamps=stamps)
+    start = time.perf_counter()
+    state = flow.run(parameters={"n": n - 1}, store=store)
+    end = time.perf_counter()
+    assert state.is_successful(), state
+    assert state.result[y].result == n, state.result[y]
+    return end - start, end - stamps[-1]
+
+
+def end_wait_figures(ns: list[int], rounds: int, url: str | None = None) -> None:
+    """Per N: µs/iteration and the wait at the run's end, no store and batched (``url``).
+
+    ``url`` None: SQLite in a temporary file.
+    """
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["ITERFLOW_HOME"] = home
+        url = url or f"sqlite:///{home}/bench.db"
+        end_wait(1000, store=url)  # the store's import, schema and statements: once
+        for n in ns:
+            for label, store in (("no store", None), ("store, batched", url)):
+                runs = sorted(end_wait(n, store=store) for _ in range(rounds))
+                waits = sorted(w for _, w in runs)
+                per_it = [t / n * 1e6 for t, _ in runs]
+                print(f"{label:<16} N={n:>9,}  wall {min(per_it):6.2f}-{max(per_it):6.2f} µs/it"
+                      f"  end wait median {waits[len(waits) // 2] * 1e3:6.1f} ms"
+                      f" ({waits[0] * 1e3:.1f}-{waits[-1] * 1e3:.1f})")
 
 
 def report(label: str, n: int, engine: float, plain: float) -> None:
@@ -138,8 +179,17 @@ def main() -> None:
         "--metrics", action="store_true",
         help="batched store: a loop logging 3 metrics per iteration against one logging none",
     )
+    parser.add_argument(
+        "--end-wait", action="store_true",
+        help="only the wait from a loop's last iteration to flow.run()'s return",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="runs per figure (--end-wait)")
+    parser.add_argument("--url", help="--end-wait: this store, not a temporary SQLite file")
     parser.add_argument("-n", type=int, nargs="*", default=[10_000, 100_000])
     args = parser.parse_args()
+    if args.end_wait:
+        end_wait_figures(args.n, args.rounds, args.url)
+        return
     for n in args.n:
         engine_loop(min(n, 1000))  # warm up imports and caches
         engine = min(engine_loop(n) for _ in range(3))

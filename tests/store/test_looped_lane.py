@@ -5,7 +5,8 @@ store sink as values (``StoreSink.record_looped``) instead of making a state and
 an event; a task with a state handler goes the usual way (an event per state).
 For random loops — numbers, text, None, containers, very long integers, labels,
 messages — both flows must leave the same history in the store, and a resume
-must continue from it alike.
+must continue from it alike. An ``async def`` task's loop takes the same lane
+(``engine.aio.drive_async``) and must leave the same history too.
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ ITERATION = st.tuples(VALUES, st.sampled_from([None, None, "page {i}", "p\t{i}\\
                       st.sampled_from([None, None, None, "note {i}\nline two %s"]))
 
 
-def _loop_flow(plan: list[tuple], with_handler: bool) -> tuple[Flow, str]:
+def _loop_flow(plan: list[tuple], with_handler: bool, is_async: bool = False
+               ) -> tuple[Flow, str]:
+    """A loop walking ``plan``: a plain or an ``async def`` task, with a handler or none."""
     handlers = [lambda task, old, new: new] if with_handler else []
 
-    @task(name="walk", state_handlers=handlers)
-    def walk():
+    def step():
         i = iterflow.context.loop_index
         if i < len(plan):
             value, label, message = plan[i]
@@ -50,6 +52,11 @@ def _loop_flow(plan: list[tuple], with_handler: bool) -> tuple[Flow, str]:
             )
         return i
 
+    async def walk_async():
+        return step()
+
+    fn = walk_async if is_async else step
+    walk = task(fn, name="walk", state_handlers=handlers)
     with Flow("lane") as flow:
         walk()
     return flow, "walk"
@@ -89,6 +96,48 @@ def test_lane_records_what_the_usual_way_records(store_url, plan):
             assert message == (msg and msg.format(i=index))
         [row] = [t for t in store.task_runs(fast_state.run_id) if t.task_name == "walk"]
         assert row.loop_count == len(plan) + 1
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plan=st.lists(ITERATION, max_size=12))
+def test_an_async_loop_records_through_the_lane_what_the_usual_way_records(store_url, plan):
+    """An ``async def`` loop: through the lane, the usual way, and as a sync loop, alike."""
+    with open_store(store_url) as store:
+        histories = []
+        for is_async, with_handler in ((True, False), (True, True), (False, False)):
+            flow, _ = _loop_flow(plan, with_handler, is_async)
+            state = flow.run(store=store)
+            assert state.is_successful(), state
+            histories.append(_history(state.run_id, store))
+        assert histories[0] == histories[1] == histories[2]
+        assert [r[:2] for r in histories[0]] == (
+            [(i, "Looped") for i in range(len(plan))] + [(len(plan), "Success")]
+        )
+
+
+@pytest.mark.parametrize("with_handler", [False, True])
+def test_an_async_loop_takes_the_lane_unless_it_has_state_handlers(
+    tmp_path, monkeypatch, with_handler
+):
+    from iterflow.store.writer import StoreSink
+
+    taken = []
+    record_looped = StoreSink.record_looped
+
+    def spy(self, head, loop_index, value, label):
+        taken.append(loop_index)
+        return record_looped(self, head, loop_index, value, label)
+
+    monkeypatch.setattr(StoreSink, "record_looped", spy)
+    flow, _ = _loop_flow([(i, None, None) for i in range(5)], with_handler, is_async=True)
+    with open_store(f"sqlite:///{tmp_path}/async.db") as store:
+        state = flow.run(store=store)
+        assert state.is_successful(), state
+        assert [r.state for r in iterations(state.run_id, "walk", store=store)] == (
+            ["Looped"] * 5 + ["Success"]
+        )
+    assert taken == ([] if with_handler else list(range(5)))
 
 
 def test_a_crashed_lane_loop_resumes_at_its_last_iteration(tmp_path):

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from iterflow.errors import SerializationError, StoreError
 from iterflow.states import Failed, Looped, Mapped, Pending, Retrying, Running, Success
-from iterflow.store import open_store
+from iterflow.store import metrics, open_store
 from iterflow.store.results import FILE_THRESHOLD
 
 from .helpers import RunEvents
@@ -339,6 +339,49 @@ def test_close_commits_and_then_refuses_events(store):
     sink.close()  # twice is fine
     with pytest.raises(StoreError, match="closed"):
         run.task("t", Running())
+
+
+def test_flush_waits_for_the_transaction_in_flight(store, monkeypatch):
+    # flush() returns at once when nothing is queued and nothing is being written; a
+    # batch the writer took (the queue is empty again) but has not committed counts.
+    write = store.write
+    entered, gate = threading.Event(), threading.Event()
+
+    def gated_write(fn, **options):
+        entered.set()
+        assert gate.wait(10)
+        return write(fn, **options)
+
+    sink = store.sink(batch_interval=0.01)
+    run = RunEvents(sink)
+    run.start()
+    sink.flush()  # nothing queued: returns without a round trip
+    monkeypatch.setattr(store, "write", gated_write)
+    run.task("t", Looped(result=1, loop_index=0), loop_index=0)  # one record: one batch
+    assert entered.wait(5)  # the writer holds it
+    assert not sink._buffer
+    flushed = threading.Event()
+    flusher = threading.Thread(target=lambda: (sink.flush(), flushed.set()))
+    flusher.start()
+    assert not flushed.wait(0.2)  # still in flight: flush waits for it
+    gate.set()
+    assert flushed.wait(5)
+    assert looped_count(store, run.run_id) == 1
+    flusher.join()
+    sink.close()
+
+
+def test_flush_commits_metrics_waiting_in_their_own_queue(store):
+    sink = store.sink(batch_interval=30)  # the writer wakes only when asked
+    run = RunEvents(sink)
+    run.start()
+    sink.flush()
+    sink.record_metric(run.run_id, None, 0, None, "loss", 0.5, time.time())
+    assert sink._metrics and not sink._buffer
+    sink.flush()  # must not take the empty buffer for nothing pending
+    assert not sink._metrics
+    assert [m.value for m in metrics(run.run_id, store=store)] == [0.5]
+    sink.close()
 
 
 def test_memory_stays_flat_with_back_pressure(store, monkeypatch):

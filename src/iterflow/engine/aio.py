@@ -212,15 +212,22 @@ async def drive_async(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None,
                     loop_result = outcome.value
                     has_result = True
                     if moves is not None:
-                        looped = Looped(outcome.message, loop_result, loop_index=loop_index)
                         label = outcome.label
                         label = (ctx.pop(LABEL_KEY, None) if label is None
                                  else _loop_label(ctx, label))
-                        state = moves.move(state, looped, loop_index, label)
-                        if state.is_finished():
-                            return moves.ended(state, loop_index)
-                        if state.is_looped():
-                            loop_result = state.result
+                        lane = moves.looped_lane
+                        # As drive: a sink's lane takes a plain Looped as values, with no
+                        # state or event made for it (see transitions.looped_lane).
+                        if lane is None or outcome.message is not None or not lane(
+                            moves.lane_head, loop_index, loop_result, label
+                        ):
+                            looped = Looped(outcome.message, loop_result,
+                                            loop_index=loop_index)
+                            state = moves.move(state, looped, loop_index, label)
+                            if state.is_finished():
+                                return moves.ended(state, loop_index)
+                            if state.is_looped():  # a handler's Looped state is the one used
+                                loop_result = state.result
                     if retries:
                         kept = keep_for_retry(loop_result)
                     loop_index += 1

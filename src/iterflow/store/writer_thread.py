@@ -56,6 +56,7 @@ class WriterThread:
     _conn: sa.Connection | None
     _error: StoreError | None
     _stopping: bool
+    _writing: bool
 
     def _fail(self, error: StoreError) -> None:
         raise NotImplementedError
@@ -116,6 +117,16 @@ class WriterThread:
             conn.close()
 
     def _drain(self) -> None:
+        # Set before the first record leaves the queues, cleared once all taken are
+        # committed: empty queues and no drain under way mean nothing is pending
+        # (see StoreSink.flush).
+        self._writing = True
+        try:
+            self._drain_batches()
+        finally:
+            self._writing = False
+
+    def _drain_batches(self) -> None:
         buffer = self._buffer
         metrics_queue = self._metrics
         while buffer or metrics_queue:
