@@ -218,9 +218,13 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
         try:
             if plain:  # call_once's own first case, without the call to it
                 try:
-                    outcome = Outcome(RETURNED, fn(**inputs))
+                    value = fn(**inputs)
                 except Exception as exc:
                     outcome = from_exception(exc)
+                else:
+                    if moves is None:  # returned, with nothing to tell: the RETURNED case
+                        return Success(result=value, loop_count=loop_index + 1)
+                    outcome = Outcome(RETURNED, value)
             else:
                 outcome = call_once(fn, inputs, timeout, stdout)
         except (KeyboardInterrupt, RunCancelled) as stop:
