@@ -22,9 +22,12 @@ __all__ = ["check_inputs", "validate_flow"]
 
 def validate_flow(flow: Flow) -> None:
     """Raise the first problem :meth:`iterflow.Flow.validate` describes, if any."""
+    tasks = flow._tasks
     for edge in flow._edges:
+        if edge.upstream_task in tasks and edge.downstream_task in tasks:
+            continue  # the usual case, asked without a tuple made per edge
         for t in (edge.upstream_task, edge.downstream_task):
-            if t not in flow._tasks:
+            if t not in tasks:
                 raise FlowDefinitionError(
                     f"flow {flow.name!r}: edge {edge} refers to task {t.name!r}, which is "
                     f"not in the flow; add it with flow.add_task(...), or build edges "
@@ -50,8 +53,15 @@ def validate_flow(flow: Flow) -> None:
 
 def check_inputs(flow: Flow, task: Task) -> None:
     """Raise :class:`ArgumentError` when ``task``'s inputs do not suit its function."""
-    keys = {e.key for e in flow._upstream[task] if e.key is not None}
-    keys.update(flow.constants.get(task, ()))
+    # A loop rather than a set comprehension (a call of its own): once per task copy,
+    # and a fresh flow is validated when it first runs.
+    keys: set[str] = set()
+    for e in flow._upstream[task]:
+        if e.key is not None:
+            keys.add(e.key)
+    constants = flow.constants.get(task)
+    if constants:
+        keys.update(constants)
     shape = task._call_shape()
     error = shape.misfit(frozenset(keys))
     if error is not None:

@@ -68,8 +68,8 @@ from iterflow.core.state import (
 from iterflow.core.subflow import judged_tasks
 from iterflow.engine.blocks import Blocks
 from iterflow.engine.cache import MemoryCache, cache_fingerprint
-from iterflow.engine.expand import TaskRunSpec, run_task_run
-from iterflow.engine.machine import Finished, FlowMachine, RunTask
+from iterflow.engine.expand import TaskRunSpec, is_plain, run_plain, run_task_run
+from iterflow.engine.machine import NOTHING, Finished, FlowMachine, RunTask
 from iterflow.engine.protocols import CheckpointSource, Executor
 from iterflow.engine.scopes import BlockInstruction, Scope, compile_blocks
 from iterflow.engine.transitions import Emit, apply_handlers, settle, task_run_event
@@ -246,23 +246,24 @@ class FlowRunner:
                 todo.extend(scope.task_run_finished(task, map_index, quick))
                 return
         inline = self._inline and not task.is_async
-        # Positional, in TaskRunSpec's field order: half the cost of keywords, per task run.
-        spec = TaskRunSpec(
-            task,
-            map_index,
-            self.run_id,
-            task_run_id(scope.prefix, task.slug, map_index),  # as scope.task_run_id
-            instr.inputs if inline else {},  # inputs
-            scope.base_context if inline else {},  # base_context
-            instr.start_loop_index,
-            instr.loop_result,
-            self.flow.serializer,
-            # Asked by task run id, so a body task inside a loop block finds its own
-            # iteration's record, not another iteration's run of the same task.
-            self.checkpoint_source,
-            self._cancel if inline else None,  # cancel
-            self._implied_running,
-        )
+        if (
+            inline and scope.relay is None and self.checkpoint_source is None
+            and instr.start_loop_index == 0 and instr.loop_result is NOTHING and is_plain(task)
+        ):
+            # The usual task run, nothing to emit: run_plain's fewer steps (a chain's link).
+            try:
+                final = run_plain(
+                    task, instr.inputs, scope.base_context,
+                    task_run_id(scope.prefix, task.slug, map_index),  # as scope.task_run_id
+                    map_index, self._cancel, lambda: self._spec(instr, scope, True),
+                )
+            except Exception as exc:  # a crash outside the task, as _job_result says
+                final = self._crashed(exc, scope, task, map_index, emit)
+            if task.cache_for is not None:
+                self._remember(task, map_index, final)
+            todo.extend(scope.task_run_finished(task, map_index, final))
+            return
+        spec = self._spec(instr, scope, inline)
         if inline:
             # The executor would run the job in this thread, done when submit returns:
             # run it here and act on its state now, with no future, no round through
@@ -297,6 +298,27 @@ class FlowRunner:
             todo.extend(scope.task_run_finished(task, map_index, failed))
             return
         running[future] = (scope, task, map_index)
+
+    def _spec(self, instr: RunTask, scope: Scope, inline: bool) -> TaskRunSpec:
+        """The job's :class:`TaskRunSpec`; ``inline``: for this thread, inputs included."""
+        task, map_index = instr.task, instr.map_index
+        # Positional, in TaskRunSpec's field order: half the cost of keywords, per task run.
+        return TaskRunSpec(
+            task,
+            map_index,
+            self.run_id,
+            task_run_id(scope.prefix, task.slug, map_index),  # as scope.task_run_id
+            instr.inputs if inline else {},  # inputs
+            scope.base_context if inline else {},  # base_context
+            instr.start_loop_index,
+            instr.loop_result,
+            self.flow.serializer,
+            # Asked by task run id, so a body task inside a loop block finds its own
+            # iteration's record, not another iteration's run of the same task.
+            self.checkpoint_source,
+            self._cancel if inline else None,  # cancel
+            self._implied_running,
+        )
 
     def _to_blocks(self, scope: Scope, instr: BlockInstruction) -> list:
         assert self._blocks is not None  # a scope makes block instructions only when it has any
