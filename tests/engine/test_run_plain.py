@@ -118,8 +118,10 @@ def both_ways(fn, options, map_index=None, cancelled=False, base=PLAIN_BASE):
             state = run_task_run(make_spec(t, cancel, map_index, base))
         else:
             assert is_plain(t)
-            state = run_plain(t, {"x": 1}, dict(base), "run/t", map_index, cancel,
-                              lambda t=t, cancel=cancel: make_spec(t, cancel, map_index, base))
+            state = run_plain(
+                t, {"x": 1}, dict(base), "run/t", map_index, cancel,
+                lambda inline, t=t, cancel=cancel: make_spec(t, cancel, map_index, base),
+            )
         results.append((state, contexts))
     return results
 

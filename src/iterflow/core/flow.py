@@ -290,6 +290,14 @@ class Flow:
         """Edges out of ``task``."""
         return list(self._downstream.get(task, ()))
 
+    def edge_lists(self) -> tuple[dict[Task, list[Edge]], dict[Task, list[Edge]]]:
+        """Every task's edges in and out, as the flow keeps them: read them, never change them.
+
+        For the engine, which lays out a graph once per run: :meth:`upstream_edges`
+        and :meth:`downstream_edges` copy a list per call.
+        """
+        return self._upstream, self._downstream
+
     def upstream_tasks(self, task: Task) -> set[Task]:
         """Tasks ``task`` waits for."""
         return {e.upstream_task for e in self._upstream.get(task, ())}

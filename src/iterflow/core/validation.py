@@ -47,8 +47,10 @@ def validate_flow(flow: Flow) -> None:
     # Imported here: core.block builds on core.flow. The engine checks blocks
     # with the same function, so a flow valid here is one the engine can lay out.
     from iterflow.core.block import block_layout
+    from iterflow.core.memo import derived
 
-    block_layout(flow, order)
+    # Kept (core.memo) for the engine, which lays out the same blocks when the flow runs.
+    derived(flow, "block_layout", lambda: block_layout(flow, order))
 
 
 def check_inputs(flow: Flow, task: Task) -> None:

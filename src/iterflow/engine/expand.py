@@ -145,7 +145,7 @@ def run_task_run(
 
 def run_plain(task: Any, inputs: dict[str, Any], base_context: dict[str, Any],
               task_run_id: str, map_index: int | None, cancel: CancelFlag | None,
-              spec: Callable[[], TaskRunSpec]) -> State:
+              spec: Callable[..., TaskRunSpec], *spec_args: Any) -> State:
     """:func:`run_task_run` for the usual task run, made in this thread, in fewer steps.
 
     For a task run with no job around it (the runner's thread runs it) and
@@ -154,8 +154,9 @@ def run_plain(task: Any, inputs: dict[str, Any], base_context: dict[str, Any],
     and with no checkpoint source: the runner checks this (:func:`is_plain`).
     It fills ``iterflow.context`` as :func:`drive` would and calls the function; a
     return is its Success, as drive makes it. Anything else (a signal, an error, a
-    cancelled run) goes to drive, with the outcome of that first call: ``spec()``
-    gives the task run's :class:`TaskRunSpec` then. A chain of N tasks makes N of
+    cancelled run) goes to drive, with the outcome of that first call:
+    ``spec(*spec_args, True)`` gives the task run's :class:`TaskRunSpec` then (for
+    this thread: ``inline``). A chain of N tasks makes N of
     these: no spec, one frame instead of three, the context built in one go.
     """
     name = task.name
@@ -183,11 +184,11 @@ def run_plain(task: Any, inputs: dict[str, Any], base_context: dict[str, Any],
     token = _current.set(ctx)
     try:
         if cancel is not None and cancel.is_set():
-            return drive(spec(), ctx, None)  # which says Cancelled, as it would have
+            return drive(spec(*spec_args, True), ctx, None)  # which says Cancelled, as usual
         try:
             value = task.fn(**inputs)
         except Exception as exc:
-            return drive(spec(), ctx, None, first=from_exception(exc))
+            return drive(spec(*spec_args, True), ctx, None, first=from_exception(exc))
         return Success(result=value, loop_count=1)
     finally:
         _current.reset(token)

@@ -185,7 +185,8 @@ class FlowMachine:
             # The usual case, in one pass over the edges and with no upstream mapping
             # built: every upstream Success or Cached lets it run (as _gate would say),
             # with its inputs as _inputs would make them.
-            inputs = dict(self.constants.get(task, ()))
+            constants = self.constants.get(task)
+            inputs = dict(constants) if constants else {}
             wants_states = task.receives_states
             for e in edges:
                 state = states[e.upstream_task]
@@ -334,7 +335,12 @@ def _layout(flow: Any) -> Layout:
 
 def _lay_out(flow: Any) -> Layout:
     order: tuple[Task, ...] = flow.sorted_tasks()
-    upstream_edges, downstream_edges = flow.upstream_edges, flow.downstream_edges
+    edge_lists = getattr(flow, "edge_lists", None)
+    if edge_lists is not None:  # a Flow, a ScopeView: their own lists, read, never copied
+        ins, outs = edge_lists()
+        upstream_edges, downstream_edges = ins.__getitem__, outs.__getitem__
+    else:
+        upstream_edges, downstream_edges = flow.upstream_edges, flow.downstream_edges
     edges_in: dict[Task, list[Edge]] = {}
     downstream: dict[Task, list[Task]] = {}
     remaining: dict[Task, int] = {}

@@ -221,19 +221,8 @@ class FlowRunner:
     # -- acting on instructions -------------------------------------------------
     def _act(self, instr: Any, scope: Scope, running: dict, todo: deque, emit: Emit | None
              ) -> None:
-        if isinstance(instr, BlockInstruction):  # the loop blocks' own: theirs to act on
-            if instr.delay:
-                try:  # waited out as a job, so the rest of the flow goes on meanwhile
-                    future = self.executor.submit(time.sleep, instr.delay, key=instr.key)
-                    running[future] = (scope, instr, None)
-                    return
-                except Exception:  # no worker to wait on: skip the delay rather than stall
-                    pass
-            todo.extend(self._to_blocks(scope, instr))
-            return
-        if isinstance(instr, Finished):
-            if emit is not None and not instr.resumed:
-                emit(self._event(scope, instr.task, instr.map_index, instr.state))
+        if type(instr) is not RunTask:  # one question for the usual instruction, not two
+            self._act_otherwise(instr, scope, running, todo, emit)
             return
         task, map_index = instr.task, instr.map_index
         # Asked only of the tasks that may finish without a job (most have no cache).
@@ -255,7 +244,7 @@ class FlowRunner:
                 final = run_plain(
                     task, instr.inputs, scope.base_context,
                     task_run_id(scope.prefix, task.slug, map_index),  # as scope.task_run_id
-                    map_index, self._cancel, lambda: self._spec(instr, scope, True),
+                    map_index, self._cancel, self._spec, instr, scope,
                 )
             except Exception as exc:  # a crash outside the task, as _job_result says
                 final = self._crashed(exc, scope, task, map_index, emit)
@@ -298,6 +287,22 @@ class FlowRunner:
             todo.extend(scope.task_run_finished(task, map_index, failed))
             return
         running[future] = (scope, task, map_index)
+
+    def _act_otherwise(self, instr: Any, scope: Scope, running: dict, todo: deque,
+                       emit: Emit | None) -> None:
+        """Act on an instruction other than :class:`RunTask`: the blocks' own, or Finished."""
+        if isinstance(instr, BlockInstruction):  # the loop blocks' own: theirs to act on
+            if instr.delay:
+                try:  # waited out as a job, so the rest of the flow goes on meanwhile
+                    future = self.executor.submit(time.sleep, instr.delay, key=instr.key)
+                    running[future] = (scope, instr, None)
+                    return
+                except Exception:  # no worker to wait on: skip the delay rather than stall
+                    pass
+            todo.extend(self._to_blocks(scope, instr))
+            return
+        if isinstance(instr, Finished) and emit is not None and not instr.resumed:
+            emit(self._event(scope, instr.task, instr.map_index, instr.state))
 
     def _spec(self, instr: RunTask, scope: Scope, inline: bool) -> TaskRunSpec:
         """The job's :class:`TaskRunSpec`; ``inline``: for this thread, inputs included."""

@@ -108,6 +108,9 @@ class ScopeView:
     def downstream_edges(self, task: Task) -> list[Edge]:
         return self._out[task]
 
+    def edge_lists(self) -> tuple[dict[Task, list[Edge]], dict[Task, list[Edge]]]:
+        return self._in, self._out
+
 
 @dataclass(frozen=True, slots=True)
 class BlockPlan:
