@@ -61,6 +61,8 @@ class Kind(enum.StrEnum):
     CANCELLED = "Cancelled"
 
 
+_now = time.time  # bound once: a state is made per task run, and per iteration of a loop
+
 _FINISHED = frozenset(
     {
         Kind.SUCCESS,
@@ -136,7 +138,7 @@ class State:
         self.result = result
         self.loop_count = loop_count
         self.traceback = traceback
-        self.timestamp = time.time() if timestamp is None else timestamp
+        self.timestamp = _now() if timestamp is None else timestamp
         self.run_id: str | None = None
 
     # -- predicates -------------------------------------------------------
@@ -261,7 +263,7 @@ class Running(State):
         self.result = result
         self.loop_count = loop_count
         self.traceback = traceback
-        self.timestamp = time.time() if timestamp is None else timestamp
+        self.timestamp = _now() if timestamp is None else timestamp
         self.run_id = None
         self.loop_index = loop_index
 

@@ -38,7 +38,8 @@ def validate_flow(flow: Flow) -> None:
     except CycleError as exc:
         raise CycleError(f"flow {flow.name!r}: {exc}") from None
     for t in flow._tasks:
-        check_inputs(flow, t)
+        if not _known_to_fit(flow, t):
+            check_inputs(flow, t)
         if t.task_run_name is not None:
             check_run_name(t, flow.name)
     from iterflow.core.subflow import check_subflows
@@ -51,6 +52,26 @@ def validate_flow(flow: Flow) -> None:
 
     # Kept (core.memo) for the engine, which lays out the same blocks when the flow runs.
     derived(flow, "block_layout", lambda: block_layout(flow, order))
+
+
+def _known_to_fit(flow: Flow, task: Task) -> bool:
+    """Whether ``task``'s function took inputs of these names already (then they fit).
+
+    The question check_inputs asks first, asked for the usual task copy (inputs
+    from edges only, its function inspected for a copy before) with no set built:
+    a fresh flow is validated when it first runs, a question per task copy.
+    """
+    shape = task.__dict__.get("_shape")
+    if shape is None or task in flow.constants:
+        return False
+    edges = flow._upstream[task]
+    if len(edges) == 1:
+        key = edges[0].key
+        return (frozenset((key,)) if key is not None else _NO_NAMES) in shape.fitting
+    return False
+
+
+_NO_NAMES: frozenset[str] = frozenset()
 
 
 def check_inputs(flow: Flow, task: Task) -> None:

@@ -258,7 +258,11 @@ class Scope:
         instructions = self.machine.task_run_finished(task, map_index, state)
         if self.has_blocks or self.run is not None:
             return self._after(instructions)
-        return [(self, i) for i in instructions]  # _after's plain case: once per task run
+        # _after's plain case, once per task run; one instruction (a chain's next link)
+        # is paired without a comprehension.
+        if len(instructions) == 1:
+            return [(self, instructions[0])]
+        return [(self, i) for i in instructions]
 
     def _after(self, instructions: list) -> list[tuple[Scope, Any]]:
         if self.has_blocks:
