@@ -13,7 +13,7 @@ import pytest
 
 import iterflow
 from iterflow import Flow, task
-from iterflow.engine.expand import TaskRunSpec, is_plain, run_plain, run_task_run
+from iterflow.engine.expand import TaskRunSpec, run_plain, run_task_run
 from iterflow.executors import LocalExecutor
 from iterflow.naming import LABEL_KEY
 from iterflow.signals import FAIL, LOOP, RETRY, SKIP, SUCCESS
@@ -117,7 +117,6 @@ def both_ways(fn, options, map_index=None, cancelled=False, base=PLAIN_BASE):
         if way == "run_task_run":
             state = run_task_run(make_spec(t, cancel, map_index, base))
         else:
-            assert is_plain(t)
             state = run_plain(
                 t, {"x": 1}, dict(base), "run/t", map_index, cancel,
                 lambda inline, t=t, cancel=cancel: make_spec(t, cancel, map_index, base),
@@ -149,13 +148,19 @@ def test_a_cancelled_run_stops_run_plain_before_the_call_as_it_stops_the_driver(
     assert plain_contexts == usual_contexts == []
 
 
-def test_only_plain_tasks_are_plain():
-    assert is_plain(task(returns))
-    assert not is_plain(task(returns, timeout=5))
-    assert not is_plain(task(returns, log_stdout=True))
-    assert not is_plain(task(returns, task_run_name="r-{x}"))
-    assert not is_plain(task(returns, state_handlers=[lambda t, old, new: new]))
-    assert not is_plain(task(returns).copy(run=lambda x: x))
+@pytest.mark.parametrize("not_plain", [
+    task(returns, timeout=5),
+    task(returns, log_stdout=True),
+    task(returns, task_run_name="r-{x}"),
+    task(returns, state_handlers=[lambda t, old, new: new]),
+    task(returns).copy(run=lambda x: x),
+], ids=["timeout", "log_stdout", "task_run_name", "state_handlers", "run"])
+def test_run_plain_leaves_other_tasks_alone(not_plain):
+    called = []
+    state = run_plain(not_plain, {"x": 1}, dict(PLAIN_BASE), "run/t", None, None,
+                      lambda *args: called.append(args))
+    assert state is None and not called
+    assert iterflow.context.to_dict() == {}
 
 
 class CountingExecutor(LocalExecutor):

@@ -49,6 +49,7 @@ from iterflow.core.state import (
     State,
     Success,
     TimedOut,
+    plain_success,
 )
 from iterflow.core.task import FunctionTask
 from iterflow.durable import sleep as durable_sleep
@@ -72,7 +73,7 @@ from iterflow.errors import LoopLimitError, RunCancelled
 from iterflow.naming import LABEL_KEY, clean_text, render_run_name
 from iterflow.pickling import dumps
 
-__all__ = ["TaskRunSpec", "drive", "is_plain", "keep_for_retry", "run_plain", "run_task_run"]
+__all__ = ["TaskRunSpec", "drive", "keep_for_retry", "run_plain", "run_task_run"]
 
 # Stands for the task run's state where nothing reads it (no handlers, no events).
 _UNUSED: Any = None
@@ -145,42 +146,50 @@ def run_task_run(
 
 def run_plain(task: Any, inputs: dict[str, Any], base_context: dict[str, Any],
               task_run_id: str, map_index: int | None, cancel: CancelFlag | None,
-              spec: Callable[..., TaskRunSpec], *spec_args: Any) -> State:
+              spec: Callable[..., TaskRunSpec], *spec_args: Any) -> State | None:
     """:func:`run_task_run` for the usual task run, made in this thread, in fewer steps.
 
     For a task run with no job around it (the runner's thread runs it) and
-    nothing to emit, of a plain task (a plain ``@task`` function with no state
-    handler, ``timeout``, ``log_stdout`` or ``task_run_name``), starting afresh
-    and with no checkpoint source: the runner checks this (:func:`is_plain`).
-    It fills ``iterflow.context`` as :func:`drive` would and calls the function; a
-    return is its Success, as drive makes it. Anything else (a signal, an error, a
-    cancelled run) goes to drive, with the outcome of that first call:
-    ``spec(*spec_args, True)`` gives the task run's :class:`TaskRunSpec` then (for
-    this thread: ``inline``). A chain of N tasks makes N of
-    these: no spec, one frame instead of three, the context built in one go.
+    nothing to emit, starting afresh and with no checkpoint source (the runner
+    checks these), of a plain task: a plain ``@task`` function with no state
+    handler, ``timeout``, ``log_stdout`` or ``task_run_name``. None, with nothing
+    done, for any other task (asked here, not by a call of its own).
+
+    It fills ``iterflow.context`` as :func:`drive` would and calls the function;
+    a return is its Success, as drive makes it. Anything else (a signal, an
+    error, a cancelled run) goes to drive, with the outcome of that first call:
+    ``spec(*spec_args, True)`` gives the task run's :class:`TaskRunSpec` then
+    (for this thread: ``inline``). A chain of N tasks makes N of these: no spec,
+    one frame instead of three, no Outcome, a Success made without a call of
+    its class (:func:`~iterflow.core.state.plain_success`).
     """
-    name = task.name
-    # The keys drive fills, in the order it fills them (the logger first, as
-    # run_task_run sets it); keys the base context has keep their place, as there.
-    ctx = {
-        **base_context,
-        "logger": None,
-        "task_name": name,
-        "task_slug": task.slug,
-        "task_run_id": task_run_id,
-        "task_tags": task.tags,
-        "map_index": map_index,
-        "task_run_name": name,
-        "_iterflow_cancel": cancel,
-        "loop_index": 0,
-        "task_loop_count": 1,
-        "task_run_count": 1,
-    }
+    if (
+        type(task).run is not _PLAIN_RUN
+        or "run" in task.__dict__  # task.copy(run=...)
+        or task.state_handlers
+        or task.timeout is not None
+        or task.log_stdout
+        or task.task_run_name is not None
+    ):
+        return None
+    # The keys run_task_run and drive fill, in their order, one by one (a dict display
+    # merging the base context costs more).
+    ctx = dict(base_context)
     ctx["logger"] = TaskLogger(ctx, None)
     if "loop_result" in ctx:  # as drive: a loop of the task whose context this copies
         del ctx["loop_result"]
         ctx.pop("task_loop_result", None)
+    ctx["task_name"] = name = task.name
+    ctx["task_slug"] = task.slug
+    ctx["task_run_id"] = task_run_id
+    ctx["task_tags"] = task.tags
+    ctx["map_index"] = map_index
     ctx.pop(LABEL_KEY, None)
+    ctx["task_run_name"] = name
+    ctx["_iterflow_cancel"] = cancel
+    ctx["loop_index"] = 0
+    ctx["task_loop_count"] = 1
+    ctx["task_run_count"] = 1
     token = _current.set(ctx)
     try:
         if cancel is not None and cancel.is_set():
@@ -189,21 +198,9 @@ def run_plain(task: Any, inputs: dict[str, Any], base_context: dict[str, Any],
             value = task.fn(**inputs)
         except Exception as exc:
             return drive(spec(*spec_args, True), ctx, None, first=from_exception(exc))
-        return Success(result=value, loop_count=1)
+        return plain_success(value, 1)
     finally:
         _current.reset(token)
-
-
-def is_plain(task: Any) -> bool:
-    """Whether ``task`` itself allows :func:`run_plain` (see there for the rest)."""
-    return (
-        type(task).run is _PLAIN_RUN
-        and "run" not in task.__dict__
-        and not task.state_handlers
-        and task.timeout is None
-        and not task.log_stdout
-        and task.task_run_name is None
-    )
 
 
 def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index: int = 0,

@@ -68,7 +68,7 @@ from iterflow.core.state import (
 from iterflow.core.subflow import judged_tasks
 from iterflow.engine.blocks import Blocks
 from iterflow.engine.cache import MemoryCache, cache_fingerprint
-from iterflow.engine.expand import TaskRunSpec, is_plain, run_plain, run_task_run
+from iterflow.engine.expand import TaskRunSpec, run_plain, run_task_run
 from iterflow.engine.machine import NOTHING, Finished, FlowMachine, RunTask
 from iterflow.engine.protocols import CheckpointSource, Executor
 from iterflow.engine.scopes import BlockInstruction, Scope, compile_blocks
@@ -237,9 +237,10 @@ class FlowRunner:
         inline = self._inline and not task.is_async
         if (
             inline and scope.relay is None and self.checkpoint_source is None
-            and instr.start_loop_index == 0 and instr.loop_result is NOTHING and is_plain(task)
+            and instr.start_loop_index == 0 and instr.loop_result is NOTHING
         ):
-            # The usual task run, nothing to emit: run_plain's fewer steps (a chain's link).
+            # Nothing to emit: a plain task's run takes run_plain's fewer steps (a chain's
+            # every link); it says None, having done nothing, for any other task.
             try:
                 final = run_plain(
                     task, instr.inputs, scope.base_context,
@@ -248,10 +249,11 @@ class FlowRunner:
                 )
             except Exception as exc:  # a crash outside the task, as _job_result says
                 final = self._crashed(exc, scope, task, map_index, emit)
-            if task.cache_for is not None:
-                self._remember(task, map_index, final)
-            todo.extend(scope.task_run_finished(task, map_index, final))
-            return
+            if final is not None:
+                if task.cache_for is not None:
+                    self._remember(task, map_index, final)
+                todo.extend(scope.task_run_finished(task, map_index, final))
+                return
         spec = self._spec(instr, scope, inline)
         if inline:
             # The executor would run the job in this thread, done when submit returns:
