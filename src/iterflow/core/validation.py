@@ -37,8 +37,17 @@ def validate_flow(flow: Flow) -> None:
         order = flow.sorted_tasks()
     except CycleError as exc:
         raise CycleError(f"flow {flow.name!r}: {exc}") from None
+    upstream, constants = flow._upstream, flow.constants
     for t in flow._tasks:
-        if not _known_to_fit(flow, t):
+        # check_inputs' first question, asked here with no set built and no call for the
+        # usual task copy (one input, from an edge, whose name a copy of its function took
+        # already): a fresh flow is validated when it first runs, a question per copy.
+        shape, edges = t.__dict__.get("_shape"), upstream[t]
+        if (
+            shape is None or len(edges) != 1 or t in constants
+            or (_NO_NAMES if edges[0].key is None else frozenset((edges[0].key,)))
+            not in shape.fitting
+        ):
             check_inputs(flow, t)
         if t.task_run_name is not None:
             check_run_name(t, flow.name)
@@ -54,23 +63,7 @@ def validate_flow(flow: Flow) -> None:
     derived(flow, "block_layout", lambda: block_layout(flow, order))
 
 
-def _known_to_fit(flow: Flow, task: Task) -> bool:
-    """Whether ``task``'s function took inputs of these names already (then they fit).
-
-    The question check_inputs asks first, asked for the usual task copy (inputs
-    from edges only, its function inspected for a copy before) with no set built:
-    a fresh flow is validated when it first runs, a question per task copy.
-    """
-    shape = task.__dict__.get("_shape")
-    if shape is None or task in flow.constants:
-        return False
-    edges = flow._upstream[task]
-    if len(edges) == 1:
-        key = edges[0].key
-        return (frozenset((key,)) if key is not None else _NO_NAMES) in shape.fitting
-    return False
-
-
+#: The input names of a task that takes none.
 _NO_NAMES: frozenset[str] = frozenset()
 
 
