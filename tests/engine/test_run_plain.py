@@ -14,6 +14,7 @@ import pytest
 import iterflow
 from iterflow import Flow, task
 from iterflow.engine.expand import TaskRunSpec, run_plain, run_task_run
+from iterflow.errors import RunCancelled
 from iterflow.executors import LocalExecutor
 from iterflow.naming import LABEL_KEY
 from iterflow.signals import FAIL, LOOP, RETRY, SKIP, SUCCESS
@@ -186,3 +187,20 @@ def test_a_flow_of_plain_tasks_ends_as_it_does_through_jobs(fn, options):
         return summary(state.result[last]), [sorted(c) for c in seen]
 
     assert run(LocalExecutor()) == run(CountingExecutor())
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RunCancelled])
+def test_a_stop_inside_the_call_goes_through_run_plain_as_through_the_driver(stop):
+    def stopped(x):
+        raise stop("stop")
+
+    for way in ("run_task_run", "run_plain"):
+        t = task(stopped, name="t")
+        t.slug = "t"
+        with pytest.raises(stop):
+            if way == "run_task_run":
+                run_task_run(make_spec(t, None, None, PLAIN_BASE))
+            else:
+                run_plain(t, {"x": 1}, dict(PLAIN_BASE), "run/t", None, None,
+                          lambda inline, t=t: make_spec(t, None, None, PLAIN_BASE))
+        assert iterflow.context.to_dict() == {}  # the context variable was reset

@@ -27,6 +27,9 @@ retry as it is, and so is the value of a task that asks for a retry with
 This is the engine's hot path. With no state handler and no event sink the
 loop makes no state objects for ``Running``/``Looped`` at all; with them, each
 transition goes through :class:`~iterflow.engine.transitions.TaskTransitions`.
+The runner's usual task run (its own thread, nothing to emit, a plain task:
+a chain's every link) takes :func:`run_plain`, which makes that first call
+itself and hands anything but a return to :func:`drive`.
 A mapped task's children are worked out in :mod:`iterflow.engine.mapping`.
 """
 

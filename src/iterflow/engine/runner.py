@@ -13,7 +13,9 @@ nothing is left to do and nothing is running. A job runs a task run to its
 end, loop included, so the runner sees one result per task run however many
 iterations it took. On an executor that finishes each job inside ``submit``
 (``executor.runs_inline``: the LocalExecutor), the runner acts on the job's
-state at once instead, with no round through ``running``.
+state at once instead, with no round through ``running``; with nothing to
+emit, a plain task's run there needs no job spec at all
+(:func:`~iterflow.engine.expand.run_plain`).
 
 Loop blocks add *scopes* (:mod:`iterflow.engine.scopes`): every instruction
 and every running job belongs to one, the flow itself or one iteration of a
