@@ -118,7 +118,7 @@ class FlowMachine:
         """A task run the runner started has finished with ``state``."""
         out: list[RunTask | Finished] = []
         if map_index is None:
-            # _finish and _drain written out: this runs once per task run.
+            # _finish written out: this runs once per task run.
             self.states[task] = state
             ready = self._ready
             remaining = self.remaining
@@ -128,10 +128,7 @@ class FlowMachine:
                     ready.append(down)
         else:
             self._child_finished(task, map_index, state, out)
-            ready = self._ready
-        while ready:
-            self._on_ready(ready.popleft(), out)
-        return out
+        return self._drain(out)
 
     @property
     def done(self) -> bool:
@@ -145,8 +142,29 @@ class FlowMachine:
     # -- internals ------------------------------------------------------------
     def _drain(self, out: list) -> list:
         # A worklist, not recursion: a long chain of skips must not hit the recursion limit.
-        while self._ready:
-            self._on_ready(self._ready.popleft(), out)
+        ready, states, maps = self._ready, self.states, self._maps
+        while ready:
+            task = ready.popleft()
+            if not self.resume_finished and task.trigger is all_successful and task not in maps:
+                # The usual case, in one pass over the edges, with no upstream mapping built
+                # and no call: every upstream Success or Cached lets it run (as _gate would
+                # say), with its inputs as _inputs would make them. Else _on_ready decides.
+                constants = self.constants.get(task)
+                inputs = dict(constants) if constants else {}
+                wants_states = task.receives_states
+                for e in self.edges_in[task]:
+                    state = states[e.upstream_task]
+                    if state.kind not in _PLAIN_SUCCESS:
+                        break
+                    if e.key is not None:
+                        inputs[e.key] = state if wants_states else state.result
+                else:
+                    out.append(
+                        RunTask(task, None, inputs) if not self.resume_loops
+                        else self._run(task, None, inputs)
+                    )
+                    continue
+            self._on_ready(task, out)
         return out
 
     def _finish(self, task: Task, state: State) -> None:
@@ -181,25 +199,6 @@ class FlowMachine:
             return
         edges = self.edges_in[task]
         states = self.states
-        if task.trigger is all_successful and task not in self._maps:
-            # The usual case, in one pass over the edges and with no upstream mapping
-            # built: every upstream Success or Cached lets it run (as _gate would say),
-            # with its inputs as _inputs would make them.
-            constants = self.constants.get(task)
-            inputs = dict(constants) if constants else {}
-            wants_states = task.receives_states
-            for e in edges:
-                state = states[e.upstream_task]
-                if state.kind not in _PLAIN_SUCCESS:
-                    break
-                if e.key is not None:
-                    inputs[e.key] = state if wants_states else state.result
-            else:
-                out.append(
-                    RunTask(task, None, inputs) if not self.resume_loops
-                    else self._run(task, None, inputs)
-                )
-                return
         upstream = {e.upstream_task: states[e.upstream_task] for e in edges}
         if task not in self._maps:
             verdict = self._gate(task, upstream)
