@@ -128,7 +128,8 @@ class FlowMachine:
                     ready.append(down)
         else:
             self._child_finished(task, map_index, state, out)
-        return self._drain(out)
+        # Nothing ready (a map's child but its last): no call to make.
+        return self._drain(out) if self._ready else out
 
     @property
     def done(self) -> bool:
@@ -142,10 +143,15 @@ class FlowMachine:
     # -- internals ------------------------------------------------------------
     def _drain(self, out: list) -> list:
         # A worklist, not recursion: a long chain of skips must not hit the recursion limit.
-        ready, states, maps = self._ready, self.states, self._maps
+        ready, states, maps, resumed = self._ready, self.states, self._maps, self.resume_finished
         while ready:
             task = ready.popleft()
-            if not self.resume_finished and task.trigger is all_successful and task not in maps:
+            if (
+                task.trigger is all_successful and task not in maps
+                # Asked only when resuming (or in a block's iteration, whose machine is
+                # given the states around it): a new run has nothing recorded.
+                and (not resumed or resumed.get((task.slug, None)) is None)  # type: ignore[arg-type]
+            ):
                 # The usual case, in one pass over the edges, with no upstream mapping built
                 # and no call: every upstream Success or Cached lets it run (as _gate would
                 # say), with its inputs as _inputs would make them. Else _on_ready decides.
