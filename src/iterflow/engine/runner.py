@@ -246,7 +246,8 @@ class FlowRunner:
             try:
                 final = run_plain(
                     task, instr.inputs, scope.base_context,
-                    task_run_id(scope.prefix, task.slug, map_index),  # as scope.task_run_id
+                    # As scope.task_run_id, one call less; every task in a flow has its slug.
+                    task_run_id(scope.prefix, task.slug, map_index),  # type: ignore[arg-type]
                     map_index, self._cancel, self._spec, instr, scope,
                 )
             except Exception as exc:  # a crash outside the task, as _job_result says
@@ -316,7 +317,8 @@ class FlowRunner:
             task,
             map_index,
             self.run_id,
-            task_run_id(scope.prefix, task.slug, map_index),  # as scope.task_run_id
+            # As scope.task_run_id, one call less; every task in a flow has its slug.
+            task_run_id(scope.prefix, task.slug, map_index),  # type: ignore[arg-type]
             instr.inputs if inline else {},  # inputs
             scope.base_context if inline else {},  # base_context
             instr.start_loop_index,
