@@ -129,3 +129,15 @@ def test_pickling_keeps_a_failed_states_exception():
     copy = pickle.loads(pickle.dumps(state))
     assert isinstance(copy.result, ValueError) and str(copy.result) == "boom"
     assert (copy.loop_count, copy.traceback) == (2, "tb")
+
+
+def test_plain_success_is_the_success_the_class_makes():
+    from iterflow.core.state import _all_slots, plain_success
+
+    made, called = plain_success([1], 3), states.Success(result=[1], loop_count=3)
+    assert type(made) is states.Success
+    fields = _all_slots(states.Success)
+    assert {f: getattr(made, f) for f in fields if f != "timestamp"} == {
+        f: getattr(called, f) for f in fields if f != "timestamp"
+    }
+    assert abs(made.timestamp - called.timestamp) < 60

@@ -290,6 +290,14 @@ class Flow:
         """Edges out of ``task``."""
         return list(self._downstream.get(task, ()))
 
+    def edge_lists(self) -> tuple[dict[Task, list[Edge]], dict[Task, list[Edge]]]:
+        """Every task's edges in and out, as the flow keeps them: read them, never change them.
+
+        For the engine, which lays out a graph once per run: :meth:`upstream_edges`
+        and :meth:`downstream_edges` copy a list per call.
+        """
+        return self._upstream, self._downstream
+
     def upstream_tasks(self, task: Task) -> set[Task]:
         """Tasks ``task`` waits for."""
         return {e.upstream_task for e in self._upstream.get(task, ())}
@@ -373,8 +381,19 @@ class Flow:
     def sorted_tasks(self) -> tuple[Task, ...]:
         """Every task in dependency order (ties in the order the tasks were added)."""
         if self._order is None:
-            children = {t: [e.downstream_task for e in es] for t, es in self._downstream.items()}
-            self._order = tuple(topological_order(self._tasks, children))
+            order = tuple(self._tasks)
+            # Usually every edge points forward (tasks are added after their upstreams):
+            # then the order they were added in is the answer, the one topological_order
+            # would give, found with no graph built for it (a run of a fresh flow sorts it).
+            position = dict(zip(order, range(len(order))))
+            for e in self._edges:
+                if position[e.downstream_task] <= position[e.upstream_task]:
+                    children = {
+                        t: [e.downstream_task for e in es] for t, es in self._downstream.items()
+                    }
+                    order = tuple(topological_order(self._tasks, children))
+                    break
+            self._order = order
         return self._order
 
     def parameters(self) -> set[Parameter]:

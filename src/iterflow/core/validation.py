@@ -22,9 +22,12 @@ __all__ = ["check_inputs", "validate_flow"]
 
 def validate_flow(flow: Flow) -> None:
     """Raise the first problem :meth:`iterflow.Flow.validate` describes, if any."""
+    tasks = flow._tasks
     for edge in flow._edges:
+        if edge.upstream_task in tasks and edge.downstream_task in tasks:
+            continue  # the usual case, asked without a tuple made per edge
         for t in (edge.upstream_task, edge.downstream_task):
-            if t not in flow._tasks:
+            if t not in tasks:
                 raise FlowDefinitionError(
                     f"flow {flow.name!r}: edge {edge} refers to task {t.name!r}, which is "
                     f"not in the flow; add it with flow.add_task(...), or build edges "
@@ -34,8 +37,18 @@ def validate_flow(flow: Flow) -> None:
         order = flow.sorted_tasks()
     except CycleError as exc:
         raise CycleError(f"flow {flow.name!r}: {exc}") from None
+    upstream, constants = flow._upstream, flow.constants
     for t in flow._tasks:
-        check_inputs(flow, t)
+        # check_inputs' first question, asked here with no set built and no call for the
+        # usual task copy (one input, from an edge, whose name a copy of its function took
+        # already): a fresh flow is validated when it first runs, a question per copy.
+        shape, edges = t.__dict__.get("_shape"), upstream[t]
+        if (
+            shape is None or len(edges) != 1 or t in constants
+            or (_NO_NAMES if edges[0].key is None else frozenset((edges[0].key,)))
+            not in shape.fitting
+        ):
+            check_inputs(flow, t)
         if t.task_run_name is not None:
             check_run_name(t, flow.name)
     from iterflow.core.subflow import check_subflows
@@ -44,14 +57,27 @@ def validate_flow(flow: Flow) -> None:
     # Imported here: core.block builds on core.flow. The engine checks blocks
     # with the same function, so a flow valid here is one the engine can lay out.
     from iterflow.core.block import block_layout
+    from iterflow.core.memo import derived
 
-    block_layout(flow, order)
+    # Kept (core.memo) for the engine, which lays out the same blocks when the flow runs.
+    derived(flow, "block_layout", lambda: block_layout(flow, order))
+
+
+#: The input names of a task that takes none.
+_NO_NAMES: frozenset[str] = frozenset()
 
 
 def check_inputs(flow: Flow, task: Task) -> None:
     """Raise :class:`ArgumentError` when ``task``'s inputs do not suit its function."""
-    keys = {e.key for e in flow._upstream[task] if e.key is not None}
-    keys.update(flow.constants.get(task, ()))
+    # A loop rather than a set comprehension (a call of its own): once per task copy,
+    # and a fresh flow is validated when it first runs.
+    keys: set[str] = set()
+    for e in flow._upstream[task]:
+        if e.key is not None:
+            keys.add(e.key)
+    constants = flow.constants.get(task)
+    if constants:
+        keys.update(constants)
     shape = task._call_shape()
     error = shape.misfit(frozenset(keys))
     if error is not None:

@@ -27,12 +27,16 @@ retry as it is, and so is the value of a task that asks for a retry with
 This is the engine's hot path. With no state handler and no event sink the
 loop makes no state objects for ``Running``/``Looped`` at all; with them, each
 transition goes through :class:`~iterflow.engine.transitions.TaskTransitions`.
+The runner's usual task run (its own thread, nothing to emit, a plain task:
+a chain's every link) takes :func:`run_plain`, which makes that first call
+itself and hands anything but a return to :func:`drive`.
 A mapped task's children are worked out in :mod:`iterflow.engine.mapping`.
 """
 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +52,7 @@ from iterflow.core.state import (
     State,
     Success,
     TimedOut,
+    plain_success,
 )
 from iterflow.core.task import FunctionTask
 from iterflow.durable import sleep as durable_sleep
@@ -71,7 +76,7 @@ from iterflow.errors import LoopLimitError, RunCancelled
 from iterflow.naming import LABEL_KEY, clean_text, render_run_name
 from iterflow.pickling import dumps
 
-__all__ = ["TaskRunSpec", "drive", "keep_for_retry", "run_task_run"]
+__all__ = ["TaskRunSpec", "drive", "keep_for_retry", "run_plain", "run_task_run"]
 
 # Stands for the task run's state where nothing reads it (no handlers, no events).
 _UNUSED: Any = None
@@ -142,26 +147,92 @@ def run_task_run(
         _current.reset(token)
 
 
+def run_plain(task: Any, inputs: dict[str, Any], base_context: dict[str, Any],
+              task_run_id: str, map_index: int | None, cancel: CancelFlag | None,
+              spec: Callable[..., TaskRunSpec], *spec_args: Any) -> State | None:
+    """:func:`run_task_run` for the usual task run, made in this thread, in fewer steps.
+
+    For a task run with no job around it (the runner's thread runs it) and
+    nothing to emit, starting afresh and with no checkpoint source (the runner
+    checks these), of a plain task: a plain ``@task`` function with no state
+    handler, ``timeout``, ``log_stdout`` or ``task_run_name``. None, with nothing
+    done, for any other task (asked here, not by a call of its own).
+
+    It fills ``iterflow.context`` as :func:`drive` would and calls the function;
+    a return is its Success, as drive makes it. Anything else (a signal, an
+    error, a cancelled run) goes to drive, with the outcome of that first call:
+    ``spec(*spec_args, True)`` gives the task run's :class:`TaskRunSpec` then
+    (for this thread: ``inline``). A chain of N tasks makes N of these: no spec,
+    one frame instead of three, no Outcome, a Success made without a call of
+    its class (:func:`~iterflow.core.state.plain_success`).
+    """
+    if (
+        type(task).run is not _PLAIN_RUN
+        or "run" in task.__dict__  # task.copy(run=...)
+        or task.state_handlers
+        or task.timeout is not None
+        or task.log_stdout
+        or task.task_run_name is not None
+    ):
+        return None
+    # The keys run_task_run and drive fill, in their order, one by one (a dict display
+    # merging the base context costs more).
+    ctx = dict(base_context)
+    ctx["logger"] = TaskLogger(ctx, None)
+    if "loop_result" in ctx:  # as drive: a loop of the task whose context this copies
+        del ctx["loop_result"]
+        ctx.pop("task_loop_result", None)
+    ctx["task_name"] = name = task.name
+    ctx["task_slug"] = task.slug
+    ctx["task_run_id"] = task_run_id
+    ctx["task_tags"] = task.tags
+    ctx["map_index"] = map_index
+    ctx.pop(LABEL_KEY, None)
+    ctx["task_run_name"] = name
+    ctx["_iterflow_cancel"] = cancel
+    ctx["loop_index"] = 0
+    ctx["task_loop_count"] = 1
+    ctx["task_run_count"] = 1
+    token = _current.set(ctx)
+    try:
+        if cancel is not None and cancel.is_set():
+            return drive(spec(*spec_args, True), ctx, None)  # which says Cancelled, as usual
+        try:
+            value = task.fn(**inputs)
+        except Exception as exc:
+            return drive(spec(*spec_args, True), ctx, None, first=from_exception(exc))
+        return plain_success(value, 1)
+    finally:
+        _current.reset(token)
+
+
 def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index: int = 0,
-          loop_result: Any = NOTHING) -> State:
+          loop_result: Any = NOTHING, first: Outcome | None = None) -> State:
     """Drive ``spec``'s task run to its end in ``ctx``, the context its task reads.
 
     ``ctx`` must already be the current context (:mod:`iterflow.context`) and
     hold the run's keys and a ``logger``; this fills in the task run's own. The
     loop starts at ``loop_index`` with ``loop_result`` (a resumed loop).
+
+    ``first``, when given, is what the first call of the first iteration gave,
+    made already by :func:`run_plain` in ``ctx`` as filled in here: the driver
+    goes on from it, as if it had made that call itself (with nothing to emit
+    and no state handler, as run_plain's task runs have).
     """
     task = spec.task
-    if "loop_result" in ctx:
-        # A flow run started inside a task copies that task's context, and the inline
-        # path's context still holds the task run before: that loop is not ours.
-        del ctx["loop_result"]
-        ctx.pop("task_loop_result", None)
-    ctx["task_name"] = task.name
-    ctx["task_slug"] = task.slug
-    ctx["task_run_id"] = spec.task_run_id
-    ctx["task_tags"] = task.tags
-    ctx["map_index"] = spec.map_index
-    ctx.pop(LABEL_KEY, None)  # a label the task run before left in a shared context
+    if first is None:  # else run_plain filled the task run's keys, and the call may have
+        # labelled its iteration (a label this driver would have left where it was)
+        if "loop_result" in ctx:
+            # A flow run started inside a task copies that task's context, and the inline
+            # path's context still holds the task run before: that loop is not ours.
+            del ctx["loop_result"]
+            ctx.pop("task_loop_result", None)
+        ctx["task_name"] = task.name
+        ctx["task_slug"] = task.slug
+        ctx["task_run_id"] = spec.task_run_id
+        ctx["task_tags"] = task.tags
+        ctx["map_index"] = spec.map_index
+        ctx.pop(LABEL_KEY, None)  # a label the task run before left in a shared context
     # A plain @task's run() only calls its function: call that, one frame less per call
     # (not when a subclass or task.copy(run=...) gave the task a run of its own).
     plain_run = type(task).run is _PLAIN_RUN and "run" not in task.__dict__
@@ -176,6 +247,9 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
     timeout = task.timeout
     stdout = ctx["logger"].info if task.log_stdout else None
     plain = timeout is None and stdout is None
+    # The first call made already: its iteration goes the not-plain way once, to take it.
+    calls_plain = plain
+    plain = plain and first is None
     max_loops = task.max_loops
     max_retries = task.max_retries
     moves = (
@@ -197,6 +271,8 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
     run_count = 1
     cancel = spec.cancel
     ctx["_iterflow_cancel"] = cancel  # iterflow.sleep stops waiting when it is set
+    if first is not None:
+        cancel = None  # asked already, before that first call
     while True:
         if cancel is not None and cancel.is_set():
             # The run was cancelled: stop before this iteration, recorded and resumable.
@@ -218,11 +294,18 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
         try:
             if plain:  # call_once's own first case, without the call to it
                 try:
-                    outcome = Outcome(RETURNED, fn(**inputs))
+                    value = fn(**inputs)
                 except Exception as exc:
                     outcome = from_exception(exc)
-            else:
+                else:
+                    if moves is None:  # returned, with nothing to tell: the RETURNED case
+                        return Success(result=value, loop_count=loop_index + 1)
+                    outcome = Outcome(RETURNED, value)
+            elif first is None:
                 outcome = call_once(fn, inputs, timeout, stdout)
+            else:  # the call run_plain made: from here on, as usual
+                outcome, first = first, None
+                plain, cancel = calls_plain, spec.cancel
         except (KeyboardInterrupt, RunCancelled) as stop:
             # Interrupted inside the function (Ctrl-C or SIGTERM in this thread): record
             # this task run as Cancelled at this iteration, then let the runner stop.

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from iterflow.core.graph import Edge
+from iterflow.core.memo import derived
 from iterflow.core.state import (
     Failed,
     Kind,
@@ -94,26 +95,11 @@ class FlowMachine:
         # the state to use: the runner passes the task's state handlers through it. The
         # machine itself stays free of user code.
         self.settle = settle
-        self.order: tuple[Task, ...] = flow.sorted_tasks()
-        # One pass over the graph (a chain of N tasks lays out N of them per run).
-        self.edges_in: dict[Task, list[Edge]] = {}
-        self.downstream: dict[Task, list[Task]] = {}
-        self.remaining: dict[Task, int] = {}
-        # Tasks with a mapped input, found once: most tasks have none, and _on_ready
-        # need not look through their edges for one each time.
-        self._maps: set[Task] = set()
-        for t in self.order:
-            edges = self.edges_in[t] = flow.upstream_edges(t)
-            self.remaining[t] = (
-                len(edges) if len(edges) < 2 else len({e.upstream_task for e in edges})
-            )
-            for e in edges:
-                if e.mapped:
-                    self._maps.add(t)
-                    break
-            self.downstream[t] = list(
-                dict.fromkeys([e.downstream_task for e in flow.downstream_edges(t)])
-            )
+        # The graph's layout, laid out once per flow (a chain of N tasks has N of them,
+        # and a flow is usually run more than once): shared, read-only, but ``remaining``,
+        # which each machine counts down in its own copy.
+        self.order, self.edges_in, self.downstream, remaining, self._maps = _layout(flow)
+        self.remaining: dict[Task, int] = dict(remaining)
         self.constants = flow.constants
         self.states: dict[Task, State] = {}
         self.resume_finished = resume_finished or {}
@@ -132,10 +118,18 @@ class FlowMachine:
         """A task run the runner started has finished with ``state``."""
         out: list[RunTask | Finished] = []
         if map_index is None:
-            self._finish(task, state)
+            # _finish written out: this runs once per task run.
+            self.states[task] = state
+            ready = self._ready
+            remaining = self.remaining
+            for down in self.downstream[task]:
+                left = remaining[down] = remaining[down] - 1
+                if left == 0:
+                    ready.append(down)
         else:
             self._child_finished(task, map_index, state, out)
-        return self._drain(out)
+        # Nothing ready (a map's child but its last): no call to make.
+        return self._drain(out) if self._ready else out
 
     @property
     def done(self) -> bool:
@@ -149,8 +143,34 @@ class FlowMachine:
     # -- internals ------------------------------------------------------------
     def _drain(self, out: list) -> list:
         # A worklist, not recursion: a long chain of skips must not hit the recursion limit.
-        while self._ready:
-            self._on_ready(self._ready.popleft(), out)
+        ready, states, maps, resumed = self._ready, self.states, self._maps, self.resume_finished
+        while ready:
+            task = ready.popleft()
+            if (
+                task.trigger is all_successful and task not in maps
+                # Asked only when resuming (or in a block's iteration, whose machine is
+                # given the states around it): a new run has nothing recorded.
+                and (not resumed or resumed.get((task.slug, None)) is None)  # type: ignore[arg-type]
+            ):
+                # The usual case, in one pass over the edges, with no upstream mapping built
+                # and no call: every upstream Success or Cached lets it run (as _gate would
+                # say), with its inputs as _inputs would make them. Else _on_ready decides.
+                constants = self.constants.get(task)
+                inputs = dict(constants) if constants else {}
+                wants_states = task.receives_states
+                for e in self.edges_in[task]:
+                    state = states[e.upstream_task]
+                    if state.kind not in _PLAIN_SUCCESS:
+                        break
+                    if e.key is not None:
+                        inputs[e.key] = state if wants_states else state.result
+                else:
+                    out.append(
+                        RunTask(task, None, inputs) if not self.resume_loops
+                        else self._run(task, None, inputs)
+                    )
+                    continue
+            self._on_ready(task, out)
         return out
 
     def _finish(self, task: Task, state: State) -> None:
@@ -296,6 +316,57 @@ class FlowMachine:
             names = ", ".join(f"{t.slug} ({self.states[t].name})" for t in bad)
             return Failed(f"some {what} tasks did not succeed: {names}")
         return Success(f"all {what} tasks succeeded")
+
+
+#: A graph's layout as the machine reads it: tasks in order, each task's edges in and
+#: distinct downstream tasks, how many distinct upstreams each waits for, and the
+#: tasks with a mapped input.
+Layout = tuple[
+    tuple[Task, ...], dict[Task, list[Edge]], dict[Task, list[Task]], dict[Task, int], set[Task]
+]
+
+
+def _layout(flow: Any) -> Layout:
+    """``flow``'s :data:`Layout`, kept until its graph changes (:mod:`iterflow.core.memo`).
+
+    A flow (or a loop block's view, once per iteration) is laid out once, not once
+    per machine; an object that cannot be remembered weakly is laid out each time.
+    """
+    try:
+        return derived(flow, "machine_layout", lambda: _lay_out(flow))
+    except TypeError:  # not weakly referenceable (a stand-in for a flow, in a test)
+        return _lay_out(flow)
+
+
+def _lay_out(flow: Any) -> Layout:
+    order: tuple[Task, ...] = flow.sorted_tasks()
+    edge_lists = getattr(flow, "edge_lists", None)
+    if edge_lists is not None:  # a Flow, a ScopeView: their own lists, read, never copied
+        ins, outs = edge_lists()
+        upstream_edges, downstream_edges = ins.__getitem__, outs.__getitem__
+    else:
+        upstream_edges, downstream_edges = flow.upstream_edges, flow.downstream_edges
+    edges_in: dict[Task, list[Edge]] = {}
+    downstream: dict[Task, list[Task]] = {}
+    remaining: dict[Task, int] = {}
+    # Tasks with a mapped input, found once: most tasks have none, and _on_ready
+    # need not look through their edges for one each time.
+    maps: set[Task] = set()
+    for t in order:
+        edges = edges_in[t] = upstream_edges(t)
+        n = len(edges)
+        remaining[t] = n if n < 2 else len({e.upstream_task for e in edges})
+        for e in edges:
+            if e.mapped:
+                maps.add(t)
+                break
+        out = downstream_edges(t)
+        # One edge out (a chain's every link) needs no de-duplication.
+        downstream[t] = (
+            [out[0].downstream_task] if len(out) == 1
+            else list(dict.fromkeys([e.downstream_task for e in out]))
+        )
+    return order, edges_in, downstream, remaining, maps
 
 
 #: Upstream kinds that let the default trigger run a task with no more questions.

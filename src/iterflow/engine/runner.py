@@ -13,7 +13,9 @@ nothing is left to do and nothing is running. A job runs a task run to its
 end, loop included, so the runner sees one result per task run however many
 iterations it took. On an executor that finishes each job inside ``submit``
 (``executor.runs_inline``: the LocalExecutor), the runner acts on the job's
-state at once instead, with no round through ``running``.
+state at once instead, with no round through ``running``; with nothing to
+emit, a plain task's run there needs no job spec at all
+(:func:`~iterflow.engine.expand.run_plain`).
 
 Loop blocks add *scopes* (:mod:`iterflow.engine.scopes`): every instruction
 and every running job belongs to one, the flow itself or one iteration of a
@@ -68,8 +70,8 @@ from iterflow.core.state import (
 from iterflow.core.subflow import judged_tasks
 from iterflow.engine.blocks import Blocks
 from iterflow.engine.cache import MemoryCache, cache_fingerprint
-from iterflow.engine.expand import TaskRunSpec, run_task_run
-from iterflow.engine.machine import Finished, FlowMachine, RunTask
+from iterflow.engine.expand import TaskRunSpec, run_plain, run_task_run
+from iterflow.engine.machine import NOTHING, Finished, FlowMachine, RunTask
 from iterflow.engine.protocols import CheckpointSource, Executor
 from iterflow.engine.scopes import BlockInstruction, Scope, compile_blocks
 from iterflow.engine.transitions import Emit, apply_handlers, settle, task_run_event
@@ -223,45 +225,41 @@ class FlowRunner:
     # -- acting on instructions -------------------------------------------------
     def _act(self, instr: Any, scope: Scope, running: dict, todo: deque, emit: Emit | None
              ) -> None:
-        if isinstance(instr, BlockInstruction):  # the loop blocks' own: theirs to act on
-            if instr.delay:
-                try:  # waited out as a job, so the rest of the flow goes on meanwhile
-                    future = self.executor.submit(time.sleep, instr.delay, key=instr.key)
-                    running[future] = (scope, instr, None)
-                    return
-                except Exception:  # no worker to wait on: skip the delay rather than stall
-                    pass
-            todo.extend(self._to_blocks(scope, instr))
-            return
-        if isinstance(instr, Finished):
-            if emit is not None and not instr.resumed:
-                emit(self._event(scope, instr.task, instr.map_index, instr.state))
+        if type(instr) is not RunTask:  # one question for the usual instruction, not two
+            self._act_otherwise(instr, scope, running, todo, emit)
             return
         task, map_index = instr.task, instr.map_index
-        quick = self._finish_without_job(instr)
-        if quick is not None:
-            quick = settle(task, quick)
-            if emit is not None:
-                emit(self._event(scope, task, map_index, quick))
-            todo.extend(scope.task_run_finished(task, map_index, quick))
-            return
+        # Asked only of the tasks that may finish without a job (most have no cache).
+        if task.cache_for is not None or isinstance(task, Parameter) or type(task) is Constant:
+            quick = self._finish_without_job(instr)
+            if quick is not None:
+                quick = settle(task, quick)
+                if emit is not None:
+                    emit(self._event(scope, task, map_index, quick))
+                todo.extend(scope.task_run_finished(task, map_index, quick))
+                return
         inline = self._inline and not task.is_async
-        spec = TaskRunSpec(
-            task=task,
-            map_index=map_index,
-            flow_run_id=self.run_id,
-            task_run_id=scope.task_run_id(task, map_index),
-            inputs=instr.inputs if inline else {},
-            base_context=scope.base_context if inline else {},
-            start_loop_index=instr.start_loop_index,
-            loop_result=instr.loop_result,
-            serializer=self.flow.serializer,
-            # Asked by task run id, so a body task inside a loop block finds its own
-            # iteration's record, not another iteration's run of the same task.
-            checkpoint_source=self.checkpoint_source,
-            cancel=self._cancel if inline else None,
-            implied_running=self._implied_running,
-        )
+        if (
+            inline and scope.relay is None and self.checkpoint_source is None
+            and instr.start_loop_index == 0 and instr.loop_result is NOTHING
+        ):
+            # Nothing to emit: a plain task's run takes run_plain's fewer steps (a chain's
+            # every link); it says None, having done nothing, for any other task.
+            try:
+                final = run_plain(
+                    task, instr.inputs, scope.base_context,
+                    # As scope.task_run_id, one call less; every task in a flow has its slug.
+                    task_run_id(scope.prefix, task.slug, map_index),  # type: ignore[arg-type]
+                    map_index, self._cancel, self._spec, instr, scope,
+                )
+            except Exception as exc:  # a crash outside the task, as _job_result says
+                final = self._crashed(exc, scope, task, map_index, emit)
+            if final is not None:
+                if task.cache_for is not None:
+                    self._remember(task, map_index, final)
+                todo.extend(scope.task_run_finished(task, map_index, final))
+                return
+        spec = self._spec(instr, scope, inline)
         if inline:
             # The executor would run the job in this thread, done when submit returns:
             # run it here and act on its state now, with no future, no round through
@@ -296,6 +294,44 @@ class FlowRunner:
             todo.extend(scope.task_run_finished(task, map_index, failed))
             return
         running[future] = (scope, task, map_index)
+
+    def _act_otherwise(self, instr: Any, scope: Scope, running: dict, todo: deque,
+                       emit: Emit | None) -> None:
+        """Act on an instruction other than :class:`RunTask`: the blocks' own, or Finished."""
+        if isinstance(instr, BlockInstruction):  # the loop blocks' own: theirs to act on
+            if instr.delay:
+                try:  # waited out as a job, so the rest of the flow goes on meanwhile
+                    future = self.executor.submit(time.sleep, instr.delay, key=instr.key)
+                    running[future] = (scope, instr, None)
+                    return
+                except Exception:  # no worker to wait on: skip the delay rather than stall
+                    pass
+            todo.extend(self._to_blocks(scope, instr))
+            return
+        if isinstance(instr, Finished) and emit is not None and not instr.resumed:
+            emit(self._event(scope, instr.task, instr.map_index, instr.state))
+
+    def _spec(self, instr: RunTask, scope: Scope, inline: bool) -> TaskRunSpec:
+        """The job's :class:`TaskRunSpec`; ``inline``: for this thread, inputs included."""
+        task, map_index = instr.task, instr.map_index
+        # Positional, in TaskRunSpec's field order: half the cost of keywords, per task run.
+        return TaskRunSpec(
+            task,
+            map_index,
+            self.run_id,
+            # As scope.task_run_id, one call less; every task in a flow has its slug.
+            task_run_id(scope.prefix, task.slug, map_index),  # type: ignore[arg-type]
+            instr.inputs if inline else {},  # inputs
+            scope.base_context if inline else {},  # base_context
+            instr.start_loop_index,
+            instr.loop_result,
+            self.flow.serializer,
+            # Asked by task run id, so a body task inside a loop block finds its own
+            # iteration's record, not another iteration's run of the same task.
+            self.checkpoint_source,
+            self._cancel if inline else None,  # cancel
+            self._implied_running,
+        )
 
     def _to_blocks(self, scope: Scope, instr: BlockInstruction) -> list:
         assert self._blocks is not None  # a scope makes block instructions only when it has any

@@ -85,7 +85,9 @@ __all__ = [
 class ScopeView:
     """One scope's graph, read like a flow by :class:`FlowMachine` (and by nothing else)."""
 
-    __slots__ = ("_in", "_order", "_out", "constants")
+    # Weakly referenceable: the machine remembers each view's layout (core.memo), and a
+    # block's view starts a machine per iteration.
+    __slots__ = ("__weakref__", "_in", "_order", "_out", "constants")
 
     def __init__(self, order: tuple[Task, ...], edges_in: dict[Task, list[Edge]],
                  constants: dict[Task, dict[str, Any]]) -> None:
@@ -105,6 +107,9 @@ class ScopeView:
 
     def downstream_edges(self, task: Task) -> list[Edge]:
         return self._out[task]
+
+    def edge_lists(self) -> tuple[dict[Task, list[Edge]], dict[Task, list[Edge]]]:
+        return self._in, self._out
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +255,14 @@ class Scope:
     def task_run_finished(self, task: Task, map_index: int | None,
                           state: State) -> list[tuple[Scope, Any]]:
         """Tell the machine; its answer as ``(scope, instruction)`` pairs."""
-        return self._after(self.machine.task_run_finished(task, map_index, state))
+        instructions = self.machine.task_run_finished(task, map_index, state)
+        if self.has_blocks or self.run is not None:
+            return self._after(instructions)
+        # _after's plain case, once per task run; one instruction (a chain's next link)
+        # is paired without a comprehension.
+        if len(instructions) == 1:
+            return [(self, instructions[0])]
+        return [(self, i) for i in instructions]
 
     def _after(self, instructions: list) -> list[tuple[Scope, Any]]:
         if self.has_blocks:
