@@ -50,7 +50,12 @@ from iterflow.errors import RunTakenOver
 from iterflow.store.cancel_watch import asked, cancel_asked
 from iterflow.store.flow_rows import write_flow, write_flow_rows
 from iterflow.store.liveness import HOST
-from iterflow.store.metric_packing import chunk_row
+from iterflow.store.metric_packing import (
+    M_FLOW_RUN_ID,
+    M_TASK_RUN_ID,
+    group_metrics,
+    metric_row,
+)
 from iterflow.store.schema import flow_runs, task_runs
 from iterflow.store.statements import (
     NATIVE_UPSERT,
@@ -88,13 +93,7 @@ TASK, FLOW, LOG, MARK, LOOPED, LINK = range(6)
 #: A log line.
 (L_TAG, L_FLOW_RUN_ID, L_TASK_RUN_ID, L_SLUG, L_MAP_INDEX, L_LOOP_INDEX, L_LEVEL, L_MESSAGE,
  L_TIME, L_SIGNAL) = range(10)
-#: A metric (``iterflow.log_metric``). Metrics have a queue of their own (the sink's
-#: ``_metrics``), so their records carry no tag and no signal: a loop may log several per
-#: iteration, so the record is made from plain values in the task's thread (the sink's
-#: metric lane) and the writer takes them all at once, packed by task run (see
-#: :func:`metric_row`).
-(M_FLOW_RUN_ID, M_TASK_RUN_ID, M_LOOP_INDEX, M_BLOCK_INDEX, M_NAME, M_VALUE,
- M_TIME) = range(7)
+#: A metric's record: ``metric_packing.M_*`` (the packing reads it).
 #: A plain ``Looped`` state with a number for its result, from the loop driver's lane
 #: (:meth:`~iterflow.store.writer.StoreSink.record_looped`): run and task run ids in the
 #: slots of a TASK record's, then the task run's head (flow run id, task run id, slug,
@@ -273,7 +272,7 @@ class BatchRecorder:
                         _forget(conn, record[F_RUN_ID], self._forget[record[F_RUN_ID]])
                     run_key = run_keys.get(record[F_RUN_ID]) or keyed_runs[record[F_RUN_ID]]
                     next_id = write_flow(record, run_key, next_id, rows, runs, self.owner)
-            next_id = _group_metrics(metrics, metric_chunks, next_id, run_keys, keyed_runs,
+            next_id = group_metrics(metrics, metric_chunks, next_id, run_keys, keyed_runs,
                                      task_keys, keyed_tasks)
             write_flow_rows(conn, rows)
             snapshots: list[tuple[Any, ...]] = []
@@ -397,42 +396,6 @@ def _owners_sqlite(conn: sa.Connection, run_ids: list[str]) -> list[tuple[Any, .
             (*run_ids, *[None] * (size - len(run_ids))),
         )
         return cursor.fetchall()
-
-
-def _group_metrics(metrics: list[tuple[Any, ...]],
-                   chunks: dict[str, tuple[int, int | None, list[int], list[Any]]],
-                   next_id: int, run_keys: dict[str, int], keyed_runs: dict[str, int],
-                   task_keys: dict[str, int], keyed_tasks: dict[str, int]) -> int:
-    """Give ``metrics`` their ids, from ``next_id``, and group them by task run in ``chunks``.
-
-    Returns the next free id. A chunk is ``(flow run key, task run key, ids, records)``;
-    values of no task run are grouped by their run id.
-    """
-    for record in metrics:
-        owner = record[M_TASK_RUN_ID] or record[M_FLOW_RUN_ID]
-        chunk = chunks.get(owner)
-        if chunk is None:
-            task_run_id = record[M_TASK_RUN_ID]
-            chunk = chunks[owner] = (
-                run_keys.get(record[M_FLOW_RUN_ID]) or keyed_runs[record[M_FLOW_RUN_ID]],
-                None if task_run_id is None
-                else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
-                [], [],
-            )
-        chunk[2].append(next_id)
-        chunk[3].append(record)
-        next_id += 1
-    return next_id
-
-
-def metric_row(flow_run: int, task_run: int | None, ids: list[int],
-               records: list[tuple[Any, ...]]) -> tuple[Any, ...]:
-    """The packed ``metrics`` row of a task run's metric ``records`` (see metric_packing)."""
-    columns = list(zip(*records))  # in C: the records' slots as columns
-    return chunk_row(
-        flow_run, task_run, ids, columns[M_LOOP_INDEX], columns[M_BLOCK_INDEX],
-        columns[M_NAME], columns[M_VALUE], columns[M_TIME],
-    )
 
 
 class _Rows:

@@ -36,7 +36,8 @@ from typing import Any, NamedTuple
 
 from iterflow.errors import StoreError
 
-__all__ = ["COLUMNS", "NONE", "Chunk", "chunk_row", "pack", "unpack", "values"]
+__all__ = ["COLUMNS", "NONE", "Chunk", "chunk_row", "group_metrics", "metric_row", "pack",
+           "unpack", "values"]
 
 #: Stands for NULL in the index arrays (no iteration, no block iteration).
 NONE = -(2**63)
@@ -99,6 +100,14 @@ def unpack(data: bytes, count: int) -> Chunk:
     return Chunk(*arrays)
 
 
+#: A metric (``iterflow.log_metric``). Metrics have a queue of their own (the sink's
+#: ``_metrics``), so their records carry no tag and no signal: a loop may log several per
+#: iteration, so the record is made from plain values in the task's thread (the sink's
+#: metric lane) and the writer takes them all at once, packed by task run (see
+#: :func:`metric_row`).
+(M_FLOW_RUN_ID, M_TASK_RUN_ID, M_LOOP_INDEX, M_BLOCK_INDEX, M_NAME, M_VALUE,
+ M_TIME) = range(7)
+
 #: A chunk row's columns, in the order :func:`chunk_row` gives them.
 COLUMNS = ("id", "flow_run", "task_run", "count", "loop_lo", "loop_hi", "block_lo", "block_hi",
            "names", "data")
@@ -157,3 +166,39 @@ def values(row: Any) -> Iterator[tuple[int, int | None, int | None, str, float, 
     for seq, loop, block, code, value, at in zip(*chunk):
         yield (seq, None if loop == NONE else loop, None if block == NONE else block,
                names[code], value, at)
+
+
+def group_metrics(metrics: list[tuple[Any, ...]],
+                   chunks: dict[str, tuple[int, int | None, list[int], list[Any]]],
+                   next_id: int, run_keys: dict[str, int], keyed_runs: dict[str, int],
+                   task_keys: dict[str, int], keyed_tasks: dict[str, int]) -> int:
+    """Give ``metrics`` their ids, from ``next_id``, and group them by task run in ``chunks``.
+
+    Returns the next free id. A chunk is ``(flow run key, task run key, ids, records)``;
+    values of no task run are grouped by their run id.
+    """
+    for record in metrics:
+        owner = record[M_TASK_RUN_ID] or record[M_FLOW_RUN_ID]
+        chunk = chunks.get(owner)
+        if chunk is None:
+            task_run_id = record[M_TASK_RUN_ID]
+            chunk = chunks[owner] = (
+                run_keys.get(record[M_FLOW_RUN_ID]) or keyed_runs[record[M_FLOW_RUN_ID]],
+                None if task_run_id is None
+                else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
+                [], [],
+            )
+        chunk[2].append(next_id)
+        chunk[3].append(record)
+        next_id += 1
+    return next_id
+
+
+def metric_row(flow_run: int, task_run: int | None, ids: list[int],
+               records: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """The packed ``metrics`` row of a task run's metric ``records`` (see metric_packing)."""
+    columns = list(zip(*records))  # in C: the records' slots as columns
+    return chunk_row(
+        flow_run, task_run, ids, columns[M_LOOP_INDEX], columns[M_BLOCK_INDEX],
+        columns[M_NAME], columns[M_VALUE], columns[M_TIME],
+    )

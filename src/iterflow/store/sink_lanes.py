@@ -9,7 +9,7 @@ task's own thread: a plain ``Looped`` state with a number for its result
 (:meth:`SinkLanes.record_looped`, through
 :func:`iterflow.engine.transitions.looped_lane`) and a metric when the store
 is the only sink (:meth:`SinkLanes.record_metric`). Each makes the compact
-record the writer expects (``batch.LOOPED``; a metric's, ``batch.M_*``, in a queue
+record the writer expects (``batch.LOOPED``; a metric's, ``metric_packing.M_*``, in a queue
 of their own); anything a
 lane declines comes as an event to ``handle``.
 """
@@ -119,7 +119,7 @@ class SinkLanes:
         (``iterflow.engine.tasklog.metric_recorder``): a loop may log several
         metrics per iteration, and a record made from plain values here costs
         its thread a third of an event handed to ``handle``. The record (see
-        ``batch.M_*``) goes to the metrics' own queue, which the writer takes
+        ``metric_packing.M_*``) goes to the metrics' own queue, which the writer takes
         whole into its next transaction; it is woken only once per batch.
         """
         if self._unusable:

@@ -212,7 +212,7 @@ class StoreSink(SinkLanes, WriterThread):
         self.max_batch = max(max_batch, batch_size)
         self.heartbeat_interval = heartbeat_interval
         self._buffer: deque[tuple[Any, ...]] = deque()
-        # Metrics wait apart (batch.M_*): the writer takes them whole into each transaction
+        # Metrics wait apart (metric_packing.M_*): the writer takes them whole into each transaction
         # instead of record by record; each commit holds every metric logged before its
         # last record, so a flush or a synchronous event covers them too.
         self._metrics: deque[tuple[Any, ...]] = deque()
