@@ -233,3 +233,38 @@ def test_cli_run_id_runs_once_then_reports_the_finished_run(tmp_path, home):
     assert again.returncode == 0, again.stderr
     assert "already finished Success: nothing ran" in again.stdout
     assert (tmp_path / "ran").read_text().count("x") == 2
+
+
+def test_an_id_inserted_by_another_process_between_look_and_insert_is_refused_clearly(
+    store_url, monkeypatch
+):
+    """The race of two starts of one new id: the loser's insert fails, and it says why."""
+    import sqlalchemy as sa
+
+    from iterflow.store import idempotent
+
+    if not store_url.startswith("postgresql"):
+        pytest.skip("SQLite's write lock keeps the other insert out until this one ends")
+    real = idempotent.allocate_ids
+    other = sa.create_engine(store_url)
+
+    def allocate_after_another_insert(conn, count):
+        # What the other process does between this one's look and its insert.
+        monkeypatch.setattr(idempotent, "allocate_ids", real)
+        with other.begin() as theirs:
+            theirs.execute(sa.text(
+                "INSERT INTO flow_runs (id, run_id, flow_name, state, started, pid, host, "
+                "heartbeat, owner) VALUES (987654, 'job-race', 'nightly', 'Running', :t, "
+                ":pid, :host, :t, 'theirs')"),
+                {"t": __import__("time").time(), "pid": os.getppid(),
+                 "host": idempotent.HOST})
+        return real(conn, count)
+
+    monkeypatch.setattr(idempotent, "allocate_ids", allocate_after_another_insert)
+    flow, _, _ = make_flow()
+    try:
+        with pytest.raises(RunNotResumable, match="still running"):
+            flow.run(run_id="job-race", store=store_url)
+    finally:
+        other.dispose()
+    assert CALLS == []  # nothing ran

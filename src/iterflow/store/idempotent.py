@@ -4,7 +4,8 @@ A cron line or a CI job that names its run (``sync-2026-12-06``) can simply be
 started again: :func:`claim_run_id` looks the id up and, in the same write
 transaction, records a new run under it when there is none. Of two processes
 starting the same new id at once, exactly one inserts the row; the other finds
-it live (this host's pid) and is refused, as a resume of a live run is.
+it live (this host's pid) and is refused, as a resume of a live run is — also
+when both looked before either inserted (its insert fails, and it looks again).
 
 >>> existing = claim_run_id(store, "sync-2026-12-06", "sync", owner)  # doctest: +SKIP
 >>> existing is None            # a new run, recorded as Running and ours  # doctest: +SKIP
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from iterflow.core.state import Skipped, State, Success
-from iterflow.errors import RunNotResumable
+from iterflow.errors import RunNotResumable, StoreError
 from iterflow.store.liveness import HOST, driving, run_info
 from iterflow.store.records import RunInfo
 from iterflow.store.schema import flow_runs, task_runs
@@ -75,7 +76,14 @@ def claim_run_id(store: RunStore, run_id: str, flow_name: str, owner: str) -> Ru
             )
         return info
 
-    info = store.write(claim)
+    try:
+        info = store.write(claim)
+    except StoreError as exc:
+        if not isinstance(exc.__cause__, sa.exc.IntegrityError):
+            raise
+        # Another process inserted this new id between our look and our insert
+        # (PostgreSQL locks no row that is not there yet): look again, it is there now.
+        info = store.write(claim)
     if info is None:
         driving(run_id, owner, True)  # until its sink ends the run, or release_run_id()
     return info
