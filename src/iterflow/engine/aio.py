@@ -84,7 +84,14 @@ from iterflow.engine.call import (
     Outcome,
     call_once_async,
 )
-from iterflow.engine.expand import TaskRunSpec, _loop_label, _loop_limit, _where, keep_for_retry
+from iterflow.engine.expand import (
+    _UNASKED,
+    TaskRunSpec,
+    _loop_label,
+    _loop_limit,
+    _where,
+    keep_for_retry,
+)
 from iterflow.engine.mapping import NOTHING
 from iterflow.engine.tasklog import TaskLogger
 from iterflow.engine.transitions import Emit, TaskTransitions
@@ -176,6 +183,8 @@ async def drive_async(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None,
     clock = time.monotonic
     turn_at = clock() + _TURN
     try:
+        lane: Any = _UNASKED  # the sinks' loop lane, once asked
+        lane_head: tuple[Any, ...] = ()
         while True:
             if clock() >= turn_at:
                 # An iteration that never suspends would keep the loop to itself for the
@@ -215,11 +224,12 @@ async def drive_async(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None,
                         label = outcome.label
                         label = (ctx.pop(LABEL_KEY, None) if label is None
                                  else _loop_label(ctx, label))
-                        lane = moves.looped_lane
+                        if lane is _UNASKED:  # asked once, at the first Looped
+                            lane, lane_head = moves.looped_lane, moves.lane_head
                         # As drive: a sink's lane takes a plain Looped as values, with no
                         # state or event made for it (see transitions.looped_lane).
                         if lane is None or outcome.message is not None or not lane(
-                            moves.lane_head, loop_index, loop_result, label
+                            lane_head, loop_index, loop_result, label
                         ):
                             looped = Looped(outcome.message, loop_result,
                                             loop_index=loop_index)

@@ -80,6 +80,8 @@ __all__ = ["TaskRunSpec", "drive", "keep_for_retry", "run_plain", "run_task_run"
 
 # Stands for the task run's state where nothing reads it (no handlers, no events).
 _UNUSED: Any = None
+#: A driver's loop lane before the first Looped asked for it.
+_UNASKED: Any = object()
 
 
 @dataclass(slots=True)
@@ -273,6 +275,8 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
     ctx["_iterflow_cancel"] = cancel  # iterflow.sleep stops waiting when it is set
     if first is not None:
         cancel = None  # asked already, before that first call
+    lane: Any = _UNASKED  # the sinks' loop lane, once asked
+    lane_head: tuple[Any, ...] = ()
     while True:
         if cancel is not None and cancel.is_set():
             # The run was cancelled: stop before this iteration, recorded and resumable.
@@ -324,11 +328,12 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
                 if moves is not None:
                     label = outcome.label
                     label = ctx.pop(LABEL_KEY, None) if label is None else _loop_label(ctx, label)
-                    lane = moves.looped_lane
+                    if lane is _UNASKED:  # asked once, at the first Looped (a property)
+                        lane, lane_head = moves.looped_lane, moves.lane_head
                     # A sink's lane takes a plain Looped as values, with no state or
                     # event made for it (see transitions.looped_lane); else the usual way.
                     if lane is None or outcome.message is not None or not lane(
-                        moves.lane_head, loop_index, loop_result, label
+                        lane_head, loop_index, loop_result, label
                     ):
                         looped = Looped(outcome.message, loop_result, loop_index=loop_index)
                         state = moves.move(state, looped, loop_index, label)
