@@ -90,6 +90,7 @@ from iterflow.engine.expand import (
     _loop_label,
     _loop_limit,
     _where,
+    enter_task_run,
     keep_for_retry,
 )
 from iterflow.engine.mapping import NOTHING
@@ -146,15 +147,7 @@ async def drive_async(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None,
                       loop_index: int = 0, loop_result: Any = NOTHING) -> State:
     """:func:`iterflow.engine.expand.drive` for an ``async def`` task, line for line."""
     task = spec.task
-    if "loop_result" in ctx:
-        del ctx["loop_result"]
-        ctx.pop("task_loop_result", None)
-    ctx["task_name"] = task.name
-    ctx["task_slug"] = task.slug
-    ctx["task_run_id"] = spec.task_run_id
-    ctx["task_tags"] = task.tags
-    ctx["map_index"] = spec.map_index
-    ctx.pop(LABEL_KEY, None)
+    enter_task_run(ctx, spec)
     fn = task.run
     inputs = spec.inputs
     run_name = (

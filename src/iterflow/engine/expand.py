@@ -224,17 +224,7 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
     task = spec.task
     if first is None:  # else run_plain filled the task run's keys, and the call may have
         # labelled its iteration (a label this driver would have left where it was)
-        if "loop_result" in ctx:
-            # A flow run started inside a task copies that task's context, and the inline
-            # path's context still holds the task run before: that loop is not ours.
-            del ctx["loop_result"]
-            ctx.pop("task_loop_result", None)
-        ctx["task_name"] = task.name
-        ctx["task_slug"] = task.slug
-        ctx["task_run_id"] = spec.task_run_id
-        ctx["task_tags"] = task.tags
-        ctx["map_index"] = spec.map_index
-        ctx.pop(LABEL_KEY, None)  # a label the task run before left in a shared context
+        enter_task_run(ctx, spec)
     # A plain @task's run() only calls its function: call that, one frame less per call
     # (not when a subclass or task.copy(run=...) gave the task a run of its own).
     plain_run = type(task).run is _PLAIN_RUN and "run" not in task.__dict__
@@ -427,6 +417,22 @@ def _loop_limit(spec: TaskRunSpec, task: Any, loop_index: int) -> Failed:
         f"0..{task.max_loops - 1}; raise max_loops, or return normally to end the loop"
     )
     return Failed(str(error), error, loop_count=loop_index + 1)
+
+
+def enter_task_run(ctx: dict[str, Any], spec: TaskRunSpec) -> None:
+    """Fill ``ctx`` with the task run's own keys (``drive`` and ``aio.drive_async``)."""
+    task = spec.task
+    if "loop_result" in ctx:
+        # A flow run started inside a task copies that task's context, and the inline
+        # path's context still holds the task run before: that loop is not ours.
+        del ctx["loop_result"]
+        ctx.pop("task_loop_result", None)
+    ctx["task_name"] = task.name
+    ctx["task_slug"] = task.slug
+    ctx["task_run_id"] = spec.task_run_id
+    ctx["task_tags"] = task.tags
+    ctx["map_index"] = spec.map_index
+    ctx.pop(LABEL_KEY, None)  # a label the task run before left in a shared context
 
 
 def _loop_label(ctx: dict[str, Any], given: Any) -> str | None:
