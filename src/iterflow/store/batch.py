@@ -38,18 +38,15 @@ state, message) is all they would say.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 
-from iterflow.errors import RunTakenOver
 from iterflow.store.cancel_watch import asked, cancel_asked
+from iterflow.store.fencing import check_owners
 from iterflow.store.flow_rows import write_flow, write_flow_rows
-from iterflow.store.liveness import HOST
 from iterflow.store.metric_packing import (
     M_FLOW_RUN_ID,
     M_TASK_RUN_ID,
@@ -62,7 +59,6 @@ from iterflow.store.statements import (
     TASK_RUN_COLUMNS,
     TASK_RUN_RULES,
     allocate_ids,
-    dbapi_cursor,
     find_keys,
     insert_finished,
     insert_logs,
@@ -71,7 +67,6 @@ from iterflow.store.statements import (
     insert_results,
     insert_running,
     insert_transitions,
-    run_owner,
     upsert,
     upsert_task_run_rows,
 )
@@ -209,8 +204,8 @@ class BatchRecorder:
             keyed_runs.update(find_keys(conn, flow_runs, "run_id", new_runs))
             # A run not in the store yet has no owner to check: a batch of new child
             # runs reads only its parent's (no row to lock either way on PostgreSQL).
-            self._check_owners(conn, {r: None for r in touched
-                                      if r not in new_runs or r in keyed_runs})
+            check_owners(conn, self.owner, self.open_runs,
+                         {r: None for r in touched if r not in new_runs or r in keyed_runs})
             keyed_tasks.update(find_keys(conn, task_runs, "task_run_id", new_tasks))
             unkeyed = [r for r in new_runs if r not in keyed_runs]
             unkeyed += [t for t in new_tasks if t not in keyed_tasks]
@@ -336,66 +331,6 @@ class BatchRecorder:
             self._next_beat = time.monotonic() + self.heartbeat_interval
         if cancels:
             asked(cancels)
-
-    def _check_owners(self, conn: sa.Connection, run_ids: dict[str, None]) -> None:
-        """Raise :class:`RunTakenOver` if another process has claimed one of ``run_ids``.
-
-        One run (a plain run's batch) is one prepared statement; many (a batch
-        of child runs) are read a few hundred at a time, in a stable order so
-        that two processes locking rows on PostgreSQL cannot wait on each other.
-        """
-        if len(run_ids) <= 1:
-            for run_id in run_ids:
-                self._check_owner(run_id, run_owner.first(conn, (run_id,)))
-            return
-        ordered = sorted(run_ids)
-        sqlite = conn.dialect.name == "sqlite"
-        for start in range(0, len(ordered), 500):
-            chunk = ordered[start:start + 500]
-            if sqlite:  # no row locks there; the Core statement cost more than the query
-                for run_id, owner, pid, host in _owners_sqlite(conn, chunk):
-                    self._check_owner(run_id, (owner, pid, host))
-                continue
-            found = conn.execute(
-                sa.select(flow_runs.c.run_id, flow_runs.c.owner, flow_runs.c.pid,
-                          flow_runs.c.host)
-                .where(flow_runs.c.run_id.in_(chunk))
-                .order_by(flow_runs.c.run_id)
-                .with_for_update()
-            ).all()
-            for run_id, owner, pid, host in found:
-                self._check_owner(run_id, (owner, pid, host))
-
-    def _check_owner(self, run_id: str, row: Any) -> None:
-        """Raise :class:`RunTakenOver` if ``row`` (owner, pid, host) says another owns it."""
-        if row is None or row[0] is None or row[0] == self.owner:
-            return  # a new run, one recorded before owners, or ours
-        self.open_runs.pop(run_id, None)
-        _owner, pid, host = row
-        raise RunTakenOver(
-            f"Run {run_id} was taken over by another process (pid {pid} on {host} resumed "
-            f"it), so this process (pid {os.getpid()} on {HOST}) stopped driving it and "
-            f"records nothing more for it. The run goes on there: `iterflow show "
-            f"{run_id[:8]}` shows it."
-        )
-
-
-def _owners_sqlite(conn: sa.Connection, run_ids: list[str]) -> list[tuple[Any, ...]]:
-    """(run id, owner, pid, host) of those of ``run_ids`` in the store, on SQLite.
-
-    Padded with NULLs (which match nothing) to a power of two, so that SQLite
-    prepares few distinct statements.
-    """
-    size = 8
-    while size < len(run_ids):
-        size *= 2
-    marks = ", ".join(["?"] * size)
-    with contextlib.closing(dbapi_cursor(conn)) as cursor:
-        cursor.execute(
-            f"SELECT run_id, owner, pid, host FROM flow_runs WHERE run_id IN ({marks})",
-            (*run_ids, *[None] * (size - len(run_ids))),
-        )
-        return cursor.fetchall()
 
 
 class _Rows:

@@ -34,6 +34,7 @@ import sqlalchemy as sa
 
 from iterflow.errors import StoreError
 from iterflow.store import db
+from iterflow.store.metric_packing import COLUMNS, chunk_row
 from iterflow.store.schema import (
     _ID,
     _OUR_TABLES,
@@ -327,8 +328,6 @@ def _metrics_packed(conn: sa.Connection) -> None:
     chunks' ``seq``), so the order they were logged in is kept. Old rows are
     streamed, so a store with millions of them is not read into memory.
     """
-    from iterflow.store.metric_packing import COLUMNS, chunk_row
-
     if _metrics_are_packed(conn):
         return  # a store created with this layout under an older version number
     old = _metric_rows_table(sa.MetaData())
@@ -348,14 +347,14 @@ def _metrics_packed(conn: sa.Connection) -> None:
     for row in rows:
         if part and (len(part) == _CHUNK or (row.flow_run, row.task_run)
                      != (part[0].flow_run, part[0].task_run)):
-            ready.append(dict(zip(COLUMNS, _packed(chunk_row, part))))
+            ready.append(dict(zip(COLUMNS, _packed(part))))
             part = []
             if len(ready) == 200:
                 conn.execute(insert, ready)
                 ready = []
         part.append(row)
     if part:
-        ready.append(dict(zip(COLUMNS, _packed(chunk_row, part))))
+        ready.append(dict(zip(COLUMNS, _packed(part))))
     if ready:
         conn.execute(insert, ready)
     conn.exec_driver_sql("DROP TABLE metrics")  # its indexes go with it
@@ -373,7 +372,7 @@ def _metrics_are_packed(conn: sa.Connection) -> bool:
     return "data" in {c["name"] for c in sa.inspect(conn).get_columns("metrics")}
 
 
-def _packed(chunk_row: Callable[..., tuple[Any, ...]], part: list[Any]) -> tuple[Any, ...]:
+def _packed(part: list[Any]) -> tuple[Any, ...]:
     """The packed row of ``part``, old rows of one task run in id order."""
     return chunk_row(
         part[0].flow_run, part[0].task_run, [r.id for r in part], [r.loop_index for r in part],

@@ -50,11 +50,10 @@ class SinkLanes:
     _unusable: bool
     _wake: threading.Event
 
-    def _raise(self) -> NoReturn:
-        raise NotImplementedError
-
-    def _wake_writer(self) -> None:
-        raise NotImplementedError
+    # Defined by StoreSink and its WriterThread (declarations only: a method here would
+    # stand before theirs in the sink's method order).
+    _raise: Callable[[], NoReturn]
+    _wake_writer: Callable[[], None]
 
     def looped_lane(self, slug: str, serializer: str | None) -> Any:
         """:meth:`record_looped` for task ``slug``'s plain ``Looped`` states, or None.

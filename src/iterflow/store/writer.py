@@ -444,46 +444,6 @@ class StoreSink(SinkLanes, WriterThread):
             self._raise()
         self._put((LINK, link.parent_run_id, None, link, None), None)
 
-    def _put(self, record: tuple[Any, ...], signal: threading.Event | None) -> None:
-        buffer = self._buffer
-        buffer.append(record)
-        if len(buffer) >= self.batch_size:
-            self._wake_writer()
-        if signal is not None:
-            self._wake.set()
-            self._wait(signal)
-
-    def _wake_writer(self) -> None:
-        """A batch is waiting: wake the writer, and wait while too much is queued."""
-        wake = self._wake
-        if not wake.is_set():  # set() takes a lock; the writer may already be awake
-            wake.set()
-        if self._pending() >= self.max_pending or self._big_bytes > _MAX_PENDING_BYTES:
-            self._wait_for_room()
-
-    def _pending(self) -> int:
-        """Records waiting for the writer: states, lines, metrics."""
-        return len(self._buffer) + len(self._metrics)
-
-    def _wait_for_room(self) -> None:
-        with self._room:
-            while (
-                (self._pending() >= self.max_pending or self._big_bytes > _MAX_PENDING_BYTES)
-                and self._error is None
-                and self._thread.is_alive()
-            ):
-                self._wake.set()
-                self._room.wait(0.1)
-        if self._error is not None:
-            self._raise()
-
-    def _wait(self, signal: threading.Event) -> None:
-        while not signal.wait(0.5):
-            if not self._thread.is_alive():
-                break
-        if self._error is not None or not signal.is_set():
-            self._raise()
-
     def _raise(self) -> None:
         error = self._error
         if error is None:

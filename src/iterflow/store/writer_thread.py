@@ -1,10 +1,12 @@
-"""The store sink's other half: the background thread that turns records into transactions.
+"""The store sink's other half: the hand-over to the writer thread, and that thread.
 
 :class:`WriterThread` is mixed into :class:`~iterflow.store.writer.StoreSink`:
-the sink's ``handle`` (in the threads that make transitions) fills a buffer,
-and this thread drains it — in transactions of ``batch_size`` records, or of up
-to ``max_batch`` behind a fast loop — keeps the heartbeat, and wakes whoever
-waits for a commit or for room. Nothing here runs in a task's thread.
+the sink's ``handle`` (in the threads that make transitions) fills a buffer
+through the hand-over methods here (``_put``, ``_wake_writer``; they wait while
+too much is queued, and for a synchronous record's commit), and the writer
+thread drains it — in transactions of ``batch_size`` records, or of up to
+``max_batch`` behind a fast loop — keeps the heartbeat, and wakes whoever waits
+for a commit or for room. Only the hand-over runs in a task's thread.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from iterflow.errors import StoreError
 from iterflow.store.batch import (
@@ -29,6 +31,7 @@ from iterflow.store.batch import (
     TASK,
     BatchRecorder,
 )
+from iterflow.store.sink_lanes import MAX_PENDING_BYTES
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -46,6 +49,8 @@ class WriterThread:
     batch_interval: float
     batch_size: int
     max_batch: int
+    max_pending: int
+    _thread: threading.Thread
     _buffer: deque[tuple[Any, ...]]
     _metrics: deque[tuple[Any, ...]]
     _wake: threading.Event
@@ -58,8 +63,52 @@ class WriterThread:
     _stopping: bool
     _writing: bool
 
-    def _fail(self, error: StoreError) -> None:
-        raise NotImplementedError
+    # Defined by StoreSink (declared only: a method here would stand before its).
+    _fail: Callable[[StoreError], None]
+    _raise: Callable[[], NoReturn]
+
+    # -- the hand-over: what the emitting side calls, in the task's thread ---------------
+    def _put(self, record: tuple[Any, ...], signal: threading.Event | None) -> None:
+        buffer = self._buffer
+        buffer.append(record)
+        if len(buffer) >= self.batch_size:
+            self._wake_writer()
+        if signal is not None:
+            self._wake.set()
+            self._wait(signal)
+
+    def _wake_writer(self) -> None:
+        """A batch is waiting: wake the writer, and wait while too much is queued."""
+        wake = self._wake
+        if not wake.is_set():  # set() takes a lock; the writer may already be awake
+            wake.set()
+        if self._pending() >= self.max_pending or self._big_bytes > MAX_PENDING_BYTES:
+            self._wait_for_room()
+
+    def _pending(self) -> int:
+        """Records waiting for the writer: states, lines, metrics."""
+        return len(self._buffer) + len(self._metrics)
+
+    def _wait_for_room(self) -> None:
+        with self._room:
+            while (
+                (self._pending() >= self.max_pending or self._big_bytes > MAX_PENDING_BYTES)
+                and self._error is None
+                and self._thread.is_alive()
+            ):
+                self._wake.set()
+                self._room.wait(0.1)
+        if self._error is not None:
+            self._raise()
+
+    def _wait(self, signal: threading.Event) -> None:
+        while not signal.wait(0.5):
+            if not self._thread.is_alive():
+                break
+        if self._error is not None or not signal.is_set():
+            self._raise()
+
+    # -- the writer thread ---------------------------------------------------------------
 
     def _run(self) -> None:
         try:
