@@ -80,11 +80,15 @@ class TaskLogger(logging.LoggerAdapter):
             record = self._record
             if record is _UNKNOWN:
                 record = self._record = metric_recorder(emit)
-                lane = getattr(getattr(emit, "__self__", None), "metric_lane", None)
-                if lane is not None and record is not None:
-                    # This task run's next metrics go straight to the store's lane: an
-                    # instance attribute, found before this method (one call less).
-                    self.metric = lane(get("flow_run_id"), get("task_run_id"), get)  # type: ignore[method-assign]
+                # The sink behind that recorder may offer a lane for this task run: from
+                # now on its metrics go straight there, through an instance attribute
+                # found before this method (one call less per metric).
+                lane = getattr(getattr(record, "__self__", None), "metric_lane", None)
+                if lane is not None:
+                    fast = self.metric = lane(  # type: ignore[method-assign]
+                        get("flow_run_id"), get("task_run_id"), get)
+                    fast(name, value)
+                    return
             if record is not None:
                 record(get("flow_run_id"), get("task_run_id"), get("loop_index"),
                        get("block_index"), name, value, _now())
