@@ -47,12 +47,7 @@ import sqlalchemy as sa
 from iterflow.store.cancel_watch import asked, cancel_asked
 from iterflow.store.fencing import check_owners
 from iterflow.store.flow_rows import write_flow, write_flow_rows
-from iterflow.store.metric_packing import (
-    M_FLOW_RUN_ID,
-    M_TASK_RUN_ID,
-    group_metrics,
-    metric_row,
-)
+from iterflow.store.metric_packing import Taken, Values, metric_rows, number_span
 from iterflow.store.schema import flow_runs, task_runs
 from iterflow.store.statements import (
     NATIVE_UPSERT,
@@ -88,7 +83,6 @@ TASK, FLOW, LOG, MARK, LOOPED, LINK = range(6)
 #: A log line.
 (L_TAG, L_FLOW_RUN_ID, L_TASK_RUN_ID, L_SLUG, L_MAP_INDEX, L_LOOP_INDEX, L_LEVEL, L_MESSAGE,
  L_TIME, L_SIGNAL) = range(10)
-#: A metric's record: ``metric_packing.M_*`` (the packing reads it).
 #: A plain ``Looped`` state with a number for its result, from the loop driver's lane
 #: (:meth:`~iterflow.store.writer.StoreSink.record_looped`): run and task run ids in the
 #: slots of a TASK record's, then the task run's head (flow run id, task run id, slug,
@@ -162,15 +156,18 @@ class BatchRecorder:
         return bool(self.open_runs) and time.monotonic() >= self._next_beat
 
     def commit(self, batch: list[tuple[Any, ...]], n_ids: int,
-               metrics: list[tuple[Any, ...]] | None = None) -> None:
+               metrics: list[Taken] | None = None) -> None:
         """Write ``batch`` (records, without MARKs) and ``metrics`` in one transaction.
 
         ``n_ids`` is how many ids the batch's rows take: one per state row and
         log line, one per results row (a value in a file, a run's parameters);
-        each metric takes one more. An empty batch only refreshes the heartbeat.
+        the metrics, taken from their task runs' buffers, take one per value
+        (see metric_packing.number_span). An empty batch only refreshes the heartbeat.
         """
         metrics = metrics or []
-        n_ids += len(metrics)
+        metric_values = [Values(take) for take in metrics]  # read once, not per attempt
+        least_number, metric_ids = number_span(metric_values)
+        n_ids += metric_ids
         beat = time.monotonic() >= self._next_beat
         committed_runs: dict[str, None] = {}
         run_keys, task_keys = self._run_keys, self._task_keys
@@ -183,8 +180,8 @@ class BatchRecorder:
         run_ids = dict.fromkeys([r[T_FLOW_RUN_ID] for r in batch])
         task_ids = dict.fromkeys([r[T_TASK_RUN_ID] for r in batch if r[0] != FLOW])
         if metrics:
-            run_ids.update(dict.fromkeys([m[M_FLOW_RUN_ID] for m in metrics]))
-            task_ids.update(dict.fromkeys([m[M_TASK_RUN_ID] for m in metrics]))
+            run_ids.update(dict.fromkeys([take.flow_run_id for take in metrics]))
+            task_ids.update(dict.fromkeys([take.task_run_id for take in metrics]))
         task_ids.pop(None, None)
         new_runs = {r: None for r in run_ids if r not in run_keys}
         new_tasks = {t: None for t in task_ids if t not in task_keys}
@@ -218,8 +215,8 @@ class BatchRecorder:
             rows = _Rows({t: None for t in unkeyed if t in new_tasks},
                          {r: None for r in unkeyed if r in new_runs})
             runs = dict(self.open_runs)
-            looped_rows, latest, looped, first, metric_chunks = (
-                rows.looped_rows, rows.latest, rows.looped, rows.first, rows.metric_chunks
+            looped_rows, latest, looped, first = (
+                rows.looped_rows, rows.latest, rows.looped, rows.first
             )
             for record in batch:
                 tag = record[0]
@@ -267,8 +264,9 @@ class BatchRecorder:
                         _forget(conn, record[F_RUN_ID], self._forget[record[F_RUN_ID]])
                     run_key = run_keys.get(record[F_RUN_ID]) or keyed_runs[record[F_RUN_ID]]
                     next_id = write_flow(record, run_key, next_id, rows, runs, self.owner)
-            next_id = group_metrics(metrics, metric_chunks, next_id, run_keys, keyed_runs,
-                                     task_keys, keyed_tasks)
+            chunks = metric_rows(metrics, metric_values, next_id - least_number, run_keys,
+                                 keyed_runs, task_keys, keyed_tasks)
+            next_id += metric_ids
             write_flow_rows(conn, rows)
             snapshots: list[tuple[Any, ...]] = []
             for task_run_id, (record, row_id) in rows.latest.items():
@@ -295,7 +293,7 @@ class BatchRecorder:
             insert_finished.run(conn, rows.finished)
             insert_transitions.run(conn, rows.other)
             insert_logs.run(conn, rows.logs)
-            insert_metrics.run(conn, [metric_row(*chunk) for chunk in metric_chunks.values()])
+            insert_metrics.run(conn, chunks)
             if rows.links:
                 from iterflow.store.children import write_links
 
@@ -346,7 +344,7 @@ class _Rows:
 
     __slots__ = ("finished", "first", "flow_opening", "flow_runs", "flow_states", "flows",
                  "fresh", "fresh_runs", "latest", "links", "logs", "looped", "looped_rows",
-                 "metric_chunks", "opening", "other", "results", "running", "shapes")
+                 "opening", "other", "results", "running", "shapes")
 
     def __init__(self, fresh: dict[str, None], fresh_runs: dict[str, None] | None = None
                  ) -> None:
@@ -374,9 +372,6 @@ class _Rows:
         self.flow_states: list[tuple[Any, ...]] = []
         # id, flow_run, task_run, loop_index, level, message, time
         self.logs: list[tuple[Any, ...]] = []
-        # Metrics by task run id (a run id for those of no task run): its flow run's and
-        # task run's keys, then the ids and records of its values (see metric_row).
-        self.metric_chunks: dict[str, tuple[int, int | None, list[int], list[Any]]] = {}
         # Child runs' links (ParentLink), written with the batch.
         self.links: list[Any] = []
         # Flow-level rows, written by flow_rows.write_flow_rows: the flows by name (the last

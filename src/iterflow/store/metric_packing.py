@@ -8,7 +8,9 @@ writer packs the metrics a batch carries for one task run into one row — a
 columns (``count``, ``loop_lo``/``loop_hi``, ``block_lo``/``block_hi``)
 let readers pick chunks by task run and iteration range in SQL. The arrays
 are decoded here, in C (:mod:`array`): a chart of 100,000 iterations reads
-about 25 rows, not 100,000.
+about 25 rows, not 100,000. They are also made here in C: the emitting side
+buffers each value as a :data:`RECORD` (see :mod:`iterflow.store.metric_buffers`),
+and :class:`Values` turns a task run's buffer into its row with slices.
 
 Format (version 1), all little-endian, ``n`` values::
 
@@ -36,7 +38,7 @@ from typing import Any, NamedTuple
 
 from iterflow.errors import StoreError
 
-__all__ = ["COLUMNS", "NONE", "Chunk", "chunk_row", "group_metrics", "metric_row", "pack",
+__all__ = ["COLUMNS", "NONE", "RECORD", "Chunk", "Taken", "Values", "chunk_row", "pack",
            "unpack", "values"]
 
 #: Stands for NULL in the index arrays (no iteration, no block iteration).
@@ -100,14 +102,6 @@ def unpack(data: bytes, count: int) -> Chunk:
     return Chunk(*arrays)
 
 
-#: A metric (``iterflow.log_metric``). Metrics have a queue of their own (the sink's
-#: ``_metrics``), so their records carry no tag and no signal: a loop may log several per
-#: iteration, so the record is made from plain values in the task's thread (the sink's
-#: metric lane) and the writer takes them all at once, packed by task run (see
-#: :func:`metric_row`).
-(M_FLOW_RUN_ID, M_TASK_RUN_ID, M_LOOP_INDEX, M_BLOCK_INDEX, M_NAME, M_VALUE,
- M_TIME) = range(7)
-
 #: A chunk row's columns, in the order :func:`chunk_row` gives them.
 COLUMNS = ("id", "flow_run", "task_run", "count", "loop_lo", "loop_hi", "block_lo", "block_hi",
            "names", "data")
@@ -168,37 +162,129 @@ def values(row: Any) -> Iterator[tuple[int, int | None, int | None, str, float, 
                names[code], value, at)
 
 
-def group_metrics(metrics: list[tuple[Any, ...]],
-                   chunks: dict[str, tuple[int, int | None, list[int], list[Any]]],
-                   next_id: int, run_keys: dict[str, int], keyed_runs: dict[str, int],
-                   task_keys: dict[str, int], keyed_tasks: dict[str, int]) -> int:
-    """Give ``metrics`` their ids, from ``next_id``, and group them by task run in ``chunks``.
+#: A value as the emitting side buffers it (``iterflow.store.metric_buffers``), in the
+#: machine's byte order: its number (the order values were logged in, across task
+#: runs), loop_index and block_index (NONE for none), its name's code, value, time.
+#: All 8 bytes wide, so that the writer reads a buffer as two arrays and takes each
+#: column with a C-level slice.
+RECORD = struct.Struct("=qqqqdd")
+_FIELDS = 6
+#: NONE as the machine stores it (a buffer's block_index when none is given).
+_NONE_NATIVE = struct.pack("=q", NONE)
+#: Which int32 of a record holds its name code: the low half of slot 3.
+_CODE_WORD = 7 if _SWAP else 6
 
-    Returns the next free id. A chunk is ``(flow run key, task run key, ids, records)``;
-    values of no task run are grouped by their run id.
+
+class Taken(NamedTuple):
+    """What the writer took from a task run's buffer (see metric_buffers)."""
+
+    flow_run_id: str
+    task_run_id: str | None
+    data: bytes | bytearray  # RECORDs
+    names: list[str]  # by code
+
+
+class Values:
+    """A :class:`Taken`'s buffer read as columns (before its ids are known).
+
+    Each column is a slice with a step, made in C; only the ids (numbers +
+    an offset) and the index ranges take a pass over the values.
     """
-    for record in metrics:
-        owner = record[M_TASK_RUN_ID] or record[M_FLOW_RUN_ID]
-        chunk = chunks.get(owner)
-        if chunk is None:
-            task_run_id = record[M_TASK_RUN_ID]
-            chunk = chunks[owner] = (
-                run_keys.get(record[M_FLOW_RUN_ID]) or keyed_runs[record[M_FLOW_RUN_ID]],
-                None if task_run_id is None
-                else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
-                [], [],
-            )
-        chunk[2].append(next_id)
-        chunk[3].append(record)
-        next_id += 1
-    return next_id
+
+    __slots__ = ("floats", "ints", "names", "words")
+
+    def __init__(self, taken: Taken) -> None:
+        data = taken.data
+        self.ints = array("q")
+        self.ints.frombytes(data)
+        self.floats = array("d")
+        self.floats.frombytes(data)
+        # The name codes as int32: the low half of their int64 slot.
+        self.words = array("i")
+        self.words.frombytes(data)
+        self.names = taken.names
+
+    def numbers(self) -> array[int]:
+        """Each value's number (see RECORD)."""
+        return self.ints[0::_FIELDS]
+
+    def row(self, flow_run: int, task_run: int | None, offset: int) -> tuple[object, ...]:
+        """The ``metrics`` row (:data:`COLUMNS`); a value's id is its number + ``offset``."""
+        ints, floats = self.ints, self.floats
+        seq = array("q", [number + offset for number in ints[0::_FIELDS]])
+        loop = ints[1::_FIELDS]
+        block = ints[2::_FIELDS].tobytes()
+        loop_range = _span(loop)
+        if block == _NONE_NATIVE * len(seq):  # the common case, checked by a memcmp
+            block_range = None
+        else:
+            block_column = array("q")
+            block_column.frombytes(block)
+            block_range = _span(block_column)
+        names = self.words[_CODE_WORD::2 * _FIELDS]
+        if _SWAP:  # stored little-endian
+            swapped = array("q")
+            swapped.frombytes(block)
+            block = _le(swapped)
+        return (
+            seq[0], flow_run, task_run, len(seq), *(loop_range or (None, None)),
+            *(block_range or (None, None)),
+            json.dumps(self.names),
+            b"".join((
+                _VERSION, _le(seq), _le(loop), block, _le(names),
+                _le(floats[4::_FIELDS]), _le(floats[5::_FIELDS]),
+            )),
+        )
 
 
-def metric_row(flow_run: int, task_run: int | None, ids: list[int],
-               records: list[tuple[Any, ...]]) -> tuple[Any, ...]:
-    """The packed ``metrics`` row of a task run's metric ``records`` (see metric_packing)."""
-    columns = list(zip(*records))  # in C: the records' slots as columns
-    return chunk_row(
-        flow_run, task_run, ids, columns[M_LOOP_INDEX], columns[M_BLOCK_INDEX],
-        columns[M_NAME], columns[M_VALUE], columns[M_TIME],
-    )
+def _span(indexes: array[int]) -> tuple[int, int] | None:
+    """The smallest and largest of ``indexes`` that are not NONE (None if all are)."""
+    low = min(indexes)
+    if low != NONE:  # the common case: all have one
+        return low, max(indexes)
+    high = max(indexes)
+    if high == NONE:
+        return None
+    # Some have none: the least of the others (NONE is the least int64).
+    return min(filter(NONE.__ne__, indexes)), high
+
+
+def _le(column: array[Any]) -> bytes:
+    """``column``'s bytes, little-endian (the stored format's order on any machine)."""
+    if _SWAP:
+        column = array(column.typecode, column)
+        column.byteswap()
+    return column.tobytes()
+
+
+def number_span(columns: Sequence[Values]) -> tuple[int, int]:
+    """(the least number, how many ids the numbers span) of values taken in one batch.
+
+    The writer allocates that many ids: a value's id is its number + (first id -
+    least number), so ids keep the order values were logged in. Numbers a batch
+    lacks (a value still being appended as the writer took its buffer) waste an id.
+    """
+    if not columns:
+        return 0, 0
+    numbers = [column.numbers() for column in columns]
+    least = min(map(min, numbers))
+    return least, max(map(max, numbers)) - least + 1
+
+
+def metric_rows(taken: Sequence[Taken], columns: Sequence[Values], offset: int,
+                run_keys: dict[str, int], keyed_runs: dict[str, int],
+                task_keys: dict[str, int], keyed_tasks: dict[str, int]) -> list[tuple[object, ...]]:
+    """The packed rows of values ``taken`` (read as ``columns``); ids are number + ``offset``.
+
+    Keys of flow runs and task runs are in ``run_keys``/``task_keys`` (known
+    before the batch) or ``keyed_runs``/``keyed_tasks`` (found or made in it).
+    """
+    rows = []
+    for take, values in zip(taken, columns):
+        task_run_id = take.task_run_id
+        rows.append(values.row(
+            run_keys.get(take.flow_run_id) or keyed_runs[take.flow_run_id],
+            None if task_run_id is None else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
+            offset,
+        ))
+    return rows

@@ -9,9 +9,9 @@ task's own thread: a plain ``Looped`` state with a number for its result
 (:meth:`SinkLanes.record_looped`, through
 :func:`iterflow.engine.transitions.looped_lane`) and a metric when the store
 is the only sink (:meth:`SinkLanes.record_metric`). Each makes the compact
-record the writer expects (``batch.LOOPED``; a metric's, ``metric_packing.M_*``, in a queue
-of their own); anything a
-lane declines comes as an event to ``handle``.
+record the writer expects (``batch.LOOPED``; a metric is packed into its
+task run's buffer, ``metric_buffers``); anything a lane declines comes as an
+event to ``handle``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from iterflow.store.batch import LOOPED, ROLE_LOOP
+from iterflow.store.metric_buffers import VALUES_PER_RECORD, MetricBuffers
+from iterflow.store.metric_packing import NONE, RECORD
 from iterflow.store.snapshots import SCALARS
 
 __all__ = ["SinkLanes"]
@@ -42,7 +44,7 @@ class SinkLanes:
     batch_size: int
     max_pending: int
     _buffer: deque[tuple[Any, ...]]
-    _metrics: deque[tuple[Any, ...]]
+    _metrics: MetricBuffers
     _big_bytes: int
     _done: set[str]
     _last_role: dict[str, int]
@@ -117,17 +119,17 @@ class SinkLanes:
         A task's logger calls this directly when this sink is the only one
         (``iterflow.engine.tasklog.metric_recorder``): a loop may log several
         metrics per iteration, and a record made from plain values here costs
-        its thread a third of an event handed to ``handle``. The record (see
-        ``metric_packing.M_*``) goes to the metrics' own queue, which the writer takes
-        whole into its next transaction; it is woken only once per batch.
+        its thread a third of an event handed to ``handle``. The value is packed
+        into its task run's buffer (``metric_buffers``), which the writer takes
+        whole into its next transaction; it is woken once per ``batch_size`` records'
+        worth of metrics (``metric_buffers.VALUES_PER_RECORD``).
         """
         if self._unusable:
             self._raise()
-        queue = self._metrics
-        queue.append((flow_run_id, task_run_id, loop_index, block_index, name, value, at))
-        n = len(queue)
-        if not n % self.batch_size or n >= self.max_pending:
-            self._wake_writer()
+        number = self._metrics.add(flow_run_id, task_run_id, loop_index, block_index, name,
+                                   value, at)
+        if not number % (self.batch_size * VALUES_PER_RECORD):
+            self._wake_writer()  # which also waits while too much is queued
 
     def metric_lane(
         self, flow_run_id: str, task_run_id: str | None, get: Callable[[str], Any]
@@ -137,21 +139,32 @@ class SinkLanes:
         ``get`` reads the task's context (its ``loop_index`` and ``block_index``
         at the time of the call). What a loop's metric costs its thread is
         mostly calls: this closure is the only one between ``log_metric`` and
-        the queue (see ``TaskLogger.metric``).
+        the task run's buffer (see ``TaskLogger.metric``), and it packs the value
+        there itself (``metric_packing.RECORD``): the writer has no per-value work.
         """
-        queue = self._metrics
-        batch_size = self.batch_size
-        max_pending = self.max_pending
+        buffers = self._metrics
+        buffer = buffers.open(flow_run_id, task_run_id)
+        append = buffer.data.extend  # one call per value: whole even with two threads
+        code_of = buffer.codes.get
+        number_next = buffers.count
+        pack = RECORD.pack
+        wake_every = self.batch_size * VALUES_PER_RECORD
         wake = self._wake_writer
         now = time.time
 
         def record(name: str, value: float) -> None:
             if self._unusable:
                 self._raise()
-            queue.append((flow_run_id, task_run_id, get("loop_index"), get("block_index"),
-                          name, value, now()))
-            n = len(queue)
-            if not n % batch_size or n >= max_pending:
-                wake()
+            code = code_of(name)
+            if code is None:
+                code = buffers.new_code(buffer, name)
+            loop = get("loop_index")
+            block = get("block_index")
+            number = number_next()
+            append(pack(number, NONE if loop is None else loop,
+                        NONE if block is None else block, code, value, now()))
+            if not number % wake_every:
+                wake()  # which also waits while too much is queued
 
+        buffers.keep_for(buffer, record)
         return record

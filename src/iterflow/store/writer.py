@@ -61,7 +61,9 @@ What is recorded
   final state rows would say (a top-level run's start is committed on its
   own, so its states are all rows);
 * every metric (``iterflow.log_metric``), packed: one ``metrics`` row holds a
-  batch's metrics of one task run (:mod:`iterflow.store.metric_packing`); from a
+  batch's metrics of one task run (:mod:`iterflow.store.metric_packing`), which
+  wait in a buffer per task run, packed as they are logged
+  (:mod:`iterflow.store.metric_buffers`); from a
   :class:`~iterflow.events.MetricEvent`, or through the sink's metric lane
   (:meth:`StoreSink.record_metric`, :meth:`StoreSink.metric_lane`) when this sink
   is the only one;
@@ -133,6 +135,7 @@ from iterflow.store.batch import (
     BatchRecorder,
 )
 from iterflow.store.liveness import driving
+from iterflow.store.metric_buffers import MetricBuffers
 from iterflow.store.results import Stored, preview
 from iterflow.store.sink_lanes import MAX_PENDING_BYTES as _MAX_PENDING_BYTES
 from iterflow.store.sink_lanes import SinkLanes
@@ -212,10 +215,10 @@ class StoreSink(SinkLanes, WriterThread):
         self.max_batch = max(max_batch, batch_size)
         self.heartbeat_interval = heartbeat_interval
         self._buffer: deque[tuple[Any, ...]] = deque()
-        # Metrics wait apart (metric_packing.M_*): the writer takes them whole into each transaction
-        # instead of record by record; each commit holds every metric logged before its
-        # last record, so a flush or a synchronous event covers them too.
-        self._metrics: deque[tuple[Any, ...]] = deque()
+        # Metrics wait apart, packed per task run as they are logged (metric_buffers): the
+        # writer takes them whole into each transaction; each commit holds every metric
+        # logged before its last record, so a flush or a synchronous event covers them too.
+        self._metrics = MetricBuffers()
         self._wake = threading.Event()
         self._room = threading.Condition()
         self._big_bytes = 0

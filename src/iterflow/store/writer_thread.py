@@ -36,6 +36,7 @@ from iterflow.store.sink_lanes import MAX_PENDING_BYTES
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
+    from iterflow.store.metric_buffers import MetricBuffers
     from iterflow.store.runstore import RunStore
 
 __all__ = ["WriterThread"]
@@ -52,7 +53,7 @@ class WriterThread:
     max_pending: int
     _thread: threading.Thread
     _buffer: deque[tuple[Any, ...]]
-    _metrics: deque[tuple[Any, ...]]
+    _metrics: MetricBuffers
     _wake: threading.Event
     _room: threading.Condition
     _big_lock: threading.Lock
@@ -178,7 +179,7 @@ class WriterThread:
     def _drain_batches(self) -> None:
         buffer = self._buffer
         metrics_queue = self._metrics
-        while buffer or metrics_queue:
+        while buffer or metrics_queue:  # (metrics_queue: true while a metric waits)
             batch: list[tuple[Any, ...]] = []
             signals: list[threading.Event] = []
             released = n_ids = 0
@@ -208,7 +209,7 @@ class WriterThread:
                 elif tag == FLOW and record[F_PARAMS_STORED] is not None:
                     n_ids += 1  # the run's parameters always get a results row
             # Every metric logged so far, also those logged before the batch's last record.
-            metrics = [metrics_queue.popleft() for _ in range(len(metrics_queue))]
+            metrics = metrics_queue.take()
             if (batch or metrics) and self._error is None:
                 try:
                     self._batches.commit(batch, n_ids, metrics)
