@@ -26,10 +26,12 @@ transactions of ``batch_size`` records, or of up to ``max_batch`` when it has
 fallen behind a fast loop — each transaction costs it several waits for the
 GIL, so fewer, larger ones let it keep up. Back-pressure keeps memory flat:
 ``handle`` waits while ``max_pending`` records (or 64 MiB of result bytes)
-are queued. That limit also bounds what a run waits for at its end: a loop
-that keeps the writer behind leaves the transaction in flight and at most
-``max_pending`` records to commit after its last iteration. At 1,024 a
-100,000-iteration loop waits ~5 ms at its end on SQLite, ~13 on PostgreSQL
+are queued; logged metrics count eight to a record, for waking the writer
+too (:data:`~iterflow.store.metric_buffers.VALUES_PER_RECORD`). That limit
+also bounds what a run waits for at its end: a loop that keeps the writer
+behind leaves the transaction in flight and at most ``max_pending``
+records to commit after its last iteration. At 1,024 a 100,000-iteration
+loop waits ~5 ms at its end on SQLite, ~13 on PostgreSQL
 (at 4,096: 15 to 40 ms, ~60; 10,000 left 50 to 80 ms on SQLite), and runs
 no slower: the writer still takes all that waits in one transaction, and
 the per-transaction cost of four times as many is within the noise. So
