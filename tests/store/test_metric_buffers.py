@@ -66,12 +66,11 @@ def test_ids_keep_the_order_across_task_runs_and_skip_numbers_not_taken():
 
 def test_a_buffer_is_dropped_once_empty_and_its_lane_gone():
     buffers = MetricBuffers()
-    buffer = buffers.open(RUN, "t")
 
     def lane() -> None:
         pass
 
-    buffers.keep_for(buffer, lane)
+    assert buffers.for_lane(RUN, "t", lane) is buffers.for_lane(RUN, "t", lane)
     buffers.add(RUN, "t", 0, None, "x", 1.0, 0.0)
     buffers.add(RUN, None, None, None, "y", 1.0, 0.0)  # the run's own: no lane
     assert len(buffers.take()) == 2

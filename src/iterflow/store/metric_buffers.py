@@ -17,7 +17,7 @@ Thread safety rests on the GIL: a value is appended to its buffer by a single
 ``bytearray.extend`` (whole, also when several threads log for one task
 run), and the writer takes a prefix of whole values and deletes just that
 prefix. A buffer is dropped once empty and no lane (see
-:meth:`MetricBuffers.open`) can append to it any more.
+:meth:`MetricBuffers.for_lane`) can append to it any more.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ _pack = RECORD.pack
 class MetricBuffer:
     """The values of one task run (or of a flow run, outside task runs) not yet taken."""
 
-    __slots__ = ("codes", "data", "flow_run_id", "lanes", "pins", "task_run_id")
+    __slots__ = ("codes", "data", "flow_run_id", "lanes", "task_run_id")
 
     def __init__(self, flow_run_id: str, task_run_id: str | None) -> None:
         self.flow_run_id = flow_run_id
@@ -57,15 +57,12 @@ class MetricBuffer:
         self.codes: dict[str, int] = {}
         #: Lanes that may still append (weak: a lane ends with its task run's logger).
         self.lanes: list[weakref.ref[Any]] = []
-        #: Lanes being set up (see MetricBuffers.open).
-        self.pins = 0
 
     def idle(self) -> bool:
-        """Nothing waiting, and no lane left that could add more (drops dead lanes)."""
-        if self.data or self.pins:
+        """Nothing waiting, and no lane left that could add more."""
+        if self.data:
             return False
-        self.lanes = [lane for lane in self.lanes if lane() is not None]
-        return not self.lanes
+        return all(lane() is None for lane in self.lanes)
 
 
 class MetricBuffers:
@@ -114,18 +111,13 @@ class MetricBuffers:
             ))
         return number
 
-    def open(self, flow_run_id: str, task_run_id: str | None) -> MetricBuffer:
-        """The buffer a new lane appends to, kept until :meth:`keep_for` names the lane."""
+    def for_lane(self, flow_run_id: str, task_run_id: str | None,
+                 lane: Callable[..., Any]) -> MetricBuffer:
+        """The buffer ``lane`` appends to, kept (at least) for as long as ``lane`` lives."""
         with self._lock:
             buffer = self._buffer(flow_run_id, task_run_id)
-            buffer.pins += 1  # not dropped while the lane is being made
-        return buffer
-
-    def keep_for(self, buffer: MetricBuffer, lane: Callable[..., Any]) -> None:
-        """Keep ``buffer`` (see :meth:`open`) for as long as ``lane`` lives."""
-        with self._lock:
             buffer.lanes.append(weakref.ref(lane))
-            buffer.pins -= 1
+        return buffer
 
     def new_code(self, buffer: MetricBuffer, name: str) -> int:
         """``name``'s code in ``buffer``, numbered now if it has none (a lane's slow path)."""

@@ -140,12 +140,9 @@ class SinkLanes:
         at the time of the call). What a loop's metric costs its thread is
         mostly calls: this closure is the only one between ``log_metric`` and
         the task run's buffer (see ``TaskLogger.metric``), and it packs the value
-        there itself (``metric_packing.RECORD``): the writer has no per-value work.
+        there itself (``metric_packing.RECORD``): the writer reads no record per value.
         """
         buffers = self._metrics
-        buffer = buffers.open(flow_run_id, task_run_id)
-        append = buffer.data.extend  # one call per value: whole even with two threads
-        code_of = buffer.codes.get
         number_next = buffers.count
         pack = RECORD.pack
         wake_every = self.batch_size * VALUES_PER_RECORD
@@ -166,5 +163,8 @@ class SinkLanes:
             if not number % wake_every:
                 wake()  # which also waits while too much is queued
 
-        buffers.keep_for(buffer, record)
+        # Found once the lane exists: the buffer is kept for as long as the lane lives.
+        buffer = buffers.for_lane(flow_run_id, task_run_id, record)
+        append = buffer.data.extend  # one call per value: whole even with two threads
+        code_of = buffer.codes.get
         return record
