@@ -24,13 +24,15 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from iterflow.events import TaskRunEvent
-from iterflow.store.batch import LOOPED, ROLE_END_STRICT, ROLE_LOOP, ROLE_START, TASK
+from iterflow.store.batch import BIG, LOOPED, ROLE_END_STRICT, ROLE_LOOP, ROLE_START, TASK
 from iterflow.store.results import preview
 from iterflow.store.snapshots import SCALARS
 
 __all__ = ["SinkLanes"]
 
 _SCALARS = SCALARS  # a module global: one lookup less per iteration
+#: A task's usual results: pickled as they are (no cloudpickle), never a failure.
+_PLAIN_RESULTS = frozenset({int, float, bool, str, bytes})
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _now = time.time  # a Looped state's timestamp (State.timestamp) is the same clock
 #: Result bytes queued before the emitting side waits for the writer (back-pressure).
@@ -159,10 +161,12 @@ class SinkLanes:
             return False
         stored: Any = None
         if value is not None:
-            data = pickle.dumps(value, _PROTOCOL) if type(value) in _SCALARS else None
-            if data is not None and len(data) < 64:  # as snapshot() keeps it
-                stored = ("pickle", data, None, len(data), preview(value))
-            else:  # the general way (a file, the byte budget, errors), with an event for it
+            if type(value) in _PLAIN_RESULTS:  # as snapshot() keeps them, in fewer steps
+                data = pickle.dumps(value, _PROTOCOL)
+                size = len(data)
+                if size <= BIG:  # below the byte budget's notice, and far from a file
+                    stored = ("pickle", data, None, size, preview(value, size))
+            if stored is None:  # the general way (a file, the byte budget, errors)
                 event = TaskRunEvent(*head[:5], loop_index, None, False, None, block_index,
                                      label, head[5])
                 try:
