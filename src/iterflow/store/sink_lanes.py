@@ -7,10 +7,14 @@ dispatch on its type) costs the task's thread more than the store spends
 recording them. So the engine hands the common cases here as values, in the
 task's own thread: a plain ``Looped`` state with a number for its result
 (:meth:`SinkLanes.record_looped`, through
-:func:`iterflow.engine.transitions.looped_lane`) and a metric when the store
-is the only sink (:meth:`SinkLanes.record_metric`). Each makes the compact
-record the writer expects (``batch.LOOPED``; a metric's, ``metric_packing.M_*``, in a queue
-of their own); anything a
+:func:`iterflow.engine.transitions.looped_lane`), the ``Running`` and the
+plain ``Success`` of a short task run — a chain's link, a map's child, a
+loop block's body task, two events each — (:meth:`SinkLanes.record_started`
+and :meth:`SinkLanes.record_success`, through
+:func:`iterflow.engine.transitions.task_lane`) and a metric when the store
+is the only sink (:meth:`SinkLanes.record_metric`). Each makes the record the
+writer expects (``batch.LOOPED``; a ``batch.TASK`` record as ``handle`` makes
+it; a metric's, ``metric_packing.M_*``, in a queue of their own); anything a
 lane declines comes as an event to ``handle``.
 """
 
