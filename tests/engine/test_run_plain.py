@@ -15,6 +15,7 @@ import iterflow
 from iterflow import Flow, task
 from iterflow.engine.expand import TaskRunSpec, run_plain, run_task_run
 from iterflow.errors import RunCancelled
+from iterflow.events import TaskRunEvent
 from iterflow.executors import LocalExecutor
 from iterflow.naming import LABEL_KEY
 from iterflow.signals import FAIL, LOOP, RETRY, SKIP, SUCCESS
@@ -119,7 +120,7 @@ def both_ways(fn, options, map_index=None, cancelled=False, base=PLAIN_BASE):
             state = run_task_run(make_spec(t, cancel, map_index, base))
         else:
             state = run_plain(
-                t, {"x": 1}, dict(base), "run/t", map_index, cancel,
+                t, {"x": 1}, dict(base), "run/t", map_index, cancel, None, None,
                 lambda inline, t=t, cancel=cancel: make_spec(t, cancel, map_index, base),
             )
         results.append((state, contexts))
@@ -158,7 +159,7 @@ def test_a_cancelled_run_stops_run_plain_before_the_call_as_it_stops_the_driver(
 ], ids=["timeout", "log_stdout", "task_run_name", "state_handlers", "run"])
 def test_run_plain_leaves_other_tasks_alone(not_plain):
     called = []
-    state = run_plain(not_plain, {"x": 1}, dict(PLAIN_BASE), "run/t", None, None,
+    state = run_plain(not_plain, {"x": 1}, dict(PLAIN_BASE), "run/t", None, None, None, None,
                       lambda *args: called.append(args))
     assert state is None and not called
     assert iterflow.context.to_dict() == {}
@@ -201,6 +202,111 @@ def test_a_stop_inside_the_call_goes_through_run_plain_as_through_the_driver(sto
             if way == "run_task_run":
                 run_task_run(make_spec(t, None, None, PLAIN_BASE))
             else:
-                run_plain(t, {"x": 1}, dict(PLAIN_BASE), "run/t", None, None,
+                run_plain(t, {"x": 1}, dict(PLAIN_BASE), "run/t", None, None, None, None,
                           lambda inline, t=t: make_spec(t, None, None, PLAIN_BASE))
         assert iterflow.context.to_dict() == {}  # the context variable was reset
+
+
+class Recorder:
+    """A sink that writes down each task state it is given: (kind, iteration, label, result).
+
+    With ``lane`` it offers a task lane (see ``transitions.task_lane``), which
+    takes a plain Running and Success as values, or declines them all
+    (``decline``): what it writes down must not tell the ways apart.
+    """
+
+    def __init__(self, lane=False, decline=False):
+        self.seen = []
+        self.heads = set()
+        self.lane = lane
+        self.decline = decline
+
+    def handle(self, event):
+        if isinstance(event, TaskRunEvent):
+            state = event.state
+            self.seen.append((state.kind.value, event.loop_index, event.label,
+                              repr(state.result) if state.kind.value in ("Success", "Looped")
+                              else None, state.message))
+
+    def task_lane(self, slug, serializer):
+        return (self.started, self.succeeded, None) if self.lane else None
+
+    def started(self, head, loop_index, block_index):
+        if self.decline:
+            return False
+        self.heads.add(head)
+        self.seen.append(("Running", loop_index, None, None, None))
+        return True
+
+    def succeeded(self, head, loop_index, block_index, value, label):
+        if self.decline:
+            return False
+        self.heads.add(head)
+        self.seen.append(("Success", loop_index, label, repr(value), None))
+        return True
+
+
+def run_with(fn, options, way, sink, map_index):
+    t = task(fn, name="t", **options)
+    t.slug = "t"
+    cancel = threading.Event()
+    if way == "run_task_run":
+        return run_task_run(make_spec(t, cancel, map_index, PLAIN_BASE), sink.handle)
+    lane = sink.task_lane("t", None)
+    return run_plain(
+        t, {"x": 1}, dict(PLAIN_BASE), "run/t", map_index, cancel, sink.handle, lane,
+        lambda inline: make_spec(t, cancel, map_index, PLAIN_BASE),
+    )
+
+
+def labels_and_returns(x):
+    iterflow.set_iteration_label("done")
+    return x
+
+
+@pytest.mark.parametrize(("fn", "options"), [*CASES, (labels_and_returns, {})],
+                         ids=lambda v: getattr(v, "__name__", ""))
+@pytest.mark.parametrize("map_index", [None, 2])
+def test_a_task_lane_records_what_the_events_record(fn, options, map_index):
+    usual = Recorder()
+    usual_state = run_with(fn, options, "run_task_run", usual, map_index)
+    assert usual.seen and usual.seen[0][0] == "Running"
+    for way in ("run_task_run", "run_plain"):
+        for decline in (False, True):
+            sink = Recorder(lane=True, decline=decline)
+            state = run_with(fn, options, way, sink, map_index)
+            assert summary(state) == summary(usual_state), (way, decline)
+            assert sink.seen == usual.seen, (way, decline)
+            # The lane is told which task run: the looped lane's head.
+            assert sink.heads <= {("run", "run/t", "t", "t", map_index, None)}
+
+
+def loops_then_fails(x):
+    if iterflow.context.loop_index == 0:
+        raise LOOP(result=b"a loop result")
+    raise ValueError("at the second iteration")
+
+
+def test_an_error_of_a_later_iteration_is_not_chained_to_the_first_iterations_loop():
+    (usual, _), (plain, _) = both_ways(loops_then_fails, {})
+    assert summary(plain) == summary(usual)
+    assert isinstance(plain.result, ValueError)
+    # Not raised while run_plain handled the LOOP: it would carry that LOOP (and its
+    # result) in every traceback and pickle of it.
+    assert plain.result.__context__ is None and usual.result.__context__ is None
+    assert "LOOP" not in plain.traceback
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RunCancelled])
+def test_a_stop_inside_the_call_is_recorded_through_a_task_lane_as_through_events(stop):
+    def stopped(x):
+        raise stop("stop")
+
+    seen = []
+    for way, sink in (("run_task_run", Recorder()), ("run_task_run", Recorder(lane=True)),
+                      ("run_plain", Recorder(lane=True))):
+        with pytest.raises(stop):
+            run_with(stopped, {}, way, sink, None)
+        seen.append(sink.seen)
+    assert seen[0][-1][0] == "Cancelled"
+    assert seen[0] == seen[1] == seen[2]

@@ -71,7 +71,7 @@ from iterflow.engine.call import (
 from iterflow.engine.mapping import NOTHING
 from iterflow.engine.protocols import CancelFlag, CheckpointSource
 from iterflow.engine.tasklog import TaskLogger
-from iterflow.engine.transitions import Emit, TaskTransitions
+from iterflow.engine.transitions import Emit, TaskLane, TaskTransitions, task_lane
 from iterflow.errors import LoopLimitError, RunCancelled
 from iterflow.naming import LABEL_KEY, clean_text, render_run_name
 from iterflow.pickling import dumps
@@ -151,22 +151,27 @@ def run_task_run(
 
 def run_plain(task: Any, inputs: dict[str, Any], base_context: dict[str, Any],
               task_run_id: str, map_index: int | None, cancel: CancelFlag | None,
+              emit: Emit | None, lane: TaskLane | None,
               spec: Callable[..., TaskRunSpec], *spec_args: Any) -> State | None:
     """:func:`run_task_run` for the usual task run, made in this thread, in fewer steps.
 
-    For a task run with no job around it (the runner's thread runs it) and
-    nothing to emit, starting afresh and with no checkpoint source (the runner
-    checks these), of a plain task: a plain ``@task`` function with no state
-    handler, ``timeout``, ``log_stdout`` or ``task_run_name``. None, with nothing
-    done, for any other task (asked here, not by a call of its own).
+    For a task run with no job around it (the runner's thread runs it),
+    starting afresh and with no checkpoint source (the runner checks these),
+    of a plain task: a plain ``@task`` function with no state handler,
+    ``timeout``, ``log_stdout`` or ``task_run_name``. None, with nothing done,
+    for any other task (asked here, not by a call of its own). Either nothing
+    listens (``emit`` None) or the sinks' ``lane`` records its ``Running``
+    and ``Success`` (see :func:`~iterflow.engine.transitions.task_lane`).
 
     It fills ``iterflow.context`` as :func:`drive` would and calls the function;
     a return is its Success, as drive makes it. Anything else (a signal, an
-    error, a cancelled run) goes to drive, with the outcome of that first call:
-    ``spec(*spec_args, True)`` gives the task run's :class:`TaskRunSpec` then
-    (for this thread: ``inline``). A chain of N tasks makes N of these: no spec,
-    one frame instead of three, no Outcome, a Success made without a call of
-    its class (:func:`~iterflow.core.state.plain_success`).
+    error, a cancelled run, a lane that declines) goes to drive, with the
+    outcome of that first call: ``spec(*spec_args, True)`` gives the task run's
+    :class:`TaskRunSpec` then (for this thread: ``inline``). A chain of N tasks
+    makes N of these: no spec, one frame instead of three, no Outcome, a
+    Success made without a call of its class
+    (:func:`~iterflow.core.state.plain_success`), no state or event for either
+    transition.
     """
     if (
         type(task).run is not _PLAIN_RUN
@@ -180,7 +185,7 @@ def run_plain(task: Any, inputs: dict[str, Any], base_context: dict[str, Any],
     # The keys run_task_run and drive fill, in their order, one by one (a dict display
     # merging the base context costs more).
     ctx = dict(base_context)
-    ctx["logger"] = TaskLogger(ctx, None)
+    ctx["logger"] = TaskLogger(ctx, emit)
     if "loop_result" in ctx:  # as drive: a loop of the task whose context this copies
         del ctx["loop_result"]
         ctx.pop("task_loop_result", None)
@@ -198,12 +203,30 @@ def run_plain(task: Any, inputs: dict[str, Any], base_context: dict[str, Any],
     token = _current.set(ctx)
     try:
         if cancel is not None and cancel.is_set():
-            return drive(spec(*spec_args, True), ctx, None)  # which says Cancelled, as usual
+            return drive(spec(*spec_args, True), ctx, emit)  # which says Cancelled, as usual
+        if lane is not None:
+            head = (base_context["flow_run_id"], task_run_id, task.slug, name, map_index, None)
+            if not lane[0](head, 0, lane[2]):  # declined: drive makes the event instead
+                return drive(spec(*spec_args, True), ctx, emit)
         try:
             value = task.fn(**inputs)
+        except (KeyboardInterrupt, RunCancelled) as stop:
+            if emit is not None:  # its Running is recorded: so is how it stopped
+                run = spec(*spec_args, True)
+                _record_stop(TaskTransitions(task, run.flow_run_id, task_run_id, map_index,
+                                             task.serializer or run.serializer, emit),
+                             Pending(), stop, 0)
+            raise
         except Exception as exc:
-            return drive(spec(*spec_args, True), ctx, None, first=from_exception(exc))
-        return plain_success(value, 1)
+            # Driven on outside this block: an error of a later iteration raised while
+            # this one is being handled would chain it (as __context__, a LOOP and its
+            # result in every traceback and pickle of that error).
+            first = from_exception(exc)
+        else:
+            if lane is None or lane[1](head, 0, lane[2], value, ctx.get(LABEL_KEY)):
+                return plain_success(value, 1)
+            first = Outcome(RETURNED, value)
+        return drive(spec(*spec_args, True), ctx, emit, first=first)
     finally:
         _current.reset(token)
 
@@ -218,8 +241,9 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
 
     ``first``, when given, is what the first call of the first iteration gave,
     made already by :func:`run_plain` in ``ctx`` as filled in here: the driver
-    goes on from it, as if it had made that call itself (with nothing to emit
-    and no state handler, as run_plain's task runs have).
+    goes on from it, as if it had made that call itself (for a task with no
+    state handler, as run_plain's; that iteration's ``Running`` was recorded
+    already, by run_plain's lane, when there is anything to emit).
     """
     task = spec.task
     if first is None:  # else run_plain filled the task run's keys, and the call may have
@@ -250,6 +274,16 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
         if task.state_handlers or emit is not None
         else None
     )
+    # The sink's lane for this task run's plain Running and Success states: taken as
+    # values, with no state or event made for them (see transitions.task_lane).
+    run_lane = (
+        task_lane(emit, task.slug, moves.serializer)
+        if moves is not None and emit is not None and not task.state_handlers and not moves.sync
+        else None
+    )
+    run_head = (*moves.head, run_name) if run_lane is not None else ()  # type: ignore[union-attr]
+    # The first iteration's Running, recorded already by run_plain (given ``first``).
+    started = first is not None
     # The Running after a Looped: skipped when only sinks that do not need it listen.
     implied = spec.implied_running and not task.state_handlers
     after_looped = False
@@ -279,11 +313,13 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
         ctx["task_run_count"] = run_count
         if has_result:
             ctx["loop_result"] = ctx["task_loop_result"] = loop_result
-        if moves is not None and not (after_looped and implied):
+        if moves is not None and not (after_looped and implied) and not started and (
+            run_lane is None or not run_lane[0](run_head, loop_index, run_lane[2])
+        ):
             state = moves.move(state, Running(loop_index=loop_index), loop_index)
             if state.is_finished():
                 return moves.ended(state, loop_index)
-        after_looped = False
+        after_looped = started = False
 
         try:
             if plain:  # call_once's own first case, without the call to it
@@ -304,8 +340,7 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
             # Interrupted inside the function (Ctrl-C or SIGTERM in this thread): record
             # this task run as Cancelled at this iteration, then let the runner stop.
             if moves is not None:
-                why = "cancelled by Ctrl-C" if isinstance(stop, KeyboardInterrupt) else str(stop)
-                moves.move(state, Cancelled(why, loop_count=loop_index + 1), loop_index)
+                _record_stop(moves, state, stop, loop_index)
             raise
         kind = outcome.kind
 
@@ -377,6 +412,10 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
         if moves is not None:
             label = outcome.label  # a LOOP past max_loops ends the loop: its label counts
             label = ctx.pop(LABEL_KEY, None) if label is None else _loop_label(ctx, label)
+            if kind == RETURNED and run_lane is not None and run_lane[1](
+                run_head, loop_index, run_lane[2], final.result, label
+            ):
+                return final
             state = moves.move(state, final, loop_index, label)
             return moves.ended(state, loop_index)
         return final
@@ -401,6 +440,13 @@ def keep_for_retry(value: Any) -> bytes | None:
         return dumps(value)
     except Exception:
         return None
+
+
+def _record_stop(moves: TaskTransitions, state: State, stop: BaseException,
+                 loop_index: int) -> None:
+    """Record the task run as Cancelled at ``loop_index``: ``stop`` interrupted its call."""
+    why = "cancelled by Ctrl-C" if isinstance(stop, KeyboardInterrupt) else str(stop)
+    moves.move(state, Cancelled(why, loop_count=loop_index + 1), loop_index)
 
 
 def _where(spec: TaskRunSpec, task: Any, loop_index: int) -> str:

@@ -74,7 +74,14 @@ from iterflow.engine.expand import TaskRunSpec, run_plain, run_task_run
 from iterflow.engine.machine import NOTHING, Finished, FlowMachine, RunTask
 from iterflow.engine.protocols import CheckpointSource, Executor
 from iterflow.engine.scopes import BlockInstruction, Scope, compile_blocks
-from iterflow.engine.transitions import Emit, apply_handlers, settle, task_run_event
+from iterflow.engine.transitions import (
+    Emit,
+    TaskLane,
+    apply_handlers,
+    settle,
+    task_lane,
+    task_run_event,
+)
 from iterflow.errors import RunCancelled
 from iterflow.events import EventBus, FlowRunEvent, ResumePoint, TaskRunEvent
 from iterflow.runids import task_run_id
@@ -239,18 +246,22 @@ class FlowRunner:
                 todo.extend(scope.task_run_finished(task, map_index, quick))
                 return
         inline = self._inline and not task.is_async
+        relay = scope.relay
         if (
-            inline and scope.relay is None and self.checkpoint_source is None
+            inline and self.checkpoint_source is None
             and instr.start_loop_index == 0 and instr.loop_result is NOTHING
+            and (relay is None or (lane := self._task_lane(relay, task)) is not None)
         ):
-            # Nothing to emit: a plain task's run takes run_plain's fewer steps (a chain's
-            # every link); it says None, having done nothing, for any other task.
+            # Nothing to emit, or a sink that takes the start and success as values: a
+            # plain task's run takes run_plain's fewer steps (a chain's every link); it
+            # says None, having done nothing, for any other task.
             try:
                 final = run_plain(
                     task, instr.inputs, scope.base_context,
                     # As scope.task_run_id, one call less; every task in a flow has its slug.
                     task_run_id(scope.prefix, task.slug, map_index),  # type: ignore[arg-type]
-                    map_index, self._cancel, self._spec, instr, scope,
+                    map_index, self._cancel, relay, lane if relay is not None else None,
+                    self._spec, instr, scope,
                 )
             except Exception as exc:  # a crash outside the task, as _job_result says
                 final = self._crashed(exc, scope, task, map_index, emit)
@@ -294,6 +305,12 @@ class FlowRunner:
             todo.extend(scope.task_run_finished(task, map_index, failed))
             return
         running[future] = (scope, task, map_index)
+
+    def _task_lane(self, relay: Emit, task: Any) -> TaskLane | None:
+        """The sinks' lane for ``task``'s plain start and success, where it may take one."""
+        if task.state_handlers or task.checkpoint == "every":
+            return None
+        return task_lane(relay, task.slug, task.serializer or self.flow.serializer)
 
     def _act_otherwise(self, instr: Any, scope: Scope, running: dict, todo: deque,
                        emit: Emit | None) -> None:

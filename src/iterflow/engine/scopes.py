@@ -60,6 +60,7 @@ from iterflow.core.state import State
 from iterflow.core.task import Task
 from iterflow.core.triggers import all_successful
 from iterflow.engine.machine import FlowMachine, RunTask
+from iterflow.engine.transitions import TaskLane, task_lane
 from iterflow.events import TaskRunEvent
 from iterflow.runids import task_run_id
 
@@ -296,6 +297,11 @@ class BlockRelay:
         if isinstance(event, TaskRunEvent):
             event = event._replace(block_index=self.block_index)
         self.relay(event)
+
+    def task_lane(self, slug: str, serializer: str | None) -> TaskLane | None:
+        """The lane of the sink behind this relay, its records stamped with this iteration."""
+        lane = task_lane(self.relay, slug, serializer)
+        return None if lane is None else (lane[0], lane[1], self.block_index)
 
     def __reduce__(self) -> tuple:
         return (BlockRelay, (self.relay, self.block_index))

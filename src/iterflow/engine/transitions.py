@@ -42,6 +42,7 @@ __all__ = [
     "emit_or_fail",
     "looped_lane",
     "settle",
+    "task_lane",
     "task_run_event",
 ]
 
@@ -236,6 +237,31 @@ def looped_lane(emit: Emit, slug: str, serializer: str | None) -> LoopedLane | N
     """
     offer = getattr(getattr(emit, "__self__", None), "looped_lane", None)
     return offer(slug, serializer) if offer is not None else None
+
+
+#: A task lane: ``(started, succeeded, block_index)``. ``started(head, loop_index,
+#: block_index)`` records a plain ``Running`` of the task run ``head`` names (as a
+#: looped lane's head) and ``succeeded(head, loop_index, block_index, value, label)`` a
+#: plain ``Success(result=value)`` ending its iteration ``loop_index``; each returns True,
+#: or False having recorded nothing: the driver then makes the state and its event as usual.
+TaskLane = tuple[Callable[..., bool], Callable[..., bool], "int | None"]
+
+
+def task_lane(emit: Emit, slug: str, serializer: str | None) -> TaskLane | None:
+    """The lane of the sink behind ``emit`` for task ``slug``'s plain start and success.
+
+    A short task run (a chain's link, a map's child, a loop block's body task)
+    makes two events, ``Running`` and ``Success``; making them (two states,
+    two events, the sink's dispatch) cost its thread more than the store
+    spends recording them. A sink that offers ``task_lane(slug, serializer)``
+    takes them as plain values. ``emit`` reaches one when it is that sink's
+    own bound method (the only sink), or an emitter with a ``task_lane`` of its
+    own (a loop block's relay, which adds its block index). Only for task runs
+    with no state handler and no ``checkpoint="every"``: the caller checks.
+    """
+    owner = getattr(emit, "__self__", None)
+    offer = getattr(emit if owner is None else owner, "task_lane", None)
+    return None if offer is None else offer(slug, serializer)
 
 
 def _name(fn: Any) -> str:

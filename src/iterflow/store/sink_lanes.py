@@ -7,11 +7,15 @@ dispatch on its type) costs the task's thread more than the store spends
 recording them. So the engine hands the common cases here as values, in the
 task's own thread: a plain ``Looped`` state with a number for its result
 (:meth:`SinkLanes.record_looped`, through
-:func:`iterflow.engine.transitions.looped_lane`) and a metric when the store
-is the only sink (:meth:`SinkLanes.record_metric`). Each makes the compact
-record the writer expects (``batch.LOOPED``; a metric is packed into its
-task run's buffer, ``metric_buffers``); anything a lane declines comes as an
-event to ``handle``.
+:func:`iterflow.engine.transitions.looped_lane`), the ``Running`` and the
+plain ``Success`` of a short task run — a chain's link, a map's child, a
+loop block's body task, two events each — (:meth:`SinkLanes.record_started`
+and :meth:`SinkLanes.record_success`, through
+:func:`iterflow.engine.transitions.task_lane`) and a metric when the store
+is the only sink (:meth:`SinkLanes.record_metric`). Each makes the record the
+writer expects (``batch.LOOPED``; a ``batch.TASK`` record as ``handle`` makes
+it; a metric is packed into its task run's buffer, ``metric_buffers``); anything a
+lane declines comes as an event to ``handle``.
 """
 
 from __future__ import annotations
@@ -23,14 +27,18 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from iterflow.store.batch import LOOPED, ROLE_LOOP
+from iterflow.events import TaskRunEvent
+from iterflow.store.batch import BIG, LOOPED, ROLE_END_STRICT, ROLE_LOOP, ROLE_START, TASK
 from iterflow.store.metric_buffers import VALUES_PER_RECORD, MetricBuffers
 from iterflow.store.metric_packing import NONE, RECORD
+from iterflow.store.results import preview
 from iterflow.store.snapshots import SCALARS
 
 __all__ = ["SinkLanes"]
 
 _SCALARS = SCALARS  # a module global: one lookup less per iteration
+#: A task's usual results: pickled as they are (no cloudpickle), never a failure.
+_PLAIN_RESULTS = frozenset({int, float, bool, str, bytes})
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _now = time.time  # a Looped state's timestamp (State.timestamp) is the same clock
 #: Result bytes queued before the emitting side waits for the writer (back-pressure).
@@ -47,6 +55,7 @@ class SinkLanes:
     _metrics: MetricBuffers
     _big_bytes: int
     _done: set[str]
+    _done_by_run: dict[str, list[str]]
     _last_role: dict[str, int]
     _previews_only: frozenset[str]
     _unusable: bool
@@ -55,6 +64,7 @@ class SinkLanes:
     # Defined by StoreSink and its WriterThread (declarations only: a method here would
     # stand before theirs in the sink's method order).
     _raise: Callable[[], NoReturn]
+    _snapshot: Callable[..., Any]
     _wake_writer: Callable[[], None]
 
     def looped_lane(self, slug: str, serializer: str | None) -> Any:
@@ -103,6 +113,93 @@ class SinkLanes:
         ):
             self._wake_writer()
         return True
+
+    def task_lane(self, slug: str, serializer: str | None) -> Any:
+        """:meth:`record_started` and :meth:`record_success` for task ``slug`` (a task lane).
+
+        The engine asks once per task run that may use them (see
+        :func:`iterflow.engine.transitions.task_lane`): a task with no state
+        handler whose iterations are not committed one by one. None where a
+        result is not pickled as it is (another serializer, ``checkpoint=False``).
+        The third slot is the block index the records carry: none of its own.
+        """
+        if serializer not in (None, "pickle") or slug in self._previews_only:
+            return None
+        return self.record_started, self.record_success, None
+
+    def record_started(self, head: tuple[Any, ...], loop_index: int,
+                       block_index: int | None) -> bool:
+        """Record ``Running`` at iteration ``loop_index`` of the task run ``head`` names.
+
+        What ``handle`` does with that state's event, made from plain values:
+        a short task run (a chain's link, a map's child, a block's body task)
+        makes two events, and making them cost its thread more than the store
+        spends recording them. ``head`` is the looped lane's (flow run id, task
+        run id, slug, name, map index, task run name). False, having recorded
+        nothing, where ``handle`` would do more than record it (a task run
+        already finished, a store that failed): the driver then emits the event.
+        """
+        task_run_id = head[1]
+        if self._unusable or task_run_id in self._done:
+            return False
+        last = self._last_role
+        previous = last.get(task_run_id)
+        last[task_run_id] = ROLE_START
+        if previous == ROLE_LOOP:
+            return True  # implied by the Looped before it: not recorded (see handle)
+        self._append_task((TASK, head[0], task_run_id, head[2], head[3], head[4], loop_index,
+                           "Running", ROLE_START, _now(), None, None, block_index, None, None,
+                           None, head[5], None))
+        return True
+
+    def record_success(self, head: tuple[Any, ...], loop_index: int, block_index: int | None,
+                       value: Any, label: str | None) -> bool:
+        """Record ``Success(result=value)`` ending iteration ``loop_index`` of ``head``'s task run.
+
+        As :meth:`record_started`, for the state a plain return makes (no
+        message). False, having recorded nothing, when ``handle`` must take the
+        event instead: a value that cannot be snapshotted (whose error the
+        usual way turns into the task run's failure), a finished task run, a
+        store that failed.
+        """
+        task_run_id = head[1]
+        if self._unusable or task_run_id in self._done:
+            return False
+        stored: Any = None
+        if value is not None:
+            if type(value) in _PLAIN_RESULTS:  # as snapshot() keeps them, in fewer steps
+                data = pickle.dumps(value, _PROTOCOL)
+                size = len(data)
+                if size <= BIG:  # below the byte budget's notice, and far from a file
+                    stored = ("pickle", data, None, size, preview(value, size))
+            if stored is None:  # the general way (a file, the byte budget, errors)
+                event = TaskRunEvent(*head[:5], loop_index, None, False, None, block_index,
+                                     label, head[5])
+                try:
+                    stored = self._snapshot(event, value, True)
+                except Exception:
+                    return False
+        self._last_role.pop(task_run_id, None)
+        self._done.add(task_run_id)
+        done = self._done_by_run.get(head[0])
+        if done is None:
+            done = self._done_by_run[head[0]] = []
+        done.append(task_run_id)
+        self._append_task((TASK, head[0], task_run_id, head[2], head[3], head[4], loop_index,
+                           "Success", ROLE_END_STRICT, _now(), None, None, block_index, stored,
+                           loop_index + 1, label, head[5], None))
+        return True
+
+    def _append_task(self, record: tuple[Any, ...]) -> None:
+        """Queue a task record made by a lane; wake the writer once per batch (as handle)."""
+        buffer = self._buffer
+        buffer.append(record)
+        n = len(buffer)
+        if n >= self.batch_size and (
+            not n % self.batch_size or n >= self.max_pending
+            or self._big_bytes > MAX_PENDING_BYTES
+        ):
+            self._wake_writer()
 
     def record_metric(
         self,
