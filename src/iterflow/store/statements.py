@@ -217,8 +217,8 @@ def find_keys(
     """The ``id`` of each row of ``table`` whose ``name`` column is in ``wanted``.
 
     On SQLite one statement per 1,024 names (fewer if the library allows fewer
-    variables), of a few fixed sizes padded with
-    NULLs (which match nothing), run on the DB-API cursor: a mapped task's
+    variables), of a few fixed sizes (padded with a name repeated),
+    run on the DB-API cursor: a mapped task's
     children are new task runs, looked up in every batch.
     """
     found: dict[str, int] = {}
@@ -234,9 +234,11 @@ def find_keys(
             size = min(size, step)
             marks = ", ".join(["?"] * size)
             with contextlib.closing(dbapi_cursor(conn)) as cursor:
+                # Padded with the chunk's first name again: a name binds in a tenth
+                # of the time a NULL does (see FastInsert), and matches only its row.
                 cursor.execute(
                     f"SELECT {name}, id FROM {table.name} WHERE {name} IN ({marks})",
-                    (*chunk, *[None] * (size - len(chunk))),
+                    (*chunk, *[chunk[0]] * (size - len(chunk))),
                 )
                 rows = cursor.fetchall()
         else:
