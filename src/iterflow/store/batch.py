@@ -156,6 +156,10 @@ class BatchRecorder:
         # run's key leaves when it finishes.
         self._run_keys: dict[str, int] = {}
         self._task_keys: dict[str, int] = {}
+        # Flow runs this recorder inserted (none of their rows was in the store
+        # before) and that have not ended: a task run of one that starts in a
+        # batch cannot be in the store yet, so it is not looked up (see commit).
+        self._created: dict[str, None] = {}
         self._next_beat = 0.0
 
     def beat_due(self) -> bool:
@@ -189,6 +193,16 @@ class BatchRecorder:
         task_ids.pop(None, None)
         new_runs = {r: None for r in run_ids if r not in run_keys}
         new_tasks = {t: None for t in task_ids if t not in task_keys}
+        # Task runs that start in this batch (their Running is here), by flow run.
+        # Of a run this recorder created, such a task run has no row yet: the
+        # engine starts a task run once and ends it once, and its Running comes
+        # before anything else of it. Any other newcomer is looked up — also a
+        # task run of a created run whose key left when it ended and that sends
+        # a straggler (a log line, a metric).
+        starting = {r[T_TASK_RUN_ID]: r[T_FLOW_RUN_ID] for r in batch
+                    if r[0] == TASK and r[T_ROLE] == ROLE_START} if new_tasks else {}
+        created = self._created
+        created_now: list[str] = []
         keyed_runs: dict[str, int] = {}
         keyed_tasks: dict[str, int] = {}
         finished: list[str] = []
@@ -207,8 +221,14 @@ class BatchRecorder:
             # runs reads only its parent's (no row to lock either way on PostgreSQL).
             check_owners(conn, self.owner, self.open_runs,
                          {r: None for r in touched if r not in new_runs or r in keyed_runs})
-            keyed_tasks.update(find_keys(conn, task_runs, "task_run_id", new_tasks))
-            unkeyed = [r for r in new_runs if r not in keyed_runs]
+            created_now[:] = [r for r in new_runs if r not in keyed_runs]
+            if starting:
+                fresh_runs = {**created, **dict.fromkeys(created_now)}
+                asked = {t: None for t in new_tasks if starting.get(t) not in fresh_runs}
+            else:
+                asked = new_tasks
+            keyed_tasks.update(find_keys(conn, task_runs, "task_run_id", asked))
+            unkeyed = list(created_now)
             unkeyed += [t for t in new_tasks if t not in keyed_tasks]
             count = n_ids + len(unkeyed)
             next_id = allocate_ids(conn, count) if count else 0
@@ -320,6 +340,7 @@ class BatchRecorder:
         self.open_runs = committed_runs
         run_keys.update(keyed_runs)
         task_keys.update(keyed_tasks)
+        created.update(dict.fromkeys(created_now))
         for task_run_id in finished:
             task_keys.pop(task_run_id, None)
         for record in batch:
@@ -327,6 +348,7 @@ class BatchRecorder:
                 self._forget.pop(record[F_RUN_ID], None)
             if record[0] == FLOW and record[F_FINISHED]:  # a flow run ended: its task runs too
                 run_keys.pop(record[F_RUN_ID], None)
+                created.pop(record[F_RUN_ID], None)  # a later record of it is looked up
                 prefix = record[F_RUN_ID] + "/"
                 for task_run_id in [t for t in task_keys if t.startswith(prefix)]:
                     del task_keys[task_run_id]
