@@ -22,7 +22,9 @@ How a batch is written
 Ids of state rows, log lines and results come from one counter, one
 ``UPDATE`` per batch; flow runs and task runs are referred to by their
 integer keys, cached while they are in flight (a batch's newcomers are
-looked up, or given keys, in one statement). Rows are grouped by shape —
+looked up, or given keys, in one statement; a task run that starts in the
+batch, of a flow run this recorder created and that is still going, cannot
+be in the store and is not looked up). Rows are grouped by shape —
 a ``Looped`` state with its pickled value, a ``Running``, a finished state
 with its value, a flow run's state, anything else — and each group goes in
 as one statement (:mod:`iterflow.store.statements`); their ids keep them in
