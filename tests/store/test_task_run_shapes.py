@@ -38,6 +38,9 @@ def test_every_shape_ends_as_the_full_upsert_would(store):
         row("run/noted", 3, message="waiting", task_run_name="named"),
         row("run/later", 4, looped_index=1, looped_transition=10, task_run_name="kept",
             identity="abc"),
+        # A map's children: one plain, one a loop (SQLite has a shape for each).
+        row("run/map[0]", 6, map_index=0),
+        row("run/map[1]", 7, map_index=1, looped_index=2, looped_transition=20, loop_count=3),
     ]
     # Updates with NULLs where the rules keep the old values, and a new row.
     second = [
@@ -47,6 +50,9 @@ def test_every_shape_ends_as_the_full_upsert_would(store):
         row("run/noted", 3, state="Failed", message="boom"),
         row("run/later", 4, state="Success", ended=3.0, result_transition=11),
         row("run/new", 5, state="Success", ended=2.0),
+        row("run/map[0]", 6, map_index=0, state="Success", ended=2.0, result_transition=8),
+        row("run/map[1]", 7, map_index=1, state="Looped", loop_index=3),
+        row("run/map[2]", 8, map_index=2, state="Success", ended=2.0),
     ]
     write(store, first, "full")
     write(store, second, "full")
@@ -54,11 +60,13 @@ def test_every_shape_ends_as_the_full_upsert_would(store):
     with store.engine.begin() as conn:
         conn.execute(sa.delete(task_runs))
     # Every shape at once; then plain rows only, a looped one only, loud ones only.
-    for batch in (first, [second[0], second[4]], [second[1]], second[2:4]):
+    for batch in (first, [second[0], second[4]], [second[1]], second[2:4], second[5:]):
         write(store, batch, "shapes")
     assert table(store) == expected
     looped = TASK_RUN_COLUMNS.index("looped_index")
     names = TASK_RUN_COLUMNS.index("task_run_name")
-    # (in task run id order: later, loop, new, noted, plain)
-    assert [r[looped] for r in expected] == [1, 4, None, None, None]
-    assert [r[names] for r in expected] == ["kept", None, None, "named", None]
+    # (in task run id order: later, loop, map[0], map[1], map[2], new, noted, plain)
+    assert [r[looped] for r in expected] == [1, 4, None, 2, None, None, None, None]
+    assert [r[names] for r in expected] == ["kept", None, None, None, None, None, "named", None]
+    mapped = TASK_RUN_COLUMNS.index("map_index")
+    assert [r[mapped] for r in expected] == [None, None, 0, 1, 2, None, None, None]

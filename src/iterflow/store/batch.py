@@ -22,7 +22,9 @@ How a batch is written
 Ids of state rows, log lines and results come from one counter, one
 ``UPDATE`` per batch; flow runs and task runs are referred to by their
 integer keys, cached while they are in flight (a batch's newcomers are
-looked up, or given keys, in one statement). Rows are grouped by shape —
+looked up, or given keys, in one statement; a task run that starts in the
+batch, of a flow run this recorder created and that is still going, cannot
+be in the store and is not looked up). Rows are grouped by shape —
 a ``Looped`` state with its pickled value, a ``Running``, a finished state
 with its value, a flow run's state, anything else — and each group goes in
 as one statement (:mod:`iterflow.store.statements`); their ids keep them in
@@ -56,6 +58,7 @@ from iterflow.store.statements import (
     allocate_ids,
     find_keys,
     insert_finished,
+    insert_finished_outside,
     insert_logs,
     insert_looped,
     insert_metrics,
@@ -149,6 +152,10 @@ class BatchRecorder:
         # run's key leaves when it finishes.
         self._run_keys: dict[str, int] = {}
         self._task_keys: dict[str, int] = {}
+        # Flow runs this recorder inserted (none of their rows was in the store
+        # before) and that have not ended: a task run of one that starts in a
+        # batch cannot be in the store yet, so it is not looked up (see commit).
+        self._created: dict[str, None] = {}
         self._next_beat = 0.0
 
     def beat_due(self) -> bool:
@@ -185,6 +192,16 @@ class BatchRecorder:
         task_ids.pop(None, None)
         new_runs = {r: None for r in run_ids if r not in run_keys}
         new_tasks = {t: None for t in task_ids if t not in task_keys}
+        # Task runs that start in this batch (their Running is here), by flow run.
+        # Of a run this recorder created, such a task run has no row yet: the
+        # engine starts a task run once and ends it once, and its Running comes
+        # before anything else of it. Any other newcomer is looked up — also a
+        # task run of a created run whose key left when it ended and that sends
+        # a straggler (a log line, a metric).
+        starting = {r[T_TASK_RUN_ID]: r[T_FLOW_RUN_ID] for r in batch
+                    if r[0] == TASK and r[T_ROLE] == ROLE_START} if new_tasks else {}
+        created = self._created
+        created_now: list[str] = []
         keyed_runs: dict[str, int] = {}
         keyed_tasks: dict[str, int] = {}
         finished: list[str] = []
@@ -203,8 +220,14 @@ class BatchRecorder:
             # runs reads only its parent's (no row to lock either way on PostgreSQL).
             check_owners(conn, self.owner, self.open_runs,
                          {r: None for r in touched if r not in new_runs or r in keyed_runs})
-            keyed_tasks.update(find_keys(conn, task_runs, "task_run_id", new_tasks))
-            unkeyed = [r for r in new_runs if r not in keyed_runs]
+            created_now[:] = [r for r in new_runs if r not in keyed_runs]
+            if starting:
+                fresh_runs = {**created, **dict.fromkeys(created_now)}
+                asked = {t: None for t in new_tasks if starting.get(t) not in fresh_runs}
+            else:
+                asked = new_tasks
+            keyed_tasks.update(find_keys(conn, task_runs, "task_run_id", asked))
+            unkeyed = list(created_now)
             unkeyed += [t for t in new_tasks if t not in keyed_tasks]
             count = n_ids + len(unkeyed)
             next_id = allocate_ids(conn, count) if count else 0
@@ -228,7 +251,8 @@ class BatchRecorder:
                                or keyed_runs[record[LP_FLOW_RUN_ID]])
                     task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
                     if record[LP_LABEL] is None:
-                        looped_rows.append((next_id, run_key, task_key, index, record[LP_DATA],
+                        looped_rows.append((next_id, run_key, task_key, index,
+                                            _blob(record[LP_DATA]),
                                             record[LP_PREVIEW], at))
                     else:  # the compact row has no label column
                         rows.other.append((next_id, run_key, task_key, "Looped", index, None,
@@ -291,6 +315,7 @@ class BatchRecorder:
             insert_looped.run(conn, rows.looped_rows)
             insert_running.run(conn, rows.running)
             insert_finished.run(conn, rows.finished)
+            insert_finished_outside.run(conn, rows.finished_outside)
             insert_transitions.run(conn, rows.other)
             insert_logs.run(conn, rows.logs)
             insert_metrics.run(conn, chunks)
@@ -315,6 +340,7 @@ class BatchRecorder:
         self.open_runs = committed_runs
         run_keys.update(keyed_runs)
         task_keys.update(keyed_tasks)
+        created.update(dict.fromkeys(created_now))
         for task_run_id in finished:
             task_keys.pop(task_run_id, None)
         for record in batch:
@@ -322,6 +348,7 @@ class BatchRecorder:
                 self._forget.pop(record[F_RUN_ID], None)
             if record[0] == FLOW and record[F_FINISHED]:  # a flow run ended: its task runs too
                 run_keys.pop(record[F_RUN_ID], None)
+                created.pop(record[F_RUN_ID], None)  # a later record of it is looked up
                 prefix = record[F_RUN_ID] + "/"
                 for task_run_id in [t for t in task_keys if t.startswith(prefix)]:
                     del task_keys[task_run_id]
@@ -342,9 +369,9 @@ class _Rows:
     short task run (a map's child, a loop block's body, a chain's link).
     """
 
-    __slots__ = ("finished", "first", "flow_opening", "flow_runs", "flow_states", "flows",
-                 "fresh", "fresh_runs", "latest", "links", "logs", "looped", "looped_rows",
-                 "opening", "other", "results", "running", "shapes")
+    __slots__ = ("finished", "finished_outside", "first", "flow_opening", "flow_runs",
+                 "flow_states", "flows", "fresh", "fresh_runs", "latest", "links", "logs",
+                 "looped", "looped_rows", "opening", "other", "results", "running", "shapes")
 
     def __init__(self, fresh: dict[str, None], fresh_runs: dict[str, None] | None = None
                  ) -> None:
@@ -365,6 +392,9 @@ class _Rows:
         self.running: list[tuple[Any, ...]] = []
         # id, flow_run, task_run, kind, loop_index, block_index, data, preview, time
         self.finished: list[tuple[Any, ...]] = []
+        # The same without block_index, NULL (outside any loop block: a NULL costs
+        # sqlite3 ~13 times what an int does to bind, see prepared.FastInsert).
+        self.finished_outside: list[tuple[Any, ...]] = []
         # id, flow_run, task_run, kind, loop_index, block_index, message, traceback,
         # serializer, data, preview, result_id, time, label
         self.other: list[tuple[Any, ...]] = []
@@ -410,7 +440,7 @@ class _Rows:
                     and stored[S_PATH] is None and record[T_BLOCK_INDEX] is None
                     and record[T_MESSAGE] is None):
                 self.looped_rows.append((row_id, run_key, task_key, record[T_LOOP_INDEX],
-                                         stored[S_DATA], stored[S_PREVIEW], at))
+                                         _blob(stored[S_DATA]), stored[S_PREVIEW], at))
                 return next_id
         elif role == ROLE_START and record[T_MESSAGE] is None and stored is None:
             row = (row_id, run_key, task_key, record[T_LOOP_INDEX], record[T_BLOCK_INDEX], at)
@@ -422,9 +452,15 @@ class _Rows:
         elif (role == ROLE_END_STRICT and stored is not None and stored[S_SERIALIZER] == "pickle"
               and stored[S_DATA] is not None and record[T_MESSAGE] is None):
             # A task run that ended well with a pickled value in the row (each child of a map).
-            self.finished.append((row_id, run_key, task_key, record[T_KIND],
-                                  record[T_LOOP_INDEX], record[T_BLOCK_INDEX], stored[S_DATA],
-                                  stored[S_PREVIEW], at))
+            block_index = record[T_BLOCK_INDEX]
+            if block_index is None:
+                self.finished_outside.append((row_id, run_key, task_key, record[T_KIND],
+                                              record[T_LOOP_INDEX], _blob(stored[S_DATA]),
+                                              stored[S_PREVIEW], at))
+            else:
+                self.finished.append((row_id, run_key, task_key, record[T_KIND],
+                                      record[T_LOOP_INDEX], block_index, _blob(stored[S_DATA]),
+                                      stored[S_PREVIEW], at))
             return next_id
         serializer = data = preview = result_id = None
         if stored is not None:
@@ -438,6 +474,18 @@ class _Rows:
                            record[T_BLOCK_INDEX], record[T_MESSAGE], record[T_TRACEBACK],
                            serializer, data, preview, result_id, at, label))
         return next_id
+
+
+def _blob(data: bytes | None) -> bytes | bytearray | None:
+    """A small pickled value as the sqlite3 module binds it fastest: a ``bytearray``.
+
+    It binds ``bytes`` only after looking for an adapter (~800 ns with the GIL
+    held, see :class:`~iterflow.store.prepared.FastInsert`), a ``bytearray`` at
+    once (~200 ns); the copy costs ~150 ns. Most state rows hold one (a
+    ``Looped`` value, a map child's result). Large values are left alone: their
+    copy would cost more than the lookup, and the memory twice over.
+    """
+    return bytearray(data) if data is not None and len(data) <= BIG else data
 
 
 def _as_task_record(record: tuple[Any, ...]) -> tuple[Any, ...]:

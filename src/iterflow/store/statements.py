@@ -49,6 +49,7 @@ __all__ = [
     "dbapi_cursor",
     "find_keys",
     "insert_finished",
+    "insert_finished_outside",
     "insert_flow_states",
     "insert_logs",
     "insert_looped",
@@ -87,6 +88,13 @@ insert_finished = FastInsert(
     ("id", "flow_run", "task_run", "kind", "loop_index", "block_index", "data", "preview",
      "time"),
     fixed={"serializer": "pickle", "message": None, "traceback": None, "result_id": None},
+)
+# ... outside any loop block (a chain's link, a map's child): no block index to bind.
+insert_finished_outside = FastInsert(
+    state_transitions,
+    ("id", "flow_run", "task_run", "kind", "loop_index", "data", "preview", "time"),
+    fixed={"serializer": "pickle", "block_index": None, "message": None, "traceback": None,
+           "result_id": None},
 )
 # A task run's start (or restart): no message, no value.
 insert_running = FastInsert(
@@ -170,18 +178,34 @@ def _task_run_shape(null: tuple[str, ...]) -> tuple[FastInsert, Callable[..., tu
 _QUIET = _task_run_shape(("message", "task_run_name"))
 # ... and no Looped state either: a map's child, a block's body task, a chain's link.
 _PLAIN = _task_run_shape(("message", "task_run_name", "looped_index", "looped_transition"))
-_LOOPED_INDEX, _MESSAGE, _NAME = (
-    TASK_RUN_COLUMNS.index(c) for c in ("looped_index", "message", "task_run_name")
+# On SQLite, by which of the columns most often NULL are (no map index, no Looped state):
+# a NULL costs sqlite3 ~13 times what an int does to bind (see FastInsert).
+_SQLITE_SHAPES = {
+    (no_map, no_loop): _task_run_shape(
+        ("message", "task_run_name")
+        + (("map_index",) if no_map else ())
+        + (("looped_index", "looped_transition") if no_loop else ())
+    )
+    for no_map in (False, True) for no_loop in (False, True)
+}
+_LOOPED_INDEX, _MAP_INDEX, _MESSAGE, _NAME = (
+    TASK_RUN_COLUMNS.index(c) for c in ("looped_index", "map_index", "message", "task_run_name")
 )
 
 
 def upsert_task_run_rows(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
     """Upsert ``task_runs`` rows (tuples in :data:`TASK_RUN_COLUMNS` order), natively.
 
-    Usually in one statement of one of the shapes above, the narrowest that
-    takes them all (each statement costs the writer a wait for the GIL, see
-    :class:`FastInsert`); rows with a message or a name in the full one.
+    Rows with a message or a name go in the full statement. On SQLite the
+    others go in a statement per shape above (whether the map index and the
+    last Looped are NULL): most batches have one or two (a loop's task run
+    and its block's body). On PostgreSQL, where ``COPY`` sends a NULL as
+    cheaply as anything, in one statement, the narrowest that takes them all
+    (each statement costs the writer a wait for the GIL, see :class:`FastInsert`).
     """
+    if conn.dialect.name == "sqlite":
+        _upsert_sqlite_shapes(conn, rows)
+        return
     plain: list[tuple[Any, ...]] = []
     looped: list[tuple[Any, ...]] = []
     full: list[tuple[Any, ...]] = []
@@ -201,6 +225,25 @@ def upsert_task_run_rows(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> No
     upsert_task_runs.run(conn, full)
 
 
+def _upsert_sqlite_shapes(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """:func:`upsert_task_run_rows` on SQLite: a statement per shape of row."""
+    shapes: dict[tuple[bool, bool], list[tuple[Any, ...]]] = {}
+    full: list[tuple[Any, ...]] = []
+    for row in rows:
+        if row[_MESSAGE] is not None or row[_NAME] is not None:
+            full.append(row)
+            continue
+        key = (row[_MAP_INDEX] is None, row[_LOOPED_INDEX] is None)
+        same = shapes.get(key)
+        if same is None:
+            same = shapes[key] = []
+        same.append(row)
+    for key, same in shapes.items():
+        statement, pick = _SQLITE_SHAPES[key]
+        statement.run(conn, list(map(pick, same)))
+    upsert_task_runs.run(conn, full)
+
+
 _TAKE_IDS = (
     sa.update(counters)
     .where(counters.c.name == sa.bindparam("counter", type_=sa.String))
@@ -217,8 +260,8 @@ def find_keys(
     """The ``id`` of each row of ``table`` whose ``name`` column is in ``wanted``.
 
     On SQLite one statement per 1,024 names (fewer if the library allows fewer
-    variables), of a few fixed sizes padded with
-    NULLs (which match nothing), run on the DB-API cursor: a mapped task's
+    variables), of a few fixed sizes (padded with a name repeated),
+    run on the DB-API cursor: a mapped task's
     children are new task runs, looked up in every batch.
     """
     found: dict[str, int] = {}
@@ -234,9 +277,11 @@ def find_keys(
             size = min(size, step)
             marks = ", ".join(["?"] * size)
             with contextlib.closing(dbapi_cursor(conn)) as cursor:
+                # Padded with the chunk's first name again: a name binds in a tenth
+                # of the time a NULL does (see FastInsert), and matches only its row.
                 cursor.execute(
                     f"SELECT {name}, id FROM {table.name} WHERE {name} IN ({marks})",
-                    (*chunk, *[None] * (size - len(chunk))),
+                    (*chunk, *[chunk[0]] * (size - len(chunk))),
                 )
                 rows = cursor.fetchall()
         else:
