@@ -40,8 +40,8 @@ __all__ = ["KEEP", "close_all", "give_back", "take"]
 #: Stores kept at once (one per file; a process rarely runs flows on more).
 KEEP = 4
 
-# key -> (store, (st_dev, st_ino) of its file when it was given back)
-_kept: dict[tuple[Any, ...], tuple[RunStore, tuple[int, int]]] = {}
+# key -> (store, its SQLite file's path, (st_dev, st_ino) of that file when given back)
+_kept: dict[tuple[Any, ...], tuple[RunStore, str, tuple[int, int]]] = {}
 _lock = threading.Lock()
 _closed = False  # set at exit: later give-backs close their store
 
@@ -50,18 +50,19 @@ def _key(url: str, home: Any) -> tuple[Any, ...]:
     return (os.getpid(), url, str(home))
 
 
-def _file_id(store: RunStore) -> tuple[int, int] | None:
-    """The device and inode of ``store``'s SQLite file, or None (not a kept kind of store)."""
+def _file_of(store: RunStore) -> tuple[str, tuple[int, int]] | None:
+    """The SQLite file of ``store`` and its device and inode; None: not a store to keep."""
     if store.read_only or store.engine.dialect.name != "sqlite":
         return None
     path = db.sqlite_path(store.url)
     if not path:
         return None
+    path = os.path.expanduser(path)
     try:
-        found = os.stat(os.path.expanduser(path))
+        found = os.stat(path)
     except OSError:
         return None
-    return (found.st_dev, found.st_ino)
+    return path, (found.st_dev, found.st_ino)
 
 
 def take(url: str) -> RunStore | None:
@@ -72,30 +73,32 @@ def take(url: str) -> RunStore | None:
         entry = _kept.pop(_key(url, default_home()), None)
     if entry is None:
         return None
-    store, file_id = entry
-    if _still_fits(store, file_id):
+    store, path, file_id = entry
+    if _still_fits(store, path, file_id):
         return store
     with contextlib.suppress(Exception):
         store.close()
     return None
 
 
-def _still_fits(store: RunStore, file_id: tuple[int, int]) -> bool:
+def _still_fits(store: RunStore, path: str, file_id: tuple[int, int]) -> bool:
     """Whether ``store`` is still the store an open of its URL would give (module doc)."""
     try:
-        if _file_id(store) != file_id:
+        found = os.stat(path)
+        if (found.st_dev, found.st_ino) != file_id or not db.sqlite_writable(path):
             return False
-        path = db.sqlite_path(store.url)
-        if not path or not db.sqlite_writable(path):
-            return False
-        version = db.read(store.engine, _schema_version, name=store.name)
+        # Straight to a pooled DB-API connection (autocommit, see db._sqlite_connect):
+        # a transaction through SQLAlchemy cost five times the query.
+        raw = store.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            version = cursor.execute("SELECT version FROM schema_version").fetchone()
+            cursor.close()
+        finally:
+            raw.close()
     except Exception:
         return False
-    return version == store.schema_version
-
-
-def _schema_version(conn: Any) -> Any:
-    return conn.exec_driver_sql("SELECT version FROM schema_version").scalar()
+    return version is not None and version[0] == store.schema_version
 
 
 def give_back(store: RunStore) -> None:
@@ -104,18 +107,18 @@ def give_back(store: RunStore) -> None:
     Or close it: not a SQLite file, or at exit. Another store kept for the same
     file (two runs at once) is closed, as is the oldest beyond :data:`KEEP`.
     """
-    file_id = _file_id(store)
+    file = _file_of(store)
     dropped: list[RunStore] = []
     with _lock:
-        if file_id is not None and not _closed:
+        if file is not None and not _closed:
             key = _key(store.url, store.home)
             previous = _kept.pop(key, None)
             if previous is not None:
                 dropped.append(previous[0])  # two runs at once on one file: keep one
-            _kept[key] = (store, file_id)
+            _kept[key] = (store, *file)
             while len(_kept) > KEEP:
                 oldest = next(iter(_kept))
-                old_store, _ = _kept.pop(oldest)
+                old_store = _kept.pop(oldest)[0]
                 if oldest[0] == os.getpid():  # a forked child never closes its parent's
                     dropped.append(old_store)
         else:
@@ -128,7 +131,7 @@ def give_back(store: RunStore) -> None:
 def close_all() -> None:
     """Close every store kept by this process (the next run opens its store again)."""
     with _lock:
-        kept = [store for key, (store, _) in _kept.items() if key[0] == os.getpid()]
+        kept = [entry[0] for key, entry in _kept.items() if key[0] == os.getpid()]
         _kept.clear()
     for store in kept:
         with contextlib.suppress(Exception):
