@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import os
 import signal
 import sys
 import threading
@@ -187,7 +186,7 @@ def run_flow(
             elif existing.state in FINISHED_WELL:
                 state = recorded_result(run_store, flow, existing)
                 if run_store is not store:
-                    run_store.close()
+                    _put_away(run_store)
                 return state
             else:
                 resume = run_id  # the rules of resume apply, refusals included
@@ -317,6 +316,7 @@ def run_flow(
             with contextlib.suppress(Exception):
                 run_store.close()
         raise
+    ended_well = False
     try:
         if on_runner is not None:
             on_runner(runner)
@@ -325,6 +325,7 @@ def run_flow(
                 _cancel_requests_stop(runner, run_store if cancel is None else None):
             state = runner.run()
         bus.close()  # its children's links too: they are queued in its sink
+        ended_well = True
     except BaseException as exc:
         # The run's own exception matters more than a store that also failed to close.
         with contextlib.suppress(Exception):
@@ -338,7 +339,10 @@ def run_flow(
     finally:
         if run_store is not None and run_store is not store:
             with contextlib.suppress(Exception):
-                run_store.close()
+                if ended_well:
+                    _put_away(run_store)
+                else:
+                    run_store.close()
     if state.is_failed():
         _call_failure_hooks(flow, state)
     return state
@@ -525,7 +529,11 @@ def _sigterm_cancels() -> Iterator[None]:
 
 
 def _open_store(store: Any, resume: str | None) -> Any:
-    """The run store for this run, or None when recording is off."""
+    """The run store for this run, or None when recording is off.
+
+    Given a URL (or the default store), the store an earlier run in this process
+    opened on the same file, if it still fits (see :mod:`iterflow.store.kept_stores`).
+    """
     if store is None:
         return None
     # An open store (each child run's) is one of a module loaded already: no import.
@@ -535,6 +543,17 @@ def _open_store(store: Any, resume: str | None) -> Any:
     from iterflow.store import RunStore, open_store
     if isinstance(store, RunStore):
         return store
-    if store == _DEFAULT:
-        return open_store(os.environ.get("ITERFLOW_STORE_URL"))
-    return open_store(store)
+    from iterflow.store.kept_stores import take
+    from iterflow.store.runstore import default_url
+
+    url = default_url() if store == _DEFAULT else store
+    kept = take(url) if isinstance(url, str) else None
+    return kept if kept is not None else open_store(url)
+
+
+def _put_away(run_store: Any) -> None:
+    """Done with a store :func:`_open_store` opened for a run that ended well: keep it for
+    the next run on its file (a SQLite file: see :mod:`iterflow.store.kept_stores`)."""
+    from iterflow.store.kept_stores import give_back
+
+    give_back(run_store)

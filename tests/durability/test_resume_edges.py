@@ -10,7 +10,7 @@ import pytest
 import iterflow
 from iterflow import LOOP, Flow, Parameter, task
 from iterflow.errors import ParameterError, RunNotResumable, StoreError
-from iterflow.store import get_run, iterations, list_runs, load_result, task_runs
+from iterflow.store import get_run, iterations, kept_stores, list_runs, load_result, task_runs
 from iterflow.store.runstore import RunStore
 
 
@@ -33,6 +33,9 @@ def open_stores(monkeypatch):
     monkeypatch.setattr(RunStore, "close", tracking_close)
 
     def still_open() -> list[RunStore]:
+        # A run that ended well keeps its store for the next run (kept_stores): not a
+        # leak. Closing those first leaves only the stores nobody holds on to.
+        kept_stores.close_all()
         return [store for store, closed in made.values() if not closed]
 
     return still_open

@@ -404,6 +404,8 @@ class Flow:
 
     def get_tasks(self, name: str | None = None, slug: str | None = None) -> list[Task]:
         """Tasks with this name and/or slug, in the order they were added."""
+        if name is None and slug is None:
+            return list(self._tasks)
         return [
             t for t in self._tasks
             if (name is None or t.name == name) and (slug is None or t.slug == slug)

@@ -56,6 +56,7 @@ def describe(flow: Flow) -> dict[str, Any]:
     from iterflow.core.parameter import Parameter
 
     order = flow.sorted_tasks()
+    upstream_of, _ = flow.edge_lists()  # read only: upstream_edges() copies a list per call
     owner: dict[Any, str] = {}
     for t in order:
         if isinstance(t, LoopBlock):
@@ -68,10 +69,13 @@ def describe(flow: Flow) -> dict[str, Any]:
         kind = "block" if isinstance(t, LoopBlock) else (
             "parameter" if isinstance(t, Parameter) else "task")
         entry: dict[str, Any] = {"slug": t.slug, "name": t.name, "kind": kind}
-        if t in owner:
-            entry["block"] = owner[t]
-        upstream = []
-        for edge in flow.upstream_edges(t):
+        block = owner.get(t)
+        if block is not None:
+            entry["block"] = block
+        upstream: list[dict[str, Any]] = []
+        entry["upstream"] = upstream
+        mapped = False
+        for edge in upstream_of.get(t, ()):
             up = edge.upstream_task
             if getattr(up, "supplied_by_engine", False):
                 continue
@@ -79,10 +83,9 @@ def describe(flow: Flow) -> dict[str, Any]:
             if edge.key is not None:
                 item["key"] = edge.key
             if edge.mapped:
-                item["mapped"] = True
+                item["mapped"] = mapped = True
             upstream.append(item)
-        entry["upstream"] = upstream
-        if any(u.get("mapped") for u in upstream):
+        if mapped:
             entry["mapped"] = True
         tasks.append(entry)
     return {"version": SHAPE_VERSION, "tasks": tasks}

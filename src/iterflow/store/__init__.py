@@ -15,6 +15,7 @@ Modules: :mod:`~iterflow.store.schema` (tables), :mod:`~iterflow.store.migration
 thread), :mod:`~iterflow.store.batch` (a batch of events into rows),
 :mod:`~iterflow.store.statements` (the SQL it runs),
 :mod:`~iterflow.store.runstore` (opening a store, claiming a run to resume),
+:mod:`~iterflow.store.kept_stores` (stores runs opened by URL, kept for the next run),
 :mod:`~iterflow.store.queries` (reading), :mod:`~iterflow.store.records` (what
 reading returns), :mod:`~iterflow.store.liveness` (hosts, pids, heartbeats),
 :mod:`~iterflow.store.resume` (building resume points),
