@@ -226,10 +226,12 @@ def _no_write_in_progress(url: str) -> bool:
     engine = sa.create_engine(url)
     try:
         with engine.begin() as conn:
-            # Conflicts with any open transaction that wrote these tables.
+            # Conflicts with any open transaction that wrote these tables, or locked
+            # rows of them (the owner check's SELECT ... FOR UPDATE comes before any
+            # write: a process stopped right after it holds its run's row all the same).
             conn.exec_driver_sql(
-                "LOCK TABLE flow_runs, task_runs, state_transitions "
-                "IN SHARE ROW EXCLUSIVE MODE NOWAIT"
+                "LOCK TABLE flow_runs, task_runs, state_transitions, counters "
+                "IN EXCLUSIVE MODE NOWAIT"
             )
         return True
     except sa.exc.OperationalError:
