@@ -12,11 +12,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import signal
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from iterflow.engine.cache import MemoryCache
 from iterflow.engine.runner import FlowRunner, RunCancelled
 from iterflow.errors import OptionError, ParameterError, RunTakenOver
 from iterflow.events import EventBus
+from iterflow.run_signals import ctrl_c_raises, sigterm_cancels
 
 __all__ = ["default_cache", "resolve_parameters", "run_flow", "run_subflow", "script_source"]
 
@@ -321,7 +320,7 @@ def run_flow(
         if on_runner is not None:
             on_runner(runner)
         # A child run (given its parent's cancel event) is inside the parent's handler.
-        with started, _sigterm_cancels() if cancel is None else contextlib.nullcontext(), \
+        with started, sigterm_cancels() if cancel is None else contextlib.nullcontext(), \
                 _cancel_requests_stop(runner, run_store if cancel is None else None):
             state = runner.run()
         bus.close()  # its children's links too: they are queued in its sink
@@ -450,7 +449,7 @@ def _on_worker_thread(flow: Any, **kwargs: Any) -> State:
     thread = threading.Thread(target=target, name="iterflow-run", daemon=True)
     thread.start()
     try:
-        with _sigterm_cancels(), _ctrl_c_raises():
+        with sigterm_cancels(), ctrl_c_raises():
             thread.join()
     except (KeyboardInterrupt, RunCancelled) as stop:
         handle.stop("cancelled by Ctrl-C" if isinstance(stop, KeyboardInterrupt) else str(stop))
@@ -459,29 +458,6 @@ def _on_worker_thread(flow: Any, **kwargs: Any) -> State:
     if "error" in box:
         raise box["error"]
     return box["value"]
-
-
-@contextlib.contextmanager
-def _ctrl_c_raises() -> Iterator[None]:
-    """Inside ``asyncio.run``, let Ctrl-C raise ``KeyboardInterrupt`` while the run is waited on.
-
-    asyncio's own handler only asks its main task to stop at its next ``await``,
-    and that task is blocked in this wait until the run ends.
-    """
-    import asyncio
-
-    previous = signal.getsignal(signal.SIGINT)
-    handler = getattr(previous, "func", previous)  # asyncio.Runner installs a partial
-    if threading.current_thread() is not threading.main_thread() or not isinstance(
-        getattr(handler, "__self__", None), asyncio.Runner
-    ):
-        yield
-        return
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _check_max_concurrency(flow: Any, value: Any) -> None:
@@ -505,27 +481,6 @@ def _cancel_requests_stop(runner: Any, run_store: Any) -> Any:
     from iterflow.store.cancel_watch import watch
 
     return watch(runner.run_id, runner.stop)
-
-
-@contextlib.contextmanager
-def _sigterm_cancels() -> Iterator[None]:
-    """Turn SIGTERM into :class:`RunCancelled` while the run is driven from the main thread.
-
-    The runner records a cancelled run as ``Cancelled`` (resumable) rather than
-    dying mid-write; signal handlers can only be installed from the main thread.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def cancel(signum: int, frame: Any) -> None:
-        raise RunCancelled("cancelled by SIGTERM")
-
-    previous = signal.signal(signal.SIGTERM, cancel)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _open_store(store: Any, resume: str | None) -> Any:
