@@ -180,18 +180,27 @@ class SinkLanes:
                 except Exception:
                     return False
         self._last_role.pop(task_run_id, None)
-        self._done.add(task_run_id)
-        done = self._done_by_run.get(head[0])
-        if done is None:
-            done = self._done_by_run[head[0]] = []
-        done.append(task_run_id)
+        self._mark_done(head[0], task_run_id)
         self._append_task((TASK, head[0], task_run_id, head[2], head[3], head[4], loop_index,
                            "Success", ROLE_END_STRICT, _now(), None, None, block_index, stored,
                            loop_index + 1, label, head[5], None))
         return True
 
+    def _mark_done(self, flow_run_id: str, task_run_id: str) -> None:
+        """Remember that ``task_run_id``'s final state is recorded: no later state of it is."""
+        self._done.add(task_run_id)
+        done = self._done_by_run.get(flow_run_id)
+        if done is None:
+            done = self._done_by_run[flow_run_id] = []
+        done.append(task_run_id)
+
     def _append_task(self, record: tuple[Any, ...]) -> None:
-        """Queue a task record made by a lane; wake the writer once per batch (as handle)."""
+        """Queue a task record (``handle``'s or a lane's).
+
+        The writer is woken once per ``batch_size`` records (it drains all that
+        waits), and back-pressure is checked only at the limits: a writer behind
+        a fast loop once cost every record a call here.
+        """
         buffer = self._buffer
         buffer.append(record)
         n = len(buffer)

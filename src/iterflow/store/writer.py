@@ -139,7 +139,6 @@ from iterflow.store.batch import (
 from iterflow.store.liveness import driving
 from iterflow.store.metric_buffers import MetricBuffers
 from iterflow.store.results import Stored, preview
-from iterflow.store.sink_lanes import MAX_PENDING_BYTES as _MAX_PENDING_BYTES
 from iterflow.store.sink_lanes import SinkLanes
 from iterflow.store.snapshots import PREVIEW_ONLY, SCALARS, snapshot, snapshot_parameters
 from iterflow.store.writer_thread import WriterThread
@@ -301,24 +300,15 @@ class StoreSink(SinkLanes, WriterThread):
                     return
                 if event.sync:
                     signal = threading.Event()
-            # The one place a TASK record is made; its slots are batch.T_* in this
-            # order. A tuple display, not a named tuple: see iterflow.store.batch.
-            buffer = self._buffer
-            buffer.append(
+            # A TASK record from an event; its slots are batch.T_* in this order (the
+            # task lane makes the same from values). A tuple display, not a named
+            # tuple: see iterflow.store.batch.
+            self._append_task(
                 (TASK, event.flow_run_id, task_run_id, event.task_slug, event.task_name,
                  event.map_index, event.loop_index, kind_name, role, state.timestamp,
                  state.message, state.traceback, event.block_index, stored, state.loop_count,
                  event.label, event.task_run_name, signal)
             )
-            n = len(buffer)
-            # Wake the writer once per batch_size records (it drains all that waits),
-            # and check for back-pressure at the limits: a writer behind a fast loop
-            # once cost every record a call here.
-            if n >= self.batch_size and (
-                not n % self.batch_size or n >= self.max_pending
-                or self._big_bytes > _MAX_PENDING_BYTES
-            ):
-                self._wake_writer()
             if signal is not None:
                 self._wake.set()
                 self._wait(signal)
@@ -367,11 +357,7 @@ class StoreSink(SinkLanes, WriterThread):
         else:
             last.pop(task_run_id, None)
             if role != ROLE_END:
-                self._done.add(task_run_id)
-                done = self._done_by_run.get(event.flow_run_id)
-                if done is None:
-                    done = self._done_by_run[event.flow_run_id] = []
-                done.append(task_run_id)
+                self._mark_done(event.flow_run_id, task_run_id)
         if state.result is None or role == ROLE_END_MAPPED:
             return None
         return self._snapshot(event, state.result, role == ROLE_END_STRICT)
