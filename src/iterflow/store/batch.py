@@ -40,6 +40,7 @@ state, message) is all they would say.
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Callable
 from typing import Any
@@ -89,9 +90,10 @@ TASK, FLOW, LOG, MARK, LOOPED, LINK = range(6)
 #: A plain ``Looped`` state with a number for its result, from the loop driver's lane
 #: (:meth:`~iterflow.store.writer.StoreSink.record_looped`): run and task run ids in the
 #: slots of a TASK record's, then the task run's head (flow run id, task run id, slug,
-#: name, map index, task run name), the iteration, the pickled value and its preview.
-(LP_TAG, LP_FLOW_RUN_ID, LP_TASK_RUN_ID, LP_HEAD, LP_LOOP_INDEX, LP_DATA, LP_PREVIEW, LP_TIME,
- LP_LABEL, LP_SIGNAL) = range(10)
+#: name, map index, task run name), the iteration and the number (an int, float or bool
+#: pickled in under 64 bytes: the writer pickles it and makes its preview).
+(LP_TAG, LP_FLOW_RUN_ID, LP_TASK_RUN_ID, LP_HEAD, LP_LOOP_INDEX, LP_VALUE, LP_TIME,
+ LP_LABEL, LP_SIGNAL) = range(9)
 #: A child run's link to its parent (:class:`~iterflow.store.children.ParentLink`), in
 #: the parent run's batches (a new child's link commits with its rows, or before them):
 #: the parent run's id in the run id's slot, no task run.
@@ -107,6 +109,9 @@ ROLE_KEEP = 3  # Retrying: recorded, result best-effort
 ROLE_END_STRICT = 4  # Success, Cached: finished, result must serialize
 ROLE_END = 5  # Failed & co, Skipped, Cancelled: finished, result best-effort
 ROLE_END_MAPPED = 6  # Mapped: finished; its result is its children's, stored with them
+
+_PROTOCOL = pickle.HIGHEST_PROTOCOL  # as handle() pickles a Looped number
+_dumps = pickle.dumps
 
 #: Results counted against the writer's byte budget (small ones are bounded by count).
 BIG = 4096
@@ -157,6 +162,31 @@ class BatchRecorder:
         # batch cannot be in the store yet, so it is not looked up (see commit).
         self._created: dict[str, None] = {}
         self._next_beat = 0.0
+        #: Told which runs someone asked to cancel (read with the heartbeat). A
+        #: recorder in the writer process collects them for the driving process.
+        self.on_cancels: Callable[[list[str]], None] = asked
+
+    #: What :meth:`state` hands over: everything but the write function and the hook.
+    _STATE = ("heartbeat_interval", "owner", "identities", "_forget", "open_runs",
+              "_run_keys", "_task_keys", "_created", "_next_beat")
+
+    def state(self) -> dict[str, Any]:
+        """This recorder's memory between batches, plain data (for :meth:`adopt`)."""
+        return {name: getattr(self, name) for name in self._STATE}
+
+    @classmethod
+    def adopt(cls, write: Callable[[Callable[[sa.Connection], None]], None],
+              state: dict[str, Any]) -> BatchRecorder:
+        """A recorder that goes on where the one whose :meth:`state` this is stopped.
+
+        The store's writer process takes over a sink's batches this way: the keys
+        of the runs in flight, the runs created and the heartbeat carry over, so
+        its first batch is written as the next one of the thread would have been.
+        """
+        recorder = cls(write, state["heartbeat_interval"], owner=state["owner"])
+        for name in cls._STATE:
+            setattr(recorder, name, state[name])
+        return recorder
 
     def beat_due(self) -> bool:
         """Whether open runs need their heartbeat refreshed (nothing else to write)."""
@@ -250,14 +280,14 @@ class BatchRecorder:
                     run_key = (run_keys.get(record[LP_FLOW_RUN_ID])
                                or keyed_runs[record[LP_FLOW_RUN_ID]])
                     task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
+                    value = record[LP_VALUE]
                     if record[LP_LABEL] is None:
                         looped_rows.append((next_id, run_key, task_key, index,
-                                            _blob(record[LP_DATA]),
-                                            record[LP_PREVIEW], at))
+                                            bytearray(_dumps(value, _PROTOCOL)), repr(value), at))
                     else:  # the compact row has no label column
                         rows.other.append((next_id, run_key, task_key, "Looped", index, None,
-                                           None, None, "pickle", record[LP_DATA],
-                                           record[LP_PREVIEW], None, at, record[LP_LABEL]))
+                                           None, None, "pickle", _dumps(value, _PROTOCOL),
+                                           repr(value), None, at, record[LP_LABEL]))
                     latest[task_run_id] = (record, next_id)
                     looped[task_run_id] = (index, next_id)
                     if task_run_id not in first:
@@ -355,7 +385,7 @@ class BatchRecorder:
         if beat:
             self._next_beat = time.monotonic() + self.heartbeat_interval
         if cancels:
-            asked(cancels)
+            self.on_cancels(cancels)
 
 
 class _Rows:

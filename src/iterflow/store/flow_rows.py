@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import operator
-import os
 import time
 from typing import Any
 
 import sqlalchemy as sa
 
-from iterflow.store.liveness import HOST
+from iterflow.store.liveness import HOST, driver_pid
 from iterflow.store.schema import flow_run_shapes, flow_runs, flows
 from iterflow.store.statements import FastInsert, insert_flow_states, upsert
 
@@ -91,7 +90,7 @@ def write_flow(
     if finished:
         runs.pop(run_id, None)
     else:
-        row.update(pid=os.getpid(), host=HOST, heartbeat=time.time(), owner=owner)
+        row.update(pid=driver_pid(), host=HOST, heartbeat=time.time(), owner=owner)
         runs[run_id] = None
     rules = _FLOW_RUN_RULES[has_params, finished]
     rows.flow_runs.append((run_id, rules, row))

@@ -37,6 +37,8 @@ from iterflow.store.snapshots import SCALARS
 __all__ = ["SinkLanes"]
 
 _SCALARS = SCALARS  # a module global: one lookup less per iteration
+#: Ints the loop lane takes: pickled in under 64 bytes, shown whole (2**255: 46 bytes).
+_SHORT = 2**255
 #: A task's usual results: pickled as they are (no cloudpickle), never a failure.
 _PLAIN_RESULTS = frozenset({int, float, bool, str, bytes})
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -86,8 +88,8 @@ class SinkLanes:
 
         The hot path of a loop with the store on, called by the loop driver
         in the task's thread instead of making a state and an event: a number
-        is pickled here and goes in a compact record
-        (:data:`~iterflow.store.batch.LOOPED`). Anything else — another value,
+        goes as it is in a compact record (:data:`~iterflow.store.batch.LOOPED`),
+        pickled by the writer. Anything else — another value,
         a task run already finished — returns False and
         the driver takes the usual way through ``handle``.
         """
@@ -96,15 +98,14 @@ class SinkLanes:
         task_run_id = head[1]
         if task_run_id in self._done:
             return False
-        if type(value) not in _SCALARS:
-            return False
-        data = pickle.dumps(value, _PROTOCOL)
-        if len(data) >= 64:  # a very long int: its preview is cut short by handle()
-            return False
+        cls = type(value)
+        if cls not in _SCALARS or (cls is int and not -_SHORT < value < _SHORT):
+            return False  # a very long int: its preview is cut short by handle()
         self._last_role[task_run_id] = ROLE_LOOP
         buffer = self._buffer
-        # Slots are batch.LP_*, in this order.
-        buffer.append((LOOPED, head[0], task_run_id, head, loop_index, data, repr(value), _now(),
+        # Slots are batch.LP_*, in this order. The number itself: the writer
+        # pickles it and makes its preview, off this thread.
+        buffer.append((LOOPED, head[0], task_run_id, head, loop_index, value, _now(),
                        label, None))
         n = len(buffer)
         if n >= self.batch_size and (

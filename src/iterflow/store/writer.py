@@ -141,6 +141,7 @@ from iterflow.store.metric_buffers import MetricBuffers
 from iterflow.store.results import Stored, preview
 from iterflow.store.sink_lanes import SinkLanes
 from iterflow.store.snapshots import PREVIEW_ONLY, SCALARS, snapshot, snapshot_parameters
+from iterflow.store.writer_process import hand_over_policy
 from iterflow.store.writer_thread import WriterThread
 
 if TYPE_CHECKING:
@@ -251,6 +252,8 @@ class StoreSink(SinkLanes, WriterThread):
             self._write, heartbeat_interval, owner=self.owner, identities=identities,
             forget=forget,
         )
+        #: When the writer thread gives its recorder to the writer process (None: never).
+        self._hand_over = hand_over_policy(store)
         self._previews_only = previews_only
         if previews_only:
             # Tasks with checkpoint=False (by slug) record states and previews only. Only

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from iterflow.store.metric_buffers import MetricBuffers
     from iterflow.store.runstore import RunStore
+    from iterflow.store.writer_process import HandOver, RemoteBatches
 
 __all__ = ["WriterThread"]
 
@@ -58,7 +59,8 @@ class WriterThread:
     _room: threading.Condition
     _big_lock: threading.Lock
     _big_bytes: int
-    _batches: BatchRecorder
+    _batches: BatchRecorder | RemoteBatches
+    _hand_over: HandOver | None
     _conn: sa.Connection | None
     _error: StoreError | None
     _stopping: bool
@@ -135,6 +137,8 @@ class WriterThread:
             # A writer that ended well leaves its connection, statements compiled,
             # for the next run's (see writer_connections).
             self._drop_connection(keep=self._error is None)
+            if not isinstance(self._batches, BatchRecorder):
+                self._batches.close()  # the writer process forgets this sink
 
     def _write(self, transaction: Callable[[sa.Connection], None]) -> None:
         """Commit ``transaction``; on SQLite through a connection the writer keeps.
@@ -211,6 +215,8 @@ class WriterThread:
             # Every metric logged so far, also those logged before the batch's last record.
             metrics = metrics_queue.take()
             if (batch or metrics) and self._error is None:
+                if self._hand_over is not None:
+                    self._maybe_hand_over(len(batch) + len(metrics))
                 try:
                     self._batches.commit(batch, n_ids, metrics)
                 except StoreError as exc:
@@ -227,6 +233,18 @@ class WriterThread:
                 signal.set()
             with self._room:
                 self._room.notify_all()
+
+    def _maybe_hand_over(self, records: int) -> None:
+        """Give the recorder to the store's writer process once it is due and ready."""
+        assert self._hand_over is not None
+        recorder = self._batches
+        if not isinstance(recorder, BatchRecorder):
+            return
+        remote = self._hand_over.due(records, recorder)
+        if remote is not None:
+            self._batches = remote
+            self._hand_over = None
+            self._drop_connection(keep=True)  # the process writes from now on
 
     def _discard_all(self) -> None:
         self._metrics.clear()
