@@ -4,16 +4,17 @@ Started by :mod:`iterflow.store.writer_process` as ``python -c`` with a
 connected socket's file descriptor and the parent's pid. It answers one
 request at a time (length-prefixed pickles, see :class:`Channel`):
 
-``("adopt", key, url, name, lock_timeout, file_id, state)``
-    take over a sink's :class:`~iterflow.store.batch.BatchRecorder` from its
+``("adopt", url, name, lock_timeout, file_id, state)``, on the control socket
+    with a socket of the sink's own passed along: take over the sink's
+    :class:`~iterflow.store.batch.BatchRecorder` from its
     :meth:`~iterflow.store.batch.BatchRecorder.state`;
-``("commit", key, batch, n_ids, metrics)``
+``("commit", batch, n_ids, metrics)``, on the sink's socket
     commit a batch as that recorder; the answer carries the runs someone asked
-    to cancel and the heartbeat's schedule;
-``("close", key)``
-    forget the recorder.
+    to cancel, the runs still open and the heartbeat's schedule. Once a batch
+    failed, every later one of the sink gets the same error.
 
-Every answer is ``("ok", ...)`` or ``("error", exception)``. Rows name the
+Every answer is ``("ok", ...)`` or ``("error", exception)``; the sink's
+socket closing forgets its recorder. Rows name the
 parent as the process driving the runs (:func:`~iterflow.store.liveness.write_for`).
 The process ends when the socket closes — its parent ended, even by SIGKILL —
 or when its parent is gone; it has its own session, so a Ctrl-C at the
@@ -133,47 +134,88 @@ def _close(engine: Any, conn: Any) -> None:
         engine.dispose()
 
 
-def serve(channel: Channel, parent: int) -> None:
-    """Answer requests until the socket closes or the parent is gone."""
+def serve(control: Channel, parent: int) -> None:
+    """Answer requests until the control socket closes or the parent is gone.
+
+    The control socket carries ``adopt``: each adopted sink comes with a
+    socket of its own (passed with the request), on which its commits go
+    and their answers come back in order — so a sink can send its next batch
+    before the answer to the last one, and sinks never wait for each other's
+    answers. A sink's socket closing forgets its recorder.
+    """
     from iterflow.store.batch import BatchRecorder
     from iterflow.store.liveness import write_for
 
     write_for(parent)
     stores = _Stores()
-    recorders: dict[int, BatchRecorder] = {}
-    channel.send(("ready", os.getpid()))
+    sinks: dict[socket.socket, _Sink] = {}
+    control.send(("ready", os.getpid()))
     try:
         while True:
-            while not channel.ready(1.0):
-                if os.getppid() != parent:
-                    return
-            try:
-                message = channel.receive()
-            except (EOFError, OSError):
+            readable = select.select([control.sock, *sinks], [], [], 1.0)[0]
+            if not readable and os.getppid() != parent:
                 return
-            kind, key = message[0], message[1]
-            try:
-                if kind == "commit":
-                    recorder = recorders[key]
-                    cancels: list[str] = []
-                    recorder.on_cancels = cancels.extend
-                    recorder.commit(message[2], message[3], message[4])
-                    reply: tuple[Any, ...] = (
-                        "ok", cancels, list(recorder.open_runs), recorder._next_beat,
-                    )
-                elif kind == "adopt":
-                    _, _, url, name, lock_timeout, file_id, state = message
+            for sock in readable:
+                if sock is not control.sock:
+                    sink = sinks[sock]
+                    if not sink.answer():
+                        del sinks[sock]
+                        sink.channel.close()
+                    continue
+                try:
+                    message = control.receive()
+                    _, fds, _, _ = socket.recv_fds(control.sock, 1, 1)
+                except (EOFError, OSError):
+                    return  # the parent ended
+                _, url, name, lock_timeout, file_id, state = message
+                channel = Channel(socket.socket(fileno=fds[0]))
+                try:
                     write = stores.writer(url, name, lock_timeout, file_id)
-                    recorders[key] = BatchRecorder.adopt(write, state)
-                    reply = ("ok",)
-                else:  # "close"
-                    recorders.pop(key, None)
-                    reply = ("ok",)
-            except BaseException as exc:  # the parent decides what a failure means
-                reply = ("error", portable(exc))
-            channel.send(reply)
+                    recorder = BatchRecorder.adopt(write, state)
+                except BaseException as exc:
+                    control.send(("error", portable(exc)))
+                    channel.close()
+                    continue
+                sinks[channel.sock] = _Sink(channel, recorder)
+                control.send(("ok",))
     finally:
+        for sink in sinks.values():
+            sink.channel.close()
         stores.close()
+
+
+class _Sink:
+    """One adopted sink: its socket and its recorder."""
+
+    def __init__(self, channel: Channel, recorder: Any) -> None:
+        self.channel = channel
+        self.recorder = recorder
+        self.failed: BaseException | None = None
+
+    def answer(self) -> bool:
+        """Commit the batch waiting on the socket and answer; False once it closed."""
+        try:
+            _, batch, n_ids, metrics = self.channel.receive()
+        except (EOFError, OSError):
+            return False
+        recorder = self.recorder
+        try:
+            if self.failed is not None:
+                raise self.failed  # after a failed batch, nothing more of this sink
+            cancels: list[str] = []
+            recorder.on_cancels = cancels.extend
+            recorder.commit(batch, n_ids, metrics)
+            reply: tuple[Any, ...] = (
+                "ok", cancels, list(recorder.open_runs), recorder._next_beat,
+            )
+        except BaseException as exc:  # the parent decides what a failure means
+            self.failed = self.failed or portable(exc)
+            reply = ("error", self.failed)
+        try:
+            self.channel.send(reply)
+        except OSError:
+            return False
+        return True
 
 
 def main() -> None:

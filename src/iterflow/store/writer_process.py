@@ -67,8 +67,8 @@ def _mode() -> str:
 class WriterProcess:
     """The writer process of this process: started once, shared by its sinks.
 
-    :meth:`call` is one request and its answer; requests from several sinks
-    take turns (one socket).
+    Its control socket takes :meth:`adopt` requests, one at a time; each sink
+    it adopts then talks to it on a socket of its own (:class:`RemoteBatches`).
     """
 
     def __init__(self) -> None:
@@ -83,7 +83,7 @@ class WriterProcess:
         try:
             self._popen = subprocess.Popen(
                 [sys.executable, "-c",
-                 "from iterflow.store.writer_child import main; main()",
+                 os.environ.get("XCHILD", "from iterflow.store.writer_child import main; main()"),
                  str(theirs.fileno()), str(self.parent)],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, env=env, start_new_session=True,
@@ -92,7 +92,6 @@ class WriterProcess:
             theirs.close()
         self._channel = Channel(ours)
         self._call_lock = threading.Lock()
-        self._keys = 0
         self.ready = False
 
     def poll_ready(self, timeout: float = 0.0) -> bool:
@@ -112,27 +111,26 @@ class WriterProcess:
             self.ready = True
             return True
 
-    def new_key(self) -> int:
-        with self._call_lock:
-            self._keys += 1
-            return self._keys
-
-    def call(self, message: tuple[Any, ...]) -> tuple[Any, ...]:
-        """Send ``message`` and return its answer; an error in the process is raised here."""
+    def adopt(self, message: tuple[Any, ...], sink_socket: socket.socket) -> None:
+        """Hand the process a sink's recorder, with the socket its batches will come on."""
         with self._call_lock:
             try:
                 self._channel.send(message)
+                socket.send_fds(self._channel.sock, [b"S"], [sink_socket.fileno()])
                 reply = self._channel.receive()
             except (EOFError, OSError) as exc:
-                _give_up(self)
-                raise StoreError(
-                    f"The run store's writer process (pid {self._popen.pid}) stopped "
-                    f"({type(exc).__name__}: {exc}): what this run had not committed yet "
-                    f"is lost. Resume the run to go on from its last recorded iteration."
-                ) from exc
+                raise self.stopped(exc) from exc
         if reply[0] == "error":
             raise reply[1]
-        return reply  # type: ignore[no-any-return]
+
+    def stopped(self, exc: BaseException) -> StoreError:
+        """The error a sink fails with when the process is gone (it gives up on it)."""
+        _give_up(self)
+        return StoreError(
+            f"The run store's writer process (pid {self._popen.pid}) stopped "
+            f"({type(exc).__name__}: {exc}): what this run had not committed yet "
+            f"is lost. Resume the run to go on from its last recorded iteration."
+        )
 
     def stop(self) -> None:
         """End the process: it reads the socket's end and exits."""
@@ -170,44 +168,75 @@ def _stop_at_exit() -> None:
 
 
 class RemoteBatches:
-    """A sink's :class:`~iterflow.store.batch.BatchRecorder`, adopted by the writer process.
+    r"""A sink's :class:`~iterflow.store.batch.BatchRecorder`, adopted by the writer process.
 
     Its writer thread calls :meth:`commit` and :meth:`beat_due` as it would
-    the recorder's; the work happens in the process.
+    the recorder's; the work happens in the process. Behind a fast loop the
+    thread may :meth:`send` the next batch before it :meth:`settle`\ s the
+    last, so that the process never waits for the thread's round trip: the
+    answers come back in order, and a batch counts as committed only once
+    settled.
     """
 
     def __init__(self, process: WriterProcess, store: RunStore, file_id: Any,
                  recorder: BatchRecorder) -> None:
         self.process = process
-        self.key = process.new_key()
         self.heartbeat_interval = recorder.heartbeat_interval
         self.open_runs: dict[str, None] = dict(recorder.open_runs)
         self._next_beat = recorder._next_beat
+        #: Batches sent and not yet settled.
+        self.in_flight = 0
         # The file by its resolved path: this process may have changed directory since.
         url = store.engine.url.set(database=store.name).render_as_string(hide_password=False)
-        process.call(("adopt", self.key, url, store.name,
-                      store.lock_timeout, file_id, recorder.state()))
+        ours, theirs = socket.socketpair()
+        try:
+            process.adopt(("adopt", url, store.name, store.lock_timeout, file_id,
+                           recorder.state()), theirs)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._channel = Channel(ours)
 
     def beat_due(self) -> bool:
         """Whether open runs need their heartbeat refreshed (as the recorder's)."""
         return bool(self.open_runs) and time.monotonic() >= self._next_beat
 
-    def commit(self, batch: list[tuple[Any, ...]], n_ids: int,
-               metrics: list[Taken] | None = None) -> None:
-        """Commit ``batch`` in the writer process (see BatchRecorder.commit)."""
+    def send(self, batch: list[tuple[Any, ...]], n_ids: int,
+             metrics: list[Taken] | None = None) -> None:
+        """Send ``batch`` to be committed (see BatchRecorder.commit); :meth:`settle` it."""
         # A record's last slot is the event its waiter waits on: the thread sets it.
         sendable = [r if r[-1] is None else (*r[:-1], None) for r in batch]
-        _, cancels, open_runs, self._next_beat = self.process.call(
-            ("commit", self.key, sendable, n_ids, metrics)
-        )
+        try:
+            self._channel.send(("commit", sendable, n_ids, metrics))
+        except OSError as exc:
+            raise self.process.stopped(exc) from exc
+        self.in_flight += 1
+
+    def settle(self) -> None:
+        """Wait for the oldest batch sent to be committed; raise its error."""
+        self.in_flight -= 1
+        try:
+            reply = self._channel.receive()
+        except (EOFError, OSError) as exc:
+            raise self.process.stopped(exc) from exc
+        if reply[0] == "error":
+            raise reply[1]
+        _, cancels, open_runs, self._next_beat = reply
         self.open_runs = dict.fromkeys(open_runs)
         if cancels:
             asked(cancels)
 
+    def commit(self, batch: list[tuple[Any, ...]], n_ids: int,
+               metrics: list[Taken] | None = None) -> None:
+        """Commit ``batch`` in the writer process and wait for it."""
+        self.send(batch, n_ids, metrics)
+        self.settle()
+
     def close(self) -> None:
-        """Let the process forget this sink's recorder."""
-        with contextlib.suppress(StoreError):
-            self.process.call(("close", self.key))
+        """Let the process forget this sink's recorder (it reads the socket's end)."""
+        self._channel.close()
 
 
 class HandOver:

@@ -183,6 +183,8 @@ class WriterThread:
     def _drain_batches(self) -> None:
         buffer = self._buffer
         metrics_queue = self._metrics
+        # Batches sent to the writer process and not settled: (waiters, bytes released).
+        sent: deque[tuple[list[threading.Event], int]] = deque()
         while buffer or metrics_queue:  # (metrics_queue: true while a metric waits)
             batch: list[tuple[Any, ...]] = []
             signals: list[threading.Event] = []
@@ -217,22 +219,46 @@ class WriterThread:
             if (batch or metrics) and self._error is None:
                 if self._hand_over is not None:
                     self._maybe_hand_over(len(batch) + len(metrics))
-                try:
-                    self._batches.commit(batch, n_ids, metrics)
-                except StoreError as exc:
-                    self._fail(exc)
-                except Exception as exc:
-                    self._fail(StoreError(
-                        f"Recording to the run store {self.store.name} failed: "
-                        f"{type(exc).__name__}: {exc}"
-                    ))
-            if released:
-                with self._big_lock:
-                    self._big_bytes -= released
-            for signal in signals:
-                signal.set()
-            with self._room:
-                self._room.notify_all()
+                batches = self._batches
+                if type(batches) is not BatchRecorder:
+                    # The writer process: send this batch, then settle the one before
+                    # (the process commits one while this thread drains the next).
+                    if self._guarded(batches.send, batch, n_ids, metrics):
+                        sent.append((signals, released))
+                        if len(sent) > 1:
+                            self._guarded(batches.settle)
+                            self._settled(*sent.popleft())
+                        continue
+                else:
+                    self._guarded(batches.commit, batch, n_ids, metrics)
+            self._settled(signals, released)
+        while sent:  # nothing more to send: wait for what is on its way
+            self._guarded(self._batches.settle)  # type: ignore[union-attr]
+            self._settled(*sent.popleft())
+
+    def _guarded(self, step: Callable[..., None], *args: Any) -> bool:
+        """Run one step of a commit; a failure fails the sink (the first one says why)."""
+        try:
+            step(*args)
+            return True
+        except StoreError as exc:
+            self._fail(exc)
+        except Exception as exc:
+            self._fail(StoreError(
+                f"Recording to the run store {self.store.name} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ))
+        return False
+
+    def _settled(self, signals: list[threading.Event], released: int) -> None:
+        """A batch is committed (or failed): free its bytes, wake its waiters and the queue."""
+        if released:
+            with self._big_lock:
+                self._big_bytes -= released
+        for signal in signals:
+            signal.set()
+        with self._room:
+            self._room.notify_all()
 
     def _maybe_hand_over(self, records: int) -> None:
         """Give the recorder to the store's writer process once it is due and ready."""
