@@ -83,7 +83,7 @@ class WriterProcess:
         try:
             self._popen = subprocess.Popen(
                 [sys.executable, "-c",
-                 os.environ.get("XCHILD", "from iterflow.store.writer_child import main; main()"),
+                 "from iterflow.store.writer_child import main; main()",
                  str(theirs.fileno()), str(self.parent)],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, env=env, start_new_session=True,
@@ -272,7 +272,7 @@ class HandOver:
 def hand_over_policy(store: RunStore) -> HandOver | None:
     """The :class:`HandOver` for a new sink on ``store``; None when it writes itself."""
     mode = _mode()
-    if mode == "thread" or _broken or store.read_only:
+    if mode == "thread" or _broken or store.read_only or os.name != "posix":
         return None
     if store.engine.dialect.name != "sqlite" or not store.engine.url.database:
         return None  # a server database, or SQLite in memory (not shared between processes)
