@@ -23,6 +23,7 @@ from iterflow.store.batch import (
     F_PARAMS_STORED,
     FLOW,
     LINK,
+    LOOPED,
     MARK,
     S_DATA,
     S_PATH,
@@ -185,27 +186,25 @@ class WriterThread:
         metrics_queue = self._metrics
         # Batches sent to the writer process and not settled: (waiters, bytes released).
         sent: deque[tuple[list[threading.Event], int]] = deque()
+        popleft = buffer.popleft
         while buffer or metrics_queue:  # (metrics_queue: true while a metric waits)
-            batch: list[tuple[Any, ...]] = []
-            signals: list[threading.Event] = []
-            released = n_ids = 0
             # Behind a fast loop, take all that waits (up to max_batch): each
             # transaction costs the writer several waits for the GIL, so fewer,
-            # larger ones let it keep up (see statements.FastInsert).
+            # larger ones let it keep up (see statements.FastInsert). Taken at
+            # once, then sorted by comprehensions: behind a loop nearly every
+            # record is a LOOPED one, which needs nothing here but its place.
             limit = min(max(self.batch_size, len(buffer)), self.max_batch)
-            while buffer and len(batch) < limit:
-                record = buffer.popleft()
-                signal = record[-1]
-                if signal is not None:
-                    signals.append(signal)
+            taken = [popleft() for _ in range(min(limit, len(buffer)))]
+            signals = [r[-1] for r in taken if r[-1] is not None]
+            # Only a flush's MARK has nothing to write, and it always has a signal.
+            batch = [r for r in taken if r[0] != MARK] if signals else taken
+            n_ids = len(batch)  # a state row or a log line each, but links
+            released = 0
+            for record in [r for r in batch if r[0] != LOOPED]:
                 tag = record[0]
-                if tag == MARK:
-                    continue
-                batch.append(record)
                 if tag == LINK:
-                    continue  # a link row has its child's run id for its key
-                n_ids += 1  # a state row or a log line each
-                if tag == TASK:
+                    n_ids -= 1  # a link row has its child's run id for its key
+                elif tag == TASK:
                     stored = record[T_STORED]
                     if stored is not None:
                         if stored[S_PATH] is not None:
