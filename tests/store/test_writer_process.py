@@ -138,6 +138,15 @@ def test_no_writer_process_for_the_thread_mode_or_a_server(tmp_path, fresh_polic
         assert wp.hand_over_policy(store) is None
 
 
+def test_an_unknown_writer_mode_is_a_clear_error(tmp_path, fresh_policy):
+    fresh_policy.setenv("ITERFLOW_WRITER", "proces")
+    flow, _ = _counting_flow(3)
+    with open_store(f"sqlite:///{tmp_path}/s.db") as store:
+        with pytest.raises(StoreError, match=r"ITERFLOW_WRITER is 'proces': it must be"):
+            flow.run(store=store)
+        assert list_runs(store=store) == []
+
+
 def test_a_writer_process_that_dies_fails_the_run_clearly_and_keeps_what_it_wrote(
     tmp_path, fresh_policy
 ):

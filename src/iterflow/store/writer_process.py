@@ -13,10 +13,11 @@ and from then on only drains, pickles and sends: :class:`RemoteBatches`.
 The process stays for later sinks, which hand over once they too have
 committed as many records: a short run never pays a round trip per batch.
 
-Nothing the writer promises changes: a batch is still one transaction,
-committed when ``commit`` returns (the thread waits for the answer before it
-wakes whoever waits for that batch), so a flush, a ``checkpoint="every"``
-iteration and a run's first state still wait for their commit. Rows name this
+Nothing the writer promises changes: a batch is still one transaction, and
+the thread wakes whoever waits for a batch only once the process answered
+that it is committed (it may send the next batch before that answer), so a
+flush, a ``checkpoint="every"`` iteration and a run's first state still wait
+for their commit. Rows name this
 process as the one driving the runs. If the writer process dies, the sink
 fails as it does when its database fails: what it had not committed is lost,
 and the run is resumable.
@@ -61,7 +62,12 @@ _broken = False  # the process could not be started, or died: this process write
 
 def _mode() -> str:
     mode = os.environ.get("ITERFLOW_WRITER", "auto")
-    return mode if mode in ("auto", "thread", "process") else "auto"
+    if mode not in ("auto", "thread", "process"):
+        raise StoreError(
+            f"ITERFLOW_WRITER is {mode!r}: it must be 'auto' (a long run's batches go to "
+            f"a writer process), 'thread' (never) or 'process' (always). Fix or unset it."
+        )
+    return mode
 
 
 class WriterProcess:
@@ -135,8 +141,9 @@ class WriterProcess:
     def stop(self) -> None:
         """End the process: it reads the socket's end and exits."""
         self._channel.close()
+        # It exits at once, or once its imports are done: no need to wait long for it.
         with contextlib.suppress(Exception):
-            self._popen.wait(timeout=5)
+            self._popen.wait(timeout=1)
 
 
 def _give_up(process: WriterProcess) -> None:
