@@ -243,8 +243,8 @@ class SinkLanes:
     ) -> Callable[[str, float], None]:
         """:meth:`record_metric` for one task run, as ``record(name, value)``.
 
-        ``get`` reads the task's context (its ``loop_index`` and ``block_index``
-        at the time of the call). What a loop's metric costs its thread is
+        ``get`` reads the task's context: its ``loop_index`` at the time of each
+        call, its ``block_index`` once (a task run belongs to one block iteration). What a loop's metric costs its thread is
         mostly calls: this closure is the only one between ``log_metric`` and
         the task run's buffer (see ``TaskLogger.metric``), and it packs the value
         there itself (``metric_packing.RECORD``): the writer reads no record per value.
@@ -255,6 +255,9 @@ class SinkLanes:
         wake_every = self.batch_size * VALUES_PER_RECORD
         wake = self._wake_writer
         now = time.time
+        # A task run's block iteration is its own: it does not change while it loops.
+        block = get("block_index")
+        block = NONE if block is None else block
 
         def record(name: str, value: float) -> None:
             if self._unusable:
@@ -263,10 +266,8 @@ class SinkLanes:
             if code is None:
                 code = buffers.new_code(buffer, name)
             loop = get("loop_index")
-            block = get("block_index")
             number = number_next()
-            append(pack(number, NONE if loop is None else loop,
-                        NONE if block is None else block, code, value, now()))
+            append(pack(number, NONE if loop is None else loop, block, code, value, now()))
             if not number % wake_every:
                 wake()  # which also waits while too much is queued
 
