@@ -1,7 +1,7 @@
 """A batch's flow-level rows: flows, flow runs (their states folded), shapes.
 
 :class:`~iterflow.store.batch.BatchRecorder` hands each FLOW record to
-:func:`write_flow`, which adds its rows to the batch's ``_Rows`` (``rows``
+:func:`write_flow`, which adds its rows to the batch's ``BatchRows`` (``rows``
 below: its ``flows``, ``flow_runs``, ``shapes``, ``flow_states`` and
 ``results``); :func:`write_flow_rows` then writes them, a statement per kind
 of row. A batch of child runs (subflows) holds hundreds of flow-run states,

@@ -28,9 +28,16 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from iterflow.events import TaskRunEvent
-from iterflow.store.batch import BIG, LOOPED, ROLE_END_STRICT, ROLE_LOOP, ROLE_START, TASK
 from iterflow.store.metric_buffers import VALUES_PER_RECORD, MetricBuffers
 from iterflow.store.metric_packing import NONE, RECORD
+from iterflow.store.record_layout import (
+    BIG,
+    LOOPED,
+    ROLE_END_STRICT,
+    ROLE_LOOP,
+    ROLE_START,
+    TASK,
+)
 from iterflow.store.results import preview
 from iterflow.store.snapshots import SCALARS
 
@@ -244,10 +251,11 @@ class SinkLanes:
         """:meth:`record_metric` for one task run, as ``record(name, value)``.
 
         ``get`` reads the task's context: its ``loop_index`` at the time of each
-        call, its ``block_index`` once (a task run belongs to one block iteration). What a loop's metric costs its thread is
-        mostly calls: this closure is the only one between ``log_metric`` and
-        the task run's buffer (see ``TaskLogger.metric``), and it packs the value
-        there itself (``metric_packing.RECORD``): the writer reads no record per value.
+        call, its ``block_index`` once (a task run belongs to one block
+        iteration). What a loop's metric costs its thread is mostly calls: this
+        closure is the only one between ``log_metric`` and the task run's buffer
+        (see ``TaskLogger.metric``), and it packs the value there itself
+        (``metric_packing.RECORD``): the writer reads no record per value.
         """
         buffers = self._metrics
         number_next = buffers.count

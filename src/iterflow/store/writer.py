@@ -118,7 +118,10 @@ import sqlalchemy as sa
 from iterflow.core.state import Kind, State
 from iterflow.errors import RunTakenOver, StoreError
 from iterflow.events import FlowRunEvent, LogEvent, MetricEvent, TaskRunEvent
-from iterflow.store.batch import (
+from iterflow.store.batch import BatchRecorder
+from iterflow.store.liveness import driving
+from iterflow.store.metric_buffers import MetricBuffers
+from iterflow.store.record_layout import (
     BIG,
     FLOW,
     LINK,
@@ -134,10 +137,7 @@ from iterflow.store.batch import (
     S_DATA,
     S_SIZE,
     TASK,
-    BatchRecorder,
 )
-from iterflow.store.liveness import driving
-from iterflow.store.metric_buffers import MetricBuffers
 from iterflow.store.results import Stored, preview
 from iterflow.store.sink_lanes import SinkLanes
 from iterflow.store.snapshots import PREVIEW_ONLY, SCALARS, snapshot, snapshot_parameters

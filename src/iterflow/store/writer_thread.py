@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from iterflow.errors import StoreError
-from iterflow.store.batch import (
+from iterflow.store.batch import BatchRecorder
+from iterflow.store.record_layout import (
     BIG,
     F_PARAMS_STORED,
     FLOW,
@@ -30,7 +31,6 @@ from iterflow.store.batch import (
     S_SIZE,
     T_STORED,
     TASK,
-    BatchRecorder,
 )
 from iterflow.store.sink_lanes import MAX_PENDING_BYTES
 
