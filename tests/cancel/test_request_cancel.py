@@ -124,6 +124,42 @@ def test_cancel_from_another_process_stops_the_loop_and_the_run_resumes(
     assert len(set(indexes)) == 60  # each iteration once: it continued, not restarted
 
 
+def _writer_processes_of(pid: int) -> list[int]:
+    """Pids of the store writer processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"writer_child" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_cancel_reaches_a_run_whose_batches_the_writer_process_commits(store_url):
+    # The writer process reads the request with the heartbeat and tells the
+    # driving process, which cancels as it does with the writer thread.
+    run_id = f"cancel-process-{uuid.uuid4().hex[:8]}"
+    proc = start_looper(run_id, "local", LOOPER_ITERATIONS="60", LOOPER_PAUSE="0.1",
+                        ITERFLOW_WRITER="process")
+    try:
+        wait_for(lambda: looped(store_url, run_id, 3), "three iterations", proc=proc)
+        assert _writer_processes_of(proc.pid), "no writer process took the batches over"
+        took = cancel_and_time(store_url, run_id, proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert took <= 2 * HEARTBEAT, f"{took:.2f}s from request to Cancelled"
+    assert proc.returncode != 0
+    assert get_run(run_id, store=store_url).pid == proc.pid
+    assert 3 <= len(iterations(run_id, "count", store=store_url)) < 60
+
+
 @pytest.mark.parametrize("kind", ["local", "threads", pytest.param("dask", marks=pytest.mark.dask)])
 def test_cancel_interrupts_a_durable_sleep(kind, store_url, request):
     address = request.getfixturevalue("dask_cluster").scheduler_address if kind == "dask" \

@@ -59,3 +59,17 @@ def sink(store):
         s.close()
     except Exception:
         pass  # a test that broke the store on purpose has already checked the error
+
+
+# These modules read the writer thread's own state (its recorder's keys, its
+# connection) or stand in for its writes: they run with the writer thread,
+# whatever ITERFLOW_WRITER says (test_writer_process covers the writer process).
+_THREAD_WRITER_MODULES = frozenset({
+    "test_writer", "test_writer_connections", "test_writer_property", "test_implied_start",
+})
+
+
+@pytest.fixture(autouse=True)
+def _the_writer_thread_for_its_own_tests(request, monkeypatch):
+    if request.module.__name__.rsplit(".", 1)[-1] in _THREAD_WRITER_MODULES:
+        monkeypatch.setenv("ITERFLOW_WRITER", "thread")

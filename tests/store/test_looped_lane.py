@@ -264,3 +264,45 @@ def test_lane_rows_keep_their_time(tmp_path, value):
         [looped, done] = iterations(state.run_id, "once", store=store)
         assert before <= looped.time <= done.time <= time.time()
         assert looped.preview == repr(value)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.integers(0, 2), st.integers(-5, 5),
+                                st.sampled_from([None, None, None, "lab"])), max_size=40),
+       batch_size=st.sampled_from([1, 3, 500]))
+def test_interleaved_lane_loops_keep_each_task_runs_iterations(tmp_path_factory, steps,
+                                                                batch_size):
+    # The writer makes the rows of consecutive Looped records of one task run
+    # column by column: records of other task runs and labelled ones cut the spans.
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('lanes')}/s.db"
+    with open_store(url) as store:
+        sink = store.sink(batch_size=batch_size)
+        lane = sink.looped_lane("t", None)
+        heads = [("run", f"run/t/{k}", "t", "t", k, None) for k in range(3)]
+        expected: list[list[tuple]] = [[], [], []]
+        for k, value, label in steps:
+            index = len(expected[k])
+            assert lane(heads[k], index, value, label) is True
+            expected[k].append(("Looped", index, repr(value), label, value))
+        sink.close()
+
+        def query(conn):
+            return conn.execute(sa.text(
+                "SELECT t.map_index, s.kind, s.loop_index, s.preview, s.label, s.data, s.id "
+                "FROM state_transitions s JOIN task_runs t ON s.task_run = t.id "
+                "WHERE s.kind = 'Looped' ORDER BY s.id"
+            )).all()
+
+        rows = store.read(query)
+    import pickle
+
+    got: list[list[tuple]] = [[], [], []]
+    for map_index, kind, index, preview, label, data, _ in rows:
+        got[map_index].append((kind, index, preview, label, pickle.loads(data)))
+    assert got == expected
+    # Ids follow the order the iterations were handed over, across task runs.
+    order = [(k, len([s for s in steps[:n] if s[0] == k])) for n, (k, *_) in enumerate(steps)]
+    assert [(r[0], r[2]) for r in rows] == order

@@ -67,7 +67,7 @@ def test_deleting_a_run_removes_all_of_it_and_nothing_else(store, sink, home):
     assert files_after == {kept.run_id}
 
     # The other run is whole: history, values, logs, resume point.
-    # (Each task run starts and ends in one batch: no Running rows, see store.batch._Rows.)
+    # (Each task run starts and ends in one batch: no Running rows, see store.batch_rows.BatchRows.)
     assert counts(store, kept.run_id) == {
         "flow_runs": 1, "task_runs": 4, "state_transitions": 7, "logs": 1,
     }

@@ -12,7 +12,11 @@ Modules: :mod:`~iterflow.store.schema` (tables), :mod:`~iterflow.store.migration
 (versions, migrations, opening a store at the newest),
 :mod:`~iterflow.store.results` (serializers, previews, result files),
 :mod:`~iterflow.store.writer` (the event sink: snapshots, back-pressure, its
-thread), :mod:`~iterflow.store.batch` (a batch of events into rows),
+thread), :mod:`~iterflow.store.writer_process` and :mod:`~iterflow.store.writer_child`
+(a long run's batches written by a process of their own),
+:mod:`~iterflow.store.record_layout` (the records the sink hands its writer),
+:mod:`~iterflow.store.batch` (a batch of records into rows, with
+:mod:`~iterflow.store.batch_rows`),
 :mod:`~iterflow.store.statements` (the SQL it runs),
 :mod:`~iterflow.store.runstore` (opening a store, claiming a run to resume),
 :mod:`~iterflow.store.kept_stores` (stores runs opened by URL, kept for the next run),

@@ -1,21 +1,10 @@
 """A batch of the writer's records into rows: one transaction per batch.
 
 :class:`~iterflow.store.writer.StoreSink` turns each event into a *record*
-(below) and its thread hands them here in batches; :class:`BatchRecorder`
-writes a batch in one transaction and remembers, between batches, what
-the next one needs (integer keys of the runs in flight, the runs to keep
-heartbeating).
-
-Records
--------
-A record is a plain tuple whose slots are named by the constants below:
-``record[T_LOOP_INDEX]``, never ``record[6]``. Its first slot is its tag
-(:data:`TASK`, :data:`FLOW`, :data:`LOG`, :data:`MARK`), its last the
-``threading.Event`` to set once it is committed (or ``None``). A plain tuple
-rather than a named tuple because one is made per loop iteration in the
-task's own thread, where a tuple display costs a third of building a named
-tuple; :meth:`StoreSink.handle <iterflow.store.writer.StoreSink.handle>` is
-the one place that builds a task record, in slot order.
+(:mod:`iterflow.store.record_layout`) and its thread hands them here in
+batches; :class:`BatchRecorder` writes a batch in one transaction and
+remembers, between batches, what the next one needs (integer keys of the
+runs in flight, the runs to keep heartbeating).
 
 How a batch is written
 ----------------------
@@ -32,7 +21,7 @@ event order. A flow run's states of one batch (a child run's start and end)
 update its ``flow_runs`` row once, folded into one upsert. Ownership is read
 only for runs already in the store: a run a batch creates has no owner yet.
 The first ``Running`` of a task run new to the store that also ends in the
-batch is not written (see :class:`_Rows`): its ``task_runs.started`` says it.
+batch is not written (see :class:`BatchRows`): its ``task_runs.started`` says it.
 Nor are the states of a flow run new to the store that starts and ends in
 the batch (a child run of a subflow): its ``flow_runs`` row (started, ended,
 state, message) is all they would say.
@@ -40,16 +29,47 @@ state, message) is all they would say.
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 import sqlalchemy as sa
 
+from iterflow.store.batch_rows import BatchRows, as_task_record, task_run_row
 from iterflow.store.cancel_watch import asked, cancel_asked
 from iterflow.store.fencing import check_owners
 from iterflow.store.flow_rows import write_flow, write_flow_rows
 from iterflow.store.metric_packing import Taken, Values, metric_rows, number_span
+from iterflow.store.record_layout import (
+    F_FINISHED,
+    F_RUN_ID,
+    FLOW,
+    K_LINK,
+    L_FLOW_RUN_ID,
+    L_LEVEL,
+    L_LOOP_INDEX,
+    L_MESSAGE,
+    L_TASK_RUN_ID,
+    L_TIME,
+    LINK,
+    LOG,
+    LOOPED,
+    LP_FLOW_RUN_ID,
+    LP_LABEL,
+    LP_LOOP_INDEX,
+    LP_TASK_RUN_ID,
+    LP_TIME,
+    LP_VALUE,
+    ROLE_END_STRICT,
+    ROLE_START,
+    T_FLOW_RUN_ID,
+    T_ROLE,
+    T_SLUG,
+    T_TASK_RUN_ID,
+    TASK,
+)
 from iterflow.store.schema import flow_runs, task_runs
 from iterflow.store.statements import (
     NATIVE_UPSERT,
@@ -69,47 +89,12 @@ from iterflow.store.statements import (
     upsert_task_run_rows,
 )
 
-__all__ = ["BatchRecorder"]
+# The record tags are importable from here too, where the records are written.
+__all__ = ["FLOW", "LINK", "LOG", "LOOPED", "ROLE_END_STRICT", "ROLE_START", "TASK",
+           "BatchRecorder"]
 
-# -- the record layout ------------------------------------------------------------
-
-#: Record tags.
-TASK, FLOW, LOG, MARK, LOOPED, LINK = range(6)
-#: A task run's state (MARK records hold only their tag and signal: a flush's marker).
-(T_TAG, T_FLOW_RUN_ID, T_TASK_RUN_ID, T_SLUG, T_NAME, T_MAP_INDEX, T_LOOP_INDEX, T_KIND,
- T_ROLE, T_TIME, T_MESSAGE, T_TRACEBACK, T_BLOCK_INDEX, T_STORED, T_LOOP_COUNT,
- T_LABEL, T_RUN_NAME, T_SIGNAL) = range(18)
-#: A flow run's state; ``F_TASKS`` is the flow's (slug, name) pairs on its first state,
-#: ``F_SHAPE`` its description for pictures (``iterflow.core.shape``).
-(F_TAG, F_RUN_ID, F_FLOW_NAME, F_KIND, F_TIME, F_MESSAGE, F_PARAMS_JSON, F_PARAMS_STORED,
- F_TASKS, F_SOURCE, F_FINISHED, F_SHAPE, F_SIGNAL) = range(13)
-#: A log line.
-(L_TAG, L_FLOW_RUN_ID, L_TASK_RUN_ID, L_SLUG, L_MAP_INDEX, L_LOOP_INDEX, L_LEVEL, L_MESSAGE,
- L_TIME, L_SIGNAL) = range(10)
-#: A plain ``Looped`` state with a number for its result, from the loop driver's lane
-#: (:meth:`~iterflow.store.writer.StoreSink.record_looped`): run and task run ids in the
-#: slots of a TASK record's, then the task run's head (flow run id, task run id, slug,
-#: name, map index, task run name), the iteration, the pickled value and its preview.
-(LP_TAG, LP_FLOW_RUN_ID, LP_TASK_RUN_ID, LP_HEAD, LP_LOOP_INDEX, LP_DATA, LP_PREVIEW, LP_TIME,
- LP_LABEL, LP_SIGNAL) = range(10)
-#: A child run's link to its parent (:class:`~iterflow.store.children.ParentLink`), in
-#: the parent run's batches (a new child's link commits with its rows, or before them):
-#: the parent run's id in the run id's slot, no task run.
-(K_TAG, K_RUN_ID, K_TASK_RUN_ID, K_LINK, K_SIGNAL) = range(5)
-#: A :data:`~iterflow.store.results.Stored` value: (serializer, data, path, size, preview).
-S_SERIALIZER, S_DATA, S_PATH, S_SIZE, S_PREVIEW = range(5)
-
-#: What a task record's role says about its state (``T_ROLE``), by kind:
-ROLE_SKIP = 0  # Pending: not recorded
-ROLE_START = 1  # Running: recorded unless it follows a Looped
-ROLE_LOOP = 2  # Looped: recorded with its result, which must serialize
-ROLE_KEEP = 3  # Retrying: recorded, result best-effort
-ROLE_END_STRICT = 4  # Success, Cached: finished, result must serialize
-ROLE_END = 5  # Failed & co, Skipped, Cancelled: finished, result best-effort
-ROLE_END_MAPPED = 6  # Mapped: finished; its result is its children's, stored with them
-
-#: Results counted against the writer's byte budget (small ones are bounded by count).
-BIG = 4096
+_PROTOCOL = pickle.HIGHEST_PROTOCOL  # as handle() pickles a Looped number
+_dumps = pickle.dumps
 
 
 class BatchRecorder:
@@ -157,6 +142,31 @@ class BatchRecorder:
         # batch cannot be in the store yet, so it is not looked up (see commit).
         self._created: dict[str, None] = {}
         self._next_beat = 0.0
+        #: Told which runs someone asked to cancel (read with the heartbeat). A
+        #: recorder in the writer process collects them for the driving process.
+        self.on_cancels: Callable[[list[str]], None] = asked
+
+    #: What :meth:`state` hands over: everything but the write function and the hook.
+    _STATE = ("heartbeat_interval", "owner", "identities", "_forget", "open_runs",
+              "_run_keys", "_task_keys", "_created", "_next_beat")
+
+    def state(self) -> dict[str, Any]:
+        """This recorder's memory between batches, plain data (for :meth:`adopt`)."""
+        return {name: getattr(self, name) for name in self._STATE}
+
+    @classmethod
+    def adopt(cls, write: Callable[[Callable[[sa.Connection], None]], None],
+              state: dict[str, Any]) -> BatchRecorder:
+        """A recorder that goes on where the one whose :meth:`state` this is stopped.
+
+        The store's writer process takes over a sink's batches this way: the keys
+        of the runs in flight, the runs created and the heartbeat carry over, so
+        its first batch is written as the next one of the thread would have been.
+        """
+        recorder = cls(write, state["heartbeat_interval"], owner=state["owner"])
+        for name in cls._STATE:
+            setattr(recorder, name, state[name])
+        return recorder
 
     def beat_due(self) -> bool:
         """Whether open runs need their heartbeat refreshed (nothing else to write)."""
@@ -235,33 +245,57 @@ class BatchRecorder:
                 (keyed_runs if name in new_runs else keyed_tasks)[name] = next_id
                 next_id += 1
             # Task runs the store has never seen: their first Running may be implied.
-            rows = _Rows({t: None for t in unkeyed if t in new_tasks},
+            rows = BatchRows({t: None for t in unkeyed if t in new_tasks},
                          {r: None for r in unkeyed if r in new_runs})
             runs = dict(self.open_runs)
             looped_rows, latest, looped, first = (
                 rows.looped_rows, rows.latest, rows.looped, rows.first
             )
-            for record in batch:
+            n_records = len(batch)
+            at_record = 0
+            while at_record < n_records:
+                record = batch[at_record]
+                at_record += 1
                 tag = record[0]
                 if tag == LOOPED:  # most records of a loop: their rows made right here
                     task_run_id = record[LP_TASK_RUN_ID]
-                    at = record[LP_TIME]
-                    index = record[LP_LOOP_INDEX]
+                    first_at = record[LP_TIME]
                     run_key = (run_keys.get(record[LP_FLOW_RUN_ID])
                                or keyed_runs[record[LP_FLOW_RUN_ID]])
                     task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
                     if record[LP_LABEL] is None:
-                        looped_rows.append((next_id, run_key, task_key, index,
-                                            _blob(record[LP_DATA]),
-                                            record[LP_PREVIEW], at))
+                        # With the unlabelled Looped records of the same task run that
+                        # follow it (behind a fast loop, most of the batch), column by
+                        # column: per record, this is where the writer spends its time.
+                        end = at_record
+                        while end < n_records:
+                            following = batch[end]
+                            if (following[0] != LOOPED or following[LP_LABEL] is not None
+                                    or following[LP_TASK_RUN_ID] != task_run_id):
+                                break
+                            end += 1
+                        span = batch[at_record - 1:end]
+                        at_record = end
+                        values = [r[LP_VALUE] for r in span]
+                        spanned = len(span)
+                        looped_rows.extend(zip(
+                            range(next_id, next_id + spanned), repeat(run_key, spanned),
+                            repeat(task_key, spanned), [r[LP_LOOP_INDEX] for r in span],
+                            [bytearray(_dumps(v, _PROTOCOL)) for v in values],
+                            map(repr, values), [r[LP_TIME] for r in span],
+                        ))
+                        next_id += spanned - 1
+                        record = span[-1]
                     else:  # the compact row has no label column
-                        rows.other.append((next_id, run_key, task_key, "Looped", index, None,
-                                           None, None, "pickle", record[LP_DATA],
-                                           record[LP_PREVIEW], None, at, record[LP_LABEL]))
+                        value = record[LP_VALUE]
+                        rows.other.append((next_id, run_key, task_key, "Looped",
+                                           record[LP_LOOP_INDEX], None, None, None, "pickle",
+                                           _dumps(value, _PROTOCOL), repr(value), None,
+                                           record[LP_TIME], record[LP_LABEL]))
                     latest[task_run_id] = (record, next_id)
-                    looped[task_run_id] = (index, next_id)
+                    looped[task_run_id] = (record[LP_LOOP_INDEX], next_id)
                     if task_run_id not in first:
-                        first[task_run_id] = at
+                        first[task_run_id] = first_at
                     next_id += 1
                 elif tag == TASK:
                     task_run_id = record[T_TASK_RUN_ID]
@@ -295,9 +329,9 @@ class BatchRecorder:
             snapshots: list[tuple[Any, ...]] = []
             for task_run_id, (record, row_id) in rows.latest.items():
                 if record[0] == LOOPED:
-                    record = _as_task_record(record)
+                    record = as_task_record(record)
                 task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
-                snapshots.append(_task_run_row(
+                snapshots.append(task_run_row(
                     record, task_key, row_id, rows.first[task_run_id],
                     rows.looped.get(task_run_id), self.identities.get(record[T_SLUG]),
                 ))
@@ -355,145 +389,7 @@ class BatchRecorder:
         if beat:
             self._next_beat = time.monotonic() + self.heartbeat_interval
         if cancels:
-            asked(cancels)
-
-
-class _Rows:
-    """The rows of one batch, grouped by the statement that inserts them.
-
-    ``fresh`` names the task runs that have no row in the store yet. The
-    ``Running`` that starts one of them is held in :attr:`opening` rather than
-    :attr:`running`: if the task run also ends in this batch, that row says
-    nothing ``task_runs.started`` does not (the time of its first record, this
-    one), so :meth:`BatchRecorder.commit` drops it — a third of the rows of a
-    short task run (a map's child, a loop block's body, a chain's link).
-    """
-
-    __slots__ = ("finished", "finished_outside", "first", "flow_opening", "flow_runs",
-                 "flow_states", "flows", "fresh", "fresh_runs", "latest", "links", "logs",
-                 "looped", "looped_rows", "opening", "other", "results", "running", "shapes")
-
-    def __init__(self, fresh: dict[str, None], fresh_runs: dict[str, None] | None = None
-                 ) -> None:
-        self.fresh = fresh
-        # Flow runs with no row in the store yet, and the first Running state of each,
-        # held until the batch's end: one that also ends in this batch (a child run)
-        # writes no state rows, its ``flow_runs`` row says it all (flow_rows.write_flow).
-        self.fresh_runs = fresh_runs or {}
-        # run id -> (its Running's state row, its flow_runs row dict).
-        self.flow_opening: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
-        # task run id -> its first Running row (the shape of `running`'s), until the
-        # batch's end tells whether it is kept.
-        self.opening: dict[str, tuple[Any, ...]] = {}
-        self.results: list[tuple[Any, ...]] = []
-        # id, flow_run, task_run, loop_index, data, preview, time
-        self.looped_rows: list[tuple[Any, ...]] = []
-        # id, flow_run, task_run, loop_index, block_index, time
-        self.running: list[tuple[Any, ...]] = []
-        # id, flow_run, task_run, kind, loop_index, block_index, data, preview, time
-        self.finished: list[tuple[Any, ...]] = []
-        # The same without block_index, NULL (outside any loop block: a NULL costs
-        # sqlite3 ~13 times what an int does to bind, see prepared.FastInsert).
-        self.finished_outside: list[tuple[Any, ...]] = []
-        # id, flow_run, task_run, kind, loop_index, block_index, message, traceback,
-        # serializer, data, preview, result_id, time, label
-        self.other: list[tuple[Any, ...]] = []
-        # id, flow_run, kind, message, time: a flow run's states (no task run, no value)
-        self.flow_states: list[tuple[Any, ...]] = []
-        # id, flow_run, task_run, loop_index, level, message, time
-        self.logs: list[tuple[Any, ...]] = []
-        # Child runs' links (ParentLink), written with the batch.
-        self.links: list[Any] = []
-        # Flow-level rows, written by flow_rows.write_flow_rows: the flows by name (the last
-        # task list), each flow-run state's (run id, upsert rules, row), shapes by run.
-        self.flows: dict[str, dict[str, Any]] = {}
-        self.flow_runs: list[tuple[str, dict[str, str], dict[str, Any]]] = []
-        self.shapes: dict[str, dict[str, Any]] = {}
-        # Per task run: time of its first record; its last record and that
-        # record's row id; its last Looped (index, row id).
-        self.first: dict[str, float] = {}
-        self.latest: dict[str, tuple[tuple[Any, ...], int]] = {}
-        self.looped: dict[str, tuple[int, int]] = {}
-
-    def task_state(
-        self, record: tuple[Any, ...], run_key: int, task_key: int, next_id: int
-    ) -> int:
-        """Add the rows of a TASK record; return the next free id."""
-        row_id = next_id
-        next_id += 1
-        task_run_id = record[T_TASK_RUN_ID]
-        at = record[T_TIME]
-        opens = task_run_id not in self.first
-        if opens:
-            self.first[task_run_id] = at
-        self.latest[task_run_id] = (record, row_id)
-        stored = record[T_STORED]
-        role = record[T_ROLE]
-        label = record[T_LABEL]
-        if label is not None:  # rare enough: the general statement, which has the column
-            if role == ROLE_LOOP:
-                self.looped[task_run_id] = (record[T_LOOP_INDEX], row_id)
-        elif role == ROLE_LOOP:
-            self.looped[task_run_id] = (record[T_LOOP_INDEX], row_id)
-            # The compact row has no message column: a LOOP(message=...) takes the other.
-            if (stored is not None and stored[S_SERIALIZER] == "pickle"
-                    and stored[S_PATH] is None and record[T_BLOCK_INDEX] is None
-                    and record[T_MESSAGE] is None):
-                self.looped_rows.append((row_id, run_key, task_key, record[T_LOOP_INDEX],
-                                         _blob(stored[S_DATA]), stored[S_PREVIEW], at))
-                return next_id
-        elif role == ROLE_START and record[T_MESSAGE] is None and stored is None:
-            row = (row_id, run_key, task_key, record[T_LOOP_INDEX], record[T_BLOCK_INDEX], at)
-            if opens and task_run_id in self.fresh:
-                self.opening[task_run_id] = row  # see the class docstring
-            else:  # a restart, a resumed run's start, a task run open before this batch
-                self.running.append(row)
-            return next_id
-        elif (role == ROLE_END_STRICT and stored is not None and stored[S_SERIALIZER] == "pickle"
-              and stored[S_DATA] is not None and record[T_MESSAGE] is None):
-            # A task run that ended well with a pickled value in the row (each child of a map).
-            block_index = record[T_BLOCK_INDEX]
-            if block_index is None:
-                self.finished_outside.append((row_id, run_key, task_key, record[T_KIND],
-                                              record[T_LOOP_INDEX], _blob(stored[S_DATA]),
-                                              stored[S_PREVIEW], at))
-            else:
-                self.finished.append((row_id, run_key, task_key, record[T_KIND],
-                                      record[T_LOOP_INDEX], block_index, _blob(stored[S_DATA]),
-                                      stored[S_PREVIEW], at))
-            return next_id
-        serializer = data = preview = result_id = None
-        if stored is not None:
-            serializer, data, path, _size, preview = stored
-            if path is not None:  # in a file: its results row holds the path
-                result_id = next_id
-                next_id += 1
-                self.results.append((result_id, *stored))
-                data = None
-        self.other.append((row_id, run_key, task_key, record[T_KIND], record[T_LOOP_INDEX],
-                           record[T_BLOCK_INDEX], record[T_MESSAGE], record[T_TRACEBACK],
-                           serializer, data, preview, result_id, at, label))
-        return next_id
-
-
-def _blob(data: bytes | None) -> bytes | bytearray | None:
-    """A small pickled value as the sqlite3 module binds it fastest: a ``bytearray``.
-
-    It binds ``bytes`` only after looking for an adapter (~800 ns with the GIL
-    held, see :class:`~iterflow.store.prepared.FastInsert`), a ``bytearray`` at
-    once (~200 ns); the copy costs ~150 ns. Most state rows hold one (a
-    ``Looped`` value, a map child's result). Large values are left alone: their
-    copy would cost more than the lookup, and the memory twice over.
-    """
-    return bytearray(data) if data is not None and len(data) <= BIG else data
-
-
-def _as_task_record(record: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The TASK record a LOOPED record stands for (for the ``task_runs`` row)."""
-    flow_run_id, task_run_id, slug, name, map_index, run_name = record[LP_HEAD]
-    return (TASK, flow_run_id, task_run_id, slug, name, map_index, record[LP_LOOP_INDEX],
-            "Looped", ROLE_LOOP, record[LP_TIME], None, None, None, None, None, None, run_name,
-            None)
+            self.on_cancels(cancels)
 
 
 def _forget(conn: sa.Connection, run_id: str, slugs: list[str]) -> None:
@@ -505,38 +401,3 @@ def _forget(conn: sa.Connection, run_id: str, slugs: list[str]) -> None:
                 result_transition=None, identity=None,
                 message="its task changed since it ran: it runs again")
     )
-
-
-def _task_run_row(
-    record: tuple[Any, ...],
-    key: int,
-    row_id: int,
-    started: float,
-    looped: tuple[int, int] | None,
-    identity: str | None,
-) -> tuple[Any, ...]:
-    """The ``task_runs`` row after a batch (in table order), from its last record there."""
-    (_, flow_run_id, task_run_id, slug, name, map_index, loop_index, kind, role, at,
-     message, _traceback, _block, _stored, loop_count, _label, run_name, _signal) = record
-    finished = role >= ROLE_END_STRICT
-    if not finished:
-        loop_count = None
-    looped_index = looped_transition = None
-    if looped is not None:
-        looped_index, looped_transition = looped
-        if loop_count is None:
-            loop_count = looped_index + 1  # iterations recorded so far
-    return (
-        task_run_id, key, flow_run_id, slug, name, map_index, kind, loop_count, loop_index,
-        looped_index, looped_transition, row_id if finished else None, started,
-        at if finished else None, message, identity, run_name,
-    )
-
-
-_ROW_ORDER = (
-    "task_run_id", "id", "flow_run_id", "task_slug", "task_name", "map_index", "state",
-    "loop_count", "loop_index", "looped_index", "looped_transition", "result_transition",
-    "started", "ended", "message", "identity", "task_run_name",
-)
-# _task_run_row builds its tuple in the table's column order; keep them in step.
-assert _ROW_ORDER == TASK_RUN_COLUMNS, "task_runs columns changed: update _task_run_row"

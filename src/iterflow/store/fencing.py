@@ -10,13 +10,12 @@ if one is no longer ours, so that nothing of the batch is written.
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Any
 
 import sqlalchemy as sa
 
 from iterflow.errors import RunTakenOver
-from iterflow.store.liveness import HOST
+from iterflow.store.liveness import HOST, driver_pid
 from iterflow.store.schema import flow_runs
 from iterflow.store.statements import dbapi_cursor, run_owner
 
@@ -63,7 +62,7 @@ def _check(run_id: str, row: Any, owner: str, open_runs: dict[str, None]) -> Non
     _owner, pid, host = row
     raise RunTakenOver(
         f"Run {run_id} was taken over by another process (pid {pid} on {host} resumed "
-        f"it), so this process (pid {os.getpid()} on {HOST}) stopped driving it and "
+        f"it), so this process (pid {driver_pid()} on {HOST}) stopped driving it and "
         f"records nothing more for it. The run goes on there: `iterflow show "
         f"{run_id[:8]}` shows it."
     )

@@ -1,7 +1,7 @@
 """A batch's flow-level rows: flows, flow runs (their states folded), shapes.
 
 :class:`~iterflow.store.batch.BatchRecorder` hands each FLOW record to
-:func:`write_flow`, which adds its rows to the batch's ``_Rows`` (``rows``
+:func:`write_flow`, which adds its rows to the batch's ``BatchRows`` (``rows``
 below: its ``flows``, ``flow_runs``, ``shapes``, ``flow_states`` and
 ``results``); :func:`write_flow_rows` then writes them, a statement per kind
 of row. A batch of child runs (subflows) holds hundreds of flow-run states,
@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import operator
-import os
 import time
 from typing import Any
 
 import sqlalchemy as sa
 
-from iterflow.store.liveness import HOST
+from iterflow.store.liveness import HOST, driver_pid
 from iterflow.store.schema import flow_run_shapes, flow_runs, flows
 from iterflow.store.statements import FastInsert, insert_flow_states, upsert
 
@@ -91,7 +90,7 @@ def write_flow(
     if finished:
         runs.pop(run_id, None)
     else:
-        row.update(pid=os.getpid(), host=HOST, heartbeat=time.time(), owner=owner)
+        row.update(pid=driver_pid(), host=HOST, heartbeat=time.time(), owner=owner)
         runs[run_id] = None
     rules = _FLOW_RUN_RULES[has_params, finished]
     rows.flow_runs.append((run_id, rules, row))

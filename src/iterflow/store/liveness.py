@@ -27,7 +27,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from iterflow.store.records import RunInfo
 
-__all__ = ["HOST", "LIVE", "driving", "effective_state", "pid_alive", "run_info"]
+__all__ = [
+    "HOST", "LIVE", "driver_pid", "driving", "effective_state", "pid_alive", "run_info",
+    "write_for",
+]
 
 #: The states a run is recorded in while some process drives it.
 LIVE = frozenset({"Running", "Pending"})
@@ -39,6 +42,21 @@ HOST = socket.gethostname()
 # is live only while it is here: one this process gave up (its store failed,
 # its sink closed) is Crashed.
 _DRIVEN_HERE: dict[str, set[str]] = {}
+
+# The process whose runs this one records: itself, unless it is the store's writer
+# process (iterflow.store.writer_child), whose rows name the process driving the runs.
+_DRIVER_PID: int | None = None
+
+
+def driver_pid() -> int:
+    """The pid that rows of runs written by this process record as the driving one."""
+    return _DRIVER_PID if _DRIVER_PID is not None else os.getpid()
+
+
+def write_for(pid: int) -> None:
+    """Record runs as driven by process ``pid`` (the writer process, for its parent)."""
+    global _DRIVER_PID
+    _DRIVER_PID = pid
 
 
 def driving(run_id: str, owner: str, now: bool) -> None:

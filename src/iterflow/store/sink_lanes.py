@@ -28,15 +28,24 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from iterflow.events import TaskRunEvent
-from iterflow.store.batch import BIG, LOOPED, ROLE_END_STRICT, ROLE_LOOP, ROLE_START, TASK
 from iterflow.store.metric_buffers import VALUES_PER_RECORD, MetricBuffers
 from iterflow.store.metric_packing import NONE, RECORD
+from iterflow.store.record_layout import (
+    BIG,
+    LOOPED,
+    ROLE_END_STRICT,
+    ROLE_LOOP,
+    ROLE_START,
+    TASK,
+)
 from iterflow.store.results import preview
 from iterflow.store.snapshots import SCALARS
 
 __all__ = ["SinkLanes"]
 
 _SCALARS = SCALARS  # a module global: one lookup less per iteration
+#: Ints the loop lane takes: pickled in under 64 bytes, shown whole (2**255: 46 bytes).
+_SHORT = 2**255
 #: A task's usual results: pickled as they are (no cloudpickle), never a failure.
 _PLAIN_RESULTS = frozenset({int, float, bool, str, bytes})
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -86,8 +95,8 @@ class SinkLanes:
 
         The hot path of a loop with the store on, called by the loop driver
         in the task's thread instead of making a state and an event: a number
-        is pickled here and goes in a compact record
-        (:data:`~iterflow.store.batch.LOOPED`). Anything else — another value,
+        goes as it is in a compact record (:data:`~iterflow.store.batch.LOOPED`),
+        pickled by the writer. Anything else — another value,
         a task run already finished — returns False and
         the driver takes the usual way through ``handle``.
         """
@@ -96,15 +105,14 @@ class SinkLanes:
         task_run_id = head[1]
         if task_run_id in self._done:
             return False
-        if type(value) not in _SCALARS:
-            return False
-        data = pickle.dumps(value, _PROTOCOL)
-        if len(data) >= 64:  # a very long int: its preview is cut short by handle()
-            return False
+        cls = type(value)
+        if cls not in _SCALARS or (cls is int and not -_SHORT < value < _SHORT):
+            return False  # a very long int: its preview is cut short by handle()
         self._last_role[task_run_id] = ROLE_LOOP
         buffer = self._buffer
-        # Slots are batch.LP_*, in this order.
-        buffer.append((LOOPED, head[0], task_run_id, head, loop_index, data, repr(value), _now(),
+        # Slots are batch.LP_*, in this order. The number itself: the writer
+        # pickles it and makes its preview, off this thread.
+        buffer.append((LOOPED, head[0], task_run_id, head, loop_index, value, _now(),
                        label, None))
         n = len(buffer)
         if n >= self.batch_size and (
@@ -242,11 +250,12 @@ class SinkLanes:
     ) -> Callable[[str, float], None]:
         """:meth:`record_metric` for one task run, as ``record(name, value)``.
 
-        ``get`` reads the task's context (its ``loop_index`` and ``block_index``
-        at the time of the call). What a loop's metric costs its thread is
-        mostly calls: this closure is the only one between ``log_metric`` and
-        the task run's buffer (see ``TaskLogger.metric``), and it packs the value
-        there itself (``metric_packing.RECORD``): the writer reads no record per value.
+        ``get`` reads the task's context: its ``loop_index`` at the time of each
+        call, its ``block_index`` once (a task run belongs to one block
+        iteration). What a loop's metric costs its thread is mostly calls: this
+        closure is the only one between ``log_metric`` and the task run's buffer
+        (see ``TaskLogger.metric``), and it packs the value there itself
+        (``metric_packing.RECORD``): the writer reads no record per value.
         """
         buffers = self._metrics
         number_next = buffers.count
@@ -254,6 +263,9 @@ class SinkLanes:
         wake_every = self.batch_size * VALUES_PER_RECORD
         wake = self._wake_writer
         now = time.time
+        # A task run's block iteration is its own: it does not change while it loops.
+        block = get("block_index")
+        block = NONE if block is None else block
 
         def record(name: str, value: float) -> None:
             if self._unusable:
@@ -262,10 +274,8 @@ class SinkLanes:
             if code is None:
                 code = buffers.new_code(buffer, name)
             loop = get("loop_index")
-            block = get("block_index")
             number = number_next()
-            append(pack(number, NONE if loop is None else loop,
-                        NONE if block is None else block, code, value, now()))
+            append(pack(number, NONE if loop is None else loop, block, code, value, now()))
             if not number % wake_every:
                 wake()  # which also waits while too much is queued
 

@@ -118,7 +118,10 @@ import sqlalchemy as sa
 from iterflow.core.state import Kind, State
 from iterflow.errors import RunTakenOver, StoreError
 from iterflow.events import FlowRunEvent, LogEvent, MetricEvent, TaskRunEvent
-from iterflow.store.batch import (
+from iterflow.store.batch import BatchRecorder
+from iterflow.store.liveness import driving
+from iterflow.store.metric_buffers import MetricBuffers
+from iterflow.store.record_layout import (
     BIG,
     FLOW,
     LINK,
@@ -134,13 +137,11 @@ from iterflow.store.batch import (
     S_DATA,
     S_SIZE,
     TASK,
-    BatchRecorder,
 )
-from iterflow.store.liveness import driving
-from iterflow.store.metric_buffers import MetricBuffers
 from iterflow.store.results import Stored, preview
 from iterflow.store.sink_lanes import SinkLanes
 from iterflow.store.snapshots import PREVIEW_ONLY, SCALARS, snapshot, snapshot_parameters
+from iterflow.store.writer_process import hand_over_policy
 from iterflow.store.writer_thread import WriterThread
 
 if TYPE_CHECKING:
@@ -251,6 +252,8 @@ class StoreSink(SinkLanes, WriterThread):
             self._write, heartbeat_interval, owner=self.owner, identities=identities,
             forget=forget,
         )
+        #: When the writer thread gives its recorder to the writer process (None: never).
+        self._hand_over = hand_over_policy(store)
         self._previews_only = previews_only
         if previews_only:
             # Tasks with checkpoint=False (by slug) record states and previews only. Only

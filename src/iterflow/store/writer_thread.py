@@ -18,18 +18,19 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from iterflow.errors import StoreError
-from iterflow.store.batch import (
+from iterflow.store.batch import BatchRecorder
+from iterflow.store.record_layout import (
     BIG,
     F_PARAMS_STORED,
     FLOW,
     LINK,
+    LOOPED,
     MARK,
     S_DATA,
     S_PATH,
     S_SIZE,
     T_STORED,
     TASK,
-    BatchRecorder,
 )
 from iterflow.store.sink_lanes import MAX_PENDING_BYTES
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
     from iterflow.store.metric_buffers import MetricBuffers
     from iterflow.store.runstore import RunStore
+    from iterflow.store.writer_process import HandOver, RemoteBatches
 
 __all__ = ["WriterThread"]
 
@@ -58,7 +60,8 @@ class WriterThread:
     _room: threading.Condition
     _big_lock: threading.Lock
     _big_bytes: int
-    _batches: BatchRecorder
+    _batches: BatchRecorder | RemoteBatches
+    _hand_over: HandOver | None
     _conn: sa.Connection | None
     _error: StoreError | None
     _stopping: bool
@@ -135,6 +138,8 @@ class WriterThread:
             # A writer that ended well leaves its connection, statements compiled,
             # for the next run's (see writer_connections).
             self._drop_connection(keep=self._error is None)
+            if not isinstance(self._batches, BatchRecorder):
+                self._batches.close()  # the writer process forgets this sink
 
     def _write(self, transaction: Callable[[sa.Connection], None]) -> None:
         """Commit ``transaction``; on SQLite through a connection the writer keeps.
@@ -179,27 +184,27 @@ class WriterThread:
     def _drain_batches(self) -> None:
         buffer = self._buffer
         metrics_queue = self._metrics
+        # Batches sent to the writer process and not settled: (waiters, bytes released).
+        sent: deque[tuple[list[threading.Event], int]] = deque()
+        popleft = buffer.popleft
         while buffer or metrics_queue:  # (metrics_queue: true while a metric waits)
-            batch: list[tuple[Any, ...]] = []
-            signals: list[threading.Event] = []
-            released = n_ids = 0
             # Behind a fast loop, take all that waits (up to max_batch): each
             # transaction costs the writer several waits for the GIL, so fewer,
-            # larger ones let it keep up (see statements.FastInsert).
+            # larger ones let it keep up (see statements.FastInsert). Taken at
+            # once, then sorted by comprehensions: behind a loop nearly every
+            # record is a LOOPED one, which needs nothing here but its place.
             limit = min(max(self.batch_size, len(buffer)), self.max_batch)
-            while buffer and len(batch) < limit:
-                record = buffer.popleft()
-                signal = record[-1]
-                if signal is not None:
-                    signals.append(signal)
+            taken = [popleft() for _ in range(min(limit, len(buffer)))]
+            signals = [r[-1] for r in taken if r[-1] is not None]
+            # Only a flush's MARK has nothing to write, and it always has a signal.
+            batch = [r for r in taken if r[0] != MARK] if signals else taken
+            n_ids = len(batch)  # a state row or a log line each, but links
+            released = 0
+            for record in [r for r in batch if r[0] != LOOPED]:
                 tag = record[0]
-                if tag == MARK:
-                    continue
-                batch.append(record)
                 if tag == LINK:
-                    continue  # a link row has its child's run id for its key
-                n_ids += 1  # a state row or a log line each
-                if tag == TASK:
+                    n_ids -= 1  # a link row has its child's run id for its key
+                elif tag == TASK:
                     stored = record[T_STORED]
                     if stored is not None:
                         if stored[S_PATH] is not None:
@@ -211,22 +216,60 @@ class WriterThread:
             # Every metric logged so far, also those logged before the batch's last record.
             metrics = metrics_queue.take()
             if (batch or metrics) and self._error is None:
-                try:
-                    self._batches.commit(batch, n_ids, metrics)
-                except StoreError as exc:
-                    self._fail(exc)
-                except Exception as exc:
-                    self._fail(StoreError(
-                        f"Recording to the run store {self.store.name} failed: "
-                        f"{type(exc).__name__}: {exc}"
-                    ))
-            if released:
-                with self._big_lock:
-                    self._big_bytes -= released
-            for signal in signals:
-                signal.set()
-            with self._room:
-                self._room.notify_all()
+                if self._hand_over is not None:
+                    self._maybe_hand_over(len(batch) + len(metrics))
+                batches = self._batches
+                if type(batches) is not BatchRecorder:
+                    # The writer process: send this batch, then settle the one before
+                    # (the process commits one while this thread drains the next).
+                    if self._guarded(batches.send, batch, n_ids, metrics):
+                        sent.append((signals, released))
+                        if len(sent) > 1:
+                            self._guarded(batches.settle)
+                            self._settled(*sent.popleft())
+                        continue
+                else:
+                    self._guarded(batches.commit, batch, n_ids, metrics)
+            self._settled(signals, released)
+        while sent:  # nothing more to send: wait for what is on its way
+            self._guarded(self._batches.settle)  # type: ignore[union-attr]
+            self._settled(*sent.popleft())
+
+    def _guarded(self, step: Callable[..., None], *args: Any) -> bool:
+        """Run one step of a commit; a failure fails the sink (the first one says why)."""
+        try:
+            step(*args)
+            return True
+        except StoreError as exc:
+            self._fail(exc)
+        except Exception as exc:
+            self._fail(StoreError(
+                f"Recording to the run store {self.store.name} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ))
+        return False
+
+    def _settled(self, signals: list[threading.Event], released: int) -> None:
+        """A batch is committed (or failed): free its bytes, wake its waiters and the queue."""
+        if released:
+            with self._big_lock:
+                self._big_bytes -= released
+        for signal in signals:
+            signal.set()
+        with self._room:
+            self._room.notify_all()
+
+    def _maybe_hand_over(self, records: int) -> None:
+        """Give the recorder to the store's writer process once it is due and ready."""
+        assert self._hand_over is not None
+        recorder = self._batches
+        if not isinstance(recorder, BatchRecorder):
+            return
+        remote = self._hand_over.due(records, recorder)
+        if remote is not None:
+            self._batches = remote
+            self._hand_over = None
+            self._drop_connection(keep=True)  # the process writes from now on
 
     def _discard_all(self) -> None:
         self._metrics.clear()
