@@ -57,7 +57,11 @@ class Channel:
 
     def ready(self, timeout: float) -> bool:
         """Whether a message (or the end) can be read within ``timeout`` seconds."""
-        return bool(select.select([self.sock], [], [], timeout)[0])
+        # poll, not select: a process with over 1,024 files open has descriptors
+        # that select cannot watch.
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
 
     def _exactly(self, size: int) -> bytearray:
         data = bytearray(size)
@@ -150,16 +154,20 @@ def serve(control: Channel, parent: int) -> None:
     stores = _Stores()
     sinks: dict[socket.socket, _Sink] = {}
     control.send(("ready", os.getpid()))
+    poller = select.poll()
+    poller.register(control.sock, select.POLLIN)
+    by_fd: dict[int, socket.socket] = {control.sock.fileno(): control.sock}
     try:
         while True:
-            readable = select.select([control.sock, *sinks], [], [], 1.0)[0]
+            readable = [by_fd[fd] for fd, _ in poller.poll(1000)]
             if not readable and os.getppid() != parent:
                 return
             for sock in readable:
                 if sock is not control.sock:
                     sink = sinks[sock]
                     if not sink.answer():
-                        del sinks[sock]
+                        poller.unregister(sock)
+                        del sinks[sock], by_fd[sock.fileno()]
                         sink.channel.close()
                     continue
                 try:
@@ -177,6 +185,8 @@ def serve(control: Channel, parent: int) -> None:
                     channel.close()
                     continue
                 sinks[channel.sock] = _Sink(channel, recorder)
+                by_fd[channel.sock.fileno()] = channel.sock
+                poller.register(channel.sock, select.POLLIN)
                 control.send(("ok",))
     finally:
         for sink in sinks.values():
