@@ -165,10 +165,18 @@ class FlowMachine:
                     if e.key is not None:
                         inputs[e.key] = state if wants_states else state.result
                 else:
-                    out.append(
-                        RunTask(task, None, inputs) if not self.resume_loops
-                        else self._run(task, None, inputs)
-                    )
+                    if self.resume_loops:
+                        out.append(self._run(task, None, inputs))
+                        continue
+                    # RunTask(task, None, inputs), its fields set without calling the
+                    # class (a Python __init__ costs a call through C and a frame).
+                    run = _new(RunTask)
+                    run.task = task
+                    run.map_index = None
+                    run.inputs = inputs
+                    run.start_loop_index = 0
+                    run.loop_result = NOTHING
+                    out.append(run)
                     continue
             self._on_ready(task, out)
         return out
@@ -368,6 +376,8 @@ def _lay_out(flow: Any) -> Layout:
         )
     return order, edges_in, downstream, remaining, maps
 
+
+_new = object.__new__
 
 #: Upstream kinds that let the default trigger run a task with no more questions.
 _PLAIN_SUCCESS = frozenset({Kind.SUCCESS, Kind.CACHED})

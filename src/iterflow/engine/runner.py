@@ -70,7 +70,7 @@ from iterflow.core.state import (
 from iterflow.core.subflow import judged_tasks
 from iterflow.engine.blocks import Blocks
 from iterflow.engine.cache import MemoryCache, cache_fingerprint
-from iterflow.engine.expand import TaskRunSpec, run_plain, run_task_run
+from iterflow.engine.expand import TaskRunSpec, plain_context, run_plain, run_task_run
 from iterflow.engine.machine import NOTHING, Finished, FlowMachine, RunTask
 from iterflow.engine.protocols import CheckpointSource, Executor
 from iterflow.engine.scopes import BlockInstruction, Scope, compile_blocks
@@ -255,9 +255,12 @@ class FlowRunner:
             # Nothing to emit, or a sink that takes the start and success as values: a
             # plain task's run takes run_plain's fewer steps (a chain's every link); it
             # says None, having done nothing, for any other task.
+            template = scope.plain_context
+            if template is None:  # once per scope: its base context does not change
+                template = scope.plain_context = plain_context(scope.base_context)
             try:
                 final = run_plain(
-                    task, instr.inputs, scope.base_context,
+                    task, instr.inputs, template,
                     # As scope.task_run_id, one call less; every task in a flow has its slug.
                     task_run_id(scope.prefix, task.slug, map_index),  # type: ignore[arg-type]
                     map_index, self._cancel, relay, lane if relay is not None else None,

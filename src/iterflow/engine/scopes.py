@@ -221,6 +221,7 @@ class Scope:
         "block_indices",
         "has_blocks",
         "machine",
+        "plain_context",
         "prefix",
         "relay",
         "run",
@@ -248,6 +249,8 @@ class Scope:
         self.block_index = block_index
         self.block_indices = block_indices
         self.run = run
+        # What run_plain copies per task run (expand.plain_context), made at the first.
+        self.plain_context: dict[str, Any] | None = None
 
     def start(self) -> list[tuple[Scope, Any]]:
         """The machine's first instructions, as ``(scope, instruction)`` pairs."""
