@@ -98,7 +98,8 @@ class FlowMachine:
         # The graph's layout, laid out once per flow (a chain of N tasks has N of them,
         # and a flow is usually run more than once): shared, read-only, but ``remaining``,
         # which each machine counts down in its own copy.
-        self.order, self.edges_in, self.downstream, remaining, self._maps = _layout(flow)
+        (self.order, self.edges_in, self.downstream, remaining, self._maps,
+         self._roots, self._ends) = _layout(flow)
         self.remaining: dict[Task, int] = dict(remaining)
         self.constants = flow.constants
         self.states: dict[Task, State] = {}
@@ -111,7 +112,7 @@ class FlowMachine:
     # -- inputs from the runner -------------------------------------------------
     def start(self) -> list[RunTask | Finished]:
         """Instructions for the tasks with no upstream."""
-        self._ready.extend(t for t in self.order if self.remaining[t] == 0)
+        self._ready.extend(self._roots)  # in order, as laid out
         return self._drain([])
 
     def task_run_finished(self, task: Task, map_index: int | None, state: State) -> list:
@@ -315,10 +316,7 @@ class FlowMachine:
         """
         judged = self.judged
         what = "terminal" if judged is None else "reference"
-        terminal = [
-            t for t in self.order
-            if (not self.downstream[t] if judged is None else t in judged)
-        ]
+        terminal = self._ends if judged is None else [t for t in self.order if t in judged]
         bad = [t for t in terminal if not self.states[t].is_successful()]
         if bad:
             names = ", ".join(f"{t.slug} ({self.states[t].name})" for t in bad)
@@ -327,10 +325,12 @@ class FlowMachine:
 
 
 #: A graph's layout as the machine reads it: tasks in order, each task's edges in and
-#: distinct downstream tasks, how many distinct upstreams each waits for, and the
-#: tasks with a mapped input.
+#: distinct downstream tasks, how many distinct upstreams each waits for, the tasks
+#: with a mapped input, and in order the tasks with no upstream and with no downstream
+#: (found here once, not by a walk over every task at each run's start and end).
 Layout = tuple[
-    tuple[Task, ...], dict[Task, list[Edge]], dict[Task, list[Task]], dict[Task, int], set[Task]
+    tuple[Task, ...], dict[Task, list[Edge]], dict[Task, list[Task]], dict[Task, int], set[Task],
+    list[Task], list[Task],
 ]
 
 
@@ -360,21 +360,27 @@ def _lay_out(flow: Any) -> Layout:
     # Tasks with a mapped input, found once: most tasks have none, and _on_ready
     # need not look through their edges for one each time.
     maps: set[Task] = set()
+    roots: list[Task] = []
+    ends: list[Task] = []
     for t in order:
         edges = edges_in[t] = upstream_edges(t)
         n = len(edges)
         remaining[t] = n if n < 2 else len({e.upstream_task for e in edges})
+        if not n:
+            roots.append(t)
         for e in edges:
             if e.mapped:
                 maps.add(t)
                 break
         out = downstream_edges(t)
         # One edge out (a chain's every link) needs no de-duplication.
-        downstream[t] = (
-            [out[0].downstream_task] if len(out) == 1
-            else list(dict.fromkeys([e.downstream_task for e in out]))
-        )
-    return order, edges_in, downstream, remaining, maps
+        if len(out) == 1:
+            downstream[t] = [out[0].downstream_task]
+        else:
+            downstream[t] = list(dict.fromkeys([e.downstream_task for e in out]))
+            if not out:
+                ends.append(t)
+    return order, edges_in, downstream, remaining, maps, roots, ends
 
 
 _new = object.__new__
