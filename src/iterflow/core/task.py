@@ -201,6 +201,10 @@ class Task:
     def copy(self, **options: Any) -> Task:
         """A fresh copy of this task, not in any flow, with some options changed."""
         new = copy.copy(self)
+        # Its attributes in a plain dict of its own, not the split table copy.copy leaves:
+        # Python 3.11 cannot specialize attribute look-ups on such a table, and the engine
+        # reads a dozen of a task's options per task run (a chain's every link).
+        new.__dict__ = dict(new.__dict__)
         new.slug = None
         new.state_handlers = list(self.state_handlers)
         if options:  # an option may replace the work (``fn``, ``run``): inspect it afresh
