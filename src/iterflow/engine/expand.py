@@ -142,11 +142,11 @@ def run_task_run(
     ctx["logger"] = task_logger(ctx, emit)
     # The context variable itself, not iterflow.context's _set/_reset: one call less
     # each way for every task run.
-    token = _current.set(ctx)
+    token = _enter(ctx)
     try:
         return drive(spec, ctx, emit, start, loop_result)
     finally:
-        _current.reset(token)
+        _leave(token)
 
 
 def plain_context(base_context: dict[str, Any]) -> dict[str, Any]:
@@ -222,7 +222,7 @@ def run_plain(task: Any, inputs: dict[str, Any], template: dict[str, Any],
     ctx["map_index"] = map_index
     ctx["task_run_name"] = name
     ctx["_iterflow_cancel"] = cancel
-    token = _current.set(ctx)
+    token = _enter(ctx)
     try:
         if cancel is not None and cancel.is_set():
             return drive(spec(*spec_args, True), ctx, emit)  # which says Cancelled, as usual
@@ -250,7 +250,7 @@ def run_plain(task: Any, inputs: dict[str, Any], template: dict[str, Any],
             first = Outcome(RETURNED, value)
         return drive(spec(*spec_args, True), ctx, emit, first=first)
     finally:
-        _current.reset(token)
+        _leave(token)
 
 
 def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index: int = 0,
@@ -442,6 +442,11 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
             return moves.ended(state, loop_index)
         return final
 
+
+#: The context variable's own methods, bound once: ``_current.set(...)`` looks the method
+#: up and binds it at each call (Python 3.11 cannot specialize that look-up).
+_enter = _current.set
+_leave = _current.reset
 
 #: FunctionTask.run, which a subclass may replace (then its own run is called).
 _PLAIN_RUN = FunctionTask.run

@@ -161,7 +161,9 @@ class FlowMachine:
                 wants_states = task.receives_states
                 for e in self.edges_in[task]:
                     state = states[e.upstream_task]
-                    if state.kind not in _PLAIN_SUCCESS:
+                    # A plain Success told by its type first: ``kind`` is a class
+                    # attribute, which an instance's look-up finds the slow way.
+                    if type(state) is not Success and state.kind not in _PLAIN_SUCCESS:
                         break
                     if e.key is not None:
                         inputs[e.key] = state if wants_states else state.result
@@ -281,7 +283,7 @@ class FlowMachine:
         # every upstream Success or Cached (no skip to pass on, nothing to judge).
         if trigger is all_successful:
             for s in upstream.values():
-                if s.kind not in _PLAIN_SUCCESS:
+                if type(s) is not Success and s.kind not in _PLAIN_SUCCESS:
                     break
             else:
                 return None

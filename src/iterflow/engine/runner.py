@@ -267,7 +267,7 @@ class FlowRunner:
                         # As scope.task_run_id, one call less; every task in a flow has its slug.
                         task_run_id(scope.prefix, task.slug, map_index),  # type: ignore[arg-type]
                         map_index, self._cancel, relay, lane if relay is not None else None,
-                        self._spec, instr, scope,
+                        _make_spec, self, instr, scope,
                     )
                 except Exception as exc:  # a crash outside the task, as _job_result says
                     final = self._crashed(exc, scope, task, map_index, emit)
@@ -518,3 +518,8 @@ class FlowRunner:
             task.serializer or self.flow.serializer,
             scope.block_index,
         )
+
+
+#: FlowRunner._spec as a plain function, for run_plain to call when it needs a spec:
+#: ``self._spec`` would make a bound method per task run, though it is seldom called.
+_make_spec = FlowRunner._spec
