@@ -171,6 +171,12 @@ class Task:
         self.nout = nout
         self.log_stdout = log_stdout
         self.is_async = _is_async(self.name, self._work())
+        # Its attributes in a plain dict, not the split table Python 3.11 keeps for
+        # instances of a class (and copy.copy gives a copy): 3.11 cannot specialize
+        # attribute look-ups on that table once it is read as __dict__ (copy.copy does),
+        # and the engine reads a dozen of a task's options per task run. A copy of this
+        # task (each call in a flow) clones this dict, whole, into one like it.
+        self.__dict__ = dict(self.__dict__)
 
     # -- the work -------------------------------------------------------------
     def run(self, *args: Any, **kwargs: Any) -> Any:
@@ -200,11 +206,7 @@ class Task:
     # -- building flows -----------------------------------------------------
     def copy(self, **options: Any) -> Task:
         """A fresh copy of this task, not in any flow, with some options changed."""
-        new = copy.copy(self)
-        # Its attributes in a plain dict of its own, not the split table copy.copy leaves:
-        # Python 3.11 cannot specialize attribute look-ups on such a table, and the engine
-        # reads a dozen of a task's options per task run (a chain's every link).
-        new.__dict__ = dict(new.__dict__)
+        new = copy.copy(self)  # a plain dict like this task's, cloned (see __init__)
         new.slug = None
         new.state_handlers = list(self.state_handlers)
         if options:  # an option may replace the work (``fn``, ``run``): inspect it afresh
