@@ -357,11 +357,14 @@ class _CallShape:
     ``flow.validate()`` binds each distinct set of input names once per function.
     """
 
-    __slots__ = ("fitting", "signature")
+    __slots__ = ("fitting", "signature", "single")
 
     def __init__(self, signature: inspect.Signature) -> None:
         self.signature = signature
         self.fitting: set[frozenset[str]] = set()
+        #: The same for sets of one name or none, by that name (None for none): asked
+        #: of the usual task copy, with one input, without a set made for the question.
+        self.single: set[str | None] = set()
 
     def misfit(self, names: frozenset[str]) -> TypeError | None:
         """None when the work can take inputs called ``names``; else the reason it cannot."""
@@ -372,6 +375,8 @@ class _CallShape:
         except TypeError as exc:
             return exc
         self.fitting.add(names)
+        if len(names) < 2:
+            self.single.add(next(iter(names), None))
         return None
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -144,7 +144,9 @@ class FlowMachine:
     # -- internals ------------------------------------------------------------
     def _drain(self, out: list) -> list:
         # A worklist, not recursion: a long chain of skips must not hit the recursion limit.
-        ready, states, maps, resumed = self._ready, self.states, self._maps, self.resume_finished
+        # Two at a time: four names assigned at once build (and free) a tuple per call.
+        ready, states = self._ready, self.states
+        maps, resumed = self._maps, self.resume_finished
         while ready:
             task = ready.popleft()
             if (
