@@ -353,12 +353,12 @@ def _layout(flow: Any) -> Layout:
 def _lay_out(flow: Any) -> Layout:
     order: tuple[Task, ...] = flow.sorted_tasks()
     edge_lists = getattr(flow, "edge_lists", None)
+    edges_in: dict[Task, list[Edge]]
     if edge_lists is not None:  # a Flow, a ScopeView: their own lists, read, never copied
-        ins, outs = edge_lists()
-        upstream_edges, downstream_edges = ins.__getitem__, outs.__getitem__
+        edges_in, outs = edge_lists()
     else:
-        upstream_edges, downstream_edges = flow.upstream_edges, flow.downstream_edges
-    edges_in: dict[Task, list[Edge]] = {}
+        edges_in = {t: flow.upstream_edges(t) for t in order}
+        outs = {t: flow.downstream_edges(t) for t in order}
     downstream: dict[Task, list[Task]] = {}
     remaining: dict[Task, int] = {}
     # Tasks with a mapped input, found once: most tasks have none, and _on_ready
@@ -367,7 +367,7 @@ def _lay_out(flow: Any) -> Layout:
     roots: list[Task] = []
     ends: list[Task] = []
     for t in order:
-        edges = edges_in[t] = upstream_edges(t)
+        edges = edges_in[t]
         n = len(edges)
         remaining[t] = n if n < 2 else len({e.upstream_task for e in edges})
         if not n:
@@ -376,7 +376,7 @@ def _lay_out(flow: Any) -> Layout:
             if e.mapped:
                 maps.add(t)
                 break
-        out = downstream_edges(t)
+        out = outs[t]
         # One edge out (a chain's every link) needs no de-duplication.
         if len(out) == 1:
             downstream[t] = [out[0].downstream_task]
