@@ -102,6 +102,8 @@ class Task:
     #: When True the runner passes upstream *states* instead of their results
     #: (what ``merge`` needs to tell a skipped branch from a ``None`` result).
     receives_states: bool = False
+    #: What the work accepts, once asked (:meth:`_call_shape`): shared by the task's copies.
+    _shape: _CallShape | None = None
 
     def __init__(
         self,
@@ -198,7 +200,7 @@ class Task:
         # Computed once for the task made by @task (or a subclass's constructor) and shared
         # by every copy, since copy() is shallow: a flow of N calls of one function
         # inspects it once, not N times (inspect.signature was a third of a chain's run).
-        shape = self.__dict__.get("_shape")
+        shape = self._shape
         if shape is None:
             shape = self._shape = _CallShape(self._signature())
         return shape

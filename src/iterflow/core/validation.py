@@ -42,7 +42,7 @@ def validate_flow(flow: Flow) -> None:
         # check_inputs' first question, asked here with no set built and no call for the
         # usual task copy (one input, from an edge, whose name a copy of its function took
         # already): a fresh flow is validated when it first runs, a question per copy.
-        shape, edges = t.__dict__.get("_shape"), upstream[t]
+        shape, edges = t._shape, upstream[t]
         if (
             shape is None or len(edges) != 1 or t in constants
             or edges[0].key not in shape.single  # as {key} (or no names) in shape.fitting

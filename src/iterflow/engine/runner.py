@@ -68,6 +68,7 @@ from iterflow.core.state import (
     Success,
 )
 from iterflow.core.subflow import judged_tasks
+from iterflow.core.task import FunctionTask
 from iterflow.engine.blocks import Blocks
 from iterflow.engine.cache import MemoryCache, cache_fingerprint
 from iterflow.engine.expand import TaskRunSpec, plain_context, run_plain, run_task_run
@@ -239,8 +240,11 @@ class FlowRunner:
                 self._act_otherwise(instr, scope, running, todo, emit)
                 return
             task, map_index = instr.task, instr.map_index
-            # Asked only of the tasks that may finish without a job (most have no cache).
-            if task.cache_for is not None or isinstance(task, Parameter) or type(task) is Constant:
+            # Asked only of the tasks that may finish without a job (most have no cache;
+            # a plain @task call is neither a Parameter nor a Constant).
+            if task.cache_for is not None or (type(task) is not FunctionTask and (
+                isinstance(task, Parameter) or type(task) is Constant
+            )):
                 quick = self._finish_without_job(instr)
                 if quick is not None:
                     quick = settle(task, quick)
