@@ -372,7 +372,7 @@ def env_for(flow: Any, store: Any, sink: Any, executor: Any,
     """
     # Once per graph (core.memo): most child flows call no subflows of their own.
     slugs = derived(flow, "subflow_slugs", lambda: {
-        t.slug for t in flow.tasks if isinstance(t, SubflowTask)})
+        t.slug for t in flow.tasks_of(SubflowTask)})
     if not slugs:
         return None
     if resumed is not None and store is not None:

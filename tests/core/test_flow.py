@@ -219,3 +219,19 @@ def test_sorted_tasks_follows_edges_added_after_it_was_asked():
     c = source.copy()
     flow.add_task(c)
     assert flow.sorted_tasks() == (a, b, c)
+
+
+def test_tasks_of_finds_tasks_by_type_in_the_order_they_were_added():
+    from iterflow import Parameter
+    from iterflow.core.task import FunctionTask
+
+    with Flow("kinds") as flow:
+        n = Parameter("n")
+        a = inc(n)
+        b = Add()(a, source())
+        m = Parameter("m")
+    assert flow.tasks_of(Parameter) == [n, m]
+    assert flow.tasks_of(Add) == [b]
+    assert [t.name for t in flow.tasks_of(FunctionTask)] == ["inc", "source"]
+    assert flow.tasks_of(Task) == list(flow._tasks)  # every task, plain ones included
+    assert flow.parameters() == {n, m}

@@ -13,7 +13,8 @@ import pytest
 
 import iterflow
 from iterflow import Flow, task
-from iterflow.engine.expand import TaskRunSpec, run_plain, run_task_run
+from iterflow.engine.expand import TaskRunSpec, plain_context, run_plain, run_task_run
+from iterflow.engine.tasklog import TaskLogger, task_logger
 from iterflow.errors import RunCancelled
 from iterflow.events import TaskRunEvent
 from iterflow.executors import LocalExecutor
@@ -120,7 +121,7 @@ def both_ways(fn, options, map_index=None, cancelled=False, base=PLAIN_BASE):
             state = run_task_run(make_spec(t, cancel, map_index, base))
         else:
             state = run_plain(
-                t, {"x": 1}, dict(base), "run/t", map_index, cancel, None, None,
+                t, {"x": 1}, plain_context(dict(base)), "run/t", map_index, cancel, None, None,
                 lambda inline, t=t, cancel=cancel: make_spec(t, cancel, map_index, base),
             )
         results.append((state, contexts))
@@ -159,8 +160,8 @@ def test_a_cancelled_run_stops_run_plain_before_the_call_as_it_stops_the_driver(
 ], ids=["timeout", "log_stdout", "task_run_name", "state_handlers", "run"])
 def test_run_plain_leaves_other_tasks_alone(not_plain):
     called = []
-    state = run_plain(not_plain, {"x": 1}, dict(PLAIN_BASE), "run/t", None, None, None, None,
-                      lambda *args: called.append(args))
+    state = run_plain(not_plain, {"x": 1}, plain_context(dict(PLAIN_BASE)), "run/t", None,
+                      None, None, None, lambda *args: called.append(args))
     assert state is None and not called
     assert iterflow.context.to_dict() == {}
 
@@ -202,8 +203,8 @@ def test_a_stop_inside_the_call_goes_through_run_plain_as_through_the_driver(sto
             if way == "run_task_run":
                 run_task_run(make_spec(t, None, None, PLAIN_BASE))
             else:
-                run_plain(t, {"x": 1}, dict(PLAIN_BASE), "run/t", None, None, None, None,
-                          lambda inline, t=t: make_spec(t, None, None, PLAIN_BASE))
+                run_plain(t, {"x": 1}, plain_context(dict(PLAIN_BASE)), "run/t", None, None,
+                          None, None, lambda inline, t=t: make_spec(t, None, None, PLAIN_BASE))
         assert iterflow.context.to_dict() == {}  # the context variable was reset
 
 
@@ -254,7 +255,7 @@ def run_with(fn, options, way, sink, map_index):
         return run_task_run(make_spec(t, cancel, map_index, PLAIN_BASE), sink.handle)
     lane = sink.task_lane("t", None)
     return run_plain(
-        t, {"x": 1}, dict(PLAIN_BASE), "run/t", map_index, cancel, sink.handle, lane,
+        t, {"x": 1}, plain_context(dict(PLAIN_BASE)), "run/t", map_index, cancel, sink.handle, lane,
         lambda inline: make_spec(t, cancel, map_index, PLAIN_BASE),
     )
 
@@ -310,3 +311,12 @@ def test_a_stop_inside_the_call_is_recorded_through_a_task_lane_as_through_event
         seen.append(sink.seen)
     assert seen[0][-1][0] == "Cancelled"
     assert seen[0] == seen[1] == seen[2]
+
+
+def test_task_logger_is_made_as_the_class_makes_it():
+    ctx, emit = {"flow_run_id": "run"}, print
+    made = task_logger(ctx, emit)
+    assert type(made) is TaskLogger
+    assert vars(made) == vars(TaskLogger(ctx, emit))
+    assert made._ctx is ctx and made._emit is emit
+

@@ -392,10 +392,10 @@ def block_layout(flow: Flow, order: Iterable[Task] | None = None) -> BlockLayout
     flow's tasks in dependency order when the caller has it already (the flow
     must be acyclic); it decides which problem is reported first.
     """
+    if not flow.tasks_of(LoopBlock):  # asked of the flow's few tasks that are not plain
+        return BlockLayout((), {}, {})
     order = tuple(flow.sorted_tasks() if order is None else order)
     blocks = tuple(t for t in order if isinstance(t, LoopBlock))
-    if not blocks:
-        return BlockLayout((), {}, {})
     owner: dict[Task, LoopBlock | None] = dict.fromkeys(order)
     for node in blocks:
         if node.until_task is None:

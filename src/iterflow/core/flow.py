@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from iterflow.core.flow_graph import FlowGraph
 from iterflow.core.graph import DownstreamView, Edge, find_path
 from iterflow.core.memo import graph_changed
-from iterflow.core.task import Task, flatten, unmapped
+from iterflow.core.task import FunctionTask, Task, flatten, unmapped
 from iterflow.errors import (
     ArgumentError,
     CycleError,
@@ -95,6 +95,7 @@ class Flow(FlowGraph):
         self.max_catchup: int = options["max_catchup"]
         self.max_active_runs: int | None = options["max_active_runs"]
         self._tasks: dict[Task, None] = {}  # insertion-ordered set
+        self._others: dict[Task, None] = {}  # those not of type FunctionTask (tasks_of)
         self._edges: dict[Edge, None] = {}
         self._upstream: dict[Task, list[Edge]] = {}
         self._downstream: dict[Task, list[Edge]] = {}
@@ -174,6 +175,8 @@ class Flow(FlowGraph):
         self._order = None
         graph_changed()
         self._tasks[task] = None
+        if type(task) is not FunctionTask:
+            self._others[task] = None
         self._upstream[task] = []
         self._downstream[task] = []
         for block in _block_stack.get():

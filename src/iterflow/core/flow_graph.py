@@ -9,17 +9,19 @@ declared below; these methods only read it, but for
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from iterflow.core.graph import Edge, topological_order
 from iterflow.core.memo import graph_changed
-from iterflow.core.task import Task
+from iterflow.core.task import FunctionTask, Task
 from iterflow.errors import FlowDefinitionError
 
 if TYPE_CHECKING:
     from iterflow.core.parameter import Parameter
 
 __all__ = ["FlowGraph"]
+
+T = TypeVar("T", bound=Task)
 
 
 class FlowGraph:
@@ -28,6 +30,9 @@ class FlowGraph:
     # Set by Flow.__init__ and kept by Flow.add_task / add_edge.
     name: str
     _tasks: dict[Task, None]
+    # The tasks that are not plain ``@task`` calls (of another type than FunctionTask),
+    # in the order they were added: see tasks_of.
+    _others: dict[Task, None]
     _edges: dict[Edge, None]
     _upstream: dict[Task, list[Edge]]
     _downstream: dict[Task, list[Edge]]
@@ -124,7 +129,18 @@ class FlowGraph:
         """The flow's :class:`~iterflow.Parameter` tasks."""
         from iterflow.core.parameter import Parameter
 
-        return {t for t in self._tasks if isinstance(t, Parameter)}
+        return set(self.tasks_of(Parameter))
+
+    def tasks_of(self, kind: type[T]) -> list[T]:
+        """The flow's tasks that are instances of ``kind``, in the order they were added.
+
+        Looked for among the tasks that are not plain ``@task`` calls, which the flow
+        keeps apart as they are added (unless ``kind`` takes plain ones too): a run
+        asks for a flow's parameters, subflow calls and loop blocks, and a big flow
+        of plain tasks has few others, or none.
+        """
+        pool = self._tasks if issubclass(FunctionTask, kind) else self._others
+        return [t for t in pool if isinstance(t, kind)]
 
     def get_tasks(self, name: str | None = None, slug: str | None = None) -> list[Task]:
         """Tasks with this name and/or slug, in the order they were added."""

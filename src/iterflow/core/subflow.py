@@ -134,9 +134,8 @@ def check_parameters(child: Flow, parent: Flow, args: tuple, kwargs: dict) -> No
 def _calls(flow: Flow) -> list[Flow]:
     """The flows ``flow`` calls directly, in the order their calls were added."""
     seen: dict[int, Flow] = {}
-    for t in flow._tasks:
-        if isinstance(t, SubflowTask):
-            seen.setdefault(id(t.flow), t.flow)
+    for t in flow.tasks_of(SubflowTask):
+        seen.setdefault(id(t.flow), t.flow)
     return list(seen.values())
 
 

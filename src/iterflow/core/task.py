@@ -102,6 +102,8 @@ class Task:
     #: When True the runner passes upstream *states* instead of their results
     #: (what ``merge`` needs to tell a skipped branch from a ``None`` result).
     receives_states: bool = False
+    #: What the work accepts, once asked (:meth:`_call_shape`): shared by the task's copies.
+    _shape: _CallShape | None = None
 
     def __init__(
         self,
@@ -171,6 +173,12 @@ class Task:
         self.nout = nout
         self.log_stdout = log_stdout
         self.is_async = _is_async(self.name, self._work())
+        # Its attributes in a plain dict, not the split table Python 3.11 keeps for
+        # instances of a class (and copy.copy gives a copy): 3.11 cannot specialize
+        # attribute look-ups on that table once it is read as __dict__ (copy.copy does),
+        # and the engine reads a dozen of a task's options per task run. A copy of this
+        # task (each call in a flow) clones this dict, whole, into one like it.
+        self.__dict__ = dict(self.__dict__)
 
     # -- the work -------------------------------------------------------------
     def run(self, *args: Any, **kwargs: Any) -> Any:
@@ -192,7 +200,7 @@ class Task:
         # Computed once for the task made by @task (or a subclass's constructor) and shared
         # by every copy, since copy() is shallow: a flow of N calls of one function
         # inspects it once, not N times (inspect.signature was a third of a chain's run).
-        shape = self.__dict__.get("_shape")
+        shape = self._shape
         if shape is None:
             shape = self._shape = _CallShape(self._signature())
         return shape
@@ -200,7 +208,7 @@ class Task:
     # -- building flows -----------------------------------------------------
     def copy(self, **options: Any) -> Task:
         """A fresh copy of this task, not in any flow, with some options changed."""
-        new = copy.copy(self)
+        new = copy.copy(self)  # a plain dict like this task's, cloned (see __init__)
         new.slug = None
         new.state_handlers = list(self.state_handlers)
         if options:  # an option may replace the work (``fn``, ``run``): inspect it afresh
@@ -351,11 +359,14 @@ class _CallShape:
     ``flow.validate()`` binds each distinct set of input names once per function.
     """
 
-    __slots__ = ("fitting", "signature")
+    __slots__ = ("fitting", "signature", "single")
 
     def __init__(self, signature: inspect.Signature) -> None:
         self.signature = signature
         self.fitting: set[frozenset[str]] = set()
+        #: The same for sets of one name or none, by that name (None for none): asked
+        #: of the usual task copy, with one input, without a set made for the question.
+        self.single: set[str | None] = set()
 
     def misfit(self, names: frozenset[str]) -> TypeError | None:
         """None when the work can take inputs called ``names``; else the reason it cannot."""
@@ -366,6 +377,8 @@ class _CallShape:
         except TypeError as exc:
             return exc
         self.fitting.add(names)
+        if len(names) < 2:
+            self.single.add(next(iter(names), None))
         return None
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -42,11 +42,10 @@ def validate_flow(flow: Flow) -> None:
         # check_inputs' first question, asked here with no set built and no call for the
         # usual task copy (one input, from an edge, whose name a copy of its function took
         # already): a fresh flow is validated when it first runs, a question per copy.
-        shape, edges = t.__dict__.get("_shape"), upstream[t]
+        shape, edges = t._shape, upstream[t]
         if (
             shape is None or len(edges) != 1 or t in constants
-            or (_NO_NAMES if edges[0].key is None else frozenset((edges[0].key,)))
-            not in shape.fitting
+            or edges[0].key not in shape.single  # as {key} (or no names) in shape.fitting
         ):
             check_inputs(flow, t)
         if t.task_run_name is not None:
@@ -61,10 +60,6 @@ def validate_flow(flow: Flow) -> None:
 
     # Kept (core.memo) for the engine, which lays out the same blocks when the flow runs.
     derived(flow, "block_layout", lambda: block_layout(flow, order))
-
-
-#: The input names of a task that takes none.
-_NO_NAMES: frozenset[str] = frozenset()
 
 
 def check_inputs(flow: Flow, task: Task) -> None:

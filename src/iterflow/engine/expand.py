@@ -70,13 +70,13 @@ from iterflow.engine.call import (
 )
 from iterflow.engine.mapping import NOTHING
 from iterflow.engine.protocols import CancelFlag, CheckpointSource
-from iterflow.engine.tasklog import TaskLogger
+from iterflow.engine.tasklog import task_logger
 from iterflow.engine.transitions import Emit, TaskLane, TaskTransitions, task_lane
 from iterflow.errors import LoopLimitError, RunCancelled
 from iterflow.naming import LABEL_KEY, clean_text, render_run_name
 from iterflow.pickling import dumps
 
-__all__ = ["TaskRunSpec", "drive", "keep_for_retry", "run_plain", "run_task_run"]
+__all__ = ["TaskRunSpec", "drive", "keep_for_retry", "plain_context", "run_plain", "run_task_run"]
 
 # Stands for the task run's state where nothing reads it (no handlers, no events).
 _UNUSED: Any = None
@@ -139,17 +139,45 @@ def run_task_run(
         if found is not None and found[0] > start:
             start, loop_result = found
     ctx = dict(spec.base_context)
-    ctx["logger"] = TaskLogger(ctx, emit)
+    ctx["logger"] = task_logger(ctx, emit)
     # The context variable itself, not iterflow.context's _set/_reset: one call less
     # each way for every task run.
-    token = _current.set(ctx)
+    token = _enter(ctx)
     try:
         return drive(spec, ctx, emit, start, loop_result)
     finally:
-        _current.reset(token)
+        _leave(token)
 
 
-def run_plain(task: Any, inputs: dict[str, Any], base_context: dict[str, Any],
+def plain_context(base_context: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`run_plain` copies for each task run of a scope whose context is ``base_context``.
+
+    ``base_context`` with the task run's keys filled in as :func:`drive` fills them,
+    in their order (the ones that differ per task run hold None here, for run_plain
+    to set): a copy of it has the keys of ``dict(base_context)`` filled key by key,
+    in the same order, without the two resizes of a dict growing from the base's few
+    keys to twice as many. The caller keeps one per scope; the base must not change.
+    """
+    ctx = dict(base_context)
+    ctx["logger"] = None
+    if "loop_result" in ctx:  # as drive: a loop of the task whose context this copies
+        del ctx["loop_result"]
+        ctx.pop("task_loop_result", None)
+    ctx["task_name"] = None
+    ctx["task_slug"] = None
+    ctx["task_run_id"] = None
+    ctx["task_tags"] = None
+    ctx["map_index"] = None
+    ctx.pop(LABEL_KEY, None)
+    ctx["task_run_name"] = None
+    ctx["_iterflow_cancel"] = None
+    ctx["loop_index"] = 0
+    ctx["task_loop_count"] = 1
+    ctx["task_run_count"] = 1
+    return ctx
+
+
+def run_plain(task: Any, inputs: dict[str, Any], template: dict[str, Any],
               task_run_id: str, map_index: int | None, cancel: CancelFlag | None,
               emit: Emit | None, lane: TaskLane | None,
               spec: Callable[..., TaskRunSpec], *spec_args: Any) -> State | None:
@@ -162,6 +190,7 @@ def run_plain(task: Any, inputs: dict[str, Any], base_context: dict[str, Any],
     for any other task (asked here, not by a call of its own). Either nothing
     listens (``emit`` None) or the sinks' ``lane`` records its ``Running``
     and ``Success`` (see :func:`~iterflow.engine.transitions.task_lane`).
+    ``template`` is :func:`plain_context` of the scope's base context.
 
     It fills ``iterflow.context`` as :func:`drive` would and calls the function;
     a return is its Success, as drive makes it. Anything else (a signal, an
@@ -182,30 +211,23 @@ def run_plain(task: Any, inputs: dict[str, Any], base_context: dict[str, Any],
         or task.task_run_name is not None
     ):
         return None
-    # The keys run_task_run and drive fill, in their order, one by one (a dict display
-    # merging the base context costs more).
-    ctx = dict(base_context)
-    ctx["logger"] = TaskLogger(ctx, emit)
-    if "loop_result" in ctx:  # as drive: a loop of the task whose context this copies
-        del ctx["loop_result"]
-        ctx.pop("task_loop_result", None)
+    # The keys run_task_run and drive fill, in their order: the template has them all,
+    # each task run sets the ones of its own (loop_index and the counts are the same).
+    ctx = template.copy()
+    ctx["logger"] = task_logger(ctx, emit)
     ctx["task_name"] = name = task.name
     ctx["task_slug"] = task.slug
     ctx["task_run_id"] = task_run_id
     ctx["task_tags"] = task.tags
     ctx["map_index"] = map_index
-    ctx.pop(LABEL_KEY, None)
     ctx["task_run_name"] = name
     ctx["_iterflow_cancel"] = cancel
-    ctx["loop_index"] = 0
-    ctx["task_loop_count"] = 1
-    ctx["task_run_count"] = 1
-    token = _current.set(ctx)
+    token = _enter(ctx)
     try:
         if cancel is not None and cancel.is_set():
             return drive(spec(*spec_args, True), ctx, emit)  # which says Cancelled, as usual
         if lane is not None:
-            head = (base_context["flow_run_id"], task_run_id, task.slug, name, map_index, None)
+            head = (template["flow_run_id"], task_run_id, task.slug, name, map_index, None)
             if not lane[0](head, 0, lane[2]):  # declined: drive makes the event instead
                 return drive(spec(*spec_args, True), ctx, emit)
         try:
@@ -228,7 +250,7 @@ def run_plain(task: Any, inputs: dict[str, Any], base_context: dict[str, Any],
             first = Outcome(RETURNED, value)
         return drive(spec(*spec_args, True), ctx, emit, first=first)
     finally:
-        _current.reset(token)
+        _leave(token)
 
 
 def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index: int = 0,
@@ -420,6 +442,11 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
             return moves.ended(state, loop_index)
         return final
 
+
+#: The context variable's own methods, bound once: ``_current.set(...)`` looks the method
+#: up and binds it at each call (Python 3.11 cannot specialize that look-up).
+_enter = _current.set
+_leave = _current.reset
 
 #: FunctionTask.run, which a subclass may replace (then its own run is called).
 _PLAIN_RUN = FunctionTask.run

@@ -98,7 +98,8 @@ class FlowMachine:
         # The graph's layout, laid out once per flow (a chain of N tasks has N of them,
         # and a flow is usually run more than once): shared, read-only, but ``remaining``,
         # which each machine counts down in its own copy.
-        self.order, self.edges_in, self.downstream, remaining, self._maps = _layout(flow)
+        (self.order, self.edges_in, self.downstream, remaining, self._maps,
+         self._roots, self._ends) = _layout(flow)
         self.remaining: dict[Task, int] = dict(remaining)
         self.constants = flow.constants
         self.states: dict[Task, State] = {}
@@ -111,7 +112,7 @@ class FlowMachine:
     # -- inputs from the runner -------------------------------------------------
     def start(self) -> list[RunTask | Finished]:
         """Instructions for the tasks with no upstream."""
-        self._ready.extend(t for t in self.order if self.remaining[t] == 0)
+        self._ready.extend(self._roots)  # in order, as laid out
         return self._drain([])
 
     def task_run_finished(self, task: Task, map_index: int | None, state: State) -> list:
@@ -143,7 +144,9 @@ class FlowMachine:
     # -- internals ------------------------------------------------------------
     def _drain(self, out: list) -> list:
         # A worklist, not recursion: a long chain of skips must not hit the recursion limit.
-        ready, states, maps, resumed = self._ready, self.states, self._maps, self.resume_finished
+        # Two at a time: four names assigned at once build (and free) a tuple per call.
+        ready, states = self._ready, self.states
+        maps, resumed = self._maps, self.resume_finished
         while ready:
             task = ready.popleft()
             if (
@@ -160,15 +163,25 @@ class FlowMachine:
                 wants_states = task.receives_states
                 for e in self.edges_in[task]:
                     state = states[e.upstream_task]
-                    if state.kind not in _PLAIN_SUCCESS:
+                    # A plain Success told by its type first: ``kind`` is a class
+                    # attribute, which an instance's look-up finds the slow way.
+                    if type(state) is not Success and state.kind not in _PLAIN_SUCCESS:
                         break
                     if e.key is not None:
                         inputs[e.key] = state if wants_states else state.result
                 else:
-                    out.append(
-                        RunTask(task, None, inputs) if not self.resume_loops
-                        else self._run(task, None, inputs)
-                    )
+                    if self.resume_loops:
+                        out.append(self._run(task, None, inputs))
+                        continue
+                    # RunTask(task, None, inputs), its fields set without calling the
+                    # class (a Python __init__ costs a call through C and a frame).
+                    run = _new(RunTask)
+                    run.task = task
+                    run.map_index = None
+                    run.inputs = inputs
+                    run.start_loop_index = 0
+                    run.loop_result = NOTHING
+                    out.append(run)
                     continue
             self._on_ready(task, out)
         return out
@@ -272,7 +285,7 @@ class FlowMachine:
         # every upstream Success or Cached (no skip to pass on, nothing to judge).
         if trigger is all_successful:
             for s in upstream.values():
-                if s.kind not in _PLAIN_SUCCESS:
+                if type(s) is not Success and s.kind not in _PLAIN_SUCCESS:
                     break
             else:
                 return None
@@ -307,10 +320,7 @@ class FlowMachine:
         """
         judged = self.judged
         what = "terminal" if judged is None else "reference"
-        terminal = [
-            t for t in self.order
-            if (not self.downstream[t] if judged is None else t in judged)
-        ]
+        terminal = self._ends if judged is None else [t for t in self.order if t in judged]
         bad = [t for t in terminal if not self.states[t].is_successful()]
         if bad:
             names = ", ".join(f"{t.slug} ({self.states[t].name})" for t in bad)
@@ -319,10 +329,12 @@ class FlowMachine:
 
 
 #: A graph's layout as the machine reads it: tasks in order, each task's edges in and
-#: distinct downstream tasks, how many distinct upstreams each waits for, and the
-#: tasks with a mapped input.
+#: distinct downstream tasks, how many distinct upstreams each waits for, the tasks
+#: with a mapped input, and in order the tasks with no upstream and with no downstream
+#: (found here once, not by a walk over every task at each run's start and end).
 Layout = tuple[
-    tuple[Task, ...], dict[Task, list[Edge]], dict[Task, list[Task]], dict[Task, int], set[Task]
+    tuple[Task, ...], dict[Task, list[Edge]], dict[Task, list[Task]], dict[Task, int], set[Task],
+    list[Task], list[Task],
 ]
 
 
@@ -341,33 +353,41 @@ def _layout(flow: Any) -> Layout:
 def _lay_out(flow: Any) -> Layout:
     order: tuple[Task, ...] = flow.sorted_tasks()
     edge_lists = getattr(flow, "edge_lists", None)
+    edges_in: dict[Task, list[Edge]]
     if edge_lists is not None:  # a Flow, a ScopeView: their own lists, read, never copied
-        ins, outs = edge_lists()
-        upstream_edges, downstream_edges = ins.__getitem__, outs.__getitem__
+        edges_in, outs = edge_lists()
     else:
-        upstream_edges, downstream_edges = flow.upstream_edges, flow.downstream_edges
-    edges_in: dict[Task, list[Edge]] = {}
+        edges_in = {t: flow.upstream_edges(t) for t in order}
+        outs = {t: flow.downstream_edges(t) for t in order}
     downstream: dict[Task, list[Task]] = {}
     remaining: dict[Task, int] = {}
     # Tasks with a mapped input, found once: most tasks have none, and _on_ready
     # need not look through their edges for one each time.
     maps: set[Task] = set()
+    roots: list[Task] = []
+    ends: list[Task] = []
     for t in order:
-        edges = edges_in[t] = upstream_edges(t)
+        edges = edges_in[t]
         n = len(edges)
         remaining[t] = n if n < 2 else len({e.upstream_task for e in edges})
+        if not n:
+            roots.append(t)
         for e in edges:
             if e.mapped:
                 maps.add(t)
                 break
-        out = downstream_edges(t)
+        out = outs[t]
         # One edge out (a chain's every link) needs no de-duplication.
-        downstream[t] = (
-            [out[0].downstream_task] if len(out) == 1
-            else list(dict.fromkeys([e.downstream_task for e in out]))
-        )
-    return order, edges_in, downstream, remaining, maps
+        if len(out) == 1:
+            downstream[t] = [out[0].downstream_task]
+        else:
+            downstream[t] = list(dict.fromkeys([e.downstream_task for e in out]))
+            if not out:
+                ends.append(t)
+    return order, edges_in, downstream, remaining, maps, roots, ends
 
+
+_new = object.__new__
 
 #: Upstream kinds that let the default trigger run a task with no more questions.
 _PLAIN_SUCCESS = frozenset({Kind.SUCCESS, Kind.CACHED})

@@ -68,9 +68,10 @@ from iterflow.core.state import (
     Success,
 )
 from iterflow.core.subflow import judged_tasks
+from iterflow.core.task import FunctionTask
 from iterflow.engine.blocks import Blocks
 from iterflow.engine.cache import MemoryCache, cache_fingerprint
-from iterflow.engine.expand import TaskRunSpec, run_plain, run_task_run
+from iterflow.engine.expand import TaskRunSpec, plain_context, run_plain, run_task_run
 from iterflow.engine.machine import NOTHING, Finished, FlowMachine, RunTask
 from iterflow.engine.protocols import CheckpointSource, Executor
 from iterflow.engine.scopes import BlockInstruction, Scope, compile_blocks
@@ -232,79 +233,100 @@ class FlowRunner:
     # -- acting on instructions -------------------------------------------------
     def _act(self, instr: Any, scope: Scope, running: dict, todo: deque, emit: Emit | None
              ) -> None:
-        if type(instr) is not RunTask:  # one question for the usual instruction, not two
-            self._act_otherwise(instr, scope, running, todo, emit)
-            return
-        task, map_index = instr.task, instr.map_index
-        # Asked only of the tasks that may finish without a job (most have no cache).
-        if task.cache_for is not None or isinstance(task, Parameter) or type(task) is Constant:
-            quick = self._finish_without_job(instr)
-            if quick is not None:
-                quick = settle(task, quick)
-                if emit is not None:
-                    emit(self._event(scope, task, map_index, quick))
-                todo.extend(scope.task_run_finished(task, map_index, quick))
+        # A loop, not a call per instruction: a plain task run's one next instruction, with
+        # nothing else waiting, is acted on here, as the run loop would act on it next.
+        while True:
+            if type(instr) is not RunTask:  # one question for the usual instruction, not two
+                self._act_otherwise(instr, scope, running, todo, emit)
                 return
-        inline = self._inline and not task.is_async
-        relay = scope.relay
-        if (
-            inline and self.checkpoint_source is None
-            and instr.start_loop_index == 0 and instr.loop_result is NOTHING
-            and (relay is None or (lane := self._task_lane(relay, task)) is not None)
-        ):
-            # Nothing to emit, or a sink that takes the start and success as values: a
-            # plain task's run takes run_plain's fewer steps (a chain's every link); it
-            # says None, having done nothing, for any other task.
-            try:
-                final = run_plain(
-                    task, instr.inputs, scope.base_context,
-                    # As scope.task_run_id, one call less; every task in a flow has its slug.
-                    task_run_id(scope.prefix, task.slug, map_index),  # type: ignore[arg-type]
-                    map_index, self._cancel, relay, lane if relay is not None else None,
-                    self._spec, instr, scope,
-                )
-            except Exception as exc:  # a crash outside the task, as _job_result says
-                final = self._crashed(exc, scope, task, map_index, emit)
-            if final is not None:
-                if task.cache_for is not None:
-                    self._remember(task, map_index, final)
+            task, map_index = instr.task, instr.map_index
+            # Asked only of the tasks that may finish without a job (most have no cache;
+            # a plain @task call is neither a Parameter nor a Constant).
+            if task.cache_for is not None or (type(task) is not FunctionTask and (
+                isinstance(task, Parameter) or type(task) is Constant
+            )):
+                quick = self._finish_without_job(instr)
+                if quick is not None:
+                    quick = settle(task, quick)
+                    if emit is not None:
+                        emit(self._event(scope, task, map_index, quick))
+                    todo.extend(scope.task_run_finished(task, map_index, quick))
+                    return
+            inline = self._inline and not task.is_async
+            relay = scope.relay
+            if (
+                inline and self.checkpoint_source is None
+                and instr.start_loop_index == 0 and instr.loop_result is NOTHING
+                and (relay is None or (lane := self._task_lane(relay, task)) is not None)
+            ):
+                # Nothing to emit, or a sink that takes the start and success as values: a
+                # plain task's run takes run_plain's fewer steps (a chain's every link); it
+                # says None, having done nothing, for any other task.
+                template = scope.plain_context
+                if template is None:  # once per scope: its base context does not change
+                    template = scope.plain_context = plain_context(scope.base_context)
+                try:
+                    final = run_plain(
+                        task, instr.inputs, template,
+                        # As scope.task_run_id, one call less; every task in a flow has its slug.
+                        task_run_id(scope.prefix, task.slug, map_index),  # type: ignore[arg-type]
+                        map_index, self._cancel, relay, lane if relay is not None else None,
+                        _make_spec, self, instr, scope,
+                    )
+                except Exception as exc:  # a crash outside the task, as _job_result says
+                    final = self._crashed(exc, scope, task, map_index, emit)
+                if final is not None:
+                    if task.cache_for is not None:
+                        self._remember(task, map_index, final)
+                    if not scope.bare:
+                        todo.extend(scope.task_run_finished(task, map_index, final))
+                        return
+                    # Scope.task_run_finished's plain case, with no pair made for the one
+                    # instruction (a chain's next link) that is acted on next, here: todo
+                    # was empty, and the run loop would pop it and act on it, unless the
+                    # run was stopped meanwhile.
+                    after = scope.machine.task_run_finished(task, map_index, final)
+                    if len(after) == 1 and not todo and self._stop_why is None:
+                        instr = after[0]
+                        continue
+                    todo.extend([(scope, i) for i in after])
+                    return
+            spec = self._spec(instr, scope, inline)
+            if inline:
+                # The executor would run the job in this thread, done when submit returns:
+                # run it here and act on its state now, with no future, no round through
+                # ``running`` and no ``executor.wait``.
+                try:
+                    final = run_task_run(spec, scope.relay)
+                except Exception as exc:  # a crash outside the task, as _job_result says
+                    final = self._crashed(exc, scope, task, map_index, emit)
+                self._remember(task, map_index, final)
                 todo.extend(scope.task_run_finished(task, map_index, final))
                 return
-        spec = self._spec(instr, scope, inline)
-        if inline:
-            # The executor would run the job in this thread, done when submit returns:
-            # run it here and act on its state now, with no future, no round through
-            # ``running`` and no ``executor.wait``.
+            # Values many jobs hold in common travel apart from the spec, so that an executor
+            # may send them once; it replaces the cancel flag where jobs run elsewhere.
+            shared = {"base_context": scope.base_context, "inputs": instr.inputs,
+                      "cancel": self._cancel}
             try:
-                final = run_task_run(spec, scope.relay)
-            except Exception as exc:  # a crash outside the task, as _job_result says
-                final = self._crashed(exc, scope, task, map_index, emit)
-            self._remember(task, map_index, final)
-            todo.extend(scope.task_run_finished(task, map_index, final))
+                if task.is_async and not self.executor.remote:
+                    future = self._async_loop().submit(spec, scope.relay, **shared)
+                else:
+                    future = self.executor.submit(run_task_run, spec, scope.relay,
+                                                  key=spec.task_run_id, shared=shared)
+            except Exception as exc:
+                failed = Failed(
+                    f"task {task.name!r} in flow {self.flow.name!r} could not be sent to "
+                    f"{self.executor!r}: {type(exc).__name__}: {exc}",
+                    exc,
+                    loop_count=0,
+                )
+                self._fingerprints.pop((task, map_index), None)
+                if emit is not None:
+                    emit(self._event(scope, task, map_index, failed))
+                todo.extend(scope.task_run_finished(task, map_index, failed))
+                return
+            running[future] = (scope, task, map_index)
             return
-        # Values many jobs hold in common travel apart from the spec, so that an executor
-        # may send them once; it replaces the cancel flag where jobs run elsewhere.
-        shared = {"base_context": scope.base_context, "inputs": instr.inputs,
-                  "cancel": self._cancel}
-        try:
-            if task.is_async and not self.executor.remote:
-                future = self._async_loop().submit(spec, scope.relay, **shared)
-            else:
-                future = self.executor.submit(run_task_run, spec, scope.relay,
-                                              key=spec.task_run_id, shared=shared)
-        except Exception as exc:
-            failed = Failed(
-                f"task {task.name!r} in flow {self.flow.name!r} could not be sent to "
-                f"{self.executor!r}: {type(exc).__name__}: {exc}",
-                exc,
-                loop_count=0,
-            )
-            self._fingerprints.pop((task, map_index), None)
-            if emit is not None:
-                emit(self._event(scope, task, map_index, failed))
-            todo.extend(scope.task_run_finished(task, map_index, failed))
-            return
-        running[future] = (scope, task, map_index)
 
     def _task_lane(self, relay: Emit, task: Any) -> TaskLane | None:
         """The sinks' lane for ``task``'s plain start and success, where it may take one."""
@@ -500,3 +522,8 @@ class FlowRunner:
             task.serializer or self.flow.serializer,
             scope.block_index,
         )
+
+
+#: FlowRunner._spec as a plain function, for run_plain to call when it needs a spec:
+#: ``self._spec`` would make a bound method per task run, though it is seldom called.
+_make_spec = FlowRunner._spec

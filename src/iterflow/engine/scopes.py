@@ -215,12 +215,14 @@ class Scope:
     """
 
     __slots__ = (
+        "bare",
         "base_context",
         "base_relay",
         "block_index",
         "block_indices",
         "has_blocks",
         "machine",
+        "plain_context",
         "prefix",
         "relay",
         "run",
@@ -248,6 +250,11 @@ class Scope:
         self.block_index = block_index
         self.block_indices = block_indices
         self.run = run
+        # Its machine's instructions go out as they are: no block node to turn into a
+        # StartBlock, no iteration to end (the runner reads this for a chain's every link).
+        self.bare = not has_blocks and run is None
+        # What run_plain copies per task run (expand.plain_context), made at the first.
+        self.plain_context: dict[str, Any] | None = None
 
     def start(self) -> list[tuple[Scope, Any]]:
         """The machine's first instructions, as ``(scope, instruction)`` pairs."""
@@ -257,7 +264,7 @@ class Scope:
                           state: State) -> list[tuple[Scope, Any]]:
         """Tell the machine; its answer as ``(scope, instruction)`` pairs."""
         instructions = self.machine.task_run_finished(task, map_index, state)
-        if self.has_blocks or self.run is not None:
+        if not self.bare:
             return self._after(instructions)
         # _after's plain case, once per task run; one instruction (a chain's next link)
         # is paired without a comprehension.

@@ -16,11 +16,12 @@ from typing import Any
 
 from iterflow.events import LogEvent, MetricEvent
 
-__all__ = ["TaskLogger", "metric_recorder"]
+__all__ = ["TaskLogger", "metric_recorder", "task_logger"]
 
 _base = logging.getLogger("iterflow.task")
 _now = time.time
 _new_tuple = tuple.__new__
+_new = object.__new__
 #: ``TaskLogger._record`` before the first metric: not looked up yet.
 _UNKNOWN: Any = object()
 
@@ -119,3 +120,18 @@ class TaskLogger(logging.LoggerAdapter):
                 )
             )
         super().log(level, msg, *args, **kwargs)
+
+
+def task_logger(ctx: dict[str, Any], emit: Callable[[Any], None] | None) -> TaskLogger:
+    """``TaskLogger(ctx, emit)``, made without calling the class.
+
+    The same fields ``TaskLogger.__init__`` sets: calling a class whose ``__init__``
+    is Python code goes through C and a frame of its own, and a logger is made
+    per task run, on a chain's hot path.
+    """
+    logger = _new(TaskLogger)
+    logger.logger = _base
+    logger.extra = {}
+    logger._ctx = ctx
+    logger._emit = emit
+    return logger
