@@ -84,3 +84,20 @@ def test_at_most_keep_connections_wait_per_file(tmp_path, monkeypatch, keep):
         assert sum(conn.closed for conn in conns) == 3 - keep
         while writer_connections.take(store) is not None:
             pass
+
+
+def test_only_the_files_written_to_last_keep_their_connections(tmp_path):
+    # A process writing to many files in turn (a test suite, a store per tenant)
+    # must not keep a connection, three open files, for each file it ever wrote.
+    flow = _flow()
+    paths = [tmp_path / f"tenant{i}.db" for i in range(writer_connections.FILES + 3)]
+    raws = []
+    for path in paths:
+        assert flow.run(store=f"sqlite:///{path}").is_successful()
+        [conn] = _kept(path)
+        raws.append(conn.connection.driver_connection)
+    kept = [path for path in paths if _kept(path)]
+    assert kept == paths[-writer_connections.FILES:]
+    for raw in raws[:-writer_connections.FILES]:  # the others were closed
+        with pytest.raises(Exception, match="closed"):
+            raw.execute("SELECT 1")

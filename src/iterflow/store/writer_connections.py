@@ -13,8 +13,11 @@ A connection is kept only for the file it was opened on: the key holds the
 file's device and inode (while the connection is open the file cannot be
 freed, so a new file at that path has another inode) with the process id (a
 forked child never uses its parent's connections) and the lock timeout it
-was set up with. At most :data:`KEEP` wait per key; all are closed at
-interpreter exit, so SQLite tidies its ``-wal`` and ``-shm`` files as usual.
+was set up with. At most :data:`KEEP` wait per key, for the :data:`FILES`
+files given back to most recently (a process that writes to many files in
+turn, a test suite or one store per tenant, would otherwise keep three open
+descriptors per file it ever wrote); all are closed at interpreter exit, so
+SQLite tidies its ``-wal`` and ``-shm`` files as usual.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import atexit
 import contextlib
 import os
 import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,13 +34,15 @@ if TYPE_CHECKING:
 
     from iterflow.store.runstore import RunStore
 
-__all__ = ["KEEP", "give_back", "take"]
+__all__ = ["FILES", "KEEP", "give_back", "take"]
 
 #: Idle connections kept per store file (two writers at once are rare: a parent
 #: run's subflows borrow its sink).
 KEEP = 2
+#: Store files whose connections are kept: those given back to most recently.
+FILES = 4
 
-_idle: dict[tuple[Any, ...], list[sa.Connection]] = {}
+_idle: OrderedDict[tuple[Any, ...], list[sa.Connection]] = OrderedDict()  # oldest first
 _lock = threading.Lock()
 _closed = False  # set at exit: later give-backs close their connection
 
@@ -68,14 +74,19 @@ def take(store: RunStore) -> sa.Connection | None:
 def give_back(store: RunStore, conn: sa.Connection) -> None:
     """Keep ``conn``, a writer's connection to ``store`` that ended well, for the next one."""
     key = _key(store)
+    to_close = [conn]
     if key is not None and not _closed and not conn.invalidated and not conn.in_transaction():
         with _lock:
             idle = _idle.setdefault(key, [])
+            _idle.move_to_end(key)
             if len(idle) < KEEP:
                 idle.append(conn)
-                return
-    with contextlib.suppress(Exception):
-        conn.close()
+                to_close.clear()
+            while len(_idle) > FILES:  # the file written to least recently goes
+                to_close += _idle.popitem(last=False)[1]
+    for idle_conn in to_close:
+        with contextlib.suppress(Exception):
+            idle_conn.close()
 
 
 @atexit.register
