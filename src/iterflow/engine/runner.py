@@ -137,6 +137,10 @@ class FlowRunner:
         self._event_loop = event_loop
         self._flow_loop: Any = None
         self._stop_why: str | None = None  # set by stop()
+        # Where the run's states go as values, when the only sink takes them so (see
+        # EventBus.flow_lane); a resumed run's first event says more (its finished tasks).
+        self._flow_lane = (
+            self.bus.flow_lane() if self.bus is not None and resume is None else None)
 
     # -- public ---------------------------------------------------------------
     def run(self) -> State:
@@ -241,7 +245,8 @@ class FlowRunner:
             quick = self._finish_without_job(instr)
             if quick is not None:
                 quick = settle(task, quick)
-                if emit is not None:
+                if emit is not None and not self._quick_by_lane(emit, scope, task, map_index,
+                                                                quick):
                     emit(self._event(scope, task, map_index, quick))
                 todo.extend(scope.task_run_finished(task, map_index, quick))
                 return
@@ -311,6 +316,25 @@ class FlowRunner:
         if task.state_handlers or task.checkpoint == "every":
             return None
         return task_lane(relay, task.slug, task.serializer or self.flow.serializer)
+
+    def _quick_by_lane(self, emit: Emit, scope: Scope, task: Any, map_index: int | None,
+                       state: State) -> bool:
+        """Record a task run finished without a job through the sinks' task lane; False if not.
+
+        A Parameter's or a literal's plain ``Success`` (a child run of a subflow
+        has one per parameter) is recorded as the event would record it, with
+        no event made; a cache hit (its message), a handler's state or a sink
+        with no lane goes the usual way.
+        """
+        if type(state) is not Success or state.message is not None:
+            return False
+        lane = self._task_lane(emit, task)
+        if lane is None:
+            return False
+        head = (self.run_id, scope.task_run_id(task, map_index), task.slug, task.name,
+                map_index, None)
+        return bool(lane[1](head, max((state.loop_count or 1) - 1, 0), scope.block_index,
+                            state.result, None))
 
     def _act_otherwise(self, instr: Any, scope: Scope, running: dict, todo: deque,
                        emit: Emit | None) -> None:
@@ -465,6 +489,12 @@ class FlowRunner:
             tasks = derived(flow, "task_names", lambda: tuple(
                 (t.slug, t.name) for t in flow.sorted_tasks())) if initial else ()
             shape = derived(flow, "shape", lambda: describe(flow)) if initial else None
+            lane = self._flow_lane
+            if lane is not None:  # the only sink takes the state as values: no event
+                lane(self.run_id, flow.name, new, self.parameters if initial else None,
+                     tasks, self.source, shape,
+                     threading.Event() if self.sync_flow_events else None)
+                return new
             finished: tuple[str, ...] = ()
             if initial and self.resume is not None:
                 finished = tuple(sorted(

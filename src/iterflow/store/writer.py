@@ -120,7 +120,6 @@ from iterflow.errors import RunTakenOver, StoreError
 from iterflow.events import FlowRunEvent, LogEvent, MetricEvent, TaskRunEvent
 from iterflow.store.batch import (
     BIG,
-    FLOW,
     LINK,
     LOG,
     MARK,
@@ -140,7 +139,7 @@ from iterflow.store.liveness import driving
 from iterflow.store.metric_buffers import MetricBuffers
 from iterflow.store.results import Stored, preview
 from iterflow.store.sink_lanes import SinkLanes
-from iterflow.store.snapshots import PREVIEW_ONLY, SCALARS, snapshot, snapshot_parameters
+from iterflow.store.snapshots import PREVIEW_ONLY, SCALARS, snapshot
 from iterflow.store.writer_thread import WriterThread
 
 if TYPE_CHECKING:
@@ -394,35 +393,11 @@ class StoreSink(SinkLanes, WriterThread):
                 self._big_bytes += size
 
     def _flow_event(self, event: FlowRunEvent) -> None:
-        state = event.state
-        finished = state.is_finished()
-        # This process drives the run from its first state to its last (liveness).
-        run_id = event.flow_run_id
-        if not finished and run_id not in self._driving:
-            self._driving.add(run_id)
-            driving(run_id, self.owner, True)
-        elif finished and run_id in self._driving:
-            self._driving.discard(run_id)
-            driving(run_id, self.owner, False)
-        if finished:
-            done = self._done_by_run.pop(run_id, None)
-            if done:
-                self._done.difference_update(done)
-        params_json = params_stored = None
         # A resumed run sends its original parameters again; they are recorded already.
-        if event.parameters is not None and not event.resumed:
-            params_json, params_stored = snapshot_parameters(
-                event.parameters, lambda: self.store.run_results_dir(event.flow_run_id)
-            )
-        signal = threading.Event() if event.sync else None
-        self._put(
-            (FLOW, event.flow_run_id, event.flow_name, state.kind.value, state.timestamp,
-             state.message, params_json, params_stored,
-             # The (slug, name) pairs as they come (JSON makes them lists): a child
-             # run's are the same tuple each time, and copying them cost its thread.
-             event.tasks or None, event.source, finished, event.shape,
-             signal),
-            signal,
+        self.record_flow(
+            event.flow_run_id, event.flow_name, event.state,
+            None if event.resumed else event.parameters, event.tasks, event.source,
+            event.shape, threading.Event() if event.sync else None,
         )
 
     def record_link(self, link: Any) -> None:
