@@ -37,6 +37,15 @@ from iterflow.store.snapshots import SCALARS, snapshot_parameters
 
 __all__ = ["SinkLanes"]
 
+# A state class's kind name, filled on first sight: reading it through the Kind enum
+# (a property on the member) costs several dict look-ups' worth.
+_KIND_NAMES: dict[type, str] = {}
+
+
+def _kind_name(cls: type) -> str:
+    name = _KIND_NAMES[cls] = cls.kind.value  # type: ignore[attr-defined]
+    return name
+
 _SCALARS = SCALARS  # a module global: one lookup less per iteration
 #: A task's usual results: pickled as they are (no cloudpickle), never a failure.
 _PLAIN_RESULTS = frozenset({int, float, bool, str, bytes})
@@ -62,6 +71,9 @@ class SinkLanes:
     _previews_only: frozenset[str]
     _unusable: bool
     _wake: threading.Event
+
+    #: What :meth:`task_lane` gives, once made.
+    _task_lane: tuple[Callable[..., bool], Callable[..., bool], None] | None = None
 
     # Defined by StoreSink and its WriterThread (declarations only: a method here would
     # stand before theirs in the sink's method order).
@@ -130,7 +142,10 @@ class SinkLanes:
         """
         if serializer not in (None, "pickle") or slug in self._previews_only:
             return None
-        return self.record_started, self.record_success, None
+        lane = self._task_lane
+        if lane is None:  # the same for every task: made once per sink
+            lane = self._task_lane = (self.record_started, self.record_success, None)
+        return lane
 
     def record_started(self, head: tuple[Any, ...], loop_index: int,
                        block_index: int | None) -> bool:
@@ -228,7 +243,9 @@ class SinkLanes:
         # Slots are batch.F_*, in this order. The (slug, name) pairs as they come (JSON
         # makes them lists): a child run's are the same tuple each time, and copying
         # them cost its thread.
-        record = (FLOW, run_id, flow_name, state.kind.value, state.timestamp, state.message,
+        cls = type(state)
+        kind_name = _KIND_NAMES.get(cls) or _kind_name(cls)
+        record = (FLOW, run_id, flow_name, kind_name, state.timestamp, state.message,
                   params_json, params_stored, tasks or None, source, finished, shape, signal)
         if signal is None:
             self._append_task(record)
