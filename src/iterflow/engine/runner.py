@@ -172,7 +172,7 @@ class FlowRunner:
             "flow_run_id": self.run_id,
             "parameters": self.parameters,
         }
-        state = self._flow_move(Pending(), Running("running"), initial=True)
+        state = self._flow_move(None, Running("running"), initial=True)
         running: dict[Any, tuple[Scope, Any, int | None]] = {}
         try:
             if state.is_finished():  # a flow state handler ended the run before it began
@@ -477,11 +477,15 @@ class FlowRunner:
             self.bus.flush()
         return state
 
-    def _flow_move(self, old: State, new: State, initial: bool = False) -> State:
-        """Make ``new`` the flow run's state, through the flow's handlers, and emit it."""
+    def _flow_move(self, old: State | None, new: State, initial: bool = False) -> State:
+        """Make ``new`` the flow run's state, through the flow's handlers, and emit it.
+
+        ``old`` None: the run's first move, from a ``Pending`` made only for handlers.
+        """
         if self.flow.state_handlers:
             # A handler that raises or asks for an illegal move ends the run Failed.
-            new = apply_handlers(self.flow, self.flow.state_handlers, old, new, kind="flow")
+            new = apply_handlers(self.flow, self.flow.state_handlers,
+                                 Pending() if old is None else old, new, kind="flow")
         self._flow_state = new
         if self.bus is not None:
             flow = self.flow

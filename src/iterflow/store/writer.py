@@ -408,7 +408,9 @@ class StoreSink(SinkLanes, WriterThread):
         """
         if self._unusable:
             self._raise()
-        self._put((LINK, link.parent_run_id, None, link, None), None)
+        # As a lane's record: the writer is woken once per batch_size records, not on
+        # every record once that many wait (a map of children queues one per child).
+        self._append_task((LINK, link.parent_run_id, None, link, None))
 
     def _raise(self) -> None:
         error = self._error
