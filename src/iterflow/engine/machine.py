@@ -98,7 +98,8 @@ class FlowMachine:
         # The graph's layout, laid out once per flow (a chain of N tasks has N of them,
         # and a flow is usually run more than once): shared, read-only, but ``remaining``,
         # which each machine counts down in its own copy.
-        self.order, self.edges_in, self.downstream, remaining, self._maps = _layout(flow)
+        (self.order, self.edges_in, self.downstream, remaining, self._maps,
+         self._terminal) = _layout(flow)
         self.remaining: dict[Task, int] = dict(remaining)
         self.constants = flow.constants
         self.states: dict[Task, State] = {}
@@ -307,10 +308,8 @@ class FlowMachine:
         """
         judged = self.judged
         what = "terminal" if judged is None else "reference"
-        terminal = [
-            t for t in self.order
-            if (not self.downstream[t] if judged is None else t in judged)
-        ]
+        terminal = (
+            self._terminal if judged is None else [t for t in self.order if t in judged])
         bad = [t for t in terminal if not self.states[t].is_successful()]
         if bad:
             names = ", ".join(f"{t.slug} ({self.states[t].name})" for t in bad)
@@ -319,10 +318,11 @@ class FlowMachine:
 
 
 #: A graph's layout as the machine reads it: tasks in order, each task's edges in and
-#: distinct downstream tasks, how many distinct upstreams each waits for, and the
-#: tasks with a mapped input.
+#: distinct downstream tasks, how many distinct upstreams each waits for, the
+#: tasks with a mapped input, and the terminal tasks (none downstream) in order.
 Layout = tuple[
-    tuple[Task, ...], dict[Task, list[Edge]], dict[Task, list[Task]], dict[Task, int], set[Task]
+    tuple[Task, ...], dict[Task, list[Edge]], dict[Task, list[Task]], dict[Task, int], set[Task],
+    tuple[Task, ...],
 ]
 
 
@@ -366,7 +366,8 @@ def _lay_out(flow: Any) -> Layout:
             [out[0].downstream_task] if len(out) == 1
             else list(dict.fromkeys([e.downstream_task for e in out]))
         )
-    return order, edges_in, downstream, remaining, maps
+    return order, edges_in, downstream, remaining, maps, tuple(
+        t for t in order if not downstream[t])
 
 
 #: Upstream kinds that let the default trigger run a task with no more questions.

@@ -92,6 +92,9 @@ __all__ = ["FlowRunner", "RunCancelled", "task_run_id"]
 #: Seconds a cancelled run waits for in-process loops to stop at their next iteration.
 CANCEL_GRACE = 2.0
 
+# A flow run's later states carry neither its tasks' names nor its shape.
+_NO_NAMES: tuple[tuple[tuple[str, str], ...], None] = ((), None)
+
 
 class FlowRunner:
     """Runs one flow run to its end; built by :mod:`iterflow.runtime`."""
@@ -489,10 +492,10 @@ class FlowRunner:
         self._flow_state = new
         if self.bus is not None:
             flow = self.flow
-            # Both once per graph (core.memo): a child flow starts once per subflow call.
-            tasks = derived(flow, "task_names", lambda: tuple(
-                (t.slug, t.name) for t in flow.sorted_tasks())) if initial else ()
-            shape = derived(flow, "shape", lambda: describe(flow)) if initial else None
+            # Once per graph (core.memo): a child flow starts once per subflow call.
+            tasks, shape = derived(flow, "names_and_shape", lambda: (
+                tuple((t.slug, t.name) for t in flow.sorted_tasks()), describe(flow),
+            )) if initial else _NO_NAMES
             lane = self._flow_lane
             if lane is not None:  # the only sink takes the state as values: no event
                 lane(self.run_id, flow.name, new, self.parameters if initial else None,
