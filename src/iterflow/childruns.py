@@ -14,6 +14,11 @@ in the task's context under one private key (:data:`ENV_KEY`), put there by
   index, loop index and loop-block iteration, recorded as the child's link
   (:mod:`iterflow.store.children`) before its first event.
 
+A new child run of a flow that calls no subflows of its own (the usual
+child: a map of them, one per loop iteration) is set up by :func:`_run_leaf`,
+:func:`iterflow.runtime.run_flow`'s steps for such a run only, with what
+depends on the child flow alone worked out once per parent run (:class:`Lent`).
+
 Identity and resuming
     The child's run id is derived from the task run's id
     (:func:`iterflow.runids.subflow_run_id`), so whoever runs the task run

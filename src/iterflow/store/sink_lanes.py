@@ -11,11 +11,15 @@ task's own thread: a plain ``Looped`` state with a number for its result
 plain ``Success`` of a short task run — a chain's link, a map's child, a
 loop block's body task, two events each — (:meth:`SinkLanes.record_started`
 and :meth:`SinkLanes.record_success`, through
-:func:`iterflow.engine.transitions.task_lane`) and a metric when the store
-is the only sink (:meth:`SinkLanes.record_metric`). Each makes the record the
-writer expects (``batch.LOOPED``; a ``batch.TASK`` record as ``handle`` makes
-it; a metric is packed into its task run's buffer, ``metric_buffers``); anything a
-lane declines comes as an event to ``handle``.
+:func:`iterflow.engine.transitions.task_lane`; a Parameter's value too), a
+flow run's states when the store is the run's only sink — a child run of a
+subflow has two — (:meth:`SinkLanes.record_flow`, through
+:meth:`iterflow.events.EventBus.flow_lane`; ``handle`` hands a
+``FlowRunEvent`` to it as well) and a metric when the store is the only sink
+(:meth:`SinkLanes.record_metric`). Each makes the record the writer expects
+(``batch.LOOPED``; a ``batch.TASK`` or ``batch.FLOW`` record as ``handle``
+makes it; a metric is packed into its task run's buffer, ``metric_buffers``);
+anything a lane declines comes as an event to ``handle``.
 """
 
 from __future__ import annotations

@@ -77,7 +77,9 @@ Durability
 the event is committed; so does every :class:`FlowRunEvent` (a run's start
 must be visible — with its pid — before any task runs, and its end before
 ``flow.run()`` returns), except a child run's (``sync=False``: its parent's
-own events, written after it, cover it). :meth:`flush` waits for everything queued.
+own events, written after it, cover it); the runner's flow lane
+(:meth:`StoreSink.record_flow`, given a signal for such a state) waits the
+same. :meth:`flush` waits for everything queued.
 
 One history per task run
 ------------------------
