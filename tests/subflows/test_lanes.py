@@ -8,6 +8,8 @@ two ways apart: the same runs, rows and links as with every state an event.
 
 from __future__ import annotations
 
+import json
+
 import sqlalchemy as sa
 
 from iterflow import Flow, Parameter, loop, task
@@ -70,7 +72,9 @@ def recorded(url: str) -> dict[str, list]:
                  for r in conn.execute(sa.select(task_runs.c.id, task_runs.c.task_run_id))}
         out = {
             "flow_runs": _rows(
-                (r.run_id, r.flow_name, r.state, r.message, repr(r.parameters), r.source,
+                # Parameters by name: their order follows flow.parameters(), a set.
+                (r.run_id, r.flow_name, r.state, r.message,
+                 json.dumps(r.parameters, sort_keys=True), r.source,
                  r.ended is not None)
                 for r in conn.execute(sa.select(flow_runs))
             ),
