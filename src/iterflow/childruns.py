@@ -133,13 +133,10 @@ class Lent:
     ``sink``: the parent's sink it records through (:func:`borrowed_sink`;
     None: it opens its own, or there is no store); ``source``: its script
     source (``runtime.NO_SOURCE`` when it has none); ``bus``: the event bus
-    over ``sink`` (None without one: nothing listens); ``leaf``: the child
-    flow calls no subflows of its own, so its runs need no
-    :class:`SubflowEnv` and may take :func:`_run_leaf` (its validation, done
-    here, holds for the whole parent run: graphs are not changed while they run).
+    over ``sink`` (None without one: nothing listens).
     """
 
-    __slots__ = ("bus", "child", "leaf", "sink", "source")
+    __slots__ = ("bus", "child", "sink", "source")
 
     def __init__(self, env: SubflowEnv, child: Any) -> None:
         from iterflow.events import EventBus
@@ -149,9 +146,6 @@ class Lent:
         self.sink = borrowed_sink(env, child)
         self.source = script_source(child) or NO_SOURCE
         self.bus = EventBus([self.sink]) if self.sink is not None else None
-        self.leaf = not _subflow_slugs(child)
-        if self.leaf:
-            derived(child, "validated", lambda: child.validate() or True)
 
 
 def _subflow_slugs(flow: Any) -> set[str | None]:
@@ -301,8 +295,8 @@ def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
     child_ctx = {k: v for k, v in ctx.items() if k not in _TASK_KEYS}
     token = _set_context(child_ctx)
     try:
-        if lent is not None and resume is None and lent.leaf and (
-            store is None or lent.sink is not None
+        if lent is not None and resume is None and (store is None or lent.sink is not None) and (
+            not _subflow_slugs(child_flow)  # a leaf: no environment for subflows to make
         ):
             state = _run_leaf(child_flow, lent, parameters,
                               env.child_executor(),  # type: ignore[union-attr]
@@ -331,16 +325,18 @@ def _run_leaf(flow: Any, lent: Lent, parameters: dict[str, Any], executor: Any, 
     """:func:`iterflow.runtime.run_flow` for a new child run of a flow that calls no subflows.
 
     What ``run_flow`` does for such a run, with what depends on the child flow
-    alone worked out once per parent run (``lent``: its validation, its sink's
-    bus, its source): nothing to claim, resume or close, no store to open, no
-    signal handler (its parent's cancel flag stops it), no environment for
-    subflows. ``context`` is the child's (the current one, a fresh dict).
+    alone worked out once per parent run (``lent``: its sink's bus, its
+    source): nothing to claim, resume or close, no store to open, no signal
+    handler (its parent's cancel flag stops it), no environment for subflows.
+    ``context`` is the child's (the current one, a fresh dict).
     """
     runtime = _runtime()
     if runtime._running_loop() is not None:  # run_flow moves such a run to a worker thread
         return runtime.run_flow(flow, parameters=parameters, executor=executor, store=store,
                                 run_id=run_id, borrowed_sink=lent.sink, cancel=cancel,
                                 source=lent.source)
+    # Once per graph (core.memo), as run_flow: a flow changed since is checked again.
+    derived(flow, "validated", lambda: flow.validate() or True)
     values = runtime.resolve_parameters(flow, parameters)
     bus = lent.bus
     runner = runtime.FlowRunner(

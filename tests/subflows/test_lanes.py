@@ -83,9 +83,12 @@ def recorded(url: str) -> dict[str, list]:
                  r.loop_count, r.loop_index, r.message, r.task_run_name)
                 for r in conn.execute(sa.select(task_runs))
             ),
+            # A failure's pickled exception carries its traceback's frames, which are the
+            # engine's path to the call (run_plain's or the driver's), not the record's.
             "states": _rows(
                 (runs[r.flow_run], tasks.get(r.task_run), r.kind, r.loop_index, r.block_index,
-                 r.message, r.serializer, r.data, r.preview, r.label)
+                 r.message, r.serializer, None if r.kind == "Failed" else r.data, r.preview,
+                 r.label)
                 for r in conn.execute(sa.select(state_transitions))
             ),
             "flows": _rows((r.name, repr(r.tasks)) for r in conn.execute(sa.select(flows))),
