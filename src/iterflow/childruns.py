@@ -14,6 +14,11 @@ in the task's context under one private key (:data:`ENV_KEY`), put there by
   index, loop index and loop-block iteration, recorded as the child's link
   (:mod:`iterflow.store.children`) before its first event.
 
+A new child run of a flow that calls no subflows of its own (the usual
+child: a map of them, one per loop iteration) is set up by :func:`_run_leaf`,
+:func:`iterflow.runtime.run_flow`'s steps for such a run only, with what
+depends on the child flow alone worked out once per parent run (:class:`Lent`).
+
 Identity and resuming
     The child's run id is derived from the task run's id
     (:func:`iterflow.runids.subflow_run_id`), so whoever runs the task run
@@ -33,6 +38,7 @@ Remote executors
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -43,7 +49,7 @@ from iterflow.context import _set as _set_context
 from iterflow.context import current as _current_context
 from iterflow.core.memo import derived
 from iterflow.core.subflow import SubflowTask, reference_values
-from iterflow.errors import SubflowFailed
+from iterflow.errors import RunTakenOver, SubflowFailed
 from iterflow.runids import subflow_run_id
 
 __all__ = ["ENV_KEY", "SubflowEnv", "run_subflow"]
@@ -82,29 +88,24 @@ class SubflowEnv:
         self.fresh = fresh
         self.store_url = store_url if store is None else store.url
         self.cancel: Any = None  # the parent runner's cancel event, set by the runtime
-        # Per child flow (by id, with the flow kept so the id stays its): the sink a
-        # new child run of it borrows and its script source, the same for every call.
-        self._lent: dict[int, tuple[Any, Any, Any]] = {}
+        # Per child flow (by id; the Lent keeps the flow, so the id stays its): what a
+        # new child run of it is given, the same for every call.
+        self._lent: dict[int, Lent] = {}
 
     def __reduce__(self) -> tuple:
         # To another process (a Dask worker): the store is opened again there by URL.
         return (SubflowEnv, (None, None, None, self.store_url))
 
-    def lend(self, child: Any) -> tuple[Any, Any]:
-        """What a new run of ``child`` records through (:func:`borrowed_sink`) and its source.
-
-        The source is ``runtime.NO_SOURCE`` when the child flow has none.
+    def lend(self, child: Any) -> Lent:
+        """What a new run of ``child`` is given: see :class:`Lent`.
 
         Worked out once per child flow and parent run: a map of children, or a
         child per loop iteration, asks for the same many times.
         """
         lent = self._lent.get(id(child))
         if lent is None:
-            from iterflow.runtime import NO_SOURCE, script_source
-
-            lent = self._lent[id(child)] = (child, borrowed_sink(self, child),
-                                            script_source(child) or NO_SOURCE)
-        return lent[1], lent[2]
+            lent = self._lent[id(child)] = Lent(self, child)
+        return lent
 
     def open_store(self) -> Any:
         if self.store is not None:
@@ -124,6 +125,32 @@ class SubflowEnv:
         if isinstance(parent, threads):
             return threads(max_workers=parent.max_workers)  # type: ignore[attr-defined]
         return local()
+
+
+class Lent:
+    """What every new run of one child flow is given by one parent run.
+
+    ``sink``: the parent's sink it records through (:func:`borrowed_sink`;
+    None: it opens its own, or there is no store); ``source``: its script
+    source (``runtime.NO_SOURCE`` when it has none); ``bus``: the event bus
+    over ``sink`` (None without one: nothing listens).
+    """
+
+    __slots__ = ("bus", "child", "sink", "source")
+
+    def __init__(self, env: SubflowEnv, child: Any) -> None:
+        from iterflow.events import EventBus
+        from iterflow.runtime import NO_SOURCE, script_source
+
+        self.child = child  # kept: the parent's cache is by id(child)
+        self.sink = borrowed_sink(env, child)
+        self.source = script_source(child) or NO_SOURCE
+        self.bus = EventBus([self.sink]) if self.sink is not None else None
+
+
+def _subflow_slugs(flow: Any) -> set[str | None]:
+    """The slugs of ``flow``'s subflow tasks; once per graph (core.memo): most have none."""
+    return derived(flow, "subflow_slugs", lambda: {t.slug for t in flow.tasks_of(SubflowTask)})
 
 
 # What a child run needs from modules that import this one, or that load the store
@@ -174,14 +201,16 @@ class _Borrowed:
     instead (see :func:`borrowed_sink`).
     """
 
-    __slots__ = ("_sink", "handle", "implied_running", "slugs")
+    __slots__ = ("_sink", "handle", "implied_running", "record_flow", "slugs")
 
     def __init__(self, sink: Any, slugs: frozenset[str]) -> None:
         self._sink = sink
         self.slugs = slugs
         self.implied_running = getattr(sink, "implied_running", False)
-        # The sink's own handle: a child run's events reach it with no call between.
+        # The sink's own handle and flow lane: a child run's events and flow-run states
+        # reach it with no call between.
         self.handle = sink.handle
+        self.record_flow = getattr(sink, "record_flow", None)
 
     @property
     def taken_over(self) -> Any:
@@ -261,27 +290,86 @@ def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
         timer.daemon = True
         timer.start()
     # The child starts from the parent's user keys; the task run's own are not its.
-    lent, source = env.lend(child_flow) if env is not None else (None, None)
-    if resume:  # a resumed child opens a sink of its own (and looks for its source)
-        lent = source = None
-    token = _set_context({k: v for k, v in ctx.items() if k not in _TASK_KEYS})
+    lent = env.lend(child_flow) if env is not None else None
+    child_ctx = {k: v for k, v in ctx.items() if k not in _TASK_KEYS}
+    token = _set_context(child_ctx)
     try:
-        state = _run_flow()(
-            child_flow,
-            parameters=None if resume else parameters,
-            executor=env.child_executor() if env is not None else None,
-            store=store,
-            resume=resume,
-            run_id=None if resume else child_id,
-            borrowed_sink=lent,
-            cancel=cancel,
-            source=source,
-        )
+        if lent is not None and resume is None and (store is None or lent.sink is not None) and (
+            not _subflow_slugs(child_flow)  # a leaf: no environment for subflows to make
+        ):
+            state = _run_leaf(child_flow, lent, parameters,
+                              env.child_executor(),  # type: ignore[union-attr]
+                              store, child_id, child_ctx, cancel)
+        else:  # a resumed child opens a sink of its own (and looks for its source)
+            state = _run_flow()(
+                child_flow,
+                parameters=None if resume else parameters,
+                executor=env.child_executor() if env is not None else None,
+                store=store,
+                resume=resume,
+                run_id=None if resume else child_id,
+                borrowed_sink=None if resume or lent is None else lent.sink,
+                cancel=cancel,
+                source=None if resume or lent is None else lent.source,
+            )
     finally:
         _reset_context(token)
         if timer is not None:
             timer.cancel()
     return _value_or_raise(child_flow, state, child_id, recorded=store is not None)
+
+
+def _run_leaf(flow: Any, lent: Lent, parameters: dict[str, Any], executor: Any, store: Any,
+              run_id: str, context: dict[str, Any], cancel: Any) -> Any:
+    """:func:`iterflow.runtime.run_flow` for a new child run of a flow that calls no subflows.
+
+    What ``run_flow`` does for such a run, with what depends on the child flow
+    alone worked out once per parent run (``lent``: its sink's bus, its
+    source): nothing to claim, resume or close, no store to open, no signal
+    handler (its parent's cancel flag stops it), no environment for subflows.
+    ``context`` is the child's (the current one, a fresh dict).
+    """
+    runtime = _runtime()
+    if runtime._running_loop() is not None:  # run_flow moves such a run to a worker thread
+        return runtime.run_flow(flow, parameters=parameters, executor=executor, store=store,
+                                run_id=run_id, borrowed_sink=lent.sink, cancel=cancel,
+                                source=lent.source)
+    # Once per graph (core.memo), as run_flow: a flow changed since is checked again.
+    derived(flow, "validated", lambda: flow.validate() or True)
+    values = runtime.resolve_parameters(flow, parameters)
+    bus = lent.bus
+    runner = runtime.FlowRunner(
+        flow, executor, bus=bus, parameters=values, context=context, run_id=run_id,
+        cache=runtime.default_cache,
+        source=None if lent.source is runtime.NO_SOURCE else lent.source, cancel=cancel,
+    )
+    runner.sync_flow_events = False  # its parent's later events and end cover it
+    try:
+        with executor.start():
+            state = runner.run()
+        if bus is not None:
+            bus.close()  # a borrowed sink's close leaves it to the parent
+    except BaseException as exc:
+        if bus is not None:
+            with contextlib.suppress(Exception):
+                bus.close()
+            taken_over = lent.sink.taken_over
+            if taken_over is not None and not isinstance(exc, RunTakenOver):
+                raise RunTakenOver(str(taken_over)) from exc
+        raise
+    if state.is_failed():
+        runtime._call_failure_hooks(flow, state)
+    return state
+
+
+def _runtime() -> Any:
+    """:mod:`iterflow.runtime` (which imports this module)."""
+    found = _LAZY.get("runtime")
+    if found is None:
+        from iterflow import runtime
+
+        found = _LAZY["runtime"] = runtime
+    return found
 
 
 class _Either:
@@ -370,9 +458,7 @@ def env_for(flow: Any, store: Any, sink: Any, executor: Any,
 
     ``resumed``: the id of the run being resumed, if it is one.
     """
-    # Once per graph (core.memo): most child flows call no subflows of their own.
-    slugs = derived(flow, "subflow_slugs", lambda: {
-        t.slug for t in flow.tasks_of(SubflowTask)})
+    slugs = _subflow_slugs(flow)
     if not slugs:
         return None
     if resumed is not None and store is not None:

@@ -249,6 +249,19 @@ class EventBus:
 
         return every_sink
 
+    def flow_lane(self) -> Callable[..., None] | None:
+        """The only sink's ``record_flow``, where it has one; else None.
+
+        A sink that offers ``record_flow(run_id, flow_name, state, parameters,
+        tasks, source, shape, signal)`` takes a flow run's states as values,
+        with no :class:`FlowRunEvent` made (the store's, see
+        ``iterflow.store.sink_lanes``): a child run of a subflow has two. With
+        other sinks listening, the runner makes the event for all of them.
+        """
+        if len(self.sinks) != 1:
+            return None
+        return getattr(self.sinks[0], "record_flow", None)
+
     def flush(self) -> None:
         for sink in self.sinks:
             flush = getattr(sink, "flush", None)

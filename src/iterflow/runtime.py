@@ -47,8 +47,8 @@ def resolve_parameters(flow: Any, given: dict[str, Any] | None) -> dict[str, Any
     # Once per graph (core.memo): a subflow's child flow resolves them once per call.
     declared: dict[str, Any] = derived(
         flow, "parameters", lambda: {p.name: p for p in flow.parameters()})
-    if len(given) == len(declared) and all(n in given for n in declared):
-        return {n: given[n] for n in declared}  # each one given (a subflow call's case)
+    if given.keys() == declared.keys():  # each one given (a subflow call's case)
+        return {n: given[n] for n in declared}
     unknown = sorted(set(given) - set(declared))
     if unknown:
         valid = ", ".join(sorted(declared)) or "none"

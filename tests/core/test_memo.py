@@ -82,3 +82,23 @@ def test_a_loop_block_added_after_a_run_is_laid_out_for_the_next():
     assert f.run().result[after].result == 5
     with f, pytest.raises(FlowDefinitionError), loop(initial=0) as it2:
         inc(it2.result)  # never calls it.next: refused as the block ends
+
+
+def test_a_flow_that_goes_away_takes_its_values_with_it():
+    import gc
+
+    from iterflow.core import memo
+
+    with Flow("gone") as f:
+        inc(1)
+    derived(f, "k", lambda: 1)
+    ident = id(f)
+    assert ident in memo._memo
+    del f
+    gc.collect()
+    assert ident not in memo._memo  # and a new object given that id starts afresh
+
+
+def test_an_object_that_cannot_be_referenced_weakly_is_refused():
+    with pytest.raises(TypeError):
+        derived(object(), "k", lambda: 1)

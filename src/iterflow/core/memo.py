@@ -33,9 +33,12 @@ T = TypeVar("T")
 
 # The number of graph changes so far, in a list so that bumping it needs no `global`.
 _edits = [0]
-# flow -> (the edit count its values were derived at, {key: value}). Weak: a flow
-# that goes away takes its values with it; never pickled with the flow.
-_memo: weakref.WeakKeyDictionary[Any, tuple[int, dict[str, Any]]] = weakref.WeakKeyDictionary()
+# id(flow) -> (a weak reference to the flow, the edit count its values were derived
+# at, {key: value}). By id, with the reference to tell a new object that took a dead
+# one's id: a WeakKeyDictionary made a weak reference on every look-up, most of a
+# look-up's cost (a child run makes several). A flow that goes away takes its entry
+# with it; never pickled with the flow.
+_memo: dict[int, tuple[weakref.ref, int, dict[str, Any]]] = {}
 
 
 def graph_changed() -> None:
@@ -46,16 +49,28 @@ def graph_changed() -> None:
 def derived(flow: Any, key: str, make: Callable[[], T]) -> T:
     """``make()``, or the value it gave for ``flow`` and ``key`` since the last change.
 
-    An exception from ``make`` is not kept: the next call tries again.
+    An exception from ``make`` is not kept: the next call tries again. A
+    ``flow`` that cannot be referenced weakly raises ``TypeError``.
     """
-    edits = _edits[0]
-    entry = _memo.get(flow)
-    if entry is None or entry[0] != edits:
-        entry = (edits, {})
-        _memo[flow] = entry
-    values = entry[1]
+    entry = _memo.get(id(flow))
+    if entry is None or entry[1] != _edits[0] or entry[0]() is not flow:
+        entry = _entry(flow)
+    values = entry[2]
     try:
         return values[key]  # type: ignore[no-any-return]
     except KeyError:
         value = values[key] = make()
         return value
+
+
+def _entry(flow: Any) -> tuple[weakref.ref, int, dict[str, Any]]:
+    """A new, empty entry for ``flow`` at the current edit count."""
+    ident = id(flow)
+
+    def forget(ref: weakref.ref) -> None:
+        # Only this entry: the id may belong to another object by now.
+        if _memo.get(ident, (None,))[0] is ref:
+            del _memo[ident]
+
+    entry = _memo[ident] = (weakref.ref(flow, forget), _edits[0], {})
+    return entry

@@ -46,6 +46,10 @@ if TYPE_CHECKING:
 __all__ = ["SubflowTask", "check_no_cycle", "reference_values"]
 
 
+#: :func:`iterflow.runtime.run_subflow`, once a subflow task has run.
+_RUN_SUBFLOW: list[Any] = []
+
+
 class SubflowTask(Task):
     """A task whose run is a run of another flow (``flow``); see the module docstring.
 
@@ -68,10 +72,14 @@ class SubflowTask(Task):
 
     def run(self, **parameters: Any) -> Any:
         """Run the child flow with ``parameters``; its reference value, or raise ``FAIL``."""
-        # Lazily, like Flow.run: describing a subflow never loads the engine.
-        from iterflow import runtime
+        run = _RUN_SUBFLOW
+        if not run:
+            # Lazily, like Flow.run: describing a subflow never loads the engine (found
+            # once: a map of children calls this once per child).
+            from iterflow.runtime import run_subflow
 
-        return runtime.run_subflow(self, parameters)
+            run.append(run_subflow)
+        return run[0](self, parameters)
 
     def _signature(self) -> inspect.Signature:
         # The child's parameters, by keyword only: a flow takes its inputs by name.

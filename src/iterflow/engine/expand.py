@@ -54,6 +54,7 @@ from iterflow.core.state import (
     TimedOut,
     plain_success,
 )
+from iterflow.core.subflow import SubflowTask
 from iterflow.core.task import FunctionTask
 from iterflow.durable import sleep as durable_sleep
 from iterflow.engine.call import (
@@ -185,8 +186,9 @@ def run_plain(task: Any, inputs: dict[str, Any], template: dict[str, Any],
 
     For a task run with no job around it (the runner's thread runs it),
     starting afresh and with no checkpoint source (the runner checks these),
-    of a plain task: a plain ``@task`` function with no state handler,
-    ``timeout``, ``log_stdout`` or ``task_run_name``. None, with nothing done,
+    of a plain task: a plain ``@task`` function, or a subflow task (its
+    ``run`` is the child run), with no state handler, ``timeout``,
+    ``log_stdout`` or ``task_run_name``. None, with nothing done,
     for any other task (asked here, not by a call of its own). Either nothing
     listens (``emit`` None) or the sinks' ``lane`` records its ``Running``
     and ``Success`` (see :func:`~iterflow.engine.transitions.task_lane`).
@@ -202,9 +204,15 @@ def run_plain(task: Any, inputs: dict[str, Any], template: dict[str, Any],
     (:func:`~iterflow.core.state.plain_success`), no state or event for either
     transition.
     """
+    cls = type(task)
+    if cls.run is _PLAIN_RUN:
+        call = task.fn
+    elif cls in _RUN_CALLED:  # a subflow: its run() starts the child run
+        call = task.run
+    else:
+        return None
     if (
-        type(task).run is not _PLAIN_RUN
-        or "run" in task.__dict__  # task.copy(run=...)
+        "run" in task.__dict__  # task.copy(run=...)
         or task.state_handlers
         or task.timeout is not None
         or task.log_stdout
@@ -231,7 +239,7 @@ def run_plain(task: Any, inputs: dict[str, Any], template: dict[str, Any],
             if not lane[0](head, 0, lane[2]):  # declined: drive makes the event instead
                 return drive(spec(*spec_args, True), ctx, emit)
         try:
-            value = task.fn(**inputs)
+            value = call(**inputs)
         except (KeyboardInterrupt, RunCancelled) as stop:
             if emit is not None:  # its Running is recorded: so is how it stopped
                 run = spec(*spec_args, True)
@@ -450,6 +458,9 @@ _leave = _current.reset
 
 #: FunctionTask.run, which a subclass may replace (then its own run is called).
 _PLAIN_RUN = FunctionTask.run
+#: Task classes whose own run() run_plain may call as it is: a subflow task (a map of
+#: children, a child per block iteration), whose run is the child run.
+_RUN_CALLED = frozenset({SubflowTask})
 
 #: Types whose values cannot change in place: a retry may reuse them as they are.
 _IMMUTABLE = frozenset({int, float, complex, bool, str, bytes, type(None)})

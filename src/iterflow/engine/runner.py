@@ -93,6 +93,9 @@ __all__ = ["FlowRunner", "RunCancelled", "task_run_id"]
 #: Seconds a cancelled run waits for in-process loops to stop at their next iteration.
 CANCEL_GRACE = 2.0
 
+# A flow run's later states carry neither its tasks' names nor its shape.
+_NO_NAMES: tuple[tuple[tuple[str, str], ...], None] = ((), None)
+
 
 class FlowRunner:
     """Runs one flow run to its end; built by :mod:`iterflow.runtime`."""
@@ -138,6 +141,10 @@ class FlowRunner:
         self._event_loop = event_loop
         self._flow_loop: Any = None
         self._stop_why: str | None = None  # set by stop()
+        # Where the run's states go as values, when the only sink takes them so (see
+        # EventBus.flow_lane); a resumed run's first event says more (its finished tasks).
+        self._flow_lane = (
+            self.bus.flow_lane() if self.bus is not None and resume is None else None)
 
     # -- public ---------------------------------------------------------------
     def run(self) -> State:
@@ -169,7 +176,7 @@ class FlowRunner:
             "flow_run_id": self.run_id,
             "parameters": self.parameters,
         }
-        state = self._flow_move(Pending(), Running("running"), initial=True)
+        state = self._flow_move(None, Running("running"), initial=True)
         running: dict[Any, tuple[Scope, Any, int | None]] = {}
         try:
             if state.is_finished():  # a flow state handler ended the run before it began
@@ -248,7 +255,8 @@ class FlowRunner:
                 quick = self._finish_without_job(instr)
                 if quick is not None:
                     quick = settle(task, quick)
-                    if emit is not None:
+                    if emit is not None and not self._quick_by_lane(emit, scope, task,
+                                                                    map_index, quick):
                         emit(self._event(scope, task, map_index, quick))
                     todo.extend(scope.task_run_finished(task, map_index, quick))
                     return
@@ -333,6 +341,25 @@ class FlowRunner:
         if task.state_handlers or task.checkpoint == "every":
             return None
         return task_lane(relay, task.slug, task.serializer or self.flow.serializer)
+
+    def _quick_by_lane(self, emit: Emit, scope: Scope, task: Any, map_index: int | None,
+                       state: State) -> bool:
+        """Record a task run finished without a job through the sinks' task lane; False if not.
+
+        A Parameter's or a literal's plain ``Success`` (a child run of a subflow
+        has one per parameter) is recorded as the event would record it, with
+        no event made; a cache hit (its message), a handler's state or a sink
+        with no lane goes the usual way.
+        """
+        if type(state) is not Success or state.message is not None:
+            return False
+        lane = self._task_lane(emit, task)
+        if lane is None:
+            return False
+        head = (self.run_id, scope.task_run_id(task, map_index), task.slug, task.name,
+                map_index, None)
+        return bool(lane[1](head, max((state.loop_count or 1) - 1, 0), scope.block_index,
+                            state.result, None))
 
     def _act_otherwise(self, instr: Any, scope: Scope, running: dict, todo: deque,
                        emit: Emit | None) -> None:
@@ -475,18 +502,28 @@ class FlowRunner:
             self.bus.flush()
         return state
 
-    def _flow_move(self, old: State, new: State, initial: bool = False) -> State:
-        """Make ``new`` the flow run's state, through the flow's handlers, and emit it."""
+    def _flow_move(self, old: State | None, new: State, initial: bool = False) -> State:
+        """Make ``new`` the flow run's state, through the flow's handlers, and emit it.
+
+        ``old`` None: the run's first move, from a ``Pending`` made only for handlers.
+        """
         if self.flow.state_handlers:
             # A handler that raises or asks for an illegal move ends the run Failed.
-            new = apply_handlers(self.flow, self.flow.state_handlers, old, new, kind="flow")
+            new = apply_handlers(self.flow, self.flow.state_handlers,
+                                 Pending() if old is None else old, new, kind="flow")
         self._flow_state = new
         if self.bus is not None:
             flow = self.flow
-            # Both once per graph (core.memo): a child flow starts once per subflow call.
-            tasks = derived(flow, "task_names", lambda: tuple(
-                (t.slug, t.name) for t in flow.sorted_tasks())) if initial else ()
-            shape = derived(flow, "shape", lambda: describe(flow)) if initial else None
+            # Once per graph (core.memo): a child flow starts once per subflow call.
+            tasks, shape = derived(flow, "names_and_shape", lambda: (
+                tuple((t.slug, t.name) for t in flow.sorted_tasks()), describe(flow),
+            )) if initial else _NO_NAMES
+            lane = self._flow_lane
+            if lane is not None:  # the only sink takes the state as values: no event
+                lane(self.run_id, flow.name, new, self.parameters if initial else None,
+                     tasks, self.source, shape,
+                     threading.Event() if self.sync_flow_events else None)
+                return new
             finished: tuple[str, ...] = ()
             if initial and self.resume is not None:
                 finished = tuple(sorted(

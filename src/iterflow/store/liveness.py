@@ -61,13 +61,15 @@ def write_for(pid: int) -> None:
 
 def driving(run_id: str, owner: str, now: bool) -> None:
     """Note that this process starts (``now=True``) or stops driving ``run_id`` as ``owner``."""
-    owners = _DRIVEN_HERE.setdefault(run_id, set())
+    owners = _DRIVEN_HERE.get(run_id)
+    if owners is None:  # (no set made on each call: a child run of a subflow makes two)
+        owners = _DRIVEN_HERE.setdefault(run_id, set())
     if now:
         owners.add(owner)
     else:
         owners.discard(owner)
         if not owners:
-            del _DRIVEN_HERE[run_id]
+            _DRIVEN_HERE.pop(run_id, None)
 
 
 def pid_alive(pid: int) -> bool:

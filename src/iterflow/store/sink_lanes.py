@@ -11,11 +11,15 @@ task's own thread: a plain ``Looped`` state with a number for its result
 plain ``Success`` of a short task run — a chain's link, a map's child, a
 loop block's body task, two events each — (:meth:`SinkLanes.record_started`
 and :meth:`SinkLanes.record_success`, through
-:func:`iterflow.engine.transitions.task_lane`) and a metric when the store
-is the only sink (:meth:`SinkLanes.record_metric`). Each makes the record the
-writer expects (``batch.LOOPED``; a ``batch.TASK`` record as ``handle`` makes
-it; a metric is packed into its task run's buffer, ``metric_buffers``); anything a
-lane declines comes as an event to ``handle``.
+:func:`iterflow.engine.transitions.task_lane`; a Parameter's value too), a
+flow run's states when the store is the run's only sink — a child run of a
+subflow has two — (:meth:`SinkLanes.record_flow`, through
+:meth:`iterflow.events.EventBus.flow_lane`; ``handle`` hands a
+``FlowRunEvent`` to it as well) and a metric when the store is the only sink
+(:meth:`SinkLanes.record_metric`). Each makes the record the writer expects
+(``batch.LOOPED``; a ``batch.TASK`` or ``batch.FLOW`` record as ``handle``
+makes it; a metric is packed into its task run's buffer, ``metric_buffers``);
+anything a lane declines comes as an event to ``handle``.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from iterflow.events import TaskRunEvent
+from iterflow.store.liveness import driving
 from iterflow.store.metric_buffers import VALUES_PER_RECORD, MetricBuffers
 from iterflow.store.metric_packing import NONE, RECORD
 from iterflow.store.record_layout import (
     BIG,
+    FLOW,
     LOOPED,
     ROLE_END_STRICT,
     ROLE_LOOP,
@@ -39,9 +45,18 @@ from iterflow.store.record_layout import (
     TASK,
 )
 from iterflow.store.results import preview
-from iterflow.store.snapshots import SCALARS
+from iterflow.store.snapshots import SCALARS, snapshot_parameters
 
 __all__ = ["SinkLanes"]
+
+# A state class's kind name, filled on first sight: reading it through the Kind enum
+# (a property on the member) costs several dict look-ups' worth.
+_KIND_NAMES: dict[type, str] = {}
+
+
+def _kind_name(cls: type) -> str:
+    name = _KIND_NAMES[cls] = cls.kind.value  # type: ignore[attr-defined]
+    return name
 
 _SCALARS = SCALARS  # a module global: one lookup less per iteration
 #: Ints the loop lane takes: pickled in under 64 bytes, shown whole (2**255: 46 bytes).
@@ -65,16 +80,23 @@ class SinkLanes:
     _big_bytes: int
     _done: set[str]
     _done_by_run: dict[str, list[str]]
+    _driving: set[str]
     _last_role: dict[str, int]
     _previews_only: frozenset[str]
     _unusable: bool
     _wake: threading.Event
+
+    #: What :meth:`task_lane` gives, once made.
+    _task_lane: tuple[Callable[..., bool], Callable[..., bool], None] | None = None
 
     # Defined by StoreSink and its WriterThread (declarations only: a method here would
     # stand before theirs in the sink's method order).
     _raise: Callable[[], NoReturn]
     _snapshot: Callable[..., Any]
     _wake_writer: Callable[[], None]
+    _put: Callable[[tuple[Any, ...], threading.Event | None], None]
+    owner: str
+    store: Any
 
     def looped_lane(self, slug: str, serializer: str | None) -> Any:
         """:meth:`record_looped` for task ``slug``'s plain ``Looped`` states, or None.
@@ -133,7 +155,10 @@ class SinkLanes:
         """
         if serializer not in (None, "pickle") or slug in self._previews_only:
             return None
-        return self.record_started, self.record_success, None
+        lane = self._task_lane
+        if lane is None:  # the same for every task: made once per sink
+            lane = self._task_lane = (self.record_started, self.record_success, None)
+        return lane
 
     def record_started(self, head: tuple[Any, ...], loop_index: int,
                        block_index: int | None) -> bool:
@@ -194,6 +219,52 @@ class SinkLanes:
                            loop_index + 1, label, head[5], None))
         return True
 
+    def record_flow(self, run_id: str, flow_name: str, state: Any,
+                    parameters: dict[str, Any] | None, tasks: tuple[tuple[str, str], ...],
+                    source: str | None, shape: dict[str, Any] | None,
+                    signal: threading.Event | None = None) -> None:
+        """Record flow run ``run_id`` moving to ``state``: a ``FlowRunEvent``'s fields.
+
+        What ``handle`` does with that event, from plain values (it calls this):
+        a child run of a subflow makes two, and making them (an event of eleven
+        fields, the sink's dispatch) cost its thread more than the rest of
+        their recording. The runner hands them here when this sink is its only
+        one (:meth:`iterflow.events.EventBus.flow_lane`). ``parameters`` are the
+        run's, on its first state (None: none to record, as for a resumed run's,
+        recorded already); ``tasks`` and ``shape`` the flow's, on its first
+        state. With ``signal`` (a synchronous state) this returns once it is committed.
+        """
+        if self._unusable:
+            self._raise()
+        finished = state.is_finished()
+        # This process drives the run from its first state to its last (liveness).
+        if not finished:
+            if run_id not in self._driving:
+                self._driving.add(run_id)
+                driving(run_id, self.owner, True)
+        else:
+            if run_id in self._driving:
+                self._driving.discard(run_id)
+                driving(run_id, self.owner, False)
+            done = self._done_by_run.pop(run_id, None)
+            if done:
+                self._done.difference_update(done)
+        params_json = params_stored = None
+        if parameters is not None:
+            params_json, params_stored = snapshot_parameters(
+                parameters, lambda: self.store.run_results_dir(run_id))
+        # Slots are batch.F_*, in this order. The (slug, name) pairs as they come (JSON
+        # makes them lists): a child run's are the same tuple each time, and copying
+        # them cost its thread.
+        cls = type(state)
+        kind_name = _KIND_NAMES.get(cls) or _kind_name(cls)
+        record = (FLOW, run_id, flow_name, kind_name, state.timestamp, state.message,
+                  params_json, params_stored, tasks or None, source, finished, shape, signal)
+        if signal is None:
+            self._append_task(record)
+        else:
+            self._put(record, signal)
+
     def _mark_done(self, flow_run_id: str, task_run_id: str) -> None:
         """Remember that ``task_run_id``'s final state is recorded: no later state of it is."""
         self._done.add(task_run_id)
@@ -203,7 +274,7 @@ class SinkLanes:
         done.append(task_run_id)
 
     def _append_task(self, record: tuple[Any, ...]) -> None:
-        """Queue a task record (``handle``'s or a lane's).
+        """Queue a task record (``handle``'s or a lane's), or a flow run's unsynced state.
 
         The writer is woken once per ``batch_size`` records (it drains all that
         waits), and back-pressure is checked only at the limits: a writer behind

@@ -77,7 +77,9 @@ Durability
 the event is committed; so does every :class:`FlowRunEvent` (a run's start
 must be visible — with its pid — before any task runs, and its end before
 ``flow.run()`` returns), except a child run's (``sync=False``: its parent's
-own events, written after it, cover it). :meth:`flush` waits for everything queued.
+own events, written after it, cover it); the runner's flow lane
+(:meth:`StoreSink.record_flow`, given a signal for such a state) waits the
+same. :meth:`flush` waits for everything queued.
 
 One history per task run
 ------------------------
@@ -123,7 +125,6 @@ from iterflow.store.liveness import driving
 from iterflow.store.metric_buffers import MetricBuffers
 from iterflow.store.record_layout import (
     BIG,
-    FLOW,
     LINK,
     LOG,
     MARK,
@@ -140,7 +141,7 @@ from iterflow.store.record_layout import (
 )
 from iterflow.store.results import Stored, preview
 from iterflow.store.sink_lanes import SinkLanes
-from iterflow.store.snapshots import PREVIEW_ONLY, SCALARS, snapshot, snapshot_parameters
+from iterflow.store.snapshots import PREVIEW_ONLY, SCALARS, snapshot
 from iterflow.store.writer_process import hand_over_policy
 from iterflow.store.writer_thread import WriterThread
 
@@ -397,35 +398,11 @@ class StoreSink(SinkLanes, WriterThread):
                 self._big_bytes += size
 
     def _flow_event(self, event: FlowRunEvent) -> None:
-        state = event.state
-        finished = state.is_finished()
-        # This process drives the run from its first state to its last (liveness).
-        run_id = event.flow_run_id
-        if not finished and run_id not in self._driving:
-            self._driving.add(run_id)
-            driving(run_id, self.owner, True)
-        elif finished and run_id in self._driving:
-            self._driving.discard(run_id)
-            driving(run_id, self.owner, False)
-        if finished:
-            done = self._done_by_run.pop(run_id, None)
-            if done:
-                self._done.difference_update(done)
-        params_json = params_stored = None
         # A resumed run sends its original parameters again; they are recorded already.
-        if event.parameters is not None and not event.resumed:
-            params_json, params_stored = snapshot_parameters(
-                event.parameters, lambda: self.store.run_results_dir(event.flow_run_id)
-            )
-        signal = threading.Event() if event.sync else None
-        self._put(
-            (FLOW, event.flow_run_id, event.flow_name, state.kind.value, state.timestamp,
-             state.message, params_json, params_stored,
-             # The (slug, name) pairs as they come (JSON makes them lists): a child
-             # run's are the same tuple each time, and copying them cost its thread.
-             event.tasks or None, event.source, finished, event.shape,
-             signal),
-            signal,
+        self.record_flow(
+            event.flow_run_id, event.flow_name, event.state,
+            None if event.resumed else event.parameters, event.tasks, event.source,
+            event.shape, threading.Event() if event.sync else None,
         )
 
     def record_link(self, link: Any) -> None:
@@ -436,7 +413,9 @@ class StoreSink(SinkLanes, WriterThread):
         """
         if self._unusable:
             self._raise()
-        self._put((LINK, link.parent_run_id, None, link, None), None)
+        # As a lane's record: the writer is woken once per batch_size records, not on
+        # every record once that many wait (a map of children queues one per child).
+        self._append_task((LINK, link.parent_run_id, None, link, None))
 
     def _raise(self) -> None:
         error = self._error
