@@ -143,18 +143,24 @@ def peak_memory(n: int, store=None) -> float:
     return peak / 1e6
 
 
-def peak_rss_with_store(n: int) -> float:
-    """Peak resident memory (MB) of a fresh process running an n-iteration loop, store on."""
+def peak_rss_with_store(n: int) -> tuple[float, float]:
+    """Peak resident memory (MB) of a fresh process running an n-iteration loop, store on,
+    and of the store's writer process it started (0 if none)."""
     code = (
         "import os, resource, sys, tempfile;"
         "os.environ['ITERFLOW_HOME'] = tempfile.mkdtemp();"
         f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r});"
         "import loop_overhead as b;"
         f"b.engine_loop({n}, store='default');"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "from iterflow.store import writer_process as w;"
+        "p = w.writer_process(start=False);"
+        "status = open(f'/proc/{p._popen.pid}/status').read() if p else '';"
+        "hwm = [l.split()[1] for l in status.splitlines() if l.startswith('VmHWM')] or ['0'];"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, hwm[0])"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    return int(out.stdout.split()[-1]) / 1024
+    mine, writer = out.stdout.split()[-2:]
+    return int(mine) / 1024, int(writer) / 1024
 
 
 def store_size(url: str, n: int = 100_000) -> int:
@@ -233,9 +239,11 @@ def main() -> None:
                     print(f"store, batched  N={n:>9,}  {what}  no metrics {a:6.2f} µs/it  "
                           f"3 metrics {b:6.2f} µs/it  cost {b - a:5.2f} µs/it")
     if args.memory_store:
-        small, large = peak_rss_with_store(100_000), peak_rss_with_store(1_000_000)
+        (small, small_writer), (large, large_writer) = (
+            peak_rss_with_store(100_000), peak_rss_with_store(1_000_000))
         print(f"peak RSS with the store: N=100,000 {small:.1f} MB, N=1,000,000 {large:.1f} MB "
-              f"(growth {large - small:.1f} MB)")
+              f"(growth {large - small:.1f} MB); its writer process: {small_writer:.1f} MB, "
+              f"{large_writer:.1f} MB")
     if args.memory:
         small, large = peak_memory(10_000), peak_memory(1_000_000)
         print(f"peak traced memory: N=10,000 {small:.2f} MB, N=1,000,000 {large:.2f} MB "
