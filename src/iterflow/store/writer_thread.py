@@ -195,6 +195,14 @@ class WriterThread:
             # record is a LOOPED one, which needs nothing here but its place.
             limit = min(max(self.batch_size, len(buffer)), self.max_batch)
             taken = [popleft() for _ in range(min(limit, len(buffer)))]
+            if taken and type(self._batches) is not BatchRecorder:
+                # With the writer process the queue has room again now, not once the
+                # batch is committed: a loop waiting for room goes on while the process
+                # writes (at most the queue and two batches wait in memory). The writer
+                # thread does not: there the loop's thread would take the GIL the
+                # writer needs to build the rows, and both go slower.
+                with self._room:
+                    self._room.notify_all()
             signals = [r[-1] for r in taken if r[-1] is not None]
             # Only a flush's MARK has nothing to write, and it always has a signal.
             batch = [r for r in taken if r[0] != MARK] if signals else taken
