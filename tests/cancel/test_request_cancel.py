@@ -96,6 +96,19 @@ def cancel_and_time(url: str, run_id: str, proc: subprocess.Popen) -> float:
     return took
 
 
+def cancel_after_three(url: str, run_id: str, proc: subprocess.Popen, check=None) -> float:
+    """Once three iterations are recorded (and ``check()`` holds), cancel; see cancel_and_time."""
+    try:
+        wait_for(lambda: looped(url, run_id, 3), "three iterations", proc=proc)
+        if check is not None:
+            assert check(), f"{check} did not hold while the loop ran"
+        return cancel_and_time(url, run_id, proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.parametrize("kind", ["local", "threads", pytest.param("dask", marks=pytest.mark.dask)])
 def test_cancel_from_another_process_stops_the_loop_and_the_run_resumes(
         kind, store_url, request):
@@ -103,13 +116,7 @@ def test_cancel_from_another_process_stops_the_loop_and_the_run_resumes(
         else None
     run_id = f"cancel-{kind}-{uuid.uuid4().hex[:8]}"
     proc = start_looper(run_id, kind, address, LOOPER_ITERATIONS="60", LOOPER_PAUSE="0.1")
-    try:
-        wait_for(lambda: looped(store_url, run_id, 3), "three iterations", proc=proc)
-        took = cancel_and_time(store_url, run_id, proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    took = cancel_after_three(store_url, run_id, proc)
     # Within two heartbeats of the request (the writer's next beat reads it).
     assert took <= 2 * HEARTBEAT, f"{took:.2f}s from request to Cancelled"
     assert proc.returncode != 0  # the run was cancelled, as by Ctrl-C
@@ -146,14 +153,8 @@ def test_cancel_reaches_a_run_whose_batches_the_writer_process_commits(store_url
     run_id = f"cancel-process-{uuid.uuid4().hex[:8]}"
     proc = start_looper(run_id, "local", LOOPER_ITERATIONS="60", LOOPER_PAUSE="0.1",
                         ITERFLOW_WRITER="process")
-    try:
-        wait_for(lambda: looped(store_url, run_id, 3), "three iterations", proc=proc)
-        assert _writer_processes_of(proc.pid), "no writer process took the batches over"
-        took = cancel_and_time(store_url, run_id, proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    took = cancel_after_three(store_url, run_id, proc, check=lambda: _writer_processes_of(
+        proc.pid))
     assert took <= 2 * HEARTBEAT, f"{took:.2f}s from request to Cancelled"
     assert proc.returncode != 0
     assert get_run(run_id, store=store_url).pid == proc.pid

@@ -283,3 +283,35 @@ def test_rewinds_arrive_on_a_store_with_runs_and_a_recorded_run_rewinds(v1_url):
             _add_rewinds(conn)
     finally:
         engine.dispose()
+
+
+def test_openers_of_a_new_store_at_once_wait_for_each_other(tmp_path):
+    # Switching a new file to WAL while another connection does so can be refused
+    # at once ("database is locked", without SQLite's busy wait): the store open
+    # tries again within its lock timeout. Three openers at once, many times.
+    import threading
+
+    from iterflow.store import db
+    from iterflow.store.migrations import _set_wal
+
+    failures = []
+    for trial in range(40):
+        url = f"sqlite:///{tmp_path}/new{trial}.db"
+        engines = [db.create_engine(url, lock_timeout=5) for _ in range(3)]
+        start = threading.Barrier(len(engines))
+
+        def switch(engine, start=start):
+            start.wait()
+            try:
+                _set_wal(engine, "new.db", 5.0)
+            except StoreError as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=switch, args=(e,)) for e in engines]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for engine in engines:
+            engine.dispose()
+    assert failures == []
