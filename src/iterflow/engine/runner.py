@@ -30,7 +30,8 @@ without jobs the executor says (``executor.runs_inline``); the engine imports
 no executor (:mod:`iterflow.engine.protocols` names what it calls on one).
 
 State handlers, legality checks and events of every transition, the flow
-run's included, go through :mod:`iterflow.engine.transitions`.
+run's included, go through :mod:`iterflow.engine.transitions`; the flow run's
+own moves are :class:`~iterflow.engine.flow_moves.FlowMoves`, mixed in.
 
 An ``async def`` task run goes to the run's event loop
 (:class:`~iterflow.engine.aio.FlowLoop`, made when the first one is sent)
@@ -55,14 +56,11 @@ from collections import deque
 from typing import Any
 
 from iterflow.core.helpers import Constant
-from iterflow.core.memo import derived
 from iterflow.core.parameter import Parameter
-from iterflow.core.shape import describe
 from iterflow.core.state import (
     Cached,
     Cancelled,
     Failed,
-    Pending,
     Running,
     State,
     Success,
@@ -72,19 +70,18 @@ from iterflow.core.task import FunctionTask
 from iterflow.engine.blocks import Blocks
 from iterflow.engine.cache import MemoryCache, cache_fingerprint
 from iterflow.engine.expand import TaskRunSpec, plain_context, run_plain, run_task_run
+from iterflow.engine.flow_moves import FlowMoves
 from iterflow.engine.machine import NOTHING, Finished, FlowMachine, RunTask
 from iterflow.engine.protocols import CheckpointSource, Executor
 from iterflow.engine.scopes import BlockInstruction, Scope, compile_blocks
 from iterflow.engine.transitions import (
     Emit,
     TaskLane,
-    apply_handlers,
     settle,
     task_lane,
-    task_run_event,
 )
 from iterflow.errors import RunCancelled
-from iterflow.events import EventBus, FlowRunEvent, ResumePoint, TaskRunEvent
+from iterflow.events import EventBus, ResumePoint
 from iterflow.runids import task_run_id
 
 __all__ = ["FlowRunner", "RunCancelled", "task_run_id"]
@@ -93,11 +90,7 @@ __all__ = ["FlowRunner", "RunCancelled", "task_run_id"]
 #: Seconds a cancelled run waits for in-process loops to stop at their next iteration.
 CANCEL_GRACE = 2.0
 
-# A flow run's later states carry neither its tasks' names nor its shape.
-_NO_NAMES: tuple[tuple[tuple[str, str], ...], None] = ((), None)
-
-
-class FlowRunner:
+class FlowRunner(FlowMoves):
     """Runs one flow run to its end; built by :mod:`iterflow.runtime`."""
 
     #: Whether a recording sink waits for the run's own states to be committed
@@ -491,74 +484,6 @@ class FlowRunner:
             self._blocks.cancel(why)
         for task in machine.unfinished():
             machine.states[task] = Cancelled(why, loop_count=0)
-
-    def _finish(self, state: State, machine: FlowMachine) -> State:
-        if state is not self._flow_state:  # a flow handler may have ended the run already
-            state = self._flow_move(self._flow_state, state)
-        blocks = self._blocks
-        state.result = dict(machine.states) if blocks is None else blocks.results(machine.states)
-        state.run_id = self.run_id
-        if self.bus is not None:
-            self.bus.flush()
-        return state
-
-    def _flow_move(self, old: State | None, new: State, initial: bool = False) -> State:
-        """Make ``new`` the flow run's state, through the flow's handlers, and emit it.
-
-        ``old`` None: the run's first move, from a ``Pending`` made only for handlers.
-        """
-        if self.flow.state_handlers:
-            # A handler that raises or asks for an illegal move ends the run Failed.
-            new = apply_handlers(self.flow, self.flow.state_handlers,
-                                 Pending() if old is None else old, new, kind="flow")
-        self._flow_state = new
-        if self.bus is not None:
-            flow = self.flow
-            # Once per graph (core.memo): a child flow starts once per subflow call.
-            tasks, shape = derived(flow, "names_and_shape", lambda: (
-                tuple((t.slug, t.name) for t in flow.sorted_tasks()), describe(flow),
-            )) if initial else _NO_NAMES
-            lane = self._flow_lane
-            if lane is not None:  # the only sink takes the state as values: no event
-                lane(self.run_id, flow.name, new, self.parameters if initial else None,
-                     tasks, self.source, shape,
-                     threading.Event() if self.sync_flow_events else None)
-                return new
-            finished: tuple[str, ...] = ()
-            if initial and self.resume is not None:
-                finished = tuple(sorted(
-                    slug for slug, map_index in self.resume.finished if map_index is None
-                ))
-            self.bus.emit(
-                FlowRunEvent(
-                    self.run_id,
-                    self.flow.name,
-                    new,
-                    parameters=self.parameters if initial else None,
-                    tasks=tasks,
-                    source=self.source,
-                    resumed=self.resume is not None,
-                    finished=finished,
-                    shape=shape,
-                    sync=self.sync_flow_events,
-                )
-            )
-        return new
-
-    def _event(self, scope: Scope, task: Any, map_index: int | None,
-               state: State) -> TaskRunEvent:
-        return task_run_event(
-            self.run_id,
-            scope.task_run_id(task, map_index),
-            task.slug,
-            task.name,
-            map_index,
-            max((state.loop_count or 1) - 1, 0),
-            state,
-            False,
-            task.serializer or self.flow.serializer,
-            scope.block_index,
-        )
 
 
 #: FlowRunner._spec as a plain function, for run_plain to call when it needs a spec:
