@@ -292,7 +292,7 @@ def test_openers_of_a_new_store_at_once_wait_for_each_other(tmp_path):
     import threading
 
     from iterflow.store import db
-    from iterflow.store.migrations import _set_wal
+    from iterflow.store.db import set_wal
 
     failures = []
     for trial in range(40):
@@ -303,7 +303,7 @@ def test_openers_of_a_new_store_at_once_wait_for_each_other(tmp_path):
         def switch(engine, start=start):
             start.wait()
             try:
-                _set_wal(engine, "new.db", 5.0)
+                set_wal(engine, "new.db", 5.0)
             except StoreError as exc:
                 failures.append(exc)
 

@@ -53,6 +53,7 @@ __all__ = [
     "display_url",
     "read",
     "read_only_url",
+    "set_wal",
     "sqlite_path",
     "sqlite_writable",
     "write",
@@ -131,6 +132,31 @@ def read_only_url(path: str) -> str:
         # immutable open reads it (and sees what was checkpointed into the file).
         uri = f"file:{quote(file)}?immutable=1"
     return f"sqlite:///{uri}&uri=true"
+
+
+def set_wal(engine: sa.Engine, name: str, lock_timeout: float) -> None:
+    """Put the SQLite file behind ``engine`` in WAL mode (it stays so), or raise StoreError."""
+    # journal_mode cannot change inside a transaction, so use the raw DB-API
+    # connection (autocommit: pysqlite's BEGIN handling is off, see db.py).
+    # Switching a new file to WAL while another process creates the store in it
+    # can be refused at once ("database is locked": SQLite does not wait on the
+    # busy handler there), so it is tried again until the lock timeout.
+    deadline = time.monotonic() + lock_timeout
+    while True:
+        raw = engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            cursor.close()
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise StoreError(describe_error(exc, name, lock_timeout=lock_timeout)) from exc
+        finally:
+            raw.close()
+        time.sleep(0.01)
+    if str(mode).lower() != "wal":
+        raise StoreError(f"The run store {name} cannot use SQLite's WAL mode (got {mode!r}).")
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -27,8 +27,6 @@ always describe the newest version. Released migrations are never edited.
 
 from __future__ import annotations
 
-import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -453,30 +451,6 @@ def _check_not_foreign(dialect: str, names: list[str], name: str) -> None:
         )
 
 
-def _set_wal(engine: sa.Engine, name: str, lock_timeout: float) -> None:
-    # journal_mode cannot change inside a transaction, so use the raw DB-API
-    # connection (autocommit: pysqlite's BEGIN handling is off, see db.py).
-    # Switching a new file to WAL while another process creates the store in it
-    # can be refused at once ("database is locked": SQLite does not wait on the
-    # busy handler there), so it is tried again until the lock timeout.
-    deadline = time.monotonic() + lock_timeout
-    while True:
-        raw = engine.raw_connection()
-        try:
-            cursor = raw.cursor()
-            mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            cursor.close()
-            break
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= deadline:
-                raise StoreError(db.describe_error(exc, name, lock_timeout=lock_timeout)) from exc
-        finally:
-            raw.close()
-        time.sleep(0.01)
-    if str(mode).lower() != "wal":
-        raise StoreError(f"The run store {name} cannot use SQLite's WAL mode (got {mode!r}).")
-
-
 def prepare(
     engine: sa.Engine,
     name: str,
@@ -512,7 +486,7 @@ def prepare(
         if engine.dialect.name == "sqlite":
             # After the version check (WAL is a persistent change to the file)
             # and outside the transaction below (it cannot be inside one).
-            _set_wal(engine, name, lock_timeout)
+            db.set_wal(engine, name, lock_timeout)
         if version == target:
             return target
 
