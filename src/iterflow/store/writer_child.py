@@ -152,22 +152,22 @@ def serve(control: Channel, parent: int) -> None:
 
     write_for(parent)
     stores = _Stores()
-    sinks: dict[socket.socket, _Sink] = {}
+    sinks: dict[int, _Sink] = {}  # by their socket's descriptor
     control.send(("ready", os.getpid()))
     poller = select.poll()
     poller.register(control.sock, select.POLLIN)
-    by_fd: dict[int, socket.socket] = {control.sock.fileno(): control.sock}
+    control_fd = control.sock.fileno()
     try:
         while True:
-            readable = [by_fd[fd] for fd, _ in poller.poll(1000)]
+            readable = [fd for fd, _ in poller.poll(1000)]
             if not readable and os.getppid() != parent:
                 return
-            for sock in readable:
-                if sock is not control.sock:
-                    sink = sinks[sock]
+            for fd in readable:
+                if fd != control_fd:
+                    sink = sinks[fd]
                     if not sink.answer():
-                        poller.unregister(sock)
-                        del sinks[sock], by_fd[sock.fileno()]
+                        poller.unregister(fd)
+                        del sinks[fd]
                         sink.channel.close()
                     continue
                 try:
@@ -184,9 +184,8 @@ def serve(control: Channel, parent: int) -> None:
                     control.send(("error", portable(exc)))
                     channel.close()
                     continue
-                sinks[channel.sock] = _Sink(channel, recorder)
-                by_fd[channel.sock.fileno()] = channel.sock
-                poller.register(channel.sock, select.POLLIN)
+                sinks[fds[0]] = _Sink(channel, recorder)
+                poller.register(fds[0], select.POLLIN)
                 control.send(("ok",))
     finally:
         for sink in sinks.values():

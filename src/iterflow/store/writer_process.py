@@ -188,11 +188,8 @@ class RemoteBatches:
     def __init__(self, process: WriterProcess, store: RunStore, file_id: Any,
                  recorder: BatchRecorder) -> None:
         self.process = process
-        self.heartbeat_interval = recorder.heartbeat_interval
         self.open_runs: dict[str, None] = dict(recorder.open_runs)
         self._next_beat = recorder._next_beat
-        #: Batches sent and not yet settled.
-        self.in_flight = 0
         # The file by its resolved path: this process may have changed directory since.
         url = store.engine.url.set(database=store.name).render_as_string(hide_password=False)
         ours, theirs = socket.socketpair()
@@ -219,11 +216,9 @@ class RemoteBatches:
             self._channel.send(("commit", sendable, n_ids, metrics))
         except OSError as exc:
             raise self.process.stopped(exc) from exc
-        self.in_flight += 1
 
     def settle(self) -> None:
         """Wait for the oldest batch sent to be committed; raise its error."""
-        self.in_flight -= 1
         try:
             reply = self._channel.receive()
         except (EOFError, OSError) as exc:
