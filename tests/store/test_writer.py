@@ -462,6 +462,41 @@ def test_a_short_lock_is_waited_out(sqlite_url):
     store.close()
 
 
+def test_a_finishing_run_reads_live_until_its_end_is_committed(sqlite_url):
+    # A dashboard in the driving process judges a run recorded live by whether this
+    # process still drives it. Let go before the end is committed, a live page read
+    # the finishing run as Crashed (and stopped following it, never to see Success).
+    store = open_store(sqlite_url, lock_timeout=10)
+    sink = store.sink(batch_interval=30, batch_size=10_000)
+    run = RunEvents(sink)
+    run.start()
+    sink.flush()
+    blocker = sa.create_engine(sqlite_url).raw_connection()
+    blocker.isolation_level = None
+    blocker.execute("BEGIN IMMEDIATE")  # the end waits for the write lock
+    try:
+        ending = threading.Thread(target=run.finish)  # (a flow's end waits for its commit)
+        ending.start()
+        time.sleep(0.3)  # the writer is at the lock with the end
+        info = store.get_run(run.run_id)
+        assert (info.recorded_state, info.state) == ("Running", "Running")
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    ending.join()
+    assert store.get_run(run.run_id).state == "Success"
+    # Resumed at once in the same process: driven again, whatever the order of the
+    # end's commit and the new start.
+    run.start(resumed=True)
+    run.finish()
+    run.start(resumed=True)
+    sink.flush()
+    assert store.get_run(run.run_id).state == "Running"
+    sink.close()
+    assert store.get_run(run.run_id).state == "Crashed"  # the sink closed on a live run
+    store.close()
+
+
 def test_full_disk_fails_clearly_and_keeps_what_was_committed(sqlite_url):
     store = open_store(sqlite_url)
     sink = store.sink(batch_interval=30, batch_size=200)

@@ -49,6 +49,55 @@ from iterflow.store.snapshots import SCALARS, snapshot_parameters
 
 __all__ = ["SinkLanes"]
 
+
+class _Undrive:
+    """A finished run's record's signal: once it is committed, this process stops driving it.
+
+    Until then the run's row still says it is live, and a reader in this
+    process judges such a row by whether the run is driven here (see
+    :func:`iterflow.store.liveness.effective_state`): let go at once, a live
+    page would read the finishing run as Crashed and stop following it. With
+    ``event`` (a synchronous state), its waiter is woken too.
+    """
+
+    __slots__ = ("event", "run_id", "sink")
+    _lock = threading.Lock()  # (taken only around a run's last and a resumed run's first state)
+
+    def __init__(self, sink: SinkLanes, run_id: str, event: threading.Event | None) -> None:
+        self.sink = sink
+        self.run_id = run_id
+        self.event = event
+        sink._undriving[run_id] = self
+
+    def set(self) -> None:
+        """Committed (or given up): stop driving the run, unless it started again since."""
+        with self._lock:
+            undriving = self.sink._undriving
+            if undriving.get(self.run_id) is self:
+                del undriving[self.run_id]
+                driving(self.run_id, self.sink.owner, False)
+        if self.event is not None:
+            self.event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the commit (only a synchronous state's waiter waits)."""
+        assert self.event is not None
+        return self.event.wait(timeout)
+
+    def is_set(self) -> bool:
+        """Whether the commit was reached (only a synchronous state's waiter asks)."""
+        assert self.event is not None
+        return self.event.is_set()
+
+    @classmethod
+    def cancel(cls, sink: SinkLanes, run_id: str) -> bool:
+        """The run starts again before its end was committed: keep driving it.
+
+        True when an end was pending (the run is still marked driven).
+        """
+        with cls._lock:
+            return sink._undriving.pop(run_id, None) is not None
+
 # A state class's kind name, filled on first sight: reading it through the Kind enum
 # (a property on the member) costs several dict look-ups' worth.
 _KIND_NAMES: dict[type, str] = {}
@@ -81,6 +130,7 @@ class SinkLanes:
     _done: set[str]
     _done_by_run: dict[str, list[str]]
     _driving: set[str]
+    _undriving: dict[str, _Undrive]
     _last_role: dict[str, int]
     _previews_only: frozenset[str]
     _unusable: bool
@@ -237,15 +287,18 @@ class SinkLanes:
         if self._unusable:
             self._raise()
         finished = state.is_finished()
-        # This process drives the run from its first state to its last (liveness).
+        # This process drives the run from its first state until its last is
+        # committed (liveness): a dashboard in this process reads a run it no
+        # longer drives, still recorded live, as Crashed.
         if not finished:
             if run_id not in self._driving:
                 self._driving.add(run_id)
-                driving(run_id, self.owner, True)
+                if not self._undriving or not _Undrive.cancel(self, run_id):
+                    driving(run_id, self.owner, True)
         else:
             if run_id in self._driving:
                 self._driving.discard(run_id)
-                driving(run_id, self.owner, False)
+                signal = _Undrive(self, run_id, signal)
             done = self._done_by_run.pop(run_id, None)
             if done:
                 self._done.difference_update(done)
@@ -262,6 +315,8 @@ class SinkLanes:
                   params_json, params_stored, tasks or None, source, finished, shape, signal)
         if signal is None:
             self._append_task(record)
+        elif type(signal) is _Undrive and signal.event is None:
+            self._append_task(record)  # (its writer sets it once committed)
         else:
             self._put(record, signal)
 

@@ -247,6 +247,8 @@ class StoreSink(SinkLanes, WriterThread):
         # Owned by the writer thread: turns batches into rows, keeps the heartbeat.
         # Runs started and not ended here: this process drives them (see liveness).
         self._driving: set[str] = set()
+        # Runs ended here whose end is not committed yet (see sink_lanes._Undrive).
+        self._undriving: dict[str, Any] = {}
         #: The token this sink's runs record as their owner (see BatchRecorder).
         self.owner = owner or uuid.uuid4().hex
         self._batches = BatchRecorder(
@@ -436,6 +438,8 @@ class StoreSink(SinkLanes, WriterThread):
         """This process no longer drives the runs this sink recorded (liveness)."""
         while self._driving:
             driving(self._driving.pop(), self.owner, False)
+        for undrive in list(self._undriving.values()):
+            undrive.set()
 
     def flush(self) -> None:
         """Block until everything handed to :meth:`handle` is committed."""
