@@ -56,6 +56,46 @@ def test_context_keys_on_every_iteration(run):
     assert (last["loop_index"], last["task_run_count"], last["loop_result"]) == (2, 1, "r1")
 
 
+def test_every_key_reads_the_same_as_an_attribute_inside_tasks_and_blocks():
+    mismatched = []
+    seen_keys = set()
+
+    def check():
+        ctx = iterflow.context
+        for key in ctx:
+            seen_keys.add(key)
+            if getattr(ctx, key) is not ctx[key]:
+                mismatched.append(key)
+        if "loop_result" not in ctx:
+            assert not hasattr(ctx, "loop_result")
+
+    @task
+    def body(index):
+        check()
+        return index >= 1
+
+    @task
+    def looper():
+        check()
+        if iterflow.context.loop_index < 1:
+            raise LOOP(result=iterflow.context.loop_index)
+        return 1
+
+    with Flow("attributes") as flow:
+        looper()
+        with iterflow.loop(initial=0) as it:
+            it.next(result=it.index, until=body(it.index))
+    assert flow.run(store=None).is_successful()
+    assert mismatched == []
+    # Every documented key was seen (the properties cover them by name).
+    assert {"loop_index", "loop_result", "block_index", "block_indices", "block_run_count",
+            "task_slug", "task_run_name", "task_loop_count", "task_loop_result"} <= seen_keys
+    # Each key its own value: a property reading another key would show here.
+    values = {key: object() for key in seen_keys}
+    with iterflow.context(**values):
+        assert [key for key in values if getattr(iterflow.context, key) is not values[key]] == []
+
+
 def test_context_outside_a_run_is_empty_and_says_how_to_read_optional_keys():
     assert "loop_index" not in iterflow.context
     assert iterflow.context.get("loop_index", "none") == "none"
