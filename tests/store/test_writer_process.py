@@ -127,6 +127,55 @@ def test_a_short_run_is_written_by_the_thread(tmp_path, fresh_policy):
         assert flow.run(store=store).is_successful()
 
 
+def test_a_sink_hands_over_early_only_while_its_commits_are_hardly_waited_for(tmp_path):
+    with open_store(f"sqlite:///{tmp_path}/s.db") as store:
+        # A loop: only its run's first state waits for its commit.
+        streaming = wp.HandOver(store, None, after=8192)
+        assert not streaming.wants(2000, 1)
+        assert streaming.wants(100, 0)  # 2,100 records, one wait
+        # Subflows: each child run waits for two commits of its four records.
+        waiting = wp.HandOver(store, None, after=8192)
+        assert not any(waiting.wants(4, 2) for _ in range(2047))  # 8,188 records
+        assert waiting.wants(4, 2)  # 8,192: the count alone decides
+        # Given a lower count, that is the limit for both.
+        low = wp.HandOver(store, None, after=1000)
+        assert low.streaming == 1000 and low.wants(1000, 1000)
+
+
+def _looping_flow(n: int, checkpoint: str | None = None) -> Flow:
+    @task(checkpoint=checkpoint)
+    def step():
+        if iterflow.context.loop_index < n - 1:
+            raise LOOP(result=iterflow.context.loop_index)
+        return n
+
+    with Flow("steps") as flow:
+        step()
+    return flow
+
+
+def test_a_loop_hands_over_before_a_run_whose_iterations_wait(tmp_path, fresh_policy):
+    fresh_policy.setenv("ITERFLOW_WRITER", "auto")
+    started = wp.writer_process(start=True)
+    assert started is not None and started.poll_ready(60.0)
+    handed: list[object] = []
+
+    class Counted(wp.RemoteBatches):
+        def __init__(self, *args, **kwargs):
+            handed.append(self)
+            super().__init__(*args, **kwargs)
+
+    fresh_policy.setattr(wp, "RemoteBatches", Counted)
+    with open_store(f"sqlite:///{tmp_path}/s.db") as store:
+        # 3,000 iterations: past the streaming count, short of HAND_OVER_AFTER.
+        assert wp.HAND_OVER_AFTER > 3000
+        assert _looping_flow(3000, checkpoint="every").run(store=store).is_successful()
+        assert handed == []  # each iteration waited for its commit: the thread kept it
+        assert _looping_flow(3000).run(store=store).is_successful()
+        assert len(handed) == 1
+        assert len(iterations(list_runs(store=store)[0].run_id, "step", store=store)) >= 2999
+
+
 def test_no_writer_process_for_the_thread_mode_or_a_server(tmp_path, fresh_policy):
     fresh_policy.setenv("ITERFLOW_WRITER", "thread")
     with open_store(f"sqlite:///{tmp_path}/s.db") as store:

@@ -4,7 +4,9 @@ A sink's writer thread builds and binds every row in Python, holding the GIL
 the task's thread needs, and each statement then waits to get it back: behind
 a fast loop the two threads take turns instead of running side by side. A
 process has a GIL of its own. So once a sink on a SQLite file has committed
-:data:`HAND_OVER_AFTER` records, its writer thread starts the store's writer
+:data:`HAND_OVER_AFTER` records — or :data:`HAND_OVER_STREAMING`, when its
+producers hardly ever wait for a commit (a loop, a map: see
+:meth:`HandOver.wants`) — its writer thread starts the store's writer
 process (:mod:`iterflow.store.writer_child`, spawned in the background: its
 imports take a few hundred ms of the other core), goes on committing itself
 meanwhile, and at the first batch after the process is ready hands it its
@@ -52,6 +54,12 @@ __all__ = ["HAND_OVER_AFTER", "HandOver", "RemoteBatches", "WriterProcess", "han
 
 #: Records a sink commits itself before it asks for the writer process (``auto``).
 HAND_OVER_AFTER = int(os.environ.get("ITERFLOW_WRITER_PROCESS_AFTER", "8192"))
+#: ... or fewer, when its producers wait for at most one commit per
+#: :data:`RECORDS_PER_WAIT` records: behind a loop the writer thread is the
+#: bottleneck from the start, while a sink whose runs wait for their commits
+#: (subflows: two per child run) would pay a round trip to the process each time.
+HAND_OVER_STREAMING = 2048
+RECORDS_PER_WAIT = 256
 #: How long a sink that must hand over (``process``) waits for the process to start.
 _START_TIMEOUT = 60.0
 
@@ -244,17 +252,34 @@ class RemoteBatches:
 class HandOver:
     """When a sink's writer thread hands its recorder to the writer process."""
 
-    def __init__(self, store: RunStore, file_id: Any, after: int) -> None:
+    def __init__(self, store: RunStore, file_id: Any, after: int,
+                 streaming: int | None = None) -> None:
         self.store = store
         self.file_id = file_id
         self.after = after
+        self.streaming = min(after, HAND_OVER_STREAMING if streaming is None else streaming)
         self.committed = 0
+        self.waits = 0
         self.process: WriterProcess | None = None
 
-    def due(self, records: int, recorder: BatchRecorder) -> RemoteBatches | None:
-        """Called before each batch: the recorder's stand-in once handed over, else None."""
+    def wants(self, records: int, waits: int) -> bool:
+        """Count a batch of ``records`` with ``waits`` waiters; whether to hand over now.
+
+        A waiter is a commit someone waits for (a flow run's state, a flush, a
+        ``checkpoint="every"`` iteration). With the process each costs a round
+        trip to it, so a sink hands over early only while they are rare.
+        """
         self.committed += records
-        if self.committed < self.after:
+        self.waits += waits
+        committed = self.committed
+        return committed >= self.after or (
+            committed >= self.streaming and self.waits * RECORDS_PER_WAIT <= committed
+        )
+
+    def due(self, records: int, recorder: BatchRecorder, waits: int = 0) -> RemoteBatches | None:
+        """Called before each batch: the recorder's stand-in once handed over, else None."""
+        # Once asked for, the process is awaited even if waits came in the meantime.
+        if not self.wants(records, waits) and self.process is None:
             return None
         process = self.process
         if process is None:

@@ -225,7 +225,7 @@ class WriterThread:
             metrics = metrics_queue.take()
             if (batch or metrics) and self._error is None:
                 if self._hand_over is not None:
-                    self._maybe_hand_over(len(batch) + len(metrics))
+                    self._maybe_hand_over(len(batch) + len(metrics), len(signals))
                 batches = self._batches
                 if type(batches) is not BatchRecorder:
                     # The writer process: send this batch, then settle the one before
@@ -267,13 +267,16 @@ class WriterThread:
         with self._room:
             self._room.notify_all()
 
-    def _maybe_hand_over(self, records: int) -> None:
-        """Give the recorder to the store's writer process once it is due and ready."""
+    def _maybe_hand_over(self, records: int, waits: int) -> None:
+        """Give the recorder to the store's writer process once it is due and ready.
+
+        ``waits``: how many of the batch's commits someone waits for.
+        """
         assert self._hand_over is not None
         recorder = self._batches
         if not isinstance(recorder, BatchRecorder):
             return
-        remote = self._hand_over.due(records, recorder)
+        remote = self._hand_over.due(records, recorder, waits)
         if remote is not None:
             self._batches = remote
             self._hand_over = None
