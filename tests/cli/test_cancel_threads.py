@@ -38,6 +38,12 @@ SLOW = """
 """
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the child before it runs: a suite started without job control (``make test &``)
+    hands its processes SIGINT ignored, and the run would then never see the Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for_file(path, proc: subprocess.Popen, timeout: float = 60.0) -> None:
     """Wait until ``path`` exists (the task is inside its long call); fail if ``proc`` ends."""
     deadline = time.monotonic() + timeout
@@ -60,6 +66,7 @@ def test_a_signal_ends_a_threads_run_at_once_and_nothing_is_printed_after(
     proc = subprocess.Popen(
         [*COMMAND, "run", str(path), "--executor", "threads"], env={**env, "READY": str(ready)},
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     try:
         assert proc.stdout.readline().startswith("Running flow 'slow download'")
@@ -71,7 +78,9 @@ def test_a_signal_ends_a_threads_run_at_once_and_nothing_is_printed_after(
         out, err = proc.communicate(timeout=30)
         took = time.monotonic() - sent
     finally:
-        proc.kill()
+        if proc.poll() is None:  # reaped here, not left to warn in the next test
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == code, err
     # The runner gives loops a moment (CANCEL_GRACE) to stop at their next iteration;
     # the task's 60 s sleep is not waited for.
