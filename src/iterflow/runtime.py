@@ -439,21 +439,28 @@ def _on_worker_thread(flow: Any, **kwargs: Any) -> State:
     ctx = contextvars.copy_context()
     box: dict[str, Any] = {}
     handle = _Handle()
+    # Waited on rather than Thread.join(): on Python 3.11 a join interrupted by a
+    # signal handler's exception marks a thread that is still running as stopped,
+    # so the second join returned at once, this process went on to exit, and its
+    # exit closed the store under the run before it recorded itself Cancelled.
+    done = threading.Event()
 
     def target() -> None:
         try:
             box["value"] = ctx.run(run_flow, flow, on_runner=handle.started, **kwargs)
         except BaseException as exc:  # re-raised in the caller's thread
             box["error"] = exc
+        finally:
+            done.set()
 
     thread = threading.Thread(target=target, name="iterflow-run", daemon=True)
     thread.start()
     try:
         with sigterm_cancels(), ctrl_c_raises():
-            thread.join()
+            done.wait()
     except (KeyboardInterrupt, RunCancelled) as stop:
         handle.stop("cancelled by Ctrl-C" if isinstance(stop, KeyboardInterrupt) else str(stop))
-        thread.join()  # the run records itself Cancelled; a second Ctrl-C stops waiting
+        done.wait()  # the run records itself Cancelled; a second Ctrl-C stops waiting
         raise
     if "error" in box:
         raise box["error"]

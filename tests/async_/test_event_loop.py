@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
 import warnings
@@ -15,9 +17,11 @@ from iterflow.errors import (
     IterflowError,
     LoopBlockedWarning,
     OptionError,
+    RunCancelled,
     UnsupportedTaskError,
 )
 from iterflow.executors import ThreadExecutor
+from iterflow.store import list_runs, task_runs
 
 
 def test_every_async_task_of_a_run_is_awaited_on_one_loop_off_the_callers_thread(run, executor):
@@ -284,6 +288,51 @@ def test_flow_run_inside_a_running_loop_runs_on_a_worker_thread():
     assert state.is_successful()
     assert state.result[p].result == "iterflow-run" != caller
     assert state.result[f].result == "iterflow-event-loop"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_a_run_inside_a_running_loop_waits_for_its_cancelled_end(tmp_path, signum):
+    """The caller's flow.run() raises only once the run on the worker thread has ended.
+
+    (On Python 3.11 an interrupted Thread.join() marks the still-running thread as
+    stopped: the caller raised at once, and a process exiting then closed the store
+    under the run before it recorded itself Cancelled.)
+    """
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    waiting = threading.Event()
+
+    @task
+    async def poll():
+        waiting.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.3)  # winding down takes a moment: the caller must wait
+            raise
+
+    with Flow("signalled in a loop") as flow:
+        poll()
+
+    def send() -> None:
+        if waiting.wait(30):
+            os.kill(os.getpid(), signum)
+
+    async def app():
+        flow.run(store=url)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    with pytest.raises(KeyboardInterrupt if signum == signal.SIGINT else RunCancelled):
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            asyncio.run(app())
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    sender.join(5)
+    (recorded,) = list_runs(store=url)
+    assert recorded.state == "Cancelled"
+    assert {t.task_name: t.state for t in task_runs(recorded.run_id, store=url)} == {
+        "poll": "Cancelled"}
 
 
 def test_async_tasks_on_threads_beside_sync_tasks(run):

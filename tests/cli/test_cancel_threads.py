@@ -17,11 +17,14 @@ import pytest
 from tests.cli.helpers import COMMAND, needs_store
 
 SLOW = """
+    import os
     import time
+    from pathlib import Path
     from iterflow import task, Flow
 
     @task
     def download():
+        Path(os.environ["READY"]).touch()  # the test signals once this exists
         time.sleep(60)
         return 1
 
@@ -35,6 +38,21 @@ SLOW = """
 """
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the child before it runs: a suite started without job control (``make test &``)
+    hands its processes SIGINT ignored, and the run would then never see the Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _wait_for_file(path, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Wait until ``path`` exists (the task is inside its long call); fail if ``proc`` ends."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the run ended ({proc.returncode}) before its task started"
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.01)
+
+
 @needs_store
 @pytest.mark.parametrize(("signum", "code", "why"), [
     (signal.SIGTERM, 143, "cancelled by SIGTERM"),
@@ -44,19 +62,25 @@ def test_a_signal_ends_a_threads_run_at_once_and_nothing_is_printed_after(
     cli, flow_file, env, tmp_path, signum, code, why
 ):
     path = flow_file("slow.py", SLOW)
+    ready = tmp_path / "ready"
     proc = subprocess.Popen(
-        [*COMMAND, "run", str(path), "--executor", "threads"], env=env, cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [*COMMAND, "run", str(path), "--executor", "threads"], env={**env, "READY": str(ready)},
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     try:
         assert proc.stdout.readline().startswith("Running flow 'slow download'")
-        time.sleep(0.5)  # download() is inside its sleep now
+        # Not a fixed pause: on a loaded machine the task may not have started by then,
+        # and a run cancelled before it starts has no thread left running to name.
+        _wait_for_file(ready, proc)
         proc.send_signal(signum)
         sent = time.monotonic()
         out, err = proc.communicate(timeout=30)
         took = time.monotonic() - sent
     finally:
-        proc.kill()
+        if proc.poll() is None:  # reaped here, not left to warn in the next test
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == code, err
     # The runner gives loops a moment (CANCEL_GRACE) to stop at their next iteration;
     # the task's 60 s sleep is not waited for.

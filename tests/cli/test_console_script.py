@@ -32,7 +32,7 @@ def _runs(cli) -> list[dict]:
     return json.loads(result.stdout)
 
 
-def _wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
+def _wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

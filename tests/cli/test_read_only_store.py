@@ -101,18 +101,25 @@ def test_reading_commands_work_on_a_store_the_user_cannot_write(cli, as_nobody, 
     assert len(json.loads(cli("runs", "--json").stdout)) == 1
 
 
+def _recorded_iterations(cli, run_id: str) -> int:
+    """How many iterations of ``spin`` the store holds for ``run_id`` (read by its owner)."""
+    shown = cli("show", run_id, "--iterations", "spin", "--json")
+    return len(json.loads(shown.stdout)) if shown.returncode == 0 else 0
+
+
 def test_another_user_follows_a_live_run(cli, as_nobody, flow_file, env, tmp_path, home):
     path = flow_file("forever.py", FOREVER)
     proc = subprocess.Popen([*COMMAND, "run", str(path), "-q"], env=env, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
+        # Until the run has iterations recorded (a fixed pause after its first row was
+        # too short on a loaded machine: the reader then found none).
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             runs = json.loads(cli("runs", "--json").stdout or "[]")
-            if runs:
+            if runs and _recorded_iterations(cli, runs[0]["run_id"]):
                 break
             time.sleep(0.2)
-        time.sleep(0.5)
         listed = as_nobody("runs", "--json")
         assert listed.returncode == 0, listed.stderr
         [run] = json.loads(listed.stdout)

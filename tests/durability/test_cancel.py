@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -142,3 +143,49 @@ def test_cancel_stops_a_loop_on_a_worker_thread_without_a_store():
     while len(started) < 200 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert max(started) <= 6, f"iterations up to {max(started)} ran after the run was cancelled"
+
+
+def test_a_threads_job_stopping_after_the_runner_saw_the_cancel_leaves_the_run_cancelled(
+        store_url, monkeypatch):
+    """The runner sees the cancel flag first; the job on its thread stops during the grace
+    period with RunCancelled of its own (iterflow.sleep's): the run still ends Cancelled,
+    recorded (the job's exception once cut the run's end short: read as Crashed)."""
+    from iterflow.errors import StoreError
+    from iterflow.store import get_run, request_cancel
+
+    monkeypatch.setenv("ITERFLOW_HEARTBEAT", "0.2")  # the request is read within a beat
+    asleep = threading.Event()
+    run_id = f"nap-{uuid.uuid4().hex[:8]}"
+
+    @task
+    def nap():
+        asleep.set()
+        try:
+            iterflow.sleep(60)
+        except RunCancelled:
+            time.sleep(0.3)  # winding down: the runner's wait sees the flag before this ends
+            raise
+
+    with Flow("napping") as flow:
+        nap()
+
+    def cancel() -> None:
+        if not asleep.wait(30):
+            return
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                request_cancel(run_id, store=store_url)
+                return
+            except StoreError:  # its row is not committed yet
+                time.sleep(0.05)
+
+    canceller = threading.Thread(target=cancel, daemon=True)
+    canceller.start()
+    with pytest.raises(RunCancelled):
+        flow.run(executor=ThreadExecutor(2), store=store_url, run_id=run_id)
+    canceller.join(5)
+    run = get_run(run_id, store=store_url)
+    assert (run.state, run.recorded_state, run.message) == (
+        "Cancelled", "Cancelled", "cancelled by iterflow cancel")
+    assert [t.state for t in task_runs(run_id, store=store_url)] == ["Cancelled"]

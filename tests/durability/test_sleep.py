@@ -39,13 +39,26 @@ def marks(script, name):
     return [(int(i), float(t)) for i, t in script.side(name)]
 
 
+def committed_wake_ups(store_url) -> list[float]:
+    """The wake-up times the store holds for the (one) run so far: one per sleep recorded."""
+    with open_store(store_url) as store:
+        runs = list_runs(store=store)
+        if not runs:
+            return []
+        found = [parse_sleep(e.message) for e in logs(runs[0].run_id, store=store)]
+    return [wake for wake, _call in filter(None, found)]
+
+
 def test_a_killed_sleep_waits_only_what_is_left_after_resume(flow_script, store_url):
     script = flow_script(POLLING, store_url)
     started = time.time()
     first = script.start("run")
     wait_for(lambda: any(i == 1 for i, _ in marks(script, "sleep")), "the second sleep",
              proc=first, script=script, timeout=60)
-    time.sleep(0.6)  # into the sleep; its wake-up time is committed (batches: 0.1 s)
+    # Into the sleep, its wake-up time committed (waited for: a fixed 0.6 s was not
+    # always enough for the batch on a loaded machine).
+    wait_for(lambda: len(committed_wake_ups(store_url)) >= 2, "the second wake-up time",
+             proc=first, script=script, timeout=60)
     kill(first, signal.SIGKILL)
     with open_store(store_url) as store:
         run_id = list_runs(store=store)[0].run_id
@@ -83,9 +96,11 @@ def test_a_resume_after_the_wake_up_time_continues_at_once(flow_script, store_ur
     script = flow_script(POLLING, store_url)
     first = script.start("run", SLEEP="3", LATER="0")
     wait_for(lambda: marks(script, "sleep"), "the first sleep", proc=first, script=script)
-    time.sleep(0.5)
+    # Its wake-up time committed (waited for, not a fixed pause), then past.
+    (wake,) = wait_for(lambda: committed_wake_ups(store_url), "the wake-up time",
+                       proc=first, script=script, timeout=60)
     kill(first, signal.SIGKILL)
-    time.sleep(2.8)  # the recorded wake-up time has passed
+    time.sleep(max(0.0, wake - time.time()) + 0.1)  # the recorded wake-up time has passed
     with open_store(store_url) as store:
         run_id = list_runs(store=store)[0].run_id
     start = time.time()
@@ -154,7 +169,9 @@ def test_retry_delay_is_durable(flow_script, store_url):
     first = script.start("run")
     wait_for(lambda: any(r[0] == "1" for r in script.side("attempt")), "iteration 1 to fail",
              proc=first, script=script)
-    time.sleep(0.7)  # into the 2 s retry delay
+    # Into the 2 s retry delay, its wake-up time committed (waited for, not a fixed pause).
+    wait_for(lambda: committed_wake_ups(store_url), "the retry's wake-up time", proc=first,
+             script=script, timeout=60)
     kill(first, signal.SIGKILL)
     with open_store(store_url) as store:
         run_id = list_runs(store=store)[0].run_id

@@ -69,7 +69,10 @@ def count(store, run_id: str) -> int:
 
 def test_cancel_resume_and_delete_a_real_looping_run(server, page, looper_env):  # noqa: F811
     base, store, _home = server
-    run_id, proc = start_looper(looper_env)
+    # Slow iterations until the cancel: 20 s for the page, the click and a heartbeat
+    # (40 of 0.1 s left under 4 s, and on a loaded machine the run could end first).
+    # The resume the dashboard starts inherits this process's environment: 0.1 s.
+    run_id, proc = start_looper(dict(looper_env, LOOPER_PAUSE="0.5"))
     try:
         wait_until(lambda: count(store, run_id) >= 3, timeout=60)
         page.goto(f"{base}/runs/{run_id}")

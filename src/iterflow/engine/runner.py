@@ -206,7 +206,11 @@ class FlowRunner(FlowMoves):
         except BaseException as exc:
             if not isinstance(exc, (KeyboardInterrupt, RunCancelled)):
                 raise
-            if isinstance(exc, KeyboardInterrupt):
+            if self._stop_why is not None:
+                # Stopped from another thread: say why, whichever came first here, the
+                # flag or a job that saw it and stopped (iterflow.sleep raises its own).
+                why = self._stop_why
+            elif isinstance(exc, KeyboardInterrupt):
                 why = "cancelled by Ctrl-C"
             else:
                 why = str(exc) or "cancelled"
@@ -468,7 +472,10 @@ class FlowRunner(FlowMoves):
                 running.pop(future)
                 try:
                     self.executor.result(future)  # its own events were emitted by the job
-                except Exception:
+                except (Exception, KeyboardInterrupt, RunCancelled):
+                    # A job on another thread that saw the flag stops as the runner does
+                    # (iterflow.sleep raises RunCancelled), recorded Cancelled by itself:
+                    # its stop must not cut this run's own end short.
                     pass
             if running:
                 time.sleep(0.01)
