@@ -135,7 +135,9 @@ def test_the_100000_iteration_run(server, page, tmp_path):
         "return i.naturalWidth; }", strip) == 600
     nodes = page.evaluate("document.getElementsByTagName('*').length")
     assert nodes <= 3000, nodes
-    assert loaded < 5  # interactive well within a second on a quiet machine; see benchmarks
+    # How fast it loads is benchmarks/ui.py's to measure (well within a second on a
+    # quiet machine); here only a bound no loaded machine comes near.
+    assert loaded < 30
     shoot(page, "run", tmp_path, full_page=True)
 
     # Jump to the last iteration (htmx swaps the table in place).
