@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 
 from iterflow.events import TaskRunEvent
 from iterflow.store.liveness import driving
-from iterflow.store.metric_buffers import VALUES_PER_RECORD, MetricBuffers
+from iterflow.store.metric_buffers import MetricBuffers
 from iterflow.store.metric_packing import NONE, RECORD
 from iterflow.store.record_layout import (
     BIG,
@@ -124,6 +124,7 @@ class SinkLanes:
     # Set by StoreSink.__init__; declared here for the methods below.
     batch_size: int
     max_pending: int
+    _metric_wake: int
     _buffer: deque[tuple[Any, ...]]
     _metrics: MetricBuffers
     _big_bytes: int
@@ -368,7 +369,7 @@ class SinkLanes:
             self._raise()
         number = self._metrics.add(flow_run_id, task_run_id, loop_index, block_index, name,
                                    value, at)
-        if not number % (self.batch_size * VALUES_PER_RECORD):
+        if not number % self._metric_wake:
             self._wake_writer()  # which also waits while too much is queued
 
     def metric_lane(
@@ -386,7 +387,7 @@ class SinkLanes:
         buffers = self._metrics
         number_next = buffers.count
         pack = RECORD.pack
-        wake_every = self.batch_size * VALUES_PER_RECORD
+        wake_every = self._metric_wake
         wake = self._wake_writer
         now = time.time
         # A task run's block iteration is its own: it does not change while it loops.
