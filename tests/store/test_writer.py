@@ -716,3 +716,12 @@ def test_a_short_flow_run_is_written_with_its_end(tmp_path, monkeypatch):
         # Its start, then its 1,400 task records with its end (no batch of 500 in between).
         assert sizes == [1, 1401]
         assert len(store.task_runs(state.run_id)) == 700
+
+
+def test_a_loops_lane_ends_the_opening_batch(store):
+    # A loop's iterations are taken as they come: its first Looped asks for the lane.
+    sink = store.sink(batch_size=5, max_pending=10, opening_batch=100)
+    assert (sink.batch_size, sink.max_pending) == (100, 100)
+    assert sink.looped_lane("t", None) is not None
+    assert (sink.batch_size, sink.max_pending) == (5, 10)
+    sink.close()

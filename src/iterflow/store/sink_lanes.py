@@ -143,6 +143,8 @@ class SinkLanes:
     # Defined by StoreSink and its WriterThread (declarations only: a method here would
     # stand before theirs in the sink's method order).
     _raise: Callable[[], NoReturn]
+    _end_opening: Callable[[], None]
+    _sizes: tuple[int, int] | None
     _snapshot: Callable[..., Any]
     _wake_writer: Callable[[], None]
     _put: Callable[[tuple[Any, ...], threading.Event | None], None]
@@ -157,6 +159,10 @@ class SinkLanes:
         result is not pickled as it is: another serializer, or a task with
         ``checkpoint=False`` (previews only).
         """
+        if self._sizes is not None:
+            # A loop: the writer keeps up with its iterations as they come, the
+            # opening batch would only stop the loop longer for its first commit.
+            self._end_opening()
         if serializer not in (None, "pickle") or slug in self._previews_only:
             return None
         return self.record_looped

@@ -43,9 +43,11 @@ The opening batch
 A sink given ``opening_batch`` (a flow run's own sink: 4,096, see
 :data:`OPENING_BATCH`) lets a run's first records wait for the batch
 interval, or until that many wait: until the writer's first batch with no
-synchronous record in it (the run's start is one), ``batch_size`` and
-``max_pending`` are both ``opening_batch``. A short run — a chain of a
-thousand tasks, a few ms of work — is then written in one transaction, with
+synchronous record in it (the run's start is one), or a loop's first
+``Looped`` (:meth:`StoreSink.looped_lane`: the writer keeps up with a loop as
+its iterations come), ``batch_size`` and ``max_pending`` are both
+``opening_batch``. A short run — a chain of a thousand tasks, a few ms of
+work — is then written in one transaction, with
 its end, rather than in several, each of which stopped the task's thread
 while the writer, holding the GIL, built its rows (and a woken writer waits
 up to the interpreter's switch interval for the GIL). A longer run goes on

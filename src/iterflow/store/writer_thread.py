@@ -250,12 +250,13 @@ class WriterThread:
         """The run's opening batch is over: the sink's own sizes from now on.
 
         Called at the first batch with no synchronous record (the run's start is
-        one): what waits was queued unprompted, while the run went on (see "The
-        opening batch" in :mod:`iterflow.store.writer`).
+        one): what waits was queued unprompted, while the run went on; and by a
+        loop's first ``Looped`` (see "The opening batch" in :mod:`iterflow.store.writer`).
         """
-        assert self._sizes is not None
-        self.batch_size, self.max_pending = self._sizes
-        self._sizes = None
+        sizes = self._sizes
+        if sizes is not None:  # (a loop's first Looped may have ended it, see looped_lane)
+            self._sizes = None
+            self.batch_size, self.max_pending = sizes
 
     def _guarded(self, step: Callable[..., None], *args: Any) -> bool:
         """Run one step of a commit; a failure fails the sink (the first one says why)."""
