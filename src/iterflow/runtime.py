@@ -244,8 +244,12 @@ def run_flow(
 
         all_sinks = list(sinks or [])
         if run_store is not None:
+            from iterflow.store.writer import OPENING_BATCH
+
             store_sink = borrowed_sink or run_store.sink(
                 owner=owner, identities=identities, forget=forget,
+                # A short run's records go in one transaction, with its end (see writer).
+                opening_batch=OPENING_BATCH,
                 # checkpoint=False: states and previews only (a resume reruns these).
                 previews_only=frozenset(t.slug for t in flow.tasks if t.checkpoint is False),
             )

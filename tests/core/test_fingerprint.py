@@ -127,3 +127,16 @@ def test_a_changed_constant_changes_the_task_and_what_is_downstream():
     changed = {slug for slug in before if before[slug] != after[slug]}
     assert {"fetch", "fetch-2", "step", "report"} <= changed
     assert "double" not in changed
+
+
+def test_remembered_digests_are_the_recorded_ones(monkeypatch):
+    from iterflow.core import fingerprint
+
+    monkeypatch.setattr(fingerprint, "_digested", {})
+    assert task_identities(small_flow()) == PINNED_SMALL  # digested
+    assert fingerprint._digested
+    assert task_identities(small_flow()) == PINNED_SMALL  # remembered
+    assert task_identities(small_flow("B")) != PINNED_SMALL  # a new text: digested anew
+    monkeypatch.setattr(fingerprint, "_DIGESTED_MAX", 2)  # full: emptied, never wrong
+    assert task_identities(nested_flow()) == PINNED_NESTED
+    assert len(fingerprint._digested) <= 2

@@ -673,3 +673,54 @@ def test_writers_keep_connections_of_their_own_not_the_pools(sqlite_url):
             sink.close()
         store.close()
 
+
+
+def test_a_runs_opening_batch_waits_for_its_end_or_its_size(store):
+    # A run's first records wait (no wake, no back-pressure at max_pending) until
+    # opening_batch of them do; the first batch with no synchronous record ends that.
+    sink = store.sink(batch_interval=30, batch_size=5, max_pending=10, opening_batch=100)
+    run = RunEvents(sink)
+    run.start()  # synchronous: committed, and the opening goes on
+    run.loop("t", list(range(40)), end=Running(loop_index=40))
+    assert len(sink._buffer) > 40 and looped_count(store, run.run_id) == 0  # past max_pending
+    assert (sink.batch_size, sink.max_pending) == (100, 100)
+    run.loop("u", list(range(70)), end=Running(loop_index=70))  # 100 wait: the writer takes them
+    assert wait_for(lambda: looped_count(store, run.run_id) >= 60)
+    assert (sink.batch_size, sink.max_pending) == (5, 10)  # the sink's own sizes from now on
+    run.finish()
+    sink.close()
+    assert looped_count(store, run.run_id) == 110
+
+
+def test_a_short_flow_run_is_written_with_its_end(tmp_path, monkeypatch):
+    from iterflow import Flow, task
+    from iterflow.store import batch
+
+    sizes = []
+    commit = batch.BatchRecorder.commit
+
+    def counted(self, records, n_ids, metrics=None):
+        sizes.append(len(records))
+        return commit(self, records, n_ids, metrics)
+
+    monkeypatch.setattr(batch.BatchRecorder, "commit", counted)
+    step = task(lambda x: x + 1, name="inc")
+    with Flow("short") as flow:
+        last = step(0)
+        for _ in range(699):
+            last = step(last)
+    with open_store(f"sqlite:///{tmp_path}/s.db") as store:
+        state = flow.run(store=store)
+        assert state.result[last].result == 700
+        # Its start, then its 1,400 task records with its end (no batch of 500 in between).
+        assert sizes == [1, 1401]
+        assert len(store.task_runs(state.run_id)) == 700
+
+
+def test_a_loops_lane_ends_the_opening_batch(store):
+    # A loop's iterations are taken as they come: its first Looped asks for the lane.
+    sink = store.sink(batch_size=5, max_pending=10, opening_batch=100)
+    assert (sink.batch_size, sink.max_pending) == (100, 100)
+    assert sink.looped_lane("t", None) is not None
+    assert (sink.batch_size, sink.max_pending) == (5, 10)
+    sink.close()

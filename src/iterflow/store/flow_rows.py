@@ -127,9 +127,16 @@ def write_flow_rows(conn: sa.Connection, rows: Any) -> None:
     # A new run's start is history only if the run is still going at the batch's end.
     rows.flow_states.extend(state_row for state_row, _row in rows.flow_opening.values())
     rows.flow_opening.clear()
+    fast = conn.dialect.name == "sqlite"
     if rows.flows:
-        upsert(conn, flows, "name", list(rows.flows.values()),
-               {"created": "old", "updated": "new", "tasks": "new"})
+        if fast:
+            # The task list as the JSON column stores it, encoded once per list (_json_text).
+            _fast_upsert(flows, "name", _FLOW_COLUMNS, _FLOW_RULES).run(conn, [
+                (row["name"], row["created"], row["updated"], _json_text("tasks", row["tasks"]))
+                for row in rows.flows.values()
+            ])
+        else:
+            upsert(conn, flows, "name", list(rows.flows.values()), dict(_FLOW_RULES))
     stages: list[dict[str, tuple[dict[str, str], dict[str, Any]]]] = [{}]
     for run_id, rules, row in rows.flow_runs:
         stage = 0
@@ -145,7 +152,6 @@ def write_flow_rows(conn: sa.Connection, rows: Any) -> None:
                 stages[stage][run_id] = folded
                 break
             stage += 1
-    fast = conn.dialect.name == "sqlite"
     for stage_rows in stages:
         groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
         for rules, row in stage_rows.values():
@@ -161,14 +167,10 @@ def write_flow_rows(conn: sa.Connection, rows: Any) -> None:
         shapes = list(rows.shapes.values())
         if fast:
             # A map of child runs sends one shape object (derived per graph) for all.
-            texts: dict[int, str] = {}
             statement = _fast_upsert(flow_run_shapes, "run_id", ("run_id", "shape"),
                                      (("shape", "new"),))
-            statement.run(conn, [
-                (row["run_id"], texts.get(id(row["shape"])) or texts.setdefault(
-                    id(row["shape"]), json.dumps(row["shape"])))
-                for row in shapes
-            ])
+            statement.run(conn, [(row["run_id"], _json_text("shape", row["shape"]))
+                                 for row in shapes])
         else:
             upsert(conn, flow_run_shapes, "run_id", shapes, {"shape": "new"})
 
@@ -197,6 +199,33 @@ def _fold(
         else:  # "new_or_old" then "old": depends on what the row held
             return None
     return merged_rules, merged_row
+
+
+# The flows row, on SQLite: its columns, and how an upsert treats each.
+_FLOW_COLUMNS = ("name", "created", "updated", "tasks")
+_FLOW_RULES = (("created", "old"), ("updated", "new"), ("tasks", "new"))
+
+# Per kind ("tasks", "shape"): the last value _json_text encoded, and its text.
+_LAST_TEXT: dict[str, tuple[Any, str]] = {}
+
+
+def _json_text(kind: str, value: Any) -> str:
+    """``json.dumps(value)`` (as a JSON column stores it), reused while ``value`` comes again.
+
+    Every run writes its flow's task list and shape with its first state, which
+    its caller waits for: for a flow of a thousand tasks, encoding them cost
+    that commit most of its time. A process runs the same flow again and
+    again — the same object (its shape and task list are derived once per
+    graph, see ``core.memo``), or a new one built the same way, whose values
+    compare equal (in a fraction of the time encoding takes). Both are
+    read-only: a flow's derived values are never changed in place.
+    """
+    last = _LAST_TEXT.get(kind)
+    if last is not None and (last[0] is value or last[0] == value):
+        return last[1]
+    text = json.dumps(value)
+    _LAST_TEXT[kind] = (value, text)
+    return text
 
 
 # JSON columns of the flow-level rows: on SQLite they go in as text (see _row_values).

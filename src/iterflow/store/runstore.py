@@ -247,7 +247,7 @@ class RunStore(StoreReaders):
         """A new :class:`~iterflow.store.writer.StoreSink` writing to this store.
 
         ``options`` go to the sink: ``batch_interval``, ``batch_size``,
-        ``max_pending``, ``max_batch``, ``heartbeat_interval``, ``owner``,
+        ``max_pending``, ``max_batch``, ``opening_batch``, ``heartbeat_interval``, ``owner``,
         ``identities``, ``forget``, ``previews_only`` (slugs of tasks with
         ``checkpoint=False``). ``heartbeat_interval`` defaults to
         ``$ITERFLOW_HEARTBEAT`` seconds, else 5 (the heartbeat also reads the

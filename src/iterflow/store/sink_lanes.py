@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 
 from iterflow.events import TaskRunEvent
 from iterflow.store.liveness import driving
-from iterflow.store.metric_buffers import VALUES_PER_RECORD, MetricBuffers
+from iterflow.store.metric_buffers import MetricBuffers
 from iterflow.store.metric_packing import NONE, RECORD
 from iterflow.store.record_layout import (
     BIG,
@@ -124,6 +124,7 @@ class SinkLanes:
     # Set by StoreSink.__init__; declared here for the methods below.
     batch_size: int
     max_pending: int
+    _metric_wake: int
     _buffer: deque[tuple[Any, ...]]
     _metrics: MetricBuffers
     _big_bytes: int
@@ -142,6 +143,8 @@ class SinkLanes:
     # Defined by StoreSink and its WriterThread (declarations only: a method here would
     # stand before theirs in the sink's method order).
     _raise: Callable[[], NoReturn]
+    _end_opening: Callable[[], None]
+    _sizes: tuple[int, int] | None
     _snapshot: Callable[..., Any]
     _wake_writer: Callable[[], None]
     _put: Callable[[tuple[Any, ...], threading.Event | None], None]
@@ -156,6 +159,10 @@ class SinkLanes:
         result is not pickled as it is: another serializer, or a task with
         ``checkpoint=False`` (previews only).
         """
+        if self._sizes is not None:
+            # A loop: the writer keeps up with its iterations as they come, the
+            # opening batch would only stop the loop longer for its first commit.
+            self._end_opening()
         if serializer not in (None, "pickle") or slug in self._previews_only:
             return None
         return self.record_looped
@@ -368,7 +375,7 @@ class SinkLanes:
             self._raise()
         number = self._metrics.add(flow_run_id, task_run_id, loop_index, block_index, name,
                                    value, at)
-        if not number % (self.batch_size * VALUES_PER_RECORD):
+        if not number % self._metric_wake:
             self._wake_writer()  # which also waits while too much is queued
 
     def metric_lane(
@@ -386,7 +393,7 @@ class SinkLanes:
         buffers = self._metrics
         number_next = buffers.count
         pack = RECORD.pack
-        wake_every = self.batch_size * VALUES_PER_RECORD
+        wake_every = self._metric_wake
         wake = self._wake_writer
         now = time.time
         # A task run's block iteration is its own: it does not change while it loops.

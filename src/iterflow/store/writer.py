@@ -35,8 +35,25 @@ loop waits ~5 ms at its end on SQLite, ~13 on PostgreSQL
 (at 4,096: 15 to 40 ms, ~60; 10,000 left 50 to 80 ms on SQLite), and runs
 no slower: the writer still takes all that waits in one transaction, and
 the per-transaction cost of four times as many is within the noise. So
-``max_batch`` only matters for a sink given a larger ``max_pending``. How
-records become rows is :mod:`iterflow.store.batch`'s job.
+``max_batch`` only matters for a sink given a larger ``max_pending``, or an
+opening batch. How records become rows is :mod:`iterflow.store.batch`'s job.
+
+The opening batch
+-----------------
+A sink given ``opening_batch`` (a flow run's own sink: 4,096, see
+:data:`OPENING_BATCH`) lets a run's first records wait for the batch
+interval, or until that many wait: until the writer's first batch with no
+synchronous record in it (the run's start is one), or a loop's first
+``Looped`` (:meth:`StoreSink.looped_lane`: the writer keeps up with a loop as
+its iterations come), ``batch_size`` and ``max_pending`` are both
+``opening_batch``. A short run — a chain of a thousand tasks, a few ms of
+work — is then written in one transaction, with
+its end, rather than in several, each of which stopped the task's thread
+while the writer, holding the GIL, built its rows (and a woken writer waits
+up to the interpreter's switch interval for the GIL). A longer run goes on
+with the sizes above after its first batch, at most ``batch_interval``
+(50 ms) in: its end waits no longer than before. What a SIGKILL may lose
+is still one batch, of at most ``max_batch`` records and ``batch_interval``.
 
 What is recorded
 ----------------
@@ -122,7 +139,7 @@ from iterflow.errors import RunTakenOver, StoreError
 from iterflow.events import FlowRunEvent, LogEvent, MetricEvent, TaskRunEvent
 from iterflow.store.batch import BatchRecorder
 from iterflow.store.liveness import driving
-from iterflow.store.metric_buffers import MetricBuffers
+from iterflow.store.metric_buffers import VALUES_PER_RECORD, MetricBuffers
 from iterflow.store.record_layout import (
     BIG,
     LINK,
@@ -148,7 +165,10 @@ from iterflow.store.writer_thread import WriterThread
 if TYPE_CHECKING:
     from iterflow.store.runstore import RunStore
 
-__all__ = ["StoreSink"]
+__all__ = ["OPENING_BATCH", "StoreSink"]
+
+#: A flow run's sink's ``opening_batch`` (see "The opening batch"): ``max_batch``'s default.
+OPENING_BATCH = 4096
 
 # What handle() does with a task run's state, by kind (see batch.ROLE_*).
 _ROLE_BY_KIND = {
@@ -205,6 +225,7 @@ class StoreSink(SinkLanes, WriterThread):
         batch_size: int = 500,
         max_pending: int = 1024,
         max_batch: int = 4096,
+        opening_batch: int = 0,
         heartbeat_interval: float = 5.0,
         owner: str | None = None,
         identities: dict[str, str] | None = None,
@@ -216,6 +237,15 @@ class StoreSink(SinkLanes, WriterThread):
         self.batch_size = batch_size
         self.max_pending = max(max_pending, batch_size)
         self.max_batch = max(max_batch, batch_size)
+        # Metrics wake the writer once per batch_size records' worth, opening batch or not.
+        self._metric_wake = batch_size * VALUES_PER_RECORD
+        # While a run's opening batch lasts (see "The opening batch"), batch_size and
+        # max_pending are both opening_batch; these are the ones the writer restores.
+        self._sizes: tuple[int, int] | None = None
+        if opening_batch > self.max_pending:
+            self._sizes = (self.batch_size, self.max_pending)
+            self.batch_size = self.max_pending = opening_batch
+            self.max_batch = max(self.max_batch, opening_batch)
         self.heartbeat_interval = heartbeat_interval
         self._buffer: deque[tuple[Any, ...]] = deque()
         # Metrics wait apart, packed per task run as they are logged (metric_buffers): the

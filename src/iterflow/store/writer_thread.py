@@ -53,6 +53,7 @@ class WriterThread:
     batch_size: int
     max_batch: int
     max_pending: int
+    _sizes: tuple[int, int] | None
     _thread: threading.Thread
     _buffer: deque[tuple[Any, ...]]
     _metrics: MetricBuffers
@@ -204,6 +205,8 @@ class WriterThread:
                 with self._room:
                     self._room.notify_all()
             signals = [r[-1] for r in taken if r[-1] is not None]
+            if not signals and self._sizes is not None:
+                self._end_opening()
             # Only a flush's MARK has nothing to write, and it always has a signal.
             batch = [r for r in taken if r[0] != MARK] if signals else taken
             n_ids = len(batch)  # a state row or a log line each, but links
@@ -242,6 +245,18 @@ class WriterThread:
         while sent:  # nothing more to send: wait for what is on its way
             self._guarded(self._batches.settle)  # type: ignore[union-attr]
             self._settled(*sent.popleft())
+
+    def _end_opening(self) -> None:
+        """The run's opening batch is over: the sink's own sizes from now on.
+
+        Called at the first batch with no synchronous record (the run's start is
+        one): what waits was queued unprompted, while the run went on; and by a
+        loop's first ``Looped`` (see "The opening batch" in :mod:`iterflow.store.writer`).
+        """
+        sizes = self._sizes
+        if sizes is not None:  # (a loop's first Looped may have ended it, see looped_lane)
+            self._sizes = None
+            self.batch_size, self.max_pending = sizes
 
     def _guarded(self, step: Callable[..., None], *args: Any) -> bool:
         """Run one step of a commit; a failure fails the sink (the first one says why)."""
