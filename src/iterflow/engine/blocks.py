@@ -69,6 +69,7 @@ from iterflow.core.state import (
     Success,
     TimedOut,
     TriggerFailed,
+    plain_success,
 )
 from iterflow.core.task import Task
 from iterflow.engine.expand import keep_for_retry
@@ -253,10 +254,11 @@ class BlockRun:
                     return self._end(running)
             self.after_looped = False
             states = dict(self.feeder_states)
+            # (plain_success: Success(result=..., loop_count=1) without calling the class)
             if node.carried is not None:
-                states[node.carried] = Success(result=self.carried, loop_count=1)
+                states[node.carried] = plain_success(self.carried, 1)
             if node.index_task is not None:
-                states[node.index_task] = Success(result=k, loop_count=1)
+                states[node.index_task] = plain_success(k, 1)
             self.current = states
             resumed = None
             if self.first:
