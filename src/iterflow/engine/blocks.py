@@ -28,7 +28,11 @@ failed state naming the limit for ``max_loops``, the loop's ``timeout`` or
 the retries. The block node's own transitions (``Running``, ``Looped(k)``
 with the carried value, ``Retrying``, the final state) are emitted like a
 looping task's (:func:`~iterflow.engine.transitions.emit_or_fail`), which is
-all the store needs to resume at the first unfinished iteration. The finished
+all the store needs to resume at the first unfinished iteration. As a loop's:
+a plain ``Looped`` goes to the sinks' looped lane as values where they offer
+one (:func:`~iterflow.engine.transitions.looped_lane`; not inside another
+block), and the ``Running`` after a ``Looped`` is made only for sinks that
+need it (``EventBus.implied_running``). The finished
 state goes to the parent scope's machine as the block node's, and the flow
 goes on.
 

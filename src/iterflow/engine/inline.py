@@ -9,7 +9,12 @@ once per run), :class:`InlineIteration` runs an iteration right here, task
 after task in the graph's order, each through the loop driver a job would use
 (:func:`~iterflow.engine.expand.drive`, which also fills the task run's keys
 of the context), so each task run's own loop, retries, signals, state
-handlers and events are those of any task.
+handlers and events are those of any task. A plain task (a function with no
+state handler, timeout or the like: :func:`~iterflow.engine.expand.plain_function`)
+is first called right here, as :func:`~iterflow.engine.expand.run_plain`
+calls a chain's link: a return is its ``Success``, its ``Running`` and
+``Success`` go to the store sink's task lane as values when that sink is the
+only one; anything else goes on in drive from that call's outcome.
 
 It checks only the one case it can decide alone — every upstream of the next
 task simply succeeded, so the machine's rules say "run it with their results"
