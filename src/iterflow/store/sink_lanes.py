@@ -17,8 +17,9 @@ subflow has two — (:meth:`SinkLanes.record_flow`, through
 :meth:`iterflow.events.EventBus.flow_lane`; ``handle`` hands a
 ``FlowRunEvent`` to it as well) and a metric when the store is the only sink
 (:meth:`SinkLanes.record_metric`). Each makes the record the writer expects
-(``batch.LOOPED``; a ``batch.TASK`` or ``batch.FLOW`` record as ``handle``
-makes it; a metric is packed into its task run's buffer, ``metric_buffers``);
+(``batch.LOOPED``; a compact ``STARTED`` or ``SUCCEEDED`` record, which the
+writer makes the ``batch.TASK`` record ``handle`` makes; a ``batch.FLOW`` record as
+``handle`` makes it; a metric is packed into its task run's buffer, ``metric_buffers``);
 anything a lane declines comes as an event to ``handle``.
 """
 
@@ -39,10 +40,10 @@ from iterflow.store.record_layout import (
     BIG,
     FLOW,
     LOOPED,
-    ROLE_END_STRICT,
     ROLE_LOOP,
     ROLE_START,
-    TASK,
+    STARTED,
+    SUCCEEDED,
 )
 from iterflow.store.results import preview
 from iterflow.store.snapshots import SCALARS, snapshot_parameters
@@ -233,9 +234,8 @@ class SinkLanes:
         # _append_task's work, written out: two records per short task run make this
         # and record_success the costliest calls of a block body's or a chain's store.
         buffer = self._buffer
-        buffer.append((TASK, head[0], task_run_id, head[2], head[3], head[4], loop_index,
-                       "Running", ROLE_START, _now(), None, None, block_index, None, None,
-                       None, head[5], None))
+        # Slots are record_layout.LS_*: the writer makes the TASK record handle would.
+        buffer.append((STARTED, head, loop_index, _now(), block_index, None))
         n = len(buffer)
         if n >= self.batch_size and (
             not n % self.batch_size or n >= self.max_pending
@@ -284,9 +284,8 @@ class SinkLanes:
             done = self._done_by_run[flow_run_id] = []
         done.append(task_run_id)
         buffer = self._buffer
-        buffer.append((TASK, flow_run_id, task_run_id, head[2], head[3], head[4], loop_index,
-                       "Success", ROLE_END_STRICT, _now(), None, None, block_index, stored,
-                       loop_index + 1, label, head[5], None))
+        # Slots are record_layout.LS_*: the writer makes the TASK record handle would.
+        buffer.append((SUCCEEDED, head, loop_index, _now(), block_index, stored, label, None))
         n = len(buffer)
         if n >= self.batch_size and (
             not n % self.batch_size or n >= self.max_pending
