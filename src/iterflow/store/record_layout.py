@@ -2,12 +2,14 @@
 
 A record is a plain tuple whose slots are named by the constants below:
 ``record[T_LOOP_INDEX]``, never ``record[6]``. Its first slot is its tag
-(:data:`TASK`, :data:`FLOW`, :data:`LOG`, :data:`MARK`), its last the
+(:data:`TASK`, :data:`FLOW`, :data:`LOG`, :data:`MARK`, ...), its last the
 ``threading.Event`` to set once it is committed (or ``None``). A plain tuple
 rather than a named tuple because one is made per loop iteration in the
 task's own thread, where a tuple display costs a third of building a named
 tuple; :meth:`StoreSink.handle <iterflow.store.writer.StoreSink.handle>` is
-the one place that builds a task record, in slot order.
+the one place that builds a task record from an event, in slot order, and
+:func:`~iterflow.store.batch_rows.lane_task_record` the one that builds it from
+a task lane's compact record.
 """
 
 from __future__ import annotations
