@@ -143,3 +143,22 @@ def test_a_sink_that_wants_every_running_still_gets_one_per_iteration():
     running = [k for k, kind in sink.kinds if kind is Kind.RUNNING]
     assert running == [0, 1, 2, 3, 4]
     assert [k for k, kind in sink.kinds if kind is Kind.LOOPED] == [0, 1, 2, 3]
+
+
+def test_big_values_through_the_task_lane_free_the_byte_budget(tmp_path, monkeypatch):
+    """A lane's Success with a value over the budget's notice counts until committed."""
+    left: list[int] = []
+    close = StoreSink.close
+
+    def spy(self):
+        close(self)
+        left.append(self._big_bytes)
+
+    monkeypatch.setattr(StoreSink, "close", spy)
+    big = task(lambda x, i: b"x" * 100_000 + bytes([i % 256]), name="big")
+    done = task(_done, name="done")
+    with Flow("big values") as flow, loop(initial=0, name="block") as it:
+        it.next(result=big(it.result, it.index), until=done(it.index, 50))
+    state = flow.run(store=f"sqlite:///{tmp_path}/big.db")
+    assert state.is_successful(), state
+    assert left == [0]
