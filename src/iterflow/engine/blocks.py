@@ -28,7 +28,11 @@ failed state naming the limit for ``max_loops``, the loop's ``timeout`` or
 the retries. The block node's own transitions (``Running``, ``Looped(k)``
 with the carried value, ``Retrying``, the final state) are emitted like a
 looping task's (:func:`~iterflow.engine.transitions.emit_or_fail`), which is
-all the store needs to resume at the first unfinished iteration. The finished
+all the store needs to resume at the first unfinished iteration. As a loop's:
+a plain ``Looped`` goes to the sinks' looped lane as values where they offer
+one (:func:`~iterflow.engine.transitions.looped_lane`; not inside another
+block), and the ``Running`` after a ``Looped`` is made only for sinks that
+need it (``EventBus.implied_running``). The finished
 state goes to the parent scope's machine as the block node's, and the flow
 goes on.
 
@@ -69,6 +73,7 @@ from iterflow.core.state import (
     Success,
     TimedOut,
     TriggerFailed,
+    plain_success,
 )
 from iterflow.core.task import Task
 from iterflow.engine.expand import keep_for_retry
@@ -84,7 +89,7 @@ from iterflow.engine.scopes import (
     Scope,
     StartBlock,
 )
-from iterflow.engine.transitions import emit_or_fail, task_run_event
+from iterflow.engine.transitions import emit_or_fail, looped_lane, task_run_event
 from iterflow.errors import LoopLimitError
 from iterflow.events import ResumePoint, TaskRunEvent
 from iterflow.naming import clean_text
@@ -210,6 +215,23 @@ class BlockRun:
         #: The label of the iteration being judged (it.next(label=...)), for its events.
         self.label: str | None = None
         self.inline = InlineIteration(self) if plan.inline is not None and blocks.inline else None
+        # The sinks' lane for the block node's plain Looped states (see _looped), and the
+        # Running after each Looped, made only for sinks that need it (as a loop's).
+        self.looped_lane = self._looped_lane()
+        self.lane_head = (blocks.run_id, self.task_run_id, self.slug, node.name, None, None)
+        self.after_looped = False
+
+    def _looped_lane(self) -> Any:
+        """The sinks' lane for this block node's plain ``Looped`` states, or None.
+
+        As a looping task's (:func:`~iterflow.engine.transitions.looped_lane`):
+        none for a block whose iterations are committed one by one, nor for a
+        block inside another block (a lane's record carries no block index).
+        """
+        emit = self.blocks.emit
+        if emit is None or self.sync or self.parent.block_index is not None:
+            return None
+        return looped_lane(emit, self.slug, self.serializer)
 
     # -- an iteration -----------------------------------------------------------------
     def begin_iteration(self) -> list[tuple[Scope, Any]]:
@@ -226,16 +248,21 @@ class BlockRun:
                     self.kept = keep_for_retry(self.carried)
                 elif self.kept is not None:
                     self.carried = pickle.loads(self.kept)
-            # Like the loop driver, make no Running/Looped states when nobody sees them.
-            if self.blocks.emit is not None:
+            # Like the loop driver, make no Running/Looped states when nobody sees them,
+            # nor the Running after a Looped when no sink needs it (implied by the Looped).
+            if self.blocks.emit is not None and not (
+                self.after_looped and self.blocks.implied_running
+            ):
                 running = self.move(Running(loop_index=k))
                 if running.is_finished():  # the event could not be recorded
                     return self._end(running)
+            self.after_looped = False
             states = dict(self.feeder_states)
+            # (plain_success: Success(result=..., loop_count=1) without calling the class)
             if node.carried is not None:
-                states[node.carried] = Success(result=self.carried, loop_count=1)
+                states[node.carried] = plain_success(self.carried, 1)
             if node.index_task is not None:
-                states[node.index_task] = Success(result=k, loop_count=1)
+                states[node.index_task] = plain_success(k, 1)
             self.current = states
             resumed = None
             if self.first:
@@ -351,9 +378,14 @@ class BlockRun:
         if over is not None:
             return self._end(over)
         if self.blocks.emit is not None:
-            looped = self.move(Looped(result=value, loop_index=k))
-            if looped.is_finished():
-                return self._end(looped)
+            lane = self.looped_lane
+            # A sink's lane takes a plain Looped as values, with no state or event made
+            # for it; else the usual way. (The block node's state stays the Running.)
+            if lane is None or not lane(self.lane_head, k, value, self.label):
+                looped = self.move(Looped(result=value, loop_index=k))
+                if looped.is_finished():
+                    return self._end(looped)
+            self.after_looped = True
         self.label = None
         self.carried = value
         self.index = k + 1

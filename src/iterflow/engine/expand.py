@@ -77,7 +77,16 @@ from iterflow.errors import LoopLimitError, RunCancelled
 from iterflow.naming import LABEL_KEY, clean_text, render_run_name
 from iterflow.pickling import dumps
 
-__all__ = ["TaskRunSpec", "drive", "keep_for_retry", "plain_context", "run_plain", "run_task_run"]
+__all__ = [
+    "TaskRunSpec",
+    "drive",
+    "keep_for_retry",
+    "plain_context",
+    "plain_function",
+    "record_stop",
+    "run_plain",
+    "run_task_run",
+]
 
 # Stands for the task run's state where nothing reads it (no handlers, no events).
 _UNUSED: Any = None
@@ -243,7 +252,7 @@ def run_plain(task: Any, inputs: dict[str, Any], template: dict[str, Any],
         except (KeyboardInterrupt, RunCancelled) as stop:
             if emit is not None:  # its Running is recorded: so is how it stopped
                 run = spec(*spec_args, True)
-                _record_stop(TaskTransitions(task, run.flow_run_id, task_run_id, map_index,
+                record_stop(TaskTransitions(task, run.flow_run_id, task_run_id, map_index,
                                              task.serializer or run.serializer, emit),
                              Pending(), stop, 0)
             raise
@@ -370,7 +379,7 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
             # Interrupted inside the function (Ctrl-C or SIGTERM in this thread): record
             # this task run as Cancelled at this iteration, then let the runner stop.
             if moves is not None:
-                _record_stop(moves, state, stop, loop_index)
+                record_stop(moves, state, stop, loop_index)
             raise
         kind = outcome.kind
 
@@ -466,6 +475,28 @@ _RUN_CALLED = frozenset({SubflowTask})
 _IMMUTABLE = frozenset({int, float, complex, bool, str, bytes, type(None)})
 
 
+def plain_function(task: Any) -> Callable[..., Any] | None:
+    """The function a run of ``task`` only calls, where nothing else is to be done; else None.
+
+    What :func:`run_plain` checks per task run, asked once for a task that
+    runs many times (a loop block's body task, see :mod:`iterflow.engine.inline`):
+    a plain ``@task`` function with no state handler, ``timeout``,
+    ``log_stdout``, ``task_run_name`` or ``checkpoint="every"`` (whose states
+    are committed one by one, never through a lane), and not async.
+    """
+    if type(task).run is not _PLAIN_RUN or "run" in task.__dict__ or task.is_async:
+        return None
+    if (
+        task.state_handlers
+        or task.timeout is not None
+        or task.log_stdout
+        or task.task_run_name is not None
+        or task.checkpoint == "every"
+    ):
+        return None
+    return task.fn
+
+
 def keep_for_retry(value: Any) -> bytes | None:
     """``value`` pickled, so that each retry can start from a fresh copy of it.
 
@@ -480,7 +511,7 @@ def keep_for_retry(value: Any) -> bytes | None:
         return None
 
 
-def _record_stop(moves: TaskTransitions, state: State, stop: BaseException,
+def record_stop(moves: TaskTransitions, state: State, stop: BaseException,
                  loop_index: int) -> None:
     """Record the task run as Cancelled at ``loop_index``: ``stop`` interrupted its call."""
     why = "cancelled by Ctrl-C" if isinstance(stop, KeyboardInterrupt) else str(stop)

@@ -9,7 +9,12 @@ once per run), :class:`InlineIteration` runs an iteration right here, task
 after task in the graph's order, each through the loop driver a job would use
 (:func:`~iterflow.engine.expand.drive`, which also fills the task run's keys
 of the context), so each task run's own loop, retries, signals, state
-handlers and events are those of any task.
+handlers and events are those of any task. A plain task (a function with no
+state handler, timeout or the like: :func:`~iterflow.engine.expand.plain_function`)
+is first called right here, as :func:`~iterflow.engine.expand.run_plain`
+calls a chain's link: a return is its ``Success``, its ``Running`` and
+``Success`` go to the store sink's task lane as values when that sink is the
+only one; anything else goes on in drive from that call's outcome.
 
 It checks only the one case it can decide alone — every upstream of the next
 task simply succeeded, so the machine's rules say "run it with their results"
@@ -26,12 +31,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 from iterflow.context import _reset as _reset_context
 from iterflow.context import _set as _set_context
-from iterflow.core.state import Failed, Kind, State
+from iterflow.core.state import Failed, Kind, Pending, State, plain_success
 from iterflow.core.task import Task
-from iterflow.engine.expand import TaskRunSpec, drive
+from iterflow.engine.call import RETURNED, Outcome, from_exception
+from iterflow.engine.expand import TaskRunSpec, drive, plain_function, record_stop
 from iterflow.engine.scopes import BlockRelay
 from iterflow.engine.tasklog import TaskLogger
-from iterflow.engine.transitions import task_run_event
+from iterflow.engine.transitions import TaskTransitions, task_lane, task_run_event
+from iterflow.errors import RunCancelled
+from iterflow.naming import LABEL_KEY
 
 if TYPE_CHECKING:
     from iterflow.engine.blocks import BlockRun
@@ -68,9 +76,23 @@ class InlineIteration:
                     serializer=blocks.flow.serializer,
                     implied_running=blocks.implied_running,
                 ),
+                self._plain_step(step.task, blocks.flow.serializer),
             )
             for step in steps
         ]
+
+    def _plain_step(self, task: Task, flow_serializer: str | None) -> tuple | None:
+        """``(function, started, succeeded)`` for a task :meth:`_run_plain` may run, else None.
+
+        ``started`` and ``succeeded`` are the sink's task lane (see
+        :func:`~iterflow.engine.transitions.task_lane`), both None when nothing
+        listens. A task whose events some sink wants as events takes :func:`drive`.
+        """
+        fn = plain_function(task)
+        if fn is None or self.relay is None:
+            return None if fn is None else (fn, None, None)
+        lane = task_lane(self.relay, cast(str, task.slug), task.serializer or flow_serializer)
+        return None if lane is None else (fn, lane[0], lane[1])
 
     def run(self, k: int, states: dict[Task, State]) -> bool:
         """Run iteration ``k`` into ``states``; False when it stops at a task to judge."""
@@ -86,7 +108,7 @@ class InlineIteration:
         plain = SIMPLY_SUCCEEDED
         token = _set_context(ctx)
         try:
-            for task, slug, upstream, keyed, constants, spec in self.steps:
+            for task, slug, upstream, keyed, constants, spec, step in self.steps:
                 for up in upstream:
                     if states[up].kind not in plain:
                         return False
@@ -96,12 +118,64 @@ class InlineIteration:
                 spec.inputs = inputs
                 spec.task_run_id = prefix + slug
                 try:
-                    states[task] = drive(spec, ctx, relay)
+                    states[task] = (
+                        drive(spec, ctx, relay) if step is None
+                        else self._run_plain(spec, step, k)
+                    )
                 except Exception as exc:  # what the runner makes of a job that crashed
                     states[task] = self._crashed(task, spec, exc)
             return True
         finally:
             _reset_context(token)
+
+    def _run_plain(self, spec: TaskRunSpec, step: tuple, k: int) -> State:
+        """:func:`drive` for a plain task (see :meth:`_plain_step`), in fewer steps.
+
+        As :func:`~iterflow.engine.expand.run_plain` does for a chain's link:
+        the context filled as drive fills it, the function called, a return
+        made its ``Success`` and its ``Running`` and ``Success`` handed to the
+        sink's lane as values (stamped with block index ``k``), no state, event
+        or transitions object made. Anything else — a signal, an error, a lane
+        that declines — goes on in drive, from the outcome of that call.
+        """
+        fn, started, succeeded = step
+        task = spec.task
+        task_run_id = spec.task_run_id
+        ctx = self.ctx
+        # drive's enter_task_run and the keys it sets before the first call, in one go.
+        if "loop_result" in ctx:  # the task run before looped: that loop is not ours
+            del ctx["loop_result"]
+            ctx.pop("task_loop_result", None)
+        ctx["task_name"] = name = task.name
+        ctx["task_slug"] = task.slug
+        ctx["task_run_id"] = task_run_id
+        ctx["task_tags"] = task.tags
+        ctx["map_index"] = None
+        ctx.pop(LABEL_KEY, None)
+        ctx["task_run_name"] = name
+        ctx["_iterflow_cancel"] = spec.cancel
+        ctx["loop_index"] = 0
+        ctx["task_loop_count"] = 1
+        ctx["task_run_count"] = 1
+        if started is not None:
+            head = (spec.flow_run_id, task_run_id, task.slug, name, None, None)
+            if not started(head, 0, k):  # declined: drive makes the event instead
+                return drive(spec, ctx, self.relay)
+        try:
+            value = fn(**spec.inputs)
+        except (KeyboardInterrupt, RunCancelled) as stop:
+            if started is not None:  # its Running is recorded: so is how it stopped
+                record_stop(TaskTransitions(task, spec.flow_run_id, task_run_id, None,
+                                            task.serializer or spec.serializer, self.relay),
+                            Pending(), stop, 0)
+            raise
+        except Exception as exc:
+            first = from_exception(exc)
+        else:
+            if started is None or succeeded(head, 0, k, value, ctx.get(LABEL_KEY)):
+                return plain_success(value, 1)
+            first = Outcome(RETURNED, value)
+        return drive(spec, ctx, self.relay, first=first)
 
     def _crashed(self, task: Task, spec: TaskRunSpec, exc: Exception) -> State:
         blocks = self.block_run.blocks

@@ -37,7 +37,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from iterflow.store.batch_rows import BatchRows, as_task_record, task_run_row
+from iterflow.store.batch_rows import BatchRows, as_task_record, lane_task_record, task_run_row
 from iterflow.store.cancel_watch import asked, cancel_asked
 from iterflow.store.fencing import check_owners
 from iterflow.store.flow_rows import write_flow, write_flow_rows
@@ -64,6 +64,7 @@ from iterflow.store.record_layout import (
     LP_VALUE,
     ROLE_END_STRICT,
     ROLE_START,
+    STARTED,
     T_FLOW_RUN_ID,
     T_ROLE,
     T_SLUG,
@@ -182,6 +183,8 @@ class BatchRecorder:
         (see metric_packing.number_span). An empty batch only refreshes the heartbeat.
         """
         metrics = metrics or []
+        # A task lane's compact records as the TASK records they stand for, once.
+        batch = [r if r[0] < STARTED else lane_task_record(r) for r in batch]
         metric_values = [Values(take) for take in metrics]  # read once, not per attempt
         least_number, metric_ids = number_span(metric_values)
         n_ids += metric_ids

@@ -15,6 +15,12 @@ from iterflow.store.record_layout import (
     LP_HEAD,
     LP_LOOP_INDEX,
     LP_TIME,
+    LS_BLOCK_INDEX,
+    LS_HEAD,
+    LS_LABEL,
+    LS_LOOP_INDEX,
+    LS_STORED,
+    LS_TIME,
     ROLE_END_STRICT,
     ROLE_LOOP,
     ROLE_START,
@@ -22,6 +28,8 @@ from iterflow.store.record_layout import (
     S_PATH,
     S_PREVIEW,
     S_SERIALIZER,
+    STARTED,
+    SUCCEEDED,
     T_BLOCK_INDEX,
     T_KIND,
     T_LABEL,
@@ -36,7 +44,7 @@ from iterflow.store.record_layout import (
 )
 from iterflow.store.statements import TASK_RUN_COLUMNS
 
-__all__ = ["BatchRows", "as_task_record", "blob", "task_run_row"]
+__all__ = ["BatchRows", "as_task_record", "blob", "lane_task_record", "task_run_row"]
 
 
 class BatchRows:
@@ -175,6 +183,26 @@ def as_task_record(record: tuple[Any, ...]) -> tuple[Any, ...]:
     return (TASK, flow_run_id, task_run_id, slug, name, map_index, record[LP_LOOP_INDEX],
             "Looped", ROLE_LOOP, record[LP_TIME], None, None, None, None, None, None, run_name,
             None)
+
+
+def lane_task_record(record: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The TASK record a task lane's STARTED or SUCCEEDED record stands for.
+
+    The record ``handle`` makes of that state's event, slot for slot (see
+    ``StoreSink.record_started`` and ``record_success``); other records as they are.
+    """
+    tag = record[0]
+    if tag != STARTED and tag != SUCCEEDED:
+        return record
+    flow_run_id, task_run_id, slug, name, map_index, run_name = record[LS_HEAD]
+    loop_index = record[LS_LOOP_INDEX]
+    if tag == STARTED:
+        return (TASK, flow_run_id, task_run_id, slug, name, map_index, loop_index, "Running",
+                ROLE_START, record[LS_TIME], None, None, record[LS_BLOCK_INDEX], None, None,
+                None, run_name, None)
+    return (TASK, flow_run_id, task_run_id, slug, name, map_index, loop_index, "Success",
+            ROLE_END_STRICT, record[LS_TIME], None, None, record[LS_BLOCK_INDEX],
+            record[LS_STORED], loop_index + 1, record[LS_LABEL], run_name, None)
 
 
 def task_run_row(

@@ -2,21 +2,23 @@
 
 A record is a plain tuple whose slots are named by the constants below:
 ``record[T_LOOP_INDEX]``, never ``record[6]``. Its first slot is its tag
-(:data:`TASK`, :data:`FLOW`, :data:`LOG`, :data:`MARK`), its last the
+(:data:`TASK`, :data:`FLOW`, :data:`LOG`, :data:`MARK`, ...), its last the
 ``threading.Event`` to set once it is committed (or ``None``). A plain tuple
 rather than a named tuple because one is made per loop iteration in the
 task's own thread, where a tuple display costs a third of building a named
 tuple; :meth:`StoreSink.handle <iterflow.store.writer.StoreSink.handle>` is
-the one place that builds a task record, in slot order.
+the one place that builds a task record from an event, in slot order, and
+:func:`~iterflow.store.batch_rows.lane_task_record` the one that builds it from
+a task lane's compact record.
 """
 
 from __future__ import annotations
 
 # The tags and the size limit; the slot constants are imported by name where used.
-__all__ = ["BIG", "FLOW", "LINK", "LOG", "LOOPED", "MARK", "TASK"]
+__all__ = ["BIG", "FLOW", "LINK", "LOG", "LOOPED", "MARK", "STARTED", "SUCCEEDED", "TASK"]
 
 #: Record tags.
-TASK, FLOW, LOG, MARK, LOOPED, LINK = range(6)
+TASK, FLOW, LOG, MARK, LOOPED, LINK, STARTED, SUCCEEDED = range(8)
 #: A task run's state (MARK records hold only their tag and signal: a flush's marker).
 (T_TAG, T_FLOW_RUN_ID, T_TASK_RUN_ID, T_SLUG, T_NAME, T_MAP_INDEX, T_LOOP_INDEX, T_KIND,
  T_ROLE, T_TIME, T_MESSAGE, T_TRACEBACK, T_BLOCK_INDEX, T_STORED, T_LOOP_COUNT,
@@ -35,6 +37,13 @@ TASK, FLOW, LOG, MARK, LOOPED, LINK = range(6)
 #: pickled in under 64 bytes: the writer pickles it and makes its preview).
 (LP_TAG, LP_FLOW_RUN_ID, LP_TASK_RUN_ID, LP_HEAD, LP_LOOP_INDEX, LP_VALUE, LP_TIME,
  LP_LABEL, LP_SIGNAL) = range(9)
+#: A task lane's plain ``Running`` (STARTED) and ``Success`` (SUCCEEDED) of a short task
+#: run (:meth:`~iterflow.store.writer.StoreSink.record_started`, ``record_success``): the
+#: task run's head as the looped lane's, the iteration, the time, the block index, and
+#: for a Success its stored value and label. Fewer slots than a TASK record's to fill
+#: in the task's thread and to pickle for the writer process (the head is one object
+#: for both); the writer makes the TASK record of each (``batch_rows.lane_task_record``).
+(LS_TAG, LS_HEAD, LS_LOOP_INDEX, LS_TIME, LS_BLOCK_INDEX, LS_STORED, LS_LABEL) = range(7)
 #: A child run's link to its parent (:class:`~iterflow.store.children.ParentLink`), in
 #: the parent run's batches (a new child's link commits with its rows, or before them):
 #: the parent run's id in the run id's slot, no task run.

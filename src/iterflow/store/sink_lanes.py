@@ -17,8 +17,9 @@ subflow has two — (:meth:`SinkLanes.record_flow`, through
 :meth:`iterflow.events.EventBus.flow_lane`; ``handle`` hands a
 ``FlowRunEvent`` to it as well) and a metric when the store is the only sink
 (:meth:`SinkLanes.record_metric`). Each makes the record the writer expects
-(``batch.LOOPED``; a ``batch.TASK`` or ``batch.FLOW`` record as ``handle``
-makes it; a metric is packed into its task run's buffer, ``metric_buffers``);
+(``batch.LOOPED``; a compact ``STARTED`` or ``SUCCEEDED`` record, which the
+writer makes the ``batch.TASK`` record ``handle`` makes; a ``batch.FLOW`` record as
+``handle`` makes it; a metric is packed into its task run's buffer, ``metric_buffers``);
 anything a lane declines comes as an event to ``handle``.
 """
 
@@ -39,10 +40,10 @@ from iterflow.store.record_layout import (
     BIG,
     FLOW,
     LOOPED,
-    ROLE_END_STRICT,
     ROLE_LOOP,
     ROLE_START,
-    TASK,
+    STARTED,
+    SUCCEEDED,
 )
 from iterflow.store.results import preview
 from iterflow.store.snapshots import SCALARS, snapshot_parameters
@@ -237,9 +238,17 @@ class SinkLanes:
         last[task_run_id] = ROLE_START
         if previous == ROLE_LOOP:
             return True  # implied by the Looped before it: not recorded (see handle)
-        self._append_task((TASK, head[0], task_run_id, head[2], head[3], head[4], loop_index,
-                           "Running", ROLE_START, _now(), None, None, block_index, None, None,
-                           None, head[5], None))
+        # _append_task's work, written out: two records per short task run make this
+        # and record_success the costliest calls of a block body's or a chain's store.
+        buffer = self._buffer
+        # Slots are record_layout.LS_*: the writer makes the TASK record handle would.
+        buffer.append((STARTED, head, loop_index, _now(), block_index, None))
+        n = len(buffer)
+        if n >= self.batch_size and (
+            not n % self.batch_size or n >= self.max_pending
+            or self._big_bytes > MAX_PENDING_BYTES
+        ):
+            self._wake_writer()
         return True
 
     def record_success(self, head: tuple[Any, ...], loop_index: int, block_index: int | None,
@@ -257,11 +266,15 @@ class SinkLanes:
             return False
         stored: Any = None
         if value is not None:
-            if type(value) in _PLAIN_RESULTS:  # as snapshot() keeps them, in fewer steps
+            cls = type(value)
+            if cls in _PLAIN_RESULTS:  # as snapshot() keeps them, in fewer steps
                 data = pickle.dumps(value, _PROTOCOL)
                 size = len(data)
                 if size <= BIG:  # below the byte budget's notice, and far from a file
-                    stored = ("pickle", data, None, size, preview(value, size))
+                    # A number pickled in under 64 bytes is shown whole: its repr is the
+                    # preview (as handle's for a Looped one), without preview()'s checks.
+                    text = repr(value) if size < 64 and cls in _SCALARS else preview(value, size)
+                    stored = ("pickle", data, None, size, text)
             if stored is None:  # the general way (a file, the byte budget, errors)
                 event = TaskRunEvent(*head[:5], loop_index, None, False, None, block_index,
                                      label, head[5])
@@ -269,11 +282,23 @@ class SinkLanes:
                     stored = self._snapshot(event, value, True)
                 except Exception:
                     return False
+        flow_run_id = head[0]
         self._last_role.pop(task_run_id, None)
-        self._mark_done(head[0], task_run_id)
-        self._append_task((TASK, head[0], task_run_id, head[2], head[3], head[4], loop_index,
-                           "Success", ROLE_END_STRICT, _now(), None, None, block_index, stored,
-                           loop_index + 1, label, head[5], None))
+        # _mark_done's and _append_task's work, written out (see record_started).
+        self._done.add(task_run_id)
+        done = self._done_by_run.get(flow_run_id)
+        if done is None:
+            done = self._done_by_run[flow_run_id] = []
+        done.append(task_run_id)
+        buffer = self._buffer
+        # Slots are record_layout.LS_*: the writer makes the TASK record handle would.
+        buffer.append((SUCCEEDED, head, loop_index, _now(), block_index, stored, label, None))
+        n = len(buffer)
+        if n >= self.batch_size and (
+            not n % self.batch_size or n >= self.max_pending
+            or self._big_bytes > MAX_PENDING_BYTES
+        ):
+            self._wake_writer()
         return True
 
     def record_flow(self, run_id: str, flow_name: str, state: Any,

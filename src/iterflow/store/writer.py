@@ -337,8 +337,9 @@ class StoreSink(SinkLanes, WriterThread):
                 if event.sync:
                     signal = threading.Event()
             # A TASK record from an event; its slots are batch.T_* in this order (the
-            # task lane makes the same from values). A tuple display, not a named
-            # tuple: see iterflow.store.batch.
+            # writer makes the same of the task lane's compact records, see
+            # batch_rows.lane_task_record). A tuple display, not a named tuple: see
+            # iterflow.store.batch.
             self._append_task(
                 (TASK, event.flow_run_id, task_run_id, event.task_slug, event.task_name,
                  event.map_index, event.loop_index, kind_name, role, state.timestamp,

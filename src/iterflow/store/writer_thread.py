@@ -25,10 +25,13 @@ from iterflow.store.record_layout import (
     FLOW,
     LINK,
     LOOPED,
+    LS_STORED,
     MARK,
     S_DATA,
     S_PATH,
     S_SIZE,
+    STARTED,
+    SUCCEEDED,
     T_STORED,
     TASK,
 )
@@ -211,12 +214,13 @@ class WriterThread:
             batch = [r for r in taken if r[0] != MARK] if signals else taken
             n_ids = len(batch)  # a state row or a log line each, but links
             released = 0
-            for record in [r for r in batch if r[0] != LOOPED]:
+            for record in [r for r in batch if r[0] != LOOPED and r[0] != STARTED]:
                 tag = record[0]
                 if tag == LINK:
                     n_ids -= 1  # a link row has its child's run id for its key
-                elif tag == TASK:
-                    stored = record[T_STORED]
+                elif tag in (TASK, SUCCEEDED):
+                    # (a task lane's Success may hold a value in a file, or a big one)
+                    stored = record[T_STORED if tag == TASK else LS_STORED]
                     if stored is not None:
                         if stored[S_PATH] is not None:
                             n_ids += 1  # a results row: the value is in a file
