@@ -104,3 +104,30 @@ def test_a_subclass_that_opts_in_runs_simple_bodies_inline():
     opted = OptedIn()
     assert run_flow(flow, store=None, executor=opted).result[it.final].result == 4
     assert opted.jobs == 0
+
+
+def test_a_body_task_sees_the_same_context_on_every_path():
+    # The inline path calls a plain body task itself, filling its context keys as the
+    # loop driver does: the task must not be able to tell which path ran it.
+    def contexts(executor, **options):
+        seen = []
+
+        @task(name="look", **options)
+        def look(x):
+            ctx = iterflow.context.to_dict()
+            seen.append({
+                key: value for key, value in ctx.items()
+                if key not in ("logger", "flow_run_id", "task_run_id", "_iterflow_cancel")
+            } | {"keys": sorted(ctx)})
+            return x + 1
+
+        with Flow("look") as flow, loop(initial=0) as it:
+            a = look(it.result)
+            it.next(result=a, until=at_least(a, 3))
+        assert run_flow(flow, store=None, executor=executor).is_successful()
+        return seen
+
+    plain = contexts(LocalExecutor())
+    assert len(plain) == 3
+    assert plain == contexts(CountingExecutor())                 # the machine's jobs
+    assert plain == contexts(LocalExecutor(), timeout=60)        # inline, through drive
