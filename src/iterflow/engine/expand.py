@@ -77,16 +77,8 @@ from iterflow.errors import LoopLimitError, RunCancelled
 from iterflow.naming import LABEL_KEY, clean_text, render_run_name
 from iterflow.pickling import dumps
 
-__all__ = [
-    "TaskRunSpec",
-    "drive",
-    "keep_for_retry",
-    "plain_context",
-    "plain_function",
-    "record_stop",
-    "run_plain",
-    "run_task_run",
-]
+__all__ = ["TaskRunSpec", "drive", "keep_for_retry", "plain_context", "plain_function",
+           "record_stop", "run_plain", "run_task_run"]
 
 # Stands for the task run's state where nothing reads it (no handlers, no events).
 _UNUSED: Any = None

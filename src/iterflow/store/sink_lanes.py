@@ -99,6 +99,7 @@ class _Undrive:
         with cls._lock:
             return sink._undriving.pop(run_id, None) is not None
 
+
 # A state class's kind name, filled on first sight: reading it through the Kind enum
 # (a property on the member) costs several dict look-ups' worth.
 _KIND_NAMES: dict[type, str] = {}
