@@ -169,16 +169,6 @@ def _executor_classes() -> tuple[type, type]:
     return found
 
 
-def _run_flow() -> Any:
-    """:func:`iterflow.runtime.run_flow` (runtime imports this module)."""
-    found = _LAZY.get("run_flow")
-    if found is None:
-        from iterflow.runtime import run_flow
-
-        found = _LAZY["run_flow"] = run_flow
-    return found
-
-
 def _parent_link() -> Any:
     """:class:`iterflow.store.children.ParentLink` (the store loads SQLAlchemy)."""
     found = _LAZY.get("ParentLink")
@@ -301,7 +291,7 @@ def run_subflow(task: Any, parameters: dict[str, Any]) -> Any:
                               env.child_executor(),  # type: ignore[union-attr]
                               store, child_id, child_ctx, cancel)
         else:  # a resumed child opens a sink of its own (and looks for its source)
-            state = _run_flow()(
+            state = _runtime().run_flow(
                 child_flow,
                 parameters=None if resume else parameters,
                 executor=env.child_executor() if env is not None else None,
