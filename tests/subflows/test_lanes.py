@@ -19,16 +19,7 @@ from iterflow.runtime import run_flow
 from iterflow.store import open_store
 from iterflow.store.schema import flow_runs, flows, state_transitions, task_runs
 from iterflow.store.writer import StoreSink
-
-
-@task
-def add(x, y):
-    return x + y
-
-
-@task
-def at_least(x, n):
-    return x >= n
+from tests.blocks.tasks import add, at_least
 
 
 @task
