@@ -205,20 +205,8 @@ def run_plain(task: Any, inputs: dict[str, Any], template: dict[str, Any],
     (:func:`~iterflow.core.state.plain_success`), no state or event for either
     transition.
     """
-    cls = type(task)
-    if cls.run is _PLAIN_RUN:
-        call = task.fn
-    elif cls in _RUN_CALLED:  # a subflow: its run() starts the child run
-        call = task.run
-    else:
-        return None
-    if (
-        "run" in task.__dict__  # task.copy(run=...)
-        or task.state_handlers
-        or task.timeout is not None
-        or task.log_stdout
-        or task.task_run_name is not None
-    ):
+    call = _plain_call(task)
+    if call is None:
         return None
     # The keys run_task_run and drive fill, in their order: the template has them all,
     # each task run sets the ones of its own (loop_index and the counts are the same).
@@ -467,26 +455,43 @@ _RUN_CALLED = frozenset({SubflowTask})
 _IMMUTABLE = frozenset({int, float, complex, bool, str, bytes, type(None)})
 
 
-def plain_function(task: Any) -> Callable[..., Any] | None:
-    """The function a run of ``task`` only calls, where nothing else is to be done; else None.
+def _plain_call(task: Any) -> Callable[..., Any] | None:
+    """What :func:`run_plain` calls for a run of ``task``, or None: a task it does not run.
 
-    What :func:`run_plain` checks per task run, asked once for a task that
-    runs many times (a loop block's body task, see :mod:`iterflow.engine.inline`):
-    a plain ``@task`` function with no state handler, ``timeout``,
-    ``log_stdout``, ``task_run_name`` or ``checkpoint="every"`` (whose states
-    are committed one by one, never through a lane), and not async.
+    A plain ``@task`` function, or a subflow task (its ``run`` starts the
+    child run), with no state handler, ``timeout``, ``log_stdout`` or
+    ``task_run_name``.
     """
-    if type(task).run is not _PLAIN_RUN or "run" in task.__dict__ or task.is_async:
+    cls = type(task)
+    if cls.run is _PLAIN_RUN:
+        call = task.fn
+    elif cls in _RUN_CALLED:  # a subflow: its run() starts the child run
+        call = task.run
+    else:
         return None
     if (
-        task.state_handlers
+        "run" in task.__dict__  # task.copy(run=...)
+        or task.state_handlers
         or task.timeout is not None
         or task.log_stdout
         or task.task_run_name is not None
-        or task.checkpoint == "every"
     ):
         return None
-    return task.fn
+    return call
+
+
+def plain_function(task: Any) -> Callable[..., Any] | None:
+    """The function a run of ``task`` only calls, where nothing else is to be done; else None.
+
+    What :func:`run_plain` checks per task run (:func:`_plain_call`), asked once
+    for a task that runs many times (a loop block's body task, see
+    :mod:`iterflow.engine.inline`), for a plain ``@task`` function only (not a
+    subflow), not async, and not ``checkpoint="every"`` (whose states are
+    committed one by one, never through a lane).
+    """
+    if type(task).run is not _PLAIN_RUN or task.is_async or task.checkpoint == "every":
+        return None
+    return _plain_call(task)
 
 
 def keep_for_retry(value: Any) -> bytes | None:
