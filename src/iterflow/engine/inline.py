@@ -34,7 +34,13 @@ from iterflow.context import _set as _set_context
 from iterflow.core.state import Failed, Kind, Pending, State, plain_success
 from iterflow.core.task import Task
 from iterflow.engine.call import RETURNED, Outcome, from_exception
-from iterflow.engine.expand import TaskRunSpec, drive, plain_function, record_stop
+from iterflow.engine.expand import (
+    TaskRunSpec,
+    drive,
+    enter_task_run,
+    plain_function,
+    record_stop,
+)
 from iterflow.engine.scopes import BlockRelay
 from iterflow.engine.tasklog import TaskLogger
 from iterflow.engine.transitions import TaskTransitions, task_lane, task_run_event
@@ -142,17 +148,9 @@ class InlineIteration:
         task = spec.task
         task_run_id = spec.task_run_id
         ctx = self.ctx
-        # drive's enter_task_run and the keys it sets before the first call, in one go.
-        if "loop_result" in ctx:  # the task run before looped: that loop is not ours
-            del ctx["loop_result"]
-            ctx.pop("task_loop_result", None)
-        ctx["task_name"] = name = task.name
-        ctx["task_slug"] = task.slug
-        ctx["task_run_id"] = task_run_id
-        ctx["task_tags"] = task.tags
-        ctx["map_index"] = None
-        ctx.pop(LABEL_KEY, None)
-        ctx["task_run_name"] = name
+        # The keys drive sets before the first call: enter_task_run's, then its own.
+        enter_task_run(ctx, spec)
+        ctx["task_run_name"] = name = task.name
         ctx["_iterflow_cancel"] = spec.cancel
         ctx["loop_index"] = 0
         ctx["task_loop_count"] = 1
