@@ -291,10 +291,9 @@ class WriterThread:
 
         ``waits``: how many of the batch's commits someone waits for.
         """
-        assert self._hand_over is not None
         recorder = self._batches
-        if not isinstance(recorder, BatchRecorder):
-            return
+        # (a sink hands over once: _hand_over is None from then on)
+        assert self._hand_over is not None and isinstance(recorder, BatchRecorder)
         remote = self._hand_over.due(records, recorder, waits)
         if remote is not None:
             self._batches = remote
