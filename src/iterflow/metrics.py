@@ -32,10 +32,10 @@ from typing import Any
 from iterflow.context import _current
 from iterflow.errors import MetricError
 
-__all__ = ["check_metric", "log_metric"]
+__all__ = ["check_metric", "checked_metric", "log_metric"]
 
 #: Ints below this in size convert to a float without overflowing.
-_BIG = 2**1023
+INT_LIMIT = 2**1023
 
 
 def check_metric(name: Any, value: Any, task_name: str | None = None) -> float:
@@ -72,16 +72,24 @@ def log_metric(name: str, value: float) -> None:
     >>> import iterflow
     >>> iterflow.log_metric("loss", 0.25)   # outside a run: checked only
     """
-    ctx = _current.get()
-    kind = type(value)
-    # The common case checked cheaply (a loop may log several per iteration):
-    # x - x is 0 for every finite float or int, NaN for NaN and the infinities.
-    if kind is float and type(name) is str and name and value - value == 0:
-        number = value
-    elif kind is int and type(name) is str and name and -_BIG < value < _BIG:
-        number = float(value)
+    # The task run's logger checks the value (``TaskLogger.metric``, or the store's
+    # lane that takes its place): a loop may log several per iteration, and the lane
+    # checks a name it has seen before and a finite float in two cheap tests.
+    logger = _current.get().get("logger")
+    if logger is None:
+        check_metric(name, value)
     else:
-        number = check_metric(name, value, ctx.get("task_name"))
-    logger = ctx.get("logger")
-    if logger is not None:
-        logger.metric(name, number)
+        logger.metric(name, value)
+
+
+def checked_metric(name: Any, value: Any, task_name: str | None = None) -> float:
+    """``value`` as a float, checked as :func:`check_metric` does, the common cases first.
+
+    ``x - x`` is 0 for every finite float or int, NaN for NaN and the infinities.
+    """
+    kind = type(value)
+    if kind is float and type(name) is str and name and value - value == 0:
+        return value
+    if kind is int and type(name) is str and name and -INT_LIMIT < value < INT_LIMIT:
+        return float(value)
+    return check_metric(name, value, task_name)

@@ -167,3 +167,29 @@ def test_a_loops_metrics_recorded_by_the_store_alone(tmp_path):
     assert all(m.task_name == "counts_down" and m.block_index is None for m in found)
     times = [m.time for m in found]
     assert times == sorted(times) and times[0] > 1e9
+
+
+@task
+def good_then_bad(value):
+    i = iterflow.context.loop_index
+    if i < 2:  # the name is known, and goes through the store's fast lane, first
+        iterflow.log_metric("loss", 1.5 if i == 0 else 7)
+        raise LOOP()
+    iterflow.log_metric("loss", value)
+    return value
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, "0.5", None, True, 10**400])
+def test_a_bad_value_of_a_known_metric_fails_the_task_and_keeps_what_came_before(
+    tmp_path, value
+):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with Flow("bad later") as flow:
+        out = good_then_bad(value)
+    state = run_flow(flow, store=url)  # the store is the only sink: its lane checks
+    failed = state.result[out]
+    assert failed.is_failed() and isinstance(failed.result, MetricError)
+    assert "'loss'" in str(failed.result) and "'good_then_bad'" in str(failed.result)
+    found = metrics(state.run_id, store=url)
+    assert [(m.loop_index, m.value) for m in found] == [(0, 1.5), (1, 7.0)]
+    assert all(type(m.value) is float for m in found)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from iterflow.events import LogEvent, MetricEvent
+from iterflow.metrics import checked_metric
 
 __all__ = ["TaskLogger", "metric_recorder", "task_logger"]
 
@@ -75,6 +76,9 @@ class TaskLogger(logging.LoggerAdapter):
         To the store directly when it is the only sink (:func:`metric_recorder`),
         otherwise as a :class:`~iterflow.events.MetricEvent`.
         """
+        # A finite float is let through at once (x - x is NaN for NaN and infinities).
+        if type(value) is not float or type(name) is not str or not name or value - value:
+            value = checked_metric(name, value, self._ctx.get("task_name"))  # ints too
         emit = self._emit
         if emit is not None:
             get: Callable[[str], Any] = self._ctx.get

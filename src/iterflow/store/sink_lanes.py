@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from iterflow.events import TaskRunEvent
+from iterflow.metrics import INT_LIMIT, checked_metric
 from iterflow.store.liveness import driving
 from iterflow.store.metric_buffers import MetricBuffers
 from iterflow.store.metric_packing import NONE, RECORD
@@ -414,7 +415,10 @@ class SinkLanes:
         iteration). What a loop's metric costs its thread is mostly calls: this
         closure is the only one between ``log_metric`` and the task run's buffer
         (see ``TaskLogger.metric``), and it packs the value there itself
-        (``metric_packing.RECORD``): the writer reads no record per value.
+        (``metric_packing.RECORD``): the writer reads no record per value. It
+        also checks the value (``log_metric`` leaves that to the logger): a name
+        it has numbered before and a finite float or a plain int pass two cheap
+        tests, anything else goes through :func:`iterflow.metrics.checked_metric`.
         """
         buffers = self._metrics
         number_next = buffers.count
@@ -427,15 +431,27 @@ class SinkLanes:
         block = NONE if block is None else block
 
         def record(name: str, value: float) -> None:
-            if self._unusable:
-                self._raise()
             code = code_of(name)
-            if code is None:
-                code = buffers.new_code(buffer, name)
+            # A name seen before was checked then; a finite float needs no more (x - x
+            # is NaN for NaN and the infinities), an int only a range that ``pack``
+            # turns into a float. Anything else goes the slow way.
+            kind = type(value)
+            if code is None or not (
+                (kind is float and not value - value)
+                or (kind is int and -INT_LIMIT < value < INT_LIMIT)
+            ):
+                value = checked_metric(name, value, get("task_name"))
+                if code is None:
+                    code = buffers.new_code(buffer, name)
             loop = get("loop_index")
             number = number_next()
             append(pack(number, NONE if loop is None else loop, block, code, value, now()))
             if not number % wake_every:
+                # A store that failed (or a sink closed) is noticed here, once per wake,
+                # not per value: what was logged meanwhile is never written, and the run's
+                # next state raises too.
+                if self._unusable:
+                    self._raise()
                 wake()  # which also waits while too much is queued
 
         # Found once the lane exists: the buffer is kept for as long as the lane lives.
