@@ -273,6 +273,10 @@ class BatchRecorder:
             next_id += len(fresh_tasks)
             # Task runs the store has never seen: their first Running may be implied.
             rows = BatchRows(fresh_tasks, dict.fromkeys(created_now))
+            # Every key the batch's rows need, kept or new, in one map each: a lookup
+            # per record. (The two are disjoint: new keys are for names not kept.)
+            run_key_of = {**run_keys, **keyed_runs}
+            task_key_of = {**task_keys, **keyed_tasks}
             runs = dict(self.open_runs)
             looped_rows, latest, looped, first = (
                 rows.looped_rows, rows.latest, rows.looped, rows.first
@@ -291,8 +295,8 @@ class BatchRecorder:
                     # the TASK record it stands for, which it makes only when it must.
                     head = record[LS_HEAD]
                     task_run_id = head[1]
-                    run_key = run_keys.get(head[0]) or keyed_runs[head[0]]
-                    task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
+                    run_key = run_key_of[head[0]]
+                    task_key = task_key_of[task_run_id]
                     at = record[LS_TIME]
                     if tag == STARTED:
                         row = (next_id, run_key, task_key, record[LS_LOOP_INDEX],
@@ -331,9 +335,8 @@ class BatchRecorder:
                 elif tag == LOOPED:  # most records of a loop: their rows made right here
                     task_run_id = record[LP_TASK_RUN_ID]
                     first_at = record[LP_TIME]
-                    run_key = (run_keys.get(record[LP_FLOW_RUN_ID])
-                               or keyed_runs[record[LP_FLOW_RUN_ID]])
-                    task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
+                    run_key = run_key_of[record[LP_FLOW_RUN_ID]]
+                    task_key = task_key_of[task_run_id]
                     if record[LP_LABEL] is None:
                         # With the unlabelled Looped records of the same task run that
                         # follow it (behind a fast loop, most of the batch), column by
@@ -345,18 +348,25 @@ class BatchRecorder:
                                     or following[LP_TASK_RUN_ID] != task_run_id):
                                 break
                             end += 1
-                        span = batch[at_record - 1:end]
-                        at_record = end
-                        values = [r[LP_VALUE] for r in span]
-                        spanned = len(span)
-                        looped_rows.extend(zip(
-                            range(next_id, next_id + spanned), repeat(run_key, spanned),
-                            repeat(task_key, spanned), [r[LP_LOOP_INDEX] for r in span],
-                            [bytearray(_dumps(v, _PROTOCOL)) for v in values],
-                            map(repr, values), [r[LP_TIME] for r in span],
-                        ))
-                        next_id += spanned - 1
-                        record = span[-1]
+                        if end == at_record:  # alone (a loop block's: between its body's)
+                            value = record[LP_VALUE]
+                            looped_rows.append((
+                                next_id, run_key, task_key, record[LP_LOOP_INDEX],
+                                bytearray(_dumps(value, _PROTOCOL)), repr(value), first_at,
+                            ))
+                        else:
+                            span = batch[at_record - 1:end]
+                            at_record = end
+                            values = [r[LP_VALUE] for r in span]
+                            spanned = len(span)
+                            looped_rows.extend(zip(
+                                range(next_id, next_id + spanned), repeat(run_key, spanned),
+                                repeat(task_key, spanned), [r[LP_LOOP_INDEX] for r in span],
+                                [bytearray(_dumps(v, _PROTOCOL)) for v in values],
+                                map(repr, values), [r[LP_TIME] for r in span],
+                            ))
+                            next_id += spanned - 1
+                            record = span[-1]
                     else:  # the compact row has no label column
                         value = record[LP_VALUE]
                         rows.other.append((next_id, run_key, task_key, "Looped",
@@ -370,19 +380,15 @@ class BatchRecorder:
                     next_id += 1
                 elif tag == TASK:
                     task_run_id = record[T_TASK_RUN_ID]
-                    # Keys start at 1, so `or` only falls through for a missing one.
-                    task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
-                    run_key = run_keys.get(record[T_FLOW_RUN_ID]) or keyed_runs[
-                        record[T_FLOW_RUN_ID]
-                    ]
+                    task_key = task_key_of[task_run_id]
+                    run_key = run_key_of[record[T_FLOW_RUN_ID]]
                     next_id = rows.task_state(record, run_key, task_key, next_id)
                 elif tag == LOG:
                     task_run_id = record[L_TASK_RUN_ID]
                     rows.logs.append((
                         next_id,
-                        run_keys.get(record[L_FLOW_RUN_ID]) or keyed_runs[record[L_FLOW_RUN_ID]],
-                        None if task_run_id is None
-                        else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
+                        run_key_of[record[L_FLOW_RUN_ID]],
+                        None if task_run_id is None else task_key_of[task_run_id],
                         record[L_LOOP_INDEX], record[L_LEVEL], record[L_MESSAGE], record[L_TIME],
                     ))
                     next_id += 1
@@ -391,7 +397,7 @@ class BatchRecorder:
                 elif tag == FLOW:
                     if record[F_RUN_ID] in self._forget:
                         _forget(conn, record[F_RUN_ID], self._forget[record[F_RUN_ID]])
-                    run_key = run_keys.get(record[F_RUN_ID]) or keyed_runs[record[F_RUN_ID]]
+                    run_key = run_key_of[record[F_RUN_ID]]
                     next_id = write_flow(record, run_key, next_id, rows, runs, self.owner)
             chunks = metric_rows(metrics, metric_values, next_id - least_number, run_keys,
                                  keyed_runs, task_keys, keyed_tasks)
@@ -400,7 +406,7 @@ class BatchRecorder:
             snapshots: list[tuple[Any, ...]] = []
             identities = self.identities
             for task_run_id, (record, row_id) in latest.items():
-                task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
+                task_key = task_key_of[task_run_id]
                 if record[0] == SUCCEEDED and task_run_id not in looped:
                     # The common end of a short task run: its row without the TASK record.
                     flow_run_id, _, slug, name, map_index, run_name = record[LS_HEAD]
@@ -463,10 +469,9 @@ class BatchRecorder:
         created.update(dict.fromkeys(created_now))
         for task_run_id in finished:
             task_keys.pop(task_run_id, None)
-        for record in batch:
-            if record[0] == FLOW:
-                self._forget.pop(record[F_RUN_ID], None)
-            if record[0] == FLOW and record[F_FINISHED]:  # a flow run ended: its task runs too
+        for record in [r for r in batch if r[0] == FLOW]:
+            self._forget.pop(record[F_RUN_ID], None)
+            if record[F_FINISHED]:  # a flow run ended: its task runs too
                 run_keys.pop(record[F_RUN_ID], None)
                 created.pop(record[F_RUN_ID], None)  # a later record of it is looked up
                 prefix = record[F_RUN_ID] + "/"
