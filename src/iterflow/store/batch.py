@@ -22,6 +22,9 @@ update its ``flow_runs`` row once, folded into one upsert. Ownership is read
 only for runs already in the store: a run a batch creates has no owner yet.
 The first ``Running`` of a task run new to the store that also ends in the
 batch is not written (see :class:`BatchRows`): its ``task_runs.started`` says it.
+A task lane's compact records (a short task run's ``Running`` and plain
+``Success``) are written as they come; only an uncommon one (a label, a value
+in a file) is first made the TASK record it stands for.
 Nor are the states of a flow run new to the store that starts and ends in
 the batch (a child run of a subflow): its ``flow_runs`` row (started, ended,
 state, message) is all they would say.
@@ -32,6 +35,7 @@ from __future__ import annotations
 import pickle
 import time
 from collections.abc import Callable
+from itertools import count as count_from
 from itertools import repeat
 from typing import Any
 
@@ -43,6 +47,7 @@ from iterflow.store.fencing import check_owners
 from iterflow.store.flow_rows import write_flow, write_flow_rows
 from iterflow.store.metric_packing import Taken, Values, metric_rows, number_span
 from iterflow.store.record_layout import (
+    BIG,
     F_FINISHED,
     F_RUN_ID,
     FLOW,
@@ -62,9 +67,19 @@ from iterflow.store.record_layout import (
     LP_TASK_RUN_ID,
     LP_TIME,
     LP_VALUE,
+    LS_BLOCK_INDEX,
+    LS_HEAD,
+    LS_LABEL,
+    LS_LOOP_INDEX,
+    LS_STORED,
+    LS_TIME,
     ROLE_END_STRICT,
     ROLE_START,
+    S_DATA,
+    S_PREVIEW,
+    S_SERIALIZER,
     STARTED,
+    SUCCEEDED,
     T_FLOW_RUN_ID,
     T_ROLE,
     T_SLUG,
@@ -183,8 +198,6 @@ class BatchRecorder:
         (see metric_packing.number_span). An empty batch only refreshes the heartbeat.
         """
         metrics = metrics or []
-        # A task lane's compact records as the TASK records they stand for, once.
-        batch = [r if r[0] < STARTED else lane_task_record(r) for r in batch]
         metric_values = [Values(take) for take in metrics]  # read once, not per attempt
         least_number, metric_ids = number_span(metric_values)
         n_ids += metric_ids
@@ -196,9 +209,13 @@ class BatchRecorder:
         # Comprehensions over the batch, then loops over its few distinct ids: the
         # writer holds the GIL for this, and a loop's task thread waits for it.
         # Slot 1 is the run id of every record, slot 2 the task run id of all but a
-        # flow run's state (None for an engine log line). Dicts keep the order.
-        run_ids = dict.fromkeys([r[T_FLOW_RUN_ID] for r in batch])
-        task_ids = dict.fromkeys([r[T_TASK_RUN_ID] for r in batch if r[0] != FLOW])
+        # flow run's state (None for an engine log line); a task lane's compact
+        # record (STARTED, SUCCEEDED: the last tags) has both in its head, slot 1.
+        # Dicts keep the order: it is the order new rows get their keys in.
+        run_ids = dict.fromkeys([r[T_FLOW_RUN_ID] if r[0] < STARTED else r[LS_HEAD][0]
+                                 for r in batch])
+        task_ids = dict.fromkeys([r[T_TASK_RUN_ID] if r[0] < STARTED else r[LS_HEAD][1]
+                                  for r in batch if r[0] != FLOW])
         if metrics:
             run_ids.update(dict.fromkeys([take.flow_run_id for take in metrics]))
             task_ids.update(dict.fromkeys([take.task_run_id for take in metrics]))
@@ -211,8 +228,13 @@ class BatchRecorder:
         # before anything else of it. Any other newcomer is looked up — also a
         # task run of a created run whose key left when it ended and that sends
         # a straggler (a log line, a metric).
-        starting = {r[T_TASK_RUN_ID]: r[T_FLOW_RUN_ID] for r in batch
-                    if r[0] == TASK and r[T_ROLE] == ROLE_START} if new_tasks else {}
+        if new_tasks:
+            starting = {r[T_TASK_RUN_ID]: r[T_FLOW_RUN_ID] for r in batch
+                        if r[0] == TASK and r[T_ROLE] == ROLE_START}
+            starting.update({h[1]: h[0] for h in [r[LS_HEAD] for r in batch
+                                                  if r[0] == STARTED]})
+        else:
+            starting = {}
         created = self._created
         created_now: list[str] = []
         keyed_runs: dict[str, int] = {}
@@ -240,32 +262,81 @@ class BatchRecorder:
             else:
                 asked = new_tasks
             keyed_tasks.update(find_keys(conn, task_runs, "task_run_id", asked))
-            unkeyed = list(created_now)
-            unkeyed += [t for t in new_tasks if t not in keyed_tasks]
-            count = n_ids + len(unkeyed)
+            # New rows' keys: the runs created, then the task runs the store has never
+            # seen, each in the order the batch names them.
+            fresh_tasks = {t: None for t in new_tasks if t not in keyed_tasks}
+            count = n_ids + len(created_now) + len(fresh_tasks)
             next_id = allocate_ids(conn, count) if count else 0
-            for name in unkeyed:
-                (keyed_runs if name in new_runs else keyed_tasks)[name] = next_id
-                next_id += 1
+            keyed_runs.update(zip(created_now, count_from(next_id)))
+            next_id += len(created_now)
+            keyed_tasks.update(zip(fresh_tasks, count_from(next_id)))
+            next_id += len(fresh_tasks)
             # Task runs the store has never seen: their first Running may be implied.
-            rows = BatchRows({t: None for t in unkeyed if t in new_tasks},
-                         {r: None for r in unkeyed if r in new_runs})
+            rows = BatchRows(fresh_tasks, dict.fromkeys(created_now))
+            # Every key the batch's rows need, kept or new, in one map each: a lookup
+            # per record. (The two are disjoint: new keys are for names not kept.)
+            run_key_of = {**run_keys, **keyed_runs}
+            task_key_of = {**task_keys, **keyed_tasks}
             runs = dict(self.open_runs)
             looped_rows, latest, looped, first = (
                 rows.looped_rows, rows.latest, rows.looped, rows.first
             )
+            fresh, opening, running = rows.fresh, rows.opening, rows.running
+            finished_in, finished_outside = rows.finished, rows.finished_outside
             n_records = len(batch)
             at_record = 0
             while at_record < n_records:
                 record = batch[at_record]
                 at_record += 1
                 tag = record[0]
-                if tag == LOOPED:  # most records of a loop: their rows made right here
+                if tag >= STARTED:
+                    # A task lane's record (most of a block's, a map's or a chain's):
+                    # its rows made right here, as BatchRows.task_state makes those of
+                    # the TASK record it stands for, which it makes only when it must.
+                    head = record[LS_HEAD]
+                    task_run_id = head[1]
+                    run_key = run_key_of[head[0]]
+                    task_key = task_key_of[task_run_id]
+                    at = record[LS_TIME]
+                    if tag == STARTED:
+                        row = (next_id, run_key, task_key, record[LS_LOOP_INDEX],
+                               record[LS_BLOCK_INDEX], at)
+                        if task_run_id not in first:
+                            first[task_run_id] = at
+                            if task_run_id in fresh:
+                                opening[task_run_id] = row  # see BatchRows
+                            else:
+                                running.append(row)
+                        else:
+                            running.append(row)
+                    else:
+                        stored = record[LS_STORED]
+                        if (stored is None or stored[S_SERIALIZER] != "pickle"
+                                or stored[S_DATA] is None or record[LS_LABEL] is not None):
+                            next_id = rows.task_state(lane_task_record(record), run_key,
+                                                      task_key, next_id)
+                            continue
+                        if task_run_id not in first:
+                            first[task_run_id] = at
+                        data = stored[S_DATA]
+                        if len(data) <= BIG:
+                            data = bytearray(data)  # see batch_rows.blob
+                        block_index = record[LS_BLOCK_INDEX]
+                        if block_index is None:
+                            finished_outside.append((next_id, run_key, task_key, "Success",
+                                                     record[LS_LOOP_INDEX], data,
+                                                     stored[S_PREVIEW], at))
+                        else:
+                            finished_in.append((next_id, run_key, task_key, "Success",
+                                                record[LS_LOOP_INDEX], block_index, data,
+                                                stored[S_PREVIEW], at))
+                    latest[task_run_id] = (record, next_id)
+                    next_id += 1
+                elif tag == LOOPED:  # most records of a loop: their rows made right here
                     task_run_id = record[LP_TASK_RUN_ID]
                     first_at = record[LP_TIME]
-                    run_key = (run_keys.get(record[LP_FLOW_RUN_ID])
-                               or keyed_runs[record[LP_FLOW_RUN_ID]])
-                    task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
+                    run_key = run_key_of[record[LP_FLOW_RUN_ID]]
+                    task_key = task_key_of[task_run_id]
                     if record[LP_LABEL] is None:
                         # With the unlabelled Looped records of the same task run that
                         # follow it (behind a fast loop, most of the batch), column by
@@ -277,18 +348,25 @@ class BatchRecorder:
                                     or following[LP_TASK_RUN_ID] != task_run_id):
                                 break
                             end += 1
-                        span = batch[at_record - 1:end]
-                        at_record = end
-                        values = [r[LP_VALUE] for r in span]
-                        spanned = len(span)
-                        looped_rows.extend(zip(
-                            range(next_id, next_id + spanned), repeat(run_key, spanned),
-                            repeat(task_key, spanned), [r[LP_LOOP_INDEX] for r in span],
-                            [bytearray(_dumps(v, _PROTOCOL)) for v in values],
-                            map(repr, values), [r[LP_TIME] for r in span],
-                        ))
-                        next_id += spanned - 1
-                        record = span[-1]
+                        if end == at_record:  # alone (a loop block's: between its body's)
+                            value = record[LP_VALUE]
+                            looped_rows.append((
+                                next_id, run_key, task_key, record[LP_LOOP_INDEX],
+                                bytearray(_dumps(value, _PROTOCOL)), repr(value), first_at,
+                            ))
+                        else:
+                            span = batch[at_record - 1:end]
+                            at_record = end
+                            values = [r[LP_VALUE] for r in span]
+                            spanned = len(span)
+                            looped_rows.extend(zip(
+                                range(next_id, next_id + spanned), repeat(run_key, spanned),
+                                repeat(task_key, spanned), [r[LP_LOOP_INDEX] for r in span],
+                                [bytearray(_dumps(v, _PROTOCOL)) for v in values],
+                                map(repr, values), [r[LP_TIME] for r in span],
+                            ))
+                            next_id += spanned - 1
+                            record = span[-1]
                     else:  # the compact row has no label column
                         value = record[LP_VALUE]
                         rows.other.append((next_id, run_key, task_key, "Looped",
@@ -302,19 +380,15 @@ class BatchRecorder:
                     next_id += 1
                 elif tag == TASK:
                     task_run_id = record[T_TASK_RUN_ID]
-                    # Keys start at 1, so `or` only falls through for a missing one.
-                    task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
-                    run_key = run_keys.get(record[T_FLOW_RUN_ID]) or keyed_runs[
-                        record[T_FLOW_RUN_ID]
-                    ]
+                    task_key = task_key_of[task_run_id]
+                    run_key = run_key_of[record[T_FLOW_RUN_ID]]
                     next_id = rows.task_state(record, run_key, task_key, next_id)
                 elif tag == LOG:
                     task_run_id = record[L_TASK_RUN_ID]
                     rows.logs.append((
                         next_id,
-                        run_keys.get(record[L_FLOW_RUN_ID]) or keyed_runs[record[L_FLOW_RUN_ID]],
-                        None if task_run_id is None
-                        else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
+                        run_key_of[record[L_FLOW_RUN_ID]],
+                        None if task_run_id is None else task_key_of[task_run_id],
                         record[L_LOOP_INDEX], record[L_LEVEL], record[L_MESSAGE], record[L_TIME],
                     ))
                     next_id += 1
@@ -323,25 +397,40 @@ class BatchRecorder:
                 elif tag == FLOW:
                     if record[F_RUN_ID] in self._forget:
                         _forget(conn, record[F_RUN_ID], self._forget[record[F_RUN_ID]])
-                    run_key = run_keys.get(record[F_RUN_ID]) or keyed_runs[record[F_RUN_ID]]
+                    run_key = run_key_of[record[F_RUN_ID]]
                     next_id = write_flow(record, run_key, next_id, rows, runs, self.owner)
             chunks = metric_rows(metrics, metric_values, next_id - least_number, run_keys,
                                  keyed_runs, task_keys, keyed_tasks)
             next_id += metric_ids
             write_flow_rows(conn, rows)
             snapshots: list[tuple[Any, ...]] = []
-            for task_run_id, (record, row_id) in rows.latest.items():
+            identities = self.identities
+            for task_run_id, (record, row_id) in latest.items():
+                task_key = task_key_of[task_run_id]
+                if record[0] == SUCCEEDED and task_run_id not in looped:
+                    # The common end of a short task run: its row without the TASK record.
+                    flow_run_id, _, slug, name, map_index, run_name = record[LS_HEAD]
+                    loop_index = record[LS_LOOP_INDEX]
+                    snapshots.append((
+                        task_run_id, task_key, flow_run_id, slug, name, map_index,
+                        "Success", loop_index + 1, loop_index, None, None, row_id,
+                        first[task_run_id], record[LS_TIME], None, identities.get(slug),
+                        run_name,
+                    ))
+                    finished.append(task_run_id)
+                    continue
                 if record[0] == LOOPED:
                     record = as_task_record(record)
-                task_key = task_keys.get(task_run_id) or keyed_tasks[task_run_id]
+                elif record[0] >= STARTED:
+                    record = lane_task_record(record)
                 snapshots.append(task_run_row(
-                    record, task_key, row_id, rows.first[task_run_id],
-                    rows.looped.get(task_run_id), self.identities.get(record[T_SLUG]),
+                    record, task_key, row_id, first[task_run_id],
+                    looped.get(task_run_id), identities.get(record[T_SLUG]),
                 ))
                 if record[T_ROLE] >= ROLE_END_STRICT:
                     finished.append(task_run_id)
-                elif task_run_id in rows.opening:  # still open: its start is history
-                    rows.running.append(rows.opening[task_run_id])
+                elif task_run_id in opening:  # still open: its start is history
+                    running.append(opening[task_run_id])
             insert_results.run(conn, rows.results)
             if conn.dialect.name in NATIVE_UPSERT:
                 upsert_task_run_rows(conn, snapshots)
@@ -380,10 +469,9 @@ class BatchRecorder:
         created.update(dict.fromkeys(created_now))
         for task_run_id in finished:
             task_keys.pop(task_run_id, None)
-        for record in batch:
-            if record[0] == FLOW:
-                self._forget.pop(record[F_RUN_ID], None)
-            if record[0] == FLOW and record[F_FINISHED]:  # a flow run ended: its task runs too
+        for record in [r for r in batch if r[0] == FLOW]:
+            self._forget.pop(record[F_RUN_ID], None)
+            if record[F_FINISHED]:  # a flow run ended: its task runs too
                 run_keys.pop(record[F_RUN_ID], None)
                 created.pop(record[F_RUN_ID], None)  # a later record of it is looked up
                 prefix = record[F_RUN_ID] + "/"

@@ -24,6 +24,7 @@ terminal reaches only the parent, which still has its last batch to send.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import select
@@ -203,6 +204,17 @@ class _Sink:
 
     def answer(self) -> bool:
         """Commit the batch waiting on the socket and answer; False once it closed."""
+        # No cyclic GC while a batch is read and written: its records and rows
+        # (thousands of tuples, no cycles) all live until it is committed, and
+        # the collector would walk them again every 700 allocations, in vain.
+        # This process is the store's alone: nothing else waits for a collection.
+        gc.disable()
+        try:
+            return self._answer()
+        finally:
+            gc.enable()
+
+    def _answer(self) -> bool:
         try:
             _, batch, n_ids, metrics = self.channel.receive()
         except (EOFError, OSError):
