@@ -103,43 +103,28 @@ class Iterations:
         return (self._ids(1), 1, self.block_run, "Looped", k, None, None, None, now, "pickle",
                 pickle.dumps(k, 5), str(k), None, None)
 
-    def packed(self, k: int, now: float) -> tuple[tuple, tuple]:
+    def packed(self, k: int, now: float) -> tuple[list[tuple], list[tuple]]:
         """Iteration ``k`` as one packed row, and its Looped row."""
         body = pickle.dumps([(slug, now, now, pickle.dumps(k, 5), str(k)) for slug in self.slugs],
                             5)
-        return (self._ids(1), 1, self.block_run, k, now, now, body), self.looped(k, now)
+        return [(self._ids(1), 1, self.block_run, k, now, now, body)], [self.looped(k, now)]
 
 
-def row_batches(n: int, batch: int, tasks: int) -> list[tuple[list[tuple], list[tuple]]]:
-    """Today's rows for ``n`` iterations, per transaction: (task_runs rows, state rows)."""
+def batches(n: int, batch: int, tasks: int, *, packed: bool) -> list[tuple[list, list]]:
+    """The rows of ``n`` iterations, per transaction: (task_runs or packed rows, state rows)."""
     make = Iterations(tasks)
-    batches = []
+    iteration = make.packed if packed else make.rows
+    made = []
     for first in range(0, n, batch):
         now = time.time()
-        task_runs: list[tuple] = []
+        rows: list[tuple] = []
         states: list[tuple] = []
         for k in range(first, min(first + batch, n)):
-            runs, rows = make.rows(k, now)
-            task_runs += runs
-            states += rows
-        batches.append((task_runs, states))
-    return batches
-
-
-def packed_batches(n: int, batch: int, tasks: int) -> list[tuple[list[tuple], list[tuple]]]:
-    """One packed row and a Looped row per iteration, per transaction."""
-    make = Iterations(tasks)
-    batches = []
-    for first in range(0, n, batch):
-        now = time.time()
-        packed: list[tuple] = []
-        looped: list[tuple] = []
-        for k in range(first, min(first + batch, n)):
-            row, state = make.packed(k, now)
-            packed.append(row)
-            looped.append(state)
-        batches.append((packed, looped))
-    return batches
+            its_rows, its_states = iteration(k, now)
+            rows += its_rows
+            states += its_states
+        made.append((rows, states))
+    return made
 
 
 def insert(conn: sqlite3.Connection, first: str, batches: list[tuple[list, list]],
@@ -161,8 +146,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256, help="iterations per transaction")
     parser.add_argument("--repeat", type=int, default=5, help="rounds, taken in turns")
     args = parser.parse_args()
-    rows = row_batches(args.n, args.batch, args.tasks)
-    packed = packed_batches(args.n, args.batch, args.tasks)
+    rows = batches(args.n, args.batch, args.tasks, packed=False)
+    packed = batches(args.n, args.batch, args.tasks, packed=True)
     ways = {
         "rows": lambda d: insert(new_store(d, packed=False, lean=False), _TASK_RUN, rows,
                                  args.n),
