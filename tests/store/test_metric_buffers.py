@@ -6,10 +6,12 @@ import gc
 import threading
 from types import SimpleNamespace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iterflow.core.state import Running
+from iterflow.errors import StoreError
 from iterflow.events import FlowRunEvent, TaskRunEvent
 from iterflow.store import metrics, open_store
 from iterflow.store.metric_buffers import VALUES_PER_RECORD, MetricBuffers
@@ -144,3 +146,19 @@ def test_task_runs_logging_in_turn_read_back_in_that_order(tmp_path):
         sink.flush()
         assert [m.value for m in metrics(RUN, store=store)] == [float(k) for k in range(2501)]
         sink.close()
+
+
+def test_a_lane_of_a_closed_sink_raises_by_its_next_wake_and_writes_nothing(tmp_path):
+    tid = f"{RUN}/fit"
+    with open_store(f"sqlite:///{tmp_path}/iterflow.db", home=tmp_path) as store:
+        sink = _sink(store, [tid])
+        record = sink.metric_lane(RUN, tid, {"loop_index": 0}.get)
+        record("loss", 1.0)
+        sink.flush()
+        sink.close()
+        # The lane looks at the sink once per wake-up, not per value: the error comes
+        # within that many values, and none of them reaches the store.
+        with pytest.raises(StoreError, match="closed"):
+            for _ in range(sink._metric_wake + 1):
+                record("loss", 2.0)
+        assert [m.value for m in metrics(RUN, store=store)] == [1.0]
