@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import sqlalchemy as sa
+
 from iterflow.events import FlowRunEvent, LogEvent, TaskRunEvent
 from iterflow.states import Looped, Running, State, Success
 
@@ -100,3 +102,32 @@ class RunEvents:
                 level, message, 0.0,
             )
         )
+
+
+def run_rows(store, run_id: str) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    """A run's task runs, its state rows but Running (which batches may drop), and those.
+
+    Task run ids lose the run id's prefix, so two runs of one flow compare equal;
+    the rows are what a lane and the usual way of recording must both leave.
+    """
+    prefix = len(run_id)
+
+    def query(conn):
+        tasks = conn.execute(sa.text(
+            "SELECT task_run_id, state, loop_count, loop_index, looped_index, message, "
+            "task_run_name, result_transition IS NOT NULL, started IS NOT NULL, "
+            "ended IS NOT NULL FROM task_runs WHERE flow_run_id = :r ORDER BY task_run_id"
+        ), {"r": run_id}).all()
+        states = conn.execute(sa.text(
+            "SELECT t.task_run_id, s.kind, s.loop_index, s.block_index, s.message, s.preview, "
+            "s.label, s.serializer, s.data, s.result_id IS NOT NULL "
+            "FROM state_transitions s JOIN task_runs t ON s.task_run = t.id "
+            "WHERE t.flow_run_id = :r"
+        ), {"r": run_id}).all()
+        rows = sorted((r[0][prefix:], *r[1:8], bytes(r[8]) if r[8] else None, r[9])
+                      for r in states)
+        return ([(r[0][prefix:], *r[1:]) for r in tasks],
+                [r for r in rows if r[1] != "Running"],
+                [r for r in rows if r[1] == "Running"])
+
+    return store.read(query)

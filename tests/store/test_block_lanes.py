@@ -11,7 +11,6 @@ leave the same rows, and a sink that wants every ``Running`` still gets it.
 from __future__ import annotations
 
 import pytest
-import sqlalchemy as sa
 
 import iterflow
 from iterflow import Flow, loop, task
@@ -20,6 +19,7 @@ from iterflow.events import TaskRunEvent
 from iterflow.runtime import run_flow
 from iterflow.store import open_store
 from iterflow.store.writer import StoreSink
+from tests.store.helpers import run_rows
 
 
 def _add(total, i):
@@ -59,31 +59,6 @@ def _block_flow(shape: str) -> Flow:
     return flow
 
 
-def _rows(store, run_id: str) -> tuple[list[tuple], list[tuple], list[tuple]]:
-    """The run's task runs, its state rows but Running (which batches may drop), and those."""
-    prefix = len(run_id)
-
-    def query(conn):
-        tasks = conn.execute(sa.text(
-            "SELECT task_run_id, state, loop_count, loop_index, looped_index, message, "
-            "task_run_name, result_transition IS NOT NULL, started IS NOT NULL, "
-            "ended IS NOT NULL FROM task_runs WHERE flow_run_id = :r ORDER BY task_run_id"
-        ), {"r": run_id}).all()
-        states = conn.execute(sa.text(
-            "SELECT t.task_run_id, s.kind, s.loop_index, s.block_index, s.message, s.preview, "
-            "s.label, s.serializer, s.data, s.result_id IS NOT NULL "
-            "FROM state_transitions s JOIN task_runs t ON s.task_run = t.id "
-            "WHERE t.flow_run_id = :r"
-        ), {"r": run_id}).all()
-        rows = sorted((r[0][prefix:], *r[1:8], bytes(r[8]) if r[8] else None, r[9])
-                      for r in states)
-        return ([(r[0][prefix:], *r[1:]) for r in tasks],
-                [r for r in rows if r[1] != "Running"],
-                [r for r in rows if r[1] == "Running"])
-
-    return store.read(query)
-
-
 @pytest.mark.parametrize("shape", ["plain", "list", "labelled", "nested"])
 def test_a_block_through_the_lanes_records_what_its_events_record(store_url, shape,
                                                                    monkeypatch):
@@ -95,8 +70,8 @@ def test_a_block_through_the_lanes_records_what_its_events_record(store_url, sha
             m.setattr(StoreSink, "task_lane", lambda self, slug, serializer: None)
             slow = _block_flow(shape).run(store=store)
         assert fast.is_successful() and slow.is_successful(), (fast, slow)
-        fast_tasks, fast_states, fast_running = _rows(store, fast.run_id)
-        slow_tasks, slow_states, _ = _rows(store, slow.run_id)
+        fast_tasks, fast_states, fast_running = run_rows(store, fast.run_id)
+        slow_tasks, slow_states, _ = run_rows(store, slow.run_id)
         assert fast_tasks == slow_tasks
         assert fast_states == slow_states
         # A block node's only Running is its first iteration's: the others are implied.

@@ -16,13 +16,13 @@ from __future__ import annotations
 import threading
 
 import pytest
-import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import iterflow
 from iterflow import Flow, loop, task
 from iterflow.store import open_store
+from tests.store.helpers import run_rows
 
 BIG = b"x" * (2 * 1024 * 1024)  # over the size kept in the database: a results file
 
@@ -80,28 +80,6 @@ def _flow(plan: list[tuple], with_handler: bool) -> Flow:
     return flow
 
 
-def _rows(store, run_id: str) -> tuple[list[tuple], list[tuple]]:
-    """The run's task runs and its state rows but Running (which batches may drop), by id."""
-    prefix = len(run_id)
-
-    def query(conn):
-        tasks = conn.execute(sa.text(
-            "SELECT task_run_id, state, loop_count, loop_index, looped_index, message, "
-            "task_run_name, result_transition IS NOT NULL, started IS NOT NULL, "
-            "ended IS NOT NULL FROM task_runs WHERE flow_run_id = :r ORDER BY task_run_id"
-        ), {"r": run_id}).all()
-        states = conn.execute(sa.text(
-            "SELECT t.task_run_id, s.kind, s.loop_index, s.block_index, s.message, s.preview, "
-            "s.label, s.serializer, s.data IS NOT NULL, s.result_id IS NOT NULL "
-            "FROM state_transitions s JOIN task_runs t ON s.task_run = t.id "
-            "WHERE t.flow_run_id = :r AND s.kind <> 'Running'"
-        ), {"r": run_id}).all()
-        return ([(r[0][prefix:], *r[1:]) for r in tasks],
-                sorted((r[0][prefix:], *r[1:]) for r in states))
-
-    return store.read(query)
-
-
 @settings(max_examples=20, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(plan=st.lists(STEP, min_size=1, max_size=4))
@@ -111,8 +89,8 @@ def test_the_task_lane_records_what_the_usual_way_records(store_url, plan):
         fast = _flow(plan, with_handler=False).run(store=store)
         slow = _flow(plan, with_handler=True).run(store=store)
         assert type(fast) is type(slow), (fast, slow)
-        fast_tasks, fast_states = _rows(store, fast.run_id)
-        slow_tasks, slow_states = _rows(store, slow.run_id)
+        fast_tasks, fast_states, _ = run_rows(store, fast.run_id)
+        slow_tasks, slow_states, _ = run_rows(store, slow.run_id)
         assert fast_tasks == slow_tasks
         assert fast_states == slow_states
         # Every task run that ran is recorded as started, and every one ended as ended.
