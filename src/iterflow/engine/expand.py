@@ -54,8 +54,6 @@ from iterflow.core.state import (
     TimedOut,
     plain_success,
 )
-from iterflow.core.subflow import SubflowTask
-from iterflow.core.task import FunctionTask
 from iterflow.durable import sleep as durable_sleep
 from iterflow.engine.call import (
     FAILED,
@@ -70,6 +68,7 @@ from iterflow.engine.call import (
     from_exception,
 )
 from iterflow.engine.mapping import NOTHING
+from iterflow.engine.plain_calls import PLAIN_RUN, plain_call
 from iterflow.engine.protocols import CancelFlag, CheckpointSource
 from iterflow.engine.tasklog import task_logger
 from iterflow.engine.transitions import Emit, TaskLane, TaskTransitions, task_lane
@@ -77,7 +76,7 @@ from iterflow.errors import LoopLimitError, RunCancelled
 from iterflow.naming import LABEL_KEY, clean_text, render_run_name
 from iterflow.pickling import dumps
 
-__all__ = ["TaskRunSpec", "drive", "keep_for_retry", "plain_context", "plain_function",
+__all__ = ["TaskRunSpec", "drive", "keep_for_retry", "plain_context",
            "record_stop", "run_plain", "run_task_run"]
 
 # Stands for the task run's state where nothing reads it (no handlers, no events).
@@ -205,7 +204,7 @@ def run_plain(task: Any, inputs: dict[str, Any], template: dict[str, Any],
     (:func:`~iterflow.core.state.plain_success`), no state or event for either
     transition.
     """
-    call = _plain_call(task)
+    call = plain_call(task)
     if call is None:
         return None
     # The keys run_task_run and drive fill, in their order: the template has them all,
@@ -270,7 +269,7 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
         enter_task_run(ctx, spec)
     # A plain @task's run() only calls its function: call that, one frame less per call
     # (not when a subclass or task.copy(run=...) gave the task a run of its own).
-    plain_run = type(task).run is _PLAIN_RUN and "run" not in task.__dict__
+    plain_run = type(task).run is PLAIN_RUN and "run" not in task.__dict__
     fn = task.fn if plain_run else task.run
     inputs = spec.inputs
     # Named once per task run, never per iteration (iterflow.naming).
@@ -445,53 +444,8 @@ def drive(spec: TaskRunSpec, ctx: dict[str, Any], emit: Emit | None, loop_index:
 _enter = _current.set
 _leave = _current.reset
 
-#: FunctionTask.run, which a subclass may replace (then its own run is called).
-_PLAIN_RUN = FunctionTask.run
-#: Task classes whose own run() run_plain may call as it is: a subflow task (a map of
-#: children, a child per block iteration), whose run is the child run.
-_RUN_CALLED = frozenset({SubflowTask})
-
 #: Types whose values cannot change in place: a retry may reuse them as they are.
 _IMMUTABLE = frozenset({int, float, complex, bool, str, bytes, type(None)})
-
-
-def _plain_call(task: Any) -> Callable[..., Any] | None:
-    """What :func:`run_plain` calls for a run of ``task``, or None: a task it does not run.
-
-    A plain ``@task`` function, or a subflow task (its ``run`` starts the
-    child run), with no state handler, ``timeout``, ``log_stdout`` or
-    ``task_run_name``.
-    """
-    cls = type(task)
-    if cls.run is _PLAIN_RUN:
-        call = task.fn
-    elif cls in _RUN_CALLED:  # a subflow: its run() starts the child run
-        call = task.run
-    else:
-        return None
-    if (
-        "run" in task.__dict__  # task.copy(run=...)
-        or task.state_handlers
-        or task.timeout is not None
-        or task.log_stdout
-        or task.task_run_name is not None
-    ):
-        return None
-    return call
-
-
-def plain_function(task: Any) -> Callable[..., Any] | None:
-    """The function a run of ``task`` only calls, where nothing else is to be done; else None.
-
-    What :func:`run_plain` checks per task run (:func:`_plain_call`), asked once
-    for a task that runs many times (a loop block's body task, see
-    :mod:`iterflow.engine.inline`), for a plain ``@task`` function only (not a
-    subflow), not async, and not ``checkpoint="every"`` (whose states are
-    committed one by one, never through a lane).
-    """
-    if type(task).run is not _PLAIN_RUN or task.is_async or task.checkpoint == "every":
-        return None
-    return _plain_call(task)
 
 
 def keep_for_retry(value: Any) -> bytes | None:

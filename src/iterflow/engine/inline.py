@@ -10,7 +10,7 @@ after task in the graph's order, each through the loop driver a job would use
 (:func:`~iterflow.engine.expand.drive`, which also fills the task run's keys
 of the context), so each task run's own loop, retries, signals, state
 handlers and events are those of any task. A plain task (a function with no
-state handler, timeout or the like: :func:`~iterflow.engine.expand.plain_function`)
+state handler, timeout or the like: :func:`~iterflow.engine.plain_calls.plain_function`)
 is first called right here, as :func:`~iterflow.engine.expand.run_plain`
 calls a chain's link: a return is its ``Success``, its ``Running`` and
 ``Success`` go to the store sink's task lane as values when that sink is the
@@ -34,13 +34,8 @@ from iterflow.context import _set as _set_context
 from iterflow.core.state import Failed, Kind, Pending, State, plain_success
 from iterflow.core.task import Task
 from iterflow.engine.call import RETURNED, Outcome, from_exception
-from iterflow.engine.expand import (
-    TaskRunSpec,
-    drive,
-    enter_task_run,
-    plain_function,
-    record_stop,
-)
+from iterflow.engine.expand import TaskRunSpec, drive, enter_task_run, record_stop
+from iterflow.engine.plain_calls import plain_function
 from iterflow.engine.scopes import BlockRelay
 from iterflow.engine.tasklog import TaskLogger
 from iterflow.engine.transitions import TaskTransitions, task_lane, task_run_event
