@@ -74,7 +74,7 @@ def log_metric(name: str, value: float) -> None:
     """
     # The task run's logger checks the value (``TaskLogger.metric``, or the store's
     # lane that takes its place): a loop may log several per iteration, and the lane
-    # checks a name it has seen before and a finite float in two cheap tests.
+    # checks a name it has seen before and a finite float or plain int in two tests.
     logger = _current.get().get("logger")
     if logger is None:
         check_metric(name, value)
