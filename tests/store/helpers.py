@@ -104,11 +104,14 @@ class RunEvents:
         )
 
 
-def run_rows(store, run_id: str) -> tuple[list[tuple], list[tuple], list[tuple]]:
+def run_rows(store, run_id: str, *,
+             data: bool = True) -> tuple[list[tuple], list[tuple], list[tuple]]:
     """A run's task runs, its state rows but Running (which batches may drop), and those.
 
     Task run ids lose the run id's prefix, so two runs of one flow compare equal;
-    the rows are what a lane and the usual way of recording must both leave.
+    the rows are what a lane and the usual way of recording must both leave. With
+    ``data=False`` a state row says only whether it holds data: a pickled exception
+    carries its traceback, which differs with the path that raised it.
     """
     prefix = len(run_id)
 
@@ -124,7 +127,8 @@ def run_rows(store, run_id: str) -> tuple[list[tuple], list[tuple], list[tuple]]
             "FROM state_transitions s JOIN task_runs t ON s.task_run = t.id "
             "WHERE t.flow_run_id = :r"
         ), {"r": run_id}).all()
-        rows = sorted((r[0][prefix:], *r[1:8], bytes(r[8]) if r[8] else None, r[9])
+        rows = sorted((r[0][prefix:], *r[1:8],
+                       (bytes(r[8]) if r[8] else None) if data else r[8] is not None, r[9])
                       for r in states)
         return ([(r[0][prefix:], *r[1:]) for r in tasks],
                 [r for r in rows if r[1] != "Running"],

@@ -95,7 +95,8 @@ def test_the_writer_process_records_what_the_thread_records(tmp_path_factory, pl
         _process_of_this_test()
         assert type(by_thread) is type(by_process)
         # Task runs and states but Running (where a batch ends decides which are kept).
-        assert run_rows(store, by_thread.run_id)[:2] == run_rows(store, by_process.run_id)[:2]
+        assert (run_rows(store, by_thread.run_id, data=False)[:2]
+                == run_rows(store, by_process.run_id, data=False)[:2])
 
 
 def test_a_loop_handed_over_mid_run_keeps_every_iteration(tmp_path, fresh_policy):
