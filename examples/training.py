@@ -4,6 +4,9 @@ Pure Python gradient descent on a linear model ``y = w * x + b``. Each
 iteration of ``train`` is one epoch; it loops while the validation loss keeps
 improving by more than ``tolerance``, carrying the weights and the best loss
 in ``loop_result``. ``max_loops`` guards against a run that never converges.
+Each epoch logs its loss and gradient norm with ``iterflow.log_metric``: the
+dashboard charts them against the epoch, ``iterflow show RUN --metrics`` sums
+them up.
 """
 
 import random
@@ -33,6 +36,9 @@ def train(data, learning_rate, tolerance):
     grad_b = sum(2 * (w * x + b - y) for x, y in data) / n
     w, b = w - learning_rate * grad_w, b - learning_rate * grad_b
     current = loss(w, b, data)
+    # Charted per epoch on the dashboard; `iterflow show RUN --metrics` summarises it.
+    iterflow.log_metric("loss", current)
+    iterflow.log_metric("grad_norm", (grad_w**2 + grad_b**2) ** 0.5)
     if state["loss"] - current > tolerance:
         raise LOOP(message=f"loss {current:.5f}", result={"w": w, "b": b, "loss": current})
     return {"w": w, "b": b, "loss": current, "epochs": iterflow.context.loop_index + 1}

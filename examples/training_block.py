@@ -42,7 +42,9 @@ def train_epoch(state, data, learning_rate):
 
 @task
 def evaluate(model, data):
-    return mse(model, data)
+    loss = mse(model, data)
+    iterflow.log_metric("val_loss", loss)  # charted per epoch (the block's iteration)
+    return loss
 
 
 @task
