@@ -7,6 +7,7 @@ iteration, in iteration order, against the task that logged it.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -42,7 +43,7 @@ def test_a_looping_task_logs_its_loss_and_gradient_every_epoch(tmp_path):
     assert {(m.task_name, m.block_index) for m in losses} == {("train", None)}
     values = [m.value for m in losses]
     # The loop goes on only while the loss improves by more than its tolerance.
-    assert all(later < earlier for earlier, later in zip(values[:-2], values[1:-1], strict=True))
+    assert all(later < earlier for earlier, later in itertools.pairwise(values[:-1]))
     assert math.isclose(values[-1], final_loss, abs_tol=1e-5)
 
     grads = store.metrics(run.run_id, task="train", name="grad_norm", store=url)
