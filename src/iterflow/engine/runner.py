@@ -49,6 +49,7 @@ everything unfinished ``Cancelled``, records it, and re-raises.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -82,6 +83,7 @@ from iterflow.engine.transitions import (
 )
 from iterflow.errors import RunCancelled
 from iterflow.events import EventBus, ResumePoint
+from iterflow.run_signals import signals_held
 from iterflow.runids import task_run_id
 
 __all__ = ["FlowRunner", "RunCancelled", "task_run_id"]
@@ -134,6 +136,8 @@ class FlowRunner(FlowMoves):
         self._event_loop = event_loop
         self._flow_loop: Any = None
         self._stop_why: str | None = None  # set by stop()
+        # Where a signal's exception waits over a job's hand-over (set per run: the thread).
+        self._hold: Any = contextlib.nullcontext()
         # Where the run's states go as values, when the only sink takes them so (see
         # EventBus.flow_lane); a resumed run's first event says more (its finished tasks).
         self._flow_lane = (
@@ -171,6 +175,7 @@ class FlowRunner(FlowMoves):
         }
         state = self._flow_move(None, Running("running"), initial=True)
         running: dict[Any, tuple[Scope, Any, int | None]] = {}
+        self._hold = hold = signals_held()
         try:
             if state.is_finished():  # a flow state handler ended the run before it began
                 return self._finish(state, machine)
@@ -193,13 +198,18 @@ class FlowRunner(FlowMoves):
                             else self._flow_loop.wait(self.executor, list(running))
                         )
                         for future in done:
-                            scope, task, map_index = running.pop(future)
+                            scope, task, map_index = running[future]
                             if isinstance(task, BlockInstruction):  # its delay has passed
-                                todo.extend(self._to_blocks(scope, task))
+                                with hold:
+                                    del running[future]
+                                    todo.extend(self._to_blocks(scope, task))
                                 continue
                             final = self._job_result(future, scope, task, map_index, emit)
-                            self._remember(task, map_index, final)
-                            todo.extend(scope.task_run_finished(task, map_index, final))
+                            # Its end reaches the machine whole, or the job stays running.
+                            with hold:
+                                del running[future]
+                                self._remember(task, map_index, final)
+                                todo.extend(scope.task_run_finished(task, map_index, final))
                 if self._stop_why is not None:  # stopped as the last jobs ended
                     raise RunCancelled(self._stop_why)
             final_state = machine.flow_state()
@@ -313,11 +323,15 @@ class FlowRunner(FlowMoves):
             shared = {"base_context": scope.base_context, "inputs": instr.inputs,
                       "cancel": self._cancel}
             try:
-                if task.is_async and not self.executor.remote:
-                    future = self._async_loop().submit(spec, scope.relay, **shared)
-                else:
-                    future = self.executor.submit(run_task_run, spec, scope.relay,
-                                                  key=spec.task_run_id, shared=shared)
+                # A signal's exception waits until the job is known to be running: cut in
+                # between, the job would run on unnamed, uncancelled and unrecorded.
+                with self._hold:
+                    if task.is_async and not self.executor.remote:
+                        future = self._async_loop().submit(spec, scope.relay, **shared)
+                    else:
+                        future = self.executor.submit(run_task_run, spec, scope.relay,
+                                                      key=spec.task_run_id, shared=shared)
+                    running[future] = (scope, task, map_index)
             except Exception as exc:
                 failed = Failed(
                     f"task {task.name!r} in flow {self.flow.name!r} could not be sent to "
@@ -329,8 +343,6 @@ class FlowRunner(FlowMoves):
                 if emit is not None:
                     emit(self._event(scope, task, map_index, failed))
                 todo.extend(scope.task_run_finished(task, map_index, failed))
-                return
-            running[future] = (scope, task, map_index)
             return
 
     def _task_lane(self, relay: Emit, task: Any) -> TaskLane | None:
@@ -364,8 +376,9 @@ class FlowRunner(FlowMoves):
         if isinstance(instr, BlockInstruction):  # the loop blocks' own: theirs to act on
             if instr.delay:
                 try:  # waited out as a job, so the rest of the flow goes on meanwhile
-                    future = self.executor.submit(time.sleep, instr.delay, key=instr.key)
-                    running[future] = (scope, instr, None)
+                    with self._hold:
+                        future = self.executor.submit(time.sleep, instr.delay, key=instr.key)
+                        running[future] = (scope, instr, None)
                     return
                 except Exception:  # no worker to wait on: skip the delay rather than stall
                     pass
