@@ -80,3 +80,23 @@ def test_a_sqlite_run_loads_sqlalchemy_but_not_its_postgresql_dialect(tmp_path):
 def test_a_flow_without_schedules_loads_no_schedule_parsing(tmp_path):
     code = LOOP_RUN.format(store="None")
     assert _loaded(code, ("iterflow.schedules.definitions", "zoneinfo"), tmp_path) == []
+
+
+def test_subpackages_are_reachable_from_a_plain_import_and_loaded_on_first_use(tmp_path):
+    # ``import iterflow`` then ``iterflow.store.metrics(...)``, as the docs write it.
+    code = (
+        "import iterflow\n"
+        "before = 'iterflow.store' in sys.modules\n"
+        "assert callable(iterflow.store.metrics) and callable(iterflow.store.request_cancel)\n"
+        "assert iterflow.executors.ThreadExecutor and iterflow.schedules.Cron\n"
+        "assert iterflow.errors.IterflowError and iterflow.states.Success\n"
+        "try:\n"
+        "    iterflow.no_such_thing\n"
+        "except AttributeError as exc:\n"
+        "    assert 'no_such_thing' in str(exc)\n"
+        "else:\n"
+        "    raise AssertionError('an unknown name resolved')\n"
+        "assert not before\n"
+    )
+    assert _loaded(code, ("iterflow.store", "sqlalchemy"), tmp_path) == [
+        "iterflow.store", "sqlalchemy"]

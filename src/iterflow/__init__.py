@@ -27,6 +27,26 @@ from iterflow.tasks.control_flow import case, ifelse, merge, switch
 
 __version__ = "0.1.0"
 
+# Subpackages reachable as ``iterflow.store`` etc. after a plain ``import iterflow``,
+# each imported on first use: the store alone would load SQLAlchemy (~0.2 s).
+_SUBPACKAGES = frozenset({
+    "errors", "events", "executors", "schedules", "states", "store", "tasks", "triggers",
+})
+
+
+def __getattr__(name: str) -> object:
+    """``iterflow.store``, ``iterflow.executors``, ...: imported when first used.
+
+    >>> import iterflow
+    >>> iterflow.executors.ThreadExecutor(max_workers=2)
+    ThreadExecutor(max_workers=2)
+    """
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"iterflow.{name}")
+    raise AttributeError(f"module 'iterflow' has no attribute {name!r}")
+
 __all__ = [
     "FAIL",
     "LOOP",
