@@ -105,3 +105,39 @@ def test_a_signal_ends_a_threads_run_at_once_and_nothing_is_printed_after(
     shown = json.loads(cli("show", run["run_id"], "--json").stdout)
     states = {t["task_name"]: t["state"] for t in shown["task_runs"]}
     assert states["download"] == "Cancelled", (shown, printed)
+
+
+@needs_store
+def test_a_second_ctrl_c_cuts_the_wait_for_loops_short_and_the_run_still_ends_cancelled(
+    cli, flow_file, env, tmp_path
+):
+    # After a Ctrl-C the runner gives loops on other threads a moment to stop; a user who
+    # presses Ctrl-C again will not wait for it. Its exception used to cut the run's own
+    # end short too: the run was left unfinished, read as Crashed once the process was gone.
+    path = flow_file("slow.py", SLOW)
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen(
+        [*COMMAND, "run", str(path), "--executor", "threads"], env={**env, "READY": str(ready)},
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
+    )
+    try:
+        assert proc.stdout.readline().startswith("Running flow 'slow download'")
+        _wait_for_file(ready, proc)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)  # well inside the moment given to loops (CANCEL_GRACE, 2 s)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    printed = f"--- stdout ---\n{out}\n--- stderr ---\n{err}"
+    assert proc.returncode == 130, printed
+    assert "Traceback" not in err, printed
+    assert out.rstrip().splitlines()[-1].startswith("Flow 'slow download' finished Cancelled"), \
+        printed
+    [run] = json.loads(cli("runs", "--json").stdout)
+    assert run["state"] == "Cancelled", (run, printed)
+    shown = json.loads(cli("show", run["run_id"], "--json").stdout)
+    assert {t["task_name"]: t["state"] for t in shown["task_runs"]}["download"] == "Cancelled"

@@ -480,18 +480,24 @@ class FlowRunner(FlowMoves):
         if self._flow_loop is not None:  # async tasks stop where they await
             self._flow_loop.interrupt(why)
         deadline = time.monotonic() + CANCEL_GRACE
-        while running and time.monotonic() < deadline:
-            for future in [f for f in running if f.done()]:
-                running.pop(future)
-                try:
-                    self.executor.result(future)  # its own events were emitted by the job
-                except (Exception, KeyboardInterrupt, RunCancelled):
-                    # A job on another thread that saw the flag stops as the runner does
-                    # (iterflow.sleep raises RunCancelled), recorded Cancelled by itself:
-                    # its stop must not cut this run's own end short.
-                    pass
-            if running:
-                time.sleep(0.01)
+        try:
+            while running and time.monotonic() < deadline:
+                for future in [f for f in running if f.done()]:
+                    running.pop(future)
+                    try:
+                        self.executor.result(future)  # its own events were emitted by the job
+                    except (Exception, KeyboardInterrupt, RunCancelled):
+                        # A job on another thread that saw the flag stops as the runner
+                        # does (iterflow.sleep raises RunCancelled), recorded Cancelled by
+                        # itself: its stop must not cut this run's own end short.
+                        pass
+                if running:
+                    time.sleep(0.01)
+        except (KeyboardInterrupt, RunCancelled):
+            # A second Ctrl-C (or SIGTERM) while the loops are given their moment: the
+            # user will not wait. Stop waiting, but still record the run's end below,
+            # or the run would be left to read as Crashed.
+            pass
         self.executor.cancel(list(running))
 
     def _cancel_unfinished(self, machine: FlowMachine, running, emit, why: str) -> None:
