@@ -204,7 +204,13 @@ def create_engine(url: str, *, lock_timeout: float, pooled: bool = True) -> sa.E
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return sa.create_engine(u, pool_pre_ping=True, **pool)
+    engine = sa.create_engine(u, pool_pre_ping=True, **pool)
+    if u.get_backend_name() == "postgresql" and u.get_driver_name() == "psycopg":
+        # A NUL in a message or label would fail the whole write there (pg_text).
+        from iterflow.store.pg_text import use_nul_free_text
+
+        event.listen(engine, "connect", use_nul_free_text)
+    return engine
 
 
 def _retryable(orig: BaseException) -> bool:

@@ -1,0 +1,62 @@
+"""A NUL character in text the store records (a message, a label, a log line) fails nothing.
+
+PostgreSQL's text types cannot hold NUL; psycopg refused the string and the
+whole batch with it, so one exception message holding ``\\x00`` failed the
+run's recording ("The run store ... failed: DataError"). There the store now
+writes U+FFFD in its place; SQLite keeps the text as it was given.
+"""
+
+from __future__ import annotations
+
+import iterflow
+from iterflow import LOOP, Flow, task
+from iterflow import store as st
+from iterflow.store.pg_text import NUL_REPLACEMENT
+
+
+def _as_recorded(text: str, url: str) -> str:
+    return text if url.startswith("sqlite") else text.replace("\x00", NUL_REPLACEMENT)
+
+
+def test_text_holding_nul_is_recorded_and_the_run_ends_as_it_should(store_url):
+    @task(task_run_name="fetch {page}")
+    def fetch(page):
+        i = iterflow.context.loop_index
+        iterflow.set_iteration_label(f"page\x00{i}")
+        iterflow.context.logger.warning("got \x00 bytes on page %d", i)
+        if i < 2:
+            raise LOOP(message=f"more\x00{i}", result=f"body\x00{i}")
+        return "last\x00page"
+
+    @task
+    def parse(body):
+        raise ValueError(f"cannot parse {body!s}")
+
+    with Flow("nul text") as flow:
+        parse(fetch("a\x00b"))
+
+    state = flow.run(store=store_url)
+    assert state.is_failed()
+
+    [run] = st.list_runs(store=store_url)
+    assert run.state == "Failed"
+    runs = {t.task_name: t for t in st.task_runs(run.run_id, store=store_url)}
+    assert runs["fetch"].state == "Success" and runs["fetch"].loop_count == 3
+    assert runs["fetch"].task_run_name == _as_recorded("fetch a\x00b", store_url)
+    assert runs["parse"].state == "Failed"
+
+    steps = st.iterations(run.run_id, "fetch", store=store_url)
+    looped = [s for s in steps if s.state == "Looped"]
+    assert [s.message for s in looped] == [_as_recorded(f"more\x00{i}", store_url)
+                                           for i in range(2)]
+    assert [s.label for s in steps if s.label] == [_as_recorded(f"page\x00{i}", store_url)
+                                                   for i in range(3)]
+    # The results themselves are bytes: given back exactly, NUL included.
+    assert st.load_result(looped[0].result_id, store=store_url) == "body\x000"
+
+    [failed] = [s for s in st.iterations(run.run_id, "parse", store=store_url)
+                if s.state == "Failed"]
+    assert _as_recorded("cannot parse last\x00page", store_url) in failed.message
+    logged = st.logs(run.run_id, store=store_url)
+    lines = [e.message for e in logged if "bytes on page" in e.message]
+    assert lines == [_as_recorded(f"got \x00 bytes on page {i}", store_url) for i in range(3)]
