@@ -9,30 +9,14 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 from iterflow import store
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run_example(script: str, home: Path) -> str:
-    env = {**os.environ, "ITERFLOW_HOME": str(home)}
-    env.pop("ITERFLOW_STORE_URL", None)
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / script)],
-        env=env, cwd=home, capture_output=True, text=True, timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+from tests.examples import run_example
 
 
 def test_a_looping_task_logs_its_loss_and_gradient_every_epoch(tmp_path):
-    printed = _run_example("training.py", tmp_path)
+    printed = run_example("training.py", tmp_path)
     epochs = int(re.search(r"after (\d+) epochs", printed).group(1))
     final_loss = float(re.search(r"loss=([0-9.]+)", printed).group(1))
     url = f"sqlite:///{tmp_path / 'iterflow.db'}"
@@ -54,7 +38,7 @@ def test_a_looping_task_logs_its_loss_and_gradient_every_epoch(tmp_path):
 
 
 def test_a_loop_block_logs_its_validation_loss_against_the_epoch(tmp_path):
-    printed = _run_example("training_block.py", tmp_path)
+    printed = run_example("training_block.py", tmp_path)
     epochs = int(re.search(r"^(\d+) epochs", printed, re.MULTILINE).group(1))
     url = f"sqlite:///{tmp_path / 'iterflow.db'}"
     [run] = store.list_runs(store=url)

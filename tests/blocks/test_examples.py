@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.examples import run_example
 
 
 @pytest.mark.parametrize(
@@ -20,11 +15,4 @@ ROOT = Path(__file__).resolve().parents[2]
     ],
 )
 def test_example_runs(script, expected, tmp_path):
-    env = {**os.environ, "ITERFLOW_HOME": str(tmp_path)}
-    env.pop("ITERFLOW_STORE_URL", None)
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / script)],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    assert expected in out.stdout
+    assert expected in run_example(script, tmp_path)

@@ -7,10 +7,12 @@ Cancelled, and print nothing about that task after the cancellation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -53,14 +55,14 @@ def _wait_for_file(path, proc: subprocess.Popen, timeout: float = 60.0) -> None:
         time.sleep(0.01)
 
 
-@needs_store
-@pytest.mark.parametrize(("signum", "code", "why"), [
-    (signal.SIGTERM, 143, "cancelled by SIGTERM"),
-    (signal.SIGINT, 130, "cancelled (Ctrl-C)"),
-])
-def test_a_signal_ends_a_threads_run_at_once_and_nothing_is_printed_after(
-    cli, flow_file, env, tmp_path, signum, code, why
-):
+@contextlib.contextmanager
+def _slow_run_inside_its_download(flow_file, env, tmp_path) -> Iterator[subprocess.Popen]:
+    """``iterflow run`` of SLOW on threads, once its download is inside its long call.
+
+    Not a fixed pause: on a loaded machine the task may not have started by then,
+    and a run cancelled before it starts has no thread left running to name.
+    The process is reaped on the way out, not left to warn in the next test.
+    """
     path = flow_file("slow.py", SLOW)
     ready = tmp_path / "ready"
     proc = subprocess.Popen(
@@ -70,23 +72,38 @@ def test_a_signal_ends_a_threads_run_at_once_and_nothing_is_printed_after(
     )
     try:
         assert proc.stdout.readline().startswith("Running flow 'slow download'")
-        # Not a fixed pause: on a loaded machine the task may not have started by then,
-        # and a run cancelled before it starts has no thread left running to name.
         _wait_for_file(ready, proc)
-        proc.send_signal(signum)
-        sent = time.monotonic()
-        try:
-            out, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            pytest.fail(f"the run did not exit within 30 s of the signal\n--- stdout ---\n{out}"
-                        f"\n--- stderr ---\n{err}")
-        took = time.monotonic() - sent
+        yield proc
     finally:
-        if proc.poll() is None:  # reaped here, not left to warn in the next test
+        if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def _output(proc: subprocess.Popen) -> tuple[str, str]:
+    """What the run prints until it exits; a failure naming it if that takes over 30 s."""
+    try:
+        return proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"the run did not exit within 30 s of the signal\n--- stdout ---\n{out}"
+                    f"\n--- stderr ---\n{err}")
+
+
+@needs_store
+@pytest.mark.parametrize(("signum", "code", "why"), [
+    (signal.SIGTERM, 143, "cancelled by SIGTERM"),
+    (signal.SIGINT, 130, "cancelled (Ctrl-C)"),
+])
+def test_a_signal_ends_a_threads_run_at_once_and_nothing_is_printed_after(
+    cli, flow_file, env, tmp_path, signum, code, why
+):
+    with _slow_run_inside_its_download(flow_file, env, tmp_path) as proc:
+        proc.send_signal(signum)
+        sent = time.monotonic()
+        out, err = _output(proc)
+        took = time.monotonic() - sent
     # Every check names what the process printed: a failure on a loaded machine is
     # then read from the report, not guessed at.
     printed = f"took {took:.1f} s\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
@@ -114,24 +131,11 @@ def test_a_second_ctrl_c_cuts_the_wait_for_loops_short_and_the_run_still_ends_ca
     # After a Ctrl-C the runner gives loops on other threads a moment to stop; a user who
     # presses Ctrl-C again will not wait for it. Its exception used to cut the run's own
     # end short too: the run was left unfinished, read as Crashed once the process was gone.
-    path = flow_file("slow.py", SLOW)
-    ready = tmp_path / "ready"
-    proc = subprocess.Popen(
-        [*COMMAND, "run", str(path), "--executor", "threads"], env={**env, "READY": str(ready)},
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=_ctrl_c_as_in_a_terminal,
-    )
-    try:
-        assert proc.stdout.readline().startswith("Running flow 'slow download'")
-        _wait_for_file(ready, proc)
+    with _slow_run_inside_its_download(flow_file, env, tmp_path) as proc:
         proc.send_signal(signal.SIGINT)
         time.sleep(0.3)  # well inside the moment given to loops (CANCEL_GRACE, 2 s)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        out, err = _output(proc)
     printed = f"--- stdout ---\n{out}\n--- stderr ---\n{err}"
     assert proc.returncode == 130, printed
     assert "Traceback" not in err, printed
