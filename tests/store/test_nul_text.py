@@ -8,10 +8,18 @@ writes U+FFFD in its place; SQLite keeps the text as it was given.
 
 from __future__ import annotations
 
+import functools
+
+import pytest
+import sqlalchemy as sa
+from psycopg.adapt import PyFormat
+
 import iterflow
 from iterflow import LOOP, Flow, task
 from iterflow import store as st
-from iterflow.store.pg_text import NUL_REPLACEMENT
+from iterflow.store import db
+from iterflow.store.pg_text import NUL_REPLACEMENT, NulFreeText
+from tests.backends import PG_URL, postgres_schema
 
 
 def _as_recorded(text: str, url: str) -> str:
@@ -60,3 +68,39 @@ def test_text_holding_nul_is_recorded_and_the_run_ends_as_it_should(store_url):
     logged = st.logs(run.run_id, store=store_url)
     lines = [e.message for e in logged if "bytes on page" in e.message]
     assert lines == [_as_recorded(f"got \x00 bytes on page {i}", store_url) for i in range(3)]
+
+
+@pytest.mark.skipif(not PG_URL, reason="ITERFLOW_TEST_POSTGRES_URL is not set")
+def test_postgres_pays_for_nul_free_text_only_once_a_nul_was_refused():
+    # The replacing dumpers cost a Python call per string: until a NUL comes, the
+    # store's connections keep psycopg's own; from then on, every one of them (a
+    # pooled one, a writer's kept one) writes U+FFFD, and the refused write is retried.
+    def dumper(conn: sa.Connection) -> type:
+        return conn.connection.driver_connection.adapters.get_dumper(str, PyFormat.TEXT)
+
+    def insert(body: str):
+        return lambda conn: conn.execute(sa.text("INSERT INTO notes VALUES (:body)"),
+                                         {"body": body})
+
+    with postgres_schema("nul") as url:
+        engine = db.create_engine(url, lock_timeout=5)
+        kept = db.write_connection(engine)
+        try:
+            write = functools.partial(db.write, engine, name=url, lock_timeout=5)
+            write(lambda conn: conn.exec_driver_sql("CREATE TABLE notes (body text)"))
+            write(insert("plain"))
+            write(insert("plain too"), connection=kept)
+            assert dumper(kept) is not NulFreeText
+            with engine.connect() as conn:
+                assert dumper(conn) is not NulFreeText
+
+            write(insert("kept \x00 one"), connection=kept)
+            assert dumper(kept) is NulFreeText
+            write(insert("pooled \x00 one"))
+            with engine.connect() as conn:
+                assert dumper(conn) is NulFreeText
+                bodies = list(conn.execute(sa.text("SELECT body FROM notes")).scalars())
+            assert bodies == ["plain", "plain too", "kept \ufffd one", "pooled \ufffd one"]
+        finally:
+            kept.close()
+            engine.dispose()
