@@ -46,6 +46,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 
 from iterflow.errors import StoreError
+from iterflow.store.clean_text import clean_text_from_now_on, refused_surrogate
 
 __all__ = [
     "check_writable",
@@ -285,6 +286,11 @@ def write(
                 with conn.begin():
                     return fn(conn)
         except Exception as exc:
+            # Text a driver refused: from now on that engine writes it otherwise (the
+            # kept connection's is the one to switch: it may be an engine of its own).
+            writing = engine if connection is None else connection.engine
+            if refused_surrogate(exc) and clean_text_from_now_on(writing):
+                continue  # the same transaction again, its surrogates now escaped
             # The driver's own error comes unwrapped from the SQLite begin hook.
             if isinstance(exc, sa.exc.DBAPIError):
                 orig: BaseException = exc.orig
@@ -294,7 +300,7 @@ def write(
                 raise StoreError(describe_error(exc, name)) from exc
             else:
                 raise
-            if _nul_in_text(orig) and _text_without_nul(engine, connection):
+            if _nul_in_text(orig) and _text_without_nul(writing, connection):
                 continue  # the same transaction again, its NULs now written as U+FFFD
             if _retryable(orig) and time.monotonic() + delay < deadline:
                 time.sleep(delay)

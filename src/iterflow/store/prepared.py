@@ -20,6 +20,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from iterflow.store.clean_text import CleaningCursor, cleans_text
+
 __all__ = [
     "NATIVE_UPSERT",
     "FastInsert",
@@ -107,8 +109,15 @@ def sqlite_variable_limit(conn: sa.Connection) -> int:
 
 
 def dbapi_cursor(conn: sa.Connection) -> Any:
-    """A DB-API cursor in ``conn``'s transaction (see :class:`Prepared`)."""
-    return conn.connection.driver_connection.cursor()
+    """A DB-API cursor in ``conn``'s transaction (see :class:`Prepared`).
+
+    One that cleans its text once the engine has met a lone surrogate
+    (:mod:`iterflow.store.clean_text`).
+    """
+    cursor = conn.connection.driver_connection.cursor()
+    if cleans_text(conn.engine):
+        return CleaningCursor(cursor)
+    return cursor
 
 
 class FastInsert(Prepared):

@@ -1,9 +1,13 @@
-"""A NUL character in text the store records (a message, a label, a log line) fails nothing.
+"""Text a database refuses (a NUL, a lone surrogate) fails nothing: it is recorded escaped.
 
 PostgreSQL's text types cannot hold NUL; psycopg refused the string and the
-whole batch with it, so one exception message holding ``\\x00`` failed the
+whole batch with it, so one exception message holding ``\x00`` failed the
 run's recording ("The run store ... failed: DataError"). There the store now
 writes U+FFFD in its place; SQLite keeps the text as it was given.
+
+A lone surrogate (``"\udcff"``, how Python decodes a file name's undecodable
+bytes) cannot be encoded as UTF-8 at all: both drivers refused it. The store
+now writes it as the escape ``\udcff``, on both.
 """
 
 from __future__ import annotations
@@ -104,3 +108,35 @@ def test_postgres_pays_for_nul_free_text_only_once_a_nul_was_refused():
         finally:
             kept.close()
             engine.dispose()
+
+
+def test_a_lone_surrogate_in_recorded_text_is_written_as_its_escape(store_url):
+    # os.listdir() gives such names for files whose names are not UTF-8.
+    name = b"report-\xff.csv".decode("utf-8", "surrogateescape")
+
+    @task(task_run_name="read {path}")
+    def read(path):
+        i = iterflow.context.loop_index
+        iterflow.set_iteration_label(f"{path} part {i}")
+        iterflow.context.logger.warning("reading %s", path)
+        if i < 1:
+            raise LOOP(message=f"more of {path}", result=path)
+        raise OSError(f"cannot read {path}")
+
+    with Flow("odd names") as flow:
+        read(name)
+
+    assert flow.run(store=store_url).is_failed()
+    escaped = "report-\\udcff.csv"
+    [run] = st.list_runs(store=store_url)
+    assert run.state == "Failed"
+    [task_run] = st.task_runs(run.run_id, store=store_url)
+    assert (task_run.state, task_run.task_run_name) == ("Failed", f"read {escaped}")
+    steps = st.iterations(run.run_id, "read", store=store_url)
+    assert [s.label for s in steps] == [f"{escaped} part 0", f"{escaped} part 1"]
+    assert steps[0].message == f"more of {escaped}"
+    assert f"cannot read {escaped}" in steps[-1].message
+    # The result itself is pickled: given back exactly, surrogate included.
+    assert st.load_result(steps[0].result_id, store=store_url) == name
+    logged = [e.message for e in st.logs(run.run_id, store=store_url) if "reading" in e.message]
+    assert logged == [f"reading {escaped}"] * 2
