@@ -1,19 +1,23 @@
-"""Text no database can encode: lone surrogates, written as backslash escapes instead.
+"""Text a database driver refuses, written otherwise instead of failing the run's recording.
 
-A ``str`` may hold a lone surrogate (``"\\udcff"``): ``os.listdir`` and
-``sys.argv`` decode a file name's undecodable bytes so (``surrogateescape``).
-UTF-8 cannot encode one, so SQLite's and psycopg's drivers refuse the whole
-statement, and with it the batch and the run's recording. Such text only ever
-is something for people to read (a label, a message, a log line, a task run's
-name: results go as bytes), so an engine that met one writes it as
-``\\udcff`` from then on, as ``repr`` would show it.
+Two kinds, each only ever in text for people to read (a label, a message, a
+log line, a task run's name; results go as bytes):
 
-It costs nothing until then: :func:`iterflow.store.db.write` calls
-:func:`clean_text_from_now_on` when a driver refuses a surrogate, and runs the
-transaction again. Afterwards the engine's statements have their parameters
-cleaned both where SQLAlchemy runs them (a ``before_cursor_execute`` hook)
-and where the writer runs its own on the DB-API cursor
-(:func:`iterflow.store.prepared.dbapi_cursor` hands out a :class:`CleaningCursor`).
+- a lone surrogate (``"\\udcff"``: ``os.listdir`` and ``sys.argv`` decode a file
+  name's undecodable bytes so): UTF-8 cannot encode one, so SQLite's and
+  psycopg's drivers refuse the whole statement. An engine that met one writes
+  it as its escape, ``\\udcff``, from then on, as ``repr`` would show it: its
+  statements have their parameters cleaned where SQLAlchemy runs them (a
+  ``before_cursor_execute`` hook) and where the writer runs its own on the
+  DB-API cursor (:func:`iterflow.store.prepared.dbapi_cursor` hands out a
+  :class:`CleaningCursor`);
+- a NUL on PostgreSQL, whose text types cannot hold one: that engine's
+  connections dump strings with U+FFFD in its place (:mod:`iterflow.store.pg_text`).
+  SQLite keeps a NUL as it was given.
+
+Neither costs anything until then (cleaning is a Python call per string):
+:func:`iterflow.store.db.write` switches the engine when its driver refuses
+such text, and runs the transaction again.
 """
 
 from __future__ import annotations
@@ -26,10 +30,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
-__all__ = ["CleaningCursor", "clean_text_from_now_on", "cleans_text", "refused_surrogate"]
+__all__ = [
+    "CleaningCursor",
+    "clean_text_from_now_on",
+    "cleans_text",
+    "nul_free_from_now_on",
+    "refused_nul",
+    "refused_surrogate",
+]
 
-# Engines that clean their text (see clean_text_from_now_on).
+# Engines that clean their text (see clean_text_from_now_on), and those whose
+# connections write NUL-free text (see nul_free_from_now_on).
 _CLEANING: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+_NUL_FREE: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
 
 
 def cleans_text(engine: sa.Engine) -> bool:
@@ -55,6 +68,35 @@ def clean_text_from_now_on(engine: sa.Engine) -> bool:
         return False
     _CLEANING.add(engine)
     event.listen(engine, "before_cursor_execute", _cleaned_statement, retval=True)
+    return True
+
+
+def refused_nul(orig: BaseException) -> bool:
+    """Whether the driver's error ``orig`` is PostgreSQL text refusing a NUL.
+
+    psycopg refuses a str holding NUL in text format before sending it (a
+    DataError of its own); in binary format the server does.
+    """
+    text = str(orig)
+    return "cannot contain NUL" in text or ("invalid byte sequence" in text and "0x00" in text)
+
+
+def nul_free_from_now_on(engine: sa.Engine, connection: sa.Connection | None) -> bool:
+    """From now on ``engine`` writes NUL in text as U+FFFD; False if it did already.
+
+    Also False for an engine not on psycopg (the error is something else then).
+    ``connection``: a writer's own, taken from the pool long ago, switched at once.
+    """
+    if engine in _NUL_FREE or engine.dialect.driver != "psycopg":
+        return False
+    from iterflow.store.pg_text import use_nul_free_text
+
+    _NUL_FREE.add(engine)
+    # Every connection as it is taken from the pool, the ones made before included.
+    event.listen(engine, "checkout",
+                 lambda dbapi_connection, *_: use_nul_free_text(dbapi_connection))
+    if connection is not None:
+        use_nul_free_text(connection.connection.driver_connection)
     return True
 
 

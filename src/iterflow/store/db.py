@@ -35,7 +35,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,7 +45,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 
 from iterflow.errors import StoreError
-from iterflow.store.clean_text import clean_text_from_now_on, refused_surrogate
+from iterflow.store.clean_text import (
+    clean_text_from_now_on,
+    nul_free_from_now_on,
+    refused_nul,
+    refused_surrogate,
+)
 
 __all__ = [
     "check_writable",
@@ -287,10 +291,11 @@ def write(
                     return fn(conn)
         except Exception as exc:
             # Text a driver refused: from now on that engine writes it otherwise (the
-            # kept connection's is the one to switch: it may be an engine of its own).
+            # kept connection's is the one to switch: it may be an engine of its own),
+            # and the same transaction runs again.
             writing = engine if connection is None else connection.engine
             if refused_surrogate(exc) and clean_text_from_now_on(writing):
-                continue  # the same transaction again, its surrogates now escaped
+                continue
             # The driver's own error comes unwrapped from the SQLite begin hook.
             if isinstance(exc, sa.exc.DBAPIError):
                 orig: BaseException = exc.orig
@@ -300,45 +305,13 @@ def write(
                 raise StoreError(describe_error(exc, name)) from exc
             else:
                 raise
-            if _nul_in_text(orig) and _text_without_nul(writing, connection):
-                continue  # the same transaction again, its NULs now written as U+FFFD
+            if refused_nul(orig) and nul_free_from_now_on(writing, connection):
+                continue
             if _retryable(orig) and time.monotonic() + delay < deadline:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
                 continue
             raise StoreError(describe_error(exc, name, lock_timeout=lock_timeout)) from exc
-
-
-def _nul_in_text(orig: BaseException) -> bool:
-    # psycopg refuses a str holding NUL in text format before sending it (a DataError of
-    # its own); in binary format the server does (invalid byte sequence ... 0x00).
-    text = str(orig)
-    return "cannot contain NUL" in text or ("invalid byte sequence" in text and "0x00" in text)
-
-
-def _text_without_nul(engine: sa.Engine, connection: sa.Connection | None) -> bool:
-    """From now on ``engine`` writes NUL in text as U+FFFD (:mod:`iterflow.store.pg_text`).
-
-    Switched on the first refusal, not up front: the replacing dumpers cost a
-    Python call per string written, ~0.5 µs, which only a store that has met a
-    NUL should pay. False when ``engine`` was switched already (the error is
-    something else, then) or is not psycopg's.
-    """
-    if engine in _NUL_FREE or engine.dialect.driver != "psycopg":
-        return False
-    from iterflow.store.pg_text import use_nul_free_text
-
-    _NUL_FREE.add(engine)
-    # Every connection as it is taken from the pool, the ones made before included.
-    event.listen(engine, "checkout", lambda dbapi_connection, *_: use_nul_free_text(
-        dbapi_connection))
-    if connection is not None:  # a writer's own, taken from the pool long ago
-        use_nul_free_text(connection.connection.driver_connection)
-    return True
-
-
-# Engines whose connections write NUL-free text (see _text_without_nul).
-_NUL_FREE: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
 
 
 def read(engine: sa.Engine, fn: Callable[[sa.Connection], T], *, name: str) -> T:

@@ -10,8 +10,8 @@ decoder marks what it could not read); SQLite keeps the text as it was given.
 
 A dumper costs a Python call per string, ~0.5 µs (psycopg's own are C):
 about doubling what ``COPY`` costs a row of five strings. So the store turns
-them on only when PostgreSQL has refused a NUL: :func:`iterflow.store.db.write`
-then switches the engine's connections over and runs the transaction again.
+them on only when PostgreSQL has refused a NUL
+(:func:`iterflow.store.clean_text.nul_free_from_now_on`).
 """
 
 from __future__ import annotations
