@@ -8,8 +8,9 @@ A signal's exception is raised wherever the main thread is, and the runner has
 a few statements that must not be cut in two: a job handed to the executor
 and its future recorded as running (cut there, the job ran on, unnamed and
 uncancelled). :func:`signals_held` defers SIGTERM's and Ctrl-C's exception
-over those to the end of the ``with`` (:func:`sigterm_cancels` installs the
-handlers that do so; under Python's own Ctrl-C handler only SIGTERM waits).
+over those to the end of the ``with``: :func:`sigterm_cancels` installs the
+handlers that do so (for Ctrl-C only in place of Python's own handler; a
+user's or asyncio's is left alone, and its exception does not wait).
 """
 
 from __future__ import annotations
