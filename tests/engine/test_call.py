@@ -8,8 +8,10 @@ import time
 import pytest
 
 import iterflow
+from iterflow import Flow, task
 from iterflow.engine import call
 from iterflow.engine.call import call_once
+from iterflow.executors import LocalExecutor, ThreadExecutor
 from iterflow.signals import FAIL, LOOP, RETRY, SKIP, SUCCESS
 
 
@@ -107,3 +109,30 @@ def test_stdout_is_captured_line_by_line():
     lines.clear()
     assert call_once(chatty, {}, timeout=5, stdout=lines.append).value == 1
     assert lines == ["one", "two"]
+
+
+class _Unreadable(Exception):
+    def __str__(self):
+        raise RuntimeError("no text")
+
+
+@pytest.mark.parametrize("executor", [LocalExecutor(), ThreadExecutor(max_workers=2)],
+                         ids=["local", "threads"])
+def test_an_exception_whose_message_cannot_be_read_fails_its_task_run_as_itself(executor):
+    # Its __str__ raising used to fail the task run as a crash of the engine ("did not
+    # finish on ..."): no retry, and a message naming the wrong thing.
+    calls = []
+
+    @task(max_retries=1)
+    def parse():
+        calls.append(1)
+        raise _Unreadable("x")
+
+    with Flow("unreadable") as flow:
+        parse()
+    state = flow.run(executor=executor, store=None)
+    [final] = state.result.values()
+    assert final.is_failed() and len(calls) == 2
+    assert final.message == ("task 'parse' in flow 'unreadable', iteration 0, failed: _Unreadable "
+                             "(its message could not be read: RuntimeError in its __str__)")
+    assert isinstance(final.result, _Unreadable)

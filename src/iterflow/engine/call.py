@@ -43,6 +43,7 @@ __all__ = [
     "Outcome",
     "call_once",
     "call_once_async",
+    "error_message",
     "from_exception",
 ]
 
@@ -83,7 +84,20 @@ def from_exception(exc: Exception) -> Outcome:
         signal: Any = exc  # a Signal: it has a result and a message (a LOOP, a label)
         return Outcome(kind, signal.result, signal.message, None, getattr(signal, "label", None))
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return Outcome(ERRORED, exc, f"{type(exc).__name__}: {exc}", text)
+    return Outcome(ERRORED, exc, error_message(exc), text)
+
+
+def error_message(exc: BaseException) -> str:
+    """``"ValueError: bad input"``: how a failed task run's message names its exception.
+
+    An exception whose ``__str__`` itself raises still fails its task run as
+    itself (with retries, handlers and a record), not as a crash of the engine.
+    """
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception as failed:
+        return (f"{type(exc).__name__} (its message could not be read: "
+                f"{type(failed).__name__} in its __str__)")
 
 
 def call_once(
