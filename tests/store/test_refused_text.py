@@ -25,53 +25,57 @@ from iterflow.store import db
 from iterflow.store.pg_text import NUL_REPLACEMENT, NulFreeText
 from tests.backends import PG_URL, postgres_schema
 
+# Each kind of text: what a run puts in it, and how the store gives it back on a backend.
+TEXTS = {
+    # SQLite keeps a NUL; PostgreSQL cannot hold one.
+    "nul": ("a\x00b", lambda url: "a\x00b" if url.startswith("sqlite") else
+            "a" + NUL_REPLACEMENT + "b"),
+    # os.listdir() gives such a name for a file whose name is not UTF-8.
+    "surrogate": (b"report-\xff.csv".decode("utf-8", "surrogateescape"),
+                  lambda url: "report-\\udcff.csv"),
+}
 
-def _as_recorded(text: str, url: str) -> str:
-    return text if url.startswith("sqlite") else text.replace("\x00", NUL_REPLACEMENT)
 
+@pytest.mark.parametrize("kind", TEXTS)
+def test_refused_text_is_recorded_escaped_and_the_run_ends_as_it_should(store_url, kind):
+    given, recorded_on = TEXTS[kind]
+    shown = recorded_on(store_url)
 
-def test_text_holding_nul_is_recorded_and_the_run_ends_as_it_should(store_url):
-    @task(task_run_name="fetch {page}")
-    def fetch(page):
+    @task(task_run_name="read {path}")
+    def read(path):
         i = iterflow.context.loop_index
-        iterflow.set_iteration_label(f"page\x00{i}")
-        iterflow.context.logger.warning("got \x00 bytes on page %d", i)
+        iterflow.set_iteration_label(f"{path} part {i}")
+        iterflow.context.logger.warning("reading %s", path)
         if i < 2:
-            raise LOOP(message=f"more\x00{i}", result=f"body\x00{i}")
-        return "last\x00page"
+            raise LOOP(message=f"more of {path}", result=path)
+        return path
 
     @task
-    def parse(body):
-        raise ValueError(f"cannot parse {body!s}")
+    def parse(text):
+        raise ValueError(f"cannot parse {text}")
 
-    with Flow("nul text") as flow:
-        parse(fetch("a\x00b"))
+    with Flow("odd text") as flow:
+        parse(read(given))
 
-    state = flow.run(store=store_url)
-    assert state.is_failed()
-
+    assert flow.run(store=store_url).is_failed()
     [run] = st.list_runs(store=store_url)
     assert run.state == "Failed"
     runs = {t.task_name: t for t in st.task_runs(run.run_id, store=store_url)}
-    assert runs["fetch"].state == "Success" and runs["fetch"].loop_count == 3
-    assert runs["fetch"].task_run_name == _as_recorded("fetch a\x00b", store_url)
+    assert (runs["read"].state, runs["read"].loop_count) == ("Success", 3)
+    assert runs["read"].task_run_name == f"read {shown}"
     assert runs["parse"].state == "Failed"
 
-    steps = st.iterations(run.run_id, "fetch", store=store_url)
+    steps = st.iterations(run.run_id, "read", store=store_url)
+    assert [s.label for s in steps] == [f"{shown} part {i}" for i in range(3)]
     looped = [s for s in steps if s.state == "Looped"]
-    assert [s.message for s in looped] == [_as_recorded(f"more\x00{i}", store_url)
-                                           for i in range(2)]
-    assert [s.label for s in steps if s.label] == [_as_recorded(f"page\x00{i}", store_url)
-                                                   for i in range(3)]
-    # The results themselves are bytes: given back exactly, NUL included.
-    assert st.load_result(looped[0].result_id, store=store_url) == "body\x000"
-
+    assert [s.message for s in looped] == [f"more of {shown}"] * 2
+    # The results themselves are pickled: given back exactly, as they were.
+    assert st.load_result(looped[0].result_id, store=store_url) == given
     [failed] = [s for s in st.iterations(run.run_id, "parse", store=store_url)
                 if s.state == "Failed"]
-    assert _as_recorded("cannot parse last\x00page", store_url) in failed.message
-    logged = st.logs(run.run_id, store=store_url)
-    lines = [e.message for e in logged if "bytes on page" in e.message]
-    assert lines == [_as_recorded(f"got \x00 bytes on page {i}", store_url) for i in range(3)]
+    assert f"cannot parse {shown}" in failed.message
+    logged = [e.message for e in st.logs(run.run_id, store=store_url) if "reading" in e.message]
+    assert logged == [f"reading {shown}"] * 3
 
 
 @pytest.mark.skipif(not PG_URL, reason="ITERFLOW_TEST_POSTGRES_URL is not set")
@@ -108,35 +112,3 @@ def test_postgres_pays_for_nul_free_text_only_once_a_nul_was_refused():
         finally:
             kept.close()
             engine.dispose()
-
-
-def test_a_lone_surrogate_in_recorded_text_is_written_as_its_escape(store_url):
-    # os.listdir() gives such names for files whose names are not UTF-8.
-    name = b"report-\xff.csv".decode("utf-8", "surrogateescape")
-
-    @task(task_run_name="read {path}")
-    def read(path):
-        i = iterflow.context.loop_index
-        iterflow.set_iteration_label(f"{path} part {i}")
-        iterflow.context.logger.warning("reading %s", path)
-        if i < 1:
-            raise LOOP(message=f"more of {path}", result=path)
-        raise OSError(f"cannot read {path}")
-
-    with Flow("odd names") as flow:
-        read(name)
-
-    assert flow.run(store=store_url).is_failed()
-    escaped = "report-\\udcff.csv"
-    [run] = st.list_runs(store=store_url)
-    assert run.state == "Failed"
-    [task_run] = st.task_runs(run.run_id, store=store_url)
-    assert (task_run.state, task_run.task_run_name) == ("Failed", f"read {escaped}")
-    steps = st.iterations(run.run_id, "read", store=store_url)
-    assert [s.label for s in steps] == [f"{escaped} part 0", f"{escaped} part 1"]
-    assert steps[0].message == f"more of {escaped}"
-    assert f"cannot read {escaped}" in steps[-1].message
-    # The result itself is pickled: given back exactly, surrogate included.
-    assert st.load_result(steps[0].result_id, store=store_url) == name
-    logged = [e.message for e in st.logs(run.run_id, store=store_url) if "reading" in e.message]
-    assert logged == [f"reading {escaped}"] * 2
