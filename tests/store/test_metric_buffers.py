@@ -59,7 +59,7 @@ def test_ids_keep_the_order_across_task_runs_and_skip_numbers_not_taken():
     taken = buffers.take()
     columns = [Values(take) for take in taken]
     assert number_span(columns) == (1, 4)
-    rows = metric_rows(taken, columns, 100 - 1, {RUN: 1}, {}, {"a": 2, "b": 3}, {})
+    rows = metric_rows(taken, columns, 100 - 1, {RUN: 1}, {"a": 2, "b": 3})
     seqs = {row[2]: [v[0] for v in values(SimpleNamespace(**dict(zip(COLUMNS, row))))]
             for row in rows}
     assert seqs == {2: [100, 103], 3: [101]}

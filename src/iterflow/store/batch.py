@@ -399,8 +399,8 @@ class BatchRecorder:
                         _forget(conn, record[F_RUN_ID], self._forget[record[F_RUN_ID]])
                     run_key = run_key_of[record[F_RUN_ID]]
                     next_id = write_flow(record, run_key, next_id, rows, runs, self.owner)
-            chunks = metric_rows(metrics, metric_values, next_id - least_number, run_keys,
-                                 keyed_runs, task_keys, keyed_tasks)
+            chunks = metric_rows(metrics, metric_values, next_id - least_number, run_key_of,
+                                 task_key_of)
             next_id += metric_ids
             write_flow_rows(conn, rows)
             snapshots: list[tuple[Any, ...]] = []

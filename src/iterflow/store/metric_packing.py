@@ -273,19 +273,19 @@ def number_span(columns: Sequence[Values]) -> tuple[int, int]:
 
 
 def metric_rows(taken: Sequence[Taken], columns: Sequence[Values], offset: int,
-                run_keys: dict[str, int], keyed_runs: dict[str, int],
-                task_keys: dict[str, int], keyed_tasks: dict[str, int]) -> list[tuple[object, ...]]:
+                run_key_of: dict[str, int],
+                task_key_of: dict[str, int]) -> list[tuple[object, ...]]:
     """The packed rows of values ``taken`` (read as ``columns``); ids are number + ``offset``.
 
-    Keys of flow runs and task runs are in ``run_keys``/``task_keys`` (known
-    before the batch) or ``keyed_runs``/``keyed_tasks`` (found or made in it).
+    ``run_key_of``/``task_key_of``: the key of every flow run and task run the
+    batch names, kept from before it or found or made in it.
     """
     rows = []
     for take, values in zip(taken, columns):
         task_run_id = take.task_run_id
         rows.append(values.row(
-            run_keys.get(take.flow_run_id) or keyed_runs[take.flow_run_id],
-            None if task_run_id is None else task_keys.get(task_run_id) or keyed_tasks[task_run_id],
+            run_key_of[take.flow_run_id],
+            None if task_run_id is None else task_key_of[task_run_id],
             offset,
         ))
     return rows
